@@ -1,0 +1,140 @@
+"""The framework's exceptions: one tree, each carrying the venue, symbol and order id where they apply.
+
+::
+
+    FrameworkError
+    ├── ConfigError                  bad settings, unknown plugin name, misspelt hook
+    │   └── PluginNotFound           ``--plugins`` names a plugin that is not installed
+    ├── StoreError                   the database refused or lost a write
+    │   └── DuplicateOpenPosition    a second open position for one account/venue/symbol
+    └── VenueError                   anything a venue (or the path to it) answered
+        ├── PositionGone             the venue says there is no position: *closed*, never *retry*
+        ├── OrderIncomplete          side / amount / status of an order cannot be established
+        ├── OrderRejected            the venue refused the order; nothing was filled
+        ├── WouldTriggerImmediately  the stop is already on the wrong side of the mark price
+        ├── OrderNotFound            the venue does not know this order id / client order id
+        ├── OutcomeUnknown           the request may or may not have been accepted (timeout, 5xx)
+        ├── RateLimited              429 / 418 / Bybit 10006: slow down, then retry
+        ├── StreamError              the private stream failed to connect, authenticate or decode
+        └── RollbackFailed           a rollback could not prove the venue flat afterwards
+
+``PositionGone`` is deliberately not a subclass of anything retryable: the engine treats it as evidence
+of closure (INCIDENTS.md I-1, I-4).  ``OutcomeUnknown`` is resolved by client order id, never assumed
+to be a rejection (INCIDENTS.md I-3).
+"""
+
+from __future__ import annotations
+
+
+class FrameworkError(Exception):
+    """Root of every error the framework raises on purpose.
+
+    :param message: human-readable explanation; never contains secrets.
+    :param venue: venue name (``binance``, ``bybit``…) when the error concerns one.
+    :param symbol: unified ccxt symbol such as ``XRP/USDT:USDT`` when the error concerns one.
+    :param order_id: the venue's order id, or the client order id, when the error concerns one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        venue: str | None = None,
+        symbol: str | None = None,
+        order_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.venue = venue
+        self.symbol = symbol
+        self.order_id = order_id
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = [part for part in (self.venue, self.symbol) if part]
+        if self.order_id:
+            where.append(f"order {self.order_id}")
+        prefix = f"{' '.join(where)}: " if where else ""
+        return f"{prefix}{self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, venue={self.venue!r}, "
+            f"symbol={self.symbol!r}, order_id={self.order_id!r})"
+        )
+
+
+class ConfigError(FrameworkError):
+    """Settings, plugin selection or a plugin's hook implementations are invalid."""
+
+
+class PluginNotFound(ConfigError):
+    """A requested plugin name is not installed; the message lists the installed ones."""
+
+
+class StoreError(FrameworkError):
+    """The database refused or lost a write."""
+
+
+class DuplicateOpenPosition(StoreError):
+    """A second open position for one account/venue/symbol was refused by the unique index."""
+
+
+class VenueError(FrameworkError):
+    """Anything a venue answered (or failed to answer) that the caller must handle.
+
+    :param code: the venue's own error code (Binance ``-2021``, Bybit ``10001``…) when known.
+    """
+
+    def __init__(self, message: str, *, code: int | str | None = None, **where: str | None) -> None:
+        self.code = code
+        super().__init__(message, **where)
+
+
+class PositionGone(VenueError):
+    """The venue reports that the position does not exist (any more).
+
+    Source: Bybit ``retCode 10001`` "can not set tp/sl/ts for zero position"; Binance ``-2022``
+    ReduceOnly rejected / unknown-position answers.  The engine closes the position on this error and
+    never retries the action that raised it.
+    """
+
+
+class OrderIncomplete(VenueError):
+    """Side, amount or status of an order could not be established, even after asking the venue.
+
+    Raised instead of normalising a minimal response into a guessed value (INCIDENTS.md I-3).
+    """
+
+
+class OrderRejected(VenueError):
+    """The venue refused the order and nothing was filled."""
+
+
+class WouldTriggerImmediately(VenueError):
+    """A stop's trigger price is already crossed by the mark price (Binance ``-2021``).
+
+    The engine answers with a reduce-only close rather than a retry (INCIDENTS.md I-5).
+    """
+
+
+class OrderNotFound(VenueError):
+    """The venue does not know this order (Binance ``-2011`` / ``-2013``, Bybit ``110001``)."""
+
+
+class OutcomeUnknown(VenueError):
+    """A request may have been accepted even though no answer came (timeout, 5xx).
+
+    Resolve it by client order id; never treat it as a rejection.
+    """
+
+
+class RateLimited(VenueError):
+    """The venue asked us to slow down (HTTP 429/418, Binance ``-1003``, Bybit ``10006``)."""
+
+
+class StreamError(VenueError):
+    """The private stream could not connect, authenticate, or a frame could not be decoded."""
+
+
+class RollbackFailed(VenueError):
+    """A rollback ran but the venue could not be shown flat afterwards: a human must look."""

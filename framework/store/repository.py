@@ -1,0 +1,262 @@
+"""The framework's records in PostgreSQL: positions, orders (intent first), stops, the event journal.
+
+Every write that changes a position's state and its journal entry happen in one transaction, so the
+journal never disagrees with the ``positions`` table.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from framework.errors import DuplicateOpenPosition, StoreError
+from framework.models import OrderIntent, PositionEvent, StopLoss, now_ms
+from framework.store.database import create_pool, database_url
+
+
+def _jsonable(model: Any) -> Any:
+    return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
+
+
+class Store:
+    """Repository over an asyncpg pool.  Create with :meth:`open`, release with :meth:`close`.
+
+    :param pool: a pool created by :func:`framework.store.database.create_pool`.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, url: str | None = None, **pool_options: Any) -> Store:
+        """Connect to ``url`` (default: ``$DATABASE_URL`` or the embedded server) and migrate.
+
+        :raises StoreError: the database cannot be reached.
+        """
+        try:
+            pool = await create_pool(database_url(url), **pool_options)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot open the database: {exc}") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # --- orders: the intent is written before the order is submitted ---------------------------------
+
+    async def record_order(
+        self,
+        intent: OrderIntent,
+        *,
+        purpose: str = "entry",
+        client_order_id: str | None = None,
+        side: str | None = None,
+        contracts: Decimal | None = None,
+        reduce_only: bool = False,
+    ) -> None:
+        """Persist an order we are about to submit, in state ``intent``.
+
+        :param intent: the position intent the order serves (stored whole, as JSON).
+        :param purpose: ``entry``, ``close`` or ``rollback``.
+        :param client_order_id / side / contracts: default to the intent's entry order.
+        :raises StoreError: the client order id was already used for this account/venue.
+        """
+        ts = now_ms()
+        try:
+            await self.pool.execute(
+                """INSERT INTO orders (account, venue, symbol, client_order_id, purpose, side, contracts,
+                                       reduce_only, state, intent, created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'intent', $9, $10, $10)""",
+                intent.account, intent.venue, intent.symbol, client_order_id or intent.client_order_id,
+                purpose, side or intent.order_side, contracts or intent.contracts, reduce_only,
+                _jsonable(intent), ts,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise StoreError(
+                "client order id already recorded", venue=intent.venue, symbol=intent.symbol,
+                order_id=client_order_id or intent.client_order_id,
+            ) from exc
+
+    async def update_order(
+        self,
+        account: str,
+        venue: str,
+        client_order_id: str,
+        *,
+        state: str,
+        venue_order_id: str | None = None,
+        filled: Decimal | None = None,
+        average: Decimal | None = None,
+    ) -> None:
+        """Move an order to ``state`` (``submitted``, ``unknown``, ``open``, ``closed``, ``rejected``…)."""
+        await self.pool.execute(
+            """UPDATE orders SET state = $4, venue_order_id = COALESCE($5, venue_order_id),
+                      filled = COALESCE($6, filled), average = COALESCE($7, average), updated_at = $8
+               WHERE account = $1 AND venue = $2 AND client_order_id = $3""",
+            account, venue, client_order_id, state, venue_order_id, filled, average, now_ms(),
+        )
+
+    async def unresolved_orders(self, account: str, venue: str) -> list[asyncpg.Record]:
+        """Orders whose outcome we do not know yet (``intent``, ``submitted``, ``unknown``)."""
+        return await self.pool.fetch(
+            """SELECT * FROM orders WHERE account = $1 AND venue = $2
+               AND state IN ('intent', 'submitted', 'unknown') ORDER BY id""",
+            account, venue,
+        )
+
+    async def order(self, account: str, venue: str, client_order_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "SELECT * FROM orders WHERE account = $1 AND venue = $2 AND client_order_id = $3",
+            account, venue, client_order_id,
+        )
+
+    # --- positions ------------------------------------------------------------------------------------
+
+    async def open_position(
+        self, event: PositionEvent, *, stop_loss: Decimal | None = None, take_profit: Decimal | None = None,
+        trailing: dict[str, Any] | None = None, entry_client_order_id: str | None = None,
+    ) -> int:
+        """Insert an open position and journal ``opened`` in one transaction.
+
+        :returns: the position id.
+        :raises DuplicateOpenPosition: one is already open for this account/venue/symbol.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                position_id = await conn.fetchval(
+                    """INSERT INTO positions (account, venue, symbol, side, contracts, entry_price, stop_loss,
+                                              take_profit, trailing, status, source, entry_client_order_id,
+                                              opened_at, updated_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $12) RETURNING id""",
+                    event.account, event.venue, event.symbol, event.side, event.contracts, event.entry_price,
+                    stop_loss, take_profit, trailing, event.source, entry_client_order_id, event.timestamp,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise DuplicateOpenPosition(
+                    "a position is already open", venue=event.venue, symbol=event.symbol
+                ) from exc
+            await self._journal(conn, event.account, event.venue, event.symbol, position_id, "opened", event)
+        return position_id
+
+    async def update_position(
+        self, account: str, venue: str, symbol: str, *, event: PositionEvent | None = None,
+        contracts: Decimal | None = None, entry_price: Decimal | None = None,
+        stop_loss: Decimal | None = None, take_profit: Decimal | None = None,
+    ) -> bool:
+        """Update the open position's size / prices; journal ``event`` (if given) in the same transaction.
+
+        :returns: ``False`` when no position is open for that symbol.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            position_id = await conn.fetchval(
+                """UPDATE positions SET contracts = COALESCE($4, contracts),
+                          entry_price = COALESCE($5, entry_price), stop_loss = COALESCE($6, stop_loss),
+                          take_profit = COALESCE($7, take_profit), updated_at = $8
+                   WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id""",
+                account, venue, symbol, contracts, entry_price, stop_loss, take_profit, now_ms(),
+            )
+            if position_id is None:
+                return False
+            if event is not None:
+                await self._journal(conn, account, venue, symbol, position_id, event.event, event)
+        return True
+
+    async def close_position(self, event: PositionEvent) -> bool:
+        """Close the open position named by ``event`` and journal it, in one transaction.
+
+        Idempotent: a second call for the same position finds no open row and returns ``False``.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            position_id = await conn.fetchval(
+                """UPDATE positions SET status = 'closed', contracts = 0, closed_at = $4, updated_at = $4,
+                          close_reason = $5, close_price = $6, realized_pnl = $7
+                   WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id""",
+                event.account, event.venue, event.symbol, event.timestamp, event.reason, event.price,
+                event.realized_pnl,
+            )
+            if position_id is None:
+                return False
+            await conn.execute(
+                """UPDATE stops SET status = 'gone', ended_at = $2
+                   WHERE position_id = $1 AND status = 'resting'""",
+                position_id, event.timestamp,
+            )
+            await self._journal(conn, event.account, event.venue, event.symbol, position_id, "closed", event)
+        return True
+
+    async def open_positions(self, account: str | None = None, venue: str | None = None) -> list[asyncpg.Record]:
+        """Open positions, optionally for one account / venue."""
+        return await self.pool.fetch(
+            """SELECT * FROM positions WHERE status = 'open'
+               AND ($1::text IS NULL OR account = $1) AND ($2::text IS NULL OR venue = $2) ORDER BY id""",
+            account, venue,
+        )
+
+    async def position(self, position_id: int) -> asyncpg.Record | None:
+        return await self.pool.fetchrow("SELECT * FROM positions WHERE id = $1", position_id)
+
+    # --- stops ----------------------------------------------------------------------------------------
+
+    async def record_stop(self, account: str, stop: StopLoss) -> None:
+        """Record ``stop`` as resting and mark the previous resting one of its kind ``replaced``."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            position_id = await conn.fetchval(
+                """SELECT id FROM positions WHERE account = $1 AND venue = $2 AND symbol = $3
+                   AND status = 'open'""",
+                account, stop.venue, stop.symbol,
+            )
+            await conn.execute(
+                """UPDATE stops SET status = 'replaced', ended_at = $5
+                   WHERE account = $1 AND venue = $2 AND symbol = $3 AND kind = $4 AND status = 'resting'""",
+                account, stop.venue, stop.symbol, stop.kind, stop.placed_at,
+            )
+            await conn.execute(
+                """INSERT INTO stops (account, venue, symbol, position_id, kind, trigger_price, venue_order_id,
+                                      status, placed_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'resting', $8)""",
+                account, stop.venue, stop.symbol, position_id, stop.kind, stop.trigger_price, stop.order_id,
+                stop.placed_at,
+            )
+            if stop.kind == "stop_loss" and position_id is not None:
+                await conn.execute(
+                    "UPDATE positions SET stop_loss = $2, updated_at = $3 WHERE id = $1",
+                    position_id, stop.trigger_price, stop.placed_at,
+                )
+
+    async def resting_stops(self, account: str, venue: str, symbol: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            """SELECT * FROM stops WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'resting'
+               ORDER BY id""",
+            account, venue, symbol,
+        )
+
+    # --- journal --------------------------------------------------------------------------------------
+
+    async def append_event(
+        self, account: str, venue: str, kind: str, payload: Any, *, symbol: str | None = None,
+        position_id: int | None = None,
+    ) -> None:
+        """Append one row to the journal (the table refuses updates and deletes)."""
+        async with self.pool.acquire() as conn:
+            await self._journal(conn, account, venue, symbol, position_id, kind, payload)
+
+    async def events(self, *, position_id: int | None = None, venue: str | None = None) -> list[asyncpg.Record]:
+        """Journal rows in order, optionally for one position or venue."""
+        return await self.pool.fetch(
+            """SELECT * FROM events WHERE ($1::bigint IS NULL OR position_id = $1)
+               AND ($2::text IS NULL OR venue = $2) ORDER BY id""",
+            position_id, venue,
+        )
+
+    @staticmethod
+    async def _journal(
+        conn: asyncpg.Connection, account: str, venue: str, symbol: str | None, position_id: int | None,
+        kind: str, payload: Any,
+    ) -> None:
+        await conn.execute(
+            """INSERT INTO events (account, venue, symbol, position_id, kind, payload, at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            account, venue, symbol, position_id, kind, _jsonable(payload), now_ms(),
+        )

@@ -1,0 +1,1 @@
+"""Binance USDⓈ-M futures driver for framework (ccxt ``binanceusdm`` + user data stream)."""

@@ -1,0 +1,1 @@
+"""Bybit v5 linear driver for framework (ccxt ``bybit`` + private stream)."""
