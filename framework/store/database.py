@@ -28,16 +28,18 @@ def state_dir() -> Path:
     return path
 
 
-def embedded_server(pgdata: Path | None = None):  # -> pgserver.PostgresServer
+def embedded_server(pgdata: Path | None = None, *, cleanup_mode: str | None = None):
     """Start (or reuse) the embedded PostgreSQL server in ``pgdata`` and return its handle.
 
-    The server keeps running after this process exits, so the next start is fast.
+    :param cleanup_mode: pgserver's: ``None`` keeps the server running after this process exits (so the
+        next ``framework run`` starts fast); ``"delete"`` stops it and removes ``pgdata`` (tests).
+    :returns: a ``pgserver.PostgresServer``.
     """
     import pgserver  # imported lazily: it starts nothing on import, but pulls psutil & co.
 
     pgdata = pgdata or state_dir() / "pgdata"
     log.info("embedded PostgreSQL in %s", pgdata)
-    return pgserver.get_server(pgdata, cleanup_mode=None)
+    return pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
 
 
 def database_url(url: str | None = None) -> str:

@@ -127,7 +127,7 @@ class Store:
             try:
                 position_id = await conn.fetchval(
                     """INSERT INTO positions (account, venue, symbol, side, contracts, entry_price, stop_loss,
-                                              take_profit, trailing, status, source, entry_client_order_id,
+                                              take_profit, trailing_spec, status, source, entry_client_order_id,
                                               opened_at, updated_at)
                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $12) RETURNING id""",
                     event.account, event.venue, event.symbol, event.side, event.contracts, event.entry_price,

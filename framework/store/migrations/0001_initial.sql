@@ -11,7 +11,7 @@ CREATE TABLE positions (
     entry_price           numeric,
     stop_loss             numeric,
     take_profit           numeric,
-    trailing              jsonb,
+    trailing_spec         jsonb,              -- TrailingSpec as JSON
     status                text        NOT NULL CHECK (status IN ('open', 'closed')),
     source                text        NOT NULL,            -- engine | adopted
     entry_client_order_id text,

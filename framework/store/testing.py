@@ -1,0 +1,86 @@
+"""Fresh, migrated PostgreSQL databases for tests (the core's, the engine's and the contract suite's).
+
+One server per test session: ``$DATABASE_URL`` when set (CI may point at any PostgreSQL ≥ 14), else an
+embedded ``pgserver`` in a temporary directory.  Each test gets its own database, cloned from a
+migrated template, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from framework.store.database import create_pool, embedded_server
+from framework.store.repository import Store
+
+TEMPLATE = "framework_test_template"
+
+
+class TestDatabases:
+    """Creates databases on one server; :meth:`create` returns the URL of a new migrated database."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, server_url: str | None = None) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if server_url is None:
+            server_url = os.environ.get("DATABASE_URL")
+        if server_url is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="framework-pg-")
+            self._server = embedded_server(Path(self._tmp.name) / "pgdata", cleanup_mode="delete")
+            server_url = self._server.get_uri()
+        else:
+            self._server = None
+        self.server_url = server_url
+        self._prefix = f"fwt_{uuid.uuid4().hex[:8]}"
+        self._counter = itertools.count()
+        self._template_ready = False
+        self._created: list[str] = []
+
+    def _url(self, database: str) -> str:
+        base, _, query = self.server_url.partition("?")
+        base = base.rsplit("/", 1)[0]
+        return f"{base}/{database}" + (f"?{query}" if query else "")
+
+    async def create(self) -> str:
+        """A new, empty, migrated database; returns its URL."""
+        admin = await asyncpg.connect(self.server_url)
+        try:
+            if not self._template_ready:
+                await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}_{self._prefix}")
+                await admin.execute(f"CREATE DATABASE {TEMPLATE}_{self._prefix}")
+                pool = await create_pool(self._url(f"{TEMPLATE}_{self._prefix}"), max_size=1)
+                await pool.close()
+                self._template_ready = True
+            name = f"{self._prefix}_{next(self._counter)}"
+            await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}_{self._prefix}")
+            self._created.append(name)
+        finally:
+            await admin.close()
+        return self._url(name)
+
+    async def store(self) -> Store:
+        """A :class:`Store` on a new database."""
+        return await Store.open(await self.create(), max_size=5)
+
+    async def drop_all(self) -> None:
+        """Drop every database this object created."""
+        admin = await asyncpg.connect(self.server_url)
+        try:
+            for name in [*self._created, f"{TEMPLATE}_{self._prefix}"]:
+                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+        self._created.clear()
+
+    def close(self) -> None:
+        """Stop the embedded server (if we started one) and remove its directory."""
+        if self._server is not None:
+            self._server.cleanup()
+        if self._tmp is not None:
+            self._tmp.cleanup()

@@ -1,0 +1,128 @@
+"""The store against a real PostgreSQL: migrations, the one-open-position constraint, the journal."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from framework.errors import DuplicateOpenPosition, StoreError
+from framework.models import OrderIntent, PositionEvent, StopLoss
+from framework.store import Store, migrate
+from framework.store.database import migrations
+
+
+def opened(symbol: str = "XRP/USDT:USDT", venue: str = "bybit", account: str = "default") -> PositionEvent:
+    return PositionEvent(
+        event="opened", account=account, venue=venue, symbol=symbol, side="long",
+        contracts=Decimal("43"), entry_price=Decimal("0.5123"), timestamp=1_700_000_000_000,
+    )
+
+
+async def test_migrations_from_empty_create_every_table(database_url):
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
+        again = await migrate(conn)  # idempotent: nothing left to apply
+    finally:
+        await conn.close()
+    assert {"positions", "orders", "stops", "events", "schema_migrations"} <= tables
+    assert versions == [v for v, _, _ in migrations()]
+    assert again == []
+
+
+async def test_migrations_apply_on_a_blank_database(databases):
+    admin = await asyncpg.connect(databases.server_url)
+    await admin.execute("CREATE DATABASE blank_for_migration")
+    await admin.close()
+    url = databases._url("blank_for_migration")
+    conn = await asyncpg.connect(url)
+    try:
+        applied = await migrate(conn)
+        account_columns = await conn.fetch(
+            "SELECT table_name FROM information_schema.columns WHERE column_name = 'account' AND table_schema='public'"
+        )
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(databases.server_url)
+        await admin.execute("DROP DATABASE blank_for_migration WITH (FORCE)")
+        await admin.close()
+    assert applied == [v for v, _, _ in migrations()]
+    assert {r["table_name"] for r in account_columns} >= {"positions", "orders", "stops", "events"}
+
+
+async def test_two_open_positions_for_one_symbol_are_impossible_under_concurrency(store: Store):
+    results = await asyncio.gather(*(store.open_position(opened()) for _ in range(8)), return_exceptions=True)
+    winners = [r for r in results if isinstance(r, int)]
+    losers = [r for r in results if isinstance(r, DuplicateOpenPosition)]
+    assert len(winners) == 1 and len(losers) == 7
+    assert losers[0].venue == "bybit" and losers[0].symbol == "XRP/USDT:USDT"
+    assert len(await store.open_positions()) == 1
+
+
+async def test_same_symbol_on_other_venue_or_account_may_be_open(store: Store):
+    await store.open_position(opened())
+    await store.open_position(opened(venue="binance"))
+    await store.open_position(opened(account="other"))
+    assert len(await store.open_positions()) == 3
+
+
+async def test_close_is_idempotent_and_journaled_in_the_same_transaction(store: Store):
+    position_id = await store.open_position(opened())
+    closed = PositionEvent(
+        event="closed", venue="bybit", symbol="XRP/USDT:USDT", side="long", contracts=Decimal(0),
+        price=Decimal("0.50"), reason="stop_loss", realized_pnl=Decimal("-0.53"),
+    )
+    assert await store.close_position(closed) is True
+    assert await store.close_position(closed) is False
+    row = await store.position(position_id)
+    assert row["status"] == "closed" and row["close_reason"] == "stop_loss"
+    kinds = [e["kind"] for e in await store.events(position_id=position_id)]
+    assert kinds == ["opened", "closed"]
+    # a new position on the same symbol may open after the close
+    await store.open_position(opened())
+
+
+async def test_journal_is_append_only(store: Store):
+    await store.append_event("default", "bybit", "note", {"hello": "world"}, symbol="XRP/USDT:USDT")
+    rows = await store.events(venue="bybit")
+    assert rows[-1]["payload"] == {"hello": "world"}
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await store.pool.execute("UPDATE events SET kind = 'x'")
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await store.pool.execute("DELETE FROM events")
+    assert len(await store.events(venue="bybit")) == len(rows)
+
+
+async def test_intent_is_recorded_before_submit_and_client_ids_are_unique(store: Store):
+    intent = OrderIntent(
+        venue="bybit", symbol="XRP/USDT:USDT", side="long", contracts=Decimal("43"),
+        stop_loss=Decimal("0.49"), client_order_id="fw-o-0123456789ab",
+    )
+    await store.record_order(intent)
+    row = await store.order("default", "bybit", "fw-o-0123456789ab")
+    assert row["state"] == "intent" and row["side"] == "buy" and row["contracts"] == Decimal("43")
+    assert row["intent"]["client_order_id"] == "fw-o-0123456789ab"
+    assert [r["client_order_id"] for r in await store.unresolved_orders("default", "bybit")] == ["fw-o-0123456789ab"]
+    with pytest.raises(StoreError):
+        await store.record_order(intent)
+    await store.update_order("default", "bybit", "fw-o-0123456789ab", state="closed", venue_order_id="42",
+                             filled=Decimal("43"), average=Decimal("0.5123"))
+    assert await store.unresolved_orders("default", "bybit") == []
+
+
+async def test_stops_replace_each_other_and_end_with_the_position(store: Store):
+    await store.open_position(opened())
+    first = StopLoss(venue="bybit", symbol="XRP/USDT:USDT", side="long", trigger_price=Decimal("0.49"))
+    moved = StopLoss(venue="bybit", symbol="XRP/USDT:USDT", side="long", trigger_price=Decimal("0.50"))
+    await store.record_stop("default", first)
+    await store.record_stop("default", moved)
+    resting = await store.resting_stops("default", "bybit", "XRP/USDT:USDT")
+    assert [r["trigger_price"] for r in resting] == [Decimal("0.50")]
+    assert (await store.open_positions())[0]["stop_loss"] == Decimal("0.50")
+    await store.close_position(PositionEvent(event="closed", venue="bybit", symbol="XRP/USDT:USDT",
+                                             side="long", contracts=Decimal(0), reason="manual"))
+    assert await store.resting_stops("default", "bybit", "XRP/USDT:USDT") == []
