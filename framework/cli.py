@@ -1,0 +1,149 @@
+"""``framework`` command line: run | plugins | venue | replay | report | bench.
+
+Every sub-command is a thin layer over the library; exit status 0 on success, 2 on bad usage or
+configuration (unknown plugin, bad fault spec), 1 on a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from framework.errors import ConfigError, FrameworkError
+
+log = logging.getLogger("framework")
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [part for part in value.split(",") if part.strip()]
+
+
+# --- framework plugins -------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from framework.plugins import describe, load_plugins
+
+    rows = describe(load_plugins(_split(args.plugins)))
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="framework plugins")
+    for column in ("name", "version", "venue", "capabilities", "hooks"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row.name, row.version, row.venue or "-", ", ".join(row.capabilities) or "-",
+                      ", ".join(row.hooks))
+    Console().print(table if rows else "no plugins installed")
+    return 0
+
+
+# --- framework venue ---------------------------------------------------------------------------------
+
+
+async def _serve_venue(args: argparse.Namespace) -> int:
+    from framework.driver import Driver
+    from framework.plugins import load_plugins
+    from framework.venue import parse_faults
+
+    pm = load_plugins([args.name])
+    options: dict[str, object] = {"port": args.port, "seed": args.seed, "speed": args.speed}
+    if args.faults:
+        options["faults"] = parse_faults(args.faults)
+    if args.api_key:
+        options["api_key"] = args.api_key
+    if args.api_secret:
+        options["api_secret"] = args.api_secret
+    harness = Driver(pm, args.name).venue_harness(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with harness:
+        config = harness.config
+        print(json.dumps({
+            "venue": args.name,
+            "rest_url": config.rest_url,
+            "ws_url": config.ws_url,
+            "api_key": config.api_key.get_secret_value(),
+            "api_secret": config.api_secret.get_secret_value(),
+            "symbols": sorted(harness.venue.instruments) if harness.venue else [harness.symbol],
+        }), flush=True)
+        await stop.wait()
+    return 0
+
+
+def cmd_venue(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve_venue(args))
+
+
+# --- framework report --------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from framework.report import print_report
+
+    print_report(json.loads(Path(args.path).read_text(encoding="utf-8")))
+    return 0
+
+
+# --- wiring ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="framework", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list installed plugins: name, version, venue, capabilities, hooks")
+    p.add_argument("--plugins", help="comma-separated names to load (default: every installed plugin)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("venue", help="start one emulated venue on 127.0.0.1 (first stdout line: JSON with URLs)")
+    p.add_argument("name", help="plugin whose emulator to start, e.g. binance or bybit")
+    p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    p.add_argument("--speed", type=float, default=1.0, help="price replay speed, 1 to 1000 (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random fault (default 0)")
+    p.add_argument("--faults", help="fault knobs, e.g. rest_position_lag_ms=5000,drop_closing_frames=1")
+    p.add_argument("--api-key", help="API key the venue accepts (default: generated)")
+    p.add_argument("--api-secret", help="API secret the venue accepts (default: generated)")
+    p.set_defaults(func=cmd_venue)
+
+    p = sub.add_parser("report", help="print a run report (framework run --report PATH) as tables")
+    p.add_argument("path", help="report JSON file")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"framework: error: {exc}", file=sys.stderr)
+        return 2
+    except FrameworkError as exc:
+        print(f"framework: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Plugin discovery, hook validation and listing."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from framework import hookimpl
+from framework.cli import main
+from framework.driver import Driver
+from framework.errors import ConfigError, PluginNotFound
+from framework.models import DriverInfo
+from framework.plugins import check_pending, describe, drivers, installed_plugins, load_plugins, new_plugin_manager, register
+
+
+def make_driver(venue: str, **hooks) -> types.ModuleType:
+    """A minimal in-test driver plugin module: driver_info plus the given hook implementations."""
+
+    @hookimpl
+    def driver_info():
+        return DriverInfo(venue=venue, capabilities={"amend_stop_in_place"})
+
+    module = types.ModuleType(f"test_driver_{venue}")
+    module.driver_info = driver_info
+    for name, function in hooks.items():
+        setattr(module, name, hookimpl(function))
+    return module
+
+
+def test_wrong_argument_name_is_rejected_naming_the_plugin():
+    def set_stop_loss(conn, symbol, side, quantity, trigger_price):  # "quantity" is not in the hookspec
+        return None
+
+    pm = new_plugin_manager()
+    with pytest.raises(ConfigError, match="'sloppy'") as info:
+        register(pm, make_driver("sloppy", set_stop_loss=set_stop_loss), "sloppy")
+    assert "quantity" in str(info.value)
+
+
+def test_misspelt_hook_fails_at_load_with_check_pending():
+    def set_stop_los(conn, symbol):  # typo: no such hook
+        return None
+
+    pm = new_plugin_manager()
+    register(pm, make_driver("typo", set_stop_los=set_stop_los), "typo")
+    with pytest.raises(ConfigError, match="'typo'.*set_stop_los"):
+        check_pending(pm)
+
+
+def test_unknown_plugin_name_is_a_clear_error_listing_installed_ones():
+    with pytest.raises(PluginNotFound) as info:
+        load_plugins(["binanse"])
+    message = str(info.value)
+    assert "binanse" in message
+    for name in installed_plugins():
+        assert name in message
+
+
+def test_cli_unknown_plugin_exits_2_with_the_message(capsys):
+    assert main(["plugins", "--plugins", "nosuchvenue", "--json"]) == 2
+    assert "nosuchvenue" in capsys.readouterr().err
+
+
+def test_driver_calls_reach_only_their_own_venue():
+    calls = []
+
+    def fetch_snapshot_a(conn):
+        calls.append(("a", conn))
+        return "from a"
+
+    def fetch_snapshot_b(conn):
+        calls.append(("b", conn))
+        return "from b"
+
+    pm = new_plugin_manager()
+    register(pm, make_driver("venue-a", fetch_snapshot=fetch_snapshot_a), "a")
+    register(pm, make_driver("venue-b", fetch_snapshot=fetch_snapshot_b), "b")
+    by_venue = drivers(pm)
+    assert set(by_venue) == {"venue-a", "venue-b"}
+    # registered last, b would answer first under a plain firstresult call; the subset caller isolates a
+    assert by_venue["venue-a"]._hooks["fetch_snapshot"](conn="conn-a") == "from a"
+    assert calls == [("a", "conn-a")]
+
+
+async def test_driver_reports_a_missing_hook_as_config_error():
+    pm = new_plugin_manager()
+    register(pm, make_driver("bare"), "bare")
+    driver = Driver(pm, "bare")
+    with pytest.raises(ConfigError, match="does not implement fetch_snapshot"):
+        await driver.fetch_snapshot()
+
+
+@pytest.mark.hooks("driver_info")
+def test_describe_lists_venue_capabilities_and_hooks():
+    pm = new_plugin_manager()
+    register(pm, make_driver("venue-a", fetch_snapshot=lambda conn: None), "a")
+    (row,) = describe(pm)
+    assert row.as_dict() == {
+        "name": "a", "version": "builtin", "venue": "venue-a",
+        "capabilities": ["amend_stop_in_place"], "hooks": ["driver_info", "fetch_snapshot"],
+    }
+
+
+def test_cli_plugins_json_lists_installed_drivers(capsys):
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert isinstance(rows, list)
+    for row in rows:
+        assert set(row) == {"name", "version", "venue", "capabilities", "hooks"}
+    assert {row["name"] for row in rows} == set(installed_plugins())
