@@ -1,0 +1,39 @@
+"""The simulated, exchange-agnostic venue behind the Binance / Bybit wire façades (``docs/venue-api.md``)."""
+
+from framework.venue.core import (
+    BalanceEvent,
+    FillEvent,
+    Instrument,
+    MarkPriceEvent,
+    OrderEvent,
+    PositionEvent,
+    Venue,
+    VenueEvent,
+    VenueOrder,
+    VenuePosition,
+    VenueReject,
+    default_instruments,
+)
+from framework.venue.faults import Faults, FrameShaper, parse_faults
+from framework.venue.truth import Closure, GroundTruth, OrderRecord
+
+__all__ = [
+    "BalanceEvent",
+    "Closure",
+    "Faults",
+    "FillEvent",
+    "FrameShaper",
+    "GroundTruth",
+    "Instrument",
+    "MarkPriceEvent",
+    "OrderEvent",
+    "OrderRecord",
+    "PositionEvent",
+    "Venue",
+    "VenueEvent",
+    "VenueOrder",
+    "VenuePosition",
+    "VenueReject",
+    "default_instruments",
+    "parse_faults",
+]
