@@ -322,14 +322,19 @@ class Signal(Model):
          "contracts": "20", "stop_loss_pct": "1.5", "take_profit_pct": "3",
          "trailing": {"activation_pct": "0.5", "callback_rate": "0.5"}}
 
-    :ivar at_ms: when to act, in ms of venue time since the start of the run.
+    :ivar at_ms: when to act, in ms since the start of the run (wall clock).
+    :ivar action: ``open``; ``close`` (our reduce-only close, reason ``reduce_only_close``); or
+        ``manual_close`` — demo only, emulated venues only: someone closes the position on the venue's
+        web UI, which the framework must notice (reason ``manual``).
     :ivar stop_loss / take_profit: absolute trigger prices; or ``*_pct``: percent from the entry mark price.
+    :ivar trailing_activation_pct / trailing_callback_rate: trail the stop once the mark price moved this
+        percent in our favour, keeping ``callback_rate`` percent behind the best mark price.
     """
 
     at_ms: Annotated[int, Field(ge=0)] = 0
     venue: str
     symbol: str
-    action: Literal["open", "close"] = "open"
+    action: Literal["open", "close", "manual_close"] = "open"
     side: PositionSide | None = None
     contracts: Annotated[Decimal, Field(gt=0)] | None = None
     stop_loss: Price | None = None
