@@ -1,0 +1,453 @@
+"""The PositionBook: the one owner of "is this position open" for one venue + account.
+
+Every source that learns a position is gone — a flat stream update, a stop / take-profit fill, the
+reconciler, a ``PositionGone`` answer to any driver call — calls the same idempotent :meth:`close`,
+which fires ``on_position_closed`` exactly once (INCIDENTS.md I-1, I-2).  The book is the driver's
+:class:`~framework.driver.StreamSink`, so the private stream feeds it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+import pluggy
+
+from framework.engine.broadcast import alert, broadcast
+from framework.errors import DuplicateOpenPosition
+from framework.models import (
+    MarkPrice,
+    OrderIntent,
+    OrderUpdate,
+    PositionEvent,
+    PositionSide,
+    PositionUpdate,
+    StopLoss,
+    StreamEvent,
+    TrailingSpec,
+    close_side,
+    now_ms,
+)
+from framework.store import Store
+
+log = logging.getLogger(__name__)
+
+OWN_CLOSE_PREFIXES = ("fw-c-", "fw-r-")
+
+
+@dataclass
+class BookPosition:
+    """An open position as the book holds it.
+
+    :ivar opened_at: venue time (ms) of the fill that opened it; a flat update older than this is stale.
+    :ivar intent_id: client order id of the entry, ``None`` for an adopted position.
+    """
+
+    symbol: str
+    side: PositionSide
+    contracts: Decimal
+    entry_price: Decimal | None
+    stop_price: Decimal | None
+    stop: StopLoss | None = None
+    take_profit: StopLoss | None = None
+    trailing: TrailingSpec | None = None
+    intent_id: str | None = None
+    source: str = "engine"
+    opened_at: int = 0
+
+
+@dataclass
+class _ClosingFill:
+    origin: str
+    client_order_id: str | None
+    price: Decimal | None
+    realized_pnl: Decimal | None
+    timestamp: int
+
+
+@dataclass
+class _SymbolState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    position: BookPosition | None = None
+    last_sequence: int | None = None
+    last_update: PositionUpdate | None = None
+    closing_fill: _ClosingFill | None = None
+    opening: OrderIntent | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed_at: int | None = None  # local ms of the last closure
+    unpersisted_close: PositionEvent | None = None  # fired, but the DB write failed: retry, never re-fire
+
+
+def closure_reason(origin: str, client_order_id: str | None) -> str:
+    """Map a closing fill's origin to a :data:`~framework.models.ClosureReason`."""
+    if origin in ("stop_loss", "take_profit", "trailing_stop", "liquidation", "adl"):
+        return origin
+    if client_order_id and client_order_id.startswith(OWN_CLOSE_PREFIXES):
+        return "reduce_only_close"
+    return "manual"
+
+
+class PositionBook:
+    """Open positions of one venue + account.
+
+    :param venue: venue name (``binance``…).
+    :param account: account name.
+    :param pm: plugin manager, for lifecycle hooks.
+    :param store: persistence; every open / close is written with its journal entry.
+    """
+
+    def __init__(self, venue: str, account: str, pm: pluggy.PluginManager, store: Store) -> None:
+        self.venue = venue
+        self.account = account
+        self.pm = pm
+        self.store = store
+        self._symbols: dict[str, _SymbolState] = {}
+        self.counters: Counter[str] = Counter(closures=0, ignored_stale_updates=0, malformed_frames=0)
+        self.on_reconnect: Callable[[], Any] | None = None  # the reconciler's request()
+        self.on_unknown_position: Callable[[str], Any] | None = None
+        self.mark_listener: Callable[[MarkPrice], Any] | None = None
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def _state(self, symbol: str) -> _SymbolState:
+        state = self._symbols.get(symbol)
+        if state is None:
+            state = self._symbols[symbol] = _SymbolState()
+        return state
+
+    @property
+    def closures(self) -> int:
+        return self.counters["closures"]
+
+    @property
+    def ignored_stale_updates(self) -> int:
+        return self.counters["ignored_stale_updates"]
+
+    @property
+    def malformed_frames(self) -> int:
+        return self.counters["malformed_frames"]
+
+    def get(self, symbol: str) -> BookPosition | None:
+        """The open position of ``symbol``, or ``None``."""
+        state = self._symbols.get(symbol)
+        return state.position if state else None
+
+    def holds(self, symbol: str) -> bool:
+        """Whether ``symbol`` has an open position (the liveness check before any venue action)."""
+        return self.get(symbol) is not None
+
+    def positions(self) -> dict[str, BookPosition]:
+        """A copy of every open position by symbol."""
+        return {s: st.position for s, st in self._symbols.items() if st.position is not None}
+
+    def opening(self, symbol: str) -> bool:
+        """Whether an atomic open of ``symbol`` is in progress."""
+        state = self._symbols.get(symbol)
+        return bool(state and state.opening)
+
+    def last_update(self, symbol: str) -> PositionUpdate | None:
+        """The latest stream :class:`PositionUpdate` applied (or recorded) for ``symbol``."""
+        state = self._symbols.get(symbol)
+        return state.last_update if state else None
+
+    def recently_closed(self, symbol: str, within_ms: int) -> bool:
+        """Whether ``symbol`` left the book less than ``within_ms`` ago."""
+        state = self._symbols.get(symbol)
+        return bool(state and state.closed_at is not None and now_ms() - state.closed_at < within_ms)
+
+    async def wait_for(self, symbol: str, predicate: Callable[[PositionUpdate | None], bool],
+                       timeout_s: float) -> bool:
+        """Wait until ``predicate(last stream update of symbol)`` holds, at most ``timeout_s`` seconds.
+
+        :returns: ``False`` on timeout.
+        """
+        state = self._state(symbol)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not predicate(state.last_update):
+            state.changed.clear()
+            if predicate(state.last_update):
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(state.changed.wait(), remaining)
+            except TimeoutError:
+                return predicate(state.last_update)
+        return True
+
+    # --- StreamSink -----------------------------------------------------------------------------------
+
+    async def on_event(self, event: StreamEvent) -> None:
+        """Apply one decoded stream event (never raises: a failure is logged and alerted)."""
+        try:
+            if isinstance(event, PositionUpdate):
+                await self._apply_position_update(event)
+            elif isinstance(event, OrderUpdate):
+                await self._apply_order_update(event)
+            elif isinstance(event, MarkPrice) and self.mark_listener is not None:
+                result = self.mark_listener(event)
+                if asyncio.iscoroutine(result):
+                    await result
+        except Exception as exc:  # the stream must go on
+            log.exception("applying %r failed", event)
+            await alert(self.pm, "warning", f"stream event could not be applied: {exc!r}", venue=self.venue)
+
+    async def on_connected(self, reconnect: bool) -> None:
+        """The stream is (re)connected: schedule a reconciliation (REST snapshot)."""
+        await broadcast(
+            self.pm, "on_stream_state", venue=self.venue, state="reconnected" if reconnect else "connected",
+            detail="private stream authenticated",
+        )
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+
+    async def on_disconnected(self, detail: str) -> None:
+        """The stream dropped; the driver reconnects."""
+        await broadcast(self.pm, "on_stream_state", venue=self.venue, state="disconnected", detail=detail)
+
+    def on_malformed(self, raw: str | bytes, error: Exception) -> None:
+        """Count and log a frame that could not be decoded; the stream goes on."""
+        self.counters["malformed_frames"] += 1
+        log.warning("%s: malformed stream frame (%s): %.200r", self.venue, error, raw)
+        try:
+            asyncio.get_running_loop().create_task(
+                broadcast(self.pm, "on_stream_state", venue=self.venue, state="malformed_frame", detail=str(error))
+            )
+        except RuntimeError:  # no loop (replay from sync code): counted and logged is enough
+            pass
+
+    async def _apply_position_update(self, update: PositionUpdate) -> None:
+        state = self._state(update.symbol)
+        async with state.lock:
+            if state.last_sequence is not None and update.sequence < state.last_sequence:
+                self.counters["ignored_stale_updates"] += 1
+                log.info("%s %s: stale update seq %s < %s ignored", self.venue, update.symbol,
+                         update.sequence, state.last_sequence)
+                return
+            position = state.position
+            if (
+                position is not None and update.contracts == 0 and update.timestamp < position.opened_at
+            ):  # a flat frame from before this position opened (late frame of the previous one)
+                self.counters["ignored_stale_updates"] += 1
+                return
+            state.last_sequence = update.sequence
+            state.last_update = update
+            state.changed.set()
+            if state.opening is not None:
+                return  # recorded for the opener (verification / rollback evidence)
+            if position is None:
+                if update.contracts > 0 and self.on_unknown_position is not None:
+                    self.on_unknown_position(update.symbol)  # reconciliation decides, never the stream alone
+                return
+            if update.contracts == 0:
+                fill = state.closing_fill
+                reason = closure_reason(fill.origin, fill.client_order_id) if fill else "unknown"
+                await self._close_locked(
+                    state, update.symbol, reason,
+                    price=fill.price if fill else None,
+                    realized_pnl=update.realized_pnl if update.realized_pnl is not None
+                    else (fill.realized_pnl if fill else None),
+                    source="stream", timestamp=update.timestamp,
+                )
+                return
+            if update.side != position.side:
+                # flipped through zero without a flat frame: the old position is closed.
+                await self._close_locked(state, update.symbol, "unknown", source="stream",
+                                         timestamp=update.timestamp)
+                if self.on_unknown_position is not None:
+                    self.on_unknown_position(update.symbol)
+                return
+            if update.contracts != position.contracts or (
+                update.entry_price is not None and update.entry_price != position.entry_price
+            ):
+                await self._update_locked(state, update.symbol, update.contracts, update.entry_price,
+                                          update.mark_price, "size_changed", update.timestamp)
+
+    async def _apply_order_update(self, update: OrderUpdate) -> None:
+        order = update.order
+        state = self._state(order.symbol)
+        async with state.lock:
+            position = state.position
+            if position is None or order.filled <= 0 or order.side != close_side(position.side):
+                return
+            state.closing_fill = _ClosingFill(
+                origin=update.origin, client_order_id=order.client_order_id,
+                price=update.last_fill_price or order.average, realized_pnl=update.realized_pnl,
+                timestamp=update.timestamp,
+            )
+            # A fully filled closing order closes the position even if the flat frame is lost (I-1).
+            if order.status == "closed" and order.filled >= position.contracts and update.timestamp >= position.opened_at:
+                await self._close_locked(
+                    state, order.symbol, closure_reason(update.origin, order.client_order_id),
+                    price=state.closing_fill.price, realized_pnl=update.realized_pnl, source="order",
+                    timestamp=update.timestamp,
+                )
+
+    # --- opening (used by the opener and the reconciler) ----------------------------------------------
+
+    def begin_open(self, intent: OrderIntent) -> None:
+        """Mark an atomic open of ``intent.symbol`` in progress.
+
+        :raises DuplicateOpenPosition: a position is open or being opened for that symbol.
+        """
+        state = self._state(intent.symbol)
+        if state.position is not None or state.opening is not None:
+            raise DuplicateOpenPosition("a position is already open or opening", venue=self.venue,
+                                        symbol=intent.symbol)
+        state.opening = intent
+        state.changed.clear()
+
+    def end_open(self, symbol: str) -> None:
+        """Clear the in-progress mark (after a failed or abandoned open)."""
+        self._state(symbol).opening = None
+
+    async def add(self, position: BookPosition, *, source: str = "engine", trailing_json: Any = None) -> bool:
+        """Put an open, protected position in the book, persist it and fire ``on_position_open``.
+
+        If the stream recorded the position flat after it opened (stop hit during the open), the
+        position is opened and closed at once, so both events fire exactly once.
+
+        :returns: ``False`` when the symbol already holds a position (nothing done).
+        """
+        state = self._state(position.symbol)
+        async with state.lock:
+            state.opening = None
+            if state.position is not None:
+                return False
+            position = replace(position, source=source)
+            state.position = position
+            state.closing_fill = None
+            event = PositionEvent(
+                event="opened", account=self.account, venue=self.venue, symbol=position.symbol,
+                side=position.side, contracts=position.contracts, entry_price=position.entry_price,
+                price=position.entry_price, reason=source, timestamp=position.opened_at or now_ms(),
+                source=source,
+            )
+            try:
+                await self.store.open_position(
+                    event, stop_loss=position.stop_price,
+                    take_profit=position.take_profit.trigger_price if position.take_profit else None,
+                    trailing=trailing_json if trailing_json is not None
+                    else (position.trailing.model_dump(mode="json") if position.trailing else None),
+                    entry_client_order_id=position.intent_id,
+                )
+                for stop in (position.stop, position.take_profit):
+                    if stop is not None:
+                        await self.store.record_stop(self.account, stop)
+            except DuplicateOpenPosition:
+                log.info("%s %s: already open in the DB (restart), keeping that row", self.venue, position.symbol)
+            except Exception as exc:
+                await alert(self.pm, "critical", f"position open not persisted: {exc!r}", venue=self.venue,
+                            symbol=position.symbol)
+            await broadcast(self.pm, "on_position_open", event=event)
+            last = state.last_update
+            if last is not None and last.contracts == 0 and last.timestamp >= position.opened_at > 0:
+                await self._close_locked(state, position.symbol, "unknown", source="stream",
+                                         timestamp=last.timestamp)
+        return True
+
+    def load(self, position: BookPosition) -> None:
+        """Put a position read back from the DB (restart) in the book without firing anything."""
+        self._state(position.symbol).position = position
+
+    # --- updates and the one close path ---------------------------------------------------------------
+
+    def set_stop(self, symbol: str, stop: StopLoss | None) -> None:
+        """Record the stop (or take-profit, by ``stop.kind``) now resting for ``symbol``."""
+        position = self.get(symbol)
+        if position is None or stop is None:
+            return
+        if stop.kind == "take_profit":
+            position.take_profit = stop
+        else:
+            position.stop = stop
+            position.stop_price = stop.trigger_price
+
+    async def _update_locked(
+        self, state: _SymbolState, symbol: str, contracts: Decimal, entry_price: Decimal | None,
+        mark_price: Decimal | None, reason: str, timestamp: int,
+    ) -> None:
+        position = state.position
+        assert position is not None
+        position.contracts = contracts
+        if entry_price is not None:
+            position.entry_price = entry_price
+        event = PositionEvent(
+            event="updated", account=self.account, venue=self.venue, symbol=symbol, side=position.side,
+            contracts=contracts, entry_price=position.entry_price, price=mark_price, reason=reason,
+            timestamp=timestamp, source="stream",
+        )
+        try:
+            await self.store.update_position(self.account, self.venue, symbol, event=event, contracts=contracts,
+                                             entry_price=entry_price)
+        except Exception as exc:
+            await alert(self.pm, "warning", f"position update not persisted: {exc!r}", venue=self.venue,
+                        symbol=symbol)
+        await broadcast(self.pm, "on_position_updated", event=event)
+
+    async def close(
+        self, symbol: str, reason: str, price: Decimal | None = None, realized_pnl: Decimal | None = None,
+        source: str = "engine", timestamp: int | None = None,
+    ) -> bool:
+        """Close ``symbol``'s position: remove it, close the DB row with its journal entry, fire
+        ``on_position_closed`` exactly once.  Idempotent and safe to call from any task.
+
+        :param reason: a :data:`~framework.models.ClosureReason`.
+        :param price: close price (quote currency), when known.
+        :param realized_pnl: realized PnL (quote currency), when the venue told us.
+        :param source: what noticed it: ``stream``, ``order``, ``reconcile``, ``error``, ``engine``.
+        :param timestamp: when it happened, venue ms; now by default.
+        :returns: ``True`` when this call closed it, ``False`` when it was already closed.
+        """
+        state = self._state(symbol)
+        async with state.lock:
+            return await self._close_locked(state, symbol, reason, price=price, realized_pnl=realized_pnl,
+                                            source=source, timestamp=timestamp)
+
+    async def _close_locked(
+        self, state: _SymbolState, symbol: str, reason: str, *, price: Decimal | None = None,
+        realized_pnl: Decimal | None = None, source: str, timestamp: int | None,
+    ) -> bool:
+        if state.unpersisted_close is not None:  # fired already; only the DB write is owed
+            if await self._persist_close(state.unpersisted_close):
+                state.unpersisted_close = None
+            return False
+        position = state.position
+        if position is None:
+            # Not in the book: a DB row may still be open (restart before the book was loaded).
+            rows = [r for r in await self.store.open_positions(self.account, self.venue) if r["symbol"] == symbol]
+            if not rows:
+                return False
+            side, contracts, entry = rows[0]["side"], rows[0]["contracts"], rows[0]["entry_price"]
+        else:
+            side, contracts, entry = position.side, position.contracts, position.entry_price
+        state.position = None
+        state.closing_fill = None
+        state.closed_at = now_ms()
+        event = PositionEvent(
+            event="closed", account=self.account, venue=self.venue, symbol=symbol, side=side, contracts=0,
+            entry_price=entry, price=price, reason=reason, realized_pnl=realized_pnl,
+            timestamp=timestamp or now_ms(), source=source,
+        )
+        if not await self._persist_close(event):
+            state.unpersisted_close = event
+        self.counters["closures"] += 1
+        log.info("%s %s: %s position of %s closed (%s, via %s)", self.venue, symbol, side, contracts, reason, source)
+        await broadcast(self.pm, "on_position_closed", event=event)
+        return True
+
+    async def _persist_close(self, event: PositionEvent) -> bool:
+        try:
+            await self.store.close_position(event)
+            return True
+        except Exception as exc:
+            await alert(self.pm, "critical", f"closure not persisted (will retry): {exc!r}", venue=self.venue,
+                        symbol=event.symbol)
+            return False

@@ -1,0 +1,231 @@
+"""PositionBook against the real store: one close path, exactly one closure, stale frames ignored."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from framework.engine.book import BookPosition, PositionBook
+from framework.errors import DuplicateOpenPosition
+from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, now_ms
+from framework.plugins import new_plugin_manager, register
+from tests.engine.recorder import Exploding, Recorder
+
+SYMBOL = "XRP/USDT:USDT"
+VENUE = "bybit"
+
+
+@pytest.fixture
+def recorder():
+    return Recorder()
+
+
+@pytest.fixture
+def pm(recorder):
+    pm = new_plugin_manager()
+    register(pm, recorder, "recorder")
+    return pm
+
+
+@pytest.fixture
+async def book(pm, store):
+    book = PositionBook(VENUE, "default", pm, store)
+    await book.add(BookPosition(SYMBOL, "long", Decimal("43"), Decimal("1.1"), Decimal("1.0"),
+                                intent_id="fw-o-000000000001", opened_at=1_000))
+    return book
+
+
+def flat(seq: int, ts: int = 2_000) -> PositionUpdate:
+    return PositionUpdate(venue=VENUE, symbol=SYMBOL, side=None, contracts=Decimal(0), sequence=seq, timestamp=ts)
+
+
+def sized(seq: int, contracts: str, ts: int = 2_000, side="long") -> PositionUpdate:
+    return PositionUpdate(venue=VENUE, symbol=SYMBOL, side=side, contracts=Decimal(contracts),
+                          entry_price=Decimal("1.1"), sequence=seq, timestamp=ts)
+
+
+def fill(origin: str, client_id: str | None, filled: str = "43", status="closed") -> OrderUpdate:
+    order = Order(venue=VENUE, symbol=SYMBOL, id="9", client_order_id=client_id, side="sell",
+                  amount=Decimal("43"), filled=Decimal(filled), average=Decimal("0.99"), status=status,
+                  reduce_only=True)
+    return OrderUpdate(order=order, origin=origin, last_fill_price=Decimal("0.99"),
+                       last_fill_amount=Decimal(filled), realized_pnl=Decimal("-4.3"), timestamp=1_900)
+
+
+async def db_status(store) -> list[str]:
+    rows = await store.pool.fetch("SELECT status FROM positions WHERE symbol = $1 ORDER BY id", SYMBOL)
+    return [r["status"] for r in rows]
+
+
+async def test_add_persists_and_fires_open(book, store, recorder):
+    assert book.holds(SYMBOL)
+    assert await db_status(store) == ["open"]
+    assert [e.event for e in recorder.opened()] == ["opened"]
+
+
+async def test_flat_update_closes_exactly_once_and_closes_the_db_row(book, store, recorder):
+    await book.on_event(flat(5))
+    await book.on_event(flat(5))  # duplicated frame
+    assert not book.holds(SYMBOL)
+    assert len(recorder.closed()) == 1 and recorder.closed()[0].reason == "unknown"
+    assert await db_status(store) == ["closed"]
+    kinds = [r["kind"] for r in await store.events(venue=VENUE)]
+    assert kinds == ["opened", "closed"]
+    assert book.closures == 1
+
+
+async def test_late_frames_neither_resurrect_nor_double_close(book, store, recorder):
+    await book.on_event(sized(4, "43"))
+    assert await book.close(SYMBOL, "reconcile", source="reconcile") is True
+    await book.on_event(sized(3, "43"))  # a late open frame (older sequence)
+    await book.on_event(flat(5))  # the late flat frame of the same position (I-2)
+    assert not book.holds(SYMBOL)
+    assert len(recorder.closed()) == 1 and recorder.closed()[0].reason == "reconcile"
+    assert book.ignored_stale_updates == 1
+    assert await db_status(store) == ["closed"]
+
+
+async def test_update_with_a_lower_sequence_is_ignored(book, recorder):
+    await book.on_event(flat(10))
+    await book.on_event(sized(9, "43"))
+    assert not book.holds(SYMBOL)
+    assert book.ignored_stale_updates == 1
+    assert len(recorder.closed()) == 1
+
+
+async def test_flat_frame_older_than_the_position_is_stale(book, recorder):
+    await book.on_event(flat(3, ts=500))  # from before this position opened at 1_000
+    assert book.holds(SYMBOL)
+    assert book.ignored_stale_updates == 1
+    assert recorder.closed() == []
+
+
+async def test_partial_close_is_an_update_not_a_closure(book, store, recorder):
+    await book.on_event(sized(4, "20"))
+    assert book.get(SYMBOL).contracts == Decimal("20")
+    assert recorder.closed() == []
+    assert [e.contracts for e in recorder.seen["on_position_updated"]] == [Decimal("20")]
+    row = (await store.open_positions("default", VENUE))[0]
+    assert row["contracts"] == Decimal("20")
+
+
+@pytest.mark.parametrize(
+    ("origin", "client_id", "reason"),
+    [
+        ("stop_loss", None, "stop_loss"),
+        ("take_profit", None, "take_profit"),
+        ("trailing_stop", None, "trailing_stop"),
+        ("liquidation", None, "liquidation"),
+        ("adl", None, "adl"),
+        ("order", "fw-c-0123456789ab", "reduce_only_close"),
+        ("order", "fw-r-0123456789ab", "reduce_only_close"),
+        ("order", "web-ui-42", "manual"),
+    ],
+)
+async def test_closure_reason_comes_from_the_closing_fill(book, recorder, origin, client_id, reason):
+    await book.on_event(fill(origin, client_id, filled="10", status="open"))  # partial: attributes only
+    assert book.holds(SYMBOL)
+    await book.on_event(flat(7))
+    [closed] = recorder.closed()
+    assert closed.reason == reason
+    assert closed.price == Decimal("0.99")
+
+
+async def test_full_closing_fill_closes_even_when_the_flat_frame_is_lost(book, store, recorder):
+    await book.on_event(fill("stop_loss", None))
+    assert not book.holds(SYMBOL)
+    assert recorder.closed()[0].reason == "stop_loss"
+    assert recorder.closed()[0].source == "order"
+    await book.on_event(flat(8))  # the flat frame arrives after all: no second closure
+    assert len(recorder.closed()) == 1
+    assert await db_status(store) == ["closed"]
+
+
+async def test_concurrent_closes_fire_once(book, recorder):
+    results = await asyncio.gather(
+        book.close(SYMBOL, "position_gone", source="error"),
+        book.close(SYMBOL, "reconcile", source="reconcile"),
+        book.on_event(flat(9)),
+        book.close(SYMBOL, "stop_loss", source="order"),
+    )
+    assert results.count(True) == 1
+    assert len(recorder.closed()) == 1
+    assert book.closures == 1
+
+
+async def test_a_raising_listener_never_breaks_the_close_path(pm, store, recorder):
+    register(pm, Exploding(), "exploding")
+    book = PositionBook(VENUE, "default", pm, store)
+    await book.add(BookPosition(SYMBOL, "short", Decimal("5"), Decimal("1.1"), Decimal("1.2"), opened_at=1))
+    assert await book.close(SYMBOL, "manual") is True
+    assert len(recorder.closed()) == 1
+    assert await db_status(store) == ["closed"]
+    messages = [a.message for a in recorder.seen["on_alert"]]
+    assert any("on_position_closed" in m for m in messages)
+    assert any("on_position_open" in m for m in messages)
+
+
+async def test_close_of_a_db_row_the_book_does_not_hold(pm, store, recorder, book):
+    fresh = PositionBook(VENUE, "default", pm, store)  # a restarted process, book not loaded yet
+    assert await fresh.close(SYMBOL, "reconcile", source="reconcile") is True
+    assert await fresh.close(SYMBOL, "reconcile", source="reconcile") is False
+    assert await db_status(store) == ["closed"]
+    assert len(recorder.closed()) == 1
+
+
+async def test_updates_during_an_open_are_recorded_not_adopted(pm, store, recorder):
+    book = PositionBook(VENUE, "default", pm, store)
+    unknown: list[str] = []
+    book.on_unknown_position = unknown.append
+    intent = OrderIntent(venue=VENUE, symbol=SYMBOL, side="long", contracts=Decimal("43"),
+                         stop_loss=Decimal("1.0"), client_order_id="fw-o-00000000000a")
+    book.begin_open(intent)
+    with pytest.raises(DuplicateOpenPosition):
+        book.begin_open(intent)
+    await book.on_event(sized(1, "43"))
+    assert not book.holds(SYMBOL) and unknown == []
+    assert book.last_update(SYMBOL).contracts == Decimal("43")
+    assert recorder.opened() == []
+    book.end_open(SYMBOL)
+    await book.on_event(sized(2, "43"))  # not ours, not opening: left to reconciliation
+    assert unknown == [SYMBOL] and not book.holds(SYMBOL)
+
+
+async def test_stop_hit_during_the_open_opens_then_closes_once(pm, store, recorder):
+    book = PositionBook(VENUE, "default", pm, store)
+    intent = OrderIntent(venue=VENUE, symbol=SYMBOL, side="long", contracts=Decimal("43"),
+                         stop_loss=Decimal("1.0"), client_order_id="fw-o-00000000000b")
+    book.begin_open(intent)
+    await book.on_event(sized(1, "43", ts=1_000))
+    await book.on_event(flat(2, ts=1_500))
+    await book.add(BookPosition(SYMBOL, "long", Decimal("43"), Decimal("1.1"), Decimal("1.0"), opened_at=1_000))
+    assert not book.holds(SYMBOL)
+    assert len(recorder.opened()) == 1 and len(recorder.closed()) == 1
+    assert await db_status(store) == ["closed"]
+
+
+async def test_wait_for_a_stream_update(pm, store):
+    book = PositionBook(VENUE, "default", pm, store)
+    assert await book.wait_for(SYMBOL, lambda u: u is not None, 0.01) is False
+    waiter = asyncio.create_task(book.wait_for(SYMBOL, lambda u: u is not None and u.contracts == 0, 2))
+    await book.on_event(flat(1))
+    assert await waiter is True
+
+
+async def test_malformed_frames_are_counted_and_reported(book, recorder):
+    book.on_malformed(b"{not json", ValueError("bad frame"))
+    book.on_malformed("[]", ValueError("bad frame"))
+    assert book.malformed_frames == 2
+    await recorder.wait_for(lambda r: len(r.seen["on_stream_state"]) == 2)
+    assert {s for _, s, _ in recorder.seen["on_stream_state"]} == {"malformed_frame"}
+    assert book.holds(SYMBOL)
+
+
+async def test_reconnect_schedules_a_reconciliation(book, recorder):
+    requested = []
+    book.on_reconnect = lambda: requested.append(now_ms())
+    await book.on_connected(reconnect=True)
+    assert len(requested) == 1
+    assert recorder.seen["on_stream_state"][-1][1] == "reconnected"
