@@ -15,11 +15,14 @@ from framework.venue.core import (
     default_instruments,
 )
 from framework.venue.faults import Faults, FrameShaper, parse_faults
+from framework.venue.harness import EmulatorHarness
+from framework.venue.prices import PricePath, PricePoint, Replayer, fixtures_dir
 from framework.venue.truth import Closure, GroundTruth, OrderRecord
 
 __all__ = [
     "BalanceEvent",
     "Closure",
+    "EmulatorHarness",
     "Faults",
     "FillEvent",
     "FrameShaper",
@@ -29,11 +32,15 @@ __all__ = [
     "OrderEvent",
     "OrderRecord",
     "PositionEvent",
+    "PricePath",
+    "PricePoint",
+    "Replayer",
     "Venue",
     "VenueEvent",
     "VenueOrder",
     "VenuePosition",
     "VenueReject",
     "default_instruments",
+    "fixtures_dir",
     "parse_faults",
 ]

@@ -1,0 +1,203 @@
+"""Real price paths for the simulated venue, and a replayer that drives its mark prices.
+
+Data comes from ``../shared/fixtures/market`` (see its README for provenance): 5-minute Binance XRPUSDT
+candles and a tick path of Binance BTCUSDT trades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from framework.venue.core import Venue
+
+FIXTURES_ENV = "FRAMEWORK_FIXTURES"
+DEFAULT_FILES = {
+    "XRP/USDT:USDT": ("candles", "market/binance-futures-XRPUSDT-5m.csv"),
+    "BTC/USDT:USDT": ("trades", "market/binance-BTCUSDT-trades.csv"),
+}
+
+
+def fixtures_dir() -> Path:
+    """The shared fixtures directory: ``$FRAMEWORK_FIXTURES``, else ``shared/fixtures`` next to the
+    project root (found by walking up from this file, e.g. ``/work/shared/fixtures`` for ``/work/main``).
+
+    :raises FileNotFoundError: neither exists.
+    """
+    configured = os.environ.get(FIXTURES_ENV)
+    if configured:
+        path = Path(configured)
+        if not path.is_dir():
+            raise FileNotFoundError(f"${FIXTURES_ENV} points to {path}, which is not a directory")
+        return path
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "shared" / "fixtures"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no shared/fixtures directory above {here}; set ${FIXTURES_ENV}")
+
+
+@dataclass(frozen=True)
+class PricePoint:
+    """A price (quote currency) at ``ts`` (ms since the epoch, UTC, of the original data)."""
+
+    ts: int
+    price: Decimal
+
+
+class PricePath:
+    """An ordered sequence of :class:`PricePoint` with strictly non-decreasing timestamps.
+
+    :raises ValueError: empty, or timestamps going backwards.
+    """
+
+    def __init__(self, points: list[PricePoint], source: str = "") -> None:
+        if not points:
+            raise ValueError(f"price path {source or '(unnamed)'} has no points")
+        for before, after in zip(points, points[1:]):
+            if after.ts < before.ts:
+                raise ValueError(f"price path {source}: time goes backwards at {after.ts}")
+        self.points = points
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __iter__(self) -> Iterator[PricePoint]:
+        return iter(self.points)
+
+    def __repr__(self) -> str:
+        return f"PricePath({self.source!r}, {len(self.points)} points)"
+
+    @property
+    def first_price(self) -> Decimal:
+        return self.points[0].price
+
+    @property
+    def duration_ms(self) -> int:
+        return self.points[-1].ts - self.points[0].ts
+
+    @classmethod
+    def from_candles_csv(cls, path: str | Path) -> PricePath:
+        """Candles ``open_time_ms,open,high,low,close[,volume]``, each becoming 4 points a quarter candle
+        apart: O→L→H→C when close ≥ open, O→H→L→C otherwise.
+
+        The candle length is the gap between the first two open times (one candle: 1 minute).
+
+        :raises ValueError: a malformed row (with its line number).
+        """
+        rows = []
+        with open(path, newline="") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                try:
+                    rows.append((
+                        int(row["open_time_ms"]), Decimal(row["open"]), Decimal(row["high"]),
+                        Decimal(row["low"]), Decimal(row["close"]),
+                    ))
+                except (KeyError, TypeError, ArithmeticError, ValueError) as error:
+                    raise ValueError(f"{path}:{line}: bad candle row {row!r}: {error}") from None
+        length = rows[1][0] - rows[0][0] if len(rows) > 1 else 60_000
+        quarter = length // 4
+        points = []
+        for open_ms, open_, high, low, close in rows:
+            middle = (low, high) if close >= open_ else (high, low)
+            for i, price in enumerate((open_, *middle, close)):
+                points.append(PricePoint(open_ms + i * quarter, price))
+        return cls(points, str(path))
+
+    @classmethod
+    def from_trades_csv(cls, path: str | Path) -> PricePath:
+        """Trades ``time_ms,trade_id,price,quantity,buyer_maker``: every trade is a point.
+
+        :raises ValueError: a malformed row (with its line number).
+        """
+        points = []
+        with open(path, newline="") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                try:
+                    points.append(PricePoint(int(row["time_ms"]), Decimal(row["price"])))
+                except (KeyError, TypeError, ArithmeticError, ValueError) as error:
+                    raise ValueError(f"{path}:{line}: bad trade row {row!r}: {error}") from None
+        return cls(points, str(path))
+
+    @classmethod
+    def default(cls, symbol: str) -> PricePath:
+        """The real path for ``symbol``: XRP from the 5-minute candles, BTC from the trades file.
+
+        :raises KeyError: no data for ``symbol``.
+        """
+        try:
+            kind, relative = DEFAULT_FILES[symbol]
+        except KeyError:
+            raise KeyError(f"no default price path for {symbol!r}; known: {sorted(DEFAULT_FILES)}") from None
+        file = fixtures_dir() / relative
+        return cls.from_candles_csv(file) if kind == "candles" else cls.from_trades_csv(file)
+
+
+class Replayer:
+    """Drives ``venue`` mark prices along price paths, ``speed`` × real time, looping at the end.
+
+    The sequence of prices is deterministic; :meth:`step` applies the next one without waiting (tests),
+    :meth:`run` paces them with the event loop.
+
+    :param paths: ``{symbol: PricePath}`` (a path or a CSV file path; a file is read as candles when its
+        header has ``open_time_ms``, else as trades).
+    :param speed: 1 … 1000 times real time.
+    :raises ValueError: ``speed`` out of range.
+    """
+
+    #: path time between the last point and the first one when a path loops, ms
+    LOOP_PAUSE_MS = 1_000
+
+    def __init__(self, venue: Venue, paths: dict[str, PricePath | str | Path], speed: float = 100.0) -> None:
+        if not 1 <= speed <= 1000:
+            raise ValueError(f"speed must be within 1 … 1000, got {speed}")
+        self.venue = venue
+        self.speed = speed
+        self.paths = {symbol: _as_path(path) for symbol, path in paths.items()}
+        self._index = {symbol: 0 for symbol in self.paths}
+        self._elapsed = {symbol: 0 for symbol in self.paths}  # path time played so far, ms, loops included
+        self.steps = 0
+
+    def _next_symbol(self) -> str:
+        return min(self.paths, key=lambda s: (self._elapsed[s], s))
+
+    def step(self) -> tuple[str, Decimal, float]:
+        """Apply the next point of whichever path is due first.
+
+        :returns: ``(symbol, price, wait_ms)``: the real time (path time divided by the speed) until the
+            next point of any path is due.
+        """
+        symbol = self._next_symbol()
+        path, i = self.paths[symbol], self._index[symbol]
+        point = path.points[i]
+        self.venue.set_mark_price(symbol, point.price)
+        now = self._elapsed[symbol]
+        nxt = i + 1
+        gap = path.points[nxt].ts - point.ts if nxt < len(path) else self.LOOP_PAUSE_MS
+        self._index[symbol] = nxt % len(path)
+        self._elapsed[symbol] = now + gap
+        self.steps += 1
+        return symbol, point.price, (min(self._elapsed.values()) - now) / self.speed
+
+    async def run(self) -> None:
+        """Step forever at ``speed``; cancel the task to stop."""
+        while True:
+            _, _, wait_ms = self.step()
+            await asyncio.sleep(wait_ms / 1000)
+
+
+def _as_path(path: PricePath | str | Path) -> PricePath:
+    if isinstance(path, PricePath):
+        return path
+    with open(path) as handle:
+        header = handle.readline()
+    return PricePath.from_candles_csv(path) if "open_time_ms" in header else PricePath.from_trades_csv(path)
