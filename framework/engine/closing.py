@@ -1,0 +1,78 @@
+"""Closing a position on purpose (strategy exit, a stop that would trigger immediately), through the
+book's one close path."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pluggy
+
+from framework.driver import Driver
+from framework.engine.book import BookPosition, PositionBook
+from framework.engine.broadcast import alert, client_order_id
+from framework.errors import OrderNotFound, PositionGone, VenueError
+from framework.models import OrderIntent, StopLoss, close_side
+from framework.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def intent_of(venue: str, account: str, position: BookPosition, cid: str) -> OrderIntent:
+    """The record a close / protective order of ``position`` is journalled under (``orders.intent``)."""
+    return OrderIntent(
+        account=account, venue=venue, symbol=position.symbol, side=position.side, contracts=position.contracts,
+        stop_loss=position.stop_price or position.entry_price or Decimal(1), client_order_id=cid,
+    )
+
+
+async def cancel_quietly(driver: Driver, stop: StopLoss | None) -> None:
+    """Cancel a leftover order-based stop / take-profit; a venue that no longer has it is fine."""
+    if stop is None or stop.attached:
+        return
+    try:
+        await driver.cancel_stop_loss(stop)
+    except (OrderNotFound, PositionGone):
+        pass
+    except VenueError as exc:
+        log.warning("%s %s: leftover %s not cancelled: %s", stop.venue, stop.symbol, stop.kind, exc)
+
+
+async def close_on_venue(
+    book: PositionBook, driver: Driver, store: Store, pm: pluggy.PluginManager, symbol: str,
+    reason: str = "reduce_only_close",
+) -> bool:
+    """Close ``symbol``'s whole position with a reduce-only market order (client id ``fw-c-…``).
+
+    The order side comes from the book's position side (:func:`framework.models.close_side`).  A
+    ``PositionGone`` answer closes the book's position (reason ``position_gone``).
+
+    :returns: ``True`` when the position left the book through this call or was already gone.
+    :raises VenueError: the venue refused the close for another reason (the position stays in the book).
+    """
+    position = book.get(symbol)
+    if position is None:
+        return False
+    cid = client_order_id("c")
+    await store.record_order(
+        intent_of(book.venue, book.account, position, cid), purpose="close", client_order_id=cid,
+        side=close_side(position.side), contracts=position.contracts, reduce_only=True,
+    )
+    await store.update_order(book.account, book.venue, cid, state="submitted")
+    try:
+        order = await driver.close_position(symbol, position.side, position.contracts, cid)
+    except PositionGone:
+        await store.update_order(book.account, book.venue, cid, state="rejected")
+        await book.close(symbol, "position_gone", source="error")
+        return True
+    except VenueError as exc:
+        await store.update_order(book.account, book.venue, cid, state="unknown")
+        await alert(pm, "critical", f"close failed, position still open: {exc}", venue=book.venue, symbol=symbol)
+        raise
+    await store.update_order(book.account, book.venue, cid, state=order.status, venue_order_id=order.id,
+                             filled=order.filled, average=order.average)
+    if order.filled >= position.contracts:
+        await book.close(symbol, reason, price=order.average, source="engine", timestamp=order.timestamp)
+        for stop in (position.stop, position.take_profit):
+            await cancel_quietly(driver, stop)
+    return not book.holds(symbol)
