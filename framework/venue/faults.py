@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -183,12 +183,17 @@ class FrameShaper:
         for _ in range(copies):
             await self._write(send, frame)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(self._guard(coro))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def _guard(self, coro: Awaitable[None]) -> None:
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            coro.close()  # a task cancelled before it started never ran its coroutine
+
+        task.add_done_callback(done)
+
+    async def _guard(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
             await coro
         except asyncio.CancelledError:
