@@ -1,0 +1,814 @@
+"""Bybit v5 (linear) wire façade over :class:`framework.venue.Venue`: real paths, payload shapes, signatures
+and error codes on one 127.0.0.1 port (aiohttp), so the real ccxt client and the driver's real
+``websockets`` client talk to it unchanged.
+
+REST (Bybit v5 docs): ``/v5/market/time``, ``/v5/market/instruments-info``, ``/v5/order/create`` (answers
+only ``orderId`` / ``orderLinkId``), ``/v5/order/realtime``, ``/v5/order/history``, ``/v5/order/cancel``,
+``/v5/position/list``, ``/v5/position/trading-stop``, ``/v5/account/wallet-balance``, plus what ccxt calls on
+its own: ``/v5/user/query-api`` and ``/v5/account/info`` (unified-account check), ``/v5/asset/coin/query-info``
+(``load_markets`` with keys).  Private requests are checked like Bybit does: ``X-BAPI-API-KEY`` (10003),
+``X-BAPI-TIMESTAMP`` within ``X-BAPI-RECV-WINDOW`` (10002), ``X-BAPI-SIGN`` =
+hex(HMAC_SHA256(secret, timestamp + key + recvWindow + query-or-body)) (10004).
+
+WebSocket: ``/v5/private`` (auth ``[key, expires_ms, hex(HMAC_SHA256(secret, "GET/realtime" + expires))]``,
+topics ``position`` / ``order`` / ``execution`` / ``wallet``, ``{"op":"ping"}``) and
+``/v5/public/linear`` (``tickers.<SYMBOL>``).  Every fault knob of ``venue.faults`` is applied here (REST lag,
+HTTP errors, timeouts after accept, periodic disconnects) or by :class:`framework.venue.FrameShaper`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from framework.models import now_ms
+from framework.venue import (
+    BalanceEvent,
+    FillEvent,
+    FrameShaper,
+    MarkPriceEvent,
+    OrderEvent,
+    PositionEvent,
+    Venue,
+    VenueOrder,
+    VenuePosition,
+    VenueReject,
+)
+
+log = logging.getLogger(__name__)
+
+PRIVATE_TOPICS = ("position", "order", "execution", "wallet")
+
+# VenueReject.reason -> (retCode, retMsg); retMsg None = the venue's own message (docs/venue-api.md table).
+REJECT_CODES: dict[str, tuple[int, str | None]] = {
+    "would_trigger_immediately": (10001, None),
+    "reduce_only_rejected": (110017, "Reduce-only rule not satisfied: current position is zero or same side"),
+    "zero_position": (10001, "can not set tp/sl/ts for zero position"),
+    "not_modified": (34040, "not modified"),
+    "order_not_found": (110001, "order not exists or too late to cancel"),
+    "duplicate_client_order_id": (110072, "OrderLinkedID is duplicate"),
+    "invalid_quantity": (10001, None),
+    "invalid_price": (10001, None),
+    "invalid_order": (10001, None),
+    "unknown_symbol": (10001, None),
+    "insufficient_margin": (110007, "ab not enough for new order"),
+    "rejected": (10001, None),
+}
+
+_SIDE = {"buy": "Buy", "sell": "Sell"}
+_POSITION_SIDE = {"long": "Buy", "short": "Sell", None: ""}
+_STOP_ORDER_TYPE = {"stop_market": "Stop", "take_profit_market": "Stop", "trailing_stop_market": "TrailingStop"}
+_ORIGIN_STOP_ORDER_TYPE = {"stop_loss": "StopLoss", "take_profit": "TakeProfit", "trailing_stop": "TrailingStop"}
+_CREATE_TYPE = {
+    "order": "CreateByUser",
+    "manual": "CreateByClosing",
+    "stop_loss": "CreateByStopLoss",
+    "take_profit": "CreateByTakeProfit",
+    "trailing_stop": "CreateByTrailingStop",
+    "liquidation": "CreateByLiq",
+    "adl": "CreateByAdl_PassThrough",
+}
+_EXEC_TYPE = {"liquidation": "BustTrade", "adl": "AdlTrade"}
+
+
+def num(value: Decimal | int | None, empty: str = "0") -> str:
+    """Decimal -> Bybit numeric string without exponent (``None`` -> ``empty``)."""
+    if value is None:
+        return empty
+    text = format(Decimal(value).normalize(), "f")
+    return text
+
+
+class BybitApiReject(Exception):
+    """An answer with a non-zero retCode (and the HTTP status Bybit uses for it)."""
+
+    def __init__(self, code: int, message: str, status: int = 200) -> None:
+        self.code, self.message, self.status = code, message, status
+        super().__init__(f"{code}: {message}")
+
+
+def _sign(secret: str, payload: str) -> str:
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+class _Session:
+    """One WebSocket connection: its account (private, once authenticated), topics and send queue."""
+
+    def __init__(self, ws: web.WebSocketResponse, private: bool) -> None:
+        self.ws = ws
+        self.private = private
+        self.conn_id = uuid.uuid4().hex[:20]
+        self.account: str | None = None
+        self.topics: set[str] = set()
+        self.queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+
+
+class BybitEmulator:
+    """Bybit v5 wire façade (see the module docstring).
+
+    :param venue: the simulated venue.
+    :param timeout_hold_s: how long an order creation hit by ``timeout_after_accept_next`` is held before
+        its connection is dropped (longer than the client's timeout).
+    :param realtime_open_only: ``/v5/order/realtime`` answers open orders only, even queried by id (so a
+        client has to fall back to ``/v5/order/history``).
+    :ivar rest_calls: every REST call by ``"METHOD /path"``.
+    :ivar shaper: the :class:`FrameShaper` applied to private frames (``shaper.stats``).
+    """
+
+    def __init__(
+        self,
+        venue: Venue,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        timeout_hold_s: float = 30.0,
+        realtime_open_only: bool = False,
+    ) -> None:
+        self.venue = venue
+        self.host = host
+        self.port = port
+        self.timeout_hold_s = timeout_hold_s
+        self.realtime_open_only = realtime_open_only
+        self.rest_calls: Counter[str] = Counter()
+        self.shaper = FrameShaper(venue)
+        self.sessions: set[_Session] = set()
+        self._runner: web.AppRunner | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._routes: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], bool]] = {
+            ("GET", "/v5/market/time"): (self._time, False),
+            ("GET", "/v5/market/instruments-info"): (self._instruments, False),
+            ("GET", "/v5/user/query-api"): (self._query_api, True),
+            ("GET", "/v5/account/info"): (self._account_info, True),
+            ("GET", "/v5/asset/coin/query-info"): (self._coin_info, True),
+            ("POST", "/v5/order/create"): (self._order_create, True),
+            ("GET", "/v5/order/realtime"): (self._order_realtime, True),
+            ("GET", "/v5/order/history"): (self._order_history, True),
+            ("POST", "/v5/order/cancel"): (self._order_cancel, True),
+            ("GET", "/v5/position/list"): (self._position_list, True),
+            ("POST", "/v5/position/trading-stop"): (self._trading_stop, True),
+            ("GET", "/v5/account/wallet-balance"): (self._wallet_balance, True),
+        }
+
+    def __repr__(self) -> str:
+        return f"BybitEmulator(port={self.port}, sessions={len(self.sessions)})"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v5/private", self._private_ws)
+        app.router.add_get("/v5/public/linear", self._public_ws)
+        for method, path in self._routes:
+            app.router.add_route(method, path, self._rest)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._unsubscribe = self.venue.subscribe(self._on_venue_event)
+        self._spawn(self._disconnect_periodically())
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        await self.disconnect_streams()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.shaper.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def disconnect_streams(self) -> None:
+        """Drop every private stream socket now (the client must reconnect and resubscribe)."""
+        for session in [s for s in self.sessions if s.private]:
+            with contextlib.suppress(Exception):
+                await session.ws.close(code=1001, message=b"emulator disconnect")
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _disconnect_periodically(self) -> None:
+        while True:
+            interval_ms = self.venue.faults.disconnect_every_ms
+            if interval_ms <= 0:
+                await asyncio.sleep(0.05)
+                continue
+            await asyncio.sleep(interval_ms / 1000)
+            if self.venue.faults.disconnect_every_ms > 0:
+                await self.disconnect_streams()
+
+    # --- REST plumbing ---------------------------------------------------------------------------------
+
+    def _envelope(self, code: int, message: str, result: Any) -> dict[str, Any]:
+        return {"retCode": code, "retMsg": message, "result": result, "retExtInfo": {}, "time": now_ms()}
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        key = (request.method, request.path)
+        self.rest_calls[f"{request.method} {request.path}"] += 1
+        handler, private = self._routes[key]
+        faults = self.venue.faults
+        if faults.http_error_next > 0:
+            faults.http_error_next -= 1
+            status = faults.http_error_status
+            if status == 429:
+                return web.json_response(self._envelope(10006, "Too many visits!", {}), status=429)
+            return web.Response(status=status, text=f"{status} emulated gateway error")
+        body = await request.text() if request.method == "POST" else ""
+        try:
+            if request.method == "POST":
+                try:
+                    params = json.loads(body) if body else {}
+                except ValueError:
+                    raise BybitApiReject(10001, "request body is not JSON") from None
+                if not isinstance(params, dict):
+                    raise BybitApiReject(10001, "request body is not a JSON object")
+            else:
+                params = dict(request.query)
+            account = self._authenticate(request, body) if private else None
+            result = await handler(params, account, request) if private else await handler(params)
+        except BybitApiReject as reject:
+            return web.json_response(self._envelope(reject.code, reject.message, {}), status=reject.status)
+        except VenueReject as reject:
+            code, message = REJECT_CODES.get(reject.reason, (10001, None))
+            return web.json_response(self._envelope(code, message or reject.message, {}))
+        if isinstance(result, web.StreamResponse):
+            return result
+        return web.json_response(self._envelope(0, "OK", result))
+
+    def _authenticate(self, request: web.Request, body: str) -> str:
+        headers = request.headers
+        api_key = headers.get("X-BAPI-API-KEY", "")
+        account = self.venue.account_for_key(api_key) if api_key else None
+        if account is None:
+            raise BybitApiReject(10003, "API key is invalid.", status=401)
+        timestamp, recv_window = headers.get("X-BAPI-TIMESTAMP", ""), headers.get("X-BAPI-RECV-WINDOW", "5000")
+        try:
+            ts, window = int(timestamp), int(recv_window)
+        except ValueError:
+            raise BybitApiReject(10002, "invalid request, please check your timestamp and recv_window param") from None
+        server = now_ms()
+        if not (server - window <= ts < server + 1000):
+            raise BybitApiReject(
+                10002,
+                "invalid request, please check your server timestamp or recv_window param. "
+                f"req_timestamp[{ts}],server_timestamp[{server}],recv_window[{window}]",
+            )
+        payload = timestamp + api_key + recv_window + (body if request.method == "POST" else request.query_string)
+        expected = _sign(self.venue.account_secret(account), payload)
+        if not hmac.compare_digest(expected, headers.get("X-BAPI-SIGN", "")):
+            raise BybitApiReject(10004, "error sign! please check your signature generation", status=401)
+        return account
+
+    def _instrument(self, params: dict[str, Any]):  # noqa: ANN202
+        native = params.get("symbol")
+        if not native:
+            raise BybitApiReject(10001, "params error: symbol is required")
+        return self.venue.instrument_by_id(str(native))
+
+    @staticmethod
+    def _decimal(params: dict[str, Any], key: str) -> Decimal | None:
+        value = params.get(key)
+        if value is None or value == "":
+            return None
+        try:
+            return Decimal(str(value))
+        except InvalidOperation:
+            raise BybitApiReject(10001, f"params error: {key} is not a number") from None
+
+    @staticmethod
+    def _linear_only(params: dict[str, Any]) -> None:
+        if params.get("category") != "linear":
+            raise BybitApiReject(10001, "params error: this venue serves category=linear only")
+
+    # --- public REST ---------------------------------------------------------------------------------
+
+    async def _time(self, params: dict[str, Any]) -> dict[str, Any]:
+        now = now_ms()
+        return {"timeSecond": str(now // 1000), "timeNano": str(now * 1_000_000)}
+
+    async def _instruments(self, params: dict[str, Any]) -> dict[str, Any]:
+        rows = []
+        if params.get("category") == "linear" and params.get("status", "Trading") == "Trading":
+            for instrument in self.venue.instruments.values():
+                if params.get("symbol") and params["symbol"] != instrument.id:
+                    continue
+                rows.append({
+                    "symbol": instrument.id,
+                    "contractType": "LinearPerpetual",
+                    "status": "Trading",
+                    "baseCoin": instrument.base,
+                    "quoteCoin": instrument.quote,
+                    "launchTime": "1585526400000",
+                    "deliveryTime": "0",
+                    "deliveryFeeRate": "",
+                    "priceScale": str(max(0, -instrument.tick_size.normalize().as_tuple().exponent)),
+                    "leverageFilter": {"minLeverage": "1", "maxLeverage": num(instrument.max_leverage),
+                                       "leverageStep": "0.01"},
+                    "priceFilter": {"minPrice": num(instrument.tick_size), "maxPrice": "1999999",
+                                    "tickSize": num(instrument.tick_size)},
+                    "lotSizeFilter": {"maxOrderQty": "1000000", "minOrderQty": num(instrument.min_amount),
+                                      "qtyStep": num(instrument.step_size), "postOnlyMaxOrderQty": "1000000",
+                                      "maxMktOrderQty": "1000000", "minNotionalValue": "5"},
+                    "unifiedMarginTrade": True,
+                    "fundingInterval": 480,
+                    "settleCoin": instrument.quote,
+                })
+        return {"category": params.get("category", ""), "list": rows, "nextPageCursor": None}
+
+    # --- account -------------------------------------------------------------------------------------
+
+    async def _query_api(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        return {
+            "id": "1", "note": "framework emulator", "apiKey": request.headers["X-BAPI-API-KEY"], "readOnly": 0,
+            "secret": "", "permissions": {"ContractTrade": ["Order", "Position"], "Wallet": ["AccountTransfer"]},
+            "ips": ["*"], "type": 1, "deadlineDay": -1, "expiredAt": "", "createdAt": "2024-01-01T00:00:00Z",
+            "unified": 0, "uta": 1, "userID": 1, "inviterID": 0, "vipLevel": "No VIP", "mktMakerLevel": "0",
+            "affiliateID": 0, "rsaPublicKey": "", "isMaster": True,
+        }
+
+    async def _account_info(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        return {"marginMode": "REGULAR_MARGIN", "updatedTime": str(now_ms()), "unifiedMarginStatus": 6,
+                "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0, "isMasterTrader": False,
+                "spotHedgingStatus": "OFF"}
+
+    async def _coin_info(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        coins = sorted({"USDT", *(i.base for i in self.venue.instruments.values())})
+        return {"rows": [{"name": c, "coin": c, "remainAmount": "1000000", "chains": []} for c in coins]}
+
+    async def _wallet_balance(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        return {"list": [self._wallet_row(self.venue.balance(account), rest=True)]}
+
+    @staticmethod
+    def _wallet_row(balance: dict[str, Decimal], rest: bool) -> dict[str, Any]:
+        total, available, upl = balance["total"], balance["available"], balance["unrealized_pnl"]
+        equity = total + upl
+        coin = {
+            "coin": "USDT", "equity": num(equity), "usdValue": num(equity), "walletBalance": num(total),
+            "availableToWithdraw": num(available), "availableToBorrow": "", "borrowAmount": "0",
+            "accruedInterest": "0", "totalOrderIM": "0", "totalPositionIM": num(total + upl - available),
+            "totalPositionMM": "0", "unrealisedPnl": num(upl), "cumRealisedPnl": "0", "bonus": "0",
+            "collateralSwitch": True, "marginCollateral": True, "locked": "0", "spotHedgingQty": "0",
+            "spotBorrow": "0",
+        }
+        row = {
+            "accountIMRate": "0", "accountIMRateByMp": "0", "accountMMRate": "0", "accountMMRateByMp": "0",
+            "totalEquity": num(equity), "totalWalletBalance": num(total), "totalMarginBalance": num(equity),
+            "totalAvailableBalance": num(available), "totalPerpUPL": num(upl),
+            "totalInitialMargin": num(total + upl - available), "totalInitialMarginByMp": "0",
+            "totalMaintenanceMargin": "0", "totalMaintenanceMarginByMp": "0", "coin": [coin],
+            "accountLTV": "0", "accountType": "UNIFIED",
+        }
+        if rest:
+            for key in ("accountIMRateByMp", "accountMMRateByMp", "totalInitialMarginByMp",
+                        "totalMaintenanceMarginByMp"):
+                row.pop(key)
+            for key in ("totalOrderIM", "spotHedgingQty"):
+                coin.pop(key)
+        return row
+
+    # --- orders --------------------------------------------------------------------------------------
+
+    async def _order_create(self, params: dict[str, Any], account: str, request: web.Request) -> Any:
+        self._linear_only(params)
+        instrument = self._instrument(params)
+        side = {"Buy": "buy", "Sell": "sell"}.get(str(params.get("side")))
+        if side is None:
+            raise BybitApiReject(10001, "params error: side invalid")
+        if params.get("orderType") != "Market":
+            raise BybitApiReject(10001, f"params error: orderType {params.get('orderType')!r} not supported here")
+        if str(params.get("positionIdx", 0)) != "0":
+            raise BybitApiReject(10001, "position idx not match position mode")
+        if params.get("tpslMode", "Full") != "Full":
+            raise BybitApiReject(10001, "params error: only tpslMode=Full is supported")
+        trigger = self._decimal(params, "triggerPrice")
+        kwargs: dict[str, Any] = {}
+        order_type = "market"
+        if trigger is not None:
+            direction = str(params.get("triggerDirection", ""))
+            if direction not in ("1", "2"):
+                raise BybitApiReject(10001, "params error: TriggerDirection invalid")
+            falls = direction == "2"
+            order_type = "stop_market" if falls == (side == "sell") else "take_profit_market"
+            kwargs["trigger_price"] = trigger
+        reduce_only = bool(params.get("reduceOnly")) or bool(params.get("closeOnTrigger"))
+        try:
+            order = self.venue.place_order(
+                account, instrument.symbol, side, order_type, self._decimal(params, "qty"),
+                client_order_id=params.get("orderLinkId") or None, reduce_only=reduce_only,
+                stop_loss=self._decimal(params, "stopLoss"), take_profit=self._decimal(params, "takeProfit"),
+                **kwargs,
+            )
+        except VenueReject as reject:
+            if reject.reason == "would_trigger_immediately":
+                raise BybitApiReject(10001, self._crossed_message(params, side, instrument.symbol)) from None
+            raise
+        if self.venue.faults.timeout_after_accept_next > 0:
+            self.venue.faults.timeout_after_accept_next -= 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.timeout_hold_s)
+            if request.transport is not None:
+                request.transport.close()
+            raise asyncio.CancelledError  # the answer never comes
+        return {"orderId": order.id, "orderLinkId": order.client_order_id or ""}
+
+    def _crossed_message(self, params: dict[str, Any], side_or_position: str, symbol: str) -> str:
+        """Bybit's 10001 text for a stop / take-profit on the wrong side of the base (mark) price."""
+        long = side_or_position in ("buy", "long")
+        mark = num(self.venue.mark_price(symbol))
+        position_side = "Buy" if long else "Sell"
+        if params.get("stopLoss") not in (None, "", "0"):
+            return (f"StopLoss:{params['stopLoss']} set for {position_side} position should "
+                    f"{'lower' if long else 'higher'} than base_price:{mark}??MarkPrice")
+        if params.get("takeProfit") not in (None, "", "0"):
+            return (f"TakeProfit:{params['takeProfit']} set for {position_side} position should "
+                    f"{'higher' if long else 'lower'} than base_price:{mark}??MarkPrice")
+        return f"expect Rising/Falling trigger price, but trigger_price:{params.get('triggerPrice')} vs mark {mark}"
+
+    def _find_orders(self, params: dict[str, Any], account: str) -> list[VenueOrder]:
+        """Orders of any status matching ``symbol`` / ``orderId`` / ``orderLinkId``, oldest first."""
+        symbol = self.venue.instrument_by_id(str(params["symbol"])).symbol if params.get("symbol") else None
+        order_id, link_id = params.get("orderId") or None, params.get("orderLinkId") or None
+        if order_id or link_id:
+            try:
+                orders = [self.venue.get_order(account, symbol, order_id, link_id)]
+            except VenueReject:
+                return []
+        else:
+            orders = self.venue.orders(account, symbol, open_only=False)
+        return orders
+
+    async def _order_realtime(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        self._linear_only(params)
+        by_id = bool(params.get("orderId") or params.get("orderLinkId"))
+        orders = self._find_orders(params, account)
+        if not by_id or self.realtime_open_only:  # Bybit lists recent closed orders only when asked by id
+            orders = [o for o in orders if o.is_open]
+        if params.get("orderFilter") == "StopOrder":
+            orders = [o for o in orders if o.conditional]
+        return {"list": [self._order_row(o) for o in orders[::-1]], "nextPageCursor": "", "category": "linear"}
+
+    async def _order_history(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        self._linear_only(params)
+        orders = [o for o in self._find_orders(params, account) if not o.is_open]
+        return {"list": [self._order_row(o) for o in orders[::-1]], "nextPageCursor": "", "category": "linear"}
+
+    async def _order_cancel(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        self._linear_only(params)
+        instrument = self._instrument(params)
+        order = self.venue.cancel_order(account, instrument.symbol, params.get("orderId") or None,
+                                        params.get("orderLinkId") or None)
+        return {"orderId": order.id, "orderLinkId": order.client_order_id or ""}
+
+    def _order_fields(self, order: VenueOrder) -> dict[str, Any]:
+        """Every field Bybit puts on an order, REST and stream alike (each picks its own subset)."""
+        instrument = self.venue.instrument(order.symbol)
+        amount = order.amount if order.amount is not None else Decimal(0)
+        leaves = amount - order.filled if order.is_open else Decimal(0)
+        status = {
+            "new": "Untriggered" if order.conditional else "New",
+            "partially_filled": "PartiallyFilled",
+            "filled": "Filled",
+            "canceled": "Deactivated" if order.conditional else "Cancelled",
+            "rejected": "Rejected",
+            "expired": "Deactivated",
+            "triggered": "Triggered",
+        }[order.status]
+        stop_order_type = _STOP_ORDER_TYPE.get(order.type) or _ORIGIN_STOP_ORDER_TYPE.get(order.origin, "")
+        direction = 0
+        if order.trigger_price is not None:
+            falls = (order.type == "stop_market") == (order.side == "sell")
+            direction = 2 if falls else 1
+        return {
+            "category": "linear", "symbol": instrument.id, "orderId": order.id,
+            "orderLinkId": order.client_order_id or "", "blockTradeId": "", "side": _SIDE[order.side],
+            "orderType": "Market", "cancelType": "CancelByUser" if order.status == "canceled" else "UNKNOWN",
+            "price": "0", "qty": num(amount), "orderIv": "", "isLeverage": "", "timeInForce": "IOC",
+            "orderStatus": status, "lastPriceOnCreated": num(self.venue.mark_price(order.symbol)),
+            "reduceOnly": order.reduce_only or order.close_position, "leavesQty": num(leaves),
+            "leavesValue": num(leaves * (order.average or order.trigger_price or Decimal(0))),
+            "cumExecQty": num(order.filled), "cumExecValue": num(order.filled * (order.average or 0)),
+            "avgPrice": num(order.average, empty=""), "positionIdx": 0, "cumExecFee": num(order.fee),
+            "closedPnl": num(order.realized_pnl), "createdTime": str(order.created_ms),
+            "updatedTime": str(order.updated_ms),
+            "rejectReason": "EC_NoError" if order.status != "rejected" else "EC_Others",
+            "stopOrderType": stop_order_type, "tpslMode": "", "triggerPrice": num(order.trigger_price),
+            "takeProfit": "0", "stopLoss": "0", "tpTriggerBy": "", "slTriggerBy": "", "tpLimitPrice": "0",
+            "slLimitPrice": "0", "triggerDirection": direction,
+            "triggerBy": "MarkPrice" if order.trigger_price is not None else "",
+            "closeOnTrigger": order.close_position, "placeType": "", "smpType": "None", "smpGroup": 0,
+            "smpOrderId": "", "feeCurrency": "", "cumFeeDetail": {"USDT": num(order.fee)},
+            "rpiTakerAccess": False, "rpiMatchedQty": "0", "createType": _CREATE_TYPE.get(order.origin, "CreateByUser"),
+        }
+
+    _REST_ORDER_KEYS = (
+        "orderId", "orderLinkId", "blockTradeId", "symbol", "price", "qty", "side", "isLeverage", "positionIdx",
+        "orderStatus", "cancelType", "rejectReason", "avgPrice", "leavesQty", "leavesValue", "cumExecQty",
+        "cumExecValue", "cumExecFee", "timeInForce", "orderType", "stopOrderType", "orderIv", "triggerPrice",
+        "takeProfit", "stopLoss", "tpTriggerBy", "slTriggerBy", "triggerDirection", "triggerBy",
+        "lastPriceOnCreated", "reduceOnly", "closeOnTrigger", "smpType", "smpGroup", "smpOrderId", "tpslMode",
+        "tpLimitPrice", "slLimitPrice", "placeType", "createdTime", "updatedTime",
+    )
+    _STREAM_ORDER_KEYS = (
+        "symbol", "orderId", "side", "orderType", "cancelType", "price", "qty", "orderIv", "timeInForce",
+        "orderStatus", "orderLinkId", "lastPriceOnCreated", "reduceOnly", "leavesQty", "leavesValue",
+        "cumExecQty", "cumExecValue", "avgPrice", "blockTradeId", "positionIdx", "cumExecFee", "closedPnl",
+        "createdTime", "updatedTime", "rejectReason", "stopOrderType", "tpslMode", "triggerPrice", "takeProfit",
+        "stopLoss", "tpTriggerBy", "slTriggerBy", "tpLimitPrice", "slLimitPrice", "triggerDirection",
+        "triggerBy", "closeOnTrigger", "category", "placeType", "smpType", "smpGroup", "smpOrderId",
+        "feeCurrency", "cumFeeDetail", "rpiTakerAccess", "rpiMatchedQty", "createType",
+    )
+
+    def _order_row(self, order: VenueOrder) -> dict[str, Any]:
+        fields = self._order_fields(order)
+        return {key: fields[key] for key in self._REST_ORDER_KEYS}
+
+    # --- positions -----------------------------------------------------------------------------------
+
+    def _position_fields(self, position: VenuePosition) -> dict[str, Any]:
+        instrument = self.venue.instrument(position.symbol)
+        leverage = self.venue.leverage(position.account, position.symbol)
+        value = position.contracts * position.entry_price
+        margin = value / leverage if leverage else Decimal(0)
+        created = position.opened_ms if position.opened_ms is not None else position.updated_ms
+        return {
+            "category": "linear", "positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000",
+            "symbol": instrument.id, "side": _POSITION_SIDE[position.side], "size": num(position.contracts),
+            "avgPrice": num(position.entry_price), "entryPrice": num(position.entry_price),
+            "positionValue": num(value), "tradeMode": 0, "positionStatus": "Normal", "autoAddMargin": 0,
+            "adlRankIndicator": 2 if position.is_open else 0, "leverage": str(leverage),
+            "breakEvenPrice": num(position.entry_price), "positionBalance": num(margin),
+            "markPrice": num(position.mark_price), "liqPrice": "", "bustPrice": "",
+            "positionMM": "0", "positionMMByMp": "0", "positionIM": num(margin), "positionIMByMp": num(margin),
+            "tpslMode": "Full", "takeProfit": num(position.take_profit), "stopLoss": num(position.stop_loss),
+            "trailingStop": num(position.trailing_stop), "activePrice": num(position.trailing_active_price),
+            "unrealisedPnl": num(position.unrealized_pnl), "curRealisedPnl": num(position.realized_pnl),
+            "cumRealisedPnl": num(position.realized_pnl), "seq": position.seq, "isReduceOnly": False,
+            "mmrSysUpdateTime": "", "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "",
+            "sessionAvgPrice": num(position.entry_price), "createdTime": str(created),
+            "updatedTime": str(position.updated_ms),
+        }
+
+    _REST_POSITION_KEYS = (
+        "positionIdx", "riskId", "riskLimitValue", "symbol", "side", "size", "avgPrice", "positionValue",
+        "tradeMode", "positionStatus", "autoAddMargin", "adlRankIndicator", "leverage", "breakEvenPrice",
+        "positionBalance", "markPrice", "liqPrice", "bustPrice", "positionMM", "positionMMByMp", "positionIM",
+        "positionIMByMp", "tpslMode", "takeProfit", "stopLoss", "trailingStop", "unrealisedPnl",
+        "curRealisedPnl", "cumRealisedPnl", "seq", "isReduceOnly", "mmrSysUpdateTime", "leverageSysUpdatedTime",
+        "sessionAvgPrice", "createdTime", "updatedTime",
+    )
+    _STREAM_POSITION_KEYS = (
+        "positionIdx", "tradeMode", "riskId", "riskLimitValue", "symbol", "side", "size", "entryPrice",
+        "leverage", "breakEvenPrice", "positionValue", "positionBalance", "markPrice", "positionIM",
+        "positionIMByMp", "positionMM", "positionMMByMp", "takeProfit", "stopLoss", "trailingStop",
+        "unrealisedPnl", "curRealisedPnl", "cumRealisedPnl", "sessionAvgPrice", "createdTime", "updatedTime",
+        "tpslMode", "liqPrice", "bustPrice", "category", "positionStatus", "adlRankIndicator", "autoAddMargin",
+        "leverageSysUpdatedTime", "mmrSysUpdatedTime", "seq", "isReduceOnly",
+    )
+
+    async def _position_list(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        self._linear_only(params)
+        lag = self.venue.faults.rest_position_lag_ms
+        visible = {p.symbol: p for p in self.venue.visible_positions(account, lag)}
+        if params.get("symbol"):
+            symbol = self._instrument(params).symbol
+            positions = [visible.get(symbol) or VenuePosition(account=account, symbol=symbol,
+                                                              mark_price=self.venue.mark_price(symbol))]
+        elif params.get("settleCoin") or params.get("baseCoin"):
+            positions = list(visible.values())
+        else:
+            raise BybitApiReject(10001, "params error: symbol or settleCoin is required")
+        fields = [self._position_fields(p) for p in positions]
+        rows = [{key: f[key] for key in self._REST_POSITION_KEYS} for f in fields]
+        return {"list": rows, "nextPageCursor": "", "category": "linear"}
+
+    async def _trading_stop(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
+        self._linear_only(params)
+        instrument = self._instrument(params)
+        if params.get("tpslMode", "Full") != "Full":
+            raise BybitApiReject(10001, "params error: only tpslMode=Full is supported")
+        if str(params.get("positionIdx", 0)) != "0":
+            raise BybitApiReject(10001, "position idx not match position mode")
+        try:
+            self.venue.set_trading_stop(
+                account, instrument.symbol,
+                stop_loss=self._decimal(params, "stopLoss"), take_profit=self._decimal(params, "takeProfit"),
+                trailing_stop=self._decimal(params, "trailingStop"),
+                active_price=self._decimal(params, "activePrice"),
+            )
+        except VenueReject as reject:
+            if reject.reason == "would_trigger_immediately":
+                side = self.venue.position(account, instrument.symbol).side or ""
+                raise BybitApiReject(10001, self._crossed_message(params, side, instrument.symbol)) from None
+            raise
+        return {}
+
+    # --- WebSocket ---------------------------------------------------------------------------------------
+
+    async def _private_ws(self, request: web.Request) -> web.WebSocketResponse:
+        return await self._serve_ws(request, private=True)
+
+    async def _public_ws(self, request: web.Request) -> web.WebSocketResponse:
+        return await self._serve_ws(request, private=False)
+
+    async def _serve_ws(self, request: web.Request, private: bool) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        session = _Session(ws, private)
+        self.sessions.add(session)
+        writer = self._spawn(self._write_loop(session))
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                await self._on_ws_message(session, message.data)
+        finally:
+            self.sessions.discard(session)
+            writer.cancel()
+        return ws
+
+    async def _write_loop(self, session: _Session) -> None:
+        while True:
+            frame, closing = await session.queue.get()
+            try:
+                if session.private:
+                    await self.shaper.send(session.ws.send_str, frame, closing=closing)
+                else:
+                    await session.ws.send_str(frame)
+            except (ConnectionError, RuntimeError):
+                return
+
+    async def _reply(self, session: _Session, payload: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await session.ws.send_str(json.dumps(payload))
+
+    async def _on_ws_message(self, session: _Session, text: str) -> None:
+        try:
+            message = json.loads(text)
+            op = message.get("op")
+        except (ValueError, AttributeError):
+            await self._reply(session, {"success": False, "ret_msg": "Invalid request", "conn_id": session.conn_id})
+            return
+        req_id = message.get("req_id", "")
+        if op == "ping":
+            if session.private:
+                await self._reply(session, {"req_id": req_id, "op": "pong", "args": [str(now_ms())],
+                                            "conn_id": session.conn_id})
+            else:
+                await self._reply(session, {"success": True, "ret_msg": "pong", "conn_id": session.conn_id,
+                                            "req_id": req_id, "op": "ping"})
+        elif op == "auth" and session.private:
+            await self._auth(session, message.get("args") or [])
+        elif op == "subscribe":
+            await self._subscribe(session, message.get("args") or [], req_id)
+        else:
+            await self._reply(session, {"success": False, "ret_msg": f"Invalid op: {op!r}",
+                                        "conn_id": session.conn_id, "req_id": req_id, "op": op})
+
+    async def _auth(self, session: _Session, args: list[Any]) -> None:
+        failure: tuple[int, str] | None = None
+        account = self.venue.account_for_key(str(args[0])) if len(args) == 3 else None
+        if account is None:
+            failure = (10003, "Invalid apikey")
+        else:
+            try:
+                expires = int(args[1])
+            except (TypeError, ValueError):
+                expires = 0
+            expected = _sign(self.venue.account_secret(account), f"GET/realtime{args[1]}")
+            if expires <= now_ms():
+                failure = (10002, "Params Error: request expired")
+            elif not hmac.compare_digest(expected, str(args[2])):
+                failure = (10004, "Invalid sign")
+        if failure is not None:
+            await self._reply(session, {"op": "auth", "success": False, "retCode": failure[0],
+                                        "retMsg": failure[1], "connId": session.conn_id})
+            await session.ws.close()
+            return
+        session.account = account
+        await self._reply(session, {"success": True, "ret_msg": "", "op": "auth", "conn_id": session.conn_id})
+
+    async def _subscribe(self, session: _Session, topics: list[Any], req_id: str) -> None:
+        if session.private and session.account is None:
+            await self._reply(session, {"success": False, "ret_msg": "Request not authorized",
+                                        "conn_id": session.conn_id, "op": "subscribe"})
+            return
+        bad = [t for t in topics if not self._valid_topic(session, str(t))]
+        if bad:
+            await self._reply(session, {"success": False, "ret_msg": f"Invalid topic: {bad[0]}",
+                                        "conn_id": session.conn_id, "op": "subscribe"})
+            return
+        session.topics.update(str(t) for t in topics)
+        await self._reply(session, {"success": True, "ret_msg": "", "conn_id": session.conn_id,
+                                    "req_id": req_id, "op": "subscribe"})
+        if not session.private:
+            for topic in topics:
+                instrument = self.venue.instrument_by_id(str(topic).split(".", 1)[1])
+                session.queue.put_nowait((self._ticker_frame(instrument.symbol, snapshot=True), False))
+
+    def _valid_topic(self, session: _Session, topic: str) -> bool:
+        if session.private:
+            return topic in PRIVATE_TOPICS
+        if not topic.startswith("tickers."):
+            return False
+        native = topic.split(".", 1)[1]
+        return any(i.id == native for i in self.venue.instruments.values())
+
+    def _ticker_frame(self, symbol: str, snapshot: bool, ts: int | None = None) -> str:
+        instrument = self.venue.instrument(symbol)
+        mark = num(self.venue.mark_price(symbol))
+        ts = ts or now_ms()
+        data: dict[str, Any] = {"symbol": instrument.id, "markPrice": mark}
+        if snapshot:
+            data = {
+                "symbol": instrument.id, "tickDirection": "ZeroPlusTick", "price24hPcnt": "0", "lastPrice": mark,
+                "prevPrice24h": mark, "highPrice24h": mark, "lowPrice24h": mark, "prevPrice1h": mark,
+                "markPrice": mark, "indexPrice": mark, "openInterest": "0", "openInterestValue": "0",
+                "turnover24h": "0", "volume24h": "0", "nextFundingTime": str((ts // 28_800_000 + 1) * 28_800_000),
+                "fundingRate": "0.0001", "bid1Price": mark, "bid1Size": "1", "ask1Price": mark, "ask1Size": "1",
+                "fundingIntervalHour": "8",
+            }
+        return json.dumps({"topic": f"tickers.{instrument.id}", "type": "snapshot" if snapshot else "delta",
+                           "data": data, "cs": ts, "ts": ts})
+
+    # --- venue events -> frames ------------------------------------------------------------------------
+
+    def _on_venue_event(self, event: object) -> None:
+        if isinstance(event, MarkPriceEvent):
+            topic = f"tickers.{self.venue.instrument(event.symbol).id}"
+            subscribers = [s for s in self.sessions if not s.private and topic in s.topics]
+            if subscribers:
+                frame = self._ticker_frame(event.symbol, snapshot=False, ts=event.ts)
+                for session in subscribers:
+                    session.queue.put_nowait((frame, False))
+            return
+        if isinstance(event, PositionEvent):
+            account, topic = event.position.account, "position"
+            fields = self._position_fields(event.position)
+            data = {key: fields[key] for key in self._STREAM_POSITION_KEYS}
+            closing = not event.position.is_open
+        elif isinstance(event, OrderEvent):
+            account, topic, closing = event.order.account, "order", False
+            fields = self._order_fields(event.order)
+            data = {key: fields[key] for key in self._STREAM_ORDER_KEYS}
+        elif isinstance(event, FillEvent):
+            account, topic, closing = event.account, "execution", False
+            data = self._execution_fields(event)
+        elif isinstance(event, BalanceEvent):
+            account, topic, closing = event.account, "wallet", False
+            data = self._wallet_row(event.balance, rest=False)
+        else:
+            return
+        frame = json.dumps({"id": f"{uuid.uuid4().hex[:12]}-{topic}", "topic": topic,
+                            "creationTime": event.ts, "data": [data]})
+        for session in self.sessions:
+            if session.private and session.account == account and topic in session.topics:
+                session.queue.put_nowait((frame, closing))
+
+    def _execution_fields(self, fill: FillEvent) -> dict[str, Any]:
+        order = self.venue.get_order(fill.account, fill.symbol, fill.order_id)
+        amount = order.amount if order.amount is not None else fill.amount
+        return {
+            "category": "linear", "symbol": self.venue.instrument(fill.symbol).id,
+            "closedSize": num(fill.amount) if fill.realized_pnl != 0 or order.reduce_only else "0",
+            "execFee": num(fill.fee), "execId": fill.exec_id, "execPrice": num(fill.price),
+            "execQty": num(fill.amount), "execType": _EXEC_TYPE.get(fill.origin, "Trade"),
+            "execValue": num(fill.amount * fill.price), "feeRate": "0.0005", "tradeIv": "", "markIv": "",
+            "blockTradeId": "", "markPrice": num(fill.price), "indexPrice": "", "underlyingPrice": "",
+            "leavesQty": num(amount - order.filled if order.is_open else Decimal(0)),
+            "orderId": fill.order_id, "orderLinkId": fill.client_order_id or "", "orderPrice": num(fill.price),
+            "orderQty": num(amount), "orderType": "Market",
+            "stopOrderType": _ORIGIN_STOP_ORDER_TYPE.get(fill.origin, "UNKNOWN"), "side": _SIDE[fill.side],
+            "execTime": str(fill.ts), "isLeverage": "0", "isMaker": False, "seq": int(fill.exec_id),
+            "marketUnit": "", "execPnl": num(fill.realized_pnl),
+            "createType": _CREATE_TYPE.get(fill.origin, "CreateByUser"), "extraFees": [],
+            "feeCurrency": "USDT",
+        }

@@ -1,0 +1,545 @@
+"""Bybit v5 (linear) over REST with the real ccxt client: connection, orders, stops, snapshot.
+
+ccxt's ``bybit`` is used unmodified except for two things: ``urls`` point at ``DriverConfig.rest_url``
+when it is set (the emulator), and :meth:`BybitClient.handle_errors` keeps Bybit's ``retCode`` /
+``retMsg`` on the exception so this module can translate them to :mod:`framework.errors` (on a
+loopback URL ccxt's own tables cannot tell "zero position" from any other 10001).
+
+Endpoints (Bybit v5 docs): ``POST /v5/order/create`` (answers only ids), ``GET /v5/order/realtime``,
+``GET /v5/order/history``, ``POST /v5/position/trading-stop``, ``GET /v5/position/list``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+import ccxt.async_support as ccxt_async
+
+from framework.driverkit import PollSource, StreamCache, poll_sources
+from framework.errors import (
+    OrderIncomplete,
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    PositionGone,
+    RateLimited,
+    StreamError,
+    VenueError,
+    WouldTriggerImmediately,
+)
+from framework.models import (
+    DriverConfig,
+    Order,
+    OrderIntent,
+    Position,
+    PositionSide,
+    StopLoss,
+    Verification,
+    VenueSnapshot,
+    close_side,
+)
+
+from framework_bybit.decoder import VENUE, BybitDecoder, decimal_or_none, positive_or_none, unified_symbol
+
+log = logging.getLogger(__name__)
+
+LIVE_WS_URL = "wss://stream.bybit.com"
+TESTNET_WS_URL = "wss://stream-testnet.bybit.com"
+
+# Bybit retCodes this driver acts on (Bybit v5 docs, "Error Codes").
+ZERO_POSITION_OR_PARAMS = 10001  # "can not set tp/sl/ts for zero position", crossed stop, bad params
+TIMESTAMP_ERROR = 10002
+INVALID_KEY = 10003
+INVALID_SIGN = 10004
+RATE_LIMIT = 10006
+NOT_MODIFIED = 34040
+ORDER_NOT_EXIST = 110001
+REDUCE_ONLY_SAME_SIDE = 110017
+DUPLICATE_ORDER_LINK_ID = 110072
+
+_TRIGGER_FIELDS = {"stop_loss": ("stopLoss", "slTriggerBy"), "take_profit": ("takeProfit", "tpTriggerBy")}
+
+
+class BybitApiError(ccxt.ExchangeError):
+    """A Bybit answer with ``retCode != 0``; ``ret_code`` / ``ret_msg`` as the venue sent them."""
+
+    def __init__(self, ret_code: int, ret_msg: str) -> None:
+        self.ret_code = ret_code
+        self.ret_msg = ret_msg
+        super().__init__(f"bybit retCode {ret_code}: {ret_msg}")
+
+
+class BybitClient(ccxt_async.bybit):
+    """ccxt's bybit, raising :class:`BybitApiError` (with the retCode) for every non-zero retCode."""
+
+    def handle_errors(self, httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody):  # noqa: N803, ANN001, ANN201
+        if isinstance(response, dict):
+            code = response.get("retCode", response.get("ret_code"))
+            if code is not None and str(code) not in ("0", "30084"):
+                message = str(response.get("retMsg", response.get("ret_msg", "")))
+                raise BybitApiError(int(code), message)
+        return super().handle_errors(
+            httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody
+        )
+
+
+class BybitConnection:
+    """What :func:`connect` returns: the ccxt client, the config, the stream cache and the decoder.
+
+    :ivar cache: latest position per symbol / order per id seen by ``run_stream``.
+    :ivar symbols: native id (``XRPUSDT``) -> unified symbol, from ccxt's markets.
+    """
+
+    def __init__(self, config: DriverConfig, client: BybitClient) -> None:
+        self.config = config
+        self.client = client
+        self.cache = StreamCache()
+        self.symbols: dict[str, str] = {}
+        self.decoder = BybitDecoder()
+        self.rest_calls = 0
+        options = config.options
+        self.ping_interval_s = float(options.get("ping_interval_s", 20.0))
+        self.poll_interval_ms = int(options.get("poll_interval_ms", 200))
+        self.order_poll_every_ms = int(options.get("order_poll_every_ms", 500))
+        self.rest_poll_every_ms = int(options.get("rest_poll_every_ms", 1000))
+
+    def __repr__(self) -> str:
+        return f"BybitConnection(rest_url={self.config.rest_url!r}, ws_url={self.ws_url!r})"
+
+    @property
+    def ws_url(self) -> str:
+        """Base of the WebSocket endpoints (``<ws_url>/v5/private``, ``<ws_url>/v5/public/linear``)."""
+        if self.config.ws_url:
+            return self.config.ws_url.rstrip("/")
+        return TESTNET_WS_URL if self.config.testnet else LIVE_WS_URL
+
+    def market_id(self, symbol: str) -> str:
+        """``XRP/USDT:USDT`` -> ``XRPUSDT``.
+
+        :raises VenueError: the venue lists no such linear market.
+        """
+        try:
+            return str(self.client.market(symbol)["id"])
+        except ccxt.BadSymbol as exc:
+            raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
+
+    def unified(self, native: str) -> str:
+        return unified_symbol(native, self.symbols)
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One signed REST call through ccxt's implicit API (e.g. ``privatePostV5PositionTradingStop``);
+        returns Bybit's ``result`` object.  ccxt exceptions pass through (see :func:`translate`)."""
+        self.rest_calls += 1
+        response = await getattr(self.client, method)(params)
+        return response.get("result") or {}
+
+
+def make_client(config: DriverConfig) -> BybitClient:
+    """A ccxt bybit client for ``config``: linear markets only, our emulator when ``rest_url`` is set."""
+    options = config.options
+    client = BybitClient(
+        {
+            "apiKey": config.api_key.get_secret_value(),
+            "secret": config.api_secret.get_secret_value(),
+            "timeout": int(options.get("timeout_ms", 10_000)),
+            "enableRateLimit": bool(options.get("enable_rate_limit", True)),
+            "options": {
+                "defaultType": "swap",
+                "defaultSubType": "linear",
+                "fetchMarkets": {"types": ["linear"]},
+                "recvWindow": int(options.get("recv_window_ms", 5_000)),
+            },
+        }
+    )
+    if config.rest_url:
+        base = config.rest_url.rstrip("/")
+        client.urls["api"] = {name: base for name in ("spot", "futures", "v2", "public", "private")}
+    elif config.testnet:
+        client.set_sandbox_mode(True)
+    return client
+
+
+async def connect(config: DriverConfig) -> BybitConnection:
+    """Create the client and load linear markets (``GET /v5/market/instruments-info``).
+
+    :raises VenueError: the venue is unreachable or refuses the credentials.
+    """
+    client = make_client(config)
+    conn = BybitConnection(config, client)
+    try:
+        markets = await client.load_markets()
+    except Exception as exc:
+        await client.close()
+        raise translate(exc, "load markets") from exc
+    conn.symbols = {m["id"]: m["symbol"] for m in markets.values() if m.get("linear") and m.get("swap")}
+    conn.decoder = BybitDecoder(conn.symbols)
+    return conn
+
+
+async def disconnect(conn: BybitConnection) -> bool:
+    await conn.client.close()
+    return True
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+def translate(exc: BaseException, action: str, *, write: bool = False, **where: str | None) -> VenueError:
+    """Map a ccxt / Bybit failure to :mod:`framework.errors`.
+
+    :param write: the call may have changed the venue (order creation): timeouts and 5xx become
+        :class:`OutcomeUnknown` instead of a plain :class:`VenueError`.
+    """
+    where = {"venue": VENUE, **where}
+    if isinstance(exc, VenueError):
+        return exc
+    if isinstance(exc, BybitApiError):
+        code, msg = exc.ret_code, exc.ret_msg
+        text = f"{action}: {msg} (retCode {code})"
+        if code == ZERO_POSITION_OR_PARAMS and "zero position" in msg:
+            return PositionGone(text, code=code, **where)
+        if code == ZERO_POSITION_OR_PARAMS and ("should lower than" in msg or "should higher than" in msg):
+            return WouldTriggerImmediately(text, code=code, **where)
+        if code == REDUCE_ONLY_SAME_SIDE:
+            return PositionGone(text, code=code, **where)
+        if code == ORDER_NOT_EXIST:
+            return OrderNotFound(text, code=code, **where)
+        if code == RATE_LIMIT:
+            return RateLimited(text, code=code, **where)
+        if code == DUPLICATE_ORDER_LINK_ID:
+            return OutcomeUnknown(text + "; an order with this client order id exists", code=code, **where)
+        if write and code not in (TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN):
+            return OrderRejected(text, code=code, **where)
+        return VenueError(text, code=code, **where)
+    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+        return RateLimited(f"{action}: {exc}", **where)
+    if isinstance(exc, ccxt.NetworkError):  # timeouts, connection drops, 5xx
+        if write:
+            return OutcomeUnknown(f"{action}: no answer ({type(exc).__name__}: {exc})", **where)
+        return VenueError(f"{action}: venue unreachable ({type(exc).__name__}: {exc})", **where)
+    return VenueError(f"{action}: {type(exc).__name__}: {exc}", **where)
+
+
+# --- orders -----------------------------------------------------------------------------------------
+
+
+async def create_entry(conn: BybitConnection, intent: OrderIntent) -> dict[str, Any]:
+    """Market order opening ``intent`` with its stop-loss (and take-profit) attached, ``tpslMode=Full``,
+    triggered by mark price (``POST /v5/order/create``).
+
+    :returns: ccxt's order dict: Bybit answers only ``orderId`` / ``orderLinkId``.
+    :raises OrderRejected: the venue refused it.  :raises OutcomeUnknown: timeout / 5xx / duplicate id.
+    """
+    params: dict[str, Any] = {
+        "clientOrderId": intent.client_order_id,
+        "positionIdx": 0,
+        "tpslMode": "Full",
+        "stopLoss": {"triggerPrice": str(intent.stop_loss)},
+        "slTriggerBy": "MarkPrice",
+    }
+    if intent.take_profit is not None:
+        params["takeProfit"] = {"triggerPrice": str(intent.take_profit)}
+        params["tpTriggerBy"] = "MarkPrice"
+    return await _create_market_order(
+        conn, intent.symbol, intent.order_side, intent.contracts, params, intent.client_order_id
+    )
+
+
+async def _create_market_order(
+    conn: BybitConnection, symbol: str, side: str, contracts: Decimal, params: dict[str, Any], client_order_id: str
+) -> dict[str, Any]:
+    conn.rest_calls += 1
+    try:
+        return await conn.client.create_order(symbol, "market", side, str(contracts), None, params)
+    except Exception as exc:
+        raise translate(exc, "create order", write=True, symbol=symbol, order_id=client_order_id) from exc
+
+
+async def fetch_order_payload(
+    conn: BybitConnection, symbol: str | None, order_id: str | None, client_order_id: str | None
+) -> dict[str, Any] | None:
+    """The venue's order object by id: ``/v5/order/realtime`` first, then ``/v5/order/history``.
+
+    :returns: the raw Bybit order, or ``None`` when neither endpoint knows it.
+    """
+    if not order_id and not client_order_id:
+        raise ValueError("need an order id or a client order id")
+    params: dict[str, Any] = {"category": "linear"}
+    if symbol:
+        params["symbol"] = conn.market_id(symbol)
+    else:
+        params["settleCoin"] = "USDT"
+    if order_id:
+        params["orderId"] = order_id
+    else:
+        params["orderLinkId"] = client_order_id
+    for method in ("privateGetV5OrderRealtime", "privateGetV5OrderHistory"):
+        try:
+            rows = (await conn.call(method, params)).get("list") or []
+        except Exception as exc:
+            error = translate(exc, "fetch order", symbol=symbol, order_id=order_id or client_order_id)
+            if isinstance(error, OrderNotFound):
+                continue
+            raise error from exc
+        if rows:
+            return rows[0]
+    return None
+
+
+async def normalize_order(conn: BybitConnection, raw: Mapping[str, Any], intent: OrderIntent | None) -> Order:
+    """A complete :class:`Order` from ccxt's dict or a Bybit payload; a minimal one (Bybit's create
+    answers only ids) is completed from ``/v5/order/realtime`` or ``/v5/order/history``.
+
+    :raises OrderIncomplete: the venue cannot say what the order is, or it contradicts ``intent``.
+    """
+    info = raw.get("info") if isinstance(raw.get("info"), Mapping) else raw
+    order_id = info.get("orderId") or raw.get("id")
+    client_order_id = info.get("orderLinkId") or raw.get("clientOrderId")
+    symbol = intent.symbol if intent is not None else raw.get("symbol")
+    where = {"venue": VENUE, "symbol": symbol, "order_id": order_id or client_order_id}
+    try:
+        return _checked(conn.decoder.order_from_payload(info), intent, where)
+    except StreamError:
+        pass  # minimal answer: ask the venue
+    if not order_id and not client_order_id:
+        raise OrderIncomplete("the order has neither an id nor a client order id", **where)
+    try:
+        payload = await fetch_order_payload(conn, symbol, order_id, client_order_id)
+    except VenueError as exc:
+        raise OrderIncomplete(f"could not complete the order from the venue: {exc.message}", **where) from exc
+    if payload is None:
+        raise OrderIncomplete("the venue does not know this order (realtime and history)", **where)
+    try:
+        return _checked(conn.decoder.order_from_payload(payload), intent, where)
+    except StreamError as exc:
+        raise OrderIncomplete(f"the venue's order is incomplete: {exc.message}", **where) from exc
+
+
+def _checked(order: Order, intent: OrderIntent | None, where: dict[str, Any]) -> Order:
+    if intent is not None:
+        if order.symbol != intent.symbol or order.side != intent.order_side:
+            raise OrderIncomplete(
+                f"the venue's order ({order.side} {order.symbol}) contradicts the intent "
+                f"({intent.order_side} {intent.symbol})",
+                **where,
+            )
+    return order
+
+
+async def fetch_order(
+    conn: BybitConnection, symbol: str, order_id: str | None, client_order_id: str | None
+) -> Order:
+    """One order by venue id or client order id.  :raises OrderNotFound: neither endpoint knows it."""
+    payload = await fetch_order_payload(conn, symbol, order_id, client_order_id)
+    if payload is None:
+        raise OrderNotFound("no such order", venue=VENUE, symbol=symbol, order_id=order_id or client_order_id)
+    return conn.decoder.order_from_payload(payload)
+
+
+async def close_position(
+    conn: BybitConnection, symbol: str, side: PositionSide, contracts: Decimal, client_order_id: str
+) -> Order:
+    """Reduce-only market order on the closing side, completed from the venue.
+
+    :raises PositionGone: 110017, nothing to reduce.
+    """
+    raw = await _create_market_order(
+        conn, symbol, close_side(side), contracts,
+        {"clientOrderId": client_order_id, "reduceOnly": True, "positionIdx": 0}, client_order_id,
+    )
+    payload = await fetch_order_payload(conn, symbol, raw.get("id"), client_order_id)
+    if payload is None:
+        raise OrderIncomplete("closing order accepted but unknown to the venue", venue=VENUE, symbol=symbol,
+                              order_id=raw.get("id"))
+    return conn.decoder.order_from_payload(payload)
+
+
+# --- stops: /v5/position/trading-stop ------------------------------------------------------------------
+
+
+async def _trading_stop(conn: BybitConnection, symbol: str, fields: dict[str, str]) -> bool:
+    """``POST /v5/position/trading-stop`` (Full mode, position in one-way mode).
+
+    :returns: ``True`` when the venue changed something, ``False`` for 34040 "not modified".
+    :raises PositionGone: 10001 zero position (never retried).
+    """
+    params = {"category": "linear", "symbol": conn.market_id(symbol), "tpslMode": "Full", "positionIdx": 0, **fields}
+    try:
+        await conn.call("privatePostV5PositionTradingStop", params)
+    except BybitApiError as exc:
+        if exc.ret_code == NOT_MODIFIED:
+            return False
+        raise translate(exc, "trading-stop", symbol=symbol) from exc
+    except Exception as exc:
+        raise translate(exc, "trading-stop", symbol=symbol) from exc
+    return True
+
+
+def _price(conn: BybitConnection, symbol: str, price: Decimal) -> str:
+    return str(conn.client.price_to_precision(symbol, str(price)))
+
+
+async def set_trigger(
+    conn: BybitConnection, symbol: str, side: PositionSide, trigger_price: Decimal, kind: str
+) -> StopLoss:
+    """Attach (or move) the position's stop-loss / take-profit in place; no position lookup (I-4).
+    34040 "not modified" means it is already there: returned as resting."""
+    if kind not in _TRIGGER_FIELDS:
+        raise VenueError(f"{kind} is not supported by trading-stop in this driver", venue=VENUE, symbol=symbol)
+    price_field, trigger_by = _TRIGGER_FIELDS[kind]
+    price = _price(conn, symbol, trigger_price)
+    await _trading_stop(conn, symbol, {price_field: price, trigger_by: "MarkPrice"})
+    return StopLoss(venue=VENUE, symbol=symbol, side=side, kind=kind, trigger_price=Decimal(price))  # type: ignore[arg-type]
+
+
+async def cancel_trigger(conn: BybitConnection, stop: StopLoss) -> bool:
+    """Remove an attached stop (``"0"`` via trading-stop); ``False`` when the venue no longer had it."""
+    if stop.kind not in _TRIGGER_FIELDS:
+        raise VenueError(f"{stop.kind} is not supported by this driver", venue=VENUE, symbol=stop.symbol)
+    try:
+        return await _trading_stop(conn, stop.symbol, {_TRIGGER_FIELDS[stop.kind][0]: "0"})
+    except PositionGone:
+        return False
+
+
+# --- verification and snapshot --------------------------------------------------------------------------
+
+
+async def verify_position(
+    conn: BybitConnection, intent: OrderIntent, order: Order, budget_ms: int
+) -> Verification:
+    """Stream cache -> order by id -> REST positions, within ``budget_ms`` (waking on stream changes).
+
+    ``absent`` only when the venue says the order ended (rejected / canceled / expired) with nothing
+    filled; REST not listing the position is never taken as absence (INCIDENTS.md I-3).
+    """
+
+    def judge(found: Order | None, source: str) -> Verification | None:
+        if found is None:
+            return None
+        if found.filled > 0:
+            return Verification(outcome="confirmed", source=source, contracts=found.filled,  # type: ignore[arg-type]
+                                entry_price=found.average, detail=f"order {found.id} {found.status}")
+        if found.status in ("rejected", "canceled", "expired"):
+            return Verification(outcome="absent", source=source, detail=f"order {found.id} {found.status}")  # type: ignore[arg-type]
+        return None
+
+    async def from_stream() -> Verification | None:
+        position = conn.cache.position(intent.symbol)
+        if position is not None and position.contracts > 0 and position.side == intent.side:
+            return Verification(outcome="confirmed", source="stream", contracts=position.contracts,
+                                entry_price=position.entry_price, detail=f"position seq {position.sequence}")
+        update = conn.cache.order(order.id, order.client_order_id)
+        return judge(update.order if update else None, "stream")
+
+    async def from_order() -> Verification | None:
+        try:
+            payload = await fetch_order_payload(conn, intent.symbol, order.id, order.client_order_id)
+            return judge(conn.decoder.order_from_payload(payload) if payload else None, "order")
+        except (VenueError, StreamError) as exc:
+            log.warning("bybit verify: order source failed: %s", exc)
+            return None
+
+    async def from_rest() -> Verification | None:
+        try:
+            rows = (await conn.call("privateGetV5PositionList",
+                                    {"category": "linear", "symbol": conn.market_id(intent.symbol)})).get("list") or []
+        except Exception as exc:
+            log.warning("bybit verify: positions source failed: %s", translate(exc, "position list"))
+            return None
+        for row in rows:
+            position = _position_from_row(conn, row)
+            if position is not None and position.side == intent.side:
+                return Verification(outcome="confirmed", source="rest", contracts=position.contracts,
+                                    entry_price=position.entry_price)
+        return None
+
+    result = await poll_sources(
+        [
+            PollSource("stream", from_stream),
+            PollSource("order", from_order, every_ms=conn.order_poll_every_ms),
+            PollSource("rest", from_rest, every_ms=conn.rest_poll_every_ms),
+        ],
+        budget_ms,
+        wake=conn.cache.wait_changed,
+        round_interval_ms=conn.poll_interval_ms,
+    )
+    if result.answer is None:
+        return Verification(outcome="unknown", source="none", elapsed_ms=result.elapsed_ms,
+                            detail=f"no source could tell within {budget_ms} ms")
+    return result.answer.model_copy(update={"elapsed_ms": result.elapsed_ms})
+
+
+def _position_from_row(conn: BybitConnection, row: Mapping[str, Any]) -> Position | None:
+    """A ``/v5/position/list`` row as a :class:`Position`, ``None`` when flat."""
+    size = decimal_or_none(row.get("size")) or Decimal(0)
+    side = {"Buy": "long", "Sell": "short"}.get(str(row.get("side")))
+    if size <= 0:
+        return None
+    if side is None:
+        raise VenueError(f"open position of size {size} without a side", venue=VENUE, symbol=row.get("symbol"))
+    entry = positive_or_none(row.get("avgPrice")) or positive_or_none(row.get("entryPrice"))
+    if entry is None:
+        raise VenueError("open position without an entry price", venue=VENUE, symbol=row.get("symbol"))
+    updated = row.get("updatedTime")
+    return Position(
+        venue=VENUE,
+        account=conn.config.account,
+        symbol=conn.unified(str(row["symbol"])),
+        side=side,  # type: ignore[arg-type]
+        contracts=size,
+        entry_price=entry,
+        mark_price=positive_or_none(row.get("markPrice")),
+        unrealized_pnl=decimal_or_none(row.get("unrealisedPnl")),
+        realized_pnl=decimal_or_none(row.get("curRealisedPnl")),
+        stop_loss=positive_or_none(row.get("stopLoss")),
+        take_profit=positive_or_none(row.get("takeProfit")),
+        opened_at=int(row["createdTime"]) if row.get("createdTime") else None,
+        **({"updated_at": int(updated)} if updated else {}),
+    )
+
+
+_CONDITIONAL_KINDS = {"StopLoss": "stop_loss", "PartialStopLoss": "stop_loss", "Stop": "stop_loss",
+                      "TakeProfit": "take_profit", "PartialTakeProfit": "take_profit",
+                      "TrailingStop": "trailing_stop"}
+
+
+async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
+    """ONE ``/v5/position/list`` + ONE ``/v5/order/realtime`` (settleCoin USDT), whatever the number of
+    positions.  Stops: every position's attached stop-loss / take-profit / trailing stop, plus resting
+    reduce-only conditional orders.
+    """
+    try:
+        position_rows = (await conn.call("privateGetV5PositionList",
+                                         {"category": "linear", "settleCoin": "USDT", "limit": 200})).get("list") or []
+        order_rows = (await conn.call("privateGetV5OrderRealtime",
+                                      {"category": "linear", "settleCoin": "USDT", "limit": 50})).get("list") or []
+    except Exception as exc:
+        raise translate(exc, "snapshot") from exc
+    positions, stops = [], []
+    for row in position_rows:
+        position = _position_from_row(conn, row)
+        if position is None:
+            continue
+        positions.append(position)
+        for kind, field in (("stop_loss", "stopLoss"), ("take_profit", "takeProfit"), ("trailing_stop", "trailingStop")):
+            price = positive_or_none(row.get(field))
+            if price is not None:
+                stops.append(StopLoss(venue=VENUE, symbol=position.symbol, side=position.side, kind=kind,  # type: ignore[arg-type]
+                                      trigger_price=price))
+    open_orders = []
+    for row in order_rows:
+        order = conn.decoder.order_from_payload(row)
+        open_orders.append(order)
+        kind = _CONDITIONAL_KINDS.get(str(row.get("stopOrderType") or ""))
+        closing = bool(row.get("reduceOnly")) or bool(row.get("closeOnTrigger"))
+        if kind and closing and order.trigger_price is not None:
+            stops.append(StopLoss(venue=VENUE, symbol=order.symbol, side="long" if order.side == "sell" else "short",
+                                  kind=kind, trigger_price=order.trigger_price, order_id=order.id,  # type: ignore[arg-type]
+                                  contracts=order.amount or None))
+    return VenueSnapshot(venue=VENUE, account=conn.config.account, positions=positions,
+                         open_orders=open_orders, stops=stops, rest_calls=2)
