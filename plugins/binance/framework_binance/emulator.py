@@ -1,0 +1,821 @@
+"""Binance USDⓈ-M wire façade over :class:`framework.venue.Venue` (``docs/venue-api.md``).
+
+One aiohttp server on 127.0.0.1 serves the REST paths ccxt's ``binanceusdm`` calls and the WebSocket
+streams, with Binance's payload shapes (checked against ``../shared/fixtures/binance/``), HMAC-SHA256
+signatures, ``recvWindow`` / ``timestamp`` checks and Binance's error codes with their HTTP statuses.
+
+REST (source: Binance USDⓈ-M futures REST API):
+
+* public: ``GET /fapi/v1/exchangeInfo``, ``/fapi/v1/time``, ``/fapi/v1/ping``
+* signed: ``GET /fapi/v1/leverageBracket``, ``/fapi/v2|v3/account``, ``/fapi/v2|v3/positionRisk``;
+  ``POST|GET|DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``; Algo Order API
+  ``POST|GET|DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders``
+* API key only: ``POST|PUT|DELETE /fapi/v1/listenKey``
+
+WebSocket: ``/ws/<listenKey>`` (user data: ``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``,
+``listenKeyExpired``), ``/ws/<symbol>@markPrice[@1s]`` and ``/stream?streams=a/b`` (``markPriceUpdate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import WSMsgType, web
+
+from framework.models import now_ms
+from framework.venue import (
+    FillEvent,
+    FrameShaper,
+    MarkPriceEvent,
+    OrderEvent,
+    PositionEvent,
+    Venue,
+    VenueEvent,
+    VenueOrder,
+    VenuePosition,
+    VenueReject,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_RECV_WINDOW_MS = 60_000
+DEFAULT_RECV_WINDOW_MS = 5_000
+#: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
+ACCEPT_TIMEOUT_HOLD_S = 30.0
+
+#: venue reject reason → (Binance code, message); all HTTP 400
+REJECT_CODES: dict[str, tuple[int, str]] = {
+    "would_trigger_immediately": (-2021, "Order would immediately trigger."),
+    "reduce_only_rejected": (-2022, "ReduceOnly Order is rejected."),
+    "zero_position": (-2022, "ReduceOnly Order is rejected."),
+    "order_not_found": (-2013, "Order does not exist."),
+    "duplicate_client_order_id": (-4015, "Client order id is not valid."),
+    "invalid_quantity": (-1111, "Precision is over the maximum defined for this asset."),
+    "invalid_price": (-4014, "Price not increased by tick size."),
+    "insufficient_margin": (-2019, "Margin is insufficient."),
+    "rejected": (-2010, "New order rejected."),
+    "invalid_order": (-1102, "A mandatory parameter was not sent, was empty/null, or malformed."),
+    "unknown_symbol": (-1121, "Invalid symbol."),
+    "not_modified": (-1102, "Not modified."),
+}
+CONDITIONAL_WIRE_TYPES = {"STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET", "STOP", "TAKE_PROFIT"}
+VENUE_TYPE = {"MARKET": "market", "STOP_MARKET": "stop_market", "TAKE_PROFIT_MARKET": "take_profit_market",
+              "TRAILING_STOP_MARKET": "trailing_stop_market"}
+WIRE_TYPE = {v: k for k, v in VENUE_TYPE.items()}
+ORDER_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
+                "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED", "triggered": "FILLED"}
+ALGO_STATUS = {"new": "NEW", "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED",
+               "triggered": "TRIGGERED", "filled": "FINISHED"}
+
+
+class BinanceApiError(Exception):
+    """An error answer: ``{"code": code, "msg": msg}`` with HTTP ``status``."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(f"{status} {code} {msg}")
+        self.status, self.code, self.msg = status, code, msg
+
+
+def _reject(reject: VenueReject, *, cancel: bool = False) -> BinanceApiError:
+    if reject.reason == "order_not_found" and cancel:
+        return BinanceApiError(400, -2011, "Unknown order sent.")
+    code, msg = REJECT_CODES.get(reject.reason, (-1000, "An unknown error occurred while processing the request."))
+    return BinanceApiError(400, code, msg)
+
+
+def _s(value: Decimal | None) -> str:
+    """Binance writes decimals as strings, ``"0"`` for none."""
+    return "0" if value is None else format(value.normalize() if value == value.to_integral() else value, "f")
+
+
+def _bool_param(params: dict[str, str], name: str) -> bool:
+    return str(params.get(name, "false")).lower() == "true"
+
+
+def _decimal_param(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        if required:
+            raise BinanceApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+        return None
+    try:
+        return Decimal(raw)
+    except ArithmeticError:
+        raise BinanceApiError(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
+
+
+class BinanceEmulator:
+    """Serves Binance USDⓈ-M REST + WebSocket for ``venue`` on ``host:port`` (0 = a free port).
+
+    :ivar rest_calls: ``Counter`` of every REST call by ``"METHOD /path"``.
+    :ivar shaper: the :class:`~framework.venue.FrameShaper` applying stream faults to private frames.
+    """
+
+    def __init__(self, venue: Venue, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.venue = venue
+        self.host, self.port = host, port
+        self.rest_calls: Counter[str] = Counter()
+        self.shaper = FrameShaper(venue)
+        self.accept_timeout_hold_s = ACCEPT_TIMEOUT_HOLD_S
+        self._listen_keys: dict[str, str] = {}  # valid key -> account
+        self._user_sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._mark_sockets: dict[web.WebSocketResponse, tuple[set[str], bool]] = {}
+        self._last_fill: dict[str, FillEvent] = {}
+        self._parent_of: dict[str, VenueOrder] = {}  # spawned market order id -> its conditional parent
+        self._last_transaction_ms: dict[str, int] = {}
+        self._outbox: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: Any = None
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        r = app.router
+        r.add_get("/fapi/v1/ping", self._ping)
+        r.add_get("/fapi/v1/time", self._time)
+        r.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
+        r.add_get("/fapi/v1/leverageBracket", self._leverage_bracket)
+        r.add_get("/fapi/v2/account", self._account)
+        r.add_get("/fapi/v3/account", self._account)
+        r.add_get("/fapi/v2/positionRisk", self._position_risk)
+        r.add_get("/fapi/v3/positionRisk", self._position_risk)
+        r.add_post("/fapi/v1/order", self._create_order)
+        r.add_get("/fapi/v1/order", self._get_order)
+        r.add_delete("/fapi/v1/order", self._cancel_order)
+        r.add_get("/fapi/v1/openOrders", self._open_orders)
+        r.add_post("/fapi/v1/algoOrder", self._create_algo_order)
+        r.add_get("/fapi/v1/algoOrder", self._get_algo_order)
+        r.add_delete("/fapi/v1/algoOrder", self._cancel_algo_order)
+        r.add_get("/fapi/v1/openAlgoOrders", self._open_algo_orders)
+        r.add_post("/fapi/v1/listenKey", self._listen_key_create)
+        r.add_put("/fapi/v1/listenKey", self._listen_key_keepalive)
+        r.add_delete("/fapi/v1/listenKey", self._listen_key_delete)
+        r.add_get("/ws/{stream}", self._ws)
+        r.add_get("/stream", self._ws_combined)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._unsubscribe = self.venue.subscribe(self._on_venue_event)
+        self._tasks = [
+            asyncio.create_task(self._pump(), name="binance-emulator-pump"),
+            asyncio.create_task(self._disconnect_loop(), name="binance-emulator-disconnects"),
+        ]
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.shaper.close()
+        for ws in [*self._mark_sockets, *(s for group in self._user_sockets.values() for s in group)]:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    async def disconnect_streams(self) -> None:
+        """Drop every private stream socket now (clients must reconnect)."""
+        for sockets in self._user_sockets.values():
+            for ws in list(sockets):
+                with contextlib.suppress(Exception):
+                    await ws.close(code=1001, message=b"server going away")
+
+    def expire_listen_keys(self) -> None:
+        """Send ``listenKeyExpired`` on every private socket and invalidate every listen key."""
+        for key in list(self._listen_keys):
+            account = self._listen_keys.pop(key)
+            frame = json.dumps({"e": "listenKeyExpired", "E": str(now_ms()), "listenKey": key})
+            self._outbox.put_nowait((f"key:{key}", frame, False))
+            log.info("listen key of account %s expired", account)
+
+    # --- HTTP plumbing -------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(("/ws/", "/stream")):
+            return await handler(request)
+        self.rest_calls[f"{request.method} {request.path}"] += 1
+        faults = self.venue.faults
+        try:
+            if faults.http_error_next > 0:
+                faults.http_error_next -= 1
+                status = faults.http_error_status
+                if status in (418, 429):
+                    raise BinanceApiError(status, -1003, "Too many requests; current limit is 2400 requests per minute.")
+                if status >= 500:
+                    raise BinanceApiError(status, -1001, "Internal error; unable to process your request. Please try again.")
+                raise BinanceApiError(status, -1000, "An unknown error occurred while processing the request.")
+            return await handler(request)
+        except BinanceApiError as error:
+            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)
+        except VenueReject as reject:
+            error = _reject(reject)
+            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)
+
+    async def _signed(self, request: web.Request) -> tuple[str, dict[str, str]]:
+        """Check API key, timestamp, recvWindow and HMAC-SHA256 signature; returns (account, params)."""
+        account = self._api_key_account(request)
+        body = await request.text() if request.can_read_body else ""
+        raw_query = request.rel_url.raw_query_string
+        signature = None
+        unsigned_parts = []
+        for raw in (raw_query, body):
+            if not raw:
+                continue
+            kept = []
+            for part in raw.split("&"):
+                if part.startswith("signature="):
+                    signature = part[len("signature="):]
+                else:
+                    kept.append(part)
+            unsigned_parts.append("&".join(kept))
+        params = dict(parse_qsl(raw_query, keep_blank_values=True))
+        params.update(parse_qsl(body, keep_blank_values=True))
+        params.pop("signature", None)
+        if signature is None:
+            raise BinanceApiError(400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        secret = self.venue.account_secret(account).encode()
+        expected = hmac.new(secret, "".join(unsigned_parts).encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature.lower()):
+            raise BinanceApiError(400, -1022, "Signature for this request is not valid.")
+        try:
+            timestamp = int(params["timestamp"])
+            recv_window = int(params.get("recvWindow", DEFAULT_RECV_WINDOW_MS))
+        except (KeyError, ValueError):
+            raise BinanceApiError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.") from None
+        if not 0 < recv_window <= MAX_RECV_WINDOW_MS:
+            raise BinanceApiError(400, -1131, "recvWindow must be less than 60000")
+        server_time = now_ms()
+        if timestamp >= server_time + 1000 or server_time - timestamp > recv_window:
+            raise BinanceApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+        return account, params
+
+    def _api_key_account(self, request: web.Request) -> str:
+        api_key = request.headers.get("X-MBX-APIKEY", "")
+        account = self.venue.account_for_key(api_key) if api_key else None
+        if account is None:
+            raise BinanceApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        return account
+
+    def _symbol(self, params: dict[str, str], required: bool = True) -> str | None:
+        native = params.get("symbol")
+        if not native:
+            if required:
+                raise BinanceApiError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+            return None
+        return self.venue.instrument_by_id(native).symbol
+
+    # --- public --------------------------------------------------------------------------------------
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def _time(self, request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": now_ms()})
+
+    async def _exchange_info(self, request: web.Request) -> web.Response:
+        symbols = []
+        for instrument in self.venue.instruments.values():
+            tick, step = instrument.tick_size, instrument.step_size
+            symbols.append({
+                "symbol": instrument.id, "pair": instrument.id, "contractType": "PERPETUAL",
+                "deliveryDate": 4133404802000, "onboardDate": 1569398400000, "status": "TRADING",
+                "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+                "baseAsset": instrument.base, "quoteAsset": instrument.quote, "marginAsset": instrument.quote,
+                "pricePrecision": max(0, -tick.normalize().as_tuple().exponent),
+                "quantityPrecision": max(0, -step.normalize().as_tuple().exponent),
+                "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN", "underlyingSubType": [],
+                "settlePlan": 0, "triggerProtect": "0.0500", "liquidationFee": "0.012000", "marketTakeBound": "0.30",
+                "filters": [
+                    {"minPrice": _s(tick), "maxPrice": "1000000", "filterType": "PRICE_FILTER", "tickSize": _s(tick)},
+                    {"stepSize": _s(step), "filterType": "LOT_SIZE", "maxQty": "10000000",
+                     "minQty": _s(instrument.min_amount)},
+                    {"stepSize": _s(step), "filterType": "MARKET_LOT_SIZE", "maxQty": "10000000",
+                     "minQty": _s(instrument.min_amount)},
+                    {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
+                    {"limit": 10, "filterType": "MAX_NUM_ALGO_ORDERS"},
+                    {"notional": "5", "filterType": "MIN_NOTIONAL"},
+                    {"multiplierDown": "0.5000", "multiplierUp": "1.5000", "multiplierDecimal": "4",
+                     "filterType": "PERCENT_PRICE"},
+                ],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                               "TRAILING_STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+            })
+        return web.json_response({
+            "timezone": "UTC", "serverTime": now_ms(), "futuresType": "U_MARGINED",
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            ],
+            "exchangeFilters": [],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-100"}],
+            "symbols": symbols,
+        })
+
+    # --- account and positions -----------------------------------------------------------------------
+
+    async def _leverage_bracket(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        return web.json_response([
+            {"symbol": i.id, "brackets": [{
+                "bracket": 1, "initialLeverage": i.max_leverage, "notionalCap": 5_000_000, "notionalFloor": 0,
+                "maintMarginRatio": 0.005, "cum": 0.0,
+            }]}
+            for i in self.venue.instruments.values()
+        ])
+
+    def _visible_positions(self, account: str) -> list[VenuePosition]:
+        return self.venue.visible_positions(account, self.venue.faults.rest_position_lag_ms)
+
+    def _position_json(self, account: str, position: VenuePosition) -> dict[str, Any]:
+        instrument = self.venue.instrument(position.symbol)
+        signed = position.contracts if position.side == "long" else -position.contracts
+        mark = position.mark_price
+        notional = signed * mark
+        return {
+            "symbol": instrument.id, "positionAmt": _s(signed), "entryPrice": _s(position.entry_price),
+            "markPrice": _s(mark), "unRealizedProfit": _s(position.unrealized_pnl), "liquidationPrice": "0",
+            "leverage": str(self.venue.leverage(account, position.symbol)), "maxNotionalValue": "5000000",
+            "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
+            "positionSide": "BOTH", "notional": _s(notional), "isolatedWallet": "0",
+            "updateTime": position.updated_ms, "breakEvenPrice": _s(position.entry_price),
+        }
+
+    async def _position_risk(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params, required=False)
+        positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
+        return web.json_response([self._position_json(account, p) for p in positions])
+
+    async def _account(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        balance = self.venue.balance(account)
+        total, available, upnl = _s(balance["total"]), _s(balance["available"]), _s(balance["unrealized_pnl"])
+        positions = []
+        for p in self._visible_positions(account):
+            signed = p.contracts if p.side == "long" else -p.contracts
+            positions.append({
+                "symbol": self.venue.instrument(p.symbol).id, "initialMargin": "0", "maintMargin": "0",
+                "unrealizedProfit": _s(p.unrealized_pnl), "positionInitialMargin": "0",
+                "openOrderInitialMargin": "0", "leverage": str(self.venue.leverage(account, p.symbol)),
+                "isolated": False, "entryPrice": _s(p.entry_price), "maxNotional": "5000000",
+                "bidNotional": "0", "askNotional": "0", "positionSide": "BOTH", "positionAmt": _s(signed),
+                "updateTime": p.updated_ms,
+            })
+        return web.json_response({
+            "feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True, "updateTime": 0,
+            "multiAssetsMargin": False, "tradeGroupId": -1, "totalInitialMargin": "0", "totalMaintMargin": "0",
+            "totalWalletBalance": total, "totalUnrealizedProfit": upnl, "totalMarginBalance": total,
+            "totalPositionInitialMargin": "0", "totalOpenOrderInitialMargin": "0",
+            "totalCrossWalletBalance": total, "totalCrossUnPnl": upnl, "availableBalance": available,
+            "maxWithdrawAmount": available,
+            "assets": [{
+                "asset": "USDT", "walletBalance": total, "unrealizedProfit": upnl, "marginBalance": total,
+                "maintMargin": "0", "initialMargin": "0", "positionInitialMargin": "0",
+                "openOrderInitialMargin": "0", "crossWalletBalance": total, "crossUnPnl": upnl,
+                "availableBalance": available, "maxWithdrawAmount": available, "marginAvailable": True,
+                "updateTime": now_ms(),
+            }],
+            "positions": positions,
+        })
+
+    # --- orders (/fapi/v1/order) ---------------------------------------------------------------------
+
+    def _client_id(self, order: VenueOrder) -> str:
+        if order.client_order_id:
+            return order.client_order_id
+        if order.origin == "liquidation":
+            return f"autoclose-{order.id}"
+        if order.origin == "adl":
+            return f"adl_autoclose-{order.id}"
+        parent = self._parent_of.get(order.id)
+        if parent is not None:
+            return f"algo-{parent.id}"
+        return f"web_{order.id}"
+
+    def _orig_type(self, order: VenueOrder) -> str:
+        parent = self._parent_of.get(order.id)
+        return WIRE_TYPE[parent.type] if parent is not None else WIRE_TYPE[order.type]
+
+    def _order_json(self, order: VenueOrder) -> dict[str, Any]:
+        instrument = self.venue.instrument(order.symbol)
+        parent = self._parent_of.get(order.id)
+        amount = order.amount if order.amount is not None else order.filled
+        return {
+            "orderId": int(order.id), "symbol": instrument.id, "status": ORDER_STATUS[order.status],
+            "clientOrderId": self._client_id(order), "price": "0", "avgPrice": _s(order.average),
+            "origQty": _s(amount), "executedQty": _s(order.filled),
+            "cumQuote": _s((order.average or Decimal(0)) * order.filled), "timeInForce": "GTC",
+            "type": WIRE_TYPE[order.type], "reduceOnly": order.reduce_only, "closePosition": order.close_position,
+            "side": order.side.upper(), "positionSide": "BOTH",
+            "stopPrice": _s(parent.trigger_price if parent is not None else order.trigger_price),
+            "workingType": "MARK_PRICE" if parent is not None else "CONTRACT_PRICE", "priceProtect": False,
+            "origType": self._orig_type(order), "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
+            "goodTillDate": 0, "time": order.created_ms, "updateTime": order.updated_ms,
+        }
+
+    async def _create_order(self, request: web.Request) -> web.StreamResponse:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params)
+        wire_type = params.get("type", "").upper()
+        if wire_type in CONDITIONAL_WIRE_TYPES:
+            raise BinanceApiError(
+                400, -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
+            )
+        if wire_type != "MARKET":
+            raise BinanceApiError(400, -1116, "Invalid orderType.")
+        order = self.venue.place_order(
+            account, symbol, params.get("side", "").lower(), "market",
+            amount=_decimal_param(params, "quantity", required=True),
+            client_order_id=params.get("newClientOrderId") or None,
+            reduce_only=_bool_param(params, "reduceOnly"),
+        )
+        if self.venue.faults.minimal_order_response or params.get("newOrderRespType", "ACK").upper() == "ACK":
+            body: dict[str, Any] = {"orderId": int(order.id), "clientOrderId": self._client_id(order)}
+        else:
+            body = self._order_json(order)
+        return await self._answer_order(request, body)
+
+    async def _answer_order(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        """Answer an accepted order, or (``timeout_after_accept_next``) never answer and drop the socket."""
+        faults = self.venue.faults
+        if faults.timeout_after_accept_next > 0:
+            faults.timeout_after_accept_next -= 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.accept_timeout_hold_s)
+            if request.transport is not None:
+                request.transport.close()
+            raise asyncio.CancelledError
+        return web.json_response(body)
+
+    async def _get_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params)
+        try:
+            order = self.venue.get_order(
+                account, symbol, order_id=params.get("orderId") or None,
+                client_order_id=params.get("origClientOrderId") or None,
+            )
+        except VenueReject as reject:
+            raise _reject(reject) from None
+        if order.conditional:
+            raise BinanceApiError(400, -2013, "Order does not exist.")
+        return web.json_response(self._order_json(order))
+
+    async def _cancel_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params)
+        try:
+            order = self.venue.get_order(
+                account, symbol, order_id=params.get("orderId") or None,
+                client_order_id=params.get("origClientOrderId") or None,
+            )
+            if order.conditional:
+                raise VenueReject("order_not_found", "conditional orders live in the Algo Order API")
+            order = self.venue.cancel_order(account, symbol, order_id=order.id)
+        except VenueReject as reject:
+            raise _reject(reject, cancel=True) from None
+        return web.json_response(self._order_json(order))
+
+    async def _open_orders(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params, required=False)
+        orders = self.venue.orders(account, symbol, open_only=True, conditional=False)
+        return web.json_response([self._order_json(o) for o in orders])
+
+    # --- Algo Order API (/fapi/v1/algoOrder) ---------------------------------------------------------
+
+    def _algo_status(self, order: VenueOrder) -> str:
+        if order.status == "triggered" and order.triggered_order_id is not None:
+            child = self.venue.get_order(order.account, order.symbol, order_id=order.triggered_order_id)
+            return "FINISHED" if child.status == "filled" else "TRIGGERED"
+        return ALGO_STATUS[order.status]
+
+    def _algo_json(self, order: VenueOrder) -> dict[str, Any]:
+        return {
+            "algoId": int(order.id), "clientAlgoId": order.client_order_id or f"web_{order.id}",
+            "algoType": "CONDITIONAL", "orderType": WIRE_TYPE[order.type], "type": WIRE_TYPE[order.type],
+            "symbol": self.venue.instrument(order.symbol).id, "side": order.side.upper(), "positionSide": "BOTH",
+            "timeInForce": "GTC", "quantity": _s(order.amount), "algoStatus": self._algo_status(order),
+            "actualOrderId": order.triggered_order_id or "",
+            "triggerPrice": _s(order.trigger_price), "price": "0", "workingType": "MARK_PRICE",
+            "priceMatch": "NONE", "closePosition": order.close_position, "priceProtect": False,
+            "reduceOnly": order.reduce_only, "activatePrice": _s(order.activation_price) if order.activation_price else "",
+            "callbackRate": _s(order.callback_rate) if order.callback_rate else "",
+            "createTime": order.created_ms, "updateTime": order.updated_ms, "triggerTime": 0, "goodTillDate": 0,
+        }
+
+    async def _create_algo_order(self, request: web.Request) -> web.StreamResponse:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params)
+        if params.get("algoType", "").upper() != "CONDITIONAL":
+            raise BinanceApiError(400, -1102, "Mandatory parameter 'algoType' was not sent, was empty/null, or malformed.")
+        wire_type = params.get("type", "").upper()
+        if wire_type not in VENUE_TYPE or wire_type == "MARKET":
+            raise BinanceApiError(400, -1116, "Invalid orderType.")
+        side = params.get("side", "").lower()
+        close_position = _bool_param(params, "closePosition")
+        if close_position and any(
+            o.close_position and o.side == side and o.type == VENUE_TYPE[wire_type]
+            for o in self.venue.orders(account, symbol, open_only=True, conditional=True)
+        ):
+            raise BinanceApiError(
+                400, -4130, "An open stop or take profit order with GTE and closePosition in the direction is existing."
+            )
+        if close_position and _bool_param(params, "reduceOnly"):
+            raise BinanceApiError(400, -1106, "Parameter 'reduceonly' sent when not required.")
+        order = self.venue.place_order(
+            account, symbol, side, VENUE_TYPE[wire_type],
+            amount=None if close_position else _decimal_param(params, "quantity", required=True),
+            client_order_id=params.get("clientAlgoId") or None,
+            reduce_only=_bool_param(params, "reduceOnly"), close_position=close_position,
+            trigger_price=_decimal_param(params, "triggerPrice"),
+            callback_rate=_decimal_param(params, "callbackRate"),
+            activation_price=_decimal_param(params, "activatePrice"),
+        )
+        if self.venue.faults.minimal_order_response:
+            body: dict[str, Any] = {"algoId": int(order.id), "clientAlgoId": order.client_order_id or f"web_{order.id}"}
+        else:
+            body = self._algo_json(order)
+        return await self._answer_order(request, body)
+
+    def _find_algo(self, account: str, params: dict[str, str]) -> VenueOrder:
+        order = self.venue.get_order(
+            account, None, order_id=params.get("algoId") or None, client_order_id=params.get("clientAlgoId") or None
+        )
+        if not order.conditional:
+            raise VenueReject("order_not_found", "not an algo order")
+        return order
+
+    async def _get_algo_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        try:
+            order = self._find_algo(account, params)
+        except VenueReject as reject:
+            raise _reject(reject) from None
+        return web.json_response(self._algo_json(order))
+
+    async def _cancel_algo_order(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        try:
+            order = self._find_algo(account, params)
+            order = self.venue.cancel_order(account, order.symbol, order_id=order.id)
+        except VenueReject as reject:
+            raise _reject(reject, cancel=True) from None
+        return web.json_response(
+            {"algoId": int(order.id), "clientAlgoId": order.client_order_id or f"web_{order.id}",
+             "code": "200", "msg": "success"}
+        )
+
+    async def _open_algo_orders(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params, required=False)
+        orders = self.venue.orders(account, symbol, open_only=True, conditional=True)
+        return web.json_response([self._algo_json(o) for o in orders])
+
+    # --- listen keys ---------------------------------------------------------------------------------
+
+    async def _listen_key_create(self, request: web.Request) -> web.Response:
+        account = self._api_key_account(request)
+        key = next((k for k, a in self._listen_keys.items() if a == account), None)
+        if key is None:  # Binance hands back the still-valid key of the account
+            key = secrets.token_urlsafe(48)
+            self._listen_keys[key] = account
+        return web.json_response({"listenKey": key})
+
+    async def _listen_key_keepalive(self, request: web.Request) -> web.Response:
+        account = self._api_key_account(request)
+        key = next((k for k, a in self._listen_keys.items() if a == account), None)
+        if key is None:
+            raise BinanceApiError(400, -1125, "This listenKey does not exist.")
+        return web.json_response({"listenKey": key})
+
+    async def _listen_key_delete(self, request: web.Request) -> web.Response:
+        account = self._api_key_account(request)
+        for key in [k for k, a in self._listen_keys.items() if a == account]:
+            del self._listen_keys[key]
+        return web.json_response({})
+
+    # --- WebSocket -----------------------------------------------------------------------------------
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        stream = request.match_info["stream"]
+        if "@" in stream:
+            return await self._serve_marks(request, [stream], combined=False)
+        if stream not in self._listen_keys:
+            return web.json_response({"code": -1125, "msg": "This listenKey does not exist."}, status=400)
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        sockets = self._user_sockets.setdefault(stream, set())
+        sockets.add(ws)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            sockets.discard(ws)
+        return ws
+
+    async def _ws_combined(self, request: web.Request) -> web.StreamResponse:
+        streams = [s for s in request.query.get("streams", "").split("/") if s]
+        return await self._serve_marks(request, streams, combined=True)
+
+    async def _serve_marks(self, request: web.Request, streams: list[str], combined: bool) -> web.StreamResponse:
+        symbols = set()
+        for stream in streams:
+            native, _, topic = stream.partition("@")
+            if not topic.startswith("markPrice"):
+                return web.json_response({"code": -1100, "msg": f"unsupported stream {stream}"}, status=400)
+            try:
+                symbols.add(self.venue.instrument_by_id(native.upper()).symbol)
+            except VenueReject:
+                return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self._mark_sockets[ws] = (symbols, combined)
+        try:
+            for symbol in sorted(symbols):  # the first tick right away, like the 1 s stream would soon
+                with contextlib.suppress(LookupError):
+                    await ws.send_str(self._mark_frame(symbol, self.venue.mark_price(symbol), now_ms(), combined))
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._mark_sockets.pop(ws, None)
+        return ws
+
+    def _mark_frame(self, symbol: str, price: Decimal, ts: int, combined: bool) -> str:
+        native = self.venue.instrument(symbol).id
+        data = {"e": "markPriceUpdate", "E": ts, "s": native, "p": _s(price), "i": _s(price), "P": _s(price),
+                "r": "0.00010000", "T": (ts // 28_800_000 + 1) * 28_800_000, "st": 1}
+        if combined:
+            return json.dumps({"stream": f"{native.lower()}@markPrice@1s", "data": data})
+        return json.dumps(data)
+
+    # --- venue events → frames -----------------------------------------------------------------------
+
+    def _on_venue_event(self, event: VenueEvent) -> None:
+        if isinstance(event, MarkPriceEvent):
+            for ws, (symbols, combined) in list(self._mark_sockets.items()):
+                if event.symbol in symbols:
+                    self._outbox.put_nowait(
+                        (f"mark:{id(ws)}", self._mark_frame(event.symbol, event.price, event.ts, combined), False)
+                    )
+            return
+        if isinstance(event, FillEvent):
+            self._last_fill[event.order_id] = event
+            return
+        if isinstance(event, OrderEvent):
+            for frame in self._order_frames(event.order, event.ts):
+                self._outbox.put_nowait((f"account:{event.order.account}", frame, False))
+        elif isinstance(event, PositionEvent):
+            frame, closing = self._account_update(event.position, event.ts)
+            self._outbox.put_nowait((f"account:{event.position.account}", frame, closing))
+
+    def _transaction_time(self, account: str, ts: int) -> int:
+        """``T`` strictly increasing per account (the decoder's ordering key)."""
+        t = max(ts, self._last_transaction_ms.get(account, 0) + 1)
+        self._last_transaction_ms[account] = t
+        return t
+
+    def _account_update(self, position: VenuePosition, ts: int) -> tuple[str, bool]:
+        t = self._transaction_time(position.account, ts)
+        balance = self.venue.balance(position.account)
+        signed = position.contracts if position.side == "long" else -position.contracts
+        frame = {
+            "e": "ACCOUNT_UPDATE", "T": t, "E": t,
+            "a": {
+                "m": "ORDER",
+                "B": [{"a": "USDT", "wb": _s(balance["total"]), "cw": _s(balance["total"]), "bc": "0"}],
+                "P": [{
+                    "s": self.venue.instrument(position.symbol).id, "pa": _s(signed),
+                    "ep": _s(position.entry_price), "bep": _s(position.entry_price),
+                    "cr": _s(position.realized_pnl), "up": _s(position.unrealized_pnl), "mt": "cross",
+                    "iw": "0", "ps": "BOTH",
+                }],
+            },
+        }
+        return json.dumps(frame), position.contracts == 0
+
+    def _order_frames(self, order: VenueOrder, ts: int) -> list[str]:
+        if order.conditional:
+            return self._algo_frames(order, ts)
+        frames = []
+        parent = self._parent_of.get(order.id)
+        fill = self._last_fill.get(order.id) if order.status == "filled" else None
+        if order.status == "new":
+            execution = "NEW"
+        elif order.status == "filled":
+            execution = "CALCULATED" if order.origin in ("liquidation", "adl") else "TRADE"
+        else:
+            execution = ORDER_STATUS[order.status]
+        status = ORDER_STATUS[order.status]
+        if order.origin == "adl" and order.status == "filled":
+            status = "NEW_ADL"
+        frames.append(json.dumps({
+            "e": "ORDER_TRADE_UPDATE", "T": ts, "E": ts,
+            "o": {
+                "s": self.venue.instrument(order.symbol).id, "c": self._client_id(order), "S": order.side.upper(),
+                "o": "MARKET", "f": "GTC", "q": _s(order.amount), "p": "0", "ap": _s(order.average),
+                "sp": _s(parent.trigger_price if parent is not None else None), "x": execution, "X": status,
+                "i": int(order.id), "l": _s(fill.amount if fill else None), "z": _s(order.filled),
+                "L": _s(fill.price if fill else None), "N": "USDT", "n": _s(fill.fee if fill else None),
+                "T": ts, "t": int(fill.exec_id) if fill else 0, "b": "0", "a": "0", "m": False,
+                "R": order.reduce_only, "wt": "MARK_PRICE" if parent is not None else "CONTRACT_PRICE",
+                "ot": self._orig_type(order), "ps": "BOTH", "cp": False, "AP": "0", "cr": "0", "pP": False,
+                "si": 0, "ss": 0, "rp": _s(fill.realized_pnl if fill else None), "V": "NONE",
+            },
+        }))
+        if parent is not None and order.status == "filled":  # the algo order's market order is done
+            finished = dataclasses.replace(
+                parent, filled=order.filled, average=order.average, status="filled", updated_ms=ts
+            )
+            frames.append(self._algo_frame(finished, ts, "FINISHED"))
+        return frames
+
+    def _algo_frames(self, order: VenueOrder, ts: int) -> list[str]:
+        if order.status == "triggered":
+            if order.triggered_order_id is not None:
+                self._parent_of[order.triggered_order_id] = order
+            return [self._algo_frame(order, ts, "TRIGGERING"), self._algo_frame(order, ts, "TRIGGERED")]
+        status = ALGO_STATUS.get(order.status)
+        return [] if status is None else [self._algo_frame(order, ts, status)]
+
+    def _algo_frame(self, order: VenueOrder, ts: int, status: str) -> str:
+        return json.dumps({
+            "e": "ALGO_UPDATE", "T": ts, "E": ts,
+            "o": {
+                "caid": order.client_order_id or f"web_{order.id}", "aid": int(order.id), "at": "CONDITIONAL",
+                "o": WIRE_TYPE[order.type], "s": self.venue.instrument(order.symbol).id, "S": order.side.upper(),
+                "ps": "BOTH", "f": "GTC", "q": _s(order.amount), "X": status,
+                "ai": order.triggered_order_id if status in ("TRIGGERED", "FINISHED") and order.triggered_order_id else "",
+                "ap": _s(order.average), "aq": _s(order.filled), "act": "0", "tp": _s(order.trigger_price),
+                "p": "0", "V": "NONE", "wt": "MARK_PRICE", "pm": "NONE", "cp": order.close_position, "pP": False,
+                "R": order.reduce_only, "tt": 0, "gtd": 0,
+                "rm": "Reduce Only reject" if status == "EXPIRED" else "",
+            },
+        })
+
+    async def _pump(self) -> None:
+        """Deliver queued frames in order (the venue's listeners are synchronous)."""
+        while True:
+            target, frame, closing = await self._outbox.get()
+            kind, _, name = target.partition(":")
+            if kind == "mark":
+                sockets = [ws for ws in self._mark_sockets if str(id(ws)) == name]
+                for ws in sockets:
+                    with contextlib.suppress(Exception):
+                        await ws.send_str(frame)
+                continue
+            if kind == "key":
+                keys = [name]
+            else:
+                keys = [k for k, a in self._listen_keys.items() if a == name]
+            for key in keys:
+                for ws in list(self._user_sockets.get(key, ())):
+                    if ws.closed:
+                        continue
+                    try:
+                        await self.shaper.send(ws.send_str, frame, closing=closing)
+                    except Exception as error:  # the client went away; it will reconnect
+                        log.info("private frame not delivered: %s", error)
+
+    async def _disconnect_loop(self) -> None:
+        """``faults.disconnect_every_ms``: drop private sockets periodically."""
+        while True:
+            interval = self.venue.faults.disconnect_every_ms
+            if interval <= 0:
+                await asyncio.sleep(0.05)
+                continue
+            await asyncio.sleep(interval / 1000)
+            await self.disconnect_streams()

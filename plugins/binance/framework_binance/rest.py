@@ -1,0 +1,330 @@
+"""Binance USDⓈ-M REST through ccxt ``binanceusdm`` (unmodified; only ``urls`` point at an emulator).
+
+Conditional orders (STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET) go to the Algo Order API
+``POST /fapi/v1/algoOrder``; ccxt fetches and cancels them with ``params={'trigger': True}``.
+Binance errors are translated to :mod:`framework.errors` here (:func:`venue_errors`), from the venue's
+own code: on a loopback URL ccxt's per-market error tables do not apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+import ccxt.async_support as ccxt_async
+
+from framework.driverkit import StreamCache
+from framework.errors import (
+    OrderIncomplete,
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    PositionGone,
+    RateLimited,
+    VenueError,
+    WouldTriggerImmediately,
+)
+from framework.models import DriverConfig, Order, Position
+
+log = logging.getLogger(__name__)
+
+VENUE = "binance"
+DEFAULT_TIMEOUT_MS = 10_000
+#: ccxt ``urls['api']`` entries of the USDⓈ-M futures API, and their path on the venue
+FAPI_URLS = {
+    "fapiPublic": "/fapi/v1", "fapiPublicV2": "/fapi/v2", "fapiPublicV3": "/fapi/v3",
+    "fapiPrivate": "/fapi/v1", "fapiPrivateV2": "/fapi/v2", "fapiPrivateV3": "/fapi/v3",
+    "fapiData": "/futures/data",
+}
+CLOSE_STATUSES = ("closed", "canceled", "rejected", "expired")
+
+
+class BinanceApiError(ccxt.ExchangeError):
+    """A Binance error answer: HTTP ``status``, Binance ``code`` (e.g. ``-2021``) and ``msg``."""
+
+    def __init__(self, status: int, code: int | None, msg: str) -> None:
+        super().__init__(f"binance HTTP {status} code {code}: {msg}")
+        self.status, self.code, self.msg = status, code, msg
+
+
+class BinanceUsdm(ccxt_async.binanceusdm):
+    """ccxt's client, raising :class:`BinanceApiError` with the venue's code for every error answer."""
+
+    def handle_errors(self, code, reason, url, method, headers, body, response, requestHeaders, requestBody):  # type: ignore[no-untyped-def]  # noqa: N803, E501
+        api_code = response.get("code") if isinstance(response, dict) else None
+        try:
+            api_code = int(api_code) if api_code is not None else None
+        except (TypeError, ValueError):
+            api_code = None
+        if code >= 400 or (api_code is not None and api_code < 0):
+            msg = response.get("msg") if isinstance(response, dict) else None
+            raise BinanceApiError(code, api_code, str(msg or reason or "")[:300])
+        return super().handle_errors(code, reason, url, method, headers, body, response, requestHeaders, requestBody)
+
+
+@contextlib.contextmanager
+def venue_errors(
+    action: str, *, symbol: str | None = None, order_id: str | None = None, creating: bool = False
+) -> Iterator[None]:
+    """Translate ccxt / Binance errors raised inside the block to :mod:`framework.errors`.
+
+    :param creating: the call creates an order: a timeout or 5xx then means :class:`OutcomeUnknown`
+        (the venue may have accepted it) and other refusals :class:`OrderRejected`.
+    """
+    where = {"venue": VENUE, "symbol": symbol, "order_id": order_id}
+    try:
+        yield
+    except BinanceApiError as exc:
+        message = f"{action}: Binance {exc.code} {exc.msg}"
+        code, status = exc.code, exc.status
+        if code == -2021:
+            raise WouldTriggerImmediately(message, code=code, **where) from exc
+        if code == -2022:
+            raise PositionGone(message, code=code, **where) from exc
+        if code in (-2011, -2013):
+            raise OrderNotFound(message, code=code, **where) from exc
+        if code == -1003 or status in (418, 429):
+            raise RateLimited(message, code=code, **where) from exc
+        if status >= 500 or code in (-1000, -1001, -1006, -1007, -1008):
+            if creating:
+                raise OutcomeUnknown(message, code=code, **where) from exc
+            raise VenueError(message, code=code, **where) from exc
+        if creating:
+            raise OrderRejected(message, code=code, **where) from exc
+        raise VenueError(message, code=code, **where) from exc
+    except ccxt.DDoSProtection as exc:
+        raise RateLimited(f"{action}: rate limited", **where) from exc
+    except (ccxt.RequestTimeout, ccxt.NetworkError) as exc:
+        message = f"{action}: no answer ({type(exc).__name__})"
+        if creating:
+            raise OutcomeUnknown(message, **where) from exc
+        raise VenueError(message, **where) from exc
+    except ccxt.InvalidOrder as exc:
+        if creating:
+            raise OrderRejected(f"{action}: {exc}", **where) from exc
+        raise VenueError(f"{action}: {exc}", **where) from exc
+    except ccxt.BaseError as exc:
+        raise VenueError(f"{action}: {type(exc).__name__}: {str(exc)[:300]}", **where) from exc
+
+
+def make_exchange(config: DriverConfig) -> BinanceUsdm:
+    """A ccxt ``binanceusdm`` client for ``config``: the emulator at ``rest_url``, testnet, or mainnet.
+
+    ``config.options``: ``timeout_ms`` (ccxt request timeout, default 10 000), ``recv_window_ms``.
+    """
+    options = config.options
+    exchange = BinanceUsdm({
+        "apiKey": config.api_key.get_secret_value(),
+        "secret": config.api_secret.get_secret_value(),
+        "timeout": int(options.get("timeout_ms", DEFAULT_TIMEOUT_MS)),
+        "enableRateLimit": config.rest_url is None,
+        "options": {
+            "defaultType": "swap",
+            "fetchCurrencies": False,  # a spot wallet endpoint; a futures driver needs none of it
+            "recvWindow": int(options.get("recv_window_ms", 5_000)),
+            "disableFuturesSandboxWarning": True,
+        },
+    })
+    if config.rest_url:
+        base = config.rest_url.rstrip("/")
+        for name, path in FAPI_URLS.items():
+            exchange.urls["api"][name] = base + path
+    elif config.testnet:
+        exchange.set_sandbox_mode(True)
+    return exchange
+
+
+def new_client_id(kind: str) -> str:
+    """A client order id for orders the driver creates itself: ``fw-<kind>-<hex>`` (≤ 36 chars)."""
+    return f"fw-{kind}-{secrets.token_hex(12)}"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    return Decimal(str(value))
+
+
+def to_order(raw: dict[str, Any]) -> Order:
+    """A ccxt order → :class:`Order`.
+
+    :raises OrderIncomplete: side, amount, filled, status or id missing (never filled in by a guess).
+    """
+    close_position = bool((raw.get("info") or {}).get("closePosition"))
+    missing = [
+        name for name, value in (
+            ("id", raw.get("id")), ("symbol", raw.get("symbol")), ("side", raw.get("side")),
+            # a closePosition order carries no quantity: it closes whatever is open when it triggers
+            ("amount", 0 if close_position else raw.get("amount")), ("filled", raw.get("filled")), ("status", raw.get("status")),
+        ) if value is None
+    ]
+    if raw.get("side") not in (None, "buy", "sell"):
+        missing.append(f"side={raw.get('side')!r}")
+    if raw.get("status") not in (None, "open", *CLOSE_STATUSES):
+        missing.append(f"status={raw.get('status')!r}")
+    if missing:
+        raise OrderIncomplete(
+            f"order lacks {', '.join(missing)}", venue=VENUE, symbol=raw.get("symbol"), order_id=raw.get("id")
+        )
+    amount = _decimal(raw.get("amount")) or Decimal(0)
+    filled = _decimal(raw["filled"]) or Decimal(0)
+    average = _decimal(raw.get("average"))
+    trigger = _decimal(raw.get("triggerPrice"))
+    return Order(
+        venue=VENUE, symbol=raw["symbol"], id=str(raw["id"]), client_order_id=raw.get("clientOrderId"),
+        side=raw["side"], type=str(raw.get("type") or "market"), amount=max(amount, filled), filled=filled,
+        average=average if average and average > 0 else None, status=raw["status"],
+        reduce_only=bool(raw.get("reduceOnly")) or close_position,
+        trigger_price=trigger if trigger and trigger > 0 else None, timestamp=raw.get("timestamp"),
+    )
+
+
+def to_position(raw: dict[str, Any], account: str) -> Position | None:
+    """A ccxt position → :class:`Position`, ``None`` when flat."""
+    contracts = _decimal(raw.get("contracts")) or Decimal(0)
+    if contracts <= 0:
+        return None
+    side = raw.get("side")
+    if side not in ("long", "short"):
+        amount = _decimal((raw.get("info") or {}).get("positionAmt"))
+        if amount is None or amount == 0:
+            raise OrderIncomplete(f"position of {raw.get('symbol')} has no side", venue=VENUE)
+        side = "long" if amount > 0 else "short"
+    mark = _decimal(raw.get("markPrice"))
+    return Position(
+        account=account, venue=VENUE, symbol=raw["symbol"], side=side, contracts=contracts,
+        entry_price=_decimal(raw.get("entryPrice")), mark_price=mark if mark and mark > 0 else None,
+        unrealized_pnl=_decimal(raw.get("unrealizedPnl")),
+    )
+
+
+class BinanceConnection:
+    """What ``connect`` returns: the ccxt client, the config and the private stream's cache.
+
+    :ivar cache: latest position / order updates seen by ``run_stream`` (:class:`StreamCache`).
+    :ivar symbols: ``{market id: unified symbol}`` from the loaded markets.
+    """
+
+    venue = VENUE
+
+    def __init__(self, config: DriverConfig, exchange: BinanceUsdm) -> None:
+        self.config = config
+        self.exchange = exchange
+        self.cache = StreamCache()
+        self.symbols: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"BinanceConnection(account={self.config.account!r}, rest_url={self.config.rest_url!r})"
+
+    async def open(self) -> None:
+        """Load markets and leverage brackets (so a positions snapshot is one call)."""
+        with venue_errors("load markets"):
+            await self.exchange.load_markets()
+            await self.exchange.load_leverage_brackets()
+        self.symbols = {m["id"]: m["symbol"] for m in self.exchange.markets.values() if m.get("linear")}
+
+    async def close(self) -> None:
+        await self.exchange.close()
+
+    def market_id(self, symbol: str) -> str:
+        return self.exchange.market(symbol)["id"]
+
+    # --- orders --------------------------------------------------------------------------------------
+
+    async def create_market_order(
+        self, symbol: str, side: str, amount: Decimal, client_order_id: str, reduce_only: bool = False
+    ) -> dict[str, Any]:
+        """``POST /fapi/v1/order`` MARKET.  :raises: see :func:`venue_errors` (``creating=True``)."""
+        params: dict[str, Any] = {"clientOrderId": client_order_id}
+        if reduce_only:
+            params["reduceOnly"] = True
+        with venue_errors("create market order", symbol=symbol, order_id=client_order_id, creating=True):
+            return await self.exchange.create_order(symbol, "market", side, str(amount), None, params)
+
+    async def create_conditional(
+        self,
+        symbol: str,
+        side: str,
+        kind: str,
+        trigger_price: Decimal,
+        *,
+        amount: Decimal | None = None,
+        client_order_id: str,
+    ) -> dict[str, Any]:
+        """``POST /fapi/v1/algoOrder`` STOP_MARKET (``kind='stop_loss'``) or TAKE_PROFIT_MARKET, on the mark
+        price; ``amount=None`` → ``closePosition=true``, otherwise reduce-only with that quantity.
+        """
+        price_key = "takeProfitPrice" if kind == "take_profit" else "triggerPrice"
+        params: dict[str, Any] = {price_key: str(trigger_price), "workingType": "MARK_PRICE",
+                                  "clientAlgoId": client_order_id}
+        if amount is None:
+            params["closePosition"] = True
+        else:
+            params["reduceOnly"] = True
+        with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, creating=True):
+            return await self.exchange.create_order(
+                symbol, "market", side, None if amount is None else str(amount), None, params
+            )
+
+    async def fetch_order(
+        self, symbol: str, order_id: str | None, client_order_id: str | None = None, conditional: bool = False
+    ) -> dict[str, Any]:
+        """``GET /fapi/v1/order`` (or ``/fapi/v1/algoOrder`` when ``conditional``).  :raises OrderNotFound:"""
+        params: dict[str, Any] = {"trigger": True} if conditional else {}
+        if order_id is None:
+            if client_order_id is None:
+                raise OrderNotFound("need an order id or a client order id", venue=VENUE, symbol=symbol)
+            params["clientOrderId"] = client_order_id
+        with venue_errors("fetch order", symbol=symbol, order_id=order_id or client_order_id):
+            return await self.exchange.fetch_order(order_id, symbol, params)
+
+    async def cancel_conditional(self, symbol: str, order_id: str) -> dict[str, Any]:
+        """``DELETE /fapi/v1/algoOrder``.  :raises OrderNotFound: unknown or no longer open (-2011)."""
+        with venue_errors("cancel conditional order", symbol=symbol, order_id=order_id):
+            return await self.exchange.cancel_order(order_id, symbol, {"trigger": True})
+
+    async def fetch_positions(self) -> list[dict[str, Any]]:
+        """``GET /fapi/v3/positionRisk`` (one call for every symbol)."""
+        with venue_errors("fetch positions"):
+            return await self.exchange.fetch_positions()
+
+    async def fetch_open_orders(self, conditional: bool) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/openOrders`` or ``GET /fapi/v1/openAlgoOrders`` for every symbol (one call)."""
+        params: dict[str, Any] = {"trigger": True} if conditional else {}
+        self.exchange.options["fetchOpenOrders"] = {"warnWithoutSymbol": False}
+        with venue_errors("fetch open orders"):
+            return await self.exchange.fetch_open_orders(None, None, None, params)
+
+    # --- listen key (user data stream) ---------------------------------------------------------------
+
+    async def listen_key(self) -> str:
+        """``POST /fapi/v1/listenKey``: a key for ``<ws>/ws/<listenKey>`` (the account's valid one if any)."""
+        with venue_errors("create listen key"):
+            answer = await self.exchange.fapiPrivatePostListenKey()
+        return str(answer["listenKey"])
+
+    async def keep_alive(self) -> None:
+        """``PUT /fapi/v1/listenKey``: extend the key's validity.  :raises VenueError: -1125 gone key."""
+        with venue_errors("keep listen key alive"):
+            await self.exchange.fapiPrivatePutListenKey()
+
+    def ws_base(self) -> str:
+        """Where the streams are: the emulator's ``ws_url``, or Binance's (testnet) futures stream host."""
+        if self.config.ws_url:
+            return self.config.ws_url.rstrip("/")
+        if self.config.testnet:
+            return "wss://stream.binancefuture.com"
+        return "wss://fstream.binance.com"
+
+
+def error_body(exc: BaseException) -> str:
+    """A short, secret-free description of an exception for logs."""
+    if isinstance(exc, BinanceApiError):
+        return json.dumps({"code": exc.code, "msg": exc.msg})
+    return type(exc).__name__
