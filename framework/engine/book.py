@@ -111,6 +111,7 @@ class PositionBook:
         self.on_reconnect: Callable[[], Any] | None = None  # the reconciler's request()
         self.on_unknown_position: Callable[[str], Any] | None = None
         self.mark_listener: Callable[[MarkPrice], Any] | None = None
+        self.positions_changed = asyncio.Event()  # set on every add / close (mark-price watcher restarts)
 
     # --- reading --------------------------------------------------------------------------------------
 
@@ -323,6 +324,7 @@ class PositionBook:
                 return False
             position = replace(position, source=source)
             state.position = position
+            self.positions_changed.set()
             state.closing_fill = None
             event = PositionEvent(
                 event="opened", account=self.account, venue=self.venue, symbol=position.symbol,
@@ -356,6 +358,7 @@ class PositionBook:
     def load(self, position: BookPosition) -> None:
         """Put a position read back from the DB (restart) in the book without firing anything."""
         self._state(position.symbol).position = position
+        self.positions_changed.set()
 
     # --- updates and the one close path ---------------------------------------------------------------
 
@@ -431,6 +434,7 @@ class PositionBook:
         state.position = None
         state.closing_fill = None
         state.closed_at = now_ms()
+        self.positions_changed.set()
         event = PositionEvent(
             event="closed", account=self.account, venue=self.venue, symbol=symbol, side=side, contracts=0,
             entry_price=entry, price=price, reason=reason, realized_pnl=realized_pnl,

@@ -1,0 +1,162 @@
+"""The Engine: one PositionBook, opener, protector, trailing manager and reconciler per venue.
+
+``start()`` connects the drivers, reconciles once, then runs the private streams, the mark-price
+watchers and the reconciliation loop as tasks; ``stop()`` ends them and leaves every position protected
+(or flat with ``flatten=True``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pluggy
+
+from framework.driver import Driver
+from framework.engine.book import BookPosition, PositionBook
+from framework.engine.broadcast import alert
+from framework.engine.closing import close_on_venue
+from framework.engine.opener import Opener
+from framework.engine.protection import Protector
+from framework.engine.reconcile import Reconciler
+from framework.engine.settings import EngineSettings
+from framework.engine.trailing import TrailingManager
+from framework.errors import ConfigError
+from framework.models import DriverConfig, OrderIntent
+from framework.store import Store
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY_S = 1.0
+
+
+@dataclass
+class VenueEngine:
+    """Everything the engine runs for one venue."""
+
+    driver: Driver
+    book: PositionBook
+    opener: Opener
+    protector: Protector
+    trailing: TrailingManager
+    reconciler: Reconciler
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Engine:
+    """The position lifecycle over several venues.
+
+    :param pm: plugin manager with the drivers and lifecycle listeners registered.
+    :param store: persistence.
+    :param drivers: driver per venue name.
+    :param configs: connection settings per venue name.
+    :param settings: budgets and rate limits.
+    """
+
+    def __init__(
+        self, pm: pluggy.PluginManager, store: Store, drivers: dict[str, Driver], configs: dict[str, DriverConfig],
+        settings: EngineSettings | None = None,
+    ) -> None:
+        missing = sorted(set(drivers) - set(configs))
+        if missing:
+            raise ConfigError(f"no driver config for venue(s) {', '.join(missing)}")
+        self.pm = pm
+        self.store = store
+        self.drivers = drivers
+        self.configs = configs
+        self.settings = settings or EngineSettings()
+        self.venues: dict[str, VenueEngine] = {}
+
+    def venue(self, name: str) -> VenueEngine:
+        """The per-venue parts.  :raises ConfigError: unknown venue."""
+        try:
+            return self.venues[name]
+        except KeyError:
+            raise ConfigError(f"venue {name!r} is not running; running: {sorted(self.venues)}") from None
+
+    async def start(self) -> None:
+        """Connect every driver, reconcile once, then start the streams, watchers and reconcile loop."""
+        for name, driver in self.drivers.items():
+            config = self.configs[name]
+            await driver.connect(config)
+            book = PositionBook(name, config.account, self.pm, self.store)
+            protector = Protector(book, driver, self.store, self.pm, self.settings)
+            trailing = TrailingManager(book, driver, self.store, self.pm, protector, self.settings)
+            reconciler = Reconciler(book, driver, self.store, self.pm, protector, self.settings)
+            book.on_reconnect = reconciler.request
+            book.on_unknown_position = lambda _symbol, r=reconciler: r.request()
+            book.mark_listener = trailing.on_mark
+            self.venues[name] = VenueEngine(driver, book, Opener(book, driver, self.store, self.pm, self.settings),
+                                            protector, trailing, reconciler)
+        for name, parts in self.venues.items():
+            await parts.reconciler.reconcile()
+            parts.tasks = [
+                asyncio.create_task(self._supervise(name, "stream", lambda p=parts: p.driver.run_stream(p.book))),
+                asyncio.create_task(self._supervise(name, "reconcile", parts.reconciler.run_forever)),
+                asyncio.create_task(self._supervise(name, "marks", lambda p=parts: self._watch_marks(p))),
+            ]
+
+    async def open(self, intent: OrderIntent) -> BookPosition:
+        """Open ``intent`` atomically on its venue (see :meth:`Opener.open`)."""
+        return await self.venue(intent.venue).opener.open(intent)
+
+    async def close(self, venue: str, symbol: str) -> bool:
+        """Close ``symbol``'s position on ``venue`` with a reduce-only order (reason ``reduce_only_close``).
+
+        :returns: ``True`` when it left the book (or was already gone on the venue).
+        """
+        parts = self.venue(venue)
+        return await close_on_venue(parts.book, parts.driver, self.store, self.pm, symbol)
+
+    async def stop(self, flatten: bool = False) -> None:
+        """Stop every task and disconnect; positions stay open and protected unless ``flatten``."""
+        for name, parts in self.venues.items():
+            if flatten:
+                for symbol in parts.book.positions():
+                    try:
+                        await close_on_venue(parts.book, parts.driver, self.store, self.pm, symbol)
+                    except Exception as exc:
+                        await alert(self.pm, "critical", f"flatten failed: {exc}", venue=name, symbol=symbol)
+            for task in parts.tasks:
+                task.cancel()
+            await asyncio.gather(*parts.tasks, return_exceptions=True)
+            parts.tasks.clear()
+            await parts.driver.disconnect()
+
+    async def _supervise(self, venue: str, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run`` until cancelled, restarting it after an unexpected error."""
+        while True:
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s: %s task failed", venue, what)
+                await alert(self.pm, "warning", f"{what} task failed, restarting: {exc!r}", venue=venue)
+                await asyncio.sleep(RESTART_DELAY_S)
+
+    async def _watch_marks(self, parts: VenueEngine) -> None:
+        """Keep ``watch_mark_prices`` running for the symbols whose positions trail."""
+        watcher: asyncio.Task[None] | None = None
+        watched: list[str] = []
+        try:
+            while True:
+                parts.book.positions_changed.clear()
+                wanted = sorted(s for s, p in parts.book.positions().items() if p.trailing is not None)
+                if wanted != watched:
+                    if watcher is not None:
+                        watcher.cancel()
+                        await asyncio.gather(watcher, return_exceptions=True)
+                        watcher = None
+                    watched = wanted
+                    if wanted:
+                        watcher = asyncio.create_task(parts.driver.watch_mark_prices(wanted, parts.trailing))
+                await parts.book.positions_changed.wait()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
