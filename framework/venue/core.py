@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Union
+from typing import Any, Literal
 
 from framework.models import now_ms
 from framework.venue.faults import Faults
@@ -33,8 +33,11 @@ MARKET = "market"
 CONDITIONAL_TYPES = frozenset({"stop_market", "take_profit_market", "trailing_stop_market"})
 ORDER_TYPES = CONDITIONAL_TYPES | {MARKET}
 OPEN_STATUSES = frozenset({"new", "partially_filled"})
-ORIGIN_BY_TYPE = {"stop_market": "stop_loss", "take_profit_market": "take_profit",
-                  "trailing_stop_market": "trailing_stop"}
+ORIGIN_BY_TYPE = {
+    "stop_market": "stop_loss",
+    "take_profit_market": "take_profit",
+    "trailing_stop_market": "trailing_stop",
+}
 
 RejectReason = Literal[
     "would_trigger_immediately",
@@ -92,7 +95,9 @@ class Instrument:
     def check_price(self, price: Decimal, name: str = "price") -> None:
         """:raises VenueReject: ``invalid_price`` when ``price`` ≤ 0 or not a multiple of the tick."""
         if price <= 0 or price % self.tick_size != 0:
-            raise VenueReject("invalid_price", f"{name} {price} must be > 0 and a multiple of {self.tick_size}")
+            raise VenueReject(
+                "invalid_price", f"{name} {price} must be > 0 and a multiple of {self.tick_size}"
+            )
 
     def check_amount(self, amount: Decimal | None) -> None:
         """:raises VenueReject: ``invalid_quantity`` for a missing, too small or off-step size."""
@@ -249,7 +254,7 @@ class MarkPriceEvent:
     ts: int
 
 
-VenueEvent = Union[FillEvent, OrderEvent, PositionEvent, BalanceEvent, MarkPriceEvent]
+VenueEvent = FillEvent | OrderEvent | PositionEvent | BalanceEvent | MarkPriceEvent
 Listener = Callable[[VenueEvent], None]
 
 
@@ -314,7 +319,9 @@ class Venue:
 
     # --- accounts, instruments, prices ---------------------------------------------------------------
 
-    def add_account(self, name: str, api_key: str, api_secret: str, balance: Decimal = Decimal("10000")) -> None:
+    def add_account(
+        self, name: str, api_key: str, api_secret: str, balance: Decimal = Decimal("10000")
+    ) -> None:
         """Create an account with a USDT wallet ``balance``.
 
         :raises ValueError: the name or the API key is taken.
@@ -423,27 +430,62 @@ class Venue:
         instrument = self.instrument(symbol)
         ts = self.tick()
         position = self._position(account, symbol)
-        submitted = dict(
-            client_order_id=client_order_id, account=account, symbol=symbol, side=side, type=type,
-            amount=amount, reduce_only=reduce_only, close_position=close_position,
-            position_side_at_submit=position.side, position_contracts_at_submit=position.contracts, ts=ts,
+        submitted: dict[str, Any] = dict(
+            client_order_id=client_order_id,
+            account=account,
+            symbol=symbol,
+            side=side,
+            type=type,
+            amount=amount,
+            reduce_only=reduce_only,
+            close_position=close_position,
+            position_side_at_submit=position.side,
+            position_contracts_at_submit=position.contracts,
+            ts=ts,
             trigger_price=trigger_price,
         )
         try:
             try:
                 self._validate(
-                    instrument, account, position, side, type, amount, client_order_id, reduce_only,
-                    close_position, trigger_price, callback_rate, activation_price, stop_loss, take_profit,
+                    instrument,
+                    account,
+                    position,
+                    side,
+                    type,
+                    amount,
+                    client_order_id,
+                    reduce_only,
+                    close_position,
+                    trigger_price,
+                    callback_rate,
+                    activation_price,
+                    stop_loss,
+                    take_profit,
                 )
             except VenueReject as reject:
-                self.truth.record_order(OrderRecord(
-                    order_id=None, origin="order", status="rejected", reject_reason=reject.reason, **submitted
-                ))
+                self.truth.record_order(
+                    OrderRecord(
+                        order_id=None,
+                        origin="order",
+                        status="rejected",
+                        reject_reason=reject.reason,
+                        **submitted,
+                    )
+                )
                 raise
             order = self._new_order(
-                account, symbol, side, type, amount, ts, client_order_id=client_order_id,
-                reduce_only=reduce_only, close_position=close_position, trigger_price=trigger_price,
-                callback_rate=callback_rate, activation_price=activation_price,
+                account,
+                symbol,
+                side,
+                type,
+                amount,
+                ts,
+                client_order_id=client_order_id,
+                reduce_only=reduce_only,
+                close_position=close_position,
+                trigger_price=trigger_price,
+                callback_rate=callback_rate,
+                activation_price=activation_price,
             )
             if order.type == "trailing_stop_market":
                 self._update_trailing(order, self._marks[symbol])
@@ -451,7 +493,9 @@ class Venue:
                 self._execute_market(order, ts)
                 if stop_loss is not None or take_profit is not None:
                     self._attach(self._position(account, symbol), stop_loss, take_profit, None, None, ts)
-            self.truth.record_order(OrderRecord(order_id=order.id, origin="order", status=order.status, **submitted))
+            self.truth.record_order(
+                OrderRecord(order_id=order.id, origin="order", status=order.status, **submitted)
+            )
             return dataclasses.replace(order)
         finally:
             self._after_change()
@@ -572,7 +616,11 @@ class Venue:
             if owner == account and p.is_open:
                 unrealized += self._unrealized(p)
                 used += p.contracts * p.entry_price / self.leverage(account, symbol)
-        return {"total": acc.wallet, "available": acc.wallet + unrealized - used, "unrealized_pnl": unrealized}
+        return {
+            "total": acc.wallet,
+            "available": acc.wallet + unrealized - used,
+            "unrealized_pnl": unrealized,
+        }
 
     def manual_close(self, account: str, symbol: str, contracts: Decimal | None = None) -> VenueOrder:
         """Someone closes (part of) the position on the web UI: a market order with origin ``manual``.
@@ -582,7 +630,10 @@ class Venue:
         return self._forced_close(account, symbol, "manual", contracts)
 
     def liquidate(self, account: str, symbol: str) -> VenueOrder:
-        """The venue liquidates the whole position at the mark price.  :raises VenueReject: ``zero_position``."""
+        """The venue liquidates the whole position at the mark price.
+
+        :raises VenueReject: ``zero_position``.
+        """
         return self._forced_close(account, symbol, "liquidation", None)
 
     def adl(self, account: str, symbol: str) -> VenueOrder:
@@ -599,8 +650,12 @@ class Venue:
             return True
         closing = "sell" if position.side == "long" else "buy"
         return any(
-            o.account == account and o.symbol == symbol and o.is_open and o.side == closing
-            and o.type in ("stop_market", "trailing_stop_market") and (o.reduce_only or o.close_position)
+            o.account == account
+            and o.symbol == symbol
+            and o.is_open
+            and o.side == closing
+            and o.type in ("stop_market", "trailing_stop_market")
+            and (o.reduce_only or o.close_position)
             for o in self._orders.values()
         )
 
@@ -683,15 +738,21 @@ class Venue:
         if side not in ("buy", "sell"):
             raise VenueReject("invalid_order", f"side must be buy or sell, got {side!r}")
         if type not in ORDER_TYPES:
-            raise VenueReject("invalid_order", f"order type {type!r} not supported; use one of {sorted(ORDER_TYPES)}")
+            raise VenueReject(
+                "invalid_order", f"order type {type!r} not supported; use one of {sorted(ORDER_TYPES)}"
+            )
         if client_order_id is not None and client_order_id in self._client_ids[account]:
-            raise VenueReject("duplicate_client_order_id", f"client order id {client_order_id!r} already used")
+            raise VenueReject(
+                "duplicate_client_order_id", f"client order id {client_order_id!r} already used"
+            )
         mark = self._marks.get(instrument.symbol)
         if mark is None:
             raise VenueReject("invalid_order", f"{instrument.symbol} has no mark price yet")
         if close_position:
             if type not in ("stop_market", "take_profit_market"):
-                raise VenueReject("invalid_order", "close_position is only for stop_market / take_profit_market")
+                raise VenueReject(
+                    "invalid_order", "close_position is only for stop_market / take_profit_market"
+                )
             if amount is not None:
                 raise VenueReject("invalid_order", "a close_position order carries no amount")
         else:
@@ -701,10 +762,14 @@ class Venue:
                 raise VenueReject("invalid_order", "a market order takes no trigger_price / callback_rate")
         elif type == "trailing_stop_market":
             if callback_rate is None or not Decimal("0.1") <= callback_rate <= 10:
-                raise VenueReject("invalid_price", f"callback_rate {callback_rate} must be within 0.1 … 10 (%)")
+                raise VenueReject(
+                    "invalid_price", f"callback_rate {callback_rate} must be within 0.1 … 10 (%)"
+                )
             if activation_price is not None:
                 instrument.check_price(activation_price, "activation_price")
-                if (side == "sell" and activation_price <= mark) or (side == "buy" and activation_price >= mark):
+                if (side == "sell" and activation_price <= mark) or (
+                    side == "buy" and activation_price >= mark
+                ):
                     raise VenueReject(
                         "would_trigger_immediately",
                         f"activation_price {activation_price} already reached by mark {mark}",
@@ -723,7 +788,9 @@ class Venue:
                 raise VenueReject("invalid_order", "stop_loss / take_profit attach only to a market entry")
             new_side = "long" if side == "buy" else "short"
             if position.is_open and position.side != new_side:
-                raise VenueReject("invalid_order", "stop_loss / take_profit attach only to an entry, not a reduce")
+                raise VenueReject(
+                    "invalid_order", "stop_loss / take_profit attach only to an entry, not a reduce"
+                )
             self._check_attached(instrument, new_side, mark, stop_loss, take_profit)
         if type == MARKET:
             opposite = position.is_open and position.side != ("long" if side == "buy" else "short")
@@ -746,7 +813,8 @@ class Venue:
             if (long and stop_loss >= mark) or (not long and stop_loss <= mark):
                 raise VenueReject(
                     "would_trigger_immediately",
-                    f"stop_loss {stop_loss} for a {position_side} must be {'below' if long else 'above'} mark {mark}",
+                    f"stop_loss {stop_loss} for a {position_side} must be "
+                    f"{'below' if long else 'above'} mark {mark}",
                 )
         if take_profit:
             instrument.check_price(take_profit, "take_profit")
@@ -758,7 +826,12 @@ class Venue:
                 )
 
     def _check_margin(
-        self, account: str, symbol: str, position: VenuePosition, side: str, amount: Decimal | None,
+        self,
+        account: str,
+        symbol: str,
+        position: VenuePosition,
+        side: str,
+        amount: Decimal | None,
         mark: Decimal,
     ) -> None:
         assert amount is not None
@@ -770,7 +843,8 @@ class Venue:
         available = self.balance(account)["available"]
         if added > 0 and required > available:
             raise VenueReject(
-                "insufficient_margin", f"margin is insufficient: needs {required:.4f}, available {available:.4f}"
+                "insufficient_margin",
+                f"margin is insufficient: needs {required:.4f}, available {available:.4f}",
             )
 
     def _new_order(
@@ -785,8 +859,16 @@ class Venue:
         **fields: object,
     ) -> VenueOrder:
         order = VenueOrder(
-            id=str(self._next_order_id), client_order_id=client_order_id, account=account, symbol=symbol,
-            side=side, type=type, amount=amount, created_ms=ts, updated_ms=ts, **fields,  # type: ignore[arg-type]
+            id=str(self._next_order_id),
+            client_order_id=client_order_id,
+            account=account,
+            symbol=symbol,
+            side=side,
+            type=type,
+            amount=amount,
+            created_ms=ts,
+            updated_ms=ts,
+            **fields,  # type: ignore[arg-type]
         )
         self._next_order_id += 1
         self._orders[order.id] = order
@@ -828,10 +910,18 @@ class Venue:
 
         if before_contracts > 0 and position.side != before_side:  # went flat or flipped
             assert before_side is not None
-            self.truth.record_closure(Closure(
-                order.account, order.symbol, before_side, before_contracts, price, order.origin,
-                position.realized_pnl, ts,
-            ))
+            self.truth.record_closure(
+                Closure(
+                    order.account,
+                    order.symbol,
+                    before_side,
+                    before_contracts,
+                    price,
+                    order.origin,
+                    position.realized_pnl,
+                    ts,
+                )
+            )
             position.stop_loss = position.take_profit = position.trailing_stop = None
             position.trailing_active_price = position.trailing_best = None
             if position.side is None:
@@ -843,7 +933,8 @@ class Venue:
                 position.realized_pnl = ZERO
 
         order.average = (
-            price if order.filled == 0 or order.average is None
+            price
+            if order.filled == 0 or order.average is None
             else (order.average * order.filled + price * amount) / (order.filled + amount)
         )
         order.filled += amount
@@ -852,8 +943,18 @@ class Venue:
         order.status = "filled"
         order.updated_ms = ts
         fill = FillEvent(
-            order.account, order.symbol, order.id, order.client_order_id, order.side, amount, price, fee,
-            realized, order.origin, str(self._next_exec_id), ts,
+            order.account,
+            order.symbol,
+            order.id,
+            order.client_order_id,
+            order.side,
+            amount,
+            price,
+            fee,
+            realized,
+            order.origin,
+            str(self._next_exec_id),
+            ts,
         )
         self._next_exec_id += 1
         self.truth.record_fill(fill)
@@ -889,7 +990,9 @@ class Venue:
         self._check_attached(instrument, position.side, mark, stop_loss, take_profit)
         if trailing_stop:
             if trailing_stop < 0 or trailing_stop % instrument.tick_size != 0:
-                raise VenueReject("invalid_price", f"trailing_stop {trailing_stop} must be a multiple of the tick")
+                raise VenueReject(
+                    "invalid_price", f"trailing_stop {trailing_stop} must be a multiple of the tick"
+                )
             if active_price:
                 instrument.check_price(active_price, "active_price")
 
@@ -903,7 +1006,10 @@ class Venue:
         new_ts = value(trailing_stop, position.trailing_stop)
         new_active = value(active_price, position.trailing_active_price) if new_ts is not None else None
         if (new_sl, new_tp, new_ts, new_active) == (
-            position.stop_loss, position.take_profit, position.trailing_stop, position.trailing_active_price
+            position.stop_loss,
+            position.take_profit,
+            position.trailing_stop,
+            position.trailing_active_price,
         ):
             return False
         if (new_ts, new_active) != (position.trailing_stop, position.trailing_active_price):
@@ -930,8 +1036,8 @@ class Venue:
             if active is None or (mark >= active if order.side == "sell" else mark <= active):
                 order.trailing_best = mark
         else:
-            order.trailing_best = max(order.trailing_best, mark) if order.side == "sell" else min(
-                order.trailing_best, mark
+            order.trailing_best = (
+                max(order.trailing_best, mark) if order.side == "sell" else min(order.trailing_best, mark)
             )
 
     @staticmethod
@@ -942,11 +1048,15 @@ class Venue:
             if active is None or (mark >= active if long else mark <= active):
                 position.trailing_best = mark
         else:
-            position.trailing_best = max(position.trailing_best, mark) if long else min(position.trailing_best, mark)
+            position.trailing_best = (
+                max(position.trailing_best, mark) if long else min(position.trailing_best, mark)
+            )
 
     def _attached_fires(self, position: VenuePosition, mark: Decimal) -> str | None:
         long = position.side == "long"
-        if position.stop_loss is not None and (mark <= position.stop_loss if long else mark >= position.stop_loss):
+        if position.stop_loss is not None and (
+            mark <= position.stop_loss if long else mark >= position.stop_loss
+        ):
             return "stop_loss"
         if position.take_profit is not None and (
             mark >= position.take_profit if long else mark <= position.take_profit
@@ -978,7 +1088,9 @@ class Venue:
             amount = min(amount, position.contracts)
         else:
             try:
-                self._check_margin(order.account, order.symbol, position, order.side, amount, self._marks[order.symbol])
+                self._check_margin(
+                    order.account, order.symbol, position, order.side, amount, self._marks[order.symbol]
+                )
             except VenueReject:
                 order.status = "expired"
                 self._outbox.append(OrderEvent(dataclasses.replace(order), ts))
@@ -986,7 +1098,13 @@ class Venue:
         order.status = "triggered"
         parent_event_at = len(self._outbox)
         child = self._new_order(
-            order.account, order.symbol, order.side, MARKET, amount, ts, reduce_only=reducing,
+            order.account,
+            order.symbol,
+            order.side,
+            MARKET,
+            amount,
+            ts,
+            reduce_only=reducing,
             origin=ORIGIN_BY_TYPE[order.type],
         )
         order.triggered_order_id = child.id
@@ -1049,11 +1167,23 @@ def _crossed(type: str, side: str, trigger: Decimal, mark: Decimal) -> bool:
     return mark <= trigger if fires_below else mark >= trigger
 
 
-def _record(order: VenueOrder, side_at_submit: str | None, contracts_at_submit: Decimal, ts: int) -> OrderRecord:
+def _record(
+    order: VenueOrder, side_at_submit: str | None, contracts_at_submit: Decimal, ts: int
+) -> OrderRecord:
     """Truth record of an order the venue itself submitted (trigger, manual close, liquidation, ADL)."""
     return OrderRecord(
-        order_id=order.id, client_order_id=order.client_order_id, account=order.account, symbol=order.symbol,
-        side=order.side, type=order.type, amount=order.amount, reduce_only=order.reduce_only,
-        close_position=order.close_position, origin=order.origin, status=order.status,
-        position_side_at_submit=side_at_submit, position_contracts_at_submit=contracts_at_submit, ts=ts,
+        order_id=order.id,
+        client_order_id=order.client_order_id,
+        account=order.account,
+        symbol=order.symbol,
+        side=order.side,
+        type=order.type,
+        amount=order.amount,
+        reduce_only=order.reduce_only,
+        close_position=order.close_position,
+        origin=order.origin,
+        status=order.status,
+        position_side_at_submit=side_at_submit,
+        position_contracts_at_submit=contracts_at_submit,
+        ts=ts,
     )

@@ -28,20 +28,38 @@ class Faults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    rest_position_lag_ms: int = Field(0, ge=0, le=30_000, description="REST positions lag behind, ms")
-    stream_delay_ms: int = Field(0, ge=0, le=120_000, description="every private frame arrives this late, ms")
-    drop_rate: float = Field(0.0, ge=0, le=1, description="probability a private frame is dropped")
-    duplicate_rate: float = Field(0.0, ge=0, le=1, description="probability a private frame is sent twice")
-    reorder_rate: float = Field(0.0, ge=0, le=1, description="probability a frame is held behind the next one")
-    drop_closing_frames: int = Field(0, ge=0, description="drop the next N position frames reporting flat")
-    duplicate_closing_frames: int = Field(0, ge=0, description="send the next N closing frames twice")
-    delay_closing_frames_ms: int = Field(0, ge=0, le=300_000, description="closing frames arrive this late, ms")
-    minimal_order_response: bool = Field(False, description="order creation answers only ids")
-    http_error_status: int = Field(503, ge=400, le=599, description="status served by http_error_next")
-    http_error_next: int = Field(0, ge=0, description="the next N REST calls answer http_error_status")
-    timeout_after_accept_next: int = Field(0, ge=0, description="next N order creations execute, never answer")
-    reject_next_orders: int = Field(0, ge=0, description="the next N order creations are rejected")
-    disconnect_every_ms: int = Field(0, ge=0, description="drop private streams this often (0 = never)")
+    rest_position_lag_ms: int = Field(default=0, ge=0, le=30_000, description="REST positions lag behind, ms")
+    stream_delay_ms: int = Field(
+        default=0, ge=0, le=120_000, description="every private frame arrives this late, ms"
+    )
+    drop_rate: float = Field(default=0.0, ge=0, le=1, description="probability a private frame is dropped")
+    duplicate_rate: float = Field(
+        default=0.0, ge=0, le=1, description="probability a private frame is sent twice"
+    )
+    reorder_rate: float = Field(
+        default=0.0, ge=0, le=1, description="probability a frame is held behind the next one"
+    )
+    drop_closing_frames: int = Field(
+        default=0, ge=0, description="drop the next N position frames reporting flat"
+    )
+    duplicate_closing_frames: int = Field(default=0, ge=0, description="send the next N closing frames twice")
+    delay_closing_frames_ms: int = Field(
+        default=0, ge=0, le=300_000, description="closing frames arrive this late, ms"
+    )
+    minimal_order_response: bool = Field(default=False, description="order creation answers only ids")
+    http_error_status: int = Field(
+        default=503, ge=400, le=599, description="status served by http_error_next"
+    )
+    http_error_next: int = Field(
+        default=0, ge=0, description="the next N REST calls answer http_error_status"
+    )
+    timeout_after_accept_next: int = Field(
+        default=0, ge=0, description="next N order creations execute, never answer"
+    )
+    reject_next_orders: int = Field(default=0, ge=0, description="the next N order creations are rejected")
+    disconnect_every_ms: int = Field(
+        default=0, ge=0, description="drop private streams this often (0 = never)"
+    )
 
 
 FAULT_NAMES: tuple[str, ...] = tuple(Faults.model_fields)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from pydantic import SecretStr
+
 from framework.models import DriverConfig
 from framework.venue.core import Venue, default_instruments
 from framework.venue.faults import Faults, parse_faults
@@ -55,7 +57,9 @@ class EmulatorHarness:
         self.config: DriverConfig | None = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"EmulatorHarness({self.venue_name!r}, symbol={self.symbol!r}, running={self.venue is not None})"
+        return (
+            f"EmulatorHarness({self.venue_name!r}, symbol={self.symbol!r}, running={self.venue is not None})"
+        )
 
     async def __aenter__(self) -> EmulatorHarness:
         options = self.options
@@ -75,8 +79,11 @@ class EmulatorHarness:
         await self.emulator.start()
         try:
             self.config = DriverConfig(
-                account=ACCOUNT, api_key=api_key, api_secret=api_secret,
-                rest_url=self.emulator.rest_url, ws_url=self.emulator.ws_url,
+                account=ACCOUNT,
+                api_key=SecretStr(api_key),
+                api_secret=SecretStr(api_secret),
+                rest_url=self.emulator.rest_url,
+                ws_url=self.emulator.ws_url,
             )
             if options.get("speed"):
                 self.replayer = Replayer(venue, paths, float(options["speed"]))

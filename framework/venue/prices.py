@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -62,7 +62,7 @@ class PricePath:
     def __init__(self, points: list[PricePoint], source: str = "") -> None:
         if not points:
             raise ValueError(f"price path {source or '(unnamed)'} has no points")
-        for before, after in zip(points, points[1:]):
+        for before, after in zip(points, points[1:], strict=False):
             if after.ts < before.ts:
                 raise ValueError(f"price path {source}: time goes backwards at {after.ts}")
         self.points = points
@@ -98,10 +98,15 @@ class PricePath:
         with open(path, newline="") as handle:
             for line, row in enumerate(csv.DictReader(handle), start=2):
                 try:
-                    rows.append((
-                        int(row["open_time_ms"]), Decimal(row["open"]), Decimal(row["high"]),
-                        Decimal(row["low"]), Decimal(row["close"]),
-                    ))
+                    rows.append(
+                        (
+                            int(row["open_time_ms"]),
+                            Decimal(row["open"]),
+                            Decimal(row["high"]),
+                            Decimal(row["low"]),
+                            Decimal(row["close"]),
+                        )
+                    )
                 except (KeyError, TypeError, ArithmeticError, ValueError) as error:
                     raise ValueError(f"{path}:{line}: bad candle row {row!r}: {error}") from None
         length = rows[1][0] - rows[0][0] if len(rows) > 1 else 60_000
@@ -157,7 +162,9 @@ class Replayer:
     #: path time between the last point and the first one when a path loops, ms
     LOOP_PAUSE_MS = 1_000
 
-    def __init__(self, venue: Venue, paths: dict[str, PricePath | str | Path], speed: float = 100.0) -> None:
+    def __init__(
+        self, venue: Venue, paths: Mapping[str, PricePath | str | Path], speed: float = 100.0
+    ) -> None:
         if not 1 <= speed <= 1000:
             raise ValueError(f"speed must be within 1 … 1000, got {speed}")
         self.venue = venue

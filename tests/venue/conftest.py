@@ -33,7 +33,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def venue(clock: FakeClock) -> Venue:
-    """A Binance-named venue with one account ``default`` (keys ``k`` / ``s``), XRP at 1.0000, BTC at 40000."""
+    """A venue named binance, account ``default`` (keys ``k`` / ``s``), XRP at 1.0000, BTC at 40000."""
     venue = Venue("binance", seed=7, clock=clock)
     venue.add_account("default", api_key="k", api_secret="s", balance=Decimal("10000"))
     venue.set_mark_price(XRP, Decimal("1.0000"))

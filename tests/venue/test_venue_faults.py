@@ -12,7 +12,11 @@ from framework.venue import Faults, FrameShaper, Venue, parse_faults
 
 def test_parse_faults_string_and_dict():
     faults = parse_faults("rest_position_lag_ms=5000, drop_closing_frames=1,minimal_order_response=true")
-    assert (faults.rest_position_lag_ms, faults.drop_closing_frames, faults.minimal_order_response) == (5000, 1, True)
+    assert (faults.rest_position_lag_ms, faults.drop_closing_frames, faults.minimal_order_response) == (
+        5000,
+        1,
+        True,
+    )
     assert faults.drop_rate == 0
     assert parse_faults({"drop_rate": 0.25}).drop_rate == 0.25
     assert parse_faults("") == Faults()

@@ -52,8 +52,11 @@ class MarkFacade:
 
 
 async def test_harness_starts_the_facade_on_real_prices_and_stops_it():
-    harness = EmulatorHarness("binance", MarkFacade, {"api_key": "key", "api_secret": "s3cr3t-value",
-                                                      "faults": "rest_position_lag_ms=2000", "seed": 3})
+    harness = EmulatorHarness(
+        "binance",
+        MarkFacade,
+        {"api_key": "key", "api_secret": "s3cr3t-value", "faults": "rest_position_lag_ms=2000", "seed": 3},
+    )
     assert isinstance(harness, VenueHarness)
     async with harness:
         assert harness.symbol == "XRP/USDT:USDT"

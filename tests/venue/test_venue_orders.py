@@ -31,7 +31,10 @@ def test_default_instruments():
     by_symbol = {i.symbol: i for i in default_instruments()}
     assert by_symbol[XRP].id == "XRPUSDT"
     assert (by_symbol[XRP].tick_size, by_symbol[XRP].step_size, by_symbol[XRP].min_amount) == (
-        D("0.0001"), D("0.1"), D("0.1"))
+        D("0.0001"),
+        D("0.1"),
+        D("0.1"),
+    )
     assert by_symbol[BTC].id == "BTCUSDT"
     assert (by_symbol[BTC].tick_size, by_symbol[BTC].step_size) == (D("0.1"), D("0.001"))
 
@@ -53,7 +56,12 @@ def test_tick_is_strictly_increasing_on_a_frozen_clock(venue):
 
 def test_market_buy_opens_long_with_entry_fee_and_events(venue, events):
     order = venue.place_order(ACC, XRP, "buy", amount=D("100"), client_order_id="c1")
-    assert (order.status, order.filled, order.average, order.origin) == ("filled", D("100"), D("1.0000"), "order")
+    assert (order.status, order.filled, order.average, order.origin) == (
+        "filled",
+        D("100"),
+        D("1.0000"),
+        "order",
+    )
     assert order.fee == D("100") * D("1.0000") * D("0.0005")
     position = venue.position(ACC, XRP)
     assert (position.side, position.contracts, position.entry_price) == ("long", D("100"), D("1.0000"))
@@ -86,7 +94,12 @@ def test_short_pnl_and_flip(venue):
     position = venue.position(ACC, XRP)
     assert (position.side, position.contracts, position.entry_price) == ("long", D("50"), D("0.9000"))
     [closure] = venue.truth.closures
-    assert (closure.side, closure.contracts, closure.origin, closure.realized_pnl) == ("short", D("100"), "order", D("10"))
+    assert (closure.side, closure.contracts, closure.origin, closure.realized_pnl) == (
+        "short",
+        D("100"),
+        "order",
+        D("10"),
+    )
 
 
 def test_reduce_only_market_caps_at_position_size(venue):
@@ -121,9 +134,16 @@ def test_reduce_only_without_opposite_position_is_rejected(venue, existing):
         ({"amount": D("10"), "type": "trailing_stop_market", "callback_rate": D("20")}, "invalid_price"),
         ({"amount": D("10"), "type": "limit"}, "invalid_order"),
         ({"amount": D("10"), "type": "market", "close_position": True}, "invalid_order"),
-        ({"amount": D("10"), "type": "stop_market", "trigger_price": D("0.9"), "close_position": True},
-         "invalid_order"),
-        ({"amount": D("100000000"),}, "insufficient_margin"),
+        (
+            {"amount": D("10"), "type": "stop_market", "trigger_price": D("0.9"), "close_position": True},
+            "invalid_order",
+        ),
+        (
+            {
+                "amount": D("100000000"),
+            },
+            "insufficient_margin",
+        ),
     ],
 )
 def test_invalid_orders_are_rejected_and_recorded(venue, kwargs, reason):
@@ -166,8 +186,16 @@ def test_reject_next_orders_fault_is_decremented(venue):
 
 def test_get_cancel_and_list_orders(venue, events):
     open_long(venue)
-    stop = venue.place_order(ACC, XRP, "sell", "stop_market", D("100"), client_order_id="fw-s-1",
-                             reduce_only=True, trigger_price=D("0.9000"))
+    stop = venue.place_order(
+        ACC,
+        XRP,
+        "sell",
+        "stop_market",
+        D("100"),
+        client_order_id="fw-s-1",
+        reduce_only=True,
+        trigger_price=D("0.9000"),
+    )
     assert venue.get_order(ACC, XRP, client_order_id="fw-s-1").id == stop.id
     assert [o.id for o in venue.orders(ACC, XRP)] == [stop.id]
     assert venue.orders(ACC, conditional=False) == []
@@ -204,8 +232,9 @@ def test_snapshots_are_copies(venue):
         ("sell", "buy", "take_profit_market", "0.9500", "0.9400", "take_profit"),
     ],
 )
-def test_conditional_triggers_on_mark_price_in_its_direction(venue, position, side, type, trigger, crossing_mark,
-                                                              origin):
+def test_conditional_triggers_on_mark_price_in_its_direction(
+    venue, position, side, type, trigger, crossing_mark, origin
+):
     venue.place_order(ACC, XRP, position, amount=D("100"))
     order = venue.place_order(ACC, XRP, side, type, D("100"), reduce_only=True, trigger_price=D(trigger))
     away = D("1.0100") if (type == "stop_market") == (side == "sell") else D("0.9900")
@@ -237,7 +266,9 @@ def test_would_trigger_immediately(venue, side, type, trigger):
 
 
 def test_close_position_order_closes_whatever_is_open_and_may_precede_the_entry(venue):
-    stop = venue.place_order(ACC, XRP, "sell", "stop_market", None, close_position=True, trigger_price=D("0.9000"))
+    stop = venue.place_order(
+        ACC, XRP, "sell", "stop_market", None, close_position=True, trigger_price=D("0.9000")
+    )
     open_long(venue, "30")
     open_long(venue, "20")
     venue.set_mark_price(XRP, D("0.8900"))
@@ -248,8 +279,12 @@ def test_close_position_order_closes_whatever_is_open_and_may_precede_the_entry(
 
 def test_reducing_conditionals_stay_after_flat_and_expire_on_trigger(venue):
     open_long(venue)
-    stop = venue.place_order(ACC, XRP, "sell", "stop_market", D("100"), reduce_only=True, trigger_price=D("0.9"))
-    close_all = venue.place_order(ACC, XRP, "sell", "stop_market", None, close_position=True, trigger_price=D("0.9"))
+    stop = venue.place_order(
+        ACC, XRP, "sell", "stop_market", D("100"), reduce_only=True, trigger_price=D("0.9")
+    )
+    close_all = venue.place_order(
+        ACC, XRP, "sell", "stop_market", None, close_position=True, trigger_price=D("0.9")
+    )
     venue.manual_close(ACC, XRP)
     assert {o.id for o in venue.orders(ACC, XRP)} == {stop.id, close_all.id}  # not cancelled when flat
     venue.set_mark_price(XRP, D("0.8"))
@@ -266,12 +301,21 @@ def test_non_reducing_stop_opens_a_position(venue):
 
 def test_trigger_emits_parent_then_child_events(venue, events):
     open_long(venue)
-    stop = venue.place_order(ACC, XRP, "sell", "stop_market", D("100"), reduce_only=True, trigger_price=D("0.9"))
+    stop = venue.place_order(
+        ACC, XRP, "sell", "stop_market", D("100"), reduce_only=True, trigger_price=D("0.9")
+    )
     events.clear()
     venue.set_mark_price(XRP, D("0.9"))
     kinds = [type(e).__name__ for e in events]
-    assert kinds == ["MarkPriceEvent", "OrderEvent", "OrderEvent", "FillEvent", "OrderEvent", "PositionEvent",
-                     "BalanceEvent"]
+    assert kinds == [
+        "MarkPriceEvent",
+        "OrderEvent",
+        "OrderEvent",
+        "FillEvent",
+        "OrderEvent",
+        "PositionEvent",
+        "BalanceEvent",
+    ]
     assert events[1].order.id == stop.id and events[1].order.status == "triggered"
     assert events[3].origin == "stop_loss"
     assert events[0].ts < events[1].ts
@@ -282,8 +326,9 @@ def test_trigger_emits_parent_then_child_events(venue, events):
 
 def test_trailing_stop_for_a_long_tracks_the_high_and_triggers_on_retrace(venue):
     open_long(venue)
-    order = venue.place_order(ACC, XRP, "sell", "trailing_stop_market", D("100"), reduce_only=True,
-                              callback_rate=D("1"))
+    order = venue.place_order(
+        ACC, XRP, "sell", "trailing_stop_market", D("100"), reduce_only=True, callback_rate=D("1")
+    )
     assert venue.get_order(ACC, order_id=order.id).trailing_stop_price == D("0.99")
     venue.set_mark_price(XRP, D("1.2000"))
     venue.set_mark_price(XRP, D("1.1900"))  # 0.83 % below the best: holds
@@ -298,8 +343,16 @@ def test_trailing_stop_for_a_long_tracks_the_high_and_triggers_on_retrace(venue)
 
 def test_trailing_stop_for_a_short_with_activation_price(venue):
     venue.place_order(ACC, XRP, "sell", amount=D("100"))
-    order = venue.place_order(ACC, XRP, "buy", "trailing_stop_market", D("100"), reduce_only=True,
-                              callback_rate=D("2"), activation_price=D("0.9000"))
+    order = venue.place_order(
+        ACC,
+        XRP,
+        "buy",
+        "trailing_stop_market",
+        D("100"),
+        reduce_only=True,
+        callback_rate=D("2"),
+        activation_price=D("0.9000"),
+    )
     venue.set_mark_price(XRP, D("1.0500"))  # not activated: a 5 % rise does nothing
     assert venue.get_order(ACC, order_id=order.id).trailing_best is None
     venue.set_mark_price(XRP, D("0.9000"))  # activates
@@ -314,8 +367,16 @@ def test_trailing_stop_for_a_short_with_activation_price(venue):
 def test_trailing_activation_price_already_reached_is_rejected(venue):
     open_long(venue)
     with pytest.raises(VenueReject) as raised:
-        venue.place_order(ACC, XRP, "sell", "trailing_stop_market", D("100"), reduce_only=True,
-                          callback_rate=D("1"), activation_price=D("0.9900"))
+        venue.place_order(
+            ACC,
+            XRP,
+            "sell",
+            "trailing_stop_market",
+            D("100"),
+            reduce_only=True,
+            callback_rate=D("1"),
+            activation_price=D("0.9900"),
+        )
     assert raised.value.reason == "would_trigger_immediately"
 
 
@@ -384,8 +445,9 @@ def test_attached_trailing_stop_is_a_price_distance(venue):
 # --- forced closes ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "origin"), [("manual_close", "manual"), ("liquidate", "liquidation"),
-                                                ("adl", "adl")])
+@pytest.mark.parametrize(
+    ("method", "origin"), [("manual_close", "manual"), ("liquidate", "liquidation"), ("adl", "adl")]
+)
 def test_forced_closes_record_their_origin(venue, method, origin):
     open_long(venue)
     order = getattr(venue, method)(ACC, XRP)
@@ -460,7 +522,9 @@ def test_listener_may_call_back_into_the_venue(venue):
     def listener(event):
         seen.append(type(event).__name__)
         if isinstance(event, PositionEvent) and event.position.contracts > 0 and not venue.orders(ACC, XRP):
-            venue.place_order(ACC, XRP, "sell", "stop_market", None, close_position=True, trigger_price=D("0.9"))
+            venue.place_order(
+                ACC, XRP, "sell", "stop_market", None, close_position=True, trigger_price=D("0.9")
+            )
 
     venue.subscribe(listener)
     open_long(venue)

@@ -39,7 +39,7 @@ def test_candles_become_four_points_with_the_documented_intra_candle_order():
     bearish = next(i for i, r in enumerate(rows) if D(r["close"]) < D(r["open"]))
     for index, middle in ((bullish, ("low", "high")), (bearish, ("high", "low"))):
         row = rows[index]
-        points = path.points[4 * index: 4 * index + 4]
+        points = path.points[4 * index : 4 * index + 4]
         assert [p.price for p in points] == [D(row[k]) for k in ("open", *middle, "close")]
         start = int(row["open_time_ms"])
         assert [p.ts for p in points] == [start, start + 75_000, start + 150_000, start + 225_000]
@@ -47,8 +47,12 @@ def test_candles_become_four_points_with_the_documented_intra_candle_order():
 
 def test_first_real_candle_is_bullish_low_first():
     # 2021-11-15 00:00 UTC: O 1.1893 H 1.1954 L 1.1891 C 1.1941
-    assert [p.price for p in PricePath.default(XRP).points[:4]] == [D("1.1893"), D("1.1891"), D("1.1954"),
-                                                                     D("1.1941")]
+    assert [p.price for p in PricePath.default(XRP).points[:4]] == [
+        D("1.1893"),
+        D("1.1891"),
+        D("1.1954"),
+        D("1.1941"),
+    ]
 
 
 def test_trades_are_points():
@@ -72,14 +76,21 @@ def test_bad_inputs(tmp_path):
 
 
 def small_path() -> PricePath:
-    return PricePath([PricePoint(0, D("1.0")), PricePoint(1_000, D("1.1")), PricePoint(3_000, D("1.2"))], "small")
+    return PricePath(
+        [PricePoint(0, D("1.0")), PricePoint(1_000, D("1.1")), PricePoint(3_000, D("1.2"))], "small"
+    )
 
 
 def test_replayer_steps_deterministically_and_loops():
     venue = Venue("binance")
     replayer = Replayer(venue, {XRP: small_path()}, speed=10)
     steps = [replayer.step() for _ in range(4)]
-    assert [(s, p) for s, p, _ in steps] == [(XRP, D("1.0")), (XRP, D("1.1")), (XRP, D("1.2")), (XRP, D("1.0"))]
+    assert [(s, p) for s, p, _ in steps] == [
+        (XRP, D("1.0")),
+        (XRP, D("1.1")),
+        (XRP, D("1.2")),
+        (XRP, D("1.0")),
+    ]
     assert [wait for _, _, wait in steps] == [100, 200, Replayer.LOOP_PAUSE_MS / 10, 100]
     assert venue.mark_price(XRP) == D("1.0")
 
@@ -89,7 +100,13 @@ def test_replayer_interleaves_symbols_by_path_time():
     other = PricePath([PricePoint(0, D("50000")), PricePoint(500, D("50001")), PricePoint(2_500, D("50002"))])
     replayer = Replayer(venue, {XRP: small_path(), BTC: other}, speed=1)
     order = [replayer.step()[:2] for _ in range(5)]
-    assert order == [(BTC, D("50000")), (XRP, D("1.0")), (BTC, D("50001")), (XRP, D("1.1")), (BTC, D("50002"))]
+    assert order == [
+        (BTC, D("50000")),
+        (XRP, D("1.0")),
+        (BTC, D("50001")),
+        (XRP, D("1.1")),
+        (BTC, D("50002")),
+    ]
 
 
 def test_replayer_speed_bounds():

@@ -83,7 +83,9 @@ def test_cancel_then_create_accrues_the_gap(venue, clock):
 
 def test_take_profit_wrong_side_or_non_reducing_orders_do_not_protect(venue, clock):
     venue.place_order(ACC, XRP, "buy", amount=D("100"), take_profit=D("1.2"))
-    venue.place_order(ACC, XRP, "sell", "take_profit_market", D("100"), reduce_only=True, trigger_price=D("1.1"))
+    venue.place_order(
+        ACC, XRP, "sell", "take_profit_market", D("100"), reduce_only=True, trigger_price=D("1.1")
+    )
     venue.place_order(ACC, XRP, "sell", "stop_market", D("100"), trigger_price=D("0.9"))  # not reduce-only
     venue.place_order(ACC, XRP, "buy", "stop_market", D("100"), reduce_only=True, trigger_price=D("1.1"))
     assert not venue.is_protected(ACC, XRP)
@@ -93,7 +95,9 @@ def test_take_profit_wrong_side_or_non_reducing_orders_do_not_protect(venue, clo
 
 def test_trailing_orders_protect(venue, clock):
     venue.place_order(ACC, XRP, "sell", amount=D("100"))
-    venue.place_order(ACC, XRP, "buy", "trailing_stop_market", D("100"), reduce_only=True, callback_rate=D("1"))
+    venue.place_order(
+        ACC, XRP, "buy", "trailing_stop_market", D("100"), reduce_only=True, callback_rate=D("1")
+    )
     assert venue.is_protected(ACC, XRP)
     venue.place_order(ACC, BTC, "buy", amount=D("0.01"))
     venue.set_trading_stop(ACC, BTC, trailing_stop=D("100"))
@@ -114,7 +118,12 @@ def test_triggered_stop_closure_has_origin_and_pnl(venue):
     stop(venue, "1.1000", side="buy")
     venue.set_mark_price(XRP, D("1.1000"))
     [closure] = venue.truth.closures
-    assert (closure.side, closure.contracts, closure.price, closure.origin) == ("short", D("100"), D("1.1"), "stop_loss")
+    assert (closure.side, closure.contracts, closure.price, closure.origin) == (
+        "short",
+        D("100"),
+        D("1.1"),
+        "stop_loss",
+    )
     assert closure.realized_pnl == D("-10")
 
 
@@ -125,7 +134,11 @@ def test_close_buy_on_a_long_is_caught(venue):
     venue.place_order(ACC, XRP, "buy", amount=D("43"))
     venue.place_order(ACC, XRP, "buy", amount=D("43"), client_order_id="fw-r-rollback-1")  # doubled!
     [wrong] = venue.truth.wrong_side_orders()
-    assert (wrong.client_order_id, wrong.side, wrong.position_side_at_submit) == ("fw-r-rollback-1", "buy", "long")
+    assert (wrong.client_order_id, wrong.side, wrong.position_side_at_submit) == (
+        "fw-r-rollback-1",
+        "buy",
+        "long",
+    )
     assert wrong.position_contracts_at_submit == D("43")
     assert venue.position(ACC, XRP).contracts == D("86")
 
