@@ -141,6 +141,7 @@ class BybitEmulator:
         self.timeout_hold_s = timeout_hold_s
         self.realtime_open_only = realtime_open_only
         self.rest_calls: Counter[str] = Counter()
+        self.ws_ops: Counter[str] = Counter()  # WebSocket requests received, by op ("auth", "ping"...)
         self.shaper = FrameShaper(venue)
         self.sessions: set[_Session] = set()
         self._runner: web.AppRunner | None = None
@@ -209,6 +210,11 @@ class BybitEmulator:
         for session in [s for s in self.sessions if s.private]:
             with contextlib.suppress(Exception):
                 await session.ws.close(code=1001, message=b"emulator disconnect")
+
+    async def inject_private_frame(self, frame: str) -> None:
+        """Send ``frame`` as is to every authenticated private session (tests: malformed frames)."""
+        for session in [s for s in self.sessions if s.private and s.account is not None]:
+            await session.ws.send_str(frame)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -288,7 +294,7 @@ class BybitEmulator:
             raise BybitApiReject(10004, "error sign! please check your signature generation", status=401)
         return account
 
-    def _instrument(self, params: dict[str, Any]):  # noqa: ANN202
+    def _instrument(self, params: dict[str, Any]):
         native = params.get("symbol")
         if not native:
             raise BybitApiReject(10001, "params error: symbol is required")
@@ -678,6 +684,7 @@ class BybitEmulator:
             await self._reply(session, {"success": False, "ret_msg": "Invalid request", "conn_id": session.conn_id})
             return
         req_id = message.get("req_id", "")
+        self.ws_ops[str(op)] += 1
         if op == "ping":
             if session.private:
                 await self._reply(session, {"req_id": req_id, "op": "pong", "args": [str(now_ms())],

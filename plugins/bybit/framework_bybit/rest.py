@@ -38,11 +38,10 @@ from framework.models import (
     Position,
     PositionSide,
     StopLoss,
-    Verification,
     VenueSnapshot,
+    Verification,
     close_side,
 )
-
 from framework_bybit.decoder import VENUE, BybitDecoder, decimal_or_none, positive_or_none, unified_symbol
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class BybitApiError(ccxt.ExchangeError):
 class BybitClient(ccxt_async.bybit):
     """ccxt's bybit, raising :class:`BybitApiError` (with the retCode) for every non-zero retCode."""
 
-    def handle_errors(self, httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody):  # noqa: N803, ANN001, ANN201
+    def handle_errors(self, httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody):
         if isinstance(response, dict):
             code = response.get("retCode", response.get("ret_code"))
             if code is not None and str(code) not in ("0", "30084"):
@@ -320,13 +319,12 @@ async def normalize_order(conn: BybitConnection, raw: Mapping[str, Any], intent:
 
 
 def _checked(order: Order, intent: OrderIntent | None, where: dict[str, Any]) -> Order:
-    if intent is not None:
-        if order.symbol != intent.symbol or order.side != intent.order_side:
-            raise OrderIncomplete(
-                f"the venue's order ({order.side} {order.symbol}) contradicts the intent "
-                f"({intent.order_side} {intent.symbol})",
-                **where,
-            )
+    if intent is not None and (order.symbol != intent.symbol or order.side != intent.order_side):
+        raise OrderIncomplete(
+            f"the venue's order ({order.side} {order.symbol}) contradicts the intent "
+            f"({intent.order_side} {intent.symbol})",
+            **where,
+        )
     return order
 
 
@@ -448,7 +446,7 @@ async def verify_position(
         try:
             rows = (await conn.call("privateGetV5PositionList",
                                     {"category": "linear", "symbol": conn.market_id(intent.symbol)})).get("list") or []
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure means "this source cannot tell now"
             log.warning("bybit verify: positions source failed: %s", translate(exc, "position list"))
             return None
         for row in rows:

@@ -1,0 +1,127 @@
+"""Hook implementations of the Bybit v5 (linear) driver; the work is done in ``rest``, ``stream``,
+``decoder`` and ``emulator``."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from framework import hookimpl
+from framework.models import (
+    DriverConfig,
+    DriverInfo,
+    Order,
+    OrderIntent,
+    PositionSide,
+    StopLoss,
+    VenueSnapshot,
+    Verification,
+)
+from framework.venue.harness import EmulatorHarness
+from framework_bybit import rest, stream
+from framework_bybit.decoder import VENUE, BybitDecoder
+from framework_bybit.emulator import BybitEmulator
+from framework_bybit.rest import BybitConnection
+
+CAPABILITIES = frozenset({"attached_stop_on_entry", "amend_stop_in_place"})
+
+
+@hookimpl
+def driver_info() -> DriverInfo:
+    return DriverInfo(
+        venue=VENUE,
+        capabilities=CAPABILITIES,
+        description="Bybit v5 linear perpetuals: ccxt REST, /v5/position/trading-stop stops, private WebSocket",
+    )
+
+
+@hookimpl
+async def connect(config: DriverConfig) -> BybitConnection:
+    return await rest.connect(config)
+
+
+@hookimpl
+async def disconnect(conn: BybitConnection) -> bool:
+    return await rest.disconnect(conn)
+
+
+@hookimpl
+async def create_entry(conn: BybitConnection, intent: OrderIntent) -> dict[str, Any]:
+    return await rest.create_entry(conn, intent)
+
+
+@hookimpl
+async def normalize_order(conn: BybitConnection, raw: dict[str, Any], intent: OrderIntent | None) -> Order:
+    return await rest.normalize_order(conn, raw, intent)
+
+
+@hookimpl
+async def set_stop_loss(
+    conn: BybitConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
+) -> StopLoss:
+    return await rest.set_trigger(conn, symbol, side, trigger_price, "stop_loss")
+
+
+@hookimpl
+async def set_take_profit(
+    conn: BybitConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
+) -> StopLoss:
+    return await rest.set_trigger(conn, symbol, side, trigger_price, "take_profit")
+
+
+@hookimpl
+async def move_stop_loss(conn: BybitConnection, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
+    # trading-stop amends the attached stop in place: no moment without a stop, and the venue itself
+    # refuses a flat position (10001 -> PositionGone), so no stop is ever placed for a closed one.
+    return await rest.set_trigger(conn, stop.symbol, stop.side, trigger_price, stop.kind)
+
+
+@hookimpl
+async def cancel_stop_loss(conn: BybitConnection, stop: StopLoss) -> bool:
+    return await rest.cancel_trigger(conn, stop)
+
+
+@hookimpl
+async def verify_position(
+    conn: BybitConnection, intent: OrderIntent, order: Order, budget_ms: int
+) -> Verification:
+    return await rest.verify_position(conn, intent, order, budget_ms)
+
+
+@hookimpl
+async def close_position(
+    conn: BybitConnection, symbol: str, side: PositionSide, contracts: Decimal, client_order_id: str
+) -> Order:
+    return await rest.close_position(conn, symbol, side, contracts, client_order_id)
+
+
+@hookimpl
+async def fetch_order(
+    conn: BybitConnection, symbol: str, order_id: str | None, client_order_id: str | None
+) -> Order:
+    return await rest.fetch_order(conn, symbol, order_id, client_order_id)
+
+
+@hookimpl
+async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
+    return await rest.fetch_snapshot(conn)
+
+
+@hookimpl
+async def run_stream(conn: BybitConnection, sink: Any) -> None:
+    await stream.run_stream(conn, sink)
+
+
+@hookimpl
+async def watch_mark_prices(conn: BybitConnection, symbols: list[str], sink: Any) -> None:
+    await stream.watch_mark_prices(conn, symbols, sink)
+
+
+@hookimpl
+def make_decoder() -> BybitDecoder:
+    return BybitDecoder()
+
+
+@hookimpl
+def venue_harness(options: dict[str, Any]) -> EmulatorHarness:
+    return EmulatorHarness(VENUE, BybitEmulator, options)

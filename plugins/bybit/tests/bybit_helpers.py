@@ -1,0 +1,85 @@
+"""Helpers of the Bybit driver tests (constants, fixture files, a recording sink, intents)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from framework.models import OrderIntent
+from framework.venue.prices import fixtures_dir
+
+SYMBOL = "XRP/USDT:USDT"
+FIXTURES = fixtures_dir() / "bybit"
+
+# Fast, deterministic client settings for loopback tests (no ccxt throttling, short timeouts).
+TEST_OPTIONS = {
+    "enable_rate_limit": False,
+    "timeout_ms": 1500,
+    "ping_interval_s": 0.1,
+    "poll_interval_ms": 50,
+    "order_poll_every_ms": 100,
+    "rest_poll_every_ms": 100,
+    "reconnect_base_s": 0.02,
+    "reconnect_cap_s": 0.1,
+    "reconnect_floor_s": 0.01,
+    "seed": 1,
+}
+
+
+def fixture_json(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def fixture_text(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+class RecordingSink:
+    """A StreamSink recording everything, with a waiter on a condition (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.connected: list[bool] = []
+        self.disconnected: list[str] = []
+        self.malformed: list[tuple[Any, Exception]] = []
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def on_event(self, event: Any) -> None:
+        self.events.append(event)
+        self._notify()
+
+    async def on_connected(self, reconnect: bool) -> None:
+        self.connected.append(reconnect)
+        self._notify()
+
+    async def on_disconnected(self, detail: str) -> None:
+        self.disconnected.append(detail)
+        self._notify()
+
+    def on_malformed(self, raw: Any, error: Exception) -> None:
+        self.malformed.append((raw, error))
+        self._notify()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 5.0) -> Any:
+        async with asyncio.timeout(timeout_s):
+            while not (result := predicate()):
+                await self._changed.wait()
+        return result
+
+
+
+_ids = iter(range(1, 1_000_000))
+
+
+def intent(side: str = "long", contracts: str = "43", stop_loss: str = "0.95", **extra: Any) -> OrderIntent:
+    return OrderIntent(
+        venue="bybit", symbol=SYMBOL, side=side, contracts=Decimal(contracts), stop_loss=Decimal(stop_loss),
+        client_order_id=f"fw-e-{next(_ids)}", **extra,
+    )

@@ -1,0 +1,172 @@
+"""The pure decoder on every Bybit fixture frame (no socket)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from bybit_helpers import FIXTURES, fixture_json, fixture_text
+from framework_bybit.decoder import BybitDecoder, unified_symbol
+
+from framework.errors import StreamError
+from framework.models import MarkPrice, OrderUpdate, PositionUpdate
+
+decoder = BybitDecoder()
+
+# Frames that carry nothing for the position book: acks, pongs, wallet, public trades, fast executions,
+# non-linear orders (option / spot category).
+SILENT = [
+    "docs/ws_auth_0.json", "docs/ws_auth_1.json", "docs/ws_auth_2.json", "docs/ws_auth_3.json",
+    "docs/ws_auth_4.json", "docs/ws_auth_5.json", "docs/ws_auth_6.json", "docs/ws_auth_7.json",
+    "docs/ws_auth_8.json", "docs/ws_auth_9.json", "docs/ws_execution_0.json", "docs/ws_order_0.json",
+    "docs/ws_position_0.json", "docs/ws_wallet_0.json", "docs/ws_wallet_1.json", "docs/ws_order_1.json",
+    "ws_account_execution_fast.json", "ws_account_execution_fast_envelope_id.json", "ws_account_wallet.json",
+    "ws_account_wallet_locked_exceeds_total.json", "ws_account_wallet_small_order.json", "ws_auth_failure.json",
+    "ws_auth_success.json", "ws_order_response.json", "ws_public_trade.json", "ws_subscription_ack.json",
+    "ws_subscription_failure.json", "ws_account_order_partially_filled_rejected.json",
+]
+
+
+def test_every_fixture_frame_is_covered_by_a_test():
+    covered = set(SILENT) | {
+        "docs/ws_position_1.json", "docs/ws_execution_1.json", "ws_account_execution_adl.json",
+        "ws_ticker_linear.json", "ws_account_position_with_open_time.json", *ORDER_ORIGINS,
+    }
+    frames = {str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("ws_*.json")}
+    assert frames - covered == set()
+
+
+@pytest.mark.parametrize("name", SILENT)
+def test_frames_without_position_or_order_events_decode_to_nothing(name):
+    assert decoder.decode(fixture_text(name)) == []
+
+
+def test_closed_position_frame_becomes_a_flat_update():
+    [update] = decoder.decode(fixture_text("docs/ws_position_1.json"))
+    assert isinstance(update, PositionUpdate)
+    assert (update.symbol, update.side, update.contracts) == ("BTC/USDT:USDT", None, Decimal(0))
+    assert update.sequence == 8327597863
+    assert update.timestamp == 1697682317038
+    assert update.realized_pnl == Decimal("1.26")
+    assert update.entry_price is None  # "entryPrice": "0" is "not set", not a price
+
+
+def test_open_position_item_with_open_time():
+    item = fixture_json("ws_account_position_with_open_time.json")
+    item["seq"] = 42
+    frame = json.dumps({"topic": "position", "creationTime": 1, "data": [item]})
+    [update] = decoder.decode(frame)
+    assert (update.side, update.contracts, update.entry_price) == ("long", Decimal("0.1"), Decimal(50000))
+    assert update.mark_price == Decimal(50100) and update.sequence == 42
+
+
+def test_bare_position_item_is_not_a_frame():
+    with pytest.raises(StreamError, match="neither 'op' nor 'topic'"):
+        decoder.decode(fixture_text("ws_account_position_with_open_time.json"))
+
+
+def test_open_position_without_side_is_malformed_not_guessed():
+    frame = fixture_json("docs/ws_position_1.json")
+    frame["data"][0]["size"] = "5"  # open, but "side": ""
+    with pytest.raises(StreamError, match="side ''"):
+        decoder.decode(json.dumps(frame))
+
+
+def test_position_without_seq_is_malformed():
+    frame = fixture_json("docs/ws_position_1.json")
+    del frame["data"][0]["seq"]
+    with pytest.raises(StreamError, match="seq"):
+        decoder.decode(json.dumps(frame))
+
+
+ORDER_ORIGINS = {
+    "ws_account_order.json": ("stop_loss", "canceled", "buy"),
+    "ws_account_order_buy_stop_market.json": ("order", "open", "buy"),
+    "ws_account_order_filled.json": ("order", "closed", "buy"),
+    "ws_account_order_limit_if_touched.json": ("order", "open", "buy"),
+    "ws_account_order_market_if_touched.json": ("order", "open", "buy"),
+    "ws_account_order_sell_market_if_touched.json": ("order", "open", "sell"),
+    "ws_account_order_stop_limit.json": ("order", "open", "sell"),
+    "ws_account_order_stop_loss.json": ("stop_loss", "open", "sell"),
+    "ws_account_order_stop_market.json": ("order", "open", "sell"),
+    "ws_account_order_take_profit.json": ("take_profit", "open", "sell"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORDER_ORIGINS))
+def test_order_frames(name):
+    raw = fixture_json(name)["data"][0]
+    [update] = decoder.decode(fixture_text(name))
+    origin, status, side = ORDER_ORIGINS[name]
+    assert isinstance(update, OrderUpdate)
+    assert (update.origin, update.order.status, update.order.side) == (origin, status, side)
+    assert update.order.id == raw["orderId"] and update.order.client_order_id == raw["orderLinkId"]
+    assert update.order.amount == Decimal(raw["qty"]) and update.order.filled == Decimal(raw["cumExecQty"])
+    assert update.timestamp == int(raw["updatedTime"])
+
+
+def test_filled_order_carries_average_and_trigger():
+    [update] = decoder.decode(fixture_text("ws_account_order_filled.json"))
+    assert update.order.average == Decimal("30000.50")
+    assert update.order.trigger_price == Decimal("29500.00")
+
+
+def test_execution_frame_is_a_fill():
+    [update] = decoder.decode(fixture_text("docs/ws_execution_1.json"))
+    assert update.origin == "order"
+    assert (update.order.side, update.order.amount, update.order.filled, update.order.status) == (
+        "sell", Decimal("0.5"), Decimal("0.5"), "closed")
+    assert update.last_fill_price == Decimal("95900.1") and update.last_fill_amount == Decimal("0.5")
+    assert update.realized_pnl == Decimal("0.05")
+
+
+def test_adl_execution_is_attributed_to_adl():
+    [update] = decoder.decode(fixture_text("ws_account_execution_adl.json"))
+    assert update.origin == "adl"
+
+
+def test_liquidation_execution_is_attributed_to_liquidation():
+    frame = fixture_json("ws_account_execution_adl.json")
+    frame["data"][0]["execType"] = "BustTrade"
+    [update] = decoder.decode(json.dumps(frame))
+    assert update.origin == "liquidation"
+
+
+def test_funding_execution_is_not_a_fill():
+    frame = fixture_json("docs/ws_execution_1.json")
+    frame["data"][0]["execType"] = "Funding"
+    assert decoder.decode(json.dumps(frame)) == []
+
+
+def test_ticker_gives_the_mark_price():
+    [tick] = decoder.decode(fixture_text("ws_ticker_linear.json"))
+    assert isinstance(tick, MarkPrice)
+    assert (tick.symbol, tick.price, tick.timestamp) == ("BTC/USDT:USDT", Decimal("17217.33"), 1673272861686)
+
+
+def test_ticker_delta_without_mark_price_gives_nothing():
+    frame = {"topic": "tickers.BTCUSDT", "type": "delta", "ts": 1, "data": {"symbol": "BTCUSDT", "bid1Price": "1"}}
+    assert decoder.decode(json.dumps(frame)) == []
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe", "not json", "[1, 2]", '{"topic": "order", "data": {}}',
+                                 '{"topic": "order", "data": [{"orderStatus": "Weird"}]}'])
+def test_malformed_frames_raise_stream_error(raw):
+    with pytest.raises(StreamError):
+        decoder.decode(raw)
+
+
+def test_order_with_an_unknown_side_is_malformed():
+    frame = fixture_json("ws_account_order_filled.json")
+    frame["data"][0]["side"] = ""
+    with pytest.raises(StreamError, match="side"):
+        decoder.decode(json.dumps(frame))
+
+
+def test_symbol_mapping():
+    assert unified_symbol("XRPUSDT") == "XRP/USDT:USDT"
+    assert unified_symbol("BTCPERP") == "BTC/USDC:USDC"
+    assert unified_symbol("1000PEPEUSDT", {"1000PEPEUSDT": "1000PEPE/USDT:USDT"}) == "1000PEPE/USDT:USDT"
+    with pytest.raises(StreamError):
+        unified_symbol("ETH-30DEC22-1400-C")
