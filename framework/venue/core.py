@@ -446,6 +446,12 @@ class Venue:
         )
         try:
             try:
+                amount = _decimal(amount, "invalid_quantity", "amount")
+                trigger_price = _decimal(trigger_price, "invalid_price", "trigger_price")
+                callback_rate = _decimal(callback_rate, "invalid_price", "callback_rate")
+                activation_price = _decimal(activation_price, "invalid_price", "activation_price")
+                stop_loss = _decimal(stop_loss, "invalid_price", "stop_loss")
+                take_profit = _decimal(take_profit, "invalid_price", "take_profit")
                 self._validate(
                     instrument,
                     account,
@@ -1132,6 +1138,7 @@ class Venue:
         position = self._position(account, symbol)
         if not position.is_open:
             raise VenueReject("zero_position", f"no {symbol} position to close")
+        contracts = _decimal(contracts, "invalid_quantity", "contracts")
         if contracts is not None:
             instrument.check_amount(contracts)
         try:
@@ -1152,6 +1159,22 @@ class Venue:
                     listener(event)
         finally:
             self._dispatching = False
+
+
+def _decimal(value: object, reason: RejectReason, name: str) -> Decimal | None:
+    """``value`` as a Decimal (``str``, ``int`` and ``Decimal`` accepted), ``None`` kept.
+
+    :raises VenueReject: ``reason`` when it is not a finite number.
+    """
+    if value is None or isinstance(value, Decimal) and value.is_finite():
+        return value  # type: ignore[return-value]
+    try:
+        number = Decimal(str(value)) if isinstance(value, (str, int)) else None
+    except ArithmeticError:
+        number = None
+    if number is None or not number.is_finite():
+        raise VenueReject(reason, f"{name} {value!r} is not a number")
+    return number
 
 
 def _signed(position: VenuePosition) -> Decimal:

@@ -138,12 +138,10 @@ def test_reduce_only_without_opposite_position_is_rejected(venue, existing):
             {"amount": D("10"), "type": "stop_market", "trigger_price": D("0.9"), "close_position": True},
             "invalid_order",
         ),
-        (
-            {
-                "amount": D("100000000"),
-            },
-            "insufficient_margin",
-        ),
+        ({"amount": D("100000000")}, "insufficient_margin"),
+        ({"amount": "ten"}, "invalid_quantity"),
+        ({"amount": D("NaN")}, "invalid_quantity"),
+        ({"amount": D("10"), "type": "stop_market", "trigger_price": "x"}, "invalid_price"),
     ],
 )
 def test_invalid_orders_are_rejected_and_recorded(venue, kwargs, reason):
@@ -212,6 +210,11 @@ def test_get_cancel_and_list_orders(venue, events):
     with pytest.raises(VenueReject) as raised:
         venue.get_order(ACC, BTC, order_id=stop.id)  # wrong symbol
     assert raised.value.reason == "order_not_found"
+
+
+def test_numbers_given_as_strings_are_accepted(venue):
+    order = venue.place_order(ACC, XRP, "buy", amount="10.5")
+    assert order.amount == D("10.5") and venue.position(ACC, XRP).contracts == D("10.5")
 
 
 def test_snapshots_are_copies(venue):
