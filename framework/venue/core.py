@@ -573,6 +573,10 @@ class Venue:
             raise VenueReject("zero_position", "can not set tp/sl/ts for zero position")
         ts = self.tick()
         try:
+            stop_loss = _decimal(stop_loss, "invalid_price", "stop_loss")
+            take_profit = _decimal(take_profit, "invalid_price", "take_profit")
+            trailing_stop = _decimal(trailing_stop, "invalid_price", "trailing_stop")
+            active_price = _decimal(active_price, "invalid_price", "active_price")
             changed = self._attach(position, stop_loss, take_profit, trailing_stop, active_price, ts)
             if not changed:
                 raise VenueReject("not_modified", "not modified: the values are already set")

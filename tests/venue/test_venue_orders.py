@@ -421,7 +421,7 @@ def test_set_trading_stop_move_remove_and_errors(venue, events):
     with pytest.raises(VenueReject) as raised:
         venue.set_trading_stop(ACC, XRP, stop_loss=D("0.9900"))  # below the mark for a short
     assert raised.value.reason == "would_trigger_immediately"
-    moved = venue.set_trading_stop(ACC, XRP, stop_loss=D("1.0300"))
+    moved = venue.set_trading_stop(ACC, XRP, stop_loss="1.0300")  # Bybit sends strings
     assert (moved.stop_loss, moved.take_profit) == (D("1.0300"), D("0.9000"))
     removed = venue.set_trading_stop(ACC, XRP, take_profit=D("0"))
     assert removed.take_profit is None and removed.stop_loss == D("1.0300")
