@@ -1,0 +1,254 @@
+"""The money-safety logic behind the Binance driver hooks (``plugin.py`` only forwards to these).
+
+INCIDENTS.md is the specification: never guess a side / size / fill (I-3), never depend on REST position
+visibility for a stop (I-4), never leave a position without a resting stop while moving it and never
+place a stop for a position the venue reports gone (I-5), REST lag is not absence (I-3).
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from framework.driverkit import PollSource, poll_sources
+from framework.errors import OrderIncomplete, OrderNotFound, PositionGone, VenueError
+from framework.models import (
+    Order,
+    OrderIntent,
+    PositionSide,
+    StopLoss,
+    Verification,
+    VenueSnapshot,
+    close_side,
+    now_ms,
+)
+from framework_binance.rest import VENUE, BinanceConnection, new_client_id, to_order, to_position
+
+log = logging.getLogger(__name__)
+
+#: Binance conditional order type → StopLoss kind
+STOP_KINDS = {"STOP_MARKET": "stop_loss", "TAKE_PROFIT_MARKET": "take_profit", "TRAILING_STOP_MARKET": "trailing_stop"}
+
+
+async def create_entry(conn: BinanceConnection, intent: OrderIntent) -> dict[str, Any]:
+    """Market order ``POST /fapi/v1/order`` with ``newClientOrderId = intent.client_order_id``."""
+    return await conn.create_market_order(intent.symbol, intent.order_side, intent.contracts, intent.client_order_id)
+
+
+def _is_conditional(raw: dict[str, Any]) -> bool:
+    info = raw.get("info") if isinstance(raw.get("info"), dict) else raw
+    return "algoId" in info
+
+
+async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: OrderIntent | None) -> Order:
+    """Complete ``raw`` (ccxt order or Binance payload) into an :class:`Order`, fetching it by id
+    (``GET /fapi/v1/order`` / ``/fapi/v1/algoOrder``) when side, amount, filled or status is missing.
+
+    :raises OrderIncomplete: still incomplete after asking the venue, or the venue's answer contradicts
+        the intent (wrong symbol or side) — never a value taken from the intent.
+    """
+    if "info" not in raw and ("orderId" in raw or "algoId" in raw):
+        raw = conn.exchange.parse_order(raw)
+    symbol = raw.get("symbol") or (intent.symbol if intent is not None else None)
+    try:
+        order = to_order(raw)
+    except OrderIncomplete as incomplete:
+        order_id = raw.get("id")
+        client_id = raw.get("clientOrderId") or (intent.client_order_id if intent is not None else None)
+        if symbol is None or (order_id is None and client_id is None):
+            raise
+        log.info("order %s answered incompletely (%s): fetching it", order_id or client_id, incomplete.message)
+        try:
+            fetched = await conn.fetch_order(
+                symbol, None if order_id is None else str(order_id), client_id, conditional=_is_conditional(raw)
+            )
+        except OrderNotFound as exc:
+            raise OrderIncomplete(
+                f"order answered without {incomplete.message.removeprefix('order lacks ')} and the venue "
+                "does not know it", venue=VENUE, symbol=symbol, order_id=order_id or client_id,
+            ) from exc
+        order = to_order(fetched)
+    if intent is not None and order.client_order_id == intent.client_order_id:
+        if order.symbol != intent.symbol or order.side != intent.order_side:
+            raise OrderIncomplete(
+                f"venue reports {order.side} {order.symbol}, intent is {intent.order_side} {intent.symbol}",
+                venue=VENUE, symbol=order.symbol, order_id=order.id,
+            )
+    return order
+
+
+async def place_trigger(
+    conn: BinanceConnection, symbol: str, side: PositionSide, kind: str, trigger_price: Decimal,
+    contracts: Decimal | None = None,
+) -> StopLoss:
+    """One ``POST /fapi/v1/algoOrder`` on the mark price, closing side of ``side``: ``closePosition=true``
+    when ``contracts`` is ``None``, else reduce-only for ``contracts``.  No position lookup (I-4).
+    """
+    placed_at = now_ms()
+    raw = await conn.create_conditional(
+        symbol, close_side(side), kind, trigger_price, amount=contracts, client_order_id=new_client_id(kind[0])
+    )
+    if raw.get("id") is None:
+        raise OrderIncomplete("algo order answered without an algoId", venue=VENUE, symbol=symbol)
+    return StopLoss(
+        venue=VENUE, symbol=symbol, side=side, kind=kind, trigger_price=trigger_price, order_id=str(raw["id"]),
+        contracts=contracts, placed_at=placed_at,
+    )
+
+
+def _flat_since(conn: BinanceConnection, symbol: str, since_ms: int) -> bool:
+    """The stream reported the position flat at or after ``since_ms`` (an older flat frame predates it)."""
+    cached = conn.cache.position(symbol)
+    return cached is not None and cached.contracts == 0 and cached.timestamp >= since_ms
+
+
+async def _size_for(conn: BinanceConnection, stop: StopLoss) -> Decimal:
+    """Contracts for a reduce-only replacement of a closePosition stop: stream cache first, then REST."""
+    cached = conn.cache.position(stop.symbol)
+    if cached is not None and cached.contracts > 0 and cached.side == stop.side:
+        return cached.contracts
+    for raw in await conn.fetch_positions():
+        if raw.get("symbol") == stop.symbol:
+            position = to_position(raw, conn.config.account)
+            if position is not None and position.side == stop.side:
+                return position.contracts
+    # Not visible anywhere yet is not "gone" (REST lag): leave the old stop where it is.
+    raise VenueError("cannot size the replacement stop: position not visible yet; the old stop stays",
+                     venue=VENUE, symbol=stop.symbol, order_id=stop.order_id)
+
+
+async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
+    """Place the new stop, then cancel the old one: never a moment without a stop (INCIDENTS.md I-5).
+
+    Binance refuses a second closePosition stop in one direction (-4130), so a closePosition stop is
+    replaced by a reduce-only one sized from the stream cache (REST as fallback), and a reduce-only stop
+    by a closePosition one.  Liveness is checked on the stream cache before placing and after cancelling.
+
+    :raises PositionGone: the position closed; whatever this call placed was cancelled again.
+    :raises WouldTriggerImmediately: -2021; the old stop is untouched.
+    """
+    if stop.order_id is None:
+        raise VenueError("a Binance stop is always an order; this one has no id", venue=VENUE, symbol=stop.symbol)
+    if _flat_since(conn, stop.symbol, stop.placed_at):
+        raise PositionGone("the stream reports the position flat: stop not moved", venue=VENUE,
+                           symbol=stop.symbol, order_id=stop.order_id)
+    contracts = await _size_for(conn, stop) if stop.contracts is None else None
+    new = await place_trigger(conn, stop.symbol, stop.side, stop.kind, trigger_price, contracts)
+    old_gone_by_trigger = False
+    try:
+        await conn.cancel_conditional(stop.symbol, stop.order_id)
+    except OrderNotFound:
+        old = to_order(await conn.fetch_order(stop.symbol, stop.order_id, conditional=True))
+        old_gone_by_trigger = old.status == "closed"  # TRIGGERED / FINISHED: it closed the position
+    if old_gone_by_trigger or _flat_since(conn, stop.symbol, stop.placed_at):
+        await cancel_stop_loss(conn, new)
+        raise PositionGone("the position closed while the stop was moved; the new stop was cancelled",
+                           venue=VENUE, symbol=stop.symbol, order_id=stop.order_id)
+    return new
+
+
+async def cancel_stop_loss(conn: BinanceConnection, stop: StopLoss) -> bool:
+    """``DELETE /fapi/v1/algoOrder``.  :returns: ``False`` when the venue no longer had it open (-2011)."""
+    if stop.order_id is None:
+        return False
+    try:
+        await conn.cancel_conditional(stop.symbol, stop.order_id)
+    except OrderNotFound:
+        return False
+    return True
+
+
+async def verify_position(
+    conn: BinanceConnection, intent: OrderIntent, order: Order, budget_ms: int
+) -> Verification:
+    """Stream cache → ``GET /fapi/v1/order`` → ``GET /fapi/v3/positionRisk``, within ``budget_ms``."""
+    since = order.timestamp or intent.created_at
+
+    async def from_stream() -> Verification | None:
+        cached = conn.cache.position(intent.symbol)
+        if cached is not None and cached.contracts > 0 and cached.side == intent.side and cached.timestamp >= since:
+            return Verification(outcome="confirmed", source="stream", contracts=cached.contracts,
+                                entry_price=cached.entry_price)
+        update = conn.cache.order(order.id, order.client_order_id)
+        if update is not None and update.order.status in ("canceled", "rejected", "expired") \
+                and update.order.filled == 0:
+            return Verification(outcome="absent", source="stream", detail=f"order {update.order.status}")
+        return None
+
+    async def from_order() -> Verification | None:
+        try:
+            current = to_order(await conn.fetch_order(order.symbol, order.id, order.client_order_id))
+        except (OrderNotFound, OrderIncomplete, VenueError):
+            return None  # not visible yet / venue hiccup: not evidence of absence
+        if current.filled > 0:
+            return Verification(outcome="confirmed", source="order", contracts=current.filled,
+                                entry_price=current.average, detail=f"order {current.status}")
+        if current.status in ("canceled", "rejected", "expired"):
+            return Verification(outcome="absent", source="order", detail=f"order {current.status}, nothing filled")
+        return None
+
+    async def from_rest() -> Verification | None:
+        try:
+            positions = await conn.fetch_positions()
+        except VenueError:
+            return None
+        for raw in positions:
+            position = to_position(raw, conn.config.account) if raw.get("symbol") == intent.symbol else None
+            if position is not None and position.side == intent.side:
+                return Verification(outcome="confirmed", source="rest", contracts=position.contracts,
+                                    entry_price=position.entry_price)
+        return None
+
+    result = await poll_sources(
+        [PollSource("stream", from_stream), PollSource("order", from_order, every_ms=500),
+         PollSource("rest", from_rest, every_ms=1000)],
+        budget_ms, wake=conn.cache.wait_changed,
+    )
+    if result.answer is None:
+        return Verification(outcome="unknown", source="none", elapsed_ms=result.elapsed_ms,
+                            detail=f"no source could tell within {budget_ms} ms")
+    return result.answer.model_copy(update={"elapsed_ms": result.elapsed_ms})
+
+
+async def close_position(
+    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, client_order_id: str
+) -> Order:
+    """Reduce-only market order on ``close_side(side)``.  :raises PositionGone: -2022, nothing to reduce."""
+    raw = await conn.create_market_order(symbol, close_side(side), contracts, client_order_id, reduce_only=True)
+    return await normalize_order(conn, raw, None)
+
+
+async def fetch_order(conn: BinanceConnection, symbol: str, order_id: str | None, client_order_id: str | None) -> Order:
+    """``GET /fapi/v1/order``, then the Algo Order API.  :raises OrderNotFound: neither knows it."""
+    try:
+        return to_order(await conn.fetch_order(symbol, order_id, client_order_id))
+    except OrderNotFound:
+        return to_order(await conn.fetch_order(symbol, order_id, client_order_id, conditional=True))
+
+
+async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
+    """One ``positionRisk``, one ``openOrders`` and one ``openAlgoOrders`` call."""
+    taken_at = now_ms()
+    raw_positions = await conn.fetch_positions()
+    raw_orders = await conn.fetch_open_orders(conditional=False)
+    raw_algo = await conn.fetch_open_orders(conditional=True)
+    positions = [p for p in (to_position(raw, conn.config.account) for raw in raw_positions) if p is not None]
+    stops = []
+    for raw in raw_algo:
+        info = raw.get("info") or {}
+        kind = STOP_KINDS.get(str(info.get("orderType") or info.get("type")))
+        trigger = raw.get("triggerPrice")
+        if kind is None or not trigger or raw.get("side") not in ("buy", "sell"):
+            continue  # e.g. a trailing stop before activation has no trigger price to report
+        close_position_ = bool(info.get("closePosition"))
+        stops.append(StopLoss(
+            venue=VENUE, symbol=raw["symbol"], side="long" if raw["side"] == "sell" else "short", kind=kind,
+            trigger_price=Decimal(str(trigger)), order_id=str(raw["id"]),
+            contracts=None if close_position_ else Decimal(str(raw.get("amount") or 0)),
+        ))
+    return VenueSnapshot(
+        venue=VENUE, account=conn.config.account, positions=positions,
+        open_orders=[to_order(raw) for raw in [*raw_orders, *raw_algo]], stops=stops, taken_at=taken_at,
+        rest_calls=3,
+    )

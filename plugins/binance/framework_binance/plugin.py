@@ -1,0 +1,134 @@
+"""Hook implementations of the Binance USDⓈ-M driver (entry point ``binance``).
+
+Each hook forwards to :mod:`framework_binance.operations` (safety logic), :mod:`.rest` (ccxt),
+:mod:`.stream` (websockets) or :mod:`.emulator` (the wire façade used by ``venue_harness``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from framework import hookimpl
+from framework.driver import StreamDecoder, StreamSink, VenueHarness
+from framework.models import (
+    DriverConfig,
+    DriverInfo,
+    Order,
+    OrderIntent,
+    PositionSide,
+    StopLoss,
+    Verification,
+    VenueSnapshot,
+)
+from framework.venue import EmulatorHarness
+from framework_binance import operations, stream
+from framework_binance.decoder import BinanceDecoder
+from framework_binance.emulator import BinanceEmulator
+from framework_binance.rest import VENUE, BinanceConnection, make_exchange
+
+
+@hookimpl
+def driver_info() -> DriverInfo:
+    return DriverInfo(
+        venue=VENUE,
+        capabilities=frozenset({"stop_before_entry"}),
+        description="Binance USDⓈ-M futures: ccxt binanceusdm, Algo Order API stops, user data stream",
+    )
+
+
+@hookimpl
+async def connect(config: DriverConfig) -> BinanceConnection:
+    conn = BinanceConnection(config, make_exchange(config))
+    try:
+        await conn.open()
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+@hookimpl
+async def disconnect(conn: BinanceConnection) -> bool:
+    await conn.close()
+    return True
+
+
+@hookimpl
+async def create_entry(conn: BinanceConnection, intent: OrderIntent) -> dict[str, Any]:
+    return await operations.create_entry(conn, intent)
+
+
+@hookimpl
+async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: OrderIntent | None) -> Order:
+    return await operations.normalize_order(conn, raw, intent)
+
+
+@hookimpl
+async def set_stop_loss(
+    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
+) -> StopLoss:
+    return await operations.place_trigger(conn, symbol, side, "stop_loss", trigger_price)
+
+
+@hookimpl
+async def set_take_profit(
+    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
+) -> StopLoss:
+    return await operations.place_trigger(conn, symbol, side, "take_profit", trigger_price)
+
+
+@hookimpl
+async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
+    return await operations.move_stop_loss(conn, stop, trigger_price)
+
+
+@hookimpl
+async def cancel_stop_loss(conn: BinanceConnection, stop: StopLoss) -> bool:
+    return await operations.cancel_stop_loss(conn, stop)
+
+
+@hookimpl
+async def verify_position(
+    conn: BinanceConnection, intent: OrderIntent, order: Order, budget_ms: int
+) -> Verification:
+    return await operations.verify_position(conn, intent, order, budget_ms)
+
+
+@hookimpl
+async def close_position(
+    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, client_order_id: str
+) -> Order:
+    return await operations.close_position(conn, symbol, side, contracts, client_order_id)
+
+
+@hookimpl
+async def fetch_order(
+    conn: BinanceConnection, symbol: str, order_id: str | None, client_order_id: str | None
+) -> Order:
+    return await operations.fetch_order(conn, symbol, order_id, client_order_id)
+
+
+@hookimpl
+async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
+    return await operations.fetch_snapshot(conn)
+
+
+@hookimpl
+async def run_stream(conn: BinanceConnection, sink: StreamSink) -> None:
+    await stream.run_user_stream(conn, sink)
+
+
+@hookimpl
+async def watch_mark_prices(conn: BinanceConnection, symbols: list[str], sink: StreamSink) -> None:
+    await stream.watch_marks(conn, symbols, sink)
+
+
+@hookimpl
+def make_decoder() -> StreamDecoder:
+    return BinanceDecoder()
+
+
+@hookimpl
+def venue_harness(options: dict[str, Any]) -> VenueHarness:
+    return EmulatorHarness(VENUE, BinanceEmulator, options)

@@ -1,0 +1,142 @@
+"""Binance USDⓈ-M streams over ``websockets``: the user data stream and the mark-price stream.
+
+User data (source: Binance "User Data Streams"): ``POST /fapi/v1/listenKey`` gives a key, the socket is
+``<ws>/ws/<listenKey>``, the key is kept alive with ``PUT /fapi/v1/listenKey`` (Binance: at least every
+60 min; default here every 30 min, ``DriverConfig.options['listen_key_keepalive_s']``), and a
+``listenKeyExpired`` event means: get a new key and reconnect.  Every (re)connect awaits
+``sink.on_connected(reconnect)``; reconnects back off exponentially with jitter
+(``options['reconnect_base_s']`` 0.5, ``options['reconnect_cap_s']`` 30, ``options['seed']``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from typing import Any
+
+import websockets
+
+from framework.driver import StreamSink
+from framework.driverkit import Backoff
+from framework.errors import StreamError, VenueError
+from framework_binance.decoder import BinanceDecoder
+from framework_binance.rest import BinanceConnection
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEPALIVE_S = 30 * 60
+
+
+def _backoff(conn: BinanceConnection) -> Backoff:
+    options = conn.config.options
+    seed = options.get("seed")
+    return Backoff(
+        base_s=float(options.get("reconnect_base_s", 0.5)),
+        cap_s=float(options.get("reconnect_cap_s", 30.0)),
+        floor_s=float(options.get("reconnect_floor_s", 0.05)),
+        rng=random.Random(seed) if seed is not None else None,
+    )
+
+
+class _KeyExpired(Exception):
+    """``listenKeyExpired`` arrived, or the keep-alive was refused: get a new key."""
+
+
+async def run_user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
+    """Run the user data stream until cancelled (see the module docstring).
+
+    Decoded events go to ``conn.cache`` first, then to ``sink.on_event``; malformed frames to
+    ``sink.on_malformed`` (the stream goes on).
+    """
+    decoder = BinanceDecoder(conn.symbols)
+    backoff = _backoff(conn)
+    keepalive_s = float(conn.config.options.get("listen_key_keepalive_s", DEFAULT_KEEPALIVE_S))
+    reconnect = False
+    while True:
+        detail = ""
+        try:
+            key = await conn.listen_key()
+            async with websockets.connect(f"{conn.ws_base()}/ws/{key}", max_size=2**22) as ws:
+                backoff.reset()
+                await sink.on_connected(reconnect)
+                keepalive = asyncio.create_task(_keep_alive(conn, ws, keepalive_s), name="binance-listenkey")
+                try:
+                    async for raw in ws:
+                        await _handle_frame(conn, decoder, sink, raw)
+                    detail = f"socket closed ({ws.close_code})"
+                finally:
+                    keepalive.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await keepalive
+        except asyncio.CancelledError:
+            raise
+        except _KeyExpired:
+            detail = "listen key expired"
+        except (OSError, websockets.WebSocketException, VenueError) as error:
+            detail = f"{type(error).__name__}: {error}"
+        reconnect = True
+        await sink.on_disconnected(detail or "disconnected")
+        delay = 0.0 if detail == "listen key expired" else backoff.next_delay()
+        log.info("binance user stream down (%s); reconnecting in %.2f s", detail, delay)
+        if delay:
+            await asyncio.sleep(delay)
+
+
+async def _handle_frame(conn: BinanceConnection, decoder: BinanceDecoder, sink: StreamSink, raw: str | bytes) -> None:
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        sink.on_malformed(raw, StreamError(f"frame is not JSON: {error}", venue="binance"))
+        return
+    if isinstance(message, dict) and message.get("e") == "listenKeyExpired":
+        raise _KeyExpired()
+    try:
+        events = decoder.decode_message(message)
+    except StreamError as error:
+        sink.on_malformed(raw, error)
+        return
+    for event in events:
+        conn.cache.apply(event)
+        await sink.on_event(event)
+
+
+async def _keep_alive(conn: BinanceConnection, ws: Any, interval_s: float) -> None:
+    """``PUT /fapi/v1/listenKey`` every ``interval_s``; a refused keep-alive closes the socket (new key)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await conn.keep_alive()
+        except VenueError as error:
+            log.info("listen key keep-alive refused (%s): reconnecting with a new key", error)
+            await ws.close()
+            return
+
+
+async def watch_marks(conn: BinanceConnection, symbols: list[str], sink: StreamSink) -> None:
+    """Stream ``<symbol>@markPrice@1s`` of ``symbols`` (combined stream) to ``sink.on_event`` until cancelled."""
+    if not symbols:
+        await asyncio.Event().wait()  # nothing to watch: idle until cancelled
+    streams = "/".join(f"{conn.market_id(symbol).lower()}@markPrice@1s" for symbol in symbols)
+    url = f"{conn.ws_base()}/stream?streams={streams}"
+    decoder = BinanceDecoder(conn.symbols)
+    backoff = _backoff(conn)
+    while True:
+        try:
+            async with websockets.connect(url) as ws:
+                backoff.reset()
+                async for raw in ws:
+                    try:
+                        events = decoder.decode(raw)
+                    except StreamError as error:
+                        sink.on_malformed(raw, error)
+                        continue
+                    for event in events:
+                        await sink.on_event(event)
+        except asyncio.CancelledError:
+            raise
+        except (OSError, websockets.WebSocketException) as error:
+            log.info("binance mark-price stream down: %s", error)
+        await asyncio.sleep(backoff.next_delay())
