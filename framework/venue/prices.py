@@ -161,6 +161,8 @@ class Replayer:
 
     #: path time between the last point and the first one when a path loops, ms
     LOOP_PAUSE_MS = 1_000
+    #: real time between two prices of one symbol at least, ms; denser points are skipped (never the last)
+    MIN_STEP_MS = 10
 
     def __init__(
         self, venue: Venue, paths: Mapping[str, PricePath | str | Path], speed: float = 100.0
@@ -189,6 +191,8 @@ class Replayer:
         self.venue.set_mark_price(symbol, point.price)
         now = self._elapsed[symbol]
         nxt = i + 1
+        while nxt < len(path) - 1 and (path.points[nxt].ts - point.ts) / self.speed < self.MIN_STEP_MS:
+            nxt += 1  # too dense to matter at this speed: sample the path instead of burning the CPU
         gap = path.points[nxt].ts - point.ts if nxt < len(path) else self.LOOP_PAUSE_MS
         self._index[symbol] = nxt % len(path)
         self._elapsed[symbol] = now + gap
@@ -196,10 +200,18 @@ class Replayer:
         return symbol, point.price, (min(self._elapsed.values()) - now) / self.speed
 
     async def run(self) -> None:
-        """Step forever at ``speed``; cancel the task to stop."""
+        """Step forever at ``speed``; cancel the task to stop.
+
+        Paced against the loop clock (deadlines, not fixed sleeps), so per-step overhead does not slow
+        dense paths such as the BTC trades down.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        played_ms = 0.0
         while True:
             _, _, wait_ms = self.step()
-            await asyncio.sleep(wait_ms / 1000)
+            played_ms += wait_ms
+            await asyncio.sleep(max(0.0, started + played_ms / 1000 - loop.time()))
 
 
 def _as_path(path: PricePath | str | Path) -> PricePath:

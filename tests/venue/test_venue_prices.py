@@ -109,6 +109,13 @@ def test_replayer_interleaves_symbols_by_path_time():
     ]
 
 
+def test_replayer_samples_dense_paths_at_high_speed():
+    dense = PricePath([PricePoint(ms, D(1000 + ms)) for ms in range(0, 30_001, 1_000)])
+    replayer = Replayer(Venue("binance"), {BTC: dense}, speed=1000)
+    prices = [replayer.step()[1] for _ in range(4)]
+    assert prices == [D(1000), D(11000), D(21000), D(31000)]  # 10 ms of real time apart; the last kept
+
+
 def test_replayer_speed_bounds():
     with pytest.raises(ValueError, match="speed"):
         Replayer(Venue("binance"), {XRP: small_path()}, speed=5000)
@@ -126,7 +133,7 @@ async def test_replayer_run_drives_the_venue_until_cancelled():
                 enough.set()
 
     venue.subscribe(listener)
-    task = asyncio.create_task(Replayer(venue, {XRP: small_path()}, speed=1000).run())
+    task = asyncio.create_task(Replayer(venue, {XRP: small_path()}, speed=100).run())
     await asyncio.wait_for(enough.wait(), timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
