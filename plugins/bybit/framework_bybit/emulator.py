@@ -142,6 +142,7 @@ class BybitEmulator:
         self.realtime_open_only = realtime_open_only
         self.rest_calls: Counter[str] = Counter()
         self.ws_ops: Counter[str] = Counter()  # WebSocket requests received, by op ("auth", "ping"...)
+        self._ws_op_seen = asyncio.Event()
         self.shaper = FrameShaper(venue)
         self.sessions: set[_Session] = set()
         self._runner: web.AppRunner | None = None
@@ -210,6 +211,15 @@ class BybitEmulator:
         for session in [s for s in self.sessions if s.private]:
             with contextlib.suppress(Exception):
                 await session.ws.close(code=1001, message=b"emulator disconnect")
+
+    async def wait_for_ws_ops(self, op: str, count: int, timeout_s: float = 5.0) -> None:
+        """Wait until ``count`` WebSocket requests ``op`` were received (tests: keep-alive pings).
+
+        :raises TimeoutError: not within ``timeout_s``.
+        """
+        async with asyncio.timeout(timeout_s):
+            while self.ws_ops[op] < count:
+                await self._ws_op_seen.wait()
 
     async def inject_private_frame(self, frame: str) -> None:
         """Send ``frame`` as is to every authenticated private session (tests: malformed frames)."""
@@ -685,6 +695,8 @@ class BybitEmulator:
             return
         req_id = message.get("req_id", "")
         self.ws_ops[str(op)] += 1
+        self._ws_op_seen.set()
+        self._ws_op_seen = asyncio.Event()
         if op == "ping":
             if session.private:
                 await self._reply(session, {"req_id": req_id, "op": "pong", "args": [str(now_ms())],

@@ -1,0 +1,301 @@
+"""The driver's hooks, called through the core's Driver handle, against the emulator over loopback (real
+ccxt, real websockets), including the incident scenarios of INCIDENTS.md."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from bybit_helpers import SYMBOL, RecordingSink, intent
+from framework_bybit import rest, stream
+from pydantic import SecretStr
+
+from framework.errors import (
+    OrderIncomplete,
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    PositionGone,
+    RateLimited,
+    StreamError,
+    WouldTriggerImmediately,
+)
+from framework.models import PositionUpdate, StopLoss
+
+
+def test_driver_info_declares_only_tested_capabilities(driver):
+    assert driver.venue == "bybit"
+    assert set(driver.info.capabilities) == {"attached_stop_on_entry", "amend_stop_in_place"}
+
+
+async def open_long(driver, venue, contracts="43", stop_loss="0.95"):
+    entry = intent(contracts=contracts, stop_loss=stop_loss)
+    raw = await driver.create_entry(entry)
+    order = await driver.normalize_order(raw, entry)
+    return entry, order
+
+
+async def test_entry_with_attached_stop_and_minimal_response_completed_from_venue(driver, venue, emulator):
+    entry = intent(contracts="43", stop_loss="0.95")
+    raw = await driver.create_entry(entry)
+    # Bybit answers only ids: ccxt's order has no side / amount / status (INCIDENTS.md I-3).
+    assert raw["side"] is None and raw["amount"] is None and raw["status"] is None
+    before = emulator.rest_calls["GET /v5/order/realtime"]
+    order = await driver.normalize_order(raw, entry)
+    assert emulator.rest_calls["GET /v5/order/realtime"] == before + 1
+    assert (order.side, order.amount, order.filled, order.status) == ("buy", Decimal(43), Decimal(43), "closed")
+    assert order.client_order_id == entry.client_order_id
+    position = venue.position("default", SYMBOL)
+    assert (position.side, position.contracts, position.stop_loss) == ("long", Decimal(43), Decimal("0.95"))
+    assert venue.truth.unprotected_ms(symbol=SYMBOL)["max"] == 0  # the stop rode on the entry
+
+
+async def test_normalize_falls_back_to_order_history(driver, venue, emulator):
+    emulator.realtime_open_only = True
+    entry = intent()
+    raw = await driver.create_entry(entry)
+    order = await driver.normalize_order(raw, entry)
+    assert order.status == "closed" and order.side == "buy"
+    assert emulator.rest_calls["GET /v5/order/history"] >= 1
+
+
+async def test_normalize_unknown_order_raises_order_incomplete_never_guesses(driver):
+    raw = {"id": "999", "info": {"orderId": "999", "orderLinkId": ""}, "side": None, "amount": None}
+    with pytest.raises(OrderIncomplete):
+        await driver.normalize_order(raw, intent())
+
+
+async def test_normalize_rejects_an_order_contradicting_the_intent(driver):
+    entry = intent()
+    raw = await driver.create_entry(entry)
+    short = intent(side="short", stop_loss="1.05")
+    with pytest.raises(OrderIncomplete, match="contradicts"):
+        await driver.normalize_order(raw, short)
+
+
+async def test_set_stop_loss_with_30s_rest_lag_succeeds_without_position_lookup(driver, venue, emulator):
+    venue.faults.rest_position_lag_ms = 30_000
+    await open_long(driver, venue)
+    positions_before = emulator.rest_calls["GET /v5/position/list"]
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(43), Decimal("0.9"))
+    assert emulator.rest_calls["GET /v5/position/list"] == positions_before  # never fetch_positions (I-4)
+    assert (stop.trigger_price, stop.attached) == (Decimal("0.9"), True)
+    assert venue.position("default", SYMBOL).stop_loss == Decimal("0.9")
+
+
+async def test_stop_on_a_closed_position_is_position_gone_after_one_call(driver, venue, emulator):
+    await open_long(driver, venue)
+    venue.manual_close("default", SYMBOL)
+    before = emulator.rest_calls["POST /v5/position/trading-stop"]
+    with pytest.raises(PositionGone):
+        await driver.set_stop_loss(SYMBOL, "long", Decimal(43), Decimal("0.9"))
+    assert emulator.rest_calls["POST /v5/position/trading-stop"] == before + 1  # never retried (I-1)
+    assert venue.truth.orders_for_closed_positions() == []
+
+
+async def test_stop_already_crossed_would_trigger_immediately(driver, venue):
+    await open_long(driver, venue)
+    with pytest.raises(WouldTriggerImmediately):
+        await driver.set_stop_loss(SYMBOL, "long", Decimal(43), Decimal("1.01"))
+    assert venue.position("default", SYMBOL).stop_loss == Decimal("0.95")
+
+
+async def test_move_stop_amends_in_place_with_no_unprotected_window(driver, venue, emulator):
+    await open_long(driver, venue)
+    stop = StopLoss(venue="bybit", symbol=SYMBOL, side="long", trigger_price=Decimal("0.95"))
+    for price in ("0.96", "0.97", "0.98"):
+        stop = await driver.move_stop_loss(stop, Decimal(price))
+    assert venue.position("default", SYMBOL).stop_loss == Decimal("0.98")
+    assert venue.truth.unprotected_ms(symbol=SYMBOL)["max"] == 0
+    assert emulator.rest_calls["POST /v5/order/cancel"] == 0  # never cancel + create
+
+
+async def test_move_to_the_same_price_is_not_modified_and_returns_the_resting_stop(driver, venue):
+    await open_long(driver, venue)
+    stop = StopLoss(venue="bybit", symbol=SYMBOL, side="long", trigger_price=Decimal("0.95"))
+    moved = await driver.move_stop_loss(stop, Decimal("0.95"))  # 34040 not modified
+    assert moved.trigger_price == Decimal("0.95")
+
+
+async def test_move_on_a_closed_position_is_position_gone_and_places_nothing(driver, venue):
+    await open_long(driver, venue)
+    venue.manual_close("default", SYMBOL)
+    stop = StopLoss(venue="bybit", symbol=SYMBOL, side="long", trigger_price=Decimal("0.95"))
+    with pytest.raises(PositionGone):
+        await driver.move_stop_loss(stop, Decimal("0.97"))
+    assert venue.truth.orders_for_closed_positions() == []
+
+
+async def test_take_profit_and_cancel_stop(driver, venue):
+    await open_long(driver, venue)
+    tp = await driver.set_take_profit(SYMBOL, "long", Decimal(43), Decimal("1.2"))
+    assert tp.kind == "take_profit" and venue.position("default", SYMBOL).take_profit == Decimal("1.2")
+    stop = StopLoss(venue="bybit", symbol=SYMBOL, side="long", trigger_price=Decimal("0.95"))
+    assert await driver.cancel_stop_loss(stop) is True
+    assert venue.position("default", SYMBOL).stop_loss is None
+    assert await driver.cancel_stop_loss(stop) is False  # already gone: not modified
+
+
+async def test_verify_confirms_from_the_order_while_rest_positions_lag(driver, venue):
+    venue.faults.rest_position_lag_ms = 30_000
+    entry, order = await open_long(driver, venue)
+    verification = await driver.verify_position(entry, order, budget_ms=2000)
+    assert verification.outcome == "confirmed" and verification.source == "order"
+    assert verification.contracts == Decimal(43)
+
+
+async def test_verify_confirms_from_rest_when_order_and_stream_cannot_tell(conn, venue, emulator):
+    entry = intent()
+    raw = await rest.create_entry(conn, entry)
+    order = await rest.normalize_order(conn, raw, entry)
+    emulator.realtime_open_only = True  # the order endpoints keep answering, history says filled...
+    unknown_order = order.model_copy(update={"id": "123", "client_order_id": None})  # ...but not for this id
+    verification = await rest.verify_position(conn, entry, unknown_order, budget_ms=2000)
+    assert verification.outcome == "confirmed" and verification.source == "rest"
+
+
+async def test_verify_is_unknown_not_absent_when_nothing_can_tell(conn, venue):
+    venue.faults.rest_position_lag_ms = 30_000
+    entry = intent()
+    raw = await rest.create_entry(conn, entry)
+    order = await rest.normalize_order(conn, raw, entry)
+    verification = await rest.verify_position(conn, entry, order.model_copy(update={"id": "123",
+                                                                                    "client_order_id": None}), 300)
+    assert verification.outcome == "unknown" and verification.source == "none"
+
+
+async def test_close_position_reduce_only_and_position_gone_when_flat(driver, venue):
+    await open_long(driver, venue)
+    closing = await driver.close_position(SYMBOL, "long", Decimal(43), "fw-c-close-1")
+    assert (closing.side, closing.reduce_only, closing.filled) == ("sell", True, Decimal(43))
+    assert venue.position("default", SYMBOL).contracts == 0
+    with pytest.raises(PositionGone):
+        await driver.close_position(SYMBOL, "long", Decimal(43), "fw-c-close-2")
+    assert venue.truth.wrong_side_orders() == []
+
+
+async def test_fetch_order_by_client_id_and_not_found(driver, venue):
+    entry, order = await open_long(driver, venue)
+    fetched = await driver.fetch_order(SYMBOL, client_order_id=entry.client_order_id)
+    assert fetched.id == order.id
+    with pytest.raises(OrderNotFound):
+        await driver.fetch_order(SYMBOL, order_id="424242")
+
+
+async def test_snapshot_is_two_calls_whatever_the_positions(driver, venue, emulator):
+    await open_long(driver, venue)
+    venue.place_order("default", "BTC/USDT:USDT", "sell", amount=Decimal("0.01"), stop_loss=Decimal(70000))
+    before = sum(emulator.rest_calls.values())
+    snapshot = await driver.fetch_snapshot()
+    assert sum(emulator.rest_calls.values()) - before == 2 == snapshot.rest_calls
+    assert {(p.symbol, p.side) for p in snapshot.positions} == {(SYMBOL, "long"), ("BTC/USDT:USDT", "short")}
+    assert {(s.symbol, s.trigger_price) for s in snapshot.stops} == {
+        (SYMBOL, Decimal("0.95")), ("BTC/USDT:USDT", Decimal(70000))}
+
+
+async def test_rejected_entry_is_order_rejected(driver, venue):
+    venue.faults.reject_next_orders = 1
+    with pytest.raises(OrderRejected):
+        await driver.create_entry(intent())
+    assert venue.position("default", SYMBOL).contracts == 0
+
+
+async def test_rate_limit_is_rate_limited(driver, venue):
+    venue.faults.http_error_status, venue.faults.http_error_next = 429, 1
+    with pytest.raises(RateLimited):
+        await driver.create_entry(intent())
+
+
+async def test_5xx_on_entry_is_outcome_unknown(driver, venue):
+    venue.faults.http_error_status, venue.faults.http_error_next = 503, 1
+    with pytest.raises(OutcomeUnknown):
+        await driver.create_entry(intent())
+
+
+async def test_timeout_after_accept_is_outcome_unknown_and_resolvable_by_client_id(driver, venue, emulator):
+    emulator.timeout_hold_s = 3.0
+    venue.faults.timeout_after_accept_next = 1
+    entry = intent()
+    with pytest.raises(OutcomeUnknown):
+        await driver.create_entry(entry)
+    found = await driver.fetch_order(SYMBOL, client_order_id=entry.client_order_id)
+    assert found.filled == Decimal(43) and venue.position("default", SYMBOL).contracts == Decimal(43)
+
+
+# --- private stream -----------------------------------------------------------------------------------------
+
+
+async def test_stream_delivers_open_and_flat_updates_and_fills_the_cache(conn, venue, emulator):
+    sink = RecordingSink()
+    task = asyncio.create_task(stream.run_stream(conn, sink))
+    try:
+        await sink.wait_for(lambda: sink.connected)
+        assert sink.connected == [False]
+        entry = intent()
+        await rest.create_entry(conn, entry)
+        await sink.wait_for(lambda: conn.cache.order(client_order_id=entry.client_order_id))
+        open_update = await sink.wait_for(lambda: [e for e in sink.events if isinstance(e, PositionUpdate)
+                                                   and e.contracts == 43])
+        assert open_update[0].side == "long"
+        venue.set_mark_price(SYMBOL, Decimal("0.94"))  # the attached stop fires
+        flat = await sink.wait_for(lambda: [e for e in sink.events if isinstance(e, PositionUpdate)
+                                            and e.contracts == 0])
+        assert flat[0].side is None and flat[0].sequence > open_update[0].sequence  # I-1: never dropped
+        assert conn.cache.position(SYMBOL).contracts == 0
+        fills = [e for e in sink.events if getattr(e, "origin", None) == "stop_loss" and e.last_fill_amount > 0]
+        assert fills, "the stop's fill is attributed to stop_loss"
+        # keep-alive: pings go out on the configured interval
+        await emulator.wait_for_ws_ops("ping", emulator.ws_ops["ping"] + 2, timeout_s=3)
+        # reconnect after a drop, with on_connected(reconnect=True)
+        await emulator.disconnect_streams()
+        await sink.wait_for(lambda: len(sink.connected) >= 2)
+        assert sink.connected[-1] is True and sink.disconnected
+        # a malformed frame is reported and the stream goes on
+        await emulator.inject_private_frame("{not json")
+        await sink.wait_for(lambda: sink.malformed)
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal(5))
+        await sink.wait_for(lambda: conn.cache.position(SYMBOL).contracts == 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_stream_verification_wakes_on_the_stream(conn, venue):
+    sink = RecordingSink()
+    task = asyncio.create_task(stream.run_stream(conn, sink))
+    try:
+        await sink.wait_for(lambda: sink.connected)
+        venue.faults.rest_position_lag_ms = 30_000
+        entry = intent()
+        raw = await rest.create_entry(conn, entry)
+        order = await rest.normalize_order(conn, raw, entry)
+        await sink.wait_for(lambda: (p := conn.cache.position(SYMBOL)) and p.contracts == 43)
+        verification = await rest.verify_position(conn, entry, order, budget_ms=1000)
+        assert verification.outcome == "confirmed" and verification.source == "stream"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_stream_auth_failure_raises_stream_error(harness):
+    config = harness.config.model_copy(update={"api_secret": SecretStr("wrong"), "options": {"ws_timeout_s": 2}})
+    conn = rest.BybitConnection(config, rest.make_client(config))
+    try:
+        with pytest.raises(StreamError, match="authentication failed"):
+            await asyncio.wait_for(stream.run_stream(conn, RecordingSink()), 5)
+    finally:
+        await conn.client.close()
+
+
+async def test_mark_prices_from_the_public_stream(conn, venue):
+    sink = RecordingSink()
+    task = asyncio.create_task(stream.watch_mark_prices(conn, [SYMBOL], sink))
+    try:
+        await sink.wait_for(lambda: sink.events)  # the snapshot on subscribe
+        venue.set_mark_price(SYMBOL, Decimal("1.0123"))
+        tick = await sink.wait_for(lambda: [e for e in sink.events if e.price == Decimal("1.0123")])
+        assert tick[0].symbol == SYMBOL
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
