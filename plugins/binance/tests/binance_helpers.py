@@ -1,0 +1,76 @@
+"""Helpers shared by the Binance tests (no fixtures here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from framework.venue import fixtures_dir
+
+FIXTURES = fixtures_dir() / "binance"
+SYMBOL = "XRP/USDT:USDT"
+TEST_OPTIONS = {
+    "timeout_ms": 1500,
+    "listen_key_keepalive_s": 0.2,
+    "reconnect_base_s": 0.05,
+    "reconnect_cap_s": 0.2,
+    "seed": 1,
+}
+
+
+def fixture_json(relative: str) -> Any:
+    return json.loads((FIXTURES / relative).read_text())
+
+
+class Sink:
+    """A StreamSink that records everything and lets a test wait for a condition (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.connected: list[bool] = []
+        self.disconnected: list[str] = []
+        self.malformed: list[tuple[Any, Exception]] = []
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def on_event(self, event: Any) -> None:
+        self.events.append(event)
+        self._notify()
+
+    async def on_connected(self, reconnect: bool) -> None:
+        self.connected.append(reconnect)
+        self._notify()
+
+    async def on_disconnected(self, detail: str) -> None:
+        self.disconnected.append(detail)
+        self._notify()
+
+    def on_malformed(self, raw: Any, error: Exception) -> None:
+        self.malformed.append((raw, error))
+        self._notify()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = predicate()
+                if result:
+                    return result
+                await self._changed.wait()
+
+
+def below(venue, pct: str = "2") -> Decimal:
+    """A trigger ``pct`` % under the mark, on the tick."""
+    mark = venue.mark_price(SYMBOL)
+    return (mark * (1 - Decimal(pct) / 100)).quantize(Decimal("0.0001"))
+
+
+def above(venue, pct: str = "2") -> Decimal:
+    """A trigger ``pct`` % over the mark, on the tick."""
+    mark = venue.mark_price(SYMBOL)
+    return (mark * (1 + Decimal(pct) / 100)).quantize(Decimal("0.0001"))

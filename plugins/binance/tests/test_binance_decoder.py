@@ -1,0 +1,133 @@
+"""The decoder on every Binance fixture frame, exactly as Binance documents them."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from framework.errors import StreamError
+from framework.models import MarkPrice, OrderUpdate, PositionUpdate
+from framework_binance.decoder import BinanceDecoder, unified_symbol
+
+from binance_helpers import FIXTURES
+
+
+def frame(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def test_account_update_closed_entry_is_a_flat_position_update():
+    events = BinanceDecoder().decode(frame("user_data_json/account_update.json"))
+    assert [type(e) for e in events] == [PositionUpdate] * 3
+    flat, long, short = events
+    assert (flat.symbol, flat.contracts, flat.side, flat.entry_price) == ("BTC/USDT:USDT", 0, None, None)
+    assert flat.sequence == 1564745798939 and flat.timestamp == 1564745798939
+    assert (long.side, long.contracts, long.entry_price) == ("long", Decimal("20"), Decimal("6563.6"))
+    assert (short.side, short.contracts) == ("short", Decimal("10"))
+
+
+def test_account_update_one_way_sign_gives_the_side():
+    message = json.loads(frame("user_data_json/account_update.json"))
+    message["a"]["P"] = [dict(message["a"]["P"][2], ps="BOTH")]
+    (update,) = BinanceDecoder().decode(json.dumps(message))
+    assert (update.side, update.contracts) == ("short", Decimal("10"))
+
+
+def test_balance_only_account_update_has_no_position_event():
+    assert BinanceDecoder().decode(frame("user_data_json/account_update_bnfcr.json")) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "origin", "status", "filled"),
+    [
+        ("order_update_new.json", "trailing_stop", "open", "0"),
+        ("order_update_trade.json", "order", "open", "0.001"),
+        ("order_update_trade_partial.json", "order", "open", "0.001"),
+        ("order_update_calculated.json", "liquidation", "closed", "0.014"),
+        ("order_update_calculated_pending.json", "liquidation", "open", "0"),
+        ("order_update_insurance.json", "liquidation", "closed", "0.020"),
+        ("order_update_adl.json", "adl", "closed", "0.005"),
+        ("order_update_settlement.json", "order", "closed", "0.010"),
+        ("order_update_delivery.json", "order", "closed", "1"),
+    ],
+)
+def test_order_trade_update(name, origin, status, filled):
+    (update,) = BinanceDecoder().decode(frame(f"user_data_json/{name}"))
+    assert isinstance(update, OrderUpdate)
+    assert (update.origin, update.order.status, update.order.filled) == (origin, status, Decimal(filled))
+    assert update.order.side in ("buy", "sell")
+
+
+def test_order_trade_update_fields():
+    (update,) = BinanceDecoder().decode(frame("user_data_json/order_update_calculated.json"))
+    order = update.order
+    assert (order.id, order.client_order_id, order.side, order.symbol) == (
+        "8886999", "autoclose-1234567890", "sell", "BTC/USDT:USDT")
+    assert (order.amount, order.average, order.reduce_only) == (Decimal("0.014"), Decimal("9910.12"), True)
+    assert (update.last_fill_price, update.last_fill_amount, update.realized_pnl) == (
+        Decimal("9910.12"), Decimal("0.014"), Decimal("-5.67"))
+
+
+@pytest.mark.parametrize(("name", "status"), [("algo_update_new.json", "open"), ("algo_update_canceled.json", "canceled")])
+def test_algo_update(name, status):
+    (update,) = BinanceDecoder().decode(frame(f"user_data_json/{name}"))
+    assert (update.origin, update.order.status, update.order.id) == ("take_profit", status, "2148719")
+    assert (update.order.symbol, update.order.trigger_price) == ("BNB/USDT:USDT", Decimal("750"))
+    assert update.order.client_order_id == "Q5xaq5EGKgXXa0fD7fs0Ip"
+
+
+def test_triggered_algo_order_attributes_the_spawned_fill():
+    decoder = BinanceDecoder()
+    algo = json.loads(frame("user_data_json/algo_update_new.json"))
+    algo["o"].update(o="STOP_MARKET", X="TRIGGERED", ai="8886774")
+    decoder.decode(json.dumps(algo))
+    fill = json.loads(frame("user_data_json/order_update_trade.json"))
+    fill["o"].update(o="MARKET", ot="MARKET", X="FILLED")
+    (update,) = decoder.decode(json.dumps(fill))
+    assert update.origin == "stop_loss"
+
+
+def test_mark_price_and_combined_stream_wrapper():
+    raw = frame("market_data_json/mark_price_stream.json")
+    (tick,) = BinanceDecoder().decode(raw)
+    assert tick == MarkPrice(venue="binance", symbol="BTC/USDT:USDT", price=Decimal("11794.15"),
+                             timestamp=1562305380000)
+    wrapped = json.dumps({"stream": "btcusdt@markPrice@1s", "data": json.loads(raw)})
+    assert BinanceDecoder().decode(wrapped) == [tick]
+
+
+@pytest.mark.parametrize("name", ["user_data_json/trade_lite.json", "market_data_json/agg_trade_stream.json"])
+def test_events_of_no_interest_yield_nothing(name):
+    assert BinanceDecoder().decode(frame(name)) == []
+
+
+def test_listen_key_expired_yields_nothing():
+    assert BinanceDecoder().decode('{"e":"listenKeyExpired","E":"1736996475556","listenKey":"k"}') == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        "[1, 2]",
+        '{"no": "event type"}',
+        '{"e":"ACCOUNT_UPDATE","T":1,"E":1,"a":{"m":"ORDER","B":[],"P":[{"s":"XRPUSDT","pa":"abc"}]}}',
+        '{"e":"ACCOUNT_UPDATE","T":1,"E":1}',
+        '{"e":"ORDER_TRADE_UPDATE","T":1,"E":1,"o":{"s":"XRPUSDT","S":"SIDEWAYS","X":"NEW","i":1,"q":"1","z":"0"}}',
+        '{"e":"markPriceUpdate","E":1,"s":"XRPUSDT","p":"0"}',
+    ],
+)
+def test_malformed_frames_raise_stream_error(raw):
+    with pytest.raises(StreamError):
+        BinanceDecoder().decode(raw)
+
+
+def test_unified_symbols():
+    assert unified_symbol("XRPUSDT") == "XRP/USDT:USDT"
+    assert unified_symbol("1000PEPEUSDC") == "1000PEPE/USDC:USDC"
+    assert unified_symbol("BTCUSDT_240329") == "BTC/USDT:USDT-240329"
+    assert unified_symbol("XRPUSDT", {"XRPUSDT": "X/Y:Y"}) == "X/Y:Y"
+    with pytest.raises(StreamError):
+        unified_symbol("???")
