@@ -132,7 +132,8 @@ class Reconciler:
             symbol = row["symbol"]
             if self.book.holds(symbol) or self.book.opening(symbol):
                 continue
-            trailing = TrailingSpec.model_validate(row["trailing"]) if row["trailing"] else None
+            spec = row.get("trailing_spec") or row.get("trailing")
+            trailing = TrailingSpec.model_validate(spec) if spec else None
             self.book.load(BookPosition(
                 symbol=symbol, side=row["side"], contracts=row["contracts"], entry_price=row["entry_price"],
                 stop_price=row["stop_loss"], trailing=trailing, intent_id=row["entry_client_order_id"],

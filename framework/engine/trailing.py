@@ -81,6 +81,10 @@ class TrailingManager:
     def on_malformed(self, raw: str | bytes, error: Exception) -> None:
         log.warning("%s: malformed mark-price frame: %s", self.book.venue, error)
 
+    async def on_mark_price(self, symbol: str, price: Decimal) -> None:
+        """Feed one mark price by hand (replay, tests): same as a :class:`MarkPrice` tick."""
+        await self.on_mark(MarkPrice(venue=self.book.venue, symbol=symbol, price=price, timestamp=now_ms()))
+
     async def on_mark(self, tick: MarkPrice) -> None:
         """Follow one mark-price tick; move the stop when it tightens enough and not too often."""
         position = self.book.get(tick.symbol)

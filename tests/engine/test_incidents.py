@@ -1,0 +1,135 @@
+"""The five incidents, reproduced with the emulators' fault knobs; outcomes read from ``venue.truth``."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from framework import hookimpl
+from framework.errors import OrderIncomplete
+from framework.models import TrailingSpec
+
+BOUND_S = 5.0  # a closure must reach the DB within this bound (I-1: it took 140 s)
+
+
+async def db_statuses(env) -> list[str]:
+    rows = await env.store.pool.fetch("SELECT status FROM positions WHERE venue = $1 ORDER BY id", env.venue_name)
+    return [r["status"] for r in rows]
+
+
+def cross_stop(env, intent) -> None:
+    """Move the mark price through the stop so the venue triggers it."""
+    step = Decimal("0.995") if intent.side == "long" else Decimal("1.005")
+    env.venue.set_mark_price(env.symbol, intent.stop_loss * step)
+
+
+async def test_i1_stop_fill_with_lost_flat_frame_closes_once_with_no_stop_attempt(env):
+    await env.start()
+    intent = env.intent()
+    await env.engine.open(intent)
+    env.venue.faults.drop_closing_frames = 1
+    cross_stop(env, intent)
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+    assert await db_statuses(env) == ["closed"]
+    assert env.recorder.closed()[0].reason == "stop_loss"
+    report = await env.parts.reconciler.reconcile()  # the periodic sweep finds nothing to protect
+    assert report["reprotected"] == 0 and report["adopted"] == 0
+    assert env.parts.protector.stop_attempts[env.symbol] == 0
+    assert env.venue.truth.orders_for_closed_positions() == []
+    assert len(env.recorder.closed()) == 1
+
+
+async def test_i1_closure_without_any_stream_evidence_is_closed_by_reconciliation(env):
+    await env.start()
+    await env.engine.open(env.intent())
+    env.venue.faults.drop_rate = 1.0  # the private stream says nothing at all
+    env.venue.manual_close("default", env.symbol)
+    report = await asyncio.wait_for(env.parts.reconciler.reconcile(), BOUND_S)
+    assert report["closed"] == 1 and report["reprotected"] == 0
+    assert await db_statuses(env) == ["closed"]
+    assert env.parts.protector.stop_attempts[env.symbol] == 0
+    assert [e.reason for e in env.recorder.closed()] == ["reconcile"]
+
+
+async def test_i2_late_flat_frame_neither_resurrects_nor_double_closes(env):
+    await env.start()
+    await env.engine.open(env.intent())
+    env.venue.faults.delay_closing_frames_ms = 300
+    env.venue.faults.rest_position_lag_ms = 0
+    env.venue.manual_close("default", env.symbol)
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+    book = env.parts.book
+    assert await book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 0, BOUND_S)
+    await env.parts.reconciler.reconcile()
+    assert not book.holds(env.symbol)
+    assert len(env.recorder.closed()) == 1 and env.recorder.closed()[0].reason == "manual"
+    assert await db_statuses(env) == ["closed"]
+
+
+class IncompleteNormalize:
+    """A driver answer that cannot be completed (I-3): normalize_order fails after the entry filled."""
+
+    @hookimpl(wrapper=True)
+    def normalize_order(self, conn, raw, intent):
+        pending = yield
+        pending.close()  # the driver's coroutine is never awaited: its answer is "incomplete"
+        raise OrderIncomplete("side unknown", venue="test")
+
+
+async def test_i3_rollback_from_intent_leaves_the_venue_flat_with_no_wrong_side_order(env):
+    env.venue.faults.minimal_order_response = True
+    env.venue.faults.rest_position_lag_ms = 30_000
+    await env.start(extra_plugins=(("incomplete", IncompleteNormalize()),))
+    intent = env.intent(contracts="43")
+    with pytest.raises(OrderIncomplete):
+        await env.engine.open(intent)
+    assert env.venue.position("default", env.symbol).contracts == 0
+    assert env.venue.truth.wrong_side_orders() == []
+    assert await env.store.open_positions("default", env.venue_name) == []
+    assert env.recorder.opened() == [] and env.recorder.closed() == []
+    assert not env.parts.book.holds(env.symbol) and not env.parts.book.opening(env.symbol)
+    rows = await env.store.pool.fetch("SELECT purpose, side FROM orders WHERE purpose = 'rollback'")
+    assert rows and {r["side"] for r in rows} == {"sell"}
+
+
+async def test_i4_stop_placed_while_rest_positions_lag_30s(env):
+    env.venue.faults.rest_position_lag_ms = 30_000
+    await env.start()
+    intent = env.intent(side="short")
+    position = await env.engine.open(intent)
+    assert position.contracts == Decimal("43")
+    assert env.venue.truth.unprotected_ms()["max"] == 0
+    cross_stop(env, intent)  # the stop really rests on the venue: it fires
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+    assert env.venue.position("default", env.symbol).contracts == 0
+    assert env.recorder.closed()[0].reason == "stop_loss"
+
+
+async def test_i5_trailing_moves_leave_no_unprotected_time_and_only_tighten(env):
+    await env.start()
+    intent = env.intent(trailing=TrailingSpec(callback_rate=Decimal("1")))
+    await env.engine.open(intent)
+    trailing = env.parts.trailing
+    mark = env.venue.mark_price(env.symbol)
+    stops = []
+    for factor in ("1.01", "1.02", "1.015", "1.03"):
+        price = (mark * Decimal(factor)).quantize(Decimal("0.0001"))
+        env.venue.set_mark_price(env.symbol, price)
+        await trailing.on_mark_price(env.symbol, price)
+        stops.append(env.parts.book.get(env.symbol).stop.trigger_price)
+    assert stops == sorted(stops) and stops[0] > intent.stop_loss  # tightened, never loosened
+    assert stops[1] == stops[2]  # the retrace did not move it
+    moved = env.recorder.seen["on_stop_moved"]
+    assert moved and all(e.current > e.previous and e.unprotected_ms == 0 for e in moved)
+    assert env.venue.truth.unprotected_ms()["max"] == 0
+    # The position closes on the venue with no frame at all; the next tick must not touch it.
+    env.venue.faults.drop_rate = 1.0
+    env.venue.manual_close("default", env.symbol)
+    await env.parts.reconciler.reconcile()
+    assert not env.parts.book.holds(env.symbol)
+    moves = trailing.moves[env.symbol]
+    await trailing.on_mark_price(env.symbol, (mark * Decimal("1.05")).quantize(Decimal("0.0001")))
+    assert trailing.moves[env.symbol] == moves
+    assert env.venue.truth.orders_for_closed_positions() == []
