@@ -74,3 +74,14 @@ def above(venue, pct: str = "2") -> Decimal:
     """A trigger ``pct`` % over the mark, on the tick."""
     mark = venue.mark_price(SYMBOL)
     return (mark * (1 + Decimal(pct) / 100)).quantize(Decimal("0.0001"))
+
+
+def intent(venue, side: str = "long", contracts: str = "10", **extra: Any):
+    """An entry intent with a fresh client order id and a stop 2 % on the losing side."""
+    import secrets
+
+    from framework.models import OrderIntent
+
+    stop = below(venue) if side == "long" else above(venue)
+    return OrderIntent(venue="binance", symbol=SYMBOL, side=side, contracts=Decimal(contracts), stop_loss=stop,
+                       client_order_id=f"fw-e-{secrets.token_hex(8)}", **extra)
