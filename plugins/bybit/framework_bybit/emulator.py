@@ -221,6 +221,10 @@ class BybitEmulator:
             while self.ws_ops[op] < count:
                 await self._ws_op_seen.wait()
 
+    async def drain_streams(self) -> None:
+        """Wait until every frame queued so far went through the shaper (sent, dropped, held or delayed)."""
+        await asyncio.gather(*(session.queue.join() for session in list(self.sessions)))
+
     async def inject_private_frame(self, frame: str) -> None:
         """Send ``frame`` as is to every authenticated private session (tests: malformed frames)."""
         for session in [s for s in self.sessions if s.private and s.account is not None]:
@@ -407,8 +411,7 @@ class BybitEmulator:
             for key in ("accountIMRateByMp", "accountMMRateByMp", "totalInitialMarginByMp",
                         "totalMaintenanceMarginByMp"):
                 row.pop(key)
-            for key in ("totalOrderIM", "spotHedgingQty"):
-                coin.pop(key)
+            coin.pop("spotHedgingQty")
         return row
 
     # --- orders --------------------------------------------------------------------------------------
@@ -681,6 +684,8 @@ class BybitEmulator:
                     await session.ws.send_str(frame)
             except (ConnectionError, RuntimeError):
                 return
+            finally:
+                session.queue.task_done()
 
     async def _reply(self, session: _Session, payload: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
