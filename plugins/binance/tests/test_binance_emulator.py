@@ -1,0 +1,287 @@
+"""The wire façade: Binance paths, signatures, error codes, payload shapes (against the fixtures), faults."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from decimal import Decimal
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+import websockets
+from pydantic import SecretStr
+from binance_helpers import SYMBOL, TEST_OPTIONS, Sink, below, fixture_json, intent
+
+from framework.errors import VenueError
+from framework.models import MarkPrice, PositionUpdate, now_ms
+from framework.plugins import drivers, load_plugins
+
+
+def same_shape(emitted, fixture, path="$", exact=True):
+    """Same keys (``exact``) or a superset of them, and the same JSON value types, recursively."""
+    if isinstance(fixture, dict):
+        assert isinstance(emitted, dict), path
+        missing = set(fixture) - set(emitted)
+        assert not missing, f"{path}: missing {sorted(missing)}"
+        if exact:
+            assert set(emitted) == set(fixture), f"{path}: extra {sorted(set(emitted) - set(fixture))}"
+        for key, value in fixture.items():
+            same_shape(emitted[key], value, f"{path}.{key}", exact)
+    elif isinstance(fixture, list):
+        assert isinstance(emitted, list), path
+        if fixture and emitted:
+            same_shape(emitted[0], fixture[0], f"{path}[0]", exact)
+    else:
+        assert type(emitted) is type(fixture), f"{path}: {type(emitted).__name__} != {type(fixture).__name__}"
+
+
+class Rest:
+    """A hand-signed Binance client, to see the wire itself."""
+
+    def __init__(self, harness):
+        self.base = harness.emulator.rest_url
+        self.key = harness.config.api_key.get_secret_value()
+        self.secret = harness.config.api_secret.get_secret_value()
+
+    async def call(self, method, path, params=None, *, secret=None, key=None, timestamp=None, signed=True):
+        params = dict(params or {})
+        headers = {"X-MBX-APIKEY": key or self.key}
+        if signed:
+            params.update(timestamp=timestamp or now_ms(), recvWindow=5000)
+            query = urlencode(params)
+            signature = hmac.new((secret or self.secret).encode(), query.encode(), hashlib.sha256).hexdigest()
+            query += f"&signature={signature}"
+        else:
+            query = urlencode(params)
+        async with aiohttp.ClientSession() as session:
+            if method in ("GET", "DELETE"):
+                response = await session.request(method, f"{self.base}{path}?{query}", headers=headers)
+            else:
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+                response = await session.request(method, f"{self.base}{path}", data=query, headers=headers)
+            return response.status, await response.json()
+
+
+@pytest.fixture
+def rest(harness):
+    return Rest(harness)
+
+
+async def test_public_exchange_info_matches_the_fixture(rest, harness):
+    status, body = await rest.call("GET", "/fapi/v1/exchangeInfo", signed=False)
+    fixture = fixture_json("http_json/http_futures_market_exchange_info.json")
+    assert status == 200
+    same_shape(body["symbols"][0], fixture["symbols"][0])
+    assert {s["symbol"] for s in body["symbols"]} == {"XRPUSDT", "BTCUSDT"}
+    assert "STOP_MARKET" in body["symbols"][0]["orderTypes"]
+
+
+async def test_wrong_secret_key_and_timestamp_get_binance_errors(rest):
+    assert await rest.call("GET", "/fapi/v3/positionRisk", secret="wrong") == (
+        400, {"code": -1022, "msg": "Signature for this request is not valid."})
+    status, body = await rest.call("GET", "/fapi/v3/positionRisk", key="nobody")
+    assert (status, body["code"]) == (401, -2015)
+    status, body = await rest.call("GET", "/fapi/v3/positionRisk", timestamp=now_ms() - 60_000)
+    assert (status, body["code"]) == (400, -1021)
+
+
+async def test_wrong_secret_is_refused_at_connect(harness):
+    pm = load_plugins(["binance"])
+    drv = drivers(pm)["binance"]
+    bad = harness.config.model_copy(update={"api_secret": SecretStr("not-the-secret"), "options": dict(TEST_OPTIONS)})
+    with pytest.raises(VenueError) as error:
+        await drv.connect(bad)
+    assert error.value.code == -1022 and "not-the-secret" not in repr(error.value) + str(error.value)
+
+
+async def test_conditional_type_on_the_order_endpoint_is_4120(rest, venue):
+    status, body = await rest.call("POST", "/fapi/v1/order", {
+        "symbol": "XRPUSDT", "side": "SELL", "type": "STOP_MARKET", "stopPrice": str(below(venue)),
+        "closePosition": "true"})
+    assert (status, body["code"]) == (400, -4120)
+
+
+async def test_rest_payload_shapes_match_the_fixtures(rest, venue):
+    status, order = await rest.call("POST", "/fapi/v1/order", {
+        "symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "10", "newOrderRespType": "RESULT"})
+    assert status == 200
+    same_shape(order, fixture_json("http_json/order_response.json"))
+    assert (order["status"], order["executedQty"]) == ("FILLED", "10")
+    _, positions = await rest.call("GET", "/fapi/v3/positionRisk")
+    same_shape(positions, fixture_json("http_json/position_risk.json"))
+    assert positions[0]["positionAmt"] == "10"
+    status, algo = await rest.call("POST", "/fapi/v1/algoOrder", {
+        "algoType": "CONDITIONAL", "symbol": "XRPUSDT", "side": "SELL", "type": "STOP_MARKET",
+        "triggerPrice": str(below(venue)), "closePosition": "true", "workingType": "MARK_PRICE"})
+    assert status == 200 and algo["algoStatus"] == "NEW"
+    _, open_algo = await rest.call("GET", "/fapi/v1/openAlgoOrders")
+    # documented Algo Order API fields beyond the fixture (closePosition, actualOrderId...) are allowed
+    same_shape(open_algo, fixture_json("http_json/open_algo_orders.json"), exact=False)
+    _, account = await rest.call("GET", "/fapi/v2/account")
+    same_shape(account, fixture_json("http_json/account_info_v2.json"), exact=False)
+    assert await rest.call("POST", "/fapi/v1/algoOrder", {
+        "algoType": "CONDITIONAL", "symbol": "XRPUSDT", "side": "SELL", "type": "STOP_MARKET",
+        "triggerPrice": str(below(venue, "3")), "closePosition": "true"}) == (400, {
+            "code": -4130,
+            "msg": "An open stop or take profit order with GTE and closePosition in the direction is existing."})
+    status, cancelled = await rest.call("DELETE", "/fapi/v1/algoOrder", {"algoId": algo["algoId"]})
+    assert (status, cancelled["code"], cancelled["msg"]) == (200, "200", "success")
+    status, again = await rest.call("DELETE", "/fapi/v1/algoOrder", {"algoId": algo["algoId"]})
+    assert (status, again["code"]) == (400, -2011)
+    status, missing = await rest.call("GET", "/fapi/v1/order", {"symbol": "XRPUSDT", "orderId": 5})
+    assert (status, missing["code"]) == (400, -2013)
+
+
+async def test_minimal_order_response_answers_only_ids(rest, venue):
+    venue.faults.minimal_order_response = True
+    status, body = await rest.call("POST", "/fapi/v1/order", {
+        "symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "1", "newOrderRespType": "RESULT"})
+    assert status == 200 and set(body) == {"orderId", "clientOrderId"}
+
+
+async def test_http_error_fault_and_rate_limit(rest, venue, harness):
+    venue.faults.http_error_status = 429
+    venue.faults.http_error_next = 2
+    assert (await rest.call("GET", "/fapi/v1/time", signed=False))[1]["code"] == -1003
+    status, _ = await rest.call("GET", "/fapi/v1/time", signed=False)
+    assert status == 429
+    assert (await rest.call("GET", "/fapi/v1/time", signed=False))[0] == 200
+    assert harness.emulator.rest_calls["GET /fapi/v1/time"] >= 3
+
+
+async def test_rest_position_lag(rest, venue):
+    venue.faults.rest_position_lag_ms = 30_000
+    venue.place_order("default", SYMBOL, "buy", amount=Decimal("3"))
+    assert (await rest.call("GET", "/fapi/v3/positionRisk"))[1] == []
+    venue.faults.rest_position_lag_ms = 0
+    assert (await rest.call("GET", "/fapi/v3/positionRisk"))[1][0]["positionAmt"] == "3"
+
+
+async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    frames: list[dict] = []
+    async with websockets.connect(f"{harness.emulator.ws_url}/ws/{answer['listenKey']}") as ws:
+        async def collect(predicate):
+            async with asyncio.timeout(5):
+                while not predicate():
+                    frames.append(json.loads(await ws.recv()))
+
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal("10"))
+        stop = venue.place_order("default", SYMBOL, "sell", "stop_market", close_position=True,
+                                 trigger_price=below(venue), client_order_id="fw-s-wire")
+        tp = venue.place_order("default", SYMBOL, "sell", "take_profit_market", amount=Decimal("10"),
+                               reduce_only=True, trigger_price=below(venue, "-5"))
+        venue.cancel_order("default", SYMBOL, order_id=tp.id)
+        venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0001"))
+        await collect(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
+        harness.emulator.expire_listen_keys()
+        await collect(lambda: frames[-1]["e"] == "listenKeyExpired")
+    by_kind: dict[str, list[dict]] = {}
+    for f in frames:
+        by_kind.setdefault(f["e"], []).append(f)
+    for update in by_kind["ACCOUNT_UPDATE"]:
+        same_shape(update, fixture_json("user_data_json/account_update.json"))
+    for update in by_kind["ORDER_TRADE_UPDATE"]:
+        same_shape(update, fixture_json("user_data_json/order_update_trade.json"))
+    for update in by_kind["ALGO_UPDATE"]:
+        same_shape(update, fixture_json("user_data_json/algo_update_new.json"))
+    algo = [(f["o"]["aid"], f["o"]["X"], f["o"]["ai"]) for f in by_kind["ALGO_UPDATE"]]
+    stop_states = [(x, ai) for aid, x, ai in algo if aid == int(stop.id)]
+    assert [x for x, _ in stop_states] == ["NEW", "TRIGGERING", "TRIGGERED", "FINISHED"]
+    spawned = stop_states[2][1]
+    assert spawned and spawned == stop_states[3][1]
+    assert [x for aid, x, _ in algo if aid == int(tp.id)] == ["NEW", "CANCELED"]
+    close_fill = [f["o"] for f in by_kind["ORDER_TRADE_UPDATE"] if str(f["o"]["i"]) == spawned and f["o"]["X"] == "FILLED"]
+    assert close_fill and (close_fill[0]["ot"], close_fill[0]["S"], close_fill[0]["R"]) == ("STOP_MARKET", "SELL", True)
+    times = [f["T"] for f in by_kind["ACCOUNT_UPDATE"]]
+    assert times == sorted(set(times))  # T strictly increasing
+    (expired,) = by_kind["listenKeyExpired"]
+    assert isinstance(expired["E"], str) and expired["listenKey"] == answer["listenKey"]
+
+
+async def test_mark_price_streams(venue, harness):
+    fixture = fixture_json("market_data_json/mark_price_stream.json")
+    async with websockets.connect(f"{harness.emulator.ws_url}/ws/xrpusdt@markPrice@1s") as single, \
+            websockets.connect(f"{harness.emulator.ws_url}/stream?streams=xrpusdt@markPrice@1s") as combined:
+        first = json.loads(await asyncio.wait_for(single.recv(), 5))
+        same_shape(first, fixture)
+        wrapped = json.loads(await asyncio.wait_for(combined.recv(), 5))
+        same_shape(wrapped["data"], fixture)
+        venue.set_mark_price(SYMBOL, Decimal("1.2345"))
+        assert json.loads(await asyncio.wait_for(single.recv(), 5))["p"] == "1.2345"
+
+
+@pytest.fixture
+async def private_stream(harness, venue):
+    """A fresh driver and its private stream (this module's faults must not leak into other modules)."""
+    pm = load_plugins(["binance"])
+    drv = drivers(pm)["binance"]
+    await drv.connect(harness.config.model_copy(update={"options": dict(TEST_OPTIONS)}))
+    sink = Sink()
+    task = asyncio.create_task(drv.run_stream(sink))
+    await sink.wait_for(lambda: sink.connected == [False])
+    yield drv, sink
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await drv.disconnect()
+
+
+async def test_stream_reconnects_after_expiry_disconnect_and_refused_keepalive(private_stream, harness):
+    drv, sink = private_stream
+    harness.emulator.expire_listen_keys()
+    await sink.wait_for(lambda: sink.connected[-1:] == [True] and len(sink.connected) == 2)
+    await harness.emulator.disconnect_streams()
+    await sink.wait_for(lambda: len(sink.connected) == 3)
+    harness.emulator._listen_keys.clear()  # the key silently vanished: the keep-alive PUT gets -1125
+    await sink.wait_for(lambda: len(sink.connected) == 4)
+    assert harness.emulator.rest_calls["PUT /fapi/v1/listenKey"] >= 1
+    assert len(sink.disconnected) == 3 and "listen key expired" in sink.disconnected[0]
+
+
+async def test_disconnect_every_ms_fault(private_stream, venue):
+    drv, sink = private_stream
+    venue.faults.disconnect_every_ms = 100
+    await sink.wait_for(lambda: len(sink.connected) >= 3)
+    venue.faults.disconnect_every_ms = 0
+
+
+async def test_dropped_closing_frame_and_malformed_frames(private_stream, venue, harness):
+    drv, sink = private_stream
+    venue.place_order("default", SYMBOL, "buy", amount=Decimal("4"))
+    await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.contracts == 4)
+    venue.faults.drop_closing_frames = 1
+    dropped_before = harness.emulator.shaper.stats["dropped"]
+    venue.manual_close("default", SYMBOL)
+    venue.place_order("default", SYMBOL, "sell", amount=Decimal("2"))  # the next frame still arrives
+    await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.side == "short")
+    assert harness.emulator.shaper.stats["dropped"] == dropped_before + 1
+    assert not any(isinstance(e, PositionUpdate) and e.contracts == 0 and e.symbol == SYMBOL
+                   for e in sink.events)
+    for sockets in harness.emulator._user_sockets.values():
+        for ws in sockets:
+            await ws.send_str("{broken")
+    await sink.wait_for(lambda: sink.malformed)
+    venue.manual_close("default", SYMBOL)
+    await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.contracts == 0)
+
+
+async def test_watch_mark_prices(driver, venue):
+    sink = Sink()
+    task = asyncio.create_task(driver.watch_mark_prices([SYMBOL], sink))
+    await sink.wait_for(lambda: sink.events)
+    venue.set_mark_price(SYMBOL, Decimal("1.3001"))
+    await sink.wait_for(lambda: any(isinstance(e, MarkPrice) and e.price == Decimal("1.3001") for e in sink.events))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_venue_harness_hook(harness):
+    pm = load_plugins(["binance"])
+    async with drivers(pm)["binance"].venue_harness({"seed": 1, "faults": "rest_position_lag_ms=100"}) as h:
+        assert h.venue.faults.rest_position_lag_ms == 100 and h.config.rest_url.startswith("http://127.0.0.1:")
+        assert intent(h.venue).symbol == h.symbol
