@@ -24,6 +24,27 @@ def _split(value: str | None) -> list[str] | None:
     return None if value is None else [part for part in value.split(",") if part.strip()]
 
 
+# --- framework run -----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from framework.app import RunOptions, run_main
+
+    if args.faults:
+        from framework.venue import parse_faults
+
+        parse_faults(args.faults)  # fail fast, before anything starts
+    if not args.tui:
+        logging.getLogger().setLevel(logging.INFO)
+    else:
+        logging.getLogger().setLevel(logging.WARNING)
+    return run_main(RunOptions(
+        plugins=_split(args.plugins), duration_s=args.duration, speed=args.speed, seed=args.seed,
+        signals=args.signals, faults=args.faults, report=args.report, tui=args.tui,
+        flatten_on_exit=args.flatten_on_exit, testnet=args.testnet,
+    ))
+
+
 # --- framework plugins -------------------------------------------------------------------------------
 
 
@@ -86,6 +107,41 @@ def cmd_venue(args: argparse.Namespace) -> int:
     return asyncio.run(_serve_venue(args))
 
 
+# --- framework replay ---------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from framework.plugins import load_plugins
+    from framework.replay import event_json, replay
+
+    pm = load_plugins([args.plugin])
+    with open(args.file, encoding="utf-8") as lines:
+        result = asyncio.run(replay(pm, args.plugin, lines))
+    if args.json:
+        for event in result.events:
+            print(json.dumps(event_json(event)))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{args.plugin}: {result.frames} frames replayed")
+        for column in ("time (UTC)", "event", "symbol", "side", "contracts", "price", "reason"):
+            table.add_column(column)
+        for event in result.events:
+            table.add_row(_utc(event.timestamp), event.event, event.symbol, event.side, str(event.contracts),
+                          str(event.price or "-"), event.reason)
+        Console().print(table)
+    for number, error in result.malformed:
+        print(f"line {number}: malformed frame: {error}", file=sys.stderr)
+    return 0
+
+
+def _utc(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 # --- framework report --------------------------------------------------------------------------------
 
 
@@ -104,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("run", help="run the framework: emulated venues unless API keys are set")
+    p.add_argument("--plugins", help="comma-separated driver plugins (default: every installed one)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--speed", type=float, default=100.0, help="emulated price replay speed, 1-1000 (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the emulated venues' random faults")
+    p.add_argument("--signals", type=Path, help="JSONL signal file (default: the packaged demo)")
+    p.add_argument("--faults", help="fault knobs for the emulated venues, e.g. rest_position_lag_ms=5000")
+    p.add_argument("--report", type=Path, help="write the run report (JSON) here")
+    p.add_argument("--no-tui", dest="tui", action="store_false", help="logs only, no live view")
+    p.add_argument("--flatten-on-exit", action="store_true", help="close every position on exit")
+    p.add_argument("--testnet", action="store_true", help="live plugins use the venue's test network")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("plugins", help="list installed plugins: name, version, venue, capabilities, hooks")
     p.add_argument("--plugins", help="comma-separated names to load (default: every installed plugin)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
@@ -119,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-secret", help="API secret the venue accepts (default: generated)")
     p.set_defaults(func=cmd_venue)
 
+    p = sub.add_parser("replay", help="feed a captured private-stream log through a plugin's decoder")
+    p.add_argument("--plugin", required=True, help="driver plugin whose decoder to use, e.g. bybit")
+    p.add_argument("file", help="one raw frame per line, exactly as the socket delivered it")
+    p.add_argument("--json", action="store_true", help="one JSON object per lifecycle event")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("report", help="print a run report (framework run --report PATH) as tables")
     p.add_argument("path", help="report JSON file")
     p.set_defaults(func=cmd_report)
@@ -133,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines are start-up chatter
     try:
         return args.func(args)
     except ConfigError as exc:
