@@ -152,6 +152,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- framework bench ---------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from framework.bench import run_bench
+
+    return run_bench(quick=args.quick, json_path=args.json, plugins=_split(args.plugins))
+
+
 # --- wiring ------------------------------------------------------------------------------------------
 
 
@@ -193,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="one raw frame per line, exactly as the socket delivered it")
     p.add_argument("--json", action="store_true", help="one JSON object per lifecycle event")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("bench", help="measure latency, protection gaps, REST cost, throughput (emulators)")
+    p.add_argument("--quick", action="store_true", help="smaller sample sizes (CI)")
+    p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    p.add_argument("--plugins", help="comma-separated driver plugins (default: binance,bybit)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="print a run report (framework run --report PATH) as tables")
     p.add_argument("path", help="report JSON file")
