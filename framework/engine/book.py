@@ -78,6 +78,7 @@ class _SymbolState:
     last_update: PositionUpdate | None = None
     closing_fill: _ClosingFill | None = None
     opening: OrderIntent | None = None
+    opening_seen_open: int | None = None  # sequence of the last non-flat update seen during the open
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     closed_at: int | None = None  # local ms of the last closure
     unpersisted_close: PositionEvent | None = None  # fired, but the DB write failed: retry, never re-fire
@@ -242,6 +243,8 @@ class PositionBook:
             state.last_update = update
             state.changed.set()
             if state.opening is not None:
+                if update.contracts > 0:
+                    state.opening_seen_open = update.sequence
                 return  # recorded for the opener (verification / rollback evidence)
             if position is None:
                 if update.contracts > 0 and self.on_unknown_position is not None:
@@ -303,6 +306,7 @@ class PositionBook:
             raise DuplicateOpenPosition("a position is already open or opening", venue=self.venue,
                                         symbol=intent.symbol)
         state.opening = intent
+        state.opening_seen_open = None
         state.changed.clear()
 
     def end_open(self, symbol: str) -> None:
@@ -319,7 +323,7 @@ class PositionBook:
         """
         state = self._state(position.symbol)
         async with state.lock:
-            state.opening = None
+            seen_open, state.opening, state.opening_seen_open = state.opening_seen_open, None, None
             if state.position is not None:
                 return False
             position = replace(position, source=source)
@@ -350,7 +354,10 @@ class PositionBook:
                             symbol=position.symbol)
             await broadcast(self.pm, "on_position_open", event=event)
             last = state.last_update
-            if last is not None and last.contracts == 0 and last.timestamp >= position.opened_at > 0:
+            if (  # the stream showed this position open, then flat, while it was being opened
+                last is not None and last.contracts == 0 and seen_open is not None and last.sequence > seen_open
+                and last.timestamp >= position.opened_at
+            ):
                 await self._close_locked(state, position.symbol, "unknown", source="stream",
                                          timestamp=last.timestamp)
         return True
