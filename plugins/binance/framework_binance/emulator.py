@@ -345,7 +345,7 @@ class BinanceEmulator:
     # --- account and positions -----------------------------------------------------------------------
 
     async def _leverage_bracket(self, request: web.Request) -> web.Response:
-        account, params = await self._signed(request)
+        await self._signed(request)
         return web.json_response([
             {"symbol": i.id, "brackets": [{
                 "bracket": 1, "initialLeverage": i.max_leverage, "notionalCap": 5_000_000, "notionalFloor": 0,
@@ -378,7 +378,7 @@ class BinanceEmulator:
         return web.json_response([self._position_json(account, p) for p in positions])
 
     async def _account(self, request: web.Request) -> web.Response:
-        account, params = await self._signed(request)
+        account, _ = await self._signed(request)
         balance = self.venue.balance(account)
         total, available, upnl = _s(balance["total"]), _s(balance["available"]), _s(balance["unrealized_pnl"])
         positions = []
@@ -807,7 +807,7 @@ class BinanceEmulator:
                         continue
                     try:
                         await self.shaper.send(ws.send_str, frame, closing=closing)
-                    except Exception as error:  # the client went away; it will reconnect
+                    except Exception as error:  # noqa: BLE001 - the client went away; it reconnects
                         log.info("private frame not delivered: %s", error)
 
     async def _disconnect_loop(self) -> None:

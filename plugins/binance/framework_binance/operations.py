@@ -18,8 +18,8 @@ from framework.models import (
     OrderIntent,
     PositionSide,
     StopLoss,
-    Verification,
     VenueSnapshot,
+    Verification,
     close_side,
     now_ms,
 )
@@ -69,12 +69,13 @@ async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: 
                 "does not know it", venue=VENUE, symbol=symbol, order_id=order_id or client_id,
             ) from exc
         order = to_order(fetched)
-    if intent is not None and order.client_order_id == intent.client_order_id:
-        if order.symbol != intent.symbol or order.side != intent.order_side:
-            raise OrderIncomplete(
-                f"venue reports {order.side} {order.symbol}, intent is {intent.order_side} {intent.symbol}",
-                venue=VENUE, symbol=order.symbol, order_id=order.id,
-            )
+    if intent is not None and order.client_order_id == intent.client_order_id and (
+        order.symbol != intent.symbol or order.side != intent.order_side
+    ):
+        raise OrderIncomplete(
+            f"venue reports {order.side} {order.symbol}, intent is {intent.order_side} {intent.symbol}",
+            venue=VENUE, symbol=order.symbol, order_id=order.id,
+        )
     return order
 
 

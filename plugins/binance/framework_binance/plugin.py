@@ -18,8 +18,8 @@ from framework.models import (
     OrderIntent,
     PositionSide,
     StopLoss,
-    Verification,
     VenueSnapshot,
+    Verification,
 )
 from framework.venue import EmulatorHarness
 from framework_binance import operations, stream

@@ -56,7 +56,7 @@ class BinanceApiError(ccxt.ExchangeError):
 class BinanceUsdm(ccxt_async.binanceusdm):
     """ccxt's client, raising :class:`BinanceApiError` with the venue's code for every error answer."""
 
-    def handle_errors(self, code, reason, url, method, headers, body, response, requestHeaders, requestBody):  # type: ignore[no-untyped-def]  # noqa: N803, E501
+    def handle_errors(self, code, reason, url, method, headers, body, response, requestHeaders, requestBody):  # type: ignore[no-untyped-def]
         api_code = response.get("code") if isinstance(response, dict) else None
         try:
             api_code = int(api_code) if api_code is not None else None

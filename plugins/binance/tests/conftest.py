@@ -10,11 +10,11 @@ import pytest
 
 # pytest runs with --import-mode=importlib: make this directory's helper module importable by name.
 sys.path.insert(0, str(Path(__file__).parent))
-from binance_helpers import TEST_OPTIONS, Sink  # noqa: E402
+from binance_helpers import TEST_OPTIONS, Sink
+from framework_binance.emulator import BinanceEmulator
 
 from framework.plugins import drivers, load_plugins
 from framework.venue import EmulatorHarness, Faults
-from framework_binance.emulator import BinanceEmulator
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,11 @@ import json
 from decimal import Decimal
 
 import pytest
+from binance_helpers import FIXTURES
+from framework_binance.decoder import BinanceDecoder, unified_symbol
 
 from framework.errors import StreamError
 from framework.models import MarkPrice, OrderUpdate, PositionUpdate
-from framework_binance.decoder import BinanceDecoder, unified_symbol
-
-from binance_helpers import FIXTURES
 
 
 def frame(name: str) -> str:
@@ -24,15 +23,15 @@ def test_account_update_closed_entry_is_a_flat_position_update():
     flat, long, short = events
     assert (flat.symbol, flat.contracts, flat.side, flat.entry_price) == ("BTC/USDT:USDT", 0, None, None)
     assert flat.sequence == 1564745798939 and flat.timestamp == 1564745798939
-    assert (long.side, long.contracts, long.entry_price) == ("long", Decimal("20"), Decimal("6563.6"))
-    assert (short.side, short.contracts) == ("short", Decimal("10"))
+    assert (long.side, long.contracts, long.entry_price) == ("long", Decimal(20), Decimal("6563.6"))
+    assert (short.side, short.contracts) == ("short", Decimal(10))
 
 
 def test_account_update_one_way_sign_gives_the_side():
     message = json.loads(frame("user_data_json/account_update.json"))
     message["a"]["P"] = [dict(message["a"]["P"][2], ps="BOTH")]
     (update,) = BinanceDecoder().decode(json.dumps(message))
-    assert (update.side, update.contracts) == ("short", Decimal("10"))
+    assert (update.side, update.contracts) == ("short", Decimal(10))
 
 
 def test_balance_only_account_update_has_no_position_event():
@@ -74,7 +73,7 @@ def test_order_trade_update_fields():
 def test_algo_update(name, status):
     (update,) = BinanceDecoder().decode(frame(f"user_data_json/{name}"))
     assert (update.origin, update.order.status, update.order.id) == ("take_profit", status, "2148719")
-    assert (update.order.symbol, update.order.trigger_price) == ("BNB/USDT:USDT", Decimal("750"))
+    assert (update.order.symbol, update.order.trigger_price) == ("BNB/USDT:USDT", Decimal(750))
     assert update.order.client_order_id == "Q5xaq5EGKgXXa0fD7fs0Ip"
 
 

@@ -44,7 +44,7 @@ def test_driver_info_declares_only_what_is_tested(driver):
 
 async def test_entry_is_a_complete_market_order(driver, venue, harness):
     entry, order = await open_position(driver, venue)
-    assert (order.side, order.amount, order.filled, order.status) == ("buy", Decimal("10"), Decimal("10"), "closed")
+    assert (order.side, order.amount, order.filled, order.status) == ("buy", Decimal(10), Decimal(10), "closed")
     assert order.client_order_id == entry.client_order_id and order.symbol == SYMBOL
     assert venue.position("default", SYMBOL).contracts == 10
 
@@ -57,7 +57,7 @@ async def test_minimal_response_is_completed_from_the_venue(driver, venue, harne
     before = calls(harness, "GET /fapi/v1/order")
     order = await driver.normalize_order(raw, entry)
     assert calls(harness, "GET /fapi/v1/order") == before + 1
-    assert (order.side, order.amount, order.filled, order.status) == ("sell", Decimal("7"), Decimal("7"), "closed")
+    assert (order.side, order.amount, order.filled, order.status) == ("sell", Decimal(7), Decimal(7), "closed")
 
 
 async def test_incomplete_order_unknown_to_the_venue_raises(driver, venue):
@@ -77,7 +77,7 @@ async def test_intent_contradicting_the_venue_raises(driver, venue):
 async def test_stop_loss_goes_through_the_algo_api_and_protects(driver, venue, harness):
     await open_position(driver, venue)
     before = calls(harness, "POST /fapi/v1/algoOrder")
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     assert calls(harness, "POST /fapi/v1/algoOrder") == before + 1
     resting = venue.get_order("default", SYMBOL, order_id=stop.order_id)
     assert (resting.type, resting.side, resting.close_position, resting.status) == ("stop_market", "sell", True, "new")
@@ -93,7 +93,7 @@ async def test_stop_under_30s_rest_lag_needs_no_position_lookup(driver, venue, h
     snapshot = await driver.fetch_snapshot()
     assert all(p.symbol != SYMBOL for p in snapshot.positions)  # REST does not see it yet
     before = sum(n for k, n in harness.emulator.rest_calls.items() if "positionRisk" in k)
-    await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     assert sum(n for k, n in harness.emulator.rest_calls.items() if "positionRisk" in k) == before
     assert venue.is_protected("default", SYMBOL)
 
@@ -101,20 +101,20 @@ async def test_stop_under_30s_rest_lag_needs_no_position_lookup(driver, venue, h
 async def test_stop_already_crossed_raises_would_trigger(driver, venue):
     await open_position(driver, venue)
     with pytest.raises(WouldTriggerImmediately):
-        await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue, "-1"))
+        await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue, "-1"))
 
 
 async def test_second_close_position_stop_is_refused_4130(driver, venue):
     await open_position(driver, venue)
-    await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     with pytest.raises(OrderRejected) as error:
-        await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue, "3"))
+        await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue, "3"))
     assert error.value.code == -4130
 
 
 @pytest.mark.capability("stop_before_entry")
 async def test_stop_before_entry_protects_from_the_first_fill(driver, venue, harness):
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     start = venue.now()
     await open_position(driver, venue)
     assert venue.is_protected("default", SYMBOL)
@@ -128,19 +128,19 @@ async def test_stop_before_entry_protects_from_the_first_fill(driver, venue, har
 async def test_take_profit(driver, venue):
     await open_position(driver, venue)
     mark = venue.mark_price(SYMBOL)
-    tp = await driver.set_take_profit(SYMBOL, "long", Decimal("10"), (mark * Decimal("1.02")).quantize(Decimal("0.0001")))
+    tp = await driver.set_take_profit(SYMBOL, "long", Decimal(10), (mark * Decimal("1.02")).quantize(Decimal("0.0001")))
     assert tp.kind == "take_profit"
     assert venue.get_order("default", SYMBOL, order_id=tp.order_id).type == "take_profit_market"
 
 
 async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
     """I-5: the new stop rests before the old one is cancelled; -4130 avoided by alternating kinds."""
-    _, order = await open_position(driver, venue)
+    await open_position(driver, venue)
     await stream.wait_for(lambda: (p := driver.conn.cache.position(SYMBOL)) and p.contracts == 10)
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue, "3"))
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue, "3"))
     start = venue.now()
     moved = await driver.move_stop_loss(stop, below(venue, "2"))
-    assert moved.contracts == Decimal("10")  # reduce-only, sized from the stream cache
+    assert moved.contracts == Decimal(10)  # reduce-only, sized from the stream cache
     moved_again = await driver.move_stop_loss(moved, below(venue, "1"))
     assert moved_again.contracts is None  # back to closePosition
     open_stops = venue.orders("default", SYMBOL, conditional=True)
@@ -151,7 +151,7 @@ async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
 async def test_move_to_a_crossed_price_keeps_the_old_stop(driver, venue, stream):
     await open_position(driver, venue)
     await stream.wait_for(lambda: (p := driver.conn.cache.position(SYMBOL)) and p.contracts == 10)
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     with pytest.raises(WouldTriggerImmediately):
         await driver.move_stop_loss(stop, below(venue, "-1"))
     assert venue.get_order("default", SYMBOL, order_id=stop.order_id).status == "new"
@@ -159,7 +159,7 @@ async def test_move_to_a_crossed_price_keeps_the_old_stop(driver, venue, stream)
 
 async def test_move_on_a_closed_position_raises_position_gone_and_places_nothing(driver, venue, stream, harness):
     await open_position(driver, venue)
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     closed_at = venue.now()
     venue.manual_close("default", SYMBOL)
     await stream.wait_for(flat_since(driver, closed_at))
@@ -174,7 +174,7 @@ async def test_move_when_the_old_stop_fired_meanwhile_cancels_the_new_one(driver
     await open_position(driver, venue)
     await stream.wait_for(lambda: (p := driver.conn.cache.position(SYMBOL)) and p.contracts == 10)
     stop = StopLoss(venue="binance", symbol=SYMBOL, side="long", trigger_price=below(venue, "1"),
-                    order_id=(await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue, "1"))).order_id)
+                    order_id=(await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue, "1"))).order_id)
     stop_order = venue.get_order("default", SYMBOL, order_id=stop.order_id)
     # the old stop fires on the venue; the stream has not told the driver yet
     venue.faults.stream_delay_ms = 2_000
@@ -182,18 +182,18 @@ async def test_move_when_the_old_stop_fired_meanwhile_cancels_the_new_one(driver
     assert venue.position("default", SYMBOL).contracts == 0
     venue.set_mark_price(SYMBOL, stop_order.trigger_price + Decimal("0.0200"))
     with pytest.raises(PositionGone):
-        await driver.move_stop_loss(stop.model_copy(update={"contracts": Decimal("10")}), below(venue, "1"))
+        await driver.move_stop_loss(stop.model_copy(update={"contracts": Decimal(10)}), below(venue, "1"))
     assert venue.orders("default", SYMBOL, conditional=True) == []
 
 
 async def test_close_position_and_position_gone(driver, venue, harness):
     await open_position(driver, venue, "short", "5")
-    closed = await driver.close_position(SYMBOL, "short", Decimal("5"), "fw-c-test-close-1")
-    assert (closed.side, closed.filled, closed.reduce_only) == ("buy", Decimal("5"), True)
+    closed = await driver.close_position(SYMBOL, "short", Decimal(5), "fw-c-test-close-1")
+    assert (closed.side, closed.filled, closed.reduce_only) == ("buy", Decimal(5), True)
     assert venue.position("default", SYMBOL).contracts == 0
     before = calls(harness, "POST /fapi/v1/order")
     with pytest.raises(PositionGone) as error:
-        await driver.close_position(SYMBOL, "short", Decimal("5"), "fw-c-test-close-2")
+        await driver.close_position(SYMBOL, "short", Decimal(5), "fw-c-test-close-2")
     assert error.value.code == -2022 and calls(harness, "POST /fapi/v1/order") == before + 1
     assert venue.truth.wrong_side_orders() == []
 
@@ -202,7 +202,7 @@ async def test_fetch_order_by_id_client_id_and_algo(driver, venue):
     entry, order = await open_position(driver, venue)
     assert (await driver.fetch_order(SYMBOL, order.id, None)).id == order.id
     assert (await driver.fetch_order(SYMBOL, None, entry.client_order_id)).id == order.id
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     fetched = await driver.fetch_order(SYMBOL, stop.order_id, None)
     assert (fetched.side, fetched.status, fetched.trigger_price) == ("sell", "open", stop.trigger_price)
     with pytest.raises(OrderNotFound):
@@ -212,7 +212,7 @@ async def test_fetch_order_by_id_client_id_and_algo(driver, venue):
 async def test_snapshot_costs_three_calls_whatever_the_positions(driver, venue, harness):
     await open_position(driver, venue)
     venue.place_order("default", "BTC/USDT:USDT", "sell", amount=Decimal("0.01"))
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     before = sum(harness.emulator.rest_calls.values())
     snapshot = await driver.fetch_snapshot()
     assert sum(harness.emulator.rest_calls.values()) - before == snapshot.rest_calls == 3
@@ -224,7 +224,7 @@ async def test_verify_confirms_from_the_stream_under_rest_lag(driver, venue, str
     venue.faults.rest_position_lag_ms = 30_000
     entry, order = await open_position(driver, venue)
     result = await driver.verify_position(entry, order, 5_000)
-    assert (result.outcome, result.contracts) == ("confirmed", Decimal("10"))
+    assert (result.outcome, result.contracts) == ("confirmed", Decimal(10))
     assert result.source in ("stream", "order")
 
 
@@ -233,7 +233,7 @@ async def test_verify_says_unknown_not_absent_when_nothing_tells(driver, venue, 
     entry = intent(venue)
     from framework.models import Order
     ghost = Order(venue="binance", symbol=SYMBOL, id="424242", client_order_id=entry.client_order_id,
-                  side="buy", amount=Decimal("10"), status="open")
+                  side="buy", amount=Decimal(10), status="open")
     result = await driver.verify_position(entry, ghost, 300)
     assert result.outcome == "unknown" and result.source == "none"
 
@@ -245,7 +245,7 @@ async def test_verify_absent_when_the_venue_rejected(driver, venue):
         await driver.create_entry(entry)
     from framework.models import Order
     rejected = Order(venue="binance", symbol=SYMBOL, id="1", client_order_id=entry.client_order_id, side="buy",
-                     amount=Decimal("10"), status="rejected")
+                     amount=Decimal(10), status="rejected")
     result = await driver.verify_position(entry, rejected, 300)
     assert result.outcome in ("unknown", "absent")  # rejected orders get no id on Binance: never "confirmed"
     assert result.outcome != "confirmed"
@@ -258,7 +258,7 @@ async def test_timeout_after_accept_is_outcome_unknown_and_resolvable(driver, ve
     with pytest.raises(OutcomeUnknown):
         await driver.create_entry(entry)
     found = await driver.fetch_order(SYMBOL, None, entry.client_order_id)
-    assert (found.filled, found.side) == (Decimal("10"), "buy")
+    assert (found.filled, found.side) == (Decimal(10), "buy")
 
 
 @pytest.mark.parametrize(("status", "error"), [(429, RateLimited), (503, OutcomeUnknown)])
@@ -272,7 +272,7 @@ async def test_http_errors_on_order_creation(driver, venue, status, error):
 
 async def test_stream_delivers_fills_with_origins_and_flat_updates(driver, venue, stream):
     await open_position(driver, venue)
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal("10"), below(venue))
+    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     fired_at = venue.now()
     venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0001"))
     await stream.wait_for(flat_since(driver, fired_at))

@@ -50,7 +50,6 @@ async def test_poll_sources_wakes_on_change_and_respects_budget():
 
     async def rest():
         calls["rest"] += 1
-        return None
 
     asyncio.get_running_loop().call_later(0.05, cache.apply, update(2, 1))
     result = await poll_sources([PollSource("stream", stream), PollSource("rest", rest, every_ms=10_000)],

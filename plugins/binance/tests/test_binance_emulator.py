@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import websockets
-from pydantic import SecretStr
 from binance_helpers import SYMBOL, TEST_OPTIONS, Sink, below, fixture_json, intent
+from pydantic import SecretStr
 
 from framework.errors import VenueError
 from framework.models import MarkPrice, PositionUpdate, now_ms
@@ -154,7 +154,7 @@ async def test_http_error_fault_and_rate_limit(rest, venue, harness):
 
 async def test_rest_position_lag(rest, venue):
     venue.faults.rest_position_lag_ms = 30_000
-    venue.place_order("default", SYMBOL, "buy", amount=Decimal("3"))
+    venue.place_order("default", SYMBOL, "buy", amount=Decimal(3))
     assert (await rest.call("GET", "/fapi/v3/positionRisk"))[1] == []
     venue.faults.rest_position_lag_ms = 0
     assert (await rest.call("GET", "/fapi/v3/positionRisk"))[1][0]["positionAmt"] == "3"
@@ -169,10 +169,10 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
                 while not predicate():
                     frames.append(json.loads(await ws.recv()))
 
-        venue.place_order("default", SYMBOL, "buy", amount=Decimal("10"))
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
         stop = venue.place_order("default", SYMBOL, "sell", "stop_market", close_position=True,
                                  trigger_price=below(venue), client_order_id="fw-s-wire")
-        tp = venue.place_order("default", SYMBOL, "sell", "take_profit_market", amount=Decimal("10"),
+        tp = venue.place_order("default", SYMBOL, "sell", "take_profit_market", amount=Decimal(10),
                                reduce_only=True, trigger_price=below(venue, "-5"))
         venue.cancel_order("default", SYMBOL, order_id=tp.id)
         venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0001"))
@@ -231,7 +231,7 @@ async def private_stream(harness, venue):
 
 
 async def test_stream_reconnects_after_expiry_disconnect_and_refused_keepalive(private_stream, harness):
-    drv, sink = private_stream
+    _, sink = private_stream
     harness.emulator.expire_listen_keys()
     await sink.wait_for(lambda: sink.connected[-1:] == [True] and len(sink.connected) == 2)
     await harness.emulator.disconnect_streams()
@@ -243,7 +243,7 @@ async def test_stream_reconnects_after_expiry_disconnect_and_refused_keepalive(p
 
 
 async def test_disconnect_every_ms_fault(private_stream, venue):
-    drv, sink = private_stream
+    _, sink = private_stream
     venue.faults.disconnect_every_ms = 100
     await sink.wait_for(lambda: len(sink.connected) >= 3)
     venue.faults.disconnect_every_ms = 0
@@ -251,12 +251,12 @@ async def test_disconnect_every_ms_fault(private_stream, venue):
 
 async def test_dropped_closing_frame_and_malformed_frames(private_stream, venue, harness):
     drv, sink = private_stream
-    venue.place_order("default", SYMBOL, "buy", amount=Decimal("4"))
+    venue.place_order("default", SYMBOL, "buy", amount=Decimal(4))
     await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.contracts == 4)
     venue.faults.drop_closing_frames = 1
     dropped_before = harness.emulator.shaper.stats["dropped"]
     venue.manual_close("default", SYMBOL)
-    venue.place_order("default", SYMBOL, "sell", amount=Decimal("2"))  # the next frame still arrives
+    venue.place_order("default", SYMBOL, "sell", amount=Decimal(2))  # the next frame still arrives
     await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.side == "short")
     assert harness.emulator.shaper.stats["dropped"] == dropped_before + 1
     assert not any(isinstance(e, PositionUpdate) and e.contracts == 0 and e.symbol == SYMBOL
