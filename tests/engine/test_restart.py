@@ -1,0 +1,76 @@
+"""Crash-restart: the process dies at each step of an open; a new Engine on the same DB and venue
+reconciles to no duplicate entry, no unprotected position and no orphan."""
+
+from __future__ import annotations
+
+import pytest
+
+from framework import hookimpl
+
+
+class Crash(BaseException):
+    """The process dies here (not an Exception: no rollback, no cleanup runs)."""
+
+
+class CrashAt:
+    """Kills the open at one hook: before the call (``before``) or after the venue executed it."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def _wrap(self, name):
+        if name != self.hook:
+            return (yield)
+        pending = yield
+
+        async def then_crash():
+            await pending
+            raise Crash(name)
+
+        return then_crash()
+
+    @hookimpl(wrapper=True)
+    def create_entry(self, conn, intent):
+        return (yield from self._wrap("create_entry"))
+
+    @hookimpl(wrapper=True)
+    def normalize_order(self, conn, raw, intent):
+        return (yield from self._wrap("normalize_order"))
+
+    @hookimpl(wrapper=True)
+    def verify_position(self, conn, intent, order, budget_ms):
+        return (yield from self._wrap("verify_position"))
+
+    @hookimpl
+    def on_order_submitted(self, intent):
+        if self.hook == "on_order_submitted":
+            raise Crash("on_order_submitted")
+
+
+@pytest.mark.parametrize("step", ["on_order_submitted", "create_entry", "normalize_order", "verify_position"])
+async def test_restart_after_a_crash_converges(env, step):
+    await env.start(extra_plugins=(("crash", CrashAt(step)),))
+    intent = env.intent()
+    with pytest.raises(Crash):
+        await env.engine.open(intent)
+    await env.engine.stop()  # tasks and sockets go; no flatten, no rollback
+    env.pm.unregister(name="crash")
+    await env.start()  # a new process on the same database and venue: reconciles at start
+
+    venue_positions = env.venue.positions("default")
+    entries = [o for o in env.venue.truth.orders if o.client_order_id == intent.client_order_id]
+    assert len(entries) <= 1  # no duplicate entry
+    open_rows = await env.store.open_positions("default", env.venue_name)
+    book = env.parts.book
+    if step == "on_order_submitted":
+        assert venue_positions == [] and open_rows == [] and not book.positions()
+    else:
+        [held] = venue_positions
+        assert held.contracts == intent.contracts and held.side == "long"
+        assert [r["symbol"] for r in open_rows] == [env.symbol]  # no orphan, no duplicate row
+        assert book.holds(env.symbol) and book.get(env.symbol).stop is not None
+        [interval] = env.venue.truth.unprotected_intervals(symbol=env.symbol) or [None]
+        assert interval is None, "the position was left without a stop"
+    assert env.venue.truth.wrong_side_orders() == []
+    unresolved = await env.store.unresolved_orders("default", env.venue_name)
+    assert unresolved == []
