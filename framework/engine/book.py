@@ -99,10 +99,11 @@ class PositionBook:
     :param venue: venue name (``binance``…).
     :param account: account name.
     :param pm: plugin manager, for lifecycle hooks.
-    :param store: persistence; every open / close is written with its journal entry.
+    :param store: persistence; every open / close is written with its journal entry.  ``None`` keeps
+        the book in memory only (``framework replay``, benchmarks without the journal).
     """
 
-    def __init__(self, venue: str, account: str, pm: pluggy.PluginManager, store: Store) -> None:
+    def __init__(self, venue: str, account: str, pm: pluggy.PluginManager, store: Store | None) -> None:
         self.venue = venue
         self.account = account
         self.pm = pm
@@ -336,22 +337,7 @@ class PositionBook:
                 price=position.entry_price, reason=source, timestamp=position.opened_at or now_ms(),
                 source=source,
             )
-            try:
-                await self.store.open_position(
-                    event, stop_loss=position.stop_price,
-                    take_profit=position.take_profit.trigger_price if position.take_profit else None,
-                    trailing=trailing_json if trailing_json is not None
-                    else (position.trailing.model_dump(mode="json") if position.trailing else None),
-                    entry_client_order_id=position.intent_id,
-                )
-                for stop in (position.stop, position.take_profit):
-                    if stop is not None:
-                        await self.store.record_stop(self.account, stop)
-            except DuplicateOpenPosition:
-                log.info("%s %s: already open in the DB (restart), keeping that row", self.venue, position.symbol)
-            except Exception as exc:
-                await alert(self.pm, "critical", f"position open not persisted: {exc!r}", venue=self.venue,
-                            symbol=position.symbol)
+            await self._persist_open(position, event, trailing_json)
             await broadcast(self.pm, "on_position_open", event=event)
             last = state.last_update
             if (  # the stream showed this position open, then flat, while it was being opened
@@ -361,6 +347,26 @@ class PositionBook:
                 await self._close_locked(state, position.symbol, "unknown", source="stream",
                                          timestamp=last.timestamp)
         return True
+
+    async def _persist_open(self, position: BookPosition, event: PositionEvent, trailing_json: Any) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.open_position(
+                event, stop_loss=position.stop_price,
+                take_profit=position.take_profit.trigger_price if position.take_profit else None,
+                trailing=trailing_json if trailing_json is not None
+                else (position.trailing.model_dump(mode="json") if position.trailing else None),
+                entry_client_order_id=position.intent_id,
+            )
+            for stop in (position.stop, position.take_profit):
+                if stop is not None:
+                    await self.store.record_stop(self.account, stop)
+        except DuplicateOpenPosition:
+            log.info("%s %s: already open in the DB (restart), keeping that row", self.venue, position.symbol)
+        except Exception as exc:
+            await alert(self.pm, "critical", f"position open not persisted: {exc!r}", venue=self.venue,
+                        symbol=position.symbol)
 
     def load(self, position: BookPosition) -> None:
         """Put a position read back from the DB (restart) in the book without firing anything."""
@@ -395,8 +401,9 @@ class PositionBook:
             timestamp=timestamp, source="stream",
         )
         try:
-            await self.store.update_position(self.account, self.venue, symbol, event=event, contracts=contracts,
-                                             entry_price=entry_price)
+            if self.store is not None:
+                await self.store.update_position(self.account, self.venue, symbol, event=event,
+                                                 contracts=contracts, entry_price=entry_price)
         except Exception as exc:
             await alert(self.pm, "warning", f"position update not persisted: {exc!r}", venue=self.venue,
                         symbol=symbol)
@@ -431,6 +438,8 @@ class PositionBook:
             return False
         position = state.position
         if position is None:
+            if self.store is None:
+                return False
             # Not in the book: a DB row may still be open (restart before the book was loaded).
             rows = [r for r in await self.store.open_positions(self.account, self.venue) if r["symbol"] == symbol]
             if not rows:
@@ -455,6 +464,8 @@ class PositionBook:
         return True
 
     async def _persist_close(self, event: PositionEvent) -> bool:
+        if self.store is None:
+            return True
         try:
             await self.store.close_position(event)
             return True
