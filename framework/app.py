@@ -78,7 +78,10 @@ def read_signals(path: Path | None) -> list[Signal]:
         try:
             signals.append(Signal.model_validate_json(line))
         except ValidationError as exc:
-            raise ConfigError(f"{name}:{number}: invalid signal: {exc}") from exc
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'signal'}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            raise ConfigError(f"{name}:{number}: invalid signal: {problems}") from exc
     if not signals:
         raise ConfigError(f"{name}: no signals")
     return sorted(signals, key=lambda s: s.at_ms)
