@@ -25,6 +25,15 @@ def _split(value: str | None) -> list[str] | None:
     return None if value is None else [part for part in value.split(",") if part.strip()]
 
 
+def _faults(spec: str):  # -> framework.venue.Faults
+    from framework.venue import parse_faults
+
+    try:
+        return parse_faults(spec)
+    except ValueError as exc:
+        raise ConfigError(f"--faults: {exc}") from exc
+
+
 # --- framework run -----------------------------------------------------------------------------------
 
 
@@ -32,9 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from framework.app import RunOptions, run_main
 
     if args.faults:
-        from framework.venue import parse_faults
-
-        parse_faults(args.faults)  # fail fast, before anything starts
+        _faults(args.faults)  # fail fast, before anything starts
     if not args.tui:
         logging.getLogger().setLevel(logging.INFO)
     else:
@@ -75,12 +82,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 async def _serve_venue(args: argparse.Namespace) -> int:
     from framework.driver import Driver
     from framework.plugins import load_plugins
-    from framework.venue import parse_faults
-
     pm = load_plugins([args.name])
     options: dict[str, object] = {"port": args.port, "seed": args.seed, "speed": args.speed}
     if args.faults:
-        options["faults"] = parse_faults(args.faults)
+        options["faults"] = _faults(args.faults)
     if args.api_key:
         options["api_key"] = args.api_key
     if args.api_secret:
