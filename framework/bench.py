@@ -1,0 +1,774 @@
+"""``framework bench``: one measured run of the whole stack on the emulators (loopback, real prices).
+
+Every figure comes from ONE run; percentiles by nearest rank (:func:`framework.report.latency_summary`).
+What each figure means and how it is measured: ``docs/benchmarks.md``.  Keys of the JSON (``--json``),
+per venue where they differ::
+
+    closure_latency_ms        {venue: {"p50", "p99", "max", "n"}}   venue close -> on_position_closed (DB row closed)
+    fill_to_stop_ms           {venue: {"p50", "p99", "max", "min", "n"}} entry fill -> stop resting (<= 0: stop first)
+    unprotected_ms            {venue: {"p50", "p99", "max", "total", "moves"}} per trailing stop move
+    rest_calls_per_lifecycle  {venue: {"<METHOD> <path>": n, "total": n}} open, protect, 10 moves, close
+    stream_events_per_s       {venue: {"with_journal", "without_journal", "frames", "events"}}
+    memory_per_1000_positions {"bytes"}
+    reconcile                 {venue: {"<n positions>": {"venue_calls", "cpu_ms", "wall_ms"}}}
+    cold_start_ms             {"first_run": {...}, "restart": {...}}
+    machine                   {"cpu", "cores", "python", "platform"}
+
+``run_soak(seconds, speed)`` runs ``framework run`` (both emulated venues, the demo signals) and samples
+memory and the asyncio task count; not wired in the CLI (see ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from framework.driver import Driver
+from framework.engine import Engine, EngineSettings
+from framework.engine.book import BookPosition, PositionBook
+from framework.engine.broadcast import client_order_id
+from framework.engine.protection import Protector
+from framework.engine.reconcile import Reconciler
+from framework.errors import StreamError
+from framework.hookspecs import hookimpl
+from framework.models import (
+    OrderIntent,
+    OrderUpdate,
+    PositionEvent,
+    PositionUpdate,
+    StopEvent,
+    StreamEvent,
+    TrailingSpec,
+)
+from framework.plugins import load_plugins, register
+from framework.report import latency_summary
+from framework.store import Store
+from framework.venue import FrameShaper, Instrument
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLUGINS = ["binance", "bybit"]
+ACCOUNT = "default"
+WAIT_S = 10.0  # a bound on any single wait: a stuck run fails instead of hanging
+
+#: engine settings of the bench: no rate limit on trailing moves, no periodic reconcile during a figure
+BENCH_SETTINGS = EngineSettings(
+    verify_budget_ms=5_000, flat_budget_ms=2_000, reconcile_interval_s=3_600, orphan_grace_ms=0,
+    protect_retry_ms=10, trailing_min_interval_ms=0, trailing_min_change_pct=Decimal("0.01"),
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of each figure one run measures."""
+
+    closures: int
+    moves: int
+    reconcile: tuple[int, ...]
+    stream_rounds: int
+    memory_positions: int = 1_000
+    cold_start_positions: int = 10
+
+
+FULL = Sizes(closures=1_000, moves=1_000, reconcile=(10, 100, 1_000, 10_000), stream_rounds=300)
+QUICK = Sizes(closures=100, moves=100, reconcile=(10, 100, 1_000), stream_rounds=100)
+
+
+# --- a lifecycle listener that timestamps what it hears ------------------------------------------------
+
+
+class Probe:
+    """Records ``on_position_open`` / ``on_position_closed`` / ``on_stop_moved`` with ``perf_counter``
+    times; :meth:`wait` waits on a condition without sleeping."""
+
+    def __init__(self) -> None:
+        self.opened: list[PositionEvent] = []
+        self.closed: list[tuple[float, PositionEvent]] = []
+        self.moved: list[StopEvent] = []
+        self.alerts: list[Any] = []
+        self._changed = asyncio.Event()
+
+    def _touch(self) -> None:
+        self._changed.set()
+
+    async def wait(self, predicate: Any, timeout_s: float = WAIT_S) -> None:
+        """Wait until ``predicate()`` holds.  :raises TimeoutError: not within ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    @hookimpl
+    def on_position_open(self, event: PositionEvent) -> None:
+        self.opened.append(event)
+        self._touch()
+
+    @hookimpl
+    def on_position_closed(self, event: PositionEvent) -> None:
+        self.closed.append((time.perf_counter(), event))
+        self._touch()
+
+    @hookimpl
+    def on_stop_moved(self, event: StopEvent) -> None:
+        self.moved.append(event)
+        self._touch()
+
+    @hookimpl
+    def on_alert(self, alert: Any) -> None:
+        self.alerts.append(alert)
+        self._touch()
+
+
+# --- one venue: emulator + driver + engine ---------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    """One emulated venue with its driver and a started :class:`Engine` on ``store``."""
+
+    name: str
+    harness: Any
+    driver: Driver
+    engine: Engine
+    probe: Probe
+    store: Store
+
+    @property
+    def venue(self) -> Any:
+        return self.harness.venue
+
+    @property
+    def symbol(self) -> str:
+        return self.harness.symbol
+
+    @property
+    def parts(self) -> Any:
+        return self.engine.venue(self.name)
+
+    @property
+    def account(self) -> str:
+        return self.harness.config.account
+
+    def intent(self, side: str = "long", contracts: str = "10", stop_pct: str = "2",
+               trailing: TrailingSpec | None = None, symbol: str | None = None) -> OrderIntent:
+        """An entry ``stop_pct`` percent from the current mark price, fresh client order id."""
+        symbol = symbol or self.symbol
+        mark = self.venue.mark_price(symbol)
+        tick = self.venue.instrument(symbol).tick_size
+        sign = Decimal(-1) if side == "long" else Decimal(1)
+        stop = (mark * (1 + sign * Decimal(stop_pct) / 100)).quantize(tick)
+        return OrderIntent(account=self.account, venue=self.name, symbol=symbol, side=side,
+                           contracts=Decimal(contracts), stop_loss=stop, trailing=trailing,
+                           client_order_id=client_order_id("o"))
+
+
+@contextlib.asynccontextmanager
+async def engine_rig(
+    name: str, store: Store, settings: EngineSettings = BENCH_SETTINGS, options: dict[str, Any] | None = None,
+    start: bool = True,
+) -> AsyncIterator[Rig]:
+    """An emulator for plugin ``name`` (``venue_harness`` options: seed 7 unless given), its driver, a
+    :class:`Probe` and an :class:`Engine` on ``store`` (started unless ``start=False``)."""
+    pm = load_plugins([name])
+    probe = Probe()
+    register(pm, probe, "bench-probe")
+    driver = Driver(pm, name)
+    async with driver.venue_harness({"seed": 7, **(options or {})}) as harness:
+        engine = Engine(pm, store, {name: driver}, {name: harness.config}, settings)
+        rig = Rig(name, harness, driver, engine, probe, store)
+        if start:
+            await engine.start()
+        try:
+            yield rig
+        finally:
+            if engine.venues:
+                await engine.stop()
+
+
+async def converge(rig: Rig) -> None:
+    """One reconciliation pass (not timed).  After a closure the engine learned from the stream, a
+    close-position stop placed before the entry is left resting on Binance and refuses the next stop of
+    that direction (-4130) until the reconciler cancels it; the bench converges after every closure."""
+    await rig.parts.reconciler.reconcile()
+
+
+def cross_stop_price(intent: OrderIntent) -> Decimal:
+    """A mark price just through ``intent``'s stop."""
+    step = Decimal("0.995") if intent.side == "long" else Decimal("1.005")
+    return intent.stop_loss * step
+
+
+# --- figures ----------------------------------------------------------------------------------------------
+
+
+async def closure_figures(rig: Rig, n: int) -> tuple[list[float], list[int]]:
+    """Open ``n`` positions through the engine and close each on the venue (even: ``manual_close``, odd:
+    the mark price moved through the stop, then put back).
+
+    :returns: ``(closure latencies ms, fill-to-stop ms)``.
+    """
+    venue, symbol, probe = rig.venue, rig.symbol, rig.probe
+    base_mark = venue.mark_price(symbol)
+    latencies: list[float] = []
+    intents: list[OrderIntent] = []
+    for i in range(n):
+        intent = rig.intent(side="long" if i % 4 < 2 else "short")
+        await rig.engine.open(intent)
+        intents.append(intent)
+        closed_before = len(probe.closed)
+        started = time.perf_counter()
+        if i % 2 == 0:
+            venue.manual_close(rig.account, symbol)
+        else:
+            venue.set_mark_price(symbol, cross_stop_price(intent))
+        await probe.wait(lambda c=closed_before: len(probe.closed) > c)
+        latencies.append((probe.closed[-1][0] - started) * 1000)
+        if i % 2:
+            venue.set_mark_price(symbol, base_mark)
+        await probe.wait(lambda: not rig.parts.book.holds(symbol))
+        await converge(rig)
+    return latencies, fill_to_stop(venue.truth, rig.account, symbol, intents)
+
+
+def fill_to_stop(truth: Any, account: str, symbol: str, intents: list[OrderIntent]) -> list[int]:
+    """Per entry, ms from its first fill to the first moment the position was protected (ground truth).
+
+    Positive: an unprotected interval started at the fill (its length).  Negative: the stop was resting
+    before the fill (``stop_before_entry``: a close-position stop placed first), the stop's submission
+    time minus the fill time.  Zero: protected at the fill's own tick (a stop attached to the entry).
+    """
+    fills = {f.client_order_id: f for f in reversed(truth.fills) if f.client_order_id}
+    gaps = {start: end - start for a, s, start, end in truth.unprotected_intervals(account, symbol)}
+    stops = [o for o in truth.orders if o.symbol == symbol and o.account == account and o.status != "rejected"
+             and o.type in ("stop_market", "trailing_stop_market") and (o.reduce_only or o.close_position)]
+    result = []
+    for intent in intents:
+        fill = fills.get(intent.client_order_id)
+        if fill is None:
+            continue
+        if fill.ts in gaps:
+            result.append(gaps[fill.ts])
+            continue
+        closing = "sell" if intent.side == "long" else "buy"
+        before = [o.ts for o in stops if o.side == closing and o.ts <= fill.ts and o.trigger_price == intent.stop_loss]
+        result.append(max(before) - fill.ts if before else 0)
+    return result
+
+
+async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[int]:
+    """``n`` trailing stop moves driven by the mark-price stream; per move, the unprotected ms it caused
+    (ground truth).  A fresh position every ``per_position`` moves."""
+    venue, symbol, probe = rig.venue, rig.symbol, rig.probe
+    base_mark = venue.mark_price(symbol)
+    tick = venue.instrument(symbol).tick_size
+    per_move: list[int] = []
+    while len(per_move) < n:
+        await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal("1"))))
+        mark = base_mark
+        for _ in range(min(per_position, n - len(per_move))):
+            before = venue.truth.unprotected_ms(rig.account, symbol)["total"]
+            moves = len(probe.moved)
+            mark = (mark * Decimal("1.002")).quantize(tick)
+            venue.set_mark_price(symbol, mark)
+            await probe.wait(lambda m=moves: len(probe.moved) > m)
+            per_move.append(venue.truth.unprotected_ms(rig.account, symbol)["total"] - before)
+        await rig.engine.close(rig.name, symbol)
+        venue.set_mark_price(symbol, base_mark)
+        await probe.wait(lambda: not rig.parts.book.holds(symbol))
+        await converge(rig)
+    return per_move
+
+
+async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
+    """REST calls by endpoint (emulator counter) for open + protect, ``moves`` trailing moves, close."""
+    venue, symbol, probe = rig.venue, rig.symbol, rig.probe
+    before = Counter(rig.harness.emulator.rest_calls)
+    base_mark = venue.mark_price(symbol)
+    tick = venue.instrument(symbol).tick_size
+    await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal("1"))))
+    mark = base_mark
+    for _ in range(moves):
+        count = len(probe.moved)
+        mark = (mark * Decimal("1.002")).quantize(tick)
+        venue.set_mark_price(symbol, mark)
+        await probe.wait(lambda c=count: len(probe.moved) > c)
+    await rig.engine.close(rig.name, symbol)
+    await probe.wait(lambda: not rig.parts.book.holds(symbol))
+    venue.set_mark_price(symbol, base_mark)
+    calls = Counter(rig.harness.emulator.rest_calls)
+    calls.subtract(before)
+    result = {endpoint: n for endpoint, n in sorted(calls.items()) if n > 0}
+    result["total"] = sum(result.values())
+    return result
+
+
+class RecordingShaper(FrameShaper):
+    """The emulator's own :class:`FrameShaper`, keeping a copy of every private frame it is given."""
+
+    def __init__(self, venue: Any) -> None:
+        super().__init__(venue)
+        self.frames: list[str] = []
+
+    async def send(self, send: Any, frame: str, closing: bool = False) -> None:
+        self.frames.append(frame)
+        await super().send(send, frame, closing)
+
+
+class _CountingSink:
+    """A StreamSink that counts flat position updates (capture is complete when all arrived)."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.flat = 0
+
+    async def on_event(self, event: StreamEvent) -> None:
+        if _is_flat(event):
+            self.flat += 1
+            self.probe._touch()
+
+    async def on_connected(self, reconnect: bool) -> None:
+        self.probe._touch()
+
+    async def on_disconnected(self, detail: str) -> None: ...
+
+    def on_malformed(self, raw: str | bytes, error: Exception) -> None: ...
+
+
+async def capture_frames(name: str, rounds: int) -> list[list[str]]:
+    """Real private-stream frames of ``rounds`` lifecycles on the emulator, one list per lifecycle (each
+    ends with the frame that reports the position flat): open 10, add 10, reduce 10, manual close.
+    Driven on the venue directly while the driver's stream is connected."""
+    pm = load_plugins([name])
+    driver = Driver(pm, name)
+    decoder = driver.make_decoder()
+    probe = Probe()
+    async with driver.venue_harness({"seed": 7}) as harness:
+        shaper = RecordingShaper(harness.venue)
+        harness.emulator.shaper = shaper
+        await driver.connect(harness.config)
+        sink = _CountingSink(probe)
+        task = asyncio.create_task(driver.run_stream(sink))
+        try:
+            venue, symbol = harness.venue, harness.symbol
+            await _wait_stream_ready(harness, probe, sink)
+            await shaper.flush()
+            del shaper.frames[:]
+            baseline = sink.flat
+            ten = Decimal("10")
+            for _ in range(rounds):
+                venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=ten)
+                venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=ten)
+                venue.place_order(ACCOUNT, symbol, side="sell", type="market", amount=ten, reduce_only=True)
+                venue.manual_close(ACCOUNT, symbol)
+            await probe.wait(lambda: sink.flat >= baseline + rounds, WAIT_S + rounds / 10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await driver.disconnect()
+    groups: list[list[str]] = [[]]
+    for frame in shaper.frames:
+        groups[-1].append(frame)
+        if any(_is_flat(e) for e in decoder.decode(frame)):
+            groups.append([])
+    return [g for g in groups if g and any(_is_flat(e) for e in decoder.decode(g[-1]))]
+
+
+async def _wait_stream_ready(harness: Any, probe: Probe, sink: _CountingSink) -> None:
+    """Until a probe position's flat frame arrives (the private stream is subscribed)."""
+    venue, symbol = harness.venue, harness.symbol
+    async with asyncio.timeout(WAIT_S):
+        while sink.flat == 0:
+            venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=Decimal("1"))
+            venue.manual_close(ACCOUNT, symbol)
+            with contextlib.suppress(TimeoutError):
+                await probe.wait(lambda: sink.flat > 0, 0.2)
+
+
+def _is_flat(event: StreamEvent) -> bool:
+    return isinstance(event, PositionUpdate) and event.contracts == 0
+
+
+async def stream_throughput(name: str, groups: list[list[str]], store: Store | None) -> tuple[float, int, int]:
+    """Decode every captured frame with the plugin's decoder and dispatch it through a PositionBook
+    (``store=None``: no journal).  Before each round the book holds the position (``book.add``, not
+    timed), so size changes and the closure are persisted and broadcast.
+
+    :returns: ``(frames per second, frames, decoded events)``.
+    """
+    pm = load_plugins([name])
+    driver = Driver(pm, name)
+    decoder = driver.make_decoder()
+    book = PositionBook(name, f"bench-{client_order_id('o')[5:]}", pm, store)
+    elapsed = 0.0
+    frames = events = 0
+    for group in groups:
+        first = [e for raw in group[:3] for e in decoder.decode(raw) if isinstance(e, PositionUpdate | OrderUpdate)]
+        opened_at = min((e.timestamp for e in first), default=2)
+        symbol = next((e.symbol for e in first if isinstance(e, PositionUpdate)), "XRP/USDT:USDT")
+        await book.add(BookPosition(symbol=symbol, side="long", contracts=Decimal("10"), entry_price=None,
+                                    stop_price=None, opened_at=max(opened_at - 1, 1)))
+        started = time.perf_counter()
+        for raw in group:
+            try:
+                decoded = decoder.decode(raw)
+            except StreamError as exc:
+                book.on_malformed(raw, exc)
+                continue
+            for event in decoded:
+                await book.on_event(event)
+            frames += 1
+            events += len(decoded)
+        elapsed += time.perf_counter() - started
+        if book.holds(symbol):  # the round's flat frame must have closed it
+            raise AssertionError(f"{name}: captured round did not close the position in the book")
+    return (frames / elapsed if elapsed else 0.0), frames, events
+
+
+async def memory_per_positions(n: int) -> int:
+    """tracemalloc bytes held by a PositionBook (no store) with ``n`` open positions, per 1,000."""
+    pm = load_plugins([])
+    book = PositionBook("bench", "bench", pm, None)
+    positions = [BookPosition(symbol=f"M{i:05d}/USDT:USDT", side="long", contracts=Decimal("10"),
+                              entry_price=Decimal("1.2345"), stop_price=Decimal("1.2"), opened_at=i)
+                 for i in range(n)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for position in positions:
+            await book.add(position)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(book.positions()) == n
+    return int((after - before) * 1000 / n)
+
+
+def add_instruments(venue: Any, count: int, prefix: str = "R") -> list[str]:
+    """``count`` extra linear perpetuals (``R00001/USDT:USDT``…, price 1.0) on ``venue``."""
+    symbols = []
+    for i in range(count):
+        symbol = f"{prefix}{i:05d}/USDT:USDT"
+        venue.instruments[symbol] = Instrument(symbol, f"{prefix}{i:05d}USDT", Decimal("0.0001"), Decimal("1"),
+                                               Decimal("1"), 50)
+        venue.set_mark_price(symbol, Decimal("1.0000"))
+        symbols.append(symbol)
+    return symbols
+
+
+@contextlib.contextmanager
+def truth_bookkeeping_suspended(venue: Any):
+    """Seeding thousands of positions: the ground truth's unprotected-interval check is
+    O(positions × orders) per state change; it is not what is measured, so it is paused meanwhile."""
+    venue.truth.observe = lambda *_args: None
+    try:
+        yield
+    finally:
+        del venue.truth.observe
+
+
+def seed_positions(venue: Any, symbols: list[str], protected: bool) -> None:
+    """A 1-contract long on every symbol, with a reduce-only stop order 2 % below when ``protected``."""
+    with truth_bookkeeping_suspended(venue):
+        for symbol in symbols:
+            venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=Decimal("1"))
+            if protected:
+                venue.place_order(ACCOUNT, symbol, side="sell", type="stop_market", amount=Decimal("1"),
+                                  reduce_only=True, trigger_price=Decimal("0.98"))
+
+
+async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """One steady-state reconciliation pass at each size: the positions exist on the venue with a
+    resting stop each and are held by the book (``book.load``); venue calls and CPU / wall ms of the pass.
+
+    CPU is the process's (``time.process_time``): the emulator serving the snapshot runs in the same
+    process, so it is included.
+    """
+    results: dict[str, dict[str, float]] = {}
+    pm = load_plugins([name])
+    driver = Driver(pm, name)
+    biggest = max(counts)
+    async with driver.venue_harness({"seed": 7, "balance": "100000000"}) as harness:
+        venue = harness.venue
+        symbols = add_instruments(venue, biggest)
+        await driver.connect(harness.config)
+        try:
+            seeded = 0
+            for count in sorted(counts):
+                seed_positions(venue, symbols[seeded:count], protected=True)
+                seeded = count
+                book = PositionBook(name, harness.config.account, pm, store)
+                for symbol in symbols[:count]:
+                    book.load(BookPosition(symbol=symbol, side="long", contracts=Decimal("1"),
+                                           entry_price=Decimal("1"), stop_price=Decimal("0.98"), opened_at=1))
+                protector = Protector(book, driver, store, pm, BENCH_SETTINGS)
+                reconciler = Reconciler(book, driver, store, pm, protector, BENCH_SETTINGS)
+                calls_before = sum(harness.emulator.rest_calls.values())
+                cpu, wall = time.process_time(), time.perf_counter()
+                report = await reconciler.reconcile()
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                calls = sum(harness.emulator.rest_calls.values()) - calls_before
+                if report["closed"] or report["adopted"] or report["reprotected"]:
+                    raise AssertionError(f"{name}: steady-state pass changed something: {report}")
+                results[str(count)] = {"venue_calls": calls, "cpu_ms": round(cpu * 1000, 1),
+                                       "wall_ms": round(wall * 1000, 1)}
+        finally:
+            await driver.disconnect()
+    return results
+
+
+async def cold_start(plugins: list[str], positions: int) -> dict[str, dict[str, float]]:
+    """Embedded PostgreSQL start + migrations + ``Engine.start`` until every position the venues hold
+    (``positions`` per venue, unprotected, unknown to the DB) is adopted and protected.
+
+    ``first_run``: a new data directory (initdb included); ``restart``: the same directory again after
+    the server was stopped (what a restart of ``framework run`` pays).
+    """
+    from framework.store.database import embedded_server
+
+    figures: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="framework-bench-pg-") as tmp:
+        pgdata = Path(tmp) / "pgdata"
+        for label, mode in (("first_run", "stop"), ("restart", "delete")):
+            async with contextlib.AsyncExitStack() as stack:
+                pm = load_plugins(plugins)
+                drivers, configs, venues = {}, {}, {}
+                for name in plugins:
+                    driver = Driver(pm, name)
+                    harness = await stack.enter_async_context(driver.venue_harness({"seed": 7}))
+                    symbols = add_instruments(harness.venue, positions, prefix="C")
+                    seed_positions(harness.venue, symbols, protected=False)
+                    drivers[name], configs[name], venues[name] = driver, harness.config, (harness.venue, symbols)
+                started = time.perf_counter()
+                server = await asyncio.to_thread(embedded_server, pgdata, cleanup_mode=mode)
+                stack.callback(server.cleanup)
+                pg_ready = time.perf_counter()
+                store = await Store.open(server.get_uri(), max_size=5)
+                stack.push_async_callback(store.close)
+                migrated = time.perf_counter()
+                engine = Engine(pm, store, drivers, configs, BENCH_SETTINGS)
+                await engine.start()
+                stack.push_async_callback(engine.stop)
+                for venue, symbols in venues.values():
+                    unprotected = [s for s in symbols if not venue.is_protected(ACCOUNT, s)]
+                    if unprotected:
+                        raise AssertionError(f"{len(unprotected)} positions unprotected after Engine.start")
+                done = time.perf_counter()
+                figures[label] = {
+                    "total": round((done - started) * 1000, 1),
+                    "postgres_start": round((pg_ready - started) * 1000, 1),
+                    "migrations": round((migrated - pg_ready) * 1000, 1),
+                    "engine_start_to_protected": round((done - migrated) * 1000, 1),
+                    "positions": positions * len(plugins),
+                }
+    return figures
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, Python version, platform."""
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {**latency_summary(values), "n": len(values)}
+
+
+async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
+    """Measure every figure once; returns the JSON document (keys: module docstring)."""
+    from framework.store.testing import TestDatabases
+
+    result: dict[str, Any] = {key: {} for key in (
+        "closure_latency_ms", "fill_to_stop_ms", "unprotected_ms", "rest_calls_per_lifecycle",
+        "stream_events_per_s", "reconcile")}
+    result["sizes"] = {"closures": sizes.closures, "moves": sizes.moves, "reconcile": list(sizes.reconcile),
+                       "stream_rounds": sizes.stream_rounds}
+    databases = await asyncio.to_thread(TestDatabases)
+    try:
+        for name in plugins:
+            log.info("%s: closures", name)
+            store = await databases.store()
+            try:
+                async with engine_rig(name, store) as rig:
+                    latencies, fill_gaps = await closure_figures(rig, sizes.closures)
+                    closed_rows = await store.pool.fetchval(
+                        "SELECT count(*) FROM positions WHERE venue = $1 AND status = 'closed'", name)
+                    journal = await store.pool.fetchval(
+                        "SELECT count(*) FROM events WHERE venue = $1 AND kind = 'closed'", name)
+                    result["closure_latency_ms"][name] = {**_summary(latencies), "db_rows_closed": closed_rows,
+                                                          "journal_closed_rows": journal,
+                                                          "venue_closures": len(rig.venue.truth.closures)}
+                    result["fill_to_stop_ms"][name] = {**_summary(fill_gaps), "min": min(fill_gaps, default=0)}
+                    log.info("%s: stop moves", name)
+                    per_move = await stop_move_figures(rig, sizes.moves)
+                    result["unprotected_ms"][name] = {**latency_summary(per_move), "total": sum(per_move),
+                                                      "moves": len(per_move)}
+                    result["rest_calls_per_lifecycle"][name] = await lifecycle_rest_calls(rig)
+            finally:
+                await store.close()
+            log.info("%s: stream throughput", name)
+            groups = await capture_frames(name, sizes.stream_rounds)
+            store = await databases.store()
+            try:
+                with_db, frames, events = await stream_throughput(name, groups, store)
+            finally:
+                await store.close()
+            without_db, _, _ = await stream_throughput(name, groups, None)
+            result["stream_events_per_s"][name] = {"with_journal": round(with_db), "without_journal": round(without_db),
+                                                   "frames": frames, "events": events}
+            log.info("%s: reconcile", name)
+            store = await databases.store()
+            try:
+                result["reconcile"][name] = await reconcile_figures(name, store, sizes.reconcile)
+            finally:
+                await store.close()
+        result["memory_per_1000_positions"] = {"bytes": await memory_per_positions(sizes.memory_positions)}
+    finally:
+        await databases.drop_all()
+        databases.close()
+    log.info("cold start")
+    result["cold_start_ms"] = await cold_start(plugins, sizes.cold_start_positions)
+    result["machine"] = machine()
+    return result
+
+
+def print_bench(result: dict[str, Any]) -> None:
+    """Render the figures as one rich table per group."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = result["machine"]
+    console.print(f"[b]framework bench[/] — {m['cpu']}, {m['cores']} cores, Python {m['python']}")
+    venues = sorted(result["closure_latency_ms"])
+    table = Table(title="per venue")
+    table.add_column("figure")
+    for venue in venues:
+        table.add_column(venue, justify="right")
+
+    def row(label: str, key: str, fmt: Any) -> None:
+        table.add_row(label, *(fmt(result[key].get(v, {})) for v in venues))
+
+    pct = lambda d: f"{d.get('p50')} / {d.get('p99')} / {d.get('max')} (n={d.get('n', d.get('moves'))})"  # noqa: E731
+    row("closure latency p50/p99/max ms", "closure_latency_ms", pct)
+    row("fill → stop resting p50/p99/max ms", "fill_to_stop_ms", pct)
+    row("unprotected per stop move p50/p99/max ms", "unprotected_ms", pct)
+    row("REST calls per lifecycle", "rest_calls_per_lifecycle", lambda d: str(d.get("total")))
+    row("stream frames/s with journal", "stream_events_per_s", lambda d: str(d.get("with_journal")))
+    row("stream frames/s without journal", "stream_events_per_s", lambda d: str(d.get("without_journal")))
+    for count in result["sizes"]["reconcile"]:
+        row(f"reconcile {count} positions: calls / CPU ms", "reconcile",
+            lambda d, c=str(count): f"{d.get(c, {}).get('venue_calls')} / {d.get(c, {}).get('cpu_ms')}")
+    console.print(table)
+    calls = Table(title="REST calls per lifecycle (open, protect, 10 trailing moves, close)")
+    calls.add_column("venue")
+    calls.add_column("endpoint")
+    calls.add_column("n", justify="right")
+    for venue in venues:
+        for endpoint, n in result["rest_calls_per_lifecycle"][venue].items():
+            calls.add_row(venue, endpoint, str(n))
+    console.print(calls)
+    other = Table(title="process")
+    other.add_column("figure")
+    other.add_column("value", justify="right")
+    other.add_row("memory per 1,000 book positions (bytes)", str(result["memory_per_1000_positions"]["bytes"]))
+    for label, figures in result["cold_start_ms"].items():
+        other.add_row(f"cold start ({label}) total / postgres / migrations / engine→protected ms",
+                      f"{figures['total']} / {figures['postgres_start']} / {figures['migrations']} / "
+                      f"{figures['engine_start_to_protected']}")
+    console.print(other)
+
+
+def run_bench(quick: bool, json_path: Path | None, plugins: list[str] | None) -> int:
+    """Entry point of ``framework bench``: measure, print, write JSON; exit 0 (1 when a closure went
+    missing, i.e. the run was not a valid measurement)."""
+    logging.getLogger("framework").setLevel(logging.WARNING)
+    result = asyncio.run(bench(QUICK if quick else FULL, plugins or DEFAULT_PLUGINS))
+    print_bench(result)
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+# --- soak ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SoakSample:
+    at_s: float
+    memory_bytes: int
+    tasks: int
+
+
+@dataclass
+class SoakResult:
+    samples: list[SoakSample] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def flat(self, tolerance: float = 0.10) -> dict[str, bool]:
+        """Memory / task count flat: the mean of the last quarter of samples is within ``tolerance`` of
+        the mean of the second quarter (the first quarter is warm-up)."""
+        def level(values: list[int]) -> bool:
+            if len(values) < 8:
+                return True
+            q = len(values) // 4
+            early, late = values[q:2 * q], values[-q:]
+            base = max(sum(early) / len(early), 1)
+            return (sum(late) / len(late) - base) / base <= tolerance
+        return {"memory": level([s.memory_bytes for s in self.samples]),
+                "tasks": level([s.tasks for s in self.samples])}
+
+
+async def soak(seconds: float, speed: float, plugins: list[str] | None = None,
+               sample_every_s: float = 1.0) -> SoakResult:
+    """``framework run`` (demo signals, emulated venues, no view) for ``seconds``, sampling tracemalloc's
+    current size and ``len(asyncio.all_tasks())`` every ``sample_every_s``."""
+    from framework.app import Run, RunOptions
+
+    result = SoakResult()
+    run = Run(RunOptions(plugins=plugins, duration_s=seconds, speed=speed, tui=False))
+    tracemalloc.start()
+    started = time.monotonic()
+    task = asyncio.create_task(run.execute())
+    try:
+        while not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), sample_every_s)
+            result.samples.append(SoakSample(round(time.monotonic() - started, 1),
+                                             tracemalloc.get_traced_memory()[0], len(asyncio.all_tasks())))
+        result.report = task.result()
+    finally:
+        tracemalloc.stop()
+    return result
+
+
+def run_soak(seconds: float, speed: float = 100.0, plugins: list[str] | None = None) -> dict[str, Any]:
+    """Run :func:`soak` and return ``{"flat": {"memory", "tasks"}, "samples": [...], "report": {...}}``."""
+    result = asyncio.run(soak(seconds, speed, plugins))
+    return {"flat": result.flat(),
+            "samples": [s.__dict__ for s in result.samples],
+            "report": result.report}
