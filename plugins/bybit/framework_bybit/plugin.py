@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Self
 
 from framework import hookimpl
 from framework.models import (
@@ -122,6 +122,17 @@ def make_decoder() -> BybitDecoder:
     return BybitDecoder()
 
 
+class BybitHarness(EmulatorHarness):
+    """The emulator harness; the emulator has no rate limit, so ccxt's client-side throttling is off."""
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        assert self.config is not None
+        options = {"enable_rate_limit": False, **self.config.options}
+        self.config = self.config.model_copy(update={"options": options})
+        return self
+
+
 @hookimpl
 def venue_harness(options: dict[str, Any]) -> EmulatorHarness:
-    return EmulatorHarness(VENUE, BybitEmulator, options)
+    return BybitHarness(VENUE, BybitEmulator, options)

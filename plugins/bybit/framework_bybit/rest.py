@@ -456,6 +456,9 @@ async def verify_position(
                                     entry_price=position.entry_price)
         return None
 
+    if order.filled == 0 and order.status in ("rejected", "canceled", "expired"):
+        # the order we were handed is the venue's own answer (a rejection, or a status fetched by id)
+        return Verification(outcome="absent", source="order", detail=f"order {order.id} {order.status}")
     result = await poll_sources(
         [
             PollSource("stream", from_stream),

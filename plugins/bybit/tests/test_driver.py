@@ -21,7 +21,7 @@ from framework.errors import (
     StreamError,
     WouldTriggerImmediately,
 )
-from framework.models import PositionUpdate, StopLoss
+from framework.models import Order, PositionUpdate, StopLoss
 
 
 def test_driver_info_declares_only_tested_capabilities(driver):
@@ -163,6 +163,17 @@ async def test_verify_is_unknown_not_absent_when_nothing_can_tell(conn, venue):
     verification = await rest.verify_position(conn, entry, order.model_copy(update={"id": "123",
                                                                                     "client_order_id": None}), 300)
     assert verification.outcome == "unknown" and verification.source == "none"
+
+
+async def test_verify_reports_absent_for_an_order_the_venue_rejected(driver, venue):
+    venue.faults.reject_next_orders = 1
+    entry = intent()
+    with pytest.raises(OrderRejected):
+        await driver.create_entry(entry)
+    rejected = Order(venue="bybit", symbol=SYMBOL, id=entry.client_order_id, client_order_id=entry.client_order_id,
+                     side="buy", amount=entry.contracts, status="rejected")
+    verification = await driver.verify_position(entry, rejected, budget_ms=1000)
+    assert verification.outcome == "absent"
 
 
 async def test_close_position_reduce_only_and_position_gone_when_flat(driver, venue):
