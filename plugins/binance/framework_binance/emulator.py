@@ -209,6 +209,13 @@ class BinanceEmulator:
                 with contextlib.suppress(Exception):
                     await ws.close(code=1001, message=b"server going away")
 
+    async def inject_private_frame(self, frame: str) -> None:
+        """Send ``frame`` as is on every private socket (tests: malformed frames)."""
+        for sockets in self._user_sockets.values():
+            for ws in list(sockets):
+                with contextlib.suppress(Exception):
+                    await ws.send_str(frame)
+
     def expire_listen_keys(self) -> None:
         """Send ``listenKeyExpired`` on every private socket and invalidate every listen key."""
         for key in list(self._listen_keys):

@@ -69,6 +69,8 @@ async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: 
                 "does not know it", venue=VENUE, symbol=symbol, order_id=order_id or client_id,
             ) from exc
         order = to_order(fetched)
+    if order.filled > 0 and not order.reduce_only:
+        conn.note_open(order.symbol, order.timestamp)
     if intent is not None and order.client_order_id == intent.client_order_id and (
         order.symbol != intent.symbol or order.side != intent.order_side
     ):
@@ -85,7 +87,16 @@ async def place_trigger(
 ) -> StopLoss:
     """One ``POST /fapi/v1/algoOrder`` on the mark price, closing side of ``side``: ``closePosition=true``
     when ``contracts`` is ``None``, else reduce-only for ``contracts``.  No position lookup (I-4).
+
+    Binance accepts a closePosition stop with no position (that is what makes ``stop_before_entry``
+    work), so the venue never says "gone" here: when the stream has reported the symbol flat after every
+    open the driver knows of, and no entry was announced (``on_order_submitted``), nothing is placed.
+
+    :raises PositionGone: the stream says the position is closed (no venue call made).
     """
+    if conn.known_flat(symbol) and not conn.entry_expected(symbol):
+        raise PositionGone("the stream reports the position closed and no entry is pending: no stop placed",
+                           venue=VENUE, symbol=symbol)
     placed_at = now_ms()
     raw = await conn.create_conditional(
         symbol, close_side(side), kind, trigger_price, amount=contracts, client_order_id=new_client_id(kind[0])
@@ -104,18 +115,23 @@ def _flat_since(conn: BinanceConnection, symbol: str, since_ms: int) -> bool:
     return cached is not None and cached.contracts == 0 and cached.timestamp >= since_ms
 
 
-async def _size_for(conn: BinanceConnection, stop: StopLoss) -> Decimal:
-    """Contracts for a reduce-only replacement of a closePosition stop: stream cache first, then REST."""
-    cached = conn.cache.position(stop.symbol)
-    if cached is not None and cached.contracts > 0 and cached.side == stop.side:
-        return cached.contracts
+async def _confirm_open(conn: BinanceConnection, stop: StopLoss) -> Decimal:
+    """Contracts of the position ``stop`` protects, confirmed on REST ``positionRisk`` right before a new
+    stop is placed: the stream cache may be stale (a closing frame can be 30 s late, INCIDENTS.md I-5).
+
+    :raises PositionGone: REST shows no position and the stream reported it flat.
+    :raises VenueError: REST shows no position but the stream did not say flat — REST lag is not absence,
+        so nothing is placed and the old stop stays.
+    """
     for raw in await conn.fetch_positions():
         if raw.get("symbol") == stop.symbol:
             position = to_position(raw, conn.config.account)
             if position is not None and position.side == stop.side:
                 return position.contracts
-    # Not visible anywhere yet is not "gone" (REST lag): leave the old stop where it is.
-    raise VenueError("cannot size the replacement stop: position not visible yet; the old stop stays",
+    if conn.known_flat(stop.symbol):
+        raise PositionGone("neither REST nor the stream shows the position: stop not moved", venue=VENUE,
+                           symbol=stop.symbol, order_id=stop.order_id)
+    raise VenueError("REST does not show the position (lag or closed): stop not moved, the old one stays",
                      venue=VENUE, symbol=stop.symbol, order_id=stop.order_id)
 
 
@@ -123,8 +139,10 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
     """Place the new stop, then cancel the old one: never a moment without a stop (INCIDENTS.md I-5).
 
     Binance refuses a second closePosition stop in one direction (-4130), so a closePosition stop is
-    replaced by a reduce-only one sized from the stream cache (REST as fallback), and a reduce-only stop
-    by a closePosition one.  Liveness is checked on the stream cache before placing and after cancelling.
+    replaced by a reduce-only one and a reduce-only stop by a closePosition one.  Liveness: the stream
+    cache first (no venue call when it says flat), then REST ``positionRisk`` right before placing (its
+    size sizes a reduce-only replacement), then the stream cache and the old stop's fate after cancelling.
+    A move costs three REST calls.
 
     :raises PositionGone: the position closed; whatever this call placed was cancelled again.
     :raises WouldTriggerImmediately: -2021; the old stop is untouched.
@@ -134,7 +152,8 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
     if _flat_since(conn, stop.symbol, stop.placed_at):
         raise PositionGone("the stream reports the position flat: stop not moved", venue=VENUE,
                            symbol=stop.symbol, order_id=stop.order_id)
-    contracts = await _size_for(conn, stop) if stop.contracts is None else None
+    open_contracts = await _confirm_open(conn, stop)
+    contracts = open_contracts if stop.contracts is None else None
     new = await place_trigger(conn, stop.symbol, stop.side, stop.kind, trigger_price, contracts)
     old_gone_by_trigger = False
     try:
@@ -180,9 +199,15 @@ async def verify_position(
     async def from_order() -> Verification | None:
         try:
             current = to_order(await conn.fetch_order(order.symbol, order.id, order.client_order_id))
-        except (OrderNotFound, OrderIncomplete, VenueError):
-            return None  # not visible yet / venue hiccup: not evidence of absence
+        except OrderNotFound:
+            if order.status in ("canceled", "rejected", "expired") and order.filled == 0:
+                # The venue refused it at creation and keeps no record (Binance stores no rejected order).
+                return Verification(outcome="absent", source="order", detail=f"order {order.status} at creation")
+            return None  # not visible yet: not evidence of absence
+        except (OrderIncomplete, VenueError):
+            return None
         if current.filled > 0:
+            conn.note_open(current.symbol, current.timestamp)
             return Verification(outcome="confirmed", source="order", contracts=current.filled,
                                 entry_price=current.average, detail=f"order {current.status}")
         if current.status in ("canceled", "rejected", "expired"):
@@ -234,7 +259,12 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
     raw_positions = await conn.fetch_positions()
     raw_orders = await conn.fetch_open_orders(conditional=False)
     raw_algo = await conn.fetch_open_orders(conditional=True)
-    positions = [p for p in (to_position(raw, conn.config.account) for raw in raw_positions) if p is not None]
+    positions = []
+    for raw in raw_positions:
+        position = to_position(raw, conn.config.account)
+        if position is not None:
+            positions.append(position)
+            conn.note_open(position.symbol, (raw.get("info") or {}).get("updateTime") or raw.get("timestamp"))
     stops = []
     for raw in raw_algo:
         info = raw.get("info") or {}

@@ -6,6 +6,7 @@ Each hook forwards to :mod:`framework_binance.operations` (safety logic), :mod:`
 
 from __future__ import annotations
 
+import weakref
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +28,9 @@ from framework_binance.decoder import BinanceDecoder
 from framework_binance.emulator import BinanceEmulator
 from framework_binance.rest import VENUE, BinanceConnection, make_exchange
 
+#: live connections, so the lifecycle hook ``on_order_submitted`` can announce an entry to them
+_CONNECTIONS: weakref.WeakSet[BinanceConnection] = weakref.WeakSet()
+
 
 @hookimpl
 def driver_info() -> DriverInfo:
@@ -45,13 +49,25 @@ async def connect(config: DriverConfig) -> BinanceConnection:
     except BaseException:
         await conn.close()
         raise
+    _CONNECTIONS.add(conn)
     return conn
 
 
 @hookimpl
 async def disconnect(conn: BinanceConnection) -> bool:
+    _CONNECTIONS.discard(conn)
     await conn.close()
     return True
+
+
+@hookimpl
+def on_order_submitted(intent: OrderIntent) -> None:
+    """An entry is about to be submitted: a stop for its symbol may rest before it fills (stop_before_entry)."""
+    if intent.venue != VENUE:
+        return
+    for conn in list(_CONNECTIONS):
+        if conn.config.account == intent.account:
+            conn.expect_entry(intent.symbol)
 
 
 @hookimpl

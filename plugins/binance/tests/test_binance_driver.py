@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from binance_helpers import SYMBOL, below, intent
+from framework_binance import plugin
 
 from framework.errors import (
     OrderIncomplete,
@@ -14,6 +15,7 @@ from framework.errors import (
     OutcomeUnknown,
     PositionGone,
     RateLimited,
+    VenueError,
     WouldTriggerImmediately,
 )
 from framework.models import OrderUpdate, StopLoss
@@ -114,15 +116,31 @@ async def test_second_close_position_stop_is_refused_4130(driver, venue):
 
 @pytest.mark.capability("stop_before_entry")
 async def test_stop_before_entry_protects_from_the_first_fill(driver, venue, harness):
+    entry = intent(venue)
+    plugin.on_order_submitted(intent=entry)  # what the engine broadcasts before the stop goes first
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     start = venue.now()
-    await open_position(driver, venue)
+    await driver.normalize_order(await driver.create_entry(entry), entry)
     assert venue.is_protected("default", SYMBOL)
     assert [i for i in venue.truth.unprotected_intervals(symbol=SYMBOL) if i[3] > start] == []
     venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0010"))
     assert venue.position("default", SYMBOL).contracts == 0
     assert venue.truth.closures_for(symbol=SYMBOL)[-1].origin == "stop_loss"
     assert venue.truth.orders_for_closed_positions() == []
+
+
+async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(driver, venue, stream, harness):
+    await open_position(driver, venue)
+    closed_at = venue.now()
+    venue.manual_close("default", SYMBOL)
+    await stream.wait_for(flat_since(driver, closed_at))
+    before = sum(harness.emulator.rest_calls.values())
+    with pytest.raises(PositionGone):
+        await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
+    with pytest.raises(PositionGone):
+        await driver.set_take_profit(SYMBOL, "long", Decimal(10), below(venue, "-2"))
+    assert sum(harness.emulator.rest_calls.values()) == before
+    assert venue.orders("default", SYMBOL, conditional=True) == []
 
 
 async def test_take_profit(driver, venue):
@@ -170,7 +188,8 @@ async def test_move_on_a_closed_position_raises_position_gone_and_places_nothing
     assert venue.truth.orders_for_closed_positions() == []
 
 
-async def test_move_when_the_old_stop_fired_meanwhile_cancels_the_new_one(driver, venue, stream):
+async def test_move_when_the_old_stop_fired_unseen_places_nothing(driver, venue, stream):
+    """I-5: the stream is 2 s late; REST, asked right before placing, shows no position: nothing placed."""
     await open_position(driver, venue)
     await stream.wait_for(lambda: (p := driver.conn.cache.position(SYMBOL)) and p.contracts == 10)
     stop = StopLoss(venue="binance", symbol=SYMBOL, side="long", trigger_price=below(venue, "1"),
@@ -181,9 +200,10 @@ async def test_move_when_the_old_stop_fired_meanwhile_cancels_the_new_one(driver
     venue.set_mark_price(SYMBOL, stop_order.trigger_price - Decimal("0.0005"))
     assert venue.position("default", SYMBOL).contracts == 0
     venue.set_mark_price(SYMBOL, stop_order.trigger_price + Decimal("0.0200"))
-    with pytest.raises(PositionGone):
-        await driver.move_stop_loss(stop.model_copy(update={"contracts": Decimal(10)}), below(venue, "1"))
+    with pytest.raises(VenueError):  # REST shows nothing, the stream has not said flat: not "gone" yet
+        await driver.move_stop_loss(stop, below(venue, "1"))
     assert venue.orders("default", SYMBOL, conditional=True) == []
+    assert venue.truth.orders_for_closed_positions() == []
 
 
 async def test_close_position_and_position_gone(driver, venue, harness):
@@ -247,8 +267,7 @@ async def test_verify_absent_when_the_venue_rejected(driver, venue):
     rejected = Order(venue="binance", symbol=SYMBOL, id="1", client_order_id=entry.client_order_id, side="buy",
                      amount=Decimal(10), status="rejected")
     result = await driver.verify_position(entry, rejected, 300)
-    assert result.outcome in ("unknown", "absent")  # rejected orders get no id on Binance: never "confirmed"
-    assert result.outcome != "confirmed"
+    assert (result.outcome, result.source) == ("absent", "order")
 
 
 async def test_timeout_after_accept_is_outcome_unknown_and_resolvable(driver, venue, harness):

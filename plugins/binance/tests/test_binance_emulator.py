@@ -261,9 +261,7 @@ async def test_dropped_closing_frame_and_malformed_frames(private_stream, venue,
     assert harness.emulator.shaper.stats["dropped"] == dropped_before + 1
     assert not any(isinstance(e, PositionUpdate) and e.contracts == 0 and e.symbol == SYMBOL
                    for e in sink.events)
-    for sockets in harness.emulator._user_sockets.values():
-        for ws in sockets:
-            await ws.send_str("{broken")
+    await harness.emulator.inject_private_frame("{broken")
     await sink.wait_for(lambda: sink.malformed)
     venue.manual_close("default", SYMBOL)
     await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.contracts == 0)
