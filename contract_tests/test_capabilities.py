@@ -90,7 +90,7 @@ async def test_amend_stop_in_place_moves_without_new_orders(contract):
 async def test_native_trailing_stop_is_run_by_the_venue(contract):
     _require(contract, "native_trailing_stop")
     start = contract.mark()
-    await contract.open("long", stop_pct="5", trailing=TrailingSpec(callback_rate=Decimal("1")))
+    await contract.open("long", stop_pct="5", trailing=TrailingSpec(callback_rate=Decimal(1)))
     venue = contract.require_venue()
     position = contract.venue_position()
     trailing_orders = [o for o in contract.open_stops_on_venue() if o.type == "trailing_stop_market"]

@@ -67,9 +67,9 @@ async def test_reduce_only_close_by_us_fires_one_closure(contract):
 @pytest.mark.hooks("run_stream", "on_position_updated", "on_position_closed")
 async def test_partial_close_fires_an_update_not_a_closure(contract):
     await contract.open("long", contracts="20")
-    contract.require_venue().manual_close(contract.account, contract.symbol, Decimal("5"))
+    contract.require_venue().manual_close(contract.account, contract.symbol, Decimal(5))
     updated = await contract.journal.wait_for(
-        lambda: any(e.contracts == Decimal("15") for e in contract.journal.updated(contract.symbol)), CLOSE_BOUND_S
+        lambda: any(e.contracts == Decimal(15) for e in contract.journal.updated(contract.symbol)), CLOSE_BOUND_S
     )
     if not updated:
         contract.fail(f"partially closed on the venue (20 -> 15 contracts) at {contract.t()}; on_position_updated "
@@ -79,7 +79,7 @@ async def test_partial_close_fires_an_update_not_a_closure(contract):
         contract.fail(f"partially closed on the venue (20 -> 15 contracts); on_position_closed fired for a "
                       f"position that is still open: {contract.journal.closed(contract.symbol)!r}")
     held = contract.book.get(contract.symbol)
-    if held is None or held.contracts != Decimal("15"):
+    if held is None or held.contracts != Decimal(15):
         contract.fail(f"partially closed on the venue (20 -> 15 contracts); the book holds {held!r}")
 
 
@@ -92,7 +92,7 @@ async def _closed_on_the_venue_and_gone(contract, cause: str) -> None:
     stop = contract.stop_price("long", 1)
     await contract.expect_position_gone(
         f"after the closure ({cause}), set_stop_loss",
-        lambda: contract.driver.set_stop_loss(contract.symbol, "long", Decimal("20"), stop),
+        lambda: contract.driver.set_stop_loss(contract.symbol, "long", Decimal(20), stop),
     )
 
 
@@ -120,7 +120,7 @@ async def test_reordered_frames_around_a_closure_yield_one_closure(contract):
     await contract.wait_stream_position(opened.verification.contracts)
     contract.faults.reorder_rate = 1.0
     venue = contract.require_venue()
-    venue.manual_close(contract.account, contract.symbol, Decimal("5"))
+    venue.manual_close(contract.account, contract.symbol, Decimal(5))
     venue.manual_close(contract.account, contract.symbol)
     contract.faults.reorder_rate = 0.0
     await _closed_on_the_venue_and_gone(contract, "partial then full manual close, frames reordered")

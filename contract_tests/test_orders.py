@@ -3,12 +3,11 @@ rollback after it goes in the right direction and leaves the venue flat (INCIDEN
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 
 from contract_tests.support import fresh_client_order_id
-from framework.errors import OrderIncomplete
+from framework.engine.closing import close_on_venue
+from framework.errors import OrderIncomplete, OrderNotFound, PositionGone, VenueError
 from framework.models import Order, close_side
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -172,8 +171,6 @@ async def test_fetch_order_by_client_id_returns_the_complete_order(contract):
     except Exception as exc:
         contract.fail(f"fetch_order by client order id {intent.client_order_id} raised {exc!r}")
     _check_complete(contract, order, venue_order, f"fetch_order({intent.client_order_id})")
-    from framework.errors import OrderNotFound
-
     try:
         missing = await contract.driver.fetch_order(contract.symbol, None, fresh_client_order_id("o"))
     except OrderNotFound:
@@ -206,3 +203,29 @@ async def test_snapshot_costs_one_call_per_kind_whatever_the_number_of_positions
                if s.symbol == contract.symbol):
         contract.fail(f"fetch_snapshot lists stops {snapshot.stops!r}; the resting stop at "
                       f"{contract.book.get(contract.symbol).stop_price} is missing")
+
+
+@pytest.mark.hooks("close_position", "on_alert")
+async def test_close_refused_by_a_server_error_is_never_reported_as_closed(contract):
+    await contract.open("long")
+    contract.faults.http_error_status = 503
+    contract.faults.http_error_next = 1
+    try:
+        closed = await close_on_venue(contract.book, contract.driver, contract.store, contract.pm, contract.symbol)
+    except PositionGone as exc:
+        contract.fail(f"close_position answered by HTTP 503 raised {exc!r}: a server error is not 'position gone'")
+    except VenueError:
+        closed = False
+    held_on_venue = contract.venue_position().contracts
+    if closed and held_on_venue:
+        contract.fail(f"close_position answered by HTTP 503 reported the position closed while the venue still "
+                      f"holds {held_on_venue} contracts: a success for an action that did nothing")
+    if not closed:
+        if held_on_venue == 0:
+            # the venue executed it after all: the closure must still arrive exactly once
+            await contract.expect_one_closure("reduce-only close answered by HTTP 503")
+            return
+        alerted = [a for a in contract.journal.hooks["on_alert"] if a.level == "critical"]
+        if not contract.book.holds(contract.symbol) or not alerted:
+            contract.fail(f"close_position answered by HTTP 503 failed; the book holds "
+                          f"{contract.book.get(contract.symbol)!r} and critical alerts were {alerted!r}")

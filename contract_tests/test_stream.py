@@ -132,8 +132,8 @@ async def test_malformed_frame_is_reported_and_the_stream_goes_on(contract):
                                             CLOSE_BOUND_S)
     if not fired:
         contract.fail("sink.on_malformed was called but on_stream_state('malformed_frame') never fired")
-    contract.require_venue().manual_close(contract.account, contract.symbol, Decimal("5"))
-    delivered = await contract.wait_stream_position(Decimal("15"))
+    contract.require_venue().manual_close(contract.account, contract.symbol, Decimal(5))
+    delivered = await contract.wait_stream_position(Decimal(15))
     if not delivered:
         contract.fail("after a malformed frame the stream stopped delivering updates (20 -> 15 contracts lost)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -22,7 +23,7 @@ async def test_filled_entry_is_confirmed_while_rest_lags(contract, side):
     intent = contract.intent(side, "20")
     order = await contract.driver.normalize_order(await contract.driver.create_entry(intent), intent)
     verification = await contract.driver.verify_position(intent, order, 5_000)
-    if verification.outcome != "confirmed" or verification.contracts != Decimal("20"):
+    if verification.outcome != "confirmed" or verification.contracts != Decimal(20):
         contract.fail(f"{side} entry of 20 filled at {contract.t()} while REST positions lag 30 s; verify_position "
                       f"answered {verification.outcome} ({verification!r}); expected confirmed with 20 contracts "
                       f"from the stream or the order status (I-3)")
@@ -57,11 +58,13 @@ async def test_nothing_can_tell_within_the_budget_is_unknown_not_absent(contract
     venue_ids = [o.id for o in contract.require_venue().orders(contract.account, open_only=False)]
     unseen_id = str(int(max(venue_ids, default="1000000000")) + 1000)
     order = Order(venue=contract.driver.venue, symbol=contract.symbol, id=unseen_id,
-                  client_order_id=intent.client_order_id, side="buy", amount=Decimal("20"), status="open")
+                  client_order_id=intent.client_order_id, side="buy", amount=Decimal(20), status="open")
+    started = time.monotonic()
     verification = await contract.driver.verify_position(intent, order, SHORT_BUDGET_MS)
+    elapsed_ms = int((time.monotonic() - started) * 1000)
     if verification.outcome != "unknown":
         contract.fail(f"entry {unseen_id} is unknown to every source (stream, order status, REST); "
                       f"verify_position answered {verification.outcome} ({verification!r}) within "
                       f"{SHORT_BUDGET_MS} ms; expected unknown — not absent (I-3)")
-    if verification.elapsed_ms > SHORT_BUDGET_MS * 3 + 1_000:
-        contract.fail(f"verify_position took {verification.elapsed_ms} ms for a {SHORT_BUDGET_MS} ms budget")
+    if elapsed_ms > SHORT_BUDGET_MS * 3 + 1_000:
+        contract.fail(f"verify_position took {elapsed_ms} ms for a {SHORT_BUDGET_MS} ms budget")
