@@ -179,16 +179,21 @@ class Rig:
 @contextlib.asynccontextmanager
 async def engine_rig(
     name: str, store: Store, settings: EngineSettings = BENCH_SETTINGS, options: dict[str, Any] | None = None,
-    start: bool = True,
+    start: bool = True, driver_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     """An emulator for plugin ``name`` (``venue_harness`` options: seed 7 unless given), its driver, a
-    :class:`Probe` and an :class:`Engine` on ``store`` (started unless ``start=False``)."""
+    :class:`Probe` and an :class:`Engine` on ``store`` (started unless ``start=False``).
+
+    :param driver_options: merged into ``DriverConfig.options`` (e.g. ``timeout_ms``)."""
     pm = load_plugins([name])
     probe = Probe()
     register(pm, probe, "bench-probe")
     driver = Driver(pm, name)
     async with driver.venue_harness({"seed": 7, **(options or {})}) as harness:
-        engine = Engine(pm, store, {name: driver}, {name: harness.config}, settings)
+        config = harness.config
+        if driver_options:
+            config = config.model_copy(update={"options": {**config.options, **driver_options}})
+        engine = Engine(pm, store, {name: driver}, {name: config}, settings)
         rig = Rig(name, harness, driver, engine, probe, store)
         if start:
             await engine.start()
