@@ -282,7 +282,7 @@ async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[i
     tick = venue.instrument(symbol).tick_size
     per_move: list[int] = []
     while len(per_move) < n:
-        await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal("1"))))
+        await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal(1))))
         mark = base_mark
         for _ in range(min(per_position, n - len(per_move))):
             before = venue.truth.unprotected_ms(rig.account, symbol)["total"]
@@ -304,7 +304,7 @@ async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
     before = Counter(rig.harness.emulator.rest_calls)
     base_mark = venue.mark_price(symbol)
     tick = venue.instrument(symbol).tick_size
-    await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal("1"))))
+    await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal(1))))
     mark = base_mark
     for _ in range(moves):
         count = len(probe.moved)
@@ -373,7 +373,7 @@ async def capture_frames(name: str, rounds: int) -> list[list[str]]:
             await shaper.flush()
             del shaper.frames[:]
             baseline = sink.flat
-            ten = Decimal("10")
+            ten = Decimal(10)
             for _ in range(rounds):
                 venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=ten)
                 venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=ten)
@@ -397,7 +397,7 @@ async def _wait_stream_ready(harness: Any, probe: Probe, sink: _CountingSink) ->
     venue, symbol = harness.venue, harness.symbol
     async with asyncio.timeout(WAIT_S):
         while sink.flat == 0:
-            venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=Decimal("1"))
+            venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=Decimal(1))
             venue.manual_close(ACCOUNT, symbol)
             with contextlib.suppress(TimeoutError):
                 await probe.wait(lambda: sink.flat > 0, 0.2)
@@ -424,7 +424,7 @@ async def stream_throughput(name: str, groups: list[list[str]], store: Store | N
         first = [e for raw in group[:3] for e in decoder.decode(raw) if isinstance(e, PositionUpdate | OrderUpdate)]
         opened_at = min((e.timestamp for e in first), default=2)
         symbol = next((e.symbol for e in first if isinstance(e, PositionUpdate)), "XRP/USDT:USDT")
-        await book.add(BookPosition(symbol=symbol, side="long", contracts=Decimal("10"), entry_price=None,
+        await book.add(BookPosition(symbol=symbol, side="long", contracts=Decimal(10), entry_price=None,
                                     stop_price=None, opened_at=max(opened_at - 1, 1)))
         started = time.perf_counter()
         for raw in group:
@@ -447,7 +447,7 @@ async def memory_per_positions(n: int) -> int:
     """tracemalloc bytes held by a PositionBook (no store) with ``n`` open positions, per 1,000."""
     pm = load_plugins([])
     book = PositionBook("bench", "bench", pm, None)
-    positions = [BookPosition(symbol=f"M{i:05d}/USDT:USDT", side="long", contracts=Decimal("10"),
+    positions = [BookPosition(symbol=f"M{i:05d}/USDT:USDT", side="long", contracts=Decimal(10),
                               entry_price=Decimal("1.2345"), stop_price=Decimal("1.2"), opened_at=i)
                  for i in range(n)]
     gc.collect()
@@ -469,8 +469,8 @@ def add_instruments(venue: Any, count: int, prefix: str = "R") -> list[str]:
     symbols = []
     for i in range(count):
         symbol = f"{prefix}{i:05d}/USDT:USDT"
-        venue.instruments[symbol] = Instrument(symbol, f"{prefix}{i:05d}USDT", Decimal("0.0001"), Decimal("1"),
-                                               Decimal("1"), 50)
+        venue.instruments[symbol] = Instrument(symbol, f"{prefix}{i:05d}USDT", Decimal("0.0001"), Decimal(1),
+                                               Decimal(1), 50)
         venue.set_mark_price(symbol, Decimal("1.0000"))
         symbols.append(symbol)
     return symbols
@@ -491,9 +491,9 @@ def seed_positions(venue: Any, symbols: list[str], protected: bool) -> None:
     """A 1-contract long on every symbol, with a reduce-only stop order 2 % below when ``protected``."""
     with truth_bookkeeping_suspended(venue):
         for symbol in symbols:
-            venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=Decimal("1"))
+            venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=Decimal(1))
             if protected:
-                venue.place_order(ACCOUNT, symbol, side="sell", type="stop_market", amount=Decimal("1"),
+                venue.place_order(ACCOUNT, symbol, side="sell", type="stop_market", amount=Decimal(1),
                                   reduce_only=True, trigger_price=Decimal("0.98"))
 
 
@@ -519,8 +519,8 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                 seeded = count
                 book = PositionBook(name, harness.config.account, pm, store)
                 for symbol in symbols[:count]:
-                    book.load(BookPosition(symbol=symbol, side="long", contracts=Decimal("1"),
-                                           entry_price=Decimal("1"), stop_price=Decimal("0.98"), opened_at=1))
+                    book.load(BookPosition(symbol=symbol, side="long", contracts=Decimal(1),
+                                           entry_price=Decimal(1), stop_price=Decimal("0.98"), opened_at=1))
                 protector = Protector(book, driver, store, pm, BENCH_SETTINGS)
                 reconciler = Reconciler(book, driver, store, pm, protector, BENCH_SETTINGS)
                 calls_before = sum(harness.emulator.rest_calls.values())
@@ -678,7 +678,7 @@ def print_bench(result: dict[str, Any]) -> None:
     def row(label: str, key: str, fmt: Any) -> None:
         table.add_row(label, *(fmt(result[key].get(v, {})) for v in venues))
 
-    pct = lambda d: f"{d.get('p50')} / {d.get('p99')} / {d.get('max')} (n={d.get('n', d.get('moves'))})"  # noqa: E731
+    pct = lambda d: f"{d.get('p50')} / {d.get('p99')} / {d.get('max')} (n={d.get('n', d.get('moves'))})"
     row("closure latency p50/p99/max ms", "closure_latency_ms", pct)
     row("fill → stop resting p50/p99/max ms", "fill_to_stop_ms", pct)
     row("unprotected per stop move p50/p99/max ms", "unprotected_ms", pct)

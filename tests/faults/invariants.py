@@ -63,7 +63,8 @@ async def assert_invariants(rig: Any) -> None:
     assert truth.wrong_side_orders() == []
     closed_events = Counter(e.symbol for _, e in probe.closed)
     assert closed_events == expected_closures(truth, rig.account), (
-        f"on_position_closed {dict(closed_events)} vs venue closures {dict(expected_closures(truth, rig.account))}"
+        f"on_position_closed {[(e.reason, e.source, e.timestamp) for _, e in probe.closed]} vs venue closures "
+        f"{[(c.origin, c.ts) for c in truth.closures]}; opened {[(e.source, e.timestamp) for e in probe.opened]}"
     )
     opened = Counter(e.symbol for e in probe.opened)
     still_open = Counter(list(rig.parts.book.positions()))

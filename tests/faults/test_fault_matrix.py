@@ -84,7 +84,7 @@ async def run_schedule(rig: Any, faults: tuple[str, ...], seed: int, steps: int 
         held = book.get(symbol)
         on_venue = venue.position(rig.account, symbol).contracts > 0
         if held is None and not on_venue:
-            trailing = TrailingSpec(callback_rate=Decimal("1")) if rng.random() < 0.5 else None
+            trailing = TrailingSpec(callback_rate=Decimal(1)) if rng.random() < 0.5 else None
             intent = rig.intent(side=rng.choice(["long", "short"]), trailing=trailing)
             try:
                 await rig.engine.open(intent)
@@ -105,7 +105,7 @@ async def run_schedule(rig: Any, faults: tuple[str, ...], seed: int, steps: int 
             venue.set_mark_price(symbol, (venue.mark_price(symbol) * favourable).quantize(tick))
             if held.trailing is not None:
                 with contextlib.suppress(TimeoutError):
-                    await rig.probe.wait(lambda: len(rig.probe.moved) > moved, 1.0)
+                    await rig.probe.wait(lambda m=moved: len(rig.probe.moved) > m, 1.0)
             continue
         closed = len(rig.probe.closed)
         if action == "engine_close":
@@ -119,7 +119,7 @@ async def run_schedule(rig: Any, faults: tuple[str, ...], seed: int, steps: int 
         else:
             venue.manual_close(rig.account, symbol)
         with contextlib.suppress(TimeoutError):  # lost frames: the reconciler's job, below
-            await rig.probe.wait(lambda: len(rig.probe.closed) > closed, 1.0)
+            await rig.probe.wait(lambda c=closed: len(rig.probe.closed) > c, 1.0)
         venue.set_mark_price(symbol, base_mark)
 
 
