@@ -7,6 +7,7 @@ anywhere in this repository's test trees (core, engine, plugins, contract suite)
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def spec_functions() -> dict[str, object]:
     }
 
 
+@functools.cache
 def hooks_with_tests() -> dict[str, list[str]]:
     """Hook name -> tests marked with it, found by reading the test sources."""
     found: dict[str, list[str]] = {}
