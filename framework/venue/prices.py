@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +20,11 @@ if TYPE_CHECKING:
     from framework.venue.core import Venue
 
 FIXTURES_ENV = "FRAMEWORK_FIXTURES"
+# Real paths shipped in framework/venue/data/ (copies of shared/fixtures/market/, see PROVENANCE.md there),
+# so the demo works wherever the package is installed.
 DEFAULT_FILES = {
-    "XRP/USDT:USDT": ("candles", "market/binance-futures-XRPUSDT-5m.csv"),
-    "BTC/USDT:USDT": ("trades", "market/binance-BTCUSDT-trades.csv"),
+    "XRP/USDT:USDT": ("candles", "binance-futures-XRPUSDT-5m.csv"),
+    "BTC/USDT:USDT": ("trades", "binance-BTCUSDT-trades.csv"),
 }
 
 
@@ -143,8 +146,8 @@ class PricePath:
             kind, relative = DEFAULT_FILES[symbol]
         except KeyError:
             raise KeyError(f"no default price path for {symbol!r}; known: {sorted(DEFAULT_FILES)}") from None
-        file = fixtures_dir() / relative
-        return cls.from_candles_csv(file) if kind == "candles" else cls.from_trades_csv(file)
+        with resources.as_file(resources.files("framework.venue") / "data" / relative) as file:
+            return cls.from_candles_csv(file) if kind == "candles" else cls.from_trades_csv(file)
 
 
 class Replayer:
