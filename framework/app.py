@@ -342,7 +342,7 @@ class Run:
             wrong_side += len(truth.wrong_side_orders())
             for endpoint, n in getattr(harness.emulator, "rest_calls", {}).items():
                 rest_calls[f"{name} {endpoint}"] += n
-            db_open = {r["symbol"] for r in await store.open_positions(venue=name)}
+            db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
             book_open = set(self.engine.venue(name).book.positions())
             venue_open = {p.symbol for p in venue.positions(harness.config.account)}
             orphans += len((db_open | book_open) ^ venue_open)
