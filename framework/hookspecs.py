@@ -318,6 +318,10 @@ def venue_harness(options: dict[str, Any]) -> VenueHarness:
 def on_order_submitted(intent: OrderIntent) -> None:
     """An entry order is about to be submitted; its intent has been persisted.
 
+    Broadcast before anything reaches the venue — before a ``stop_before_entry`` stop too — so a driver
+    may listen for its own venue (``intent.venue``) to know that an entry is pending: the Binance driver
+    uses it to tell a pre-entry close-position stop from a stop for a position that is gone.
+
     :param intent: the persisted intent.
     """
 
