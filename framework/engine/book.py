@@ -368,10 +368,18 @@ class PositionBook:
             await alert(self.pm, "critical", f"position open not persisted: {exc!r}", venue=self.venue,
                         symbol=position.symbol)
 
-    def load(self, position: BookPosition) -> None:
-        """Put a position read back from the DB (restart) in the book without firing anything."""
-        self._state(position.symbol).position = position
+    def load(self, position: BookPosition) -> bool:
+        """Put a position read back from the DB (restart) in the book without firing anything.
+
+        :returns: ``False`` (nothing done) when the symbol is held, being opened, or was closed by this
+            book already: its DB row may be a close still being written, never a position to restore.
+        """
+        state = self._state(position.symbol)
+        if state.position is not None or state.opening is not None or state.closed_at is not None:
+            return False
+        state.position = position
         self.positions_changed.set()
+        return True
 
     # --- updates and the one close path ---------------------------------------------------------------
 

@@ -91,7 +91,8 @@ class Reconciler:
             stops: dict[str, list[StopLoss]] = {}
             for stop in snapshot.stops:
                 stops.setdefault(stop.symbol, []).append(stop)
-            await self._load_from_db()
+            if self.passes == 0:  # a restart: the DB knows what the previous process held
+                await self._load_from_db()
             await self._close_orphans(on_venue, snapshot.taken_at, report)
             for symbol, venue_position in on_venue.items():
                 await self._sync(venue_position, stops.get(symbol, []), intents.get(symbol), report)

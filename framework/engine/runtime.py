@@ -30,6 +30,7 @@ from framework.store import Store
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0
+STOP_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -121,9 +122,15 @@ class Engine:
                         await alert(self.pm, "critical", f"flatten failed: {exc}", venue=name, symbol=symbol)
             for task in parts.tasks:
                 task.cancel()
-            await asyncio.gather(*parts.tasks, return_exceptions=True)
+            if parts.tasks:
+                _, stuck = await asyncio.wait(parts.tasks, timeout=STOP_TIMEOUT_S)
+                if stuck:  # a driver that swallows cancellation must not hang the shutdown
+                    await alert(self.pm, "warning", f"{len(stuck)} task(s) ignored cancellation", venue=name)
             parts.tasks.clear()
-            await parts.driver.disconnect()
+            try:
+                await asyncio.wait_for(parts.driver.disconnect(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                await alert(self.pm, "warning", "driver disconnect timed out", venue=name)
 
     async def _supervise(self, venue: str, what: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run ``run`` until cancelled, restarting it after an unexpected error."""

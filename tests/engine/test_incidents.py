@@ -10,6 +10,7 @@ import pytest
 from framework import hookimpl
 from framework.errors import OrderIncomplete
 from framework.models import TrailingSpec
+from tests.engine.conftest import NO_GRACE
 
 BOUND_S = 5.0  # a closure must reach the DB within this bound (I-1: it took 140 s)
 
@@ -42,12 +43,13 @@ async def test_i1_stop_fill_with_lost_flat_frame_closes_once_with_no_stop_attemp
 
 
 async def test_i1_closure_without_any_stream_evidence_is_closed_by_reconciliation(env):
-    await env.start()
+    await env.start(NO_GRACE)
     await env.engine.open(env.intent())
     env.venue.faults.drop_rate = 1.0  # the private stream says nothing at all
     env.venue.manual_close("default", env.symbol)
-    report = await asyncio.wait_for(env.parts.reconciler.reconcile(), BOUND_S)
-    assert report["closed"] == 1 and report["reprotected"] == 0
+    report = await asyncio.wait_for(env.parts.reconciler.reconcile(), BOUND_S)  # (or a pass already running)
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+    assert report["reprotected"] == 0
     assert await db_statuses(env) == ["closed"]
     assert env.parts.protector.stop_attempts[env.symbol] == 0
     assert [e.reason for e in env.recorder.closed()] == ["reconcile"]
@@ -108,7 +110,7 @@ async def test_i4_stop_placed_while_rest_positions_lag_30s(env):
 
 
 async def test_i5_trailing_moves_leave_no_unprotected_time_and_only_tighten(env):
-    await env.start()
+    await env.start(NO_GRACE)
     intent = env.intent(trailing=TrailingSpec(callback_rate=Decimal("1")))
     await env.engine.open(intent)
     trailing = env.parts.trailing
@@ -133,3 +135,14 @@ async def test_i5_trailing_moves_leave_no_unprotected_time_and_only_tighten(env)
     await trailing.on_mark_price(env.symbol, (mark * Decimal("1.05")).quantize(Decimal("0.0001")))
     assert trailing.moves[env.symbol] == moves
     assert env.venue.truth.orders_for_closed_positions() == []
+
+
+async def test_rest_lag_is_not_absence_for_the_reconciler(env):
+    await env.start()  # orphan grace 60 s > the 30 s REST lag
+    env.venue.faults.rest_position_lag_ms = 30_000
+    await env.engine.open(env.intent())
+    for _ in range(2):
+        report = await env.parts.reconciler.reconcile()
+        assert report["closed"] == 0 and report["adopted"] == 0
+    assert env.parts.book.holds(env.symbol) and env.recorder.closed() == []
+    assert env.parts.protector.stop_attempts[env.symbol] == 0

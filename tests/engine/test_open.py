@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import pytest
 
+from framework.errors import OutcomeUnknown
+
 from tests.engine.conftest import venue_env
 
 
@@ -22,3 +24,39 @@ async def test_open_is_protected_and_persisted(env):
     order = await env.store.order("default", env.venue_name, intent.client_order_id)
     assert order["state"] == "closed" and order["filled"] == Decimal("43")
     assert len(env.recorder.opened()) == 1 and env.recorder.seen["on_order_submitted"] == [intent]
+
+
+async def test_outcome_unknown_is_resolved_by_client_order_id(env):
+    await env.start(timeout_ms=500)
+    intent = env.intent()
+    if env.driver.supports("stop_before_entry"):
+        # The stop goes first: a lost answer there stops the open before any entry exists.
+        env.venue.faults.timeout_after_accept_next = 1
+        with pytest.raises(OutcomeUnknown):
+            await env.engine.open(intent)
+        assert env.venue.positions("default") == []
+        assert not [o for o in env.venue.truth.orders if o.client_order_id == intent.client_order_id]
+        return
+    env.venue.faults.timeout_after_accept_next = 1  # the venue fills, the answer never comes
+    position = await env.engine.open(intent)
+    assert position.contracts == Decimal("43")
+    assert [o.client_order_id for o in env.venue.truth.orders if o.client_order_id == intent.client_order_id] == [
+        intent.client_order_id
+    ]  # resolved, not re-submitted
+    assert env.parts.book.get(env.symbol).stop is not None
+    assert env.venue.truth.unprotected_ms()["max"] == 0
+
+
+async def test_rejected_entry_leaves_nothing(env):
+    await env.start()
+    env.venue.faults.reject_next_orders = 1
+    from framework.errors import OrderRejected
+
+    intent = env.intent()
+    with pytest.raises(OrderRejected):
+        await env.engine.open(intent)
+    assert env.venue.positions("default") == []
+    assert await env.store.open_positions("default", env.venue_name) == []
+    assert not env.parts.book.opening(env.symbol)
+    report = await env.parts.reconciler.reconcile()
+    assert report["adopted"] == 0
