@@ -137,6 +137,7 @@ async def test_i5_trailing_moves_leave_no_unprotected_time_and_only_tighten(env)
     assert env.venue.truth.orders_for_closed_positions() == []
 
 
+@pytest.mark.hooks("on_reconciled", "fetch_snapshot")
 async def test_rest_lag_is_not_absence_for_the_reconciler(env):
     await env.start()  # orphan grace 60 s > the 30 s REST lag
     env.venue.faults.rest_position_lag_ms = 30_000
@@ -144,5 +145,6 @@ async def test_rest_lag_is_not_absence_for_the_reconciler(env):
     for _ in range(2):
         report = await env.parts.reconciler.reconcile()
         assert report["closed"] == 0 and report["adopted"] == 0
+        assert env.recorder.seen["on_reconciled"][-1] == (env.venue_name, report)
     assert env.parts.book.holds(env.symbol) and env.recorder.closed() == []
     assert env.parts.protector.stop_attempts[env.symbol] == 0
