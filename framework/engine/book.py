@@ -113,6 +113,9 @@ class PositionBook:
         self.on_reconnect: Callable[[], Any] | None = None  # the reconciler's request()
         self.on_unknown_position: Callable[[str], Any] | None = None
         self.mark_listener: Callable[[MarkPrice], Any] | None = None
+        # Called with the closed position after every closure: the engine cancels its leftover
+        # order-based stop / take-profit (a Binance close-position stop outlives its position).
+        self.on_closed: Callable[[BookPosition], Any] | None = None
         self.positions_changed = asyncio.Event()  # set on every add / close (mark-price watcher restarts)
 
     # --- reading --------------------------------------------------------------------------------------
@@ -469,6 +472,8 @@ class PositionBook:
         self.counters["closures"] += 1
         log.info("%s %s: %s position of %s closed (%s, via %s)", self.venue, symbol, side, contracts, reason, source)
         await broadcast(self.pm, "on_position_closed", event=event)
+        if position is not None and self.on_closed is not None:
+            self.on_closed(position)
         return True
 
     async def _persist_close(self, event: PositionEvent) -> bool:

@@ -38,6 +38,13 @@ async def cancel_quietly(driver: Driver, stop: StopLoss | None) -> None:
         log.warning("%s %s: leftover %s not cancelled: %s", stop.venue, stop.symbol, stop.kind, exc)
 
 
+async def cancel_leftovers(driver: Driver, position: BookPosition) -> None:
+    """After ``position`` closed, cancel its order-based stop and take-profit still resting on the venue
+    (a Binance close-position order outlives its position and would refuse the next stop with -4130)."""
+    for stop in (position.stop, position.take_profit):
+        await cancel_quietly(driver, stop)
+
+
 async def close_on_venue(
     book: PositionBook, driver: Driver, store: Store, pm: pluggy.PluginManager, symbol: str,
     reason: str = "reduce_only_close",
@@ -71,8 +78,6 @@ async def close_on_venue(
         raise
     await store.update_order(book.account, book.venue, cid, state=order.status, venue_order_id=order.id,
                              filled=order.filled, average=order.average)
-    if order.filled >= position.contracts:
+    if order.filled >= position.contracts:  # leftover stops are cancelled by the book's on_closed
         await book.close(symbol, reason, price=order.average, source="engine", timestamp=order.timestamp)
-        for stop in (position.stop, position.take_profit):
-            await cancel_quietly(driver, stop)
     return not book.holds(symbol)

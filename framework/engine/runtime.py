@@ -17,7 +17,7 @@ import pluggy
 from framework.driver import Driver
 from framework.engine.book import BookPosition, PositionBook
 from framework.engine.broadcast import alert
-from framework.engine.closing import close_on_venue
+from framework.engine.closing import cancel_leftovers, close_on_venue
 from framework.engine.opener import Opener
 from framework.engine.protection import Protector
 from framework.engine.reconcile import Reconciler
@@ -69,6 +69,7 @@ class Engine:
         self.configs = configs
         self.settings = settings or EngineSettings()
         self.venues: dict[str, VenueEngine] = {}
+        self._cleanups: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def venue(self, name: str) -> VenueEngine:
         """The per-venue parts.  :raises ConfigError: unknown venue."""
@@ -89,6 +90,7 @@ class Engine:
             book.on_reconnect = reconciler.request
             book.on_unknown_position = lambda _symbol, r=reconciler: r.request()
             book.mark_listener = trailing.on_mark
+            book.on_closed = lambda position, d=driver, n=name: self._clean_up_after(n, d, position)
             self.venues[name] = VenueEngine(driver, book, Opener(book, driver, self.store, self.pm, self.settings),
                                             protector, trailing, reconciler)
         for name, parts in self.venues.items():
@@ -101,7 +103,11 @@ class Engine:
 
     async def open(self, intent: OrderIntent) -> BookPosition:
         """Open ``intent`` atomically on its venue (see :meth:`Opener.open`)."""
-        return await self.venue(intent.venue).opener.open(intent)
+        parts = self.venue(intent.venue)
+        cleanup = self._cleanups.get((intent.venue, intent.symbol))
+        if cleanup is not None:  # the previous position's stops must be gone before new ones are placed
+            await asyncio.wait({cleanup}, timeout=STOP_TIMEOUT_S)
+        return await parts.opener.open(intent)
 
     async def close(self, venue: str, symbol: str) -> bool:
         """Close ``symbol``'s position on ``venue`` with a reduce-only order (reason ``reduce_only_close``).
@@ -111,8 +117,18 @@ class Engine:
         parts = self.venue(venue)
         return await close_on_venue(parts.book, parts.driver, self.store, self.pm, symbol)
 
+    def _clean_up_after(self, venue: str, driver: Driver, position: BookPosition) -> None:
+        """Cancel a closed position's leftover stops in the background (the close path does not wait);
+        the next open of that symbol waits for it (:meth:`open`)."""
+        key = (venue, position.symbol)
+        task = asyncio.ensure_future(cancel_leftovers(driver, position))
+        self._cleanups[key] = task
+        task.add_done_callback(lambda done: self._cleanups.pop(key, None) if self._cleanups.get(key) is done else None)
+
     async def stop(self, flatten: bool = False) -> None:
         """Stop every task and disconnect; positions stay open and protected unless ``flatten``."""
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups.values()), timeout=STOP_TIMEOUT_S)
         for name, parts in self.venues.items():
             if flatten:
                 for symbol in parts.book.positions():

@@ -30,7 +30,7 @@ class EngineSettings(BaseModel):
     verify_budget_ms: Annotated[int, Field(ge=0)] = 10_000
     flat_budget_ms: Annotated[int, Field(ge=0)] = 3_000
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 30.0
-    orphan_grace_ms: Annotated[int, Field(ge=0)] = 5_000
+    orphan_grace_ms: Annotated[int, Field(ge=0)] = 30_000  # > the worst REST lag seen (24 s, I-4)
     unresolved_order_grace_ms: Annotated[int, Field(ge=0)] = 60_000
     protect_attempts: Annotated[int, Field(ge=1)] = 3
     protect_retry_ms: Annotated[int, Field(ge=0)] = 200

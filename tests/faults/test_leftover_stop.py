@@ -9,9 +9,6 @@ import pytest
 from framework.bench import BENCH_SETTINGS, engine_rig
 
 
-@pytest.mark.xfail(strict=True, reason="engine/binance: the stop of a position closed outside the engine is not "
-                   "cancelled when the book closes it; the lead decides who cancels (book close path or the "
-                   "plugin answering -4130)")
 @pytest.mark.hooks("set_stop_loss", "create_entry", "on_position_closed")
 async def test_reopen_after_a_venue_close_is_not_refused_by_the_old_stop(store):
     settings = BENCH_SETTINGS.model_copy(update={"orphan_grace_ms": 5_000})
