@@ -3,9 +3,12 @@ reconciles to no duplicate entry, no unprotected position and no orphan."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from framework import hookimpl
+from framework.models import TrailingSpec
 
 
 class Crash(BaseException):
@@ -74,3 +77,47 @@ async def test_restart_after_a_crash_converges(env, step):
     assert env.venue.truth.wrong_side_orders() == []
     unresolved = await env.store.unresolved_orders("default", env.venue_name)
     assert unresolved == []
+
+
+class CrashInMove:
+    """Kills the process around a stop move: before the driver is called, or after the venue executed it."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    @hookimpl(wrapper=True)
+    def move_stop_loss(self, conn, stop, trigger_price):
+        if self.when == "before":
+            raise Crash("before move_stop_loss")
+        pending = yield
+
+        async def then_crash():
+            await pending
+            raise Crash("after move_stop_loss")
+
+        return then_crash()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.hooks("move_stop_loss", "on_stop_moved")
+async def test_restart_after_a_crash_during_a_stop_move_converges(env, when):
+    await env.start(extra_plugins=(("crash", CrashInMove(when)),))
+    intent = env.intent(trailing=TrailingSpec(callback_rate=Decimal("0.5")))
+    await env.engine.open(intent)
+    price = (env.venue.mark_price(env.symbol) * Decimal("1.03")).quantize(Decimal("0.0001"))
+    env.venue.set_mark_price(env.symbol, price)
+    with pytest.raises(Crash):
+        await env.parts.trailing.on_mark_price(env.symbol, price)
+    await env.engine.stop()
+    env.pm.unregister(name="crash")
+    await env.start()
+
+    [held] = env.venue.positions("default")
+    assert held.contracts == intent.contracts
+    assert env.venue.is_protected("default", env.symbol)
+    assert env.venue.truth.unprotected_intervals(symbol=env.symbol) == []
+    assert env.parts.book.holds(env.symbol) and env.parts.book.get(env.symbol).stop is not None
+    assert [r["symbol"] for r in await env.store.open_positions("default", env.venue_name)] == [env.symbol]
+    resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
+    assert len(resting) <= 1, f"duplicate stops left resting: {resting}"
+    assert env.venue.truth.wrong_side_orders() == []
