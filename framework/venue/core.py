@@ -12,6 +12,7 @@ sizes ``Decimal`` contracts, times ms since the Unix epoch (UTC) from ``venue.cl
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -260,11 +261,39 @@ Listener = Callable[[VenueEvent], None]
 
 @dataclass
 class _Account:
+    """An account and the running sums :meth:`Venue.balance` reads (kept by ``Venue._rebook``).
+
+    The sums are exact (computed in :data:`_EXACT`), so adding and removing contributions in any order
+    gives the same value a from-scratch sum would.
+    """
+
     name: str
     api_key: str
     api_secret: str = field(repr=False)
     wallet: Decimal
     leverage: dict[str, int] = field(default_factory=dict)
+    open_positions: int = 0
+    entry_notional_by_leverage: dict[int, Decimal] = field(default_factory=dict)
+    """Σ contracts·entry of the open positions, per leverage (used margin = Σ notional / leverage)."""
+    signed_at_mark: Decimal = ZERO
+    """Σ sign·contracts·mark of the open positions on symbols with a mark price."""
+    signed_at_entry: Decimal = ZERO
+    """Σ sign·contracts·entry of the same positions (unrealized PnL = at_mark − at_entry)."""
+
+
+@dataclass(frozen=True)
+class _Contribution:
+    """What one open position adds to its account's running sums."""
+
+    leverage: int
+    entry_notional: Decimal
+    signed_at_mark: Decimal
+    signed_at_entry: Decimal
+
+
+_EXACT = decimal.Context(prec=200)
+"""Precision for the running sums: far above any product of a 28-digit price and a size, so adding
+and removing contributions never rounds."""
 
 
 class Venue:
@@ -295,6 +324,9 @@ class Venue:
         self._orders: dict[str, VenueOrder] = {}
         self._client_ids: dict[str, set[str]] = {}
         self._positions: dict[tuple[str, str], VenuePosition] = {}
+        self._contributions: dict[tuple[str, str], _Contribution] = {}
+        self._position_keys_by_symbol: dict[str, list[tuple[str, str]]] = {}
+        self._orders_by_symbol: dict[str, list[VenueOrder]] = {}
         self._history: dict[tuple[str, str], list[tuple[int, VenuePosition]]] = {}
         self._listeners: list[Listener] = []
         self._outbox: list[VenueEvent] = []
@@ -361,6 +393,8 @@ class Venue:
         if not 1 <= leverage <= instrument.max_leverage:
             raise VenueReject("invalid_order", f"leverage {leverage} outside 1..{instrument.max_leverage}")
         self._account(account).leverage[symbol] = leverage
+        if (account, symbol) in self._positions:
+            self._rebook(self._positions[account, symbol])
 
     def leverage(self, account: str, symbol: str) -> int:
         return self._account(account).leverage.get(symbol, DEFAULT_LEVERAGE)
@@ -384,15 +418,15 @@ class Venue:
             raise ValueError(f"mark price must be > 0, got {price}")
         ts = self.tick()
         self._marks[symbol] = price
+        for key in self._position_keys_by_symbol.get(symbol, ()):
+            self._rebook(self._positions[key])
         self._outbox.append(MarkPriceEvent(symbol, price, ts))
         try:
-            for order in sorted(
-                (o for o in self._orders.values() if o.symbol == symbol and o.is_open and o.conditional),
-                key=lambda o: int(o.id),
-            ):
+            for order in [o for o in self._orders_by_symbol.get(symbol, ()) if o.is_open and o.conditional]:
                 if order.is_open and self._order_fires(order, price):
                     self._trigger(order)
-            for position in [p for p in self._positions.values() if p.symbol == symbol and p.is_open]:
+            keys = self._position_keys_by_symbol.get(symbol, ())
+            for position in [self._positions[key] for key in keys if self._positions[key].is_open]:
                 origin = self._attached_fires(position, price)
                 if origin is not None:
                     self._close_market(position.account, symbol, origin, None, self.tick())
@@ -618,19 +652,29 @@ class Venue:
         return visible
 
     def balance(self, account: str) -> dict[str, Decimal]:
-        """``{"total": wallet balance, "available": free margin, "unrealized_pnl"}`` in quote currency."""
+        """``{"total": wallet balance, "available": free margin, "unrealized_pnl"}`` in quote currency.
+
+        Free margin is wallet + unrealized PnL − Σ contracts·entry / leverage.  O(1) in the number of
+        positions: it reads running sums kept up to date on every fill, mark price and leverage change.
+        """
         acc = self._account(account)
-        unrealized = ZERO
-        used = ZERO
-        for (owner, symbol), p in self._positions.items():
-            if owner == account and p.is_open:
-                unrealized += self._unrealized(p)
-                used += p.contracts * p.entry_price / self.leverage(account, symbol)
+        unrealized = used = ZERO
+        if acc.open_positions:
+            unrealized = acc.signed_at_mark - acc.signed_at_entry
+            for leverage, notional in sorted(acc.entry_notional_by_leverage.items()):
+                used += notional / leverage
         return {
             "total": acc.wallet,
             "available": acc.wallet + unrealized - used,
             "unrealized_pnl": unrealized,
         }
+
+    def wallet(self, account: str) -> Decimal:
+        """The wallet balance (fees and realized PnL, no unrealized PnL) in quote currency.
+
+        :raises KeyError: unknown account.
+        """
+        return self._account(account).wallet
 
     def manual_close(self, account: str, symbol: str, contracts: Decimal | None = None) -> VenueOrder:
         """Someone closes (part of) the position on the web UI: a market order with origin ``manual``.
@@ -666,7 +710,7 @@ class Venue:
             and o.side == closing
             and o.type in ("stop_market", "trailing_stop_market")
             and (o.reduce_only or o.close_position)
-            for o in self._orders.values()
+            for o in self._orders_by_symbol.get(symbol, ())
         )
 
     # --- events --------------------------------------------------------------------------------------
@@ -693,6 +737,7 @@ class Venue:
         key = (account, symbol)
         if key not in self._positions:
             self._positions[key] = VenuePosition(account, symbol)
+            self._position_keys_by_symbol.setdefault(symbol, []).append(key)
         return self._positions[key]
 
     def _unrealized(self, position: VenuePosition) -> Decimal:
@@ -701,6 +746,45 @@ class Venue:
             return ZERO
         direction = 1 if position.side == "long" else -1
         return (mark - position.entry_price) * position.contracts * direction
+
+    def _rebook(self, position: VenuePosition) -> None:
+        """Replace ``position``'s contribution to its account's running sums by its current one.
+
+        Call after every change to its size, side or entry price, its symbol's mark or its leverage.
+        """
+        key = (position.account, position.symbol)
+        account = self._accounts[position.account]
+        old = self._contributions.pop(key, None)
+        if old is not None:
+            account.open_positions -= 1
+            self._add_contribution(account, old, _EXACT.minus)
+        if not position.is_open:
+            return
+        signed = _signed(position)
+        mark = self._marks.get(position.symbol)
+        new = _Contribution(
+            leverage=self.leverage(position.account, position.symbol),
+            entry_notional=_EXACT.multiply(position.contracts, position.entry_price),
+            signed_at_mark=ZERO if mark is None else _EXACT.multiply(signed, mark),
+            signed_at_entry=ZERO if mark is None else _EXACT.multiply(signed, position.entry_price),
+        )
+        self._contributions[key] = new
+        account.open_positions += 1
+        self._add_contribution(account, new, _EXACT.plus)
+
+    @staticmethod
+    def _add_contribution(
+        account: _Account, contribution: _Contribution, sign: Callable[[Decimal], Decimal]
+    ) -> None:
+        """Add (``sign`` = ``_EXACT.plus``) or remove (``_EXACT.minus``) ``contribution``, exactly."""
+        by_leverage = account.entry_notional_by_leverage
+        notional = _EXACT.add(by_leverage.get(contribution.leverage, ZERO), sign(contribution.entry_notional))
+        if notional == 0:  # no open position left at this leverage
+            by_leverage.pop(contribution.leverage, None)
+        else:
+            by_leverage[contribution.leverage] = notional
+        account.signed_at_mark = _EXACT.add(account.signed_at_mark, sign(contribution.signed_at_mark))
+        account.signed_at_entry = _EXACT.add(account.signed_at_entry, sign(contribution.signed_at_entry))
 
     def _snapshot(self, position: VenuePosition) -> VenuePosition:
         return dataclasses.replace(
@@ -882,6 +966,7 @@ class Venue:
         )
         self._next_order_id += 1
         self._orders[order.id] = order
+        self._orders_by_symbol.setdefault(symbol, []).append(order)
         if order.client_order_id is not None:
             self._client_ids[account].add(order.client_order_id)
         self._outbox.append(OrderEvent(dataclasses.replace(order), ts))
@@ -917,6 +1002,7 @@ class Venue:
         position.contracts = abs(new)
         position.side = None if new == 0 else ("long" if new > 0 else "short")
         account.wallet += realized - fee
+        self._rebook(position)
 
         if before_contracts > 0 and position.side != before_side:  # went flat or flipped
             assert before_side is not None
@@ -941,6 +1027,7 @@ class Venue:
                 position.entry_price = price
                 position.opened_ms = ts
                 position.realized_pnl = ZERO
+            self._rebook(position)
 
         order.average = (
             price

@@ -717,13 +717,13 @@ class BinanceEmulator:
 
     def _account_update(self, position: VenuePosition, ts: int) -> tuple[str, bool]:
         t = self._transaction_time(position.account, ts)
-        balance = self.venue.balance(position.account)
+        wallet = _s(self.venue.wallet(position.account))  # the frame carries only the wallet balance
         signed = position.contracts if position.side == "long" else -position.contracts
         frame = {
             "e": "ACCOUNT_UPDATE", "T": t, "E": t,
             "a": {
                 "m": "ORDER",
-                "B": [{"a": "USDT", "wb": _s(balance["total"]), "cw": _s(balance["total"]), "bc": "0"}],
+                "B": [{"a": "USDT", "wb": wallet, "cw": wallet, "bc": "0"}],
                 "P": [{
                     "s": self.venue.instrument(position.symbol).id, "pa": _s(signed),
                     "ep": _s(position.entry_price), "bep": _s(position.entry_price),
