@@ -20,8 +20,8 @@ from framework.models import (
     PositionSide,
     StopLoss,
     StreamEvent,
-    Verification,
     VenueSnapshot,
+    Verification,
 )
 
 if TYPE_CHECKING:

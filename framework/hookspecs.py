@@ -35,8 +35,8 @@ if TYPE_CHECKING:
         PositionSide,
         StopEvent,
         StopLoss,
-        Verification,
         VenueSnapshot,
+        Verification,
     )
 
 PROJECT = "framework"

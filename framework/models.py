@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -412,7 +412,7 @@ class MarkPrice(Model):
     timestamp: TimestampMs
 
 
-StreamEvent = Annotated[Union[PositionUpdate, OrderUpdate, MarkPrice], Field(discriminator="kind")]
+StreamEvent = Annotated[PositionUpdate | OrderUpdate | MarkPrice, Field(discriminator="kind")]
 """Anything a decoder yields."""
 
 

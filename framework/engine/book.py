@@ -291,7 +291,8 @@ class PositionBook:
                 timestamp=update.timestamp,
             )
             # A fully filled closing order closes the position even if the flat frame is lost (I-1).
-            if order.status == "closed" and order.filled >= position.contracts and update.timestamp >= position.opened_at:
+            fully_filled = order.status == "closed" and order.filled >= position.contracts
+            if fully_filled and update.timestamp >= position.opened_at:
                 await self._close_locked(
                     state, order.symbol, closure_reason(update.origin, order.client_order_id),
                     price=state.closing_fill.price, realized_pnl=update.realized_pnl, source="order",

@@ -157,7 +157,9 @@ class Opener:
             await self.book.close(intent.symbol, "position_gone", source="error")
         return position
 
-    async def _take_profit(self, intent: OrderIntent, contracts: Decimal, attached: bool) -> tuple[StopLoss | None, bool]:
+    async def _take_profit(
+        self, intent: OrderIntent, contracts: Decimal, attached: bool
+    ) -> tuple[StopLoss | None, bool]:
         """Place the take-profit; the position is already protected, so a failure only alerts."""
         if intent.take_profit is None:
             return None, False

@@ -114,7 +114,8 @@ class Reconciler:
                 order = await self.driver.fetch_order(symbol, row["venue_order_id"], cid)
             except OrderNotFound:
                 # 'intent' was never sent; otherwise give the venue time to show it.
-                if row["state"] == "intent" or self.clock() - row["created_at"] > self.settings.unresolved_order_grace_ms:
+                too_old = self.clock() - row["created_at"] > self.settings.unresolved_order_grace_ms
+                if row["state"] == "intent" or too_old:
                     await self.store.update_order(self.book.account, self.book.venue, cid, state="expired")
                     report["resolved"] += 1
                 continue

@@ -51,8 +51,10 @@ def test_report_command_prints_tables(tmp_path, capsys):
 
 def test_signal_file_errors_name_the_line_and_field(tmp_path):
     path = tmp_path / "signals.jsonl"
-    path.write_text('{"venue": "bybit", "symbol": "XRP/USDT:USDT", "side": "long", "contracts": "1", "stop_loss_pct": "1"}\n'
-                    '{"venue": "bybit", "symbol": "XRP/USDT:USDT", "side": "sideways", "contracts": "1"}\n')
+    path.write_text(
+        '{"venue": "bybit", "symbol": "XRP/USDT:USDT", "side": "long", "contracts": "1", "stop_loss_pct": "1"}\n'
+        '{"venue": "bybit", "symbol": "XRP/USDT:USDT", "side": "sideways", "contracts": "1"}\n'
+    )
     with pytest.raises(ConfigError, match=r"signals.jsonl:2: .*side"):
         read_signals(path)
 

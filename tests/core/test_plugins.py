@@ -12,7 +12,15 @@ from framework.cli import main
 from framework.driver import Driver
 from framework.errors import ConfigError, PluginNotFound
 from framework.models import DriverInfo
-from framework.plugins import check_pending, describe, drivers, installed_plugins, load_plugins, new_plugin_manager, register
+from framework.plugins import (
+    check_pending,
+    describe,
+    drivers,
+    installed_plugins,
+    load_plugins,
+    new_plugin_manager,
+    register,
+)
 
 
 def make_driver(venue: str, **hooks) -> types.ModuleType:

@@ -11,9 +11,9 @@ import pytest
 
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
+from framework.engine.broadcast import client_order_id
 from framework.models import OrderIntent
 from framework.plugins import load_plugins, register
-from framework.engine.broadcast import client_order_id
 from tests.engine.recorder import Recorder
 
 FAST = EngineSettings(verify_budget_ms=3_000, flat_budget_ms=1_000, reconcile_interval_s=3_600,

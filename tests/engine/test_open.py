@@ -8,8 +8,6 @@ import pytest
 
 from framework.errors import OutcomeUnknown
 
-from tests.engine.conftest import venue_env
-
 
 @pytest.mark.hooks("on_order_submitted", "on_position_open", "create_entry", "normalize_order", "verify_position")
 async def test_open_is_protected_and_persisted(env):
