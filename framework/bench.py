@@ -478,8 +478,8 @@ def add_instruments(venue: Any, count: int, prefix: str = "R") -> list[str]:
 
 @contextlib.contextmanager
 def truth_bookkeeping_suspended(venue: Any):
-    """Seeding thousands of positions: the ground truth's unprotected-interval check is
-    O(positions × orders) per state change; it is not what is measured, so it is paused meanwhile."""
+    """Seeding thousands of positions: the ground truth's unprotected-interval check walks every
+    position on each state change (O(n²) over a seeding); it is not what is measured, so it is paused."""
     venue.truth.observe = lambda *_args: None
     try:
         yield
