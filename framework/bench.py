@@ -678,7 +678,9 @@ def print_bench(result: dict[str, Any]) -> None:
     def row(label: str, key: str, fmt: Any) -> None:
         table.add_row(label, *(fmt(result[key].get(v, {})) for v in venues))
 
-    pct = lambda d: f"{d.get('p50')} / {d.get('p99')} / {d.get('max')} (n={d.get('n', d.get('moves'))})"
+    def pct(d: dict[str, Any]) -> str:
+        return f"{d.get('p50')} / {d.get('p99')} / {d.get('max')} (n={d.get('n', d.get('moves'))})"
+
     row("closure latency p50/p99/max ms", "closure_latency_ms", pct)
     row("fill → stop resting p50/p99/max ms", "fill_to_stop_ms", pct)
     row("unprotected per stop move p50/p99/max ms", "unprotected_ms", pct)
