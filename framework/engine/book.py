@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -110,6 +110,7 @@ class PositionBook:
         self.store = store
         self._symbols: dict[str, _SymbolState] = {}
         self.counters: Counter[str] = Counter(closures=0, ignored_stale_updates=0, malformed_frames=0)
+        self._stop_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.on_reconnect: Callable[[], Any] | None = None  # the reconciler's request()
         self.on_unknown_position: Callable[[str], Any] | None = None
         self.mark_listener: Callable[[MarkPrice], Any] | None = None
@@ -386,6 +387,11 @@ class PositionBook:
         return True
 
     # --- updates and the one close path ---------------------------------------------------------------
+
+    def stop_lock(self, symbol: str) -> asyncio.Lock:
+        """Held while ``symbol``'s resting stops change (a trailing move, the reconciler's duplicate
+        clean-up), so two of them never start from the same resting stop."""
+        return self._stop_locks[symbol]
 
     def set_stop(self, symbol: str, stop: StopLoss | None) -> None:
         """Record the stop (or take-profit, by ``stop.kind``) now resting for ``symbol``."""

@@ -83,7 +83,7 @@ class Reconciler:
         async with self._lock:
             started = time.monotonic()
             report: Counter[str] = Counter(closed=0, adopted=0, reprotected=0, resolved=0, rest_calls=0,
-                                           stale_stops_cancelled=0)
+                                           stale_stops_cancelled=0, duplicate_stops_cancelled=0)
             intents = await self._resolve_orders(report)
             snapshot = await self.driver.fetch_snapshot()
             report["rest_calls"] += snapshot.rest_calls
@@ -195,6 +195,8 @@ class Reconciler:
         if protective:
             if held.stop is None or all(s.order_id != held.stop.order_id for s in protective):
                 self.book.set_stop(symbol, protective[0])
+            elif len(protective) > 1:
+                await self._cancel_duplicate_stops(symbol, protective, report)
             return
         if venue_position.stop_loss is not None:  # attached stop the driver did not list separately
             self.book.set_stop(symbol, StopLoss(venue=self.book.venue, symbol=symbol, side=venue_position.side,
@@ -202,6 +204,19 @@ class Reconciler:
             return
         if await self.protector.protect(symbol, mark_price=venue_position.mark_price) is not None:
             report["reprotected"] += 1
+
+    async def _cancel_duplicate_stops(self, symbol: str, found: list[StopLoss], report: Counter[str]) -> None:
+        """Several protective stops rest for one position (a crash between placing a new stop and
+        cancelling the old one): keep the one the book holds, cancel the others.  Under the symbol's stop
+        lock, and only while the book's stop is one of those the snapshot saw, so the stop kept is resting."""
+        async with self.book.stop_lock(symbol):
+            held = self.book.get(symbol)
+            if held is None or held.stop is None or held.stop.order_id not in {s.order_id for s in found}:
+                return
+            for stop in found:
+                if stop.order_id != held.stop.order_id and not stop.attached:
+                    await cancel_quietly(self.driver, stop)
+                    report["duplicate_stops_cancelled"] += 1
 
     async def _cancel_stale_stops(
         self, on_venue: dict[str, Position], stops: dict[str, list[StopLoss]], report: Counter[str]

@@ -86,7 +86,15 @@ class TrailingManager:
         await self.on_mark(MarkPrice(venue=self.book.venue, symbol=symbol, price=price, timestamp=now_ms()))
 
     async def on_mark(self, tick: MarkPrice) -> None:
-        """Follow one mark-price tick; move the stop when it tightens enough and not too often."""
+        """Follow one mark-price tick; move the stop when it tightens enough and not too often.
+
+        Ticks of one symbol are handled one at a time: two moves from the same resting stop would each
+        place a new stop and cancel the same old one, leaving a duplicate behind.
+        """
+        async with self.book.stop_lock(tick.symbol):
+            await self._follow(tick)
+
+    async def _follow(self, tick: MarkPrice) -> None:
         position = self.book.get(tick.symbol)
         if position is None or position.trailing is None or position.stop is None:
             self._trails.pop(tick.symbol, None)

@@ -148,3 +148,20 @@ async def test_rest_lag_is_not_absence_for_the_reconciler(env):
         assert env.recorder.seen["on_reconciled"][-1] == (env.venue_name, report)
     assert env.parts.book.holds(env.symbol) and env.recorder.closed() == []
     assert env.parts.protector.stop_attempts[env.symbol] == 0
+
+
+@pytest.mark.hooks("cancel_stop_loss", "on_reconciled")
+async def test_reconciliation_cancels_duplicate_stops_keeping_the_one_the_book_holds(env):
+    await env.start()
+    intent = env.intent()
+    await env.engine.open(intent)
+    kept = env.parts.book.get(env.symbol).stop
+    # What a crash between "place the new stop" and "cancel the old one" leaves: a second resting stop.
+    env.venue.place_order("default", env.symbol, side="sell", type="stop_market", amount=intent.contracts,
+                          reduce_only=True, trigger_price=intent.stop_loss - Decimal("0.0100"))
+    report = await env.parts.reconciler.reconcile()
+    assert report["duplicate_stops_cancelled"] == 1
+    resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
+    assert [o.id for o in resting] == ([kept.order_id] if kept.order_id else [])
+    assert env.venue.is_protected("default", env.symbol)
+    assert env.venue.truth.unprotected_intervals(symbol=env.symbol) == []

@@ -3,6 +3,7 @@ reconciles to no duplicate entry, no unprotected position and no orphan."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -80,20 +81,26 @@ async def test_restart_after_a_crash_converges(env, step):
 
 
 class CrashInMove:
-    """Kills the process around a stop move: before the driver is called, or after the venue executed it."""
+    """Kills the process around the first stop move, whoever starts it (the mark-price watcher, usually):
+    before the driver is called, or after the venue executed it."""
 
     def __init__(self, when: str) -> None:
         self.when = when
+        self.fired = asyncio.Event()
+
+    def _crash(self, where: str) -> Crash:
+        self.fired.set()
+        return Crash(where)
 
     @hookimpl(wrapper=True)
     def move_stop_loss(self, conn, stop, trigger_price):
         if self.when == "before":
-            raise Crash("before move_stop_loss")
+            raise self._crash("before move_stop_loss")
         pending = yield
 
         async def then_crash():
             await pending
-            raise Crash("after move_stop_loss")
+            raise self._crash("after move_stop_loss")
 
         return then_crash()
 
@@ -101,13 +108,13 @@ class CrashInMove:
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.hooks("move_stop_loss", "on_stop_moved")
 async def test_restart_after_a_crash_during_a_stop_move_converges(env, when):
-    await env.start(extra_plugins=(("crash", CrashInMove(when)),))
+    crash = CrashInMove(when)
+    await env.start(extra_plugins=(("crash", crash),))
     intent = env.intent(trailing=TrailingSpec(callback_rate=Decimal("0.5")))
     await env.engine.open(intent)
     price = (env.venue.mark_price(env.symbol) * Decimal("1.03")).quantize(Decimal("0.0001"))
-    env.venue.set_mark_price(env.symbol, price)
-    with pytest.raises(Crash):
-        await env.parts.trailing.on_mark_price(env.symbol, price)
+    env.venue.set_mark_price(env.symbol, price)  # the engine's mark-price watcher trails the stop
+    await asyncio.wait_for(crash.fired.wait(), 5)
     await env.engine.stop()
     env.pm.unregister(name="crash")
     await env.start()
@@ -118,6 +125,8 @@ async def test_restart_after_a_crash_during_a_stop_move_converges(env, when):
     assert env.venue.truth.unprotected_intervals(symbol=env.symbol) == []
     assert env.parts.book.holds(env.symbol) and env.parts.book.get(env.symbol).stop is not None
     assert [r["symbol"] for r in await env.store.open_positions("default", env.venue_name)] == [env.symbol]
+    await env.parts.reconciler.reconcile()  # the backstop: duplicates left by the crash are cancelled
     resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
     assert len(resting) <= 1, f"duplicate stops left resting: {resting}"
+    assert env.venue.is_protected("default", env.symbol)
     assert env.venue.truth.wrong_side_orders() == []

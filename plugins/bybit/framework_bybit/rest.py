@@ -395,7 +395,21 @@ async def set_trigger(
 
 
 async def cancel_trigger(conn: BybitConnection, stop: StopLoss) -> bool:
-    """Remove an attached stop (``"0"`` via trading-stop); ``False`` when the venue no longer had it."""
+    """Remove a stop: a conditional order by id (``POST /v5/order/cancel``), an attached one with ``"0"``
+    via trading-stop.  ``False`` when the venue no longer had it.
+
+    An order-based stop is never "removed" through trading-stop: that would clear the position's
+    attached stop instead — its real protection."""
+    if stop.order_id is not None:
+        params = {"category": "linear", "symbol": conn.market_id(stop.symbol), "orderId": stop.order_id}
+        try:
+            await conn.call("privatePostV5OrderCancel", params)
+        except Exception as exc:
+            error = translate(exc, "cancel", symbol=stop.symbol)
+            if isinstance(error, OrderNotFound):
+                return False
+            raise error from exc
+        return True
     if stop.kind not in _TRIGGER_FIELDS:
         raise VenueError(f"{stop.kind} is not supported by this driver", venue=VENUE, symbol=stop.symbol)
     try:
