@@ -97,6 +97,8 @@ async def place_trigger(
     if conn.known_flat(symbol) and not conn.entry_expected(symbol):
         raise PositionGone("the stream reports the position closed and no entry is pending: no stop placed",
                            venue=VENUE, symbol=symbol)
+    # What ccxt sends (rounded to the tick) is what rests, and what the returned StopLoss reports.
+    trigger_price = Decimal(conn.exchange.price_to_precision(symbol, str(trigger_price)))
     placed_at = now_ms()
     raw = await conn.create_conditional(
         symbol, close_side(side), kind, trigger_price, amount=contracts, client_order_id=new_client_id(kind[0])
