@@ -493,7 +493,8 @@ class BybitEmulator:
             orders = [o for o in orders if o.is_open]
         if params.get("orderFilter") == "StopOrder":
             orders = [o for o in orders if o.conditional]
-        return {"list": [self._order_row(o) for o in orders[::-1]], "nextPageCursor": "", "category": "linear"}
+        rows, cursor = _page([self._order_row(o) for o in orders[::-1]], params, default=20, maximum=50)
+        return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     async def _order_history(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
@@ -626,8 +627,9 @@ class BybitEmulator:
         else:
             raise BybitApiReject(10001, "params error: symbol or settleCoin is required")
         fields = [self._position_fields(p) for p in positions]
-        rows = [{key: f[key] for key in self._REST_POSITION_KEYS} for f in fields]
-        return {"list": rows, "nextPageCursor": "", "category": "linear"}
+        rows, cursor = _page([{key: f[key] for key in self._REST_POSITION_KEYS} for f in fields], params,
+                             default=20, maximum=200)
+        return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     async def _trading_stop(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
@@ -836,3 +838,17 @@ class BybitEmulator:
             "createType": _CREATE_TYPE.get(fill.origin, "CreateByUser"), "extraFees": [],
             "feeCurrency": "USDT",
         }
+
+
+def _page(rows: list[Any], params: dict[str, Any], *, default: int, maximum: int) -> tuple[list[Any], str]:
+    """Bybit cursor paging: ``limit`` (1..maximum, default ``default``) rows from ``cursor``; the next
+    cursor, or ``""`` on the last page.  The cursor is opaque to clients (here: the offset)."""
+    try:
+        limit = int(params.get("limit") or default)
+        start = int(params.get("cursor") or 0)
+    except ValueError:
+        raise BybitApiReject(10001, "params error: limit / cursor") from None
+    if not 1 <= limit <= maximum or start < 0:
+        raise BybitApiReject(10001, f"params error: limit must be 1..{maximum}")
+    end = start + limit
+    return rows[start:end], (str(end) if end < len(rows) else "")

@@ -523,16 +523,34 @@ _CONDITIONAL_KINDS = {"StopLoss": "stop_loss", "PartialStopLoss": "stop_loss", "
                       "TrailingStop": "trailing_stop"}
 
 
-async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
-    """ONE ``/v5/position/list`` + ONE ``/v5/order/realtime`` (settleCoin USDT), whatever the number of
-    positions.  Stops: every position's attached stop-loss / take-profit / trailing stop, plus resting
-    reduce-only conditional orders.
+async def _all_pages(conn: BybitConnection, method: str, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Every row of a paged list endpoint (``nextPageCursor``), and the number of calls it took.
+
+    A snapshot that stopped at the first page would make positions past it look like orphans and stops
+    past it look missing.
     """
+    rows: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"category": "linear", "settleCoin": "USDT", "limit": limit}
+    calls = 0
+    while True:
+        result = await conn.call(method, params)
+        calls += 1
+        rows += result.get("list") or []
+        cursor = result.get("nextPageCursor")
+        if not cursor:
+            return rows, calls
+        params = {**params, "cursor": cursor}
+
+
+async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
+    """``/v5/position/list`` + ``/v5/order/realtime`` (settleCoin USDT): one call each per page of 200
+    positions / 50 orders (``options['snapshot_page_limit']`` lowers both, for tests).  Stops: every
+    position's attached stop-loss / take-profit / trailing stop, plus resting reduce-only conditional orders.
+    """
+    page = conn.config.options.get("snapshot_page_limit")
     try:
-        position_rows = (await conn.call("privateGetV5PositionList",
-                                         {"category": "linear", "settleCoin": "USDT", "limit": 200})).get("list") or []
-        order_rows = (await conn.call("privateGetV5OrderRealtime",
-                                      {"category": "linear", "settleCoin": "USDT", "limit": 50})).get("list") or []
+        position_rows, position_calls = await _all_pages(conn, "privateGetV5PositionList", page or 200)
+        order_rows, order_calls = await _all_pages(conn, "privateGetV5OrderRealtime", page or 50)
     except Exception as exc:
         raise translate(exc, "snapshot") from exc
     positions, stops = [], []
@@ -557,4 +575,4 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
                                   kind=kind, trigger_price=order.trigger_price, order_id=order.id,  # type: ignore[arg-type]
                                   contracts=order.amount or None))
     return VenueSnapshot(venue=VENUE, account=conn.config.account, positions=positions,
-                         open_orders=open_orders, stops=stops, rest_calls=2)
+                         open_orders=open_orders, stops=stops, rest_calls=position_calls + order_calls)

@@ -205,6 +205,21 @@ async def test_snapshot_is_two_calls_whatever_the_positions(driver, venue, emula
         (SYMBOL, Decimal("0.95")), ("BTC/USDT:USDT", Decimal(70000))}
 
 
+@pytest.mark.hooks("fetch_snapshot")
+async def test_snapshot_follows_every_page(driver, venue, emulator):
+    await open_long(driver, venue)
+    venue.place_order("default", "BTC/USDT:USDT", "sell", amount=Decimal("0.01"), stop_loss=Decimal(70000))
+    venue.place_order("default", "BTC/USDT:USDT", "buy", type="stop_market", amount=Decimal("0.01"),
+                      reduce_only=True, trigger_price=Decimal(71000))
+    config = driver.conn.config
+    driver.conn.config = config.model_copy(update={"options": {**config.options, "snapshot_page_limit": 1}})
+    before = sum(emulator.rest_calls.values())
+    snapshot = await driver.fetch_snapshot()
+    assert {p.symbol for p in snapshot.positions} == {SYMBOL, "BTC/USDT:USDT"}  # two pages of one
+    assert Decimal(71000) in {s.trigger_price for s in snapshot.stops}
+    assert snapshot.rest_calls == sum(emulator.rest_calls.values()) - before == 3  # 2 position pages + 1
+
+
 async def test_rejected_entry_is_order_rejected(driver, venue):
     venue.faults.reject_next_orders = 1
     with pytest.raises(OrderRejected):
