@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from framework.driver import Driver, VenueHarness
 from framework.engine import Engine, EngineSettings
+from framework.engine.broadcast import client_order_id
 from framework.errors import ConfigError, FrameworkError
 from framework.hookspecs import hookimpl
 from framework.models import (
@@ -223,11 +224,6 @@ class Run:
         self.started = 0.0
         self.stop_requested = asyncio.Event()
         self.emulated_account = f"emulated-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
-        self._ids = 0
-
-    def _client_order_id(self) -> str:
-        self._ids += 1
-        return f"fw-o-{int(time.time() * 1000) % 10**10:010d}{self._ids:02d}"[:36]
 
     async def execute(self) -> dict[str, Any]:
         """Run until ``--duration`` elapses or a stop is requested; returns the report."""
@@ -303,7 +299,7 @@ class Run:
             if parts.book.holds(sig.symbol) or parts.book.opening(sig.symbol):
                 return  # one-way mode: the demo does not add to an open position
             mark = await current_mark(parts.driver, sig.symbol)
-            intent = intent_from_signal(sig, mark, parts.book.account, self._client_order_id())
+            intent = intent_from_signal(sig, mark, parts.book.account, client_order_id("o"))
             await self.engine.open(intent)
         elif sig.action == "close":
             if parts.book.holds(sig.symbol):

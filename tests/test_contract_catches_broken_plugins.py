@@ -23,7 +23,7 @@ from framework.plugins import installed_plugins
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
-from broken_plugins.variants import BUGS, entry_point_names
+from broken_plugins.variants import BUGS, entry_point_names  # noqa: E402 (after the sys.path entry above)
 
 BASES = [name for name in ("bybit", "binance") if name in installed_plugins()]
 

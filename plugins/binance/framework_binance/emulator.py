@@ -103,11 +103,16 @@ def _bool_param(params: dict[str, str], name: str) -> bool:
     return str(params.get(name, "false")).lower() == "true"
 
 
+def _missing(name: str) -> BinanceApiError:
+    """Binance's answer to a missing or malformed mandatory parameter."""
+    return BinanceApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
 def _decimal_param(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
     raw = params.get(name)
     if raw in (None, ""):
         if required:
-            raise BinanceApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+            raise _missing(name)
         return None
     try:
         return Decimal(raw)
@@ -237,9 +242,13 @@ class BinanceEmulator:
                 faults.http_error_next -= 1
                 status = faults.http_error_status
                 if status in (418, 429):
-                    raise BinanceApiError(status, -1003, "Too many requests; current limit is 2400 requests per minute.")
+                    raise BinanceApiError(
+                        status, -1003, "Too many requests; current limit is 2400 requests per minute."
+                    )
                 if status >= 500:
-                    raise BinanceApiError(status, -1001, "Internal error; unable to process your request. Please try again.")
+                    raise BinanceApiError(
+                        status, -1001, "Internal error; unable to process your request. Please try again."
+                    )
                 raise BinanceApiError(status, -1000, "An unknown error occurred while processing the request.")
             return await handler(request)
         except BinanceApiError as error:
@@ -269,7 +278,7 @@ class BinanceEmulator:
         params.update(parse_qsl(body, keep_blank_values=True))
         params.pop("signature", None)
         if signature is None:
-            raise BinanceApiError(400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+            raise _missing("signature")
         secret = self.venue.account_secret(account).encode()
         expected = hmac.new(secret, "".join(unsigned_parts).encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()):
@@ -278,7 +287,7 @@ class BinanceEmulator:
             timestamp = int(params["timestamp"])
             recv_window = int(params.get("recvWindow", DEFAULT_RECV_WINDOW_MS))
         except (KeyError, ValueError):
-            raise BinanceApiError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.") from None
+            raise _missing("timestamp") from None
         if not 0 < recv_window <= MAX_RECV_WINDOW_MS:
             raise BinanceApiError(400, -1131, "recvWindow must be less than 60000")
         server_time = now_ms()
@@ -297,7 +306,7 @@ class BinanceEmulator:
         native = params.get("symbol")
         if not native:
             if required:
-                raise BinanceApiError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+                raise _missing("symbol")
             return None
         return self.venue.instrument_by_id(native).symbol
 
@@ -457,7 +466,8 @@ class BinanceEmulator:
         wire_type = params.get("type", "").upper()
         if wire_type in CONDITIONAL_WIRE_TYPES:
             raise BinanceApiError(
-                400, -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
+                400, -4120,
+                "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.",
             )
         if wire_type != "MARKET":
             raise BinanceApiError(400, -1116, "Invalid orderType.")
@@ -537,7 +547,8 @@ class BinanceEmulator:
             "actualOrderId": order.triggered_order_id or "",
             "triggerPrice": _s(order.trigger_price), "price": "0", "workingType": "MARK_PRICE",
             "priceMatch": "NONE", "closePosition": order.close_position, "priceProtect": False,
-            "reduceOnly": order.reduce_only, "activatePrice": _s(order.activation_price) if order.activation_price else "",
+            "reduceOnly": order.reduce_only,
+            "activatePrice": _s(order.activation_price) if order.activation_price else "",
             "callbackRate": _s(order.callback_rate) if order.callback_rate else "",
             "createTime": order.created_ms, "updateTime": order.updated_ms, "triggerTime": 0, "goodTillDate": 0,
         }
@@ -546,7 +557,7 @@ class BinanceEmulator:
         account, params = await self._signed(request)
         symbol = self._symbol(params)
         if params.get("algoType", "").upper() != "CONDITIONAL":
-            raise BinanceApiError(400, -1102, "Mandatory parameter 'algoType' was not sent, was empty/null, or malformed.")
+            raise _missing("algoType")
         wire_type = params.get("type", "").upper()
         if wire_type not in VENUE_TYPE or wire_type == "MARKET":
             raise BinanceApiError(400, -1116, "Invalid orderType.")
@@ -785,7 +796,7 @@ class BinanceEmulator:
                 "caid": order.client_order_id or f"web_{order.id}", "aid": int(order.id), "at": "CONDITIONAL",
                 "o": WIRE_TYPE[order.type], "s": self.venue.instrument(order.symbol).id, "S": order.side.upper(),
                 "ps": "BOTH", "f": "GTC", "q": _s(order.amount), "X": status,
-                "ai": order.triggered_order_id if status in ("TRIGGERED", "FINISHED") and order.triggered_order_id else "",
+                "ai": (order.triggered_order_id or "") if status in ("TRIGGERED", "FINISHED") else "",
                 "ap": _s(order.average), "aq": _s(order.filled), "act": "0", "tp": _s(order.trigger_price),
                 "p": "0", "V": "NONE", "wt": "MARK_PRICE", "pm": "NONE", "cp": order.close_position, "pP": False,
                 "R": order.reduce_only, "tt": 0, "gtd": 0,

@@ -162,7 +162,9 @@ def to_order(raw: dict[str, Any]) -> Order:
         name for name, value in (
             ("id", raw.get("id")), ("symbol", raw.get("symbol")), ("side", raw.get("side")),
             # a closePosition order carries no quantity: it closes whatever is open when it triggers
-            ("amount", 0 if close_position else raw.get("amount")), ("filled", raw.get("filled")), ("status", raw.get("status")),
+            ("amount", 0 if close_position else raw.get("amount")),
+            ("filled", raw.get("filled")),
+            ("status", raw.get("status")),
         ) if value is None
     ]
     if raw.get("side") not in (None, "buy", "sell"):

@@ -55,8 +55,8 @@ class Sink:
         self.malformed.append((raw, error))
         self._notify()
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 5.0) -> Any:
+        async with asyncio.timeout(timeout_s):
             while True:
                 result = predicate()
                 if result:

@@ -69,7 +69,9 @@ def test_order_trade_update_fields():
         Decimal("9910.12"), Decimal("0.014"), Decimal("-5.67"))
 
 
-@pytest.mark.parametrize(("name", "status"), [("algo_update_new.json", "open"), ("algo_update_canceled.json", "canceled")])
+@pytest.mark.parametrize(
+    ("name", "status"), [("algo_update_new.json", "open"), ("algo_update_canceled.json", "canceled")]
+)
 def test_algo_update(name, status):
     (update,) = BinanceDecoder().decode(frame(f"user_data_json/{name}"))
     assert (update.origin, update.order.status, update.order.id) == ("take_profit", status, "2148719")

@@ -237,7 +237,8 @@ async def test_snapshot_costs_three_calls_whatever_the_positions(driver, venue, 
     snapshot = await driver.fetch_snapshot()
     assert sum(harness.emulator.rest_calls.values()) - before == snapshot.rest_calls == 3
     assert {(p.symbol, p.side) for p in snapshot.positions} == {(SYMBOL, "long"), ("BTC/USDT:USDT", "short")}
-    assert [(s.order_id, s.side, s.kind, s.contracts) for s in snapshot.stops] == [(stop.order_id, "long", "stop_loss", None)]
+    found = [(s.order_id, s.side, s.kind, s.contracts) for s in snapshot.stops]
+    assert found == [(stop.order_id, "long", "stop_loss", None)]
 
 
 async def test_verify_confirms_from_the_stream_under_rest_lag(driver, venue, stream, harness):

@@ -194,7 +194,9 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
     spawned = stop_states[2][1]
     assert spawned and spawned == stop_states[3][1]
     assert [x for aid, x, _ in algo if aid == int(tp.id)] == ["NEW", "CANCELED"]
-    close_fill = [f["o"] for f in by_kind["ORDER_TRADE_UPDATE"] if str(f["o"]["i"]) == spawned and f["o"]["X"] == "FILLED"]
+    close_fill = [
+        f["o"] for f in by_kind["ORDER_TRADE_UPDATE"] if str(f["o"]["i"]) == spawned and f["o"]["X"] == "FILLED"
+    ]
     assert close_fill and (close_fill[0]["ot"], close_fill[0]["S"], close_fill[0]["R"]) == ("STOP_MARKET", "SELL", True)
     times = [f["T"] for f in by_kind["ACCOUNT_UPDATE"]]
     assert times == sorted(set(times))  # T strictly increasing

@@ -523,6 +523,9 @@ _CONDITIONAL_KINDS = {"StopLoss": "stop_loss", "PartialStopLoss": "stop_loss", "
                       "TrailingStop": "trailing_stop"}
 
 
+_ATTACHED_FIELDS = (("stop_loss", "stopLoss"), ("take_profit", "takeProfit"), ("trailing_stop", "trailingStop"))
+
+
 async def _all_pages(conn: BybitConnection, method: str, limit: int) -> tuple[list[dict[str, Any]], int]:
     """Every row of a paged list endpoint (``nextPageCursor``), and the number of calls it took.
 
@@ -559,7 +562,7 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
         if position is None:
             continue
         positions.append(position)
-        for kind, field in (("stop_loss", "stopLoss"), ("take_profit", "takeProfit"), ("trailing_stop", "trailingStop")):
+        for kind, field in _ATTACHED_FIELDS:
             price = positive_or_none(row.get(field))
             if price is not None:
                 stops.append(StopLoss(venue=VENUE, symbol=position.symbol, side=position.side, kind=kind,  # type: ignore[arg-type]

@@ -25,7 +25,8 @@ from framework.models import PositionUpdate
 
 def assert_same_shape(actual: dict[str, Any], expected: dict[str, Any], where: str = "") -> None:
     """Same keys, and the same JSON value types (``null`` in either matches anything)."""
-    assert set(actual) == set(expected), f"{where}: extra {set(actual) - set(expected)}, missing {set(expected) - set(actual)}"
+    extra, missing = set(actual) - set(expected), set(expected) - set(actual)
+    assert set(actual) == set(expected), f"{where}: extra {extra}, missing {missing}"
     for key, value in expected.items():
         got = actual[key]
         if value is None or got is None:
