@@ -415,7 +415,7 @@ class Contract:
                                                     CLOSE_BOUND_S)
             if not delivered:
                 self.fail(f"{when}; the private stream delivered no flat PositionUpdate (contracts=0) within "
-                          f"{CLOSE_BOUND_S} s: a closure dropped silently (INCIDENTS I-1)")
+                          f"{CLOSE_BOUND_S} s: a closure dropped silently (docs/incidents.md I-1)")
         await self.barrier()
         closed = self.journal.closed(self.symbol)
         if len(closed) != 1:

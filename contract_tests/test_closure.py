@@ -1,5 +1,5 @@
 """Contracts 1 and 2: every closure reaches the book exactly once, whatever closed it and however late,
-twice or out of order its frame arrives (INCIDENTS I-1, I-2)."""
+twice or out of order its frame arrives (docs/incidents.md I-1, I-2)."""
 
 from __future__ import annotations
 

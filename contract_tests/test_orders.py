@@ -1,5 +1,5 @@
 """Contracts 3 and 7: a minimal order response is completed from the venue, never guessed, and a close or
-rollback after it goes in the right direction and leaves the venue flat (INCIDENTS I-3, I-4)."""
+rollback after it goes in the right direction and leaves the venue flat (docs/incidents.md I-3, I-4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Contracts 4 and 6: stops never depend on REST position visibility, are never placed for a position the
-venue reports gone, and moving one never leaves the venue without a resting stop (INCIDENTS I-1, I-4, I-5)."""
+venue reports gone, and moving one never leaves the venue without a resting stop (docs/incidents.md I-1, I-4, I-5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contract 5: verify_position asks several sources within a budget; REST lag is not absence (INCIDENTS I-3)."""
+"""Contract 5: verify_position asks several sources within a budget; REST lag is not absence (docs/incidents.md I-3)."""
 
 from __future__ import annotations
 

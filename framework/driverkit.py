@@ -60,7 +60,7 @@ class StreamCache:
     """What the private stream last said, per symbol and per order, with a change notification.
 
     Position updates older than the one held (lower ``sequence``) are ignored, so a late or reordered
-    frame never resurrects a closed position (INCIDENTS.md I-2).  Orders are indexed by venue id and by
+    frame never resurrects a closed position (docs/incidents.md I-2).  Orders are indexed by venue id and by
     client order id.
     """
 

@@ -19,8 +19,8 @@
         └── RollbackFailed           a rollback could not prove the venue flat afterwards
 
 ``PositionGone`` is deliberately not a subclass of anything retryable: the engine treats it as evidence
-of closure (INCIDENTS.md I-1, I-4).  ``OutcomeUnknown`` is resolved by client order id, never assumed
-to be a rejection (INCIDENTS.md I-3).
+of closure (docs/incidents.md I-1, I-4).  ``OutcomeUnknown`` is resolved by client order id, never assumed
+to be a rejection (docs/incidents.md I-3).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class PositionGone(VenueError):
 class OrderIncomplete(VenueError):
     """Side, amount or status of an order could not be established, even after asking the venue.
 
-    Raised instead of normalising a minimal response into a guessed value (INCIDENTS.md I-3).
+    Raised instead of normalising a minimal response into a guessed value (docs/incidents.md I-3).
     """
 
 
@@ -113,7 +113,7 @@ class OrderRejected(VenueError):
 class WouldTriggerImmediately(VenueError):
     """A stop's trigger price is already crossed by the mark price (Binance ``-2021``).
 
-    The engine answers with a reduce-only close rather than a retry (INCIDENTS.md I-5).
+    The engine answers with a reduce-only close rather than a retry (docs/incidents.md I-5).
     """
 
 

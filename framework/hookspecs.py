@@ -137,7 +137,7 @@ async def normalize_order(conn: Any, raw: dict[str, Any], intent: OrderIntent | 
     :param intent: the persisted intent this order was created for, if any.
     :returns: an order whose ``side`` is ``buy`` or ``sell``, with amount, filled and status known.
     :raises framework.errors.OrderIncomplete: when side, amount or status cannot be established —
-        never a guessed value such as ``'unknown'`` (INCIDENTS.md I-3).
+        never a guessed value such as ``'unknown'`` (docs/incidents.md I-3).
     """
 
 
@@ -183,7 +183,7 @@ async def move_stop_loss(conn: Any, stop: StopLoss, trigger_price: Decimal) -> S
     """Move a resting stop to ``trigger_price`` leaving no moment without a stop on the venue.
 
     Amend in place where the venue allows it (Bybit trading-stop); otherwise place the new stop first,
-    then cancel the old one, checking the position is still open before and after (INCIDENTS.md I-5).
+    then cancel the old one, checking the position is still open before and after (docs/incidents.md I-5).
 
     :param conn: the driver's connection.
     :param stop: the stop currently resting.
@@ -228,7 +228,7 @@ async def close_position(
     """Close ``contracts`` of a ``side`` position with a reduce-only market order.
 
     The caller derives ``side`` from the persisted intent and the observed position, never from an
-    unvalidated response field (INCIDENTS.md I-3).
+    unvalidated response field (docs/incidents.md I-3).
 
     :param conn: the driver's connection.
     :param symbol: unified symbol.

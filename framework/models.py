@@ -68,7 +68,7 @@ def now_ms() -> int:
 def close_side(position_side: PositionSide) -> Side:
     """The order side that reduces a position of ``position_side``.
 
-    :raises ValueError: for anything but ``long`` / ``short`` (never guess a side: INCIDENTS.md I-3).
+    :raises ValueError: for anything but ``long`` / ``short`` (never guess a side: docs/incidents.md I-3).
     """
     if position_side == "long":
         return "sell"
@@ -109,7 +109,7 @@ class TrailingSpec(Model):
 
 
 class OrderIntent(Model):
-    """What we mean to do, persisted *before* the order is submitted (INCIDENTS.md I-3).
+    """What we mean to do, persisted *before* the order is submitted (docs/incidents.md I-3).
 
     The rollback of a failed open is computed from this record plus observed fills, never from a
     venue response field.
@@ -238,7 +238,7 @@ class Verification(Model):
 
     :ivar outcome: ``confirmed`` (a position exists, with ``contracts`` filled), ``absent`` (the venue
         says the order was rejected / cancelled with nothing filled), ``unknown`` (no source could tell
-        within the budget: *not* the same as absent, INCIDENTS.md I-3).
+        within the budget: *not* the same as absent, docs/incidents.md I-3).
     :ivar source: which source decided: ``stream``, ``order``, ``rest`` or ``none``.
     :ivar elapsed_ms: time spent deciding.
     """

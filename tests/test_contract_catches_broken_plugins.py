@@ -1,4 +1,4 @@
-"""The contract suite catches the known bugs (INCIDENTS.md): each deliberately broken variant of a real
+"""The contract suite catches the known bugs (docs/incidents.md): each deliberately broken variant of a real
 plugin (``tests/broken_plugins/variants.py``) FAILS the contract it breaks, with a message naming it,
 while the real plugin passes that same test (the control: a failure that the real plugin shares proves
 nothing about the bug).

@@ -2,7 +2,7 @@
 
 Every source that learns a position is gone — a flat stream update, a stop / take-profit fill, the
 reconciler, a ``PositionGone`` answer to any driver call — calls the same idempotent :meth:`close`,
-which fires ``on_position_closed`` exactly once (INCIDENTS.md I-1, I-2).  The book is the driver's
+which fires ``on_position_closed`` exactly once (docs/incidents.md I-1, I-2).  The book is the driver's
 :class:`~framework.driver.StreamSink`, so the private stream feeds it directly.
 """
 

@@ -1,6 +1,6 @@
 """Atomic open: an :class:`~framework.models.OrderIntent` becomes a protected position, or nothing.
 
-Order of steps (INCIDENTS.md I-3, I-4)::
+Order of steps (docs/incidents.md I-3, I-4)::
 
     persist intent → on_order_submitted → [stop first: stop_before_entry]
     → entry (stop attached: attached_stop_on_entry) → normalize_order → [set_stop_loss]

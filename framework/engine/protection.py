@@ -1,4 +1,4 @@
-"""Every open position has a resting stop (INCIDENTS.md I-1, I-4).
+"""Every open position has a resting stop (docs/incidents.md I-1, I-4).
 
 A position found without one is protected with a bounded number of attempts; ``PositionGone`` closes
 the position through the book instead of being retried; a stop that would trigger at once is answered

@@ -1,4 +1,4 @@
-"""Reconciliation: the backstop that converges venue, book and DB (INCIDENTS.md "what fixed means" 6).
+"""Reconciliation: the backstop that converges venue, book and DB (docs/incidents.md "what fixed means" 6).
 
 Runs at start, after every stream reconnect and every ``reconcile_interval_s``.  One
 ``driver.fetch_snapshot()`` per pass (one REST call per kind, whatever the number of positions):

@@ -2,7 +2,7 @@
 
 Fed with :class:`~framework.models.MarkPrice` ticks (``driver.watch_mark_prices`` with this manager as
 sink).  A move uses the driver's ``move_stop_loss`` (amend in place, or new-before-cancel: no window
-without a stop, INCIDENTS.md I-5), is rate-limited, and never happens for a symbol the book no longer
+without a stop, docs/incidents.md I-5), is rate-limited, and never happens for a symbol the book no longer
 holds.  ``WouldTriggerImmediately`` → a reduce-only close through the one close path; ``PositionGone`` →
 ``book.close``.
 """

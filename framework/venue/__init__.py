@@ -16,7 +16,7 @@ from framework.venue.core import (
 )
 from framework.venue.faults import Faults, FrameShaper, parse_faults
 from framework.venue.harness import EmulatorHarness
-from framework.venue.prices import PricePath, PricePoint, Replayer, fixtures_dir
+from framework.venue.prices import PricePath, PricePoint, Replayer
 from framework.venue.truth import Closure, GroundTruth, OrderRecord
 
 __all__ = [
@@ -41,6 +41,5 @@ __all__ = [
     "VenuePosition",
     "VenueReject",
     "default_instruments",
-    "fixtures_dir",
     "parse_faults",
 ]

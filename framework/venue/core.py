@@ -630,7 +630,7 @@ class Venue:
         return [self._snapshot(p) for (a, _), p in self._positions.items() if a == account and p.is_open]
 
     def visible_positions(self, account: str, lag_ms: int) -> list[VenuePosition]:
-        """Open positions as they were at ``now() - lag_ms`` (a lagging REST endpoint, INCIDENTS.md I-3/I-4).
+        """Open positions as they were at ``now() - lag_ms`` (a lagging REST endpoint, docs/incidents.md I-3/I-4).
 
         Lags beyond :data:`HISTORY_KEEP_MS` see the oldest state kept.
         """

@@ -1,14 +1,13 @@
 """Real price paths for the simulated venue, and a replayer that drives its mark prices.
 
-Data comes from ``../shared/fixtures/market`` (see its README for provenance): 5-minute Binance XRPUSDT
-candles and a tick path of Binance BTCUSDT trades.
+The default paths ship in ``framework/venue/data/`` (provenance and licences in ``PROVENANCE.md`` there):
+5-minute Binance XRPUSDT candles and a tick path of Binance BTCUSDT trades.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,33 +18,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from framework.venue.core import Venue
 
-FIXTURES_ENV = "FRAMEWORK_FIXTURES"
-# Real paths shipped in framework/venue/data/ (copies of shared/fixtures/market/, see PROVENANCE.md there),
-# so the demo works wherever the package is installed.
+# Real paths shipped in framework/venue/data/ (see PROVENANCE.md there), so the demo works wherever the
+# package is installed.
 DEFAULT_FILES = {
     "XRP/USDT:USDT": ("candles", "binance-futures-XRPUSDT-5m.csv"),
     "BTC/USDT:USDT": ("trades", "binance-BTCUSDT-trades.csv"),
 }
-
-
-def fixtures_dir() -> Path:
-    """The shared fixtures directory: ``$FRAMEWORK_FIXTURES``, else ``shared/fixtures`` next to the
-    project root (found by walking up from this file, e.g. ``/work/shared/fixtures`` for ``/work/main``).
-
-    :raises FileNotFoundError: neither exists.
-    """
-    configured = os.environ.get(FIXTURES_ENV)
-    if configured:
-        path = Path(configured)
-        if not path.is_dir():
-            raise FileNotFoundError(f"${FIXTURES_ENV} points to {path}, which is not a directory")
-        return path
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "shared" / "fixtures"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no shared/fixtures directory above {here}; set ${FIXTURES_ENV}")
 
 
 @dataclass(frozen=True)

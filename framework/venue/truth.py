@@ -1,7 +1,7 @@
 """Ground truth of the simulated venue: what really happened, for tests and the contract suite to judge.
 
 The venue feeds it (every submitted order, every fill, every closure) and calls :meth:`GroundTruth.observe`
-after each state change, which keeps the unprotected intervals exact (INCIDENTS.md I-4, I-5).
+after each state change, which keeps the unprotected intervals exact (docs/incidents.md I-4, I-5).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class GroundTruth:
 
     def wrong_side_orders(self) -> list[OrderRecord]:
         """Orders meant to reduce whose side would have increased the position at submit time, or opened
-        one (INCIDENTS.md I-3: a "close" buy on a long)."""
+        one (docs/incidents.md I-3: a "close" buy on a long)."""
         wrong = []
         for record in self.orders:
             if not record.meant_to_reduce:
@@ -149,7 +149,7 @@ class GroundTruth:
         return wrong
 
     def orders_for_closed_positions(self) -> list[OrderRecord]:
-        """Reduce-only conditional orders submitted while their symbol was flat (INCIDENTS.md I-5).
+        """Reduce-only conditional orders submitted while their symbol was flat (docs/incidents.md I-5).
 
         ``close_position`` orders are excluded: placing one before the entry is legitimate.
         """

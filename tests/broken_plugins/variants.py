@@ -1,4 +1,4 @@
-"""Broken variants of a real driver plugin, one known bug (INCIDENTS.md) each.
+"""Broken variants of a real driver plugin, one known bug (docs/incidents.md) each.
 
 ``variants.<base>_broken_<bug>`` (e.g. ``bybit_broken_closure``) is a plugin object: every hookimpl of the
 installed plugin ``<base>``, with one hook replaced by a buggy version.  The entry point

@@ -1,5 +1,5 @@
 """The safety invariants every fault schedule must keep, judged from the venue's ground truth, the book
-and the database after convergence (INCIDENTS.md "what fixed means")."""
+and the database after convergence (docs/incidents.md "what fixed means")."""
 
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ async def test_duplicate_closing_frames():
 
 
 async def test_delayed_closing_frame_is_overtaken_by_later_frames():
-    """INCIDENTS.md I-2: the flat frame arrives long after everything else."""
+    """docs/incidents.md I-2: the flat frame arrives long after everything else."""
     shaper, socket = shaper_with(delay_closing_frames_ms=30)
     await shaper.send(socket.send, "flat", closing=True)
     await shaper.send(socket.send, "order-update")

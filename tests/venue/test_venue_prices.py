@@ -1,34 +1,25 @@
-"""Real price paths (shared fixtures) and the replayer that drives mark prices."""
+"""Real price paths (shipped in framework/venue/data/) and the replayer that drives mark prices."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 from decimal import Decimal as D
+from importlib import resources
 
 import pytest
 
-from framework.venue import MarkPriceEvent, PricePath, PricePoint, Replayer, Venue, fixtures_dir
+from framework.venue import MarkPriceEvent, PricePath, PricePoint, Replayer, Venue
 
 XRP = "XRP/USDT:USDT"
 BTC = "BTC/USDT:USDT"
-CANDLES = "market/binance-futures-XRPUSDT-5m.csv"
-TRADES = "market/binance-BTCUSDT-trades.csv"
+DATA = resources.files("framework.venue") / "data"
+CANDLES = "binance-futures-XRPUSDT-5m.csv"
 
 
 def raw_candles() -> list[dict[str, str]]:
-    with open(fixtures_dir() / CANDLES, newline="") as handle:
+    with (DATA / CANDLES).open(newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def test_fixtures_dir_finds_shared_fixtures_and_honours_the_environment(tmp_path, monkeypatch):
-    monkeypatch.delenv("FRAMEWORK_FIXTURES", raising=False)
-    assert (fixtures_dir() / CANDLES).is_file()
-    monkeypatch.setenv("FRAMEWORK_FIXTURES", str(tmp_path))
-    assert fixtures_dir() == tmp_path
-    monkeypatch.setenv("FRAMEWORK_FIXTURES", str(tmp_path / "missing"))
-    with pytest.raises(FileNotFoundError, match="FRAMEWORK_FIXTURES"):
-        fixtures_dir()
 
 
 def test_candles_become_four_points_with_the_documented_intra_candle_order():

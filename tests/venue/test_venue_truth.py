@@ -71,7 +71,7 @@ def test_new_before_cancel_accrues_nothing(venue, clock):
 
 
 def test_cancel_then_create_accrues_the_gap(venue, clock):
-    """INCIDENTS.md I-5: 1,400 ms with no stop while the trailing stop moved it."""
+    """docs/incidents.md I-5: 1,400 ms with no stop while the trailing stop moved it."""
     venue.place_order(ACC, XRP, "buy", amount=D("100"), stop_loss=D("0.9"))
     venue.set_trading_stop(ACC, XRP, stop_loss=D("0"))
     removed = venue.now()
@@ -127,7 +127,7 @@ def test_triggered_stop_closure_has_origin_and_pnl(venue):
     assert closure.realized_pnl == D("-10")
 
 
-# --- wrong-side orders (INCIDENTS.md I-3) ---------------------------------------------------------------
+# --- wrong-side orders (docs/incidents.md I-3) ---------------------------------------------------------------
 
 
 def test_close_buy_on_a_long_is_caught(venue):
@@ -164,7 +164,7 @@ def test_correct_closes_and_venue_closes_are_not_wrong_side(venue):
     assert venue.truth.wrong_side_orders() == []
 
 
-# --- orders for closed positions (INCIDENTS.md I-5) -----------------------------------------------------
+# --- orders for closed positions (docs/incidents.md I-5) -----------------------------------------------------
 
 
 def test_stop_placed_for_a_position_that_is_gone(venue):

@@ -2,10 +2,10 @@
 
 Source: Binance USDⓈ-M futures "User Data Streams" (``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``,
 ``ALGO_UPDATE``, ``TRADE_LITE``, ``listenKeyExpired``) and "Mark Price Stream" (``markPriceUpdate``);
-payload shapes as in ``../shared/fixtures/binance/``.
+payload shapes as in ``plugins/binance/tests/fixtures/`` (Binance's documented examples and real captures).
 
 * ``ACCOUNT_UPDATE`` → one :class:`PositionUpdate` per ``P`` entry.  ``"pa":"0"`` is a *flat* update
-  (``contracts=0``, ``side=None``), never dropped (INCIDENTS.md I-1, I-2).  ``sequence`` is the
+  (``contracts=0``, ``side=None``), never dropped (docs/incidents.md I-1, I-2).  ``sequence`` is the
   transaction time ``T`` (strictly increasing per account on the venue).
 * ``ORDER_TRADE_UPDATE`` / ``ALGO_UPDATE`` → :class:`OrderUpdate` with the fill's ``origin``.
 * ``markPriceUpdate`` → :class:`MarkPrice`.

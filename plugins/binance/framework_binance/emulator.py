@@ -1,7 +1,7 @@
 """Binance USDⓈ-M wire façade over :class:`framework.venue.Venue` (``docs/venue-api.md``).
 
 One aiohttp server on 127.0.0.1 serves the REST paths ccxt's ``binanceusdm`` calls and the WebSocket
-streams, with Binance's payload shapes (checked against ``../shared/fixtures/binance/``), HMAC-SHA256
+streams, with Binance's payload shapes (checked against ``plugins/binance/tests/fixtures/``), HMAC-SHA256
 signatures, ``recvWindow`` / ``timestamp`` checks and Binance's error codes with their HTTP statuses.
 
 REST (source: Binance USDⓈ-M futures REST API):

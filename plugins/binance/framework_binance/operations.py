@@ -1,6 +1,6 @@
 """The money-safety logic behind the Binance driver hooks (``plugin.py`` only forwards to these).
 
-INCIDENTS.md is the specification: never guess a side / size / fill (I-3), never depend on REST position
+docs/incidents.md is the specification: never guess a side / size / fill (I-3), never depend on REST position
 visibility for a stop (I-4), never leave a position without a resting stop while moving it and never
 place a stop for a position the venue reports gone (I-5), REST lag is not absence (I-3).
 """
@@ -119,7 +119,7 @@ def _flat_since(conn: BinanceConnection, symbol: str, since_ms: int) -> bool:
 
 async def _confirm_open(conn: BinanceConnection, stop: StopLoss) -> Decimal:
     """Contracts of the position ``stop`` protects, confirmed on REST ``positionRisk`` right before a new
-    stop is placed: the stream cache may be stale (a closing frame can be 30 s late, INCIDENTS.md I-5).
+    stop is placed: the stream cache may be stale (a closing frame can be 30 s late, docs/incidents.md I-5).
 
     :raises PositionGone: REST shows no position and the stream reported it flat.
     :raises VenueError: REST shows no position but the stream did not say flat — REST lag is not absence,
@@ -138,7 +138,7 @@ async def _confirm_open(conn: BinanceConnection, stop: StopLoss) -> Decimal:
 
 
 async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
-    """Place the new stop, then cancel the old one: never a moment without a stop (INCIDENTS.md I-5).
+    """Place the new stop, then cancel the old one: never a moment without a stop (docs/incidents.md I-5).
 
     Binance refuses a second closePosition stop in one direction (-4130), so a closePosition stop is
     replaced by a reduce-only one and a reduce-only stop by a closePosition one.  Liveness: the stream

@@ -1,4 +1,4 @@
-"""Helpers shared by the Binance tests (no fixtures here)."""
+"""Helpers shared by the Binance tests (the pytest fixtures live in conftest.py; payload files in fixtures/)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import asyncio
 import json
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from framework.venue import fixtures_dir
-
-FIXTURES = fixtures_dir() / "binance"
+FIXTURES = Path(__file__).parent / "fixtures"  # provenance: fixtures/PROVENANCE.md
 SYMBOL = "XRP/USDT:USDT"
 TEST_OPTIONS = {
     "timeout_ms": 1500,

@@ -427,7 +427,7 @@ async def verify_position(
     """Stream cache -> order by id -> REST positions, within ``budget_ms`` (waking on stream changes).
 
     ``absent`` only when the venue says the order ended (rejected / canceled / expired) with nothing
-    filled; REST not listing the position is never taken as absence (INCIDENTS.md I-3).
+    filled; REST not listing the position is never taken as absence (docs/incidents.md I-3).
     """
 
     def judge(found: Order | None, source: str) -> Verification | None:

@@ -6,13 +6,13 @@ import asyncio
 import json
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from framework.models import OrderIntent
-from framework.venue.prices import fixtures_dir
 
 SYMBOL = "XRP/USDT:USDT"
-FIXTURES = fixtures_dir() / "bybit"
+FIXTURES = Path(__file__).parent / "fixtures"  # provenance: fixtures/PROVENANCE.md
 
 # Fast, deterministic client settings for loopback tests (no ccxt throttling, short timeouts).
 TEST_OPTIONS = {

@@ -1,5 +1,5 @@
 """The driver's hooks, called through the core's Driver handle, against the emulator over loopback (real
-ccxt, real websockets), including the incident scenarios of INCIDENTS.md."""
+ccxt, real websockets), including the incident scenarios of docs/incidents.md."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ async def open_long(driver, venue, contracts="43", stop_loss="0.95"):
 async def test_entry_with_attached_stop_and_minimal_response_completed_from_venue(driver, venue, emulator):
     entry = intent(contracts="43", stop_loss="0.95")
     raw = await driver.create_entry(entry)
-    # Bybit answers only ids: ccxt's order has no side / amount / status (INCIDENTS.md I-3).
+    # Bybit answers only ids: ccxt's order has no side / amount / status (docs/incidents.md I-3).
     assert raw["side"] is None and raw["amount"] is None and raw["status"] is None
     before = emulator.rest_calls["GET /v5/order/realtime"]
     order = await driver.normalize_order(raw, entry)
