@@ -44,7 +44,8 @@ def test_no_tracked_file_refers_to_a_folder_outside_the_repository():
 
 
 def test_the_checker_finds_what_it_is_for():
-    for line in ("see ../shared/INCIDENTS.md", "`../../shared`", "copied from shared/fixtures/market"):
+    up, shared = "../", "shared" + "/"  # split, so that this file passes its own check
+    for line in (f"see {up}{shared}INCIDENTS.md", f"`{up}{up}{shared}`", f"copied from {shared}fixtures/market"):
         assert OUTSIDE.search(line), line
     for line in ("docs/incidents.md", "a shared VM", "shared by the tests", "plugins/bybit/tests/fixtures/"):
         assert not OUTSIDE.search(line), line
