@@ -76,6 +76,7 @@ class _SymbolState:
     position: BookPosition | None = None
     last_sequence: int | None = None
     last_update: PositionUpdate | None = None
+    last_update_at: int | None = None  # local ms when last_update arrived
     closing_fill: _ClosingFill | None = None
     opening: OrderIntent | None = None
     opening_seen_open: int | None = None  # sequence of the last non-flat update seen during the open
@@ -162,6 +163,22 @@ class PositionBook:
         state = self._symbols.get(symbol)
         return state.last_update if state else None
 
+    def closed_since(self, symbol: str, since_ms: int) -> bool:
+        """Whether ``symbol`` left the book at or after ``since_ms`` (local ms since the epoch): a venue
+        snapshot requested before then may still list it."""
+        state = self._symbols.get(symbol)
+        return bool(state and state.closed_at is not None and state.closed_at >= since_ms)
+
+    def stream_shows_open(self, symbol: str, side: str) -> bool:
+        """Whether the latest stream update shows ``symbol`` open on ``side`` *and* arrived after the book's
+        last closure of it (an open frame from before a closure is no evidence of a new position)."""
+        state = self._symbols.get(symbol)
+        if state is None or state.last_update is None or state.last_update_at is None:
+            return False
+        last = state.last_update
+        after_close = state.closed_at is None or state.last_update_at > state.closed_at
+        return last.contracts > 0 and last.side == side and after_close
+
     def recently_closed(self, symbol: str, within_ms: int) -> bool:
         """Whether ``symbol`` left the book less than ``within_ms`` ago."""
         state = self._symbols.get(symbol)
@@ -246,6 +263,7 @@ class PositionBook:
                 return
             state.last_sequence = update.sequence
             state.last_update = update
+            state.last_update_at = now_ms()
             state.changed.set()
             if state.opening is not None:
                 if update.contracts > 0:

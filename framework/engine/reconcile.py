@@ -85,6 +85,7 @@ class Reconciler:
             report: Counter[str] = Counter(closed=0, adopted=0, reprotected=0, resolved=0, rest_calls=0,
                                            stale_stops_cancelled=0, duplicate_stops_cancelled=0)
             intents = await self._resolve_orders(report)
+            snapshot_requested_at = now_ms()
             snapshot = await self.driver.fetch_snapshot()
             report["rest_calls"] += snapshot.rest_calls
             on_venue = {p.symbol: p for p in snapshot.positions}
@@ -95,7 +96,8 @@ class Reconciler:
                 await self._load_from_db()
             await self._close_orphans(on_venue, snapshot.taken_at, report)
             for symbol, venue_position in on_venue.items():
-                await self._sync(venue_position, stops.get(symbol, []), intents.get(symbol), report)
+                await self._sync(venue_position, stops.get(symbol, []), intents.get(symbol), snapshot_requested_at,
+                                 report)
             await self._cancel_stale_stops(on_venue, stops, report)
             self.passes += 1
             result: dict[str, Any] = dict(report)
@@ -156,7 +158,8 @@ class Reconciler:
                 del self._absent_since[symbol]
 
     async def _sync(
-        self, venue_position: Position, found: list[StopLoss], intent: OrderIntent | None, report: Counter[str]
+        self, venue_position: Position, found: list[StopLoss], intent: OrderIntent | None, requested_at: int,
+        report: Counter[str],
     ) -> None:
         symbol = venue_position.symbol
         if self.book.opening(symbol):
@@ -170,8 +173,9 @@ class Reconciler:
             return
         protective = [s for s in found if s.kind in PROTECTIVE]
         if held is None:
-            last = self.book.last_update(symbol)
-            stream_shows_it = last is not None and last.contracts > 0 and last.side == venue_position.side
+            if self.book.closed_since(symbol, requested_at):
+                return  # closed while the snapshot was in flight: it predates the closure (next pass decides)
+            stream_shows_it = self.book.stream_shows_open(symbol, venue_position.side)
             if self.book.recently_closed(symbol, self.settings.orphan_grace_ms) and not stream_shows_it:
                 return  # a lagging snapshot of a position already closed must not resurrect it (I-2)
             if intent is not None and intent.side != venue_position.side:
