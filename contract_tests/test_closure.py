@@ -118,12 +118,15 @@ async def test_reordered_frames_around_a_closure_yield_one_closure(contract):
     # A partial close then the full close, with frames held back behind the next one: the flat frame may
     # arrive before the 15-contract frame; the late non-flat frame must not resurrect the position.
     await contract.wait_stream_position(opened.verification.contracts)
-    contract.faults.reorder_rate = 1.0
+    shaper = contract.require_emulator("shaper")
+    reordered = shaper.stats["reordered"]
+    contract.faults.reorder_rate = 1.0  # kept until the closure is seen: the façade shapes frames as it sends
     venue = contract.require_venue()
     venue.manual_close(contract.account, contract.symbol, Decimal(5))
     venue.manual_close(contract.account, contract.symbol)
-    contract.faults.reorder_rate = 0.0
     await _closed_on_the_venue_and_gone(contract, "partial then full manual close, frames reordered")
+    contract.faults.reorder_rate = 0.0
+    assert shaper.stats["reordered"] > reordered, "no frame was held back: the test reordered nothing"
 
 
 @pytest.mark.hooks("run_stream", "fetch_snapshot", "on_position_closed", "on_stream_state")

@@ -66,5 +66,5 @@ async def test_nothing_can_tell_within_the_budget_is_unknown_not_absent(contract
         contract.fail(f"entry {unseen_id} is unknown to every source (stream, order status, REST); "
                       f"verify_position answered {verification.outcome} ({verification!r}) within "
                       f"{SHORT_BUDGET_MS} ms; expected unknown — not absent (I-3)")
-    if elapsed_ms > SHORT_BUDGET_MS * 3 + 1_000:
+    if elapsed_ms > SHORT_BUDGET_MS * 3 + 5_000:  # the budget holds: not one 10 s client timeout per source
         contract.fail(f"verify_position took {elapsed_ms} ms for a {SHORT_BUDGET_MS} ms budget")

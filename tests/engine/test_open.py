@@ -26,7 +26,7 @@ async def test_open_is_protected_and_persisted(env):
 
 
 async def test_outcome_unknown_is_resolved_by_client_order_id(env):
-    await env.start(timeout_ms=500)
+    await env.start(timeout_ms=2_000)  # the lost answer costs this; above a loaded machine's ordinary call
     intent = env.intent()
     if env.driver.supports("stop_before_entry"):
         # The stop goes first: a lost answer there stops the open before any entry exists.

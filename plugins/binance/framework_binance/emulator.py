@@ -836,4 +836,5 @@ class BinanceEmulator:
                 await asyncio.sleep(0.05)
                 continue
             await asyncio.sleep(interval / 1000)
-            await self.disconnect_streams()
+            if self.venue.faults.disconnect_every_ms > 0:  # cleared while we slept: no late disconnect
+                await self.disconnect_streams()

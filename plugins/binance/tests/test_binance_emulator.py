@@ -246,7 +246,7 @@ async def test_stream_reconnects_after_expiry_disconnect_and_refused_keepalive(p
 
 async def test_disconnect_every_ms_fault(private_stream, venue):
     _, sink = private_stream
-    venue.faults.disconnect_every_ms = 100
+    venue.faults.disconnect_every_ms = 500  # longer than a loaded machine takes to reconnect and log in
     await sink.wait_for(lambda: len(sink.connected) >= 3)
     venue.faults.disconnect_every_ms = 0
 

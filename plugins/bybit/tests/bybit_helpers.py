@@ -17,7 +17,7 @@ FIXTURES = Path(__file__).parent / "fixtures"  # provenance: fixtures/PROVENANCE
 # Fast, deterministic client settings for loopback tests (no ccxt throttling, short timeouts).
 TEST_OPTIONS = {
     "enable_rate_limit": False,
-    "timeout_ms": 1500,
+    "timeout_ms": 3000,  # an injected lost answer costs this; far above a loaded machine's ordinary call
     "ping_interval_s": 0.1,
     "poll_interval_ms": 50,
     "order_poll_every_ms": 100,
@@ -67,7 +67,7 @@ class RecordingSink:
         self.malformed.append((raw, error))
         self._notify()
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 5.0) -> Any:
+    async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
         async with asyncio.timeout(timeout_s):
             while not (result := predicate()):
                 await self._changed.wait()

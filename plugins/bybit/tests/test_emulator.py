@@ -322,7 +322,7 @@ async def test_stream_delay_drop_duplicate_and_reorder_rates(conn, venue, emulat
 async def test_disconnect_every_ms_drops_private_streams(conn, venue):
     sink, task = await run_private(conn)
     try:
-        venue.faults.disconnect_every_ms = 100
+        venue.faults.disconnect_every_ms = 500  # longer than a loaded machine takes to reconnect and log in
         await sink.wait_for(lambda: len(sink.connected) >= 2)
         venue.faults.disconnect_every_ms = 0
         assert sink.connected[1] is True and sink.disconnected
