@@ -63,6 +63,11 @@ class Sink:
                 await self._changed.wait()
 
 
+def trading_calls(emulator) -> int:
+    """REST calls made so far, less the listen key's keep-alive (a background timer: every 0.2 s here)."""
+    return sum(n for endpoint, n in emulator.rest_calls.items() if "listenKey" not in endpoint)
+
+
 def below(venue, pct: str = "2") -> Decimal:
     """A trigger ``pct`` % under the mark, on the tick."""
     mark = venue.mark_price(SYMBOL)

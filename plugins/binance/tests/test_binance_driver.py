@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from binance_helpers import SYMBOL, below, intent
+from binance_helpers import SYMBOL, below, intent, trading_calls
 from framework_binance import plugin
 
 from framework.errors import (
@@ -134,12 +134,12 @@ async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(
     closed_at = venue.now()
     venue.manual_close("default", SYMBOL)
     await stream.wait_for(flat_since(driver, closed_at))
-    before = sum(harness.emulator.rest_calls.values())
+    before = trading_calls(harness.emulator)
     with pytest.raises(PositionGone):
         await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     with pytest.raises(PositionGone):
         await driver.set_take_profit(SYMBOL, "long", Decimal(10), below(venue, "-2"))
-    assert sum(harness.emulator.rest_calls.values()) == before
+    assert trading_calls(harness.emulator) == before
     assert venue.orders("default", SYMBOL, conditional=True) == []
 
 
@@ -233,9 +233,9 @@ async def test_snapshot_costs_three_calls_whatever_the_positions(driver, venue, 
     await open_position(driver, venue)
     venue.place_order("default", "BTC/USDT:USDT", "sell", amount=Decimal("0.01"))
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
-    before = sum(harness.emulator.rest_calls.values())
+    before = trading_calls(harness.emulator)
     snapshot = await driver.fetch_snapshot()
-    assert sum(harness.emulator.rest_calls.values()) - before == snapshot.rest_calls == 3
+    assert trading_calls(harness.emulator) - before == snapshot.rest_calls == 3
     assert {(p.symbol, p.side) for p in snapshot.positions} == {(SYMBOL, "long"), ("BTC/USDT:USDT", "short")}
     found = [(s.order_id, s.side, s.kind, s.contracts) for s in snapshot.stops]
     assert found == [(stop.order_id, "long", "stop_loss", None)]
