@@ -1,0 +1,109 @@
+"""Mutation testing of the safety-critical code, with mutmut (``tox -e mutation``; not part of CI).
+
+Three mutmut scopes, each configured in its own ``pyproject.toml`` (``[tool.mutmut]``): the core
+(``framework/engine/*`` and ``framework/driverkit.py``), the Binance plugin and the Bybit plugin. One
+embedded PostgreSQL serves every mutant's tests (``DATABASE_URL``), because an initdb per mutant would
+cost more than the tests. The report is one table per module: killed, survived, timeouts, no tests, score.
+``docs/testing.md`` explains the scope and every surviving mutant.
+
+Usage: ``python tools/mutation.py [--scope core|binance|bybit ...] [--report-only] [--json PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCOPES = {"core": ROOT, "binance": ROOT / "plugins" / "binance", "bybit": ROOT / "plugins" / "bybit"}
+# mutmut's verdict per exit code of a mutant's test run (as mutmut.stats.status_by_exit_code, which cannot be
+# imported outside a configured directory); anything else is "suspicious".
+STATUS = {0: "survived", 1: "killed", 3: "killed", 5: "no_tests", 33: "no_tests", 34: "skipped",
+          35: "suspicious", 36: "timeout", 37: "caught_by_type_check", -24: "timeout", 24: "timeout",
+          152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault", None: "not_checked"}
+
+
+def module_results(scope_dir: Path) -> dict[str, Counter[str]]:
+    """``{module path: Counter(status)}`` from mutmut's ``mutants/**/*.meta`` files of one scope."""
+    results: dict[str, Counter[str]] = defaultdict(Counter)
+    mutants = scope_dir / "mutants"
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        module = meta.relative_to(mutants).as_posix().removesuffix(".meta")
+        codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+        for code in codes.values():
+            results[module][STATUS.get(code, "suspicious")] += 1
+    return results
+
+
+def survivors(scope_dir: Path) -> list[str]:
+    """Names of the surviving mutants of one scope (``mutmut show NAME`` prints one)."""
+    mutants = scope_dir / "mutants"
+    names = []
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+        names += [name for name, code in codes.items() if code == 0]
+    return names
+
+
+def table(rows: dict[str, Counter[str]]) -> str:
+    lines = ["| module | mutants | killed | survived | timeout | no tests | score |", "|---|---|---|---|---|---|---|"]
+    for module, counts in rows.items():
+        total = sum(counts.values())
+        killed = counts["killed"] + counts["timeout"]  # a mutant that hangs the tests is caught by them
+        tested = total - counts["no_tests"]
+        score = f"{100 * killed / tested:.1f} %" if tested else "-"
+        lines.append(f"| `{module}` | {total} | {counts['killed']} | {counts['survived']} | {counts['timeout']} "
+                     f"| {counts['no_tests']} | {score} |")
+    return "\n".join(lines)
+
+
+def run_scope(name: str, env: dict[str, str], log_dir: Path) -> int:
+    log = log_dir / f"mutmut-{name}.log"
+    print(f"mutation: {name} in {SCOPES[name]} (log: {log})", flush=True)
+    with log.open("w") as handle:
+        return subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=SCOPES[name], env=env,
+                              stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scope", action="append", choices=sorted(SCOPES), help="default: all three")
+    parser.add_argument("--report-only", action="store_true", help="print the last run's results")
+    parser.add_argument("--json", type=Path, help="also write the per-module counts here")
+    args = parser.parse_args(argv)
+    scopes = args.scope or list(SCOPES)
+    if not args.report_only:
+        from framework.store.database import embedded_server
+
+        with tempfile.TemporaryDirectory(prefix="framework-mutation-") as tmp:
+            server = embedded_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+            # PYTHONPATH: the plugin scopes run the root's tests/engine, which import ``tests.engine``.
+            env = {**os.environ, "DATABASE_URL": server.get_uri(), "PYTHONPATH": str(ROOT)}
+            try:
+                for name in scopes:
+                    rc = run_scope(name, env, Path(tmp).parent)
+                    if rc != 0:
+                        print(f"mutation: mutmut failed in scope {name} (exit {rc})", file=sys.stderr)
+                        return rc
+            finally:
+                server.cleanup()
+    rows: dict[str, Counter[str]] = {}
+    for name in scopes:
+        rows.update({f"{name}: {module}": counts for module, counts in module_results(SCOPES[name]).items()})
+    print(table(rows))
+    for name in scopes:
+        for mutant in survivors(SCOPES[name]):
+            print(f"survived ({name}): {mutant}")
+    if args.json:
+        args.json.write_text(json.dumps({k: dict(v) for k, v in rows.items()}, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
