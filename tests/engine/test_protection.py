@@ -1,0 +1,118 @@
+"""The protector: every position the book holds gets a resting stop on its losing side, for longs and
+shorts alike; a venue that says the position is gone closes it; a stop that would trigger at once means
+the position is closed at market, never left without a stop (docs/incidents.md I-1, I-4)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.engine.conftest import FAST, venue_env
+
+BOUND_S = 5.0
+SIDES = ["long", "short"]
+
+
+def resting_stop_price(env) -> Decimal:
+    """The stop-loss resting on the venue for the position (attached, or a conditional order on the closing
+    side); fails when there is none or more than one."""
+    position = env.venue.position("default", env.symbol)
+    assert position.is_open
+    if position.stop_loss is not None:
+        return position.stop_loss
+    closing = "sell" if position.side == "long" else "buy"
+    stops = [o for o in env.venue.orders("default", env.symbol, open_only=True, conditional=True)
+             if o.type == "stop_market"]
+    assert [o.side for o in stops] == [closing], stops
+    return stops[0].trigger_price
+
+
+def on_losing_side(side: str, stop: Decimal, mark: Decimal) -> bool:
+    return stop < mark if side == "long" else stop > mark
+
+
+async def settled(env) -> None:
+    """Wait for the start-up pass and the one the stream's first connect requests."""
+    await env.recorder.wait_for(lambda r: len(r.seen["on_reconciled"]) >= 2, BOUND_S)
+
+
+def remove_stops(env) -> None:
+    """What a person, the venue's expiry or a bug can do: the position's stop is gone from the venue."""
+    for stop in env.venue.orders("default", env.symbol, open_only=True, conditional=True):
+        env.venue.cancel_order("default", env.symbol, stop.id)
+    if env.venue.position("default", env.symbol).stop_loss is not None:
+        env.venue.set_trading_stop("default", env.symbol, stop_loss=Decimal(0))
+    assert not env.venue.is_protected("default", env.symbol)
+
+
+def total(env, key: str) -> int:
+    return sum(report[key] for _, report in env.recorder.seen["on_reconciled"])
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_position_opened_elsewhere_is_adopted_and_protected_on_its_losing_side(env, side):
+    await env.start()
+    await settled(env)
+    mark = env.venue.mark_price(env.symbol)
+    env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
+    await env.parts.reconciler.reconcile()
+    assert total(env, "adopted") == 1 and total(env, "reprotected") == 1
+    held = env.parts.book.get(env.symbol)
+    assert held.side == side and held.contracts == Decimal(43) and held.stop is not None
+    stop = resting_stop_price(env)
+    assert on_losing_side(side, stop, mark)
+    expected = mark * (1 - FAST.adopt_stop_pct / 100 if side == "long" else 1 + FAST.adopt_stop_pct / 100)
+    tick = env.venue.instrument(env.symbol).tick_size
+    assert abs(stop - expected) <= tick, (stop, expected)
+    assert held.stop.trigger_price == stop and held.stop.side == side
+    assert env.venue.is_protected("default", env.symbol)
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_removed_on_the_venue_is_placed_again_at_the_intended_price(env, side):
+    await env.start()
+    intent = env.intent(side)
+    await env.engine.open(intent)
+    await settled(env)
+    remove_stops(env)
+    before = total(env, "reprotected")
+    await env.parts.reconciler.reconcile()
+    assert total(env, "reprotected") == before + 1
+    assert resting_stop_price(env) == intent.stop_loss
+    assert env.parts.book.get(env.symbol).stop.trigger_price == intent.stop_loss
+    assert env.venue.is_protected("default", env.symbol)
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_that_would_trigger_at_once_closes_the_position_at_market(env, side):
+    await env.start()
+    await env.engine.open(env.intent(side))
+    await settled(env)
+    remove_stops(env)
+    mark = env.venue.mark_price(env.symbol)
+    crossed = mark * (Decimal("1.01") if side == "long" else Decimal("0.99"))  # on the winning side
+    assert await env.parts.protector.protect(env.symbol, trigger_price=crossed.quantize(Decimal("0.0001"))) is None
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+    assert not env.venue.position("default", env.symbol).is_open
+    assert not env.parts.book.holds(env.symbol)
+    closing = "sell" if side == "long" else "buy"
+    [fill] = [f for f in env.venue.truth.fills if f.client_order_id and f.client_order_id.startswith("fw-c-")]
+    assert fill.side == closing
+    assert env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_venue_saying_zero_position_closes_the_position_and_places_nothing(store, side):
+    # Bybit's trading-stop answers "can not set tp/sl/ts for zero position": closed, not retried (I-1).
+    async with venue_env("bybit", store) as env:
+        await env.start()
+        await env.engine.open(env.intent(side))
+        env.venue.faults.drop_rate = 1.0  # the stream tells the book nothing
+        env.venue.manual_close("default", env.symbol)
+        attempts = env.parts.protector.stop_attempts[env.symbol]
+        assert await env.parts.protector.protect(env.symbol, trigger_price=env.intent(side).stop_loss) is None
+        assert env.parts.protector.stop_attempts[env.symbol] == attempts + 1  # once: gone means closed
+        assert not env.parts.book.holds(env.symbol)
+        assert [e.reason for e in env.recorder.closed()] == ["position_gone"]
+        assert env.venue.truth.orders_for_closed_positions() == []
