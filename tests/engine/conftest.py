@@ -50,6 +50,11 @@ class Env:
         await self.engine.start()
         return self.engine
 
+    async def settled(self, bound_s: float = 10.0) -> None:
+        """Wait for the start-up reconciliation and the one the stream's first connect requests, so that no
+        background pass races the test's next venue action (a fault counter, a removed stop)."""
+        await self.recorder.wait_for(lambda r: len(r.seen["on_reconciled"]) >= 2, bound_s)
+
     @property
     def parts(self):
         assert self.engine is not None

@@ -198,7 +198,7 @@ class CloseWhileSnapshotInFlight:
 async def test_a_snapshot_taken_before_a_closure_does_not_adopt_the_closed_position(env, side):
     await env.start()
     await env.engine.open(env.intent(side))
-    await env.recorder.wait_for(lambda r: len(r.seen["on_reconciled"]) >= 2, BOUND_S)  # start + connect passes
+    await env.settled()
     race = CloseWhileSnapshotInFlight(env)
     env.pm.register(race, "close-while-snapshot-in-flight")
     report = await env.parts.reconciler.reconcile()

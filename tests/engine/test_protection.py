@@ -32,11 +32,6 @@ def on_losing_side(side: str, stop: Decimal, mark: Decimal) -> bool:
     return stop < mark if side == "long" else stop > mark
 
 
-async def settled(env) -> None:
-    """Wait for the start-up pass and the one the stream's first connect requests."""
-    await env.recorder.wait_for(lambda r: len(r.seen["on_reconciled"]) >= 2, BOUND_S)
-
-
 def remove_stops(env) -> None:
     """What a person, the venue's expiry or a bug can do: the position's stop is gone from the venue."""
     for stop in env.venue.orders("default", env.symbol, open_only=True, conditional=True):
@@ -53,7 +48,7 @@ def total(env, key: str) -> int:
 @pytest.mark.parametrize("side", SIDES)
 async def test_a_position_opened_elsewhere_is_adopted_and_protected_on_its_losing_side(env, side):
     await env.start()
-    await settled(env)
+    await env.settled()
     mark = env.venue.mark_price(env.symbol)
     env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
     await env.parts.reconciler.reconcile()
@@ -74,7 +69,7 @@ async def test_a_stop_removed_on_the_venue_is_placed_again_at_the_intended_price
     await env.start()
     intent = env.intent(side)
     await env.engine.open(intent)
-    await settled(env)
+    await env.settled()
     remove_stops(env)
     before = total(env, "reprotected")
     await env.parts.reconciler.reconcile()
@@ -88,7 +83,7 @@ async def test_a_stop_removed_on_the_venue_is_placed_again_at_the_intended_price
 async def test_a_stop_that_would_trigger_at_once_closes_the_position_at_market(env, side):
     await env.start()
     await env.engine.open(env.intent(side))
-    await settled(env)
+    await env.settled()
     remove_stops(env)
     mark = env.venue.mark_price(env.symbol)
     crossed = mark * (Decimal("1.01") if side == "long" else Decimal("0.99"))  # on the winning side

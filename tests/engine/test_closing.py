@@ -1,0 +1,82 @@
+"""Closing on purpose (``Engine.close``): a reduce-only market order on the closing side, journalled before
+it is sent and resolved after; one ``on_position_closed`` with reason and price; a venue that says the
+position is gone means closed; any other refusal keeps the position, protected, and raises an alert."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from framework.errors import VenueError
+
+BOUND_S = 5.0
+SIDES = ["long", "short"]
+
+
+async def close_orders(env) -> list:
+    return await env.store.pool.fetch(
+        "SELECT * FROM orders WHERE account = 'default' AND venue = $1 AND purpose = 'close' ORDER BY id",
+        env.venue_name)
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_close_sends_a_reduce_only_order_on_the_closing_side_and_journals_it(env, side):
+    await env.start()
+    intent = env.intent(side)
+    await env.engine.open(intent)
+    assert await env.engine.close(env.venue_name, env.symbol) is True
+    [event] = env.recorder.closed()
+    assert event.reason == "reduce_only_close" and event.side == side and event.price is not None
+    assert not env.parts.book.holds(env.symbol)
+    assert not env.venue.position("default", env.symbol).is_open
+    closing = "sell" if side == "long" else "buy"
+    [row] = await close_orders(env)
+    assert row["client_order_id"].startswith("fw-c-")
+    assert (row["side"], row["contracts"], row["reduce_only"], row["state"]) == (closing, intent.contracts, True,
+                                                                                 "closed")
+    assert row["filled"] == intent.contracts and row["venue_order_id"] and row["average"] == event.price
+    [fill] = [f for f in env.venue.truth.fills if f.client_order_id == row["client_order_id"]]
+    assert (fill.side, fill.amount) == (closing, intent.contracts)
+    assert env.venue.truth.wrong_side_orders() == []
+    assert await env.engine.close(env.venue_name, env.symbol) is False  # nothing left to close
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_refused_close_keeps_the_position_protected_and_alerts(env, side):
+    await env.start()
+    await env.engine.open(env.intent(side))
+    await env.settled()
+    env.venue.faults.http_error_status = 503
+    env.venue.faults.http_error_next = 1
+    with pytest.raises(VenueError):
+        await env.engine.close(env.venue_name, env.symbol)
+    assert env.parts.book.holds(env.symbol) and env.recorder.closed() == []
+    assert env.venue.is_protected("default", env.symbol)
+    [row] = await close_orders(env)
+    assert row["state"] == "unknown"  # resolved later by client order id, never assumed rejected
+    [alert] = [a for a in env.recorder.seen["on_alert"] if a.level == "critical"]
+    assert (alert.venue, alert.symbol) == (env.venue_name, env.symbol) and "still open" in alert.message
+
+
+async def test_a_close_the_venue_answers_position_gone_is_a_closure(env):
+    await env.start()
+    await env.engine.open(env.intent("long"))
+    await env.settled()
+    env.venue.faults.drop_rate = 1.0  # the book hears nothing of the venue's close (frames go out later)
+    env.venue.manual_close("default", env.symbol)
+    assert env.parts.book.holds(env.symbol)
+    assert await env.engine.close(env.venue_name, env.symbol) is True
+    env.venue.faults.drop_rate = 0.0
+    assert [e.reason for e in env.recorder.closed()] == ["position_gone"]
+    [row] = await close_orders(env)
+    assert row["state"] == "rejected"
+    assert [f.client_order_id for f in env.venue.truth.fills if f.client_order_id == row["client_order_id"]] == []
+    assert sum(1 for f in env.venue.truth.fills if f.side == "sell") == 1  # only the venue's own close
+
+
+def test_close_side_is_the_opposite_of_the_position_side():
+    from framework.models import close_side
+
+    assert (close_side("long"), close_side("short")) == ("sell", "buy")
+    with pytest.raises(ValueError):
+        close_side("buy")
