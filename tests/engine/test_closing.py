@@ -4,7 +4,6 @@ position is gone means closed; any other refusal keeps the position, protected, 
 
 from __future__ import annotations
 
-
 import pytest
 
 from framework.errors import VenueError
