@@ -109,30 +109,38 @@ async def test_i4_stop_placed_while_rest_positions_lag_30s(env):
     assert env.recorder.closed()[0].reason == "stop_loss"
 
 
-async def test_i5_trailing_moves_leave_no_unprotected_time_and_only_tighten(env):
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_i5_trailing_moves_leave_no_unprotected_time_and_only_tighten(env, side):
     await env.start(NO_GRACE)
-    intent = env.intent(trailing=TrailingSpec(callback_rate=Decimal("1")))
+    intent = env.intent(side, trailing=TrailingSpec(callback_rate=Decimal("1")))
     await env.engine.open(intent)
     trailing = env.parts.trailing
     mark = env.venue.mark_price(env.symbol)
+    # favourable, more favourable, a retrace, the most favourable: for a short, "favourable" is down
+    factors = ("1.01", "1.02", "1.015", "1.03") if side == "long" else ("0.99", "0.98", "0.985", "0.97")
     stops = []
-    for factor in ("1.01", "1.02", "1.015", "1.03"):
+    for factor in factors:
         price = (mark * Decimal(factor)).quantize(Decimal("0.0001"))
         env.venue.set_mark_price(env.symbol, price)
         await trailing.on_mark_price(env.symbol, price)
         stops.append(env.parts.book.get(env.symbol).stop.trigger_price)
-    assert stops == sorted(stops) and stops[0] > intent.stop_loss  # tightened, never loosened
+    tightening = 1 if side == "long" else -1  # a long's stop only rises, a short's only falls
+    assert stops == sorted(stops, reverse=side == "short")
+    assert (stops[0] - intent.stop_loss) * tightening > 0  # tightened, never loosened
     assert stops[1] == stops[2]  # the retrace did not move it
+    assert stops[3] != stops[2]
     moved = env.recorder.seen["on_stop_moved"]
-    assert moved and all(e.current > e.previous and e.unprotected_ms == 0 for e in moved)
+    assert moved and all((e.current - e.previous) * tightening > 0 and e.unprotected_ms == 0 for e in moved)
     assert env.venue.truth.unprotected_ms()["max"] == 0
+    assert env.venue.is_protected("default", env.symbol)
     # The position closes on the venue with no frame at all; the next tick must not touch it.
     env.venue.faults.drop_rate = 1.0
     env.venue.manual_close("default", env.symbol)
     await env.parts.reconciler.reconcile()
     assert not env.parts.book.holds(env.symbol)
     moves = trailing.moves[env.symbol]
-    await trailing.on_mark_price(env.symbol, (mark * Decimal("1.05")).quantize(Decimal("0.0001")))
+    farther = Decimal("1.05") if side == "long" else Decimal("0.95")
+    await trailing.on_mark_price(env.symbol, (mark * farther).quantize(Decimal("0.0001")))
     assert trailing.moves[env.symbol] == moves
     assert env.venue.truth.orders_for_closed_positions() == []
 

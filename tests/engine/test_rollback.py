@@ -1,0 +1,117 @@
+"""Rollback of a failed open (docs/incidents.md I-3, I-4), for longs and shorts on both venues: driven by
+the intent and the observed fills, reduce-only on the closing side, journalled, and proven flat before it
+reports success; when the venue cannot be shown flat it raises and alerts, and the stop stays resting."""
+
+from __future__ import annotations
+
+import pytest
+
+from framework import hookimpl
+from framework.errors import OrderIncomplete, RollbackFailed
+
+SIDES = ["long", "short"]
+
+
+class FailAfterFill:
+    """The entry filled, then its answer cannot be completed (I-3); ``faults`` are set on the venue at that
+    moment, so that they hit the rollback and nothing before it."""
+
+    def __init__(self, env, **faults) -> None:
+        self.env = env
+        self.faults = faults
+
+    @hookimpl(wrapper=True)
+    def normalize_order(self, conn, raw, intent):
+        pending = yield
+        pending.close()  # the driver's coroutine is never awaited: its answer is "incomplete"
+        for knob, value in self.faults.items():
+            setattr(self.env.venue.faults, knob, value)
+        raise OrderIncomplete("side unknown", venue="test")
+
+
+class FirstCloseFails:
+    """The venue answers 503 to the first close it is sent (set on the venue as that close goes out)."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.closes = 0
+
+    @hookimpl(wrapper=True)
+    def close_position(self, conn, symbol, side, contracts, client_order_id):
+        pending = yield
+        self.closes += 1
+        if self.closes == 1:
+            self.env.venue.faults.http_error_status = 503
+            self.env.venue.faults.http_error_next = 1
+        return pending
+
+
+async def rollback_rows(env) -> list:
+    return await env.store.pool.fetch(
+        "SELECT side, contracts, reduce_only, state FROM orders WHERE venue = $1 AND purpose = 'rollback' ORDER BY id",
+        env.venue_name)
+
+
+def alerts(env, level: str) -> list:
+    return [a for a in env.recorder.seen["on_alert"] if a.level == level]
+
+
+def closing(side: str) -> str:
+    return "sell" if side == "long" else "buy"
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_rollback_closes_what_the_entry_filled_on_the_closing_side(env, side):
+    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)),))
+    await env.settled()
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(OrderIncomplete):
+        await env.engine.open(intent)
+    assert not env.venue.position("default", env.symbol).is_open
+    rows = await rollback_rows(env)
+    assert [(r["side"], r["contracts"], r["reduce_only"], r["state"]) for r in rows] == [
+        (closing(side), intent.contracts, True, "closed")]
+    rollback_fills = [f for f in env.venue.truth.fills if (f.client_order_id or "").startswith("fw-r-")]
+    assert [(f.side, f.amount) for f in rollback_fills] == [(closing(side), intent.contracts)]
+    assert env.venue.truth.wrong_side_orders() == []
+    assert env.venue.orders("default", env.symbol, open_only=True, conditional=True) == []  # stop cancelled
+    assert len(alerts(env, "warning")) == 1 and alerts(env, "critical") == []
+    assert not env.parts.book.holds(env.symbol) and env.recorder.opened() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_failed_rollback_close_is_retried_from_the_proof_of_what_remains(env, side):
+    # The first reduce-only close fails: the stream and the snapshot still show the position, so the
+    # rollback closes what they show, then reports success.
+    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)),
+                                   ("first-close-fails", FirstCloseFails(env))))
+    await env.settled()
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(OrderIncomplete):
+        await env.engine.open(intent)
+    assert not env.venue.position("default", env.symbol).is_open
+    rows = await rollback_rows(env)
+    assert [(r["side"], r["state"]) for r in rows] == [(closing(side), "unknown"), (closing(side), "closed")]
+    assert rows[1]["contracts"] == intent.contracts and all(r["reduce_only"] for r in rows)
+    assert env.venue.truth.wrong_side_orders() == []
+    assert alerts(env, "critical") == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_rollback_that_cannot_show_the_venue_flat_raises_alerts_and_keeps_the_stop(env, side):
+    # Every venue call fails and the stream is silent: nothing proves flat, so nothing may claim it.
+    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env, http_error_status=503,
+                                                                     http_error_next=1_000, drop_rate=1.0)),))
+    await env.settled()
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(RollbackFailed):
+        await env.engine.open(intent)
+    env.venue.faults.http_error_next = 0
+    env.venue.faults.drop_rate = 0.0
+    position = env.venue.position("default", env.symbol)
+    assert position.is_open and position.side == side
+    assert env.venue.is_protected("default", env.symbol)  # the stop is left resting
+    [critical] = alerts(env, "critical")
+    assert (critical.venue, critical.symbol) == (env.venue_name, env.symbol) and "flat" in critical.message
+    assert env.venue.truth.wrong_side_orders() == []
+    assert [r["state"] for r in await rollback_rows(env)] == ["unknown"] * len(await rollback_rows(env))
