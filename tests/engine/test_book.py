@@ -106,9 +106,14 @@ async def test_partial_close_is_an_update_not_a_closure(book, store, recorder):
     await book.on_event(sized(4, "20"))
     assert book.get(SYMBOL).contracts == Decimal("20")
     assert recorder.closed() == []
-    assert [e.contracts for e in recorder.seen["on_position_updated"]] == [Decimal("20")]
+    [event] = recorder.seen["on_position_updated"]
+    assert (event.event, event.account, event.venue, event.symbol, event.side, event.contracts) == (
+        "updated", "default", VENUE, SYMBOL, "long", Decimal("20"))
+    assert event.entry_price == Decimal("1.1") and event.source == "stream"
     row = (await store.open_positions("default", VENUE))[0]
-    assert row["contracts"] == Decimal("20")
+    assert row["contracts"] == Decimal("20") and row["entry_price"] == Decimal("1.1")
+    journal = await store.pool.fetch("SELECT kind, payload FROM events WHERE venue = $1 AND kind = 'updated'", VENUE)
+    assert len(journal) == 1
 
 
 @pytest.mark.parametrize(

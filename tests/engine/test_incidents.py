@@ -164,12 +164,13 @@ async def test_reconciliation_cancels_duplicate_stops_keeping_the_one_the_book_h
     intent = env.intent()
     await env.engine.open(intent)
     kept = env.parts.book.get(env.symbol).stop
-    # What a crash between "place the new stop" and "cancel the old one" leaves: a second resting stop.
-    env.venue.place_order("default", env.symbol, side="sell", type="stop_market", amount=intent.contracts,
-                          reduce_only=True, trigger_price=intent.stop_loss - Decimal("0.0100"))
+    # What crashes between "place the new stop" and "cancel the old one" leave: more resting stops.
+    for offset in ("0.0100", "0.0200"):
+        env.venue.place_order("default", env.symbol, side="sell", type="stop_market", amount=intent.contracts,
+                              reduce_only=True, trigger_price=intent.stop_loss - Decimal(offset))
     await env.parts.reconciler.reconcile()
-    # Whichever pass saw it first (the one the stream's connect requested may still be running): once.
-    assert sum(r["duplicate_stops_cancelled"] for _, r in env.recorder.seen["on_reconciled"]) == 1
+    # Whichever pass saw them first (the one the stream's connect requested may still be running): once each.
+    assert sum(r["duplicate_stops_cancelled"] for _, r in env.recorder.seen["on_reconciled"]) == 2
     resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
     assert [o.id for o in resting] == ([kept.order_id] if kept.order_id else [])
     assert env.venue.is_protected("default", env.symbol)

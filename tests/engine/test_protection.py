@@ -49,8 +49,11 @@ def total(env, key: str) -> int:
 async def test_a_position_opened_elsewhere_is_adopted_and_protected_on_its_losing_side(env, side):
     await env.start()
     await env.settled()
-    mark = env.venue.mark_price(env.symbol)
     env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
+    # The mark moved since the entry: the stop is measured from the mark the snapshot reports, not the entry.
+    env.venue.set_mark_price(env.symbol, (env.venue.mark_price(env.symbol) * Decimal("1.01")).quantize(
+        env.venue.instrument(env.symbol).tick_size))
+    mark = env.venue.mark_price(env.symbol)
     await env.parts.reconciler.reconcile()
     assert total(env, "adopted") == 1 and total(env, "reprotected") == 1
     held = env.parts.book.get(env.symbol)
