@@ -18,14 +18,21 @@ async def close_orders(env) -> list:
         env.venue_name)
 
 
+@pytest.mark.parametrize("stream", ["live", "silent"])
 @pytest.mark.parametrize("side", SIDES)
-async def test_close_sends_a_reduce_only_order_on_the_closing_side_and_journals_it(env, side):
+async def test_close_sends_a_reduce_only_order_on_the_closing_side_and_journals_it(env, side, stream):
     await env.start()
     intent = env.intent(side)
     await env.engine.open(intent)
+    await env.settled()
+    if stream == "silent":  # the order's own answer must then close the book, with reason and price
+        env.venue.faults.drop_rate = 1.0
     assert await env.engine.close(env.venue_name, env.symbol) is True
+    env.venue.faults.drop_rate = 0.0
     [event] = env.recorder.closed()
     assert event.reason == "reduce_only_close" and event.side == side and event.price is not None
+    if stream == "silent":
+        assert event.source == "engine" and event.price == (await close_orders(env))[0]["average"]
     assert not env.parts.book.holds(env.symbol)
     assert not env.venue.position("default", env.symbol).is_open
     closing = "sell" if side == "long" else "buy"
@@ -66,7 +73,7 @@ async def test_a_close_the_venue_answers_position_gone_is_a_closure(env):
     assert env.parts.book.holds(env.symbol)
     assert await env.engine.close(env.venue_name, env.symbol) is True
     env.venue.faults.drop_rate = 0.0
-    assert [e.reason for e in env.recorder.closed()] == ["position_gone"]
+    assert [(e.reason, e.source) for e in env.recorder.closed()] == [("position_gone", "error")]
     [row] = await close_orders(env)
     assert row["state"] == "rejected"
     assert [f.client_order_id for f in env.venue.truth.fills if f.client_order_id == row["client_order_id"]] == []

@@ -112,5 +112,5 @@ async def test_a_venue_saying_zero_position_closes_the_position_and_places_nothi
         assert await env.parts.protector.protect(env.symbol, trigger_price=env.intent(side).stop_loss) is None
         assert env.parts.protector.stop_attempts[env.symbol] == attempts + 1  # once: gone means closed
         assert not env.parts.book.holds(env.symbol)
-        assert [e.reason for e in env.recorder.closed()] == ["position_gone"]
+        assert [(e.reason, e.source) for e in env.recorder.closed()] == [("position_gone", "error")]
         assert env.venue.truth.orders_for_closed_positions() == []
