@@ -65,13 +65,14 @@ def survivors(scope_dir: Path) -> list[str]:
 
 
 def table(rows: dict[str, Counter[str]]) -> str:
-    lines = ["| module | mutants | killed | survived | timeout | no tests | score |", "|---|---|---|---|---|---|---|"]
+    """Per module: the score is killed / (killed + survived + no tests), over the mutants checked so far."""
+    lines = ["| module | mutants | checked | killed | survived | no tests | score |", "|---|---|---|---|---|---|---|"]
     for module, counts in rows.items():
         total = sum(counts.values())
         killed = counts["killed"] + counts["timeout"]  # a mutant that hangs the tests is caught by them
-        tested = total - counts["no_tests"]
-        score = f"{100 * killed / tested:.1f} %" if tested else "-"
-        lines.append(f"| `{module}` | {total} | {counts['killed']} | {counts['survived']} | {counts['timeout']} "
+        judged = killed + counts["survived"] + counts["no_tests"] + counts["suspicious"]
+        score = f"{100 * killed / judged:.1f} %" if judged else "-"
+        lines.append(f"| `{module}` | {total} | {total - counts['not_checked']} | {killed} | {counts['survived']} "
                      f"| {counts['no_tests']} | {score} |")
     return "\n".join(lines)
 
