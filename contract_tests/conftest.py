@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest_asyncio
 
@@ -26,9 +25,7 @@ class PrefetchedDatabases:
     async def close(self) -> None:
         if self._next is not None:
             await asyncio.gather(self._next, return_exceptions=True)
-        if os.environ.get("DATABASE_URL"):  # a shared server keeps what we do not drop
-            await self.databases.drop_all()
-        self.databases.close()  # an embedded server is deleted whole, databases included
+        await self.databases.release()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -653,8 +653,7 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
                 await store.close()
         result["memory_per_1000_positions"] = {"bytes": await memory_per_positions(sizes.memory_positions)}
     finally:
-        await databases.drop_all()
-        databases.close()
+        await databases.release()
     log.info("cold start")
     result["cold_start_ms"] = await cold_start(plugins, sizes.cold_start_positions)
     result["machine"] = machine()

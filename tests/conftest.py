@@ -12,8 +12,7 @@ async def databases():
     """One PostgreSQL server for the session; databases are created per test."""
     dbs = TestDatabases()
     yield dbs
-    await dbs.drop_all()
-    dbs.close()
+    await dbs.release()
 
 
 @pytest.fixture
