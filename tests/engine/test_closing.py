@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from framework.errors import VenueError
+from framework.models import close_side
 
 BOUND_S = 5.0
 SIDES = ["long", "short"]
@@ -35,7 +36,7 @@ async def test_close_sends_a_reduce_only_order_on_the_closing_side_and_journals_
         assert event.source == "engine" and event.price == (await close_orders(env))[0]["average"]
     assert not env.parts.book.holds(env.symbol)
     assert not env.venue.position("default", env.symbol).is_open
-    closing = "sell" if side == "long" else "buy"
+    closing = close_side(side)
     [row] = await close_orders(env)
     assert row["client_order_id"].startswith("fw-c-")
     assert (row["side"], row["contracts"], row["reduce_only"], row["state"]) == (closing, intent.contracts, True,
@@ -81,8 +82,6 @@ async def test_a_close_the_venue_answers_position_gone_is_a_closure(env):
 
 
 def test_close_side_is_the_opposite_of_the_position_side():
-    from framework.models import close_side
-
     assert (close_side("long"), close_side("short")) == ("sell", "buy")
     with pytest.raises(ValueError):
         close_side("buy")

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from framework.models import close_side
 from tests.engine.conftest import FAST, venue_env
 
 BOUND_S = 5.0
@@ -21,7 +22,7 @@ def resting_stop_price(env) -> Decimal:
     assert position.is_open
     if position.stop_loss is not None:
         return position.stop_loss
-    closing = "sell" if position.side == "long" else "buy"
+    closing = close_side(position.side)
     stops = [o for o in env.venue.orders("default", env.symbol, open_only=True, conditional=True)
              if o.type == "stop_market"]
     assert [o.side for o in stops] == [closing], stops
@@ -94,7 +95,7 @@ async def test_a_stop_that_would_trigger_at_once_closes_the_position_at_market(e
     await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
     assert not env.venue.position("default", env.symbol).is_open
     assert not env.parts.book.holds(env.symbol)
-    closing = "sell" if side == "long" else "buy"
+    closing = close_side(side)
     [fill] = [f for f in env.venue.truth.fills if f.client_order_id and f.client_order_id.startswith("fw-c-")]
     assert fill.side == closing
     assert env.venue.truth.wrong_side_orders() == []

@@ -8,6 +8,7 @@ import pytest
 
 from framework import hookimpl
 from framework.errors import OrderIncomplete, RollbackFailed
+from framework.models import close_side
 
 SIDES = ["long", "short"]
 
@@ -56,23 +57,25 @@ def alerts(env, level: str) -> list:
     return [a for a in env.recorder.seen["on_alert"] if a.level == level]
 
 
-def closing(side: str) -> str:
-    return "sell" if side == "long" else "buy"
+async def failed_open(env, side: str, *plugins, raises=OrderIncomplete):
+    """Start the engine with ``plugins``, open a 43-contract ``side`` position and expect ``raises``."""
+    await env.start(extra_plugins=plugins)
+    await env.settled()
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(raises):
+        await env.engine.open(intent)
+    return intent
 
 
 @pytest.mark.parametrize("side", SIDES)
 async def test_rollback_closes_what_the_entry_filled_on_the_closing_side(env, side):
-    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)),))
-    await env.settled()
-    intent = env.intent(side, contracts="43")
-    with pytest.raises(OrderIncomplete):
-        await env.engine.open(intent)
+    intent = await failed_open(env, side, ("fail-after-fill", FailAfterFill(env)))
     assert not env.venue.position("default", env.symbol).is_open
     rows = await rollback_rows(env)
     assert [(r["side"], r["contracts"], r["reduce_only"], r["state"]) for r in rows] == [
-        (closing(side), intent.contracts, True, "closed")]
+        (close_side(side), intent.contracts, True, "closed")]
     rollback_fills = [f for f in env.venue.truth.fills if (f.client_order_id or "").startswith("fw-r-")]
-    assert [(f.side, f.amount) for f in rollback_fills] == [(closing(side), intent.contracts)]
+    assert [(f.side, f.amount) for f in rollback_fills] == [(close_side(side), intent.contracts)]
     assert env.venue.truth.wrong_side_orders() == []
     assert env.venue.orders("default", env.symbol, open_only=True, conditional=True) == []  # stop cancelled
     assert len(alerts(env, "warning")) == 1 and alerts(env, "critical") == []
@@ -83,15 +86,11 @@ async def test_rollback_closes_what_the_entry_filled_on_the_closing_side(env, si
 async def test_a_failed_rollback_close_is_retried_from_the_proof_of_what_remains(env, side):
     # The first reduce-only close fails: the stream and the snapshot still show the position, so the
     # rollback closes what they show, then reports success.
-    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)),
-                                   ("first-close-fails", FirstCloseFails(env))))
-    await env.settled()
-    intent = env.intent(side, contracts="43")
-    with pytest.raises(OrderIncomplete):
-        await env.engine.open(intent)
+    intent = await failed_open(env, side, ("fail-after-fill", FailAfterFill(env)),
+                               ("first-close-fails", FirstCloseFails(env)))
     assert not env.venue.position("default", env.symbol).is_open
     rows = await rollback_rows(env)
-    assert [(r["side"], r["state"]) for r in rows] == [(closing(side), "unknown"), (closing(side), "closed")]
+    assert [(r["side"], r["state"]) for r in rows] == [(close_side(side), "unknown"), (close_side(side), "closed")]
     assert rows[1]["contracts"] == intent.contracts and all(r["reduce_only"] for r in rows)
     assert env.venue.truth.wrong_side_orders() == []
     assert alerts(env, "critical") == []
@@ -100,12 +99,9 @@ async def test_a_failed_rollback_close_is_retried_from_the_proof_of_what_remains
 @pytest.mark.parametrize("side", SIDES)
 async def test_a_rollback_that_cannot_show_the_venue_flat_raises_alerts_and_keeps_the_stop(env, side):
     # Every venue call fails and the stream is silent: nothing proves flat, so nothing may claim it.
-    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env, http_error_status=503,
-                                                                     http_error_next=1_000, drop_rate=1.0)),))
-    await env.settled()
-    intent = env.intent(side, contracts="43")
-    with pytest.raises(RollbackFailed):
-        await env.engine.open(intent)
+    await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, http_error_status=503,
+                                                                  http_error_next=1_000, drop_rate=1.0)),
+                      raises=RollbackFailed)
     env.venue.faults.http_error_next = 0
     env.venue.faults.drop_rate = 0.0
     position = env.venue.position("default", env.symbol)
