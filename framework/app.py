@@ -336,7 +336,7 @@ class Run:
             unprotected_max = max(unprotected_max, gaps["max"])
             unprotected_total += gaps["total"]
             wrong_side += len(truth.wrong_side_orders())
-            for endpoint, n in getattr(harness.emulator, "rest_calls", {}).items():
+            for endpoint, n in harness.rest_calls().items():
                 rest_calls[f"{name} {endpoint}"] += n
             db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
             book_open = set(self.engine.venue(name).book.positions())
