@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from framework.driver import Driver, VenueHarness
+from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.broadcast import client_order_id
 from framework.errors import ConfigError, FrameworkError
@@ -37,6 +37,7 @@ from framework.models import (
 )
 from framework.plugins import drivers as load_drivers
 from framework.plugins import load_plugins, register
+from framework.protocols import VenueHarness
 from framework.report import latency_summary
 from framework.settings import Settings
 from framework.store import Store

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from framework.driver import EntryEvidence, StreamDecoder, StreamSink, VenueHarness
+    from framework.driver import EntryEvidence
     from framework.models import (
         Alert,
         DriverConfig,
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         VenueSnapshot,
         Verification,
     )
+    from framework.protocols import StreamDecoder, StreamSink, VenueHarness
 
 PROJECT = "framework"
 hookspec = pluggy.HookspecMarker(PROJECT)
