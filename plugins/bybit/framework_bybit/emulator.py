@@ -26,6 +26,7 @@ import json
 import logging
 import uuid
 from collections import Counter
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -80,6 +81,12 @@ _CREATE_TYPE = {
     "adl": "CreateByAdl_PassThrough",
 }
 _EXEC_TYPE = {"liquidation": "BustTrade", "adl": "AdlTrade"}
+# A position's TP/SL/TS as the system's conditional orders (trading-stop.mdx): kind -> (order type, stopOrderType)
+# enum.mdx cancelType: the other leg of a fired Full TP/SL pair.
+_OCO_CANCEL_TYPE = {("take_profit", "stop_loss"): "CancelByOCOTpCanceledBySlTriggered",
+                    ("stop_loss", "take_profit"): "CancelByOCOSlCanceledByTpTriggered"}
+_TPSL_KINDS = {"stop_loss": ("stop_market", "StopLoss"), "take_profit": ("take_profit_market", "TakeProfit"),
+               "trailing_stop": ("trailing_stop_market", "TrailingStop")}
 
 
 def num(value: Decimal | int | None, empty: str = "0") -> str:
@@ -149,6 +156,13 @@ class BybitEmulator:
         self._unsubscribe: Callable[[], None] | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The positions' TP / SL / trailing stops as system conditional orders (docs/conformance.md Y1-Y5):
+        # every such order by id, the open one per (account, symbol, kind), and their cancelType.
+        self._tpsl: dict[str, VenueOrder] = {}
+        self._tpsl_open: dict[tuple[str, str, str], str] = {}
+        self._tpsl_cancel_type: dict[str, str] = {}
+        self._tpsl_fired: set[tuple[str, str, str]] = set()
+        self._trigger_children: set[str] = set()
         self._routes: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], bool]] = {
             ("GET", "/v5/market/time"): (self._time, False),
             ("GET", "/v5/market/instruments-info"): (self._instruments, False),
@@ -476,14 +490,16 @@ class BybitEmulator:
         """Orders of any status matching ``symbol`` / ``orderId`` / ``orderLinkId``, oldest first."""
         symbol = self.venue.instrument_by_id(str(params["symbol"])).symbol if params.get("symbol") else None
         order_id, link_id = params.get("orderId") or None, params.get("orderLinkId") or None
+        system = [o for o in self._tpsl.values() if o.account == account and symbol in (None, o.symbol)]
+        if order_id in self._tpsl:
+            return [o for o in system if o.id == order_id and not link_id]
         if order_id or link_id:
             try:
-                orders = [self.venue.get_order(account, symbol, order_id, link_id)]
+                return [self.venue.get_order(account, symbol, order_id, link_id)]
             except VenueReject:
                 return []
-        else:
-            orders = self.venue.orders(account, symbol, open_only=False)
-        return orders
+        orders = self.venue.orders(account, symbol, open_only=False)
+        return sorted(orders + system, key=lambda o: o.created_ms) if system else orders
 
     async def _order_realtime(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
@@ -504,6 +520,12 @@ class BybitEmulator:
     async def _order_cancel(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
         instrument = self._instrument(params)
+        system = self._tpsl.get(str(params.get("orderId") or ""))
+        if system is not None:  # a position's TP/SL: cancelling it removes it from the position (Y5)
+            if not system.is_open or system.symbol != instrument.symbol or system.account != account:
+                raise VenueReject("order_not_found", "order not exists or too late to cancel")
+            self.venue.set_trading_stop(account, system.symbol, **{system.origin: Decimal(0)})
+            return {"orderId": system.id, "orderLinkId": ""}
         order = self.venue.cancel_order(account, instrument.symbol, params.get("orderId") or None,
                                         params.get("orderLinkId") or None)
         return {"orderId": order.id, "orderLinkId": order.client_order_id or ""}
@@ -525,9 +547,12 @@ class BybitEmulator:
         stop_order_type = _STOP_ORDER_TYPE.get(order.type) or _ORIGIN_STOP_ORDER_TYPE.get(order.origin, "")
         direction = 0
         if order.trigger_price is not None:
-            falls = (order.type == "stop_market") == (order.side == "sell")
+            falls = (order.type != "take_profit_market") == (order.side == "sell")
             direction = 2 if falls else 1
-        return {
+        system = order.id in self._tpsl
+        if system:
+            stop_order_type = _TPSL_KINDS[order.origin][1]
+        fields = {
             "category": "linear", "symbol": instrument.id, "orderId": order.id,
             "orderLinkId": order.client_order_id or "", "blockTradeId": "", "side": _SIDE[order.side],
             "orderType": "Market", "cancelType": "CancelByUser" if order.status == "canceled" else "UNKNOWN",
@@ -548,6 +573,10 @@ class BybitEmulator:
             "smpOrderId": "", "feeCurrency": "", "cumFeeDetail": {"USDT": num(order.fee)},
             "rpiTakerAccess": False, "rpiMatchedQty": "0", "createType": _CREATE_TYPE.get(order.origin, "CreateByUser"),
         }
+        if system:
+            fields.update(tpslMode="Full", closeOnTrigger=True, reduceOnly=True,
+                          cancelType=self._tpsl_cancel_type[order.id])
+        return fields
 
     _REST_ORDER_KEYS = (
         "orderId", "orderLinkId", "blockTradeId", "symbol", "price", "qty", "side", "isLeverage", "positionIdx",
@@ -797,27 +826,102 @@ class BybitEmulator:
                     session.queue.put_nowait((frame, False))
             return
         if isinstance(event, PositionEvent):
-            account, topic = event.position.account, "position"
             fields = self._position_fields(event.position)
-            data = {key: fields[key] for key in self._STREAM_POSITION_KEYS}
-            closing = not event.position.is_open
+            self._publish(event.position.account, "position", {key: fields[key] for key in self._STREAM_POSITION_KEYS},
+                          event.ts, closing=not event.position.is_open)
+            for order in self._sync_tpsl(event.position, event.ts):
+                self._publish_order(order, event.ts)
         elif isinstance(event, OrderEvent):
-            account, topic, closing = event.order.account, "order", False
-            fields = self._order_fields(event.order)
-            data = {key: fields[key] for key in self._STREAM_ORDER_KEYS}
+            self._note_trigger(event.order)
+            self._publish_order(event.order, event.ts)
         elif isinstance(event, FillEvent):
-            account, topic, closing = event.account, "execution", False
-            data = self._execution_fields(event)
+            self._publish(event.account, "execution", self._execution_fields(event), event.ts)
         elif isinstance(event, BalanceEvent):
-            account, topic, closing = event.account, "wallet", False
-            data = self._wallet_row(event.balance, rest=False)
-        else:
-            return
+            self._publish(event.account, "wallet", self._wallet_row(event.balance, rest=False), event.ts)
+
+    def _publish_order(self, order: VenueOrder, ts: int) -> None:
+        fields = self._order_fields(order)
+        self._publish(order.account, "order", {key: fields[key] for key in self._STREAM_ORDER_KEYS}, ts)
+
+    def _publish(self, account: str, topic: str, data: dict[str, Any], ts: int, closing: bool = False) -> None:
         frame = json.dumps({"id": f"{uuid.uuid4().hex[:12]}-{topic}", "topic": topic,
-                            "creationTime": event.ts, "data": [data]})
+                            "creationTime": ts, "data": [data]})
         for session in self.sessions:
             if session.private and session.account == account and topic in session.topics:
                 session.queue.put_nowait((frame, closing))
+
+    # --- the position's TP / SL / trailing stop as system conditional orders ---------------------------
+
+    def _note_trigger(self, order: VenueOrder) -> None:
+        """Tell a position's TP/SL firing (a market order with a stop origin that no conditional order of
+        the client spawned) from the closing of the position by anything else."""
+        if order.status == "triggered" and order.triggered_order_id:
+            self._trigger_children.add(order.triggered_order_id)
+        elif order.origin in _TPSL_KINDS and order.status == "new" and order.id not in self._trigger_children:
+            self._tpsl_fired.add((order.account, order.symbol, order.origin))
+
+    @staticmethod
+    def _tpsl_trigger(position: VenuePosition, kind: str) -> Decimal | None:
+        if not position.is_open:
+            return None
+        if kind != "trailing_stop":
+            return position.stop_loss if kind == "stop_loss" else position.take_profit
+        distance = position.trailing_stop
+        if distance is None:
+            return None
+        if position.trailing_active_price is not None:  # open-order.mdx: "If TrailingStop, it is activate price"
+            return position.trailing_active_price
+        base = position.trailing_best or position.mark_price  # assumed: the current stop price
+        return base - distance if position.side == "long" else base + distance
+
+    def _sync_tpsl(self, position: VenuePosition, ts: int) -> list[VenueOrder]:
+        """Bring the system TP/SL orders of ``position`` in line with its attached stops; returns the
+        orders that changed (to push on the ``order`` topic).
+
+        Sources (bybit docs ``position/trading-stop.mdx``): trading-stop "will create conditional orders by
+        the system internally", modifies the existing Full-mode orders, and the system "will cancel these
+        orders if the position is closed, and adjust the qty according to the size of the open position".
+        Assumed (docs/conformance.md Y3-Y5): no orderLinkId, qty = the position's size, a cancelled one
+        ends ``Deactivated``, a fired one ``Triggered`` (its fill is on the market order it spawns).
+        """
+        changed = []
+        for kind, (order_type, _) in _TPSL_KINDS.items():
+            key = (position.account, position.symbol, kind)
+            trigger = self._tpsl_trigger(position, kind)
+            order = self._tpsl.get(self._tpsl_open.get(key, ""))
+            side = "sell" if position.side == "long" else "buy"
+            if order is not None and (trigger is None or order.side != side):
+                del self._tpsl_open[key]
+                fired = key in self._tpsl_fired
+                order.status = "triggered" if fired else "canceled"
+                self._tpsl_cancel_type[order.id] = (
+                    "UNKNOWN" if fired else _OCO_CANCEL_TYPE.get((kind, self._fired_kind(position)), "")
+                    or ("CancelByTpSlTsClear" if not position.is_open else "CancelByUser")
+                )
+                order.updated_ms = ts
+                changed.append(order)
+                order = None
+            if trigger is None:
+                continue
+            if order is None:
+                order = VenueOrder(
+                    id=str(uuid.uuid4()), client_order_id=None, account=position.account, symbol=position.symbol,
+                    side=side, type=order_type, amount=position.contracts, reduce_only=True, close_position=True,
+                    trigger_price=trigger, origin=kind, created_ms=ts, updated_ms=ts,
+                )
+                self._tpsl[order.id] = order
+                self._tpsl_open[key] = order.id
+                self._tpsl_cancel_type[order.id] = "UNKNOWN"
+                changed.append(order)
+            elif (order.trigger_price, order.amount) != (trigger, position.contracts):
+                order.trigger_price, order.amount, order.updated_ms = trigger, position.contracts, ts
+                changed.append(order)
+        for kind in _TPSL_KINDS:
+            self._tpsl_fired.discard((position.account, position.symbol, kind))
+        return [replace(order) for order in changed]
+
+    def _fired_kind(self, position: VenuePosition) -> str | None:
+        return next((k for k in _TPSL_KINDS if (position.account, position.symbol, k) in self._tpsl_fired), None)
 
     def _execution_fields(self, fill: FillEvent) -> dict[str, Any]:
         order = self.venue.get_order(fill.account, fill.symbol, fill.order_id)

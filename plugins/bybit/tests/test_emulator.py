@@ -328,3 +328,84 @@ async def test_disconnect_every_ms_drops_private_streams(conn, venue):
         assert sink.connected[1] is True and sink.disconnected
     finally:
         await stop_task(task)
+
+
+# --- the position's TP / SL as system conditional orders (docs/conformance.md Y1-Y5) -------------------------
+
+
+async def realtime_rows(conn, **params) -> list[dict[str, Any]]:
+    result = await conn.client.private_get_v5_order_realtime({"category": "linear", "settleCoin": "USDT", **params})
+    return result["result"]["list"]
+
+
+async def history_row(conn, order_id: str) -> dict[str, Any]:
+    result = await conn.client.private_get_v5_order_history({"category": "linear", "orderId": order_id})
+    [row] = result["result"]["list"]
+    return row
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_position_tpsl_are_listed_as_untriggered_system_orders(conn, venue, side):
+    stop, take = ("0.95", "1.1") if side == "long" else ("1.05", "0.9")
+    await rest.create_entry(conn, intent(side, stop_loss=stop, take_profit=Decimal(take)))
+    rows = {row["stopOrderType"]: row for row in await realtime_rows(conn)}  # the default call: no filter
+    assert set(rows) == {"StopLoss", "TakeProfit"}
+    closing = "Sell" if side == "long" else "Buy"
+    for kind, price, create_type in (("StopLoss", stop, "CreateByStopLoss"),
+                                     ("TakeProfit", take, "CreateByTakeProfit")):
+        row = rows[kind]
+        assert (row["orderStatus"], row["orderType"], row["side"], row["triggerPrice"], row["qty"]) == (
+            "Untriggered", "Market", closing, price, "43")
+        assert (row["reduceOnly"], row["closeOnTrigger"], row["orderLinkId"], row["tpslMode"]) == (True, True, "", "Full")
+    assert (await realtime_rows(conn, orderFilter="StopOrder")) != []
+
+    stop_id = rows["StopLoss"]["orderId"]
+    moved = "0.96" if side == "long" else "1.04"
+    await conn.client.private_post_v5_position_trading_stop(
+        {"category": "linear", "symbol": "XRPUSDT", "stopLoss": moved, "tpslMode": "Full", "positionIdx": 0})
+    venue.manual_close("default", SYMBOL, Decimal(20))
+    rows = {row["stopOrderType"]: row for row in await realtime_rows(conn)}
+    assert (rows["StopLoss"]["orderId"], rows["StopLoss"]["triggerPrice"]) == (stop_id, moved)  # amended in place
+    assert rows["StopLoss"]["qty"] == rows["TakeProfit"]["qty"] == "23"  # follows the position's size
+
+    await conn.client.private_post_v5_order_cancel({"category": "linear", "symbol": "XRPUSDT", "orderId": stop_id})
+    assert venue.position("default", SYMBOL).stop_loss is None  # cancelling the order removes the position's SL
+    cancelled = await history_row(conn, stop_id)
+    assert (cancelled["orderStatus"], cancelled["cancelType"]) == ("Deactivated", "CancelByUser")
+    with pytest.raises(BybitApiError) as error:
+        await conn.client.private_post_v5_order_cancel({"category": "linear", "symbol": "XRPUSDT", "orderId": stop_id})
+    assert error.value.ret_code == 110001
+
+    take_id = rows["TakeProfit"]["orderId"]
+    venue.manual_close("default", SYMBOL)
+    assert await realtime_rows(conn) == []
+    cleared = await history_row(conn, take_id)
+    assert (cleared["orderStatus"], cleared["cancelType"]) == ("Deactivated", "CancelByTpSlTsClear")
+
+
+async def test_position_tpsl_orders_are_pushed_on_the_order_topic_and_a_fired_stop_is_triggered(harness, conn, venue):
+    ws, _ = await private_socket(harness, topics=("order",))
+    try:
+        await rest.create_entry(conn, intent(take_profit=Decimal("1.2")))
+        row = next(r for r in await realtime_rows(conn) if r["stopOrderType"] == "StopLoss")
+        take_id = next(r["orderId"] for r in await realtime_rows(conn) if r["stopOrderType"] == "TakeProfit")
+
+        async def next_tpsl_frame() -> dict[str, Any]:
+            async with asyncio.timeout(5):
+                while True:
+                    for item in json.loads(await ws.recv())["data"]:
+                        if item["orderId"] == row["orderId"]:
+                            return item
+
+        pushed = await next_tpsl_frame()
+        assert (pushed["orderStatus"], pushed["stopOrderType"], pushed["createType"], pushed["triggerPrice"]) == (
+            "Untriggered", "StopLoss", "CreateByStopLoss", "0.95")
+        venue.set_mark_price(SYMBOL, Decimal("0.94"))
+        fired = await next_tpsl_frame()
+        assert fired["orderStatus"] == "Triggered"
+        assert venue.truth.closures[-1].origin == "stop_loss"
+        assert (await history_row(conn, row["orderId"]))["orderStatus"] == "Triggered"
+        other = await history_row(conn, take_id)
+        assert (other["orderStatus"], other["cancelType"]) == ("Deactivated", "CancelByOCOTpCanceledBySlTriggered")
+    finally:
+        await ws.close()
