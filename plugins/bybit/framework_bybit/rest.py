@@ -518,9 +518,11 @@ def _position_from_row(conn: BybitConnection, row: Mapping[str, Any]) -> Positio
     )
 
 
-_CONDITIONAL_KINDS = {"StopLoss": "stop_loss", "PartialStopLoss": "stop_loss", "Stop": "stop_loss",
-                      "TakeProfit": "take_profit", "PartialTakeProfit": "take_profit",
-                      "TrailingStop": "trailing_stop"}
+_CONDITIONAL_KINDS = {"PartialStopLoss": "stop_loss", "Stop": "stop_loss", "PartialTakeProfit": "take_profit"}
+# A Full-mode TP / SL / trailing stop of the position: the conditional order the system creates for the
+# position's stopLoss / takeProfit / trailingStop (bybit docs position/trading-stop.mdx, enum.mdx
+# stopOrderType; docs/conformance.md Y1-Y2).  It is the position's stop, not a second one.
+_POSITION_TPSL_KINDS = {"StopLoss": "stop_loss", "TakeProfit": "take_profit", "TrailingStop": "trailing_stop"}
 
 
 _ATTACHED_FIELDS = (("stop_loss", "stopLoss"), ("take_profit", "takeProfit"), ("trailing_stop", "trailingStop"))
@@ -547,8 +549,14 @@ async def _all_pages(conn: BybitConnection, method: str, limit: int) -> tuple[li
 
 async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
     """``/v5/position/list`` + ``/v5/order/realtime`` (settleCoin USDT): one call each per page of 200
-    positions / 50 orders (``options['snapshot_page_limit']`` lowers both, for tests).  Stops: every
-    position's attached stop-loss / take-profit / trailing stop, plus resting reduce-only conditional orders.
+    positions / 50 orders (``options['snapshot_page_limit']`` lowers both, for tests).
+
+    Stops: every position's attached stop-loss / take-profit / trailing stop, once each, as attached
+    (``order_id None``: removed through trading-stop), plus resting reduce-only conditional orders.  The
+    ``Untriggered`` system orders Bybit lists for the attached ones (``stopOrderType`` ``StopLoss`` /
+    ``TakeProfit`` / ``TrailingStop``) are the same stops, not more: they stay in ``open_orders`` only, and
+    give the trigger when the position row does not show it yet.  Without an open position in this
+    snapshot they are not reported: the venue cancels them with the position (``CancelByTpSlTsClear``).
     """
     page = conn.config.options.get("snapshot_page_limit")
     try:
@@ -556,26 +564,32 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
         order_rows, order_calls = await _all_pages(conn, "privateGetV5OrderRealtime", page or 50)
     except Exception as exc:
         raise translate(exc, "snapshot") from exc
-    positions, stops = [], []
-    for row in position_rows:
-        position = _position_from_row(conn, row)
-        if position is None:
-            continue
-        positions.append(position)
-        for kind, field in _ATTACHED_FIELDS:
-            price = positive_or_none(row.get(field))
-            if price is not None:
-                stops.append(StopLoss(venue=VENUE, symbol=position.symbol, side=position.side, kind=kind,  # type: ignore[arg-type]
-                                      trigger_price=price))
-    open_orders = []
+    open_orders, stops = [], []
+    system: dict[tuple[str, str], Decimal] = {}  # (symbol, kind) -> trigger of the position's TP/SL order
     for row in order_rows:
         order = conn.decoder.order_from_payload(row)
         open_orders.append(order)
+        position_kind = _POSITION_TPSL_KINDS.get(str(row.get("stopOrderType") or ""))
+        if position_kind is not None:
+            if order.trigger_price is not None and position_kind != "trailing_stop":
+                system[(order.symbol, position_kind)] = order.trigger_price
+            continue
         kind = _CONDITIONAL_KINDS.get(str(row.get("stopOrderType") or ""))
         closing = bool(row.get("reduceOnly")) or bool(row.get("closeOnTrigger"))
         if kind and closing and order.trigger_price is not None:
             stops.append(StopLoss(venue=VENUE, symbol=order.symbol, side="long" if order.side == "sell" else "short",
                                   kind=kind, trigger_price=order.trigger_price, order_id=order.id,  # type: ignore[arg-type]
                                   contracts=order.amount or None))
+    positions = []
+    for row in position_rows:
+        position = _position_from_row(conn, row)
+        if position is None:
+            continue
+        positions.append(position)
+        for kind, field in _ATTACHED_FIELDS:
+            price = positive_or_none(row.get(field)) or system.get((position.symbol, kind))
+            if price is not None:
+                stops.append(StopLoss(venue=VENUE, symbol=position.symbol, side=position.side, kind=kind,  # type: ignore[arg-type]
+                                      trigger_price=price))
     return VenueSnapshot(venue=VENUE, account=conn.config.account, positions=positions,
                          open_orders=open_orders, stops=stops, rest_calls=position_calls + order_calls)

@@ -217,7 +217,45 @@ async def test_snapshot_follows_every_page(driver, venue, emulator):
     snapshot = await driver.fetch_snapshot()
     assert {p.symbol for p in snapshot.positions} == {SYMBOL, "BTC/USDT:USDT"}  # two pages of one
     assert Decimal(71000) in {s.trigger_price for s in snapshot.stops}
-    assert snapshot.rest_calls == sum(emulator.rest_calls.values()) - before == 3  # 2 position pages + 1
+    # 2 position pages + 3 order pages (the stop order and the two positions' system stop-loss orders)
+    assert snapshot.rest_calls == sum(emulator.rest_calls.values()) - before == 5
+
+
+async def system_tpsl_rows(conn) -> dict[str, dict]:
+    result = await conn.call("privateGetV5OrderRealtime", {"category": "linear", "settleCoin": "USDT"})
+    return {row["stopOrderType"]: row for row in result["list"]}
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_snapshot_reports_the_position_stop_once_though_the_venue_lists_its_order(driver, venue, side):
+    stop, take = ("0.95", "1.1") if side == "long" else ("1.05", "0.9")
+    entry = intent(side, stop_loss=stop, take_profit=Decimal(take))
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    rows = await system_tpsl_rows(driver.conn)
+    assert set(rows) == {"StopLoss", "TakeProfit"}  # the venue lists them as Untriggered orders (Y2)
+    snapshot = await driver.fetch_snapshot()
+    assert sorted((s.kind, s.side, s.trigger_price, s.order_id) for s in snapshot.stops) == [
+        ("stop_loss", side, Decimal(stop), None), ("take_profit", side, Decimal(take), None)]
+    assert {o.id for o in snapshot.open_orders} == {rows["StopLoss"]["orderId"], rows["TakeProfit"]["orderId"]}
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_cancelling_the_stop_works_in_either_representation(driver, venue, side):
+    stop = "0.95" if side == "long" else "1.05"
+    entry = intent(side, stop_loss=stop)
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    # attached (as the snapshot and set_trigger report it): trading-stop "0" removes the field and the order
+    attached = StopLoss(venue="bybit", symbol=SYMBOL, side=side, trigger_price=Decimal(stop))
+    assert await driver.cancel_stop_loss(attached) is True
+    assert venue.position("default", SYMBOL).stop_loss is None and await system_tpsl_rows(driver.conn) == {}
+    # by the system order's id (as the venue lists it): cancelling the order removes the position's stop
+    await driver.set_stop_loss(SYMBOL, side, Decimal(43), Decimal(stop))
+    order_id = (await system_tpsl_rows(driver.conn))["StopLoss"]["orderId"]
+    by_order = attached.model_copy(update={"order_id": order_id})
+    assert await driver.cancel_stop_loss(by_order) is True
+    assert venue.position("default", SYMBOL).stop_loss is None and await system_tpsl_rows(driver.conn) == {}
+    assert await driver.cancel_stop_loss(by_order) is False
+    assert await driver.cancel_stop_loss(attached) is False
 
 
 async def test_rejected_entry_is_order_rejected(driver, venue):
