@@ -19,13 +19,13 @@ HTTP errors, timeouts after accept, periodic disconnects) or by :class:`framewor
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import uuid
-from collections import Counter
 from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -147,8 +147,8 @@ class BybitEmulator:
         self.port = port
         self.timeout_hold_s = timeout_hold_s
         self.realtime_open_only = realtime_open_only
-        self.rest_calls: Counter[str] = Counter()
-        self.ws_ops: Counter[str] = Counter()  # WebSocket requests received, by op ("auth", "ping"...)
+        self.rest_calls: collections.Counter[str] = collections.Counter()
+        self.ws_ops: collections.Counter[str] = collections.Counter()  # WebSocket requests received, by op ("auth", "ping"...)
         self._ws_op_seen = asyncio.Event()
         self.shaper = FrameShaper(venue)
         self.sessions: set[_Session] = set()
@@ -163,6 +163,8 @@ class BybitEmulator:
         self._tpsl_cancel_type: dict[str, str] = {}
         self._tpsl_fired: set[tuple[str, str, str]] = set()
         self._trigger_children: set[str] = set()
+        self._burst: list[tuple[_Session, str, str, bool]] = []  # frames held for faults.shuffle_topics
+        self.burst_topics: collections.deque[list[str]] = collections.deque(maxlen=100)  # order sent, shuffled bursts
         self._routes: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], bool]] = {
             ("GET", "/v5/market/time"): (self._time, False),
             ("GET", "/v5/market/instruments-info"): (self._instruments, False),
@@ -237,6 +239,7 @@ class BybitEmulator:
 
     async def drain_streams(self) -> None:
         """Wait until every frame queued so far went through the shaper (sent, dropped, held or delayed)."""
+        self._flush_burst()
         await asyncio.gather(*(session.queue.join() for session in list(self.sessions)))
 
     async def inject_private_frame(self, frame: str) -> None:
@@ -844,11 +847,37 @@ class BybitEmulator:
         self._publish(order.account, "order", {key: fields[key] for key in self._STREAM_ORDER_KEYS}, ts)
 
     def _publish(self, account: str, topic: str, data: dict[str, Any], ts: int, closing: bool = False) -> None:
+        """Queue one private frame.  Default order: the venue's event order (execution, order, position,
+        wallet for a fill; assumed, docs/conformance.md Y6).  With ``faults.shuffle_topics`` the frames of
+        one burst (one venue change, sent in the same loop iteration) are interleaved across topics at
+        random, each topic's own frames kept in order: Bybit documents no order between topics."""
         frame = json.dumps({"id": f"{uuid.uuid4().hex[:12]}-{topic}", "topic": topic,
                             "creationTime": ts, "data": [data]})
         for session in self.sessions:
             if session.private and session.account == account and topic in session.topics:
-                session.queue.put_nowait((frame, closing))
+                if self.venue.faults.shuffle_topics or self._burst:
+                    if not self._burst:
+                        asyncio.get_running_loop().call_soon(self._flush_burst)
+                    self._burst.append((session, topic, frame, closing))
+                else:
+                    session.queue.put_nowait((frame, closing))
+
+    def _flush_burst(self) -> None:
+        """Send the held burst: per session, a random interleaving of its per-topic frame sequences."""
+        burst, self._burst = self._burst, []
+        for session in dict.fromkeys(s for s, *_ in burst):
+            by_topic: dict[str, list[tuple[str, bool]]] = {}
+            for s, topic, frame, closing in burst:
+                if s is session:
+                    by_topic.setdefault(topic, []).append((frame, closing))
+            order: list[str] = []
+            while by_topic:
+                topic = self.venue.rng.choice(sorted(by_topic))
+                order.append(topic)
+                session.queue.put_nowait(by_topic[topic].pop(0))
+                if not by_topic[topic]:
+                    del by_topic[topic]
+            self.burst_topics.append(order)
 
     # --- the position's TP / SL / trailing stop as system conditional orders ---------------------------
 
