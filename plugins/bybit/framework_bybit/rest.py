@@ -362,19 +362,48 @@ async def close_position(
 async def _trading_stop(conn: BybitConnection, symbol: str, fields: dict[str, str]) -> bool:
     """``POST /v5/position/trading-stop`` (Full mode, position in one-way mode).
 
-    :returns: ``True`` when the venue changed something, ``False`` for 34040 "not modified".
+    :returns: ``True`` when the venue changed something, ``False`` for 34040 "not modified" once the
+        position shows every value asked for (see :func:`_confirm_not_modified`).
     :raises PositionGone: 10001 zero position (never retried).
+    :raises VenueError: 34040 that is not "already set" (a missing parameter), or any other failure.
     """
     params = {"category": "linear", "symbol": conn.market_id(symbol), "tpslMode": "Full", "positionIdx": 0, **fields}
     try:
         await conn.call("privatePostV5PositionTradingStop", params)
     except BybitApiError as exc:
         if exc.ret_code == NOT_MODIFIED:
+            await _confirm_not_modified(conn, symbol, fields, exc)
             return False
         raise translate(exc, "trading-stop", symbol=symbol) from exc
     except Exception as exc:
         raise translate(exc, "trading-stop", symbol=symbol) from exc
     return True
+
+
+async def _confirm_not_modified(conn: BybitConnection, symbol: str, fields: dict[str, str], exc: BybitApiError) -> None:
+    """34040 is "Not modified. Indicates you already set this TP/SL value or you didn't pass a required
+    parameter" (bybit docs ``error.mdx``): it is taken as "already set" only when ``GET /v5/position/list``
+    shows every price asked for (``"0"``: none set).
+
+    :raises VenueError: no price was asked for, the position shows other values (a missing parameter, or
+        REST lagging behind: the caller retries), or the position cannot be read.
+    """
+    where = {"venue": VENUE, "symbol": symbol, "code": NOT_MODIFIED}
+    asked = {field: Decimal(value) for field, value in fields.items() if field in ("stopLoss", "takeProfit",
+                                                                                  "trailingStop")}
+    if not asked:
+        raise VenueError(f"trading-stop: {exc.ret_msg} (retCode 34040) with no price asked for: a missing parameter",
+                         **where)
+    try:
+        rows = (await conn.call("privateGetV5PositionList",
+                                {"category": "linear", "symbol": conn.market_id(symbol)})).get("list") or []
+    except Exception as read_exc:
+        raise translate(read_exc, "trading-stop: reading the position after 34040", symbol=symbol) from exc
+    shown = rows[0] if rows else {}
+    for field, value in asked.items():
+        if (decimal_or_none(shown.get(field)) or Decimal(0)) != value:
+            raise VenueError(f"trading-stop: {exc.ret_msg} (retCode 34040) but the position shows "
+                             f"{field}={shown.get(field)!r}, not {value}", **where)
 
 
 def _price(conn: BybitConnection, symbol: str, price: Decimal) -> str:

@@ -19,6 +19,7 @@ from framework.errors import (
     PositionGone,
     RateLimited,
     StreamError,
+    VenueError,
     WouldTriggerImmediately,
 )
 from framework.models import Order, PositionUpdate, StopLoss
@@ -116,6 +117,20 @@ async def test_move_to_the_same_price_is_not_modified_and_returns_the_resting_st
     stop = StopLoss(venue="bybit", symbol=SYMBOL, side="long", trigger_price=Decimal("0.95"))
     moved = await driver.move_stop_loss(stop, Decimal("0.95"))  # 34040 not modified
     assert moved.trigger_price == Decimal("0.95")
+
+
+async def test_34040_is_not_read_as_already_set_unless_the_position_shows_it(conn, venue):
+    """34040 also means "you didn't pass a required parameter" (bybit docs error.mdx)."""
+    await rest.create_entry(conn, intent())
+    with pytest.raises(VenueError) as missing:  # no price at all: the venue answers 34040
+        await rest._trading_stop(conn, SYMBOL, {"slTriggerBy": "MarkPrice"})
+    assert missing.value.code == 34040 and not isinstance(missing.value, PositionGone)
+    venue.faults.rest_position_lag_ms = 30_000  # the position list cannot confirm the value yet
+    with pytest.raises(VenueError):
+        await rest.set_trigger(conn, SYMBOL, "long", Decimal("0.95"), "stop_loss")
+    venue.faults.rest_position_lag_ms = 0
+    stop = await rest.set_trigger(conn, SYMBOL, "long", Decimal("0.95"), "stop_loss")  # shown: already set
+    assert stop.trigger_price == Decimal("0.95")
 
 
 async def test_move_on_a_closed_position_is_position_gone_and_places_nothing(driver, venue):

@@ -409,3 +409,29 @@ async def test_position_tpsl_orders_are_pushed_on_the_order_topic_and_a_fired_st
         assert (other["orderStatus"], other["cancelType"]) == ("Deactivated", "CancelByOCOTpCanceledBySlTriggered")
     finally:
         await ws.close()
+
+
+async def test_shuffle_topics_interleaves_a_burst_across_topics_keeping_each_topic_in_order(harness, venue, emulator):
+    ws, _ = await private_socket(harness)
+    try:
+        emulator.burst_topics.clear()
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+        await emulator.drain_streams()
+        assert list(emulator.burst_topics) == []  # default: the venue's event order, nothing held
+        venue.faults.shuffle_topics = True
+        for _ in range(6):
+            venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+            await emulator.drain_streams()
+        default = ["order", "execution", "order", "position", "wallet"]  # a market order's burst, unshuffled
+        bursts = list(emulator.burst_topics)
+        assert len(bursts) == 6 and all(sorted(b) == sorted(default) for b in bursts)
+        assert any(b != default for b in bursts)
+        sizes = []
+        async with asyncio.timeout(5):
+            while len(sizes) < 7:
+                frame = json.loads(await ws.recv())
+                if frame["topic"] == "position":
+                    sizes.append(int(frame["data"][0]["size"]))
+        assert sizes == [10, 20, 30, 40, 50, 60, 70]  # one topic's frames keep their order
+    finally:
+        await ws.close()
