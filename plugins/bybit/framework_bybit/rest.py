@@ -255,7 +255,27 @@ async def _create_market_order(
     try:
         return await conn.client.create_order(symbol, "market", side, str(contracts), None, params)
     except Exception as exc:
-        raise translate(exc, "create order", write=True, symbol=symbol, order_id=client_order_id) from exc
+        error = translate(exc, "create order", write=True, symbol=symbol, order_id=client_order_id)
+        if isinstance(exc, BybitApiError) and exc.ret_code == DUPLICATE_ORDER_LINK_ID:
+            existing = await _existing_order(conn, symbol, client_order_id)
+            if existing is not None:
+                return existing
+        raise error from exc
+
+
+async def _existing_order(conn: BybitConnection, symbol: str, client_order_id: str) -> dict[str, Any] | None:
+    """110072 "OrderLinkedID is duplicate": an order with this client order id exists (typically the
+    first attempt, whose answer was lost).  It is that order's result, never a rejection: ccxt's order
+    dict of the venue's order looked up by orderLinkId, or ``None`` while the venue does not show it yet
+    (the caller then gets :class:`OutcomeUnknown`)."""
+    try:
+        payload = await fetch_order_payload(conn, symbol, None, client_order_id)
+    except VenueError as exc:
+        log.warning("bybit: order %s after 110072 not readable: %s", client_order_id, exc)
+        return None
+    if payload is None:
+        return None
+    return dict(conn.client.parse_order(payload, conn.client.market(symbol)))
 
 
 async def fetch_order_payload(

@@ -119,6 +119,21 @@ async def test_move_to_the_same_price_is_not_modified_and_returns_the_resting_st
     assert moved.trigger_price == Decimal("0.95")
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_duplicate_client_order_id_resolves_to_the_existing_order(driver, venue, emulator, side):
+    """110072: the order with this orderLinkId exists (a retry after a lost answer): it is the result."""
+    entry = intent(side, stop_loss="0.95" if side == "long" else "1.05")
+    venue.faults.timeout_after_accept_next = 1
+    emulator.timeout_hold_s = 5.0  # past the client's 3 s timeout
+    with pytest.raises(OutcomeUnknown):
+        await driver.create_entry(entry)
+    raw = await driver.create_entry(entry)  # the retry: 110072 on the venue
+    assert [r.reject_reason for r in venue.truth.orders][-1] == "duplicate_client_order_id"
+    order = await driver.normalize_order(raw, entry)
+    assert (order.client_order_id, order.side, order.filled) == (entry.client_order_id, entry.order_side, Decimal(43))
+    assert venue.position("default", SYMBOL).contracts == Decimal(43)  # one position, not two
+
+
 async def test_34040_is_not_read_as_already_set_unless_the_position_shows_it(conn, venue):
     """34040 also means "you didn't pass a required parameter" (bybit docs error.mdx)."""
     await rest.create_entry(conn, intent())
