@@ -67,6 +67,12 @@ REJECT_CODES: dict[str, tuple[int, str | None]] = {
     "rejected": (10001, None),
 }
 
+# lotSizeFilter.minNotionalValue of the linear instruments (the real XRPUSDT / BTCUSDT answer "5"): an
+# opening order below it is refused with 110094 "Order notional value below the lower limit" (error.mdx).
+# Reduce-only orders are assumed exempt (docs/conformance.md Y9).
+MIN_NOTIONAL_VALUE = Decimal(5)
+MIN_NOTIONAL_CODE = 110094
+
 _SIDE = {"buy": "Buy", "sell": "Sell"}
 _POSITION_SIDE = {"long": "Buy", "short": "Sell", None: ""}
 _STOP_ORDER_TYPE = {"stop_market": "Stop", "take_profit_market": "Stop", "trailing_stop_market": "TrailingStop"}
@@ -374,7 +380,8 @@ class BybitEmulator:
                                     "tickSize": num(instrument.tick_size)},
                     "lotSizeFilter": {"maxOrderQty": "1000000", "minOrderQty": num(instrument.min_amount),
                                       "qtyStep": num(instrument.step_size), "postOnlyMaxOrderQty": "1000000",
-                                      "maxMktOrderQty": "1000000", "minNotionalValue": "5"},
+                                      "maxMktOrderQty": "1000000",
+                                      "minNotionalValue": num(MIN_NOTIONAL_VALUE)},
                     "unifiedMarginTrade": True,
                     "fundingInterval": 480,
                     "settleCoin": instrument.quote,
@@ -456,9 +463,12 @@ class BybitEmulator:
             order_type = "stop_market" if falls == (side == "sell") else "take_profit_market"
             kwargs["trigger_price"] = trigger
         reduce_only = bool(params.get("reduceOnly")) or bool(params.get("closeOnTrigger"))
+        qty = self._decimal(params, "qty")
+        if not reduce_only and qty is not None and qty * self.venue.mark_price(instrument.symbol) < MIN_NOTIONAL_VALUE:
+            raise BybitApiReject(MIN_NOTIONAL_CODE, "Order notional value below the lower limit")
         try:
             order = self.venue.place_order(
-                account, instrument.symbol, side, order_type, self._decimal(params, "qty"),
+                account, instrument.symbol, side, order_type, qty,
                 client_order_id=params.get("orderLinkId") or None, reduce_only=reduce_only,
                 stop_loss=self._decimal(params, "stopLoss"), take_profit=self._decimal(params, "takeProfit"),
                 **kwargs,

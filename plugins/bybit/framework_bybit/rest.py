@@ -59,6 +59,7 @@ NOT_MODIFIED = 34040
 ORDER_NOT_EXIST = 110001
 REDUCE_ONLY_SAME_SIDE = 110017
 DUPLICATE_ORDER_LINK_ID = 110072
+MIN_NOTIONAL = 110094  # "Order notional value below the lower limit"
 
 _TRIGGER_FIELDS = {"stop_loss": ("stopLoss", "slTriggerBy"), "take_profit": ("takeProfit", "tpTriggerBy")}
 
@@ -209,6 +210,8 @@ def translate(exc: BaseException, action: str, *, write: bool = False, **where: 
             return OrderNotFound(text, code=code, **where)
         if code == RATE_LIMIT:
             return RateLimited(text, code=code, **where)
+        if code == MIN_NOTIONAL:
+            return OrderRejected(text + "; below the instrument's minNotionalValue", code=code, **where)
         if code == DUPLICATE_ORDER_LINK_ID:
             return OutcomeUnknown(text + "; an order with this client order id exists", code=code, **where)
         if write and code not in (TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN):
@@ -251,6 +254,7 @@ async def create_entry(conn: BybitConnection, intent: OrderIntent) -> dict[str, 
 async def _create_market_order(
     conn: BybitConnection, symbol: str, side: str, contracts: Decimal, params: dict[str, Any], client_order_id: str
 ) -> dict[str, Any]:
+    _check_size(conn, symbol, contracts, client_order_id)
     conn.rest_calls += 1
     try:
         return await conn.client.create_order(symbol, "market", side, str(contracts), None, params)
@@ -261,6 +265,24 @@ async def _create_market_order(
             if existing is not None:
                 return existing
         raise error from exc
+
+
+def _check_size(conn: BybitConnection, symbol: str, contracts: Decimal, client_order_id: str) -> None:
+    """Refuse a size the venue would not take as is, before anything is sent: ccxt truncates ``qty`` to
+    ``lotSizeFilter.qtyStep`` silently, which would open or close another size than asked.
+
+    :raises OrderRejected: ``contracts`` below ``lotSizeFilter.minOrderQty`` or not a multiple of ``qtyStep``
+        (``/v5/market/instruments-info``, as loaded by ccxt).
+    """
+    market = conn.client.market(symbol)
+    step = market["precision"]["amount"]
+    minimum = (market.get("limits") or {}).get("amount", {}).get("min")
+    where = {"venue": VENUE, "symbol": symbol, "order_id": client_order_id}
+    if step and contracts % Decimal(str(step)) != 0:
+        raise OrderRejected(f"{contracts} contracts is not a multiple of the qty step {step}; nothing sent", **where)
+    if minimum and contracts < Decimal(str(minimum)):
+        raise OrderRejected(f"{contracts} contracts is below the minimum order qty {minimum}; nothing sent",
+                            **where)
 
 
 async def _existing_order(conn: BybitConnection, symbol: str, client_order_id: str) -> dict[str, Any] | None:

@@ -393,3 +393,18 @@ async def test_mark_prices_from_the_public_stream(conn, venue):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_sizes_the_venue_would_not_take_as_is_are_refused_nothing_filled(driver, venue, emulator, side):
+    stop = "0.95" if side == "long" else "1.05"
+    before = emulator.rest_calls["POST /v5/order/create"]
+    for contracts in ("43.05", "0.05"):  # off the qtyStep 0.1 (ccxt would truncate it) / below minOrderQty
+        with pytest.raises(OrderRejected) as error:
+            await driver.create_entry(intent(side, contracts=contracts, stop_loss=stop))
+        assert "nothing sent" in error.value.message
+    assert emulator.rest_calls["POST /v5/order/create"] == before
+    with pytest.raises(OrderRejected) as error:  # 4 XRP at mark 1 = 4 USDT < minNotionalValue 5
+        await driver.create_entry(intent(side, contracts="4", stop_loss=stop))
+    assert error.value.code == 110094
+    assert venue.position("default", SYMBOL).contracts == 0

@@ -121,6 +121,16 @@ async def test_cancel_a_resting_conditional_order(conn, venue):
     assert error.value.ret_code == 110001
 
 
+async def test_min_notional_110094_for_an_opening_order_not_for_a_reduce_only_one(conn, venue):
+    order = {"category": "linear", "symbol": "XRPUSDT", "side": "Buy", "orderType": "Market", "qty": "4.9"}
+    with pytest.raises(BybitApiError) as error:  # 4.9 USDT at mark 1 < minNotionalValue 5
+        await conn.client.private_post_v5_order_create(order)
+    assert (error.value.ret_code, error.value.ret_msg) == (110094, "Order notional value below the lower limit")
+    await conn.client.private_post_v5_order_create({**order, "qty": "5"})
+    await conn.client.private_post_v5_order_create({**order, "side": "Sell", "qty": "1", "reduceOnly": True})
+    assert venue.position("default", SYMBOL).contracts == 4
+
+
 # --- signatures ---------------------------------------------------------------------------------------------
 
 
