@@ -514,10 +514,19 @@ class BybitEmulator:
         orders = self.venue.orders(account, symbol, open_only=False)
         return sorted(orders + system, key=lambda o: o.created_ms) if system else orders
 
+    def _visible(self, orders: list[VenueOrder]) -> list[VenueOrder]:
+        """Orders created at least ``faults.order_visibility_lag_ms`` ago: order creation "is asynchronous"
+        (bybit docs ``order/create-order.mdx``) and the order history "may delay" (``order/order-list.mdx``)."""
+        lag = self.venue.faults.order_visibility_lag_ms
+        if lag <= 0:
+            return orders
+        horizon = self.venue.now() - lag
+        return [o for o in orders if o.created_ms <= horizon]
+
     async def _order_realtime(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
         by_id = bool(params.get("orderId") or params.get("orderLinkId"))
-        orders = self._find_orders(params, account)
+        orders = self._visible(self._find_orders(params, account))
         if not by_id or self.realtime_open_only:  # Bybit lists recent closed orders only when asked by id
             orders = [o for o in orders if o.is_open]
         if params.get("orderFilter") == "StopOrder":
@@ -527,7 +536,7 @@ class BybitEmulator:
 
     async def _order_history(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
-        orders = [o for o in self._find_orders(params, account) if not o.is_open]
+        orders = [o for o in self._visible(self._find_orders(params, account)) if not o.is_open]
         return {"list": [self._order_row(o) for o in orders[::-1]], "nextPageCursor": "", "category": "linear"}
 
     async def _order_cancel(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
@@ -680,6 +689,10 @@ class BybitEmulator:
             raise BybitApiReject(10001, "params error: only tpslMode=Full is supported")
         if str(params.get("positionIdx", 0)) != "0":
             raise BybitApiReject(10001, "position idx not match position mode")
+        opened = self.venue.position(account, instrument.symbol).opened_ms
+        lag = self.venue.faults.order_visibility_lag_ms
+        if lag > 0 and opened is not None and opened > self.venue.now() - lag:  # not visible yet (assumed, Y8)
+            raise BybitApiReject(10001, REJECT_CODES["zero_position"][1] or "")
         try:
             self.venue.set_trading_stop(
                 account, instrument.symbol,

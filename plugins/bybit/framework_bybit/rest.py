@@ -12,6 +12,7 @@ Endpoints (Bybit v5 docs): ``POST /v5/order/create`` (answers only ids), ``GET /
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -41,6 +42,7 @@ from framework.models import (
     VenueSnapshot,
     Verification,
     close_side,
+    now_ms,
 )
 from framework_bybit.decoder import VENUE, BybitDecoder, decimal_or_none, positive_or_none, unified_symbol
 
@@ -106,6 +108,10 @@ class BybitConnection:
         self.poll_interval_ms = int(options.get("poll_interval_ms", 200))
         self.order_poll_every_ms = int(options.get("order_poll_every_ms", 500))
         self.rest_poll_every_ms = int(options.get("rest_poll_every_ms", 1000))
+        # How long a just-created order may stay invisible to /v5/order/realtime and history, and how long
+        # a position the stream showed open outweighs a trading-stop "zero position" (docs/conformance.md Y8).
+        self.order_visible_wait_ms = int(options.get("order_visible_wait_ms", 3000))
+        self.position_visible_grace_ms = int(options.get("position_visible_grace_ms", 5000))
 
     def __repr__(self) -> str:
         return f"BybitConnection(rest_url={self.config.rest_url!r}, ws_url={self.ws_url!r})"
@@ -331,6 +337,21 @@ async def fetch_order_payload(
     return None
 
 
+async def _await_order_payload(
+    conn: BybitConnection, symbol: str | None, order_id: str | None, client_order_id: str | None
+) -> dict[str, Any] | None:
+    """:func:`fetch_order_payload` for an order just created: Bybit's order creation "is asynchronous"
+    (bybit docs ``order/create-order.mdx``), so an order may not be listed yet.  Asks again, waking on
+    stream changes, for up to ``options['order_visible_wait_ms']`` (3000) before answering ``None``."""
+    deadline = time.monotonic() + conn.order_visible_wait_ms / 1000
+    while True:
+        payload = await fetch_order_payload(conn, symbol, order_id, client_order_id)
+        remaining = deadline - time.monotonic()
+        if payload is not None or remaining <= 0:
+            return payload
+        await conn.cache.wait_changed(min(remaining, conn.poll_interval_ms / 1000))
+
+
 async def normalize_order(conn: BybitConnection, raw: Mapping[str, Any], intent: OrderIntent | None) -> Order:
     """A complete :class:`Order` from ccxt's dict or a Bybit payload; a minimal one (Bybit's create
     answers only ids) is completed from ``/v5/order/realtime`` or ``/v5/order/history``.
@@ -349,7 +370,7 @@ async def normalize_order(conn: BybitConnection, raw: Mapping[str, Any], intent:
     if not order_id and not client_order_id:
         raise OrderIncomplete("the order has neither an id nor a client order id", **where)
     try:
-        payload = await fetch_order_payload(conn, symbol, order_id, client_order_id)
+        payload = await _await_order_payload(conn, symbol, order_id, client_order_id)
     except VenueError as exc:
         raise OrderIncomplete(f"could not complete the order from the venue: {exc.message}", **where) from exc
     if payload is None:
@@ -391,7 +412,7 @@ async def close_position(
         conn, symbol, close_side(side), contracts,
         {"clientOrderId": client_order_id, "reduceOnly": True, "positionIdx": 0}, client_order_id,
     )
-    payload = await fetch_order_payload(conn, symbol, raw.get("id"), client_order_id)
+    payload = await _await_order_payload(conn, symbol, raw.get("id"), client_order_id)
     if payload is None:
         raise OrderIncomplete("closing order accepted but unknown to the venue", venue=VENUE, symbol=symbol,
                               order_id=raw.get("id"))
@@ -416,10 +437,23 @@ async def _trading_stop(conn: BybitConnection, symbol: str, fields: dict[str, st
         if exc.ret_code == NOT_MODIFIED:
             await _confirm_not_modified(conn, symbol, fields, exc)
             return False
-        raise translate(exc, "trading-stop", symbol=symbol) from exc
+        error = translate(exc, "trading-stop", symbol=symbol)
+        if isinstance(error, PositionGone) and _stream_shows_open(conn, symbol):
+            raise VenueError(f"{error.message}; but the stream showed the position open "
+                             f"{conn.position_visible_grace_ms} ms ago at most: not visible yet, not gone",
+                             code=exc.ret_code, venue=VENUE, symbol=symbol) from exc
+        raise error from exc
     except Exception as exc:
         raise translate(exc, "trading-stop", symbol=symbol) from exc
     return True
+
+
+def _stream_shows_open(conn: BybitConnection, symbol: str) -> bool:
+    """The private stream's latest position for ``symbol`` is open and at most
+    ``options['position_visible_grace_ms']`` old: a "zero position" answer then contradicts evidence
+    already held (the fill was shown; the venue's position view lags it) and is not taken as gone."""
+    update = conn.cache.position(symbol)
+    return update is not None and update.contracts > 0 and now_ms() - update.timestamp <= conn.position_visible_grace_ms
 
 
 async def _confirm_not_modified(conn: BybitConnection, symbol: str, fields: dict[str, str], exc: BybitApiError) -> None:

@@ -408,3 +408,39 @@ async def test_sizes_the_venue_would_not_take_as_is_are_refused_nothing_filled(d
         await driver.create_entry(intent(side, contracts="4", stop_loss=stop))
     assert error.value.code == 110094
     assert venue.position("default", SYMBOL).contracts == 0
+
+
+async def test_normalize_waits_for_an_order_the_venue_does_not_list_yet(conn, venue, emulator):
+    venue.faults.order_visibility_lag_ms = 300  # order creation "is asynchronous" (create-order.mdx)
+    entry = intent()
+    raw = await rest.create_entry(conn, entry)
+    before = emulator.rest_calls["GET /v5/order/realtime"]
+    order = await rest.normalize_order(conn, raw, entry)
+    assert (order.side, order.filled, order.client_order_id) == ("buy", Decimal(43), entry.client_order_id)
+    assert emulator.rest_calls["GET /v5/order/realtime"] > before + 1  # asked again, not taken as unknown
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_zero_position_contradicting_the_stream_is_not_position_gone(conn, venue, side):
+    sink = RecordingSink()
+    task = asyncio.create_task(stream.run_stream(conn, sink))
+    grace = conn.position_visible_grace_ms
+    try:
+        await sink.wait_for(lambda: sink.connected)
+        venue.faults.order_visibility_lag_ms = 30_000  # the venue's position view lags the fill
+        entry = intent(side, stop_loss="0.95" if side == "long" else "1.05")
+        await rest.create_entry(conn, entry)
+        await sink.wait_for(lambda: (p := conn.cache.position(SYMBOL)) and p.contracts == 43)
+        take = Decimal("1.2") if side == "long" else Decimal("0.8")
+        with pytest.raises(VenueError) as error:  # 10001 "zero position", but the stream showed the fill
+            await rest.set_trigger(conn, SYMBOL, side, take, "take_profit")
+        assert error.value.code == 10001 and not isinstance(error.value, PositionGone)
+        conn.position_visible_grace_ms = -1  # the stream's evidence too old to outweigh the venue's answer
+        with pytest.raises(PositionGone):
+            await rest.set_trigger(conn, SYMBOL, side, take, "take_profit")
+        venue.faults.order_visibility_lag_ms = 0
+        assert (await rest.set_trigger(conn, SYMBOL, side, take, "take_profit")).trigger_price == take
+    finally:
+        conn.position_visible_grace_ms = grace
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -131,6 +131,21 @@ async def test_min_notional_110094_for_an_opening_order_not_for_a_reduce_only_on
     assert venue.position("default", SYMBOL).contracts == 4
 
 
+async def test_order_visibility_lag_hides_a_new_order_and_its_position_from_trading_stop(conn, venue):
+    venue.faults.order_visibility_lag_ms = 30_000
+    raw = await rest.create_entry(conn, intent())
+    query = {"category": "linear", "symbol": "XRPUSDT", "orderId": raw["id"]}
+    for endpoint in (conn.client.private_get_v5_order_realtime, conn.client.private_get_v5_order_history):
+        assert (await endpoint(query))["result"]["list"] == []  # "this request is asynchronous"
+    with pytest.raises(BybitApiError) as error:
+        await conn.client.private_post_v5_position_trading_stop(
+            {"category": "linear", "symbol": "XRPUSDT", "takeProfit": "1.2", "tpslMode": "Full", "positionIdx": 0})
+    assert (error.value.ret_code, error.value.ret_msg) == (10001, "can not set tp/sl/ts for zero position")
+    venue.faults.order_visibility_lag_ms = 0
+    [row] = (await conn.client.private_get_v5_order_realtime(query))["result"]["list"]
+    assert row["orderId"] == raw["id"]
+
+
 # --- signatures ---------------------------------------------------------------------------------------------
 
 
