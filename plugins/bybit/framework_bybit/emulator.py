@@ -169,6 +169,7 @@ class BybitEmulator:
         self._tpsl_cancel_type: dict[str, str] = {}
         self._tpsl_fired: set[tuple[str, str, str]] = set()
         self._trigger_children: set[str] = set()
+        self._cursors: dict[str, tuple[list[Any], int]] = {}  # next-page cursor -> (listing, offset)
         self._burst: list[tuple[_Session, str, str, bool]] = []  # frames held for faults.shuffle_topics
         self.burst_topics: collections.deque[list[str]] = collections.deque(maxlen=100)  # order sent, shuffled bursts
         self._routes: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], bool]] = {
@@ -499,8 +500,9 @@ class BybitEmulator:
                     f"{'higher' if long else 'lower'} than base_price:{mark}??MarkPrice")
         return f"expect Rising/Falling trigger price, but trigger_price:{params.get('triggerPrice')} vs mark {mark}"
 
-    def _find_orders(self, params: dict[str, Any], account: str) -> list[VenueOrder]:
-        """Orders of any status matching ``symbol`` / ``orderId`` / ``orderLinkId``, oldest first."""
+    def _find_orders(self, params: dict[str, Any], account: str, open_only: bool = False) -> list[VenueOrder]:
+        """Orders matching ``symbol`` / ``orderId`` / ``orderLinkId`` (of any status, or ``open_only``),
+        oldest first."""
         symbol = self.venue.instrument_by_id(str(params["symbol"])).symbol if params.get("symbol") else None
         order_id, link_id = params.get("orderId") or None, params.get("orderLinkId") or None
         system = [o for o in self._tpsl.values() if o.account == account and symbol in (None, o.symbol)]
@@ -511,7 +513,8 @@ class BybitEmulator:
                 return [self.venue.get_order(account, symbol, order_id, link_id)]
             except VenueReject:
                 return []
-        orders = self.venue.orders(account, symbol, open_only=False)
+        orders = self.venue.orders(account, symbol, open_only=open_only)
+        system = [o for o in system if o.is_open or not open_only]
         return sorted(orders + system, key=lambda o: o.created_ms) if system else orders
 
     def _visible(self, orders: list[VenueOrder]) -> list[VenueOrder]:
@@ -525,13 +528,17 @@ class BybitEmulator:
 
     async def _order_realtime(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
-        by_id = bool(params.get("orderId") or params.get("orderLinkId"))
-        orders = self._visible(self._find_orders(params, account))
-        if not by_id or self.realtime_open_only:  # Bybit lists recent closed orders only when asked by id
-            orders = [o for o in orders if o.is_open]
-        if params.get("orderFilter") == "StopOrder":
-            orders = [o for o in orders if o.conditional]
-        rows, cursor = _page([self._order_row(o) for o in orders[::-1]], params, default=20, maximum=50)
+
+        def listing() -> list[VenueOrder]:
+            by_id = bool(params.get("orderId") or params.get("orderLinkId"))
+            orders = self._visible(self._find_orders(params, account, open_only=not by_id))
+            if not by_id or self.realtime_open_only:  # Bybit lists recent closed orders only when asked by id
+                orders = [o for o in orders if o.is_open]
+            if params.get("orderFilter") == "StopOrder":
+                orders = [o for o in orders if o.conditional]
+            return orders[::-1]
+
+        rows, cursor = self._page(listing, self._order_row, params, default=20, maximum=50)
         return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     async def _order_history(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
@@ -622,6 +629,35 @@ class BybitEmulator:
         fields = self._order_fields(order)
         return {key: fields[key] for key in self._REST_ORDER_KEYS}
 
+    MAX_CURSORS = 64  # listings kept for their next pages (oldest forgotten first)
+
+    def _page(self, listing: Callable[[], list[Any]], row: Callable[[Any], dict[str, Any]], params: dict[str, Any],
+              *, default: int, maximum: int) -> tuple[list[dict[str, Any]], str]:
+        """Bybit cursor paging: ``limit`` (1..maximum, default ``default``) rows and the next cursor, or
+        ``""`` on the last page.  The first page takes the listing once and keeps it under an opaque cursor,
+        so each further page costs only its own rows (and pages do not shift while the venue changes)."""
+        try:
+            limit = int(params.get("limit") or default)
+        except ValueError:
+            raise BybitApiReject(10001, "params error: limit") from None
+        if not 1 <= limit <= maximum:
+            raise BybitApiReject(10001, f"params error: limit must be 1..{maximum}")
+        cursor = params.get("cursor")
+        if cursor:
+            if cursor not in self._cursors:
+                raise BybitApiReject(10001, "params error: cursor invalid or expired")
+            items, start = self._cursors[cursor]  # kept: a page asked again after a lost answer is the same
+        else:
+            items, start = listing(), 0
+        end = start + limit
+        following = ""
+        if end < len(items):
+            following = uuid.uuid4().hex
+            self._cursors[following] = (items, end)
+            while len(self._cursors) > self.MAX_CURSORS:
+                self._cursors.pop(next(iter(self._cursors)))
+        return [row(item) for item in items[start:end]], following
+
     # --- positions -----------------------------------------------------------------------------------
 
     def _position_fields(self, position: VenuePosition) -> dict[str, Any]:
@@ -677,9 +713,12 @@ class BybitEmulator:
             positions = list(visible.values())
         else:
             raise BybitApiReject(10001, "params error: symbol or settleCoin is required")
-        fields = [self._position_fields(p) for p in positions]
-        rows, cursor = _page([{key: f[key] for key in self._REST_POSITION_KEYS} for f in fields], params,
-                             default=20, maximum=200)
+
+        def row(position: VenuePosition) -> dict[str, Any]:
+            fields = self._position_fields(position)
+            return {key: fields[key] for key in self._REST_POSITION_KEYS}
+
+        rows, cursor = self._page(lambda: positions, row, params, default=20, maximum=200)
         return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     async def _trading_stop(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
@@ -995,16 +1034,3 @@ class BybitEmulator:
             "feeCurrency": "USDT",
         }
 
-
-def _page(rows: list[Any], params: dict[str, Any], *, default: int, maximum: int) -> tuple[list[Any], str]:
-    """Bybit cursor paging: ``limit`` (1..maximum, default ``default``) rows from ``cursor``; the next
-    cursor, or ``""`` on the last page.  The cursor is opaque to clients (here: the offset)."""
-    try:
-        limit = int(params.get("limit") or default)
-        start = int(params.get("cursor") or 0)
-    except ValueError:
-        raise BybitApiReject(10001, "params error: limit / cursor") from None
-    if not 1 <= limit <= maximum or start < 0:
-        raise BybitApiReject(10001, f"params error: limit must be 1..{maximum}")
-    end = start + limit
-    return rows[start:end], (str(end) if end < len(rows) else "")

@@ -146,6 +146,21 @@ async def test_order_visibility_lag_hides_a_new_order_and_its_position_from_trad
     assert row["orderId"] == raw["id"]
 
 
+async def test_paging_takes_the_listing_once_and_each_page_costs_its_rows(conn, venue):
+    venue.place_order("default", SYMBOL, "buy", amount=Decimal(100))
+    placed = [venue.place_order("default", SYMBOL, "sell", type="stop_market", amount=Decimal(1), reduce_only=True,
+                                trigger_price=Decimal("0.5") + Decimal(i) / 1000).id for i in range(60)]
+    query = {"category": "linear", "settleCoin": "USDT", "limit": 50}
+    first = (await conn.client.private_get_v5_order_realtime(query))["result"]
+    late = venue.place_order("default", SYMBOL, "sell", type="stop_market", amount=Decimal(1), reduce_only=True,
+                             trigger_price=Decimal("0.4")).id
+    second = (await conn.client.private_get_v5_order_realtime({**query, "cursor": first["nextPageCursor"]}))["result"]
+    again = (await conn.client.private_get_v5_order_realtime({**query, "cursor": first["nextPageCursor"]}))["result"]
+    ids = [row["orderId"] for row in first["list"] + second["list"]]
+    assert ids == placed[::-1] and late not in ids  # newest first, the listing of the first page
+    assert second["nextPageCursor"] == "" and again["list"] == second["list"]
+
+
 # --- signatures ---------------------------------------------------------------------------------------------
 
 
