@@ -26,8 +26,8 @@ import hmac
 import json
 import logging
 import uuid
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -154,7 +154,7 @@ class BybitEmulator:
         self.timeout_hold_s = timeout_hold_s
         self.realtime_open_only = realtime_open_only
         self.rest_calls: collections.Counter[str] = collections.Counter()
-        self.ws_ops: collections.Counter[str] = collections.Counter()  # WebSocket requests received, by op ("auth", "ping"...)
+        self.ws_ops: collections.Counter[str] = collections.Counter()  # WebSocket requests received, by op
         self._ws_op_seen = asyncio.Event()
         self.shaper = FrameShaper(venue)
         self.sessions: set[_Session] = set()

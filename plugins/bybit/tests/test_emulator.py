@@ -391,12 +391,12 @@ async def test_position_tpsl_are_listed_as_untriggered_system_orders(conn, venue
     rows = {row["stopOrderType"]: row for row in await realtime_rows(conn)}  # the default call: no filter
     assert set(rows) == {"StopLoss", "TakeProfit"}
     closing = "Sell" if side == "long" else "Buy"
-    for kind, price, create_type in (("StopLoss", stop, "CreateByStopLoss"),
-                                     ("TakeProfit", take, "CreateByTakeProfit")):
+    for kind, price in (("StopLoss", stop), ("TakeProfit", take)):
         row = rows[kind]
         assert (row["orderStatus"], row["orderType"], row["side"], row["triggerPrice"], row["qty"]) == (
             "Untriggered", "Market", closing, price, "43")
-        assert (row["reduceOnly"], row["closeOnTrigger"], row["orderLinkId"], row["tpslMode"]) == (True, True, "", "Full")
+        assert (row["reduceOnly"], row["closeOnTrigger"], row["orderLinkId"], row["tpslMode"]) == (
+            True, True, "", "Full")
     assert (await realtime_rows(conn, orderFilter="StopOrder")) != []
 
     stop_id = rows["StopLoss"]["orderId"]
