@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -17,7 +18,9 @@ from framework.models import (
     DriverInfo,
     Order,
     OrderIntent,
+    OrderUpdate,
     PositionSide,
+    PositionUpdate,
     StopLoss,
     StreamEvent,
     VenueSnapshot,
@@ -45,6 +48,28 @@ class StreamSink(Protocol):
 
     def on_malformed(self, raw: str | bytes, error: Exception) -> None:
         """A frame could not be decoded: counted and logged, the stream goes on."""
+
+
+class StreamEvidence(Protocol):
+    """What the private stream said, as the core holds it (the venue's PositionBook)."""
+
+    def last_update(self, symbol: str) -> PositionUpdate | None:
+        """The latest position update applied for ``symbol``."""
+
+    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
+        """The latest update of the entry order ``client_order_id`` seen while ``symbol`` is being opened."""
+
+    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
+        """Return on the next stream update of ``symbol``, or after ``timeout_s`` seconds."""
+
+
+@dataclass(frozen=True)
+class EntryEvidence:
+    """What ``verify_position`` may consult besides the venue connection: the venue's :class:`Driver`
+    (order status, snapshots) and its stream state."""
+
+    driver: Driver
+    stream: StreamEvidence
 
 
 @runtime_checkable
@@ -159,10 +184,13 @@ class Driver:
         """Hook ``cancel_stop_loss``."""
         return await self._call("cancel_stop_loss", conn=self.conn, stop=stop)
 
-    async def verify_position(self, intent: OrderIntent, order: Order, budget_ms: int) -> Verification:
-        """Hook ``verify_position``."""
+    async def verify_position(
+        self, intent: OrderIntent, order: Order, budget_ms: int, stream: StreamEvidence
+    ) -> Verification:
+        """Hook ``verify_position`` (answered by the core unless the driver adds a source)."""
         return await self._call(
-            "verify_position", conn=self.conn, intent=intent, order=order, budget_ms=budget_ms
+            "verify_position", conn=self.conn, intent=intent, order=order, budget_ms=budget_ms,
+            evidence=EntryEvidence(self, stream),
         )
 
     async def close_position(

@@ -20,7 +20,6 @@ from framework.models import (
     PositionSide,
     StopLoss,
     VenueSnapshot,
-    Verification,
 )
 from framework.venue import EmulatorHarness
 from framework_binance import operations, stream
@@ -102,13 +101,6 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
 @hookimpl
 async def cancel_stop_loss(conn: BinanceConnection, stop: StopLoss) -> bool:
     return await operations.cancel_stop_loss(conn, stop)
-
-
-@hookimpl
-async def verify_position(
-    conn: BinanceConnection, intent: OrderIntent, order: Order, budget_ms: int
-) -> Verification:
-    return await operations.verify_position(conn, intent, order, budget_ms)
 
 
 @hookimpl
