@@ -109,7 +109,7 @@ class BybitConnection:
         # "zero position" (docs/conformance.md Y8).
         self.poll_interval_ms = int(options.get("poll_interval_ms", 200))
         self.order_visible_wait_ms = int(options.get("order_visible_wait_ms", 3000))
-        self.position_visible_grace_ms = int(options.get("position_visible_grace_ms", 5000))
+        self.position_visible_grace_ms = int(options.get("position_visible_grace_ms", 2000))
 
     def __repr__(self) -> str:
         return f"BybitConnection(rest_url={self.config.rest_url!r}, ws_url={self.ws_url!r})"
@@ -429,27 +429,32 @@ async def _trading_stop(conn: BybitConnection, symbol: str, fields: dict[str, st
     :raises VenueError: 34040 that is not "already set" (a missing parameter), or any other failure.
     """
     params = {"category": "linear", "symbol": conn.market_id(symbol), "tpslMode": "Full", "positionIdx": 0, **fields}
-    try:
-        await conn.call("privatePostV5PositionTradingStop", params)
-    except BybitApiError as exc:
-        if exc.ret_code == NOT_MODIFIED:
-            await _confirm_not_modified(conn, symbol, fields, exc)
-            return False
-        error = translate(exc, "trading-stop", symbol=symbol)
-        if isinstance(error, PositionGone) and _stream_shows_open(conn, symbol):
-            raise VenueError(f"{error.message}; but the stream showed the position open "
-                             f"{conn.position_visible_grace_ms} ms ago at most: not visible yet, not gone",
-                             code=exc.ret_code, venue=VENUE, symbol=symbol) from exc
-        raise error from exc
-    except Exception as exc:
-        raise translate(exc, "trading-stop", symbol=symbol) from exc
-    return True
+    while True:
+        try:
+            await conn.call("privatePostV5PositionTradingStop", params)
+        except BybitApiError as exc:
+            if exc.ret_code == NOT_MODIFIED:
+                await _confirm_not_modified(conn, symbol, fields, exc)
+                return False
+            error = translate(exc, "trading-stop", symbol=symbol)
+            if isinstance(error, PositionGone) and _stream_shows_open(conn, symbol):
+                # A fill the stream showed, the venue's position view not yet (order creation "is
+                # asynchronous"): ask again while that evidence is fresh, then the venue's answer stands.
+                log.info("bybit %s: trading-stop says zero position, the stream showed it open: asking again",
+                         symbol)
+                await conn.cache.wait_changed(conn.poll_interval_ms / 1000)
+                continue
+            raise error from exc
+        except Exception as exc:
+            raise translate(exc, "trading-stop", symbol=symbol) from exc
+        return True
 
 
 def _stream_shows_open(conn: BybitConnection, symbol: str) -> bool:
     """The private stream's latest position for ``symbol`` is open and at most
-    ``options['position_visible_grace_ms']`` old: a "zero position" answer then contradicts evidence
-    already held (the fill was shown; the venue's position view lags it) and is not taken as gone."""
+    ``options['position_visible_grace_ms']`` (2000) old: a "zero position" answer then contradicts evidence
+    already held (the fill was shown; the venue's position view may lag it), so it is not taken as gone
+    yet.  Bounded, because a lost flat frame leaves the same evidence behind a position really gone (I-1)."""
     update = conn.cache.position(symbol)
     return update is not None and update.contracts > 0 and now_ms() - update.timestamp <= conn.position_visible_grace_ms
 

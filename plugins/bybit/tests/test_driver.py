@@ -365,25 +365,26 @@ async def test_normalize_waits_for_an_order_the_venue_does_not_list_yet(conn, ve
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
-async def test_zero_position_contradicting_the_stream_is_not_position_gone(conn, venue, side):
+async def test_zero_position_contradicting_a_fresh_fill_on_the_stream_is_asked_again(conn, venue, emulator, side):
     sink = RecordingSink()
     task = asyncio.create_task(stream.run_stream(conn, sink))
     grace = conn.position_visible_grace_ms
+    take = Decimal("1.2") if side == "long" else Decimal("0.8")
     try:
         await sink.wait_for(lambda: sink.connected)
-        venue.faults.order_visibility_lag_ms = 30_000  # the venue's position view lags the fill
-        entry = intent(side, stop_loss="0.95" if side == "long" else "1.05")
-        await rest.create_entry(conn, entry)
+        venue.faults.order_visibility_lag_ms = 300  # the venue's position view lags the fill
+        await rest.create_entry(conn, intent(side, stop_loss="0.95" if side == "long" else "1.05"))
         await sink.wait_for(lambda: (p := conn.cache.position(SYMBOL)) and p.contracts == 43)
-        take = Decimal("1.2") if side == "long" else Decimal("0.8")
-        with pytest.raises(VenueError) as error:  # 10001 "zero position", but the stream showed the fill
-            await rest.set_trigger(conn, SYMBOL, side, take, "take_profit")
-        assert error.value.code == 10001 and not isinstance(error.value, PositionGone)
-        conn.position_visible_grace_ms = -1  # the stream's evidence too old to outweigh the venue's answer
-        with pytest.raises(PositionGone):
-            await rest.set_trigger(conn, SYMBOL, side, take, "take_profit")
-        venue.faults.order_visibility_lag_ms = 0
+        before = emulator.rest_calls["POST /v5/position/trading-stop"]
+        # 10001 "zero position" while the stream just showed the fill: asked again, then set
         assert (await rest.set_trigger(conn, SYMBOL, side, take, "take_profit")).trigger_price == take
+        assert emulator.rest_calls["POST /v5/position/trading-stop"] > before + 1
+        assert venue.position("default", SYMBOL).take_profit == take
+        venue.faults.order_visibility_lag_ms = 30_000  # longer than the evidence stays fresh
+        conn.position_visible_grace_ms = 300
+        with pytest.raises(PositionGone):  # then the venue's answer stands
+            await rest.set_trigger(conn, SYMBOL, side, take + (1 if side == "long" else -1) * Decimal("0.1"),
+                                   "take_profit")
     finally:
         conn.position_visible_grace_ms = grace
         task.cancel()
