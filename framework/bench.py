@@ -30,7 +30,6 @@ import platform
 import tempfile
 import time
 import tracemalloc
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -208,7 +207,7 @@ async def converge(rig: Rig) -> None:
     """One reconciliation pass (not timed).  After a closure the engine learned from the stream, a
     close-position stop placed before the entry is left resting on Binance and refuses the next stop of
     that direction (-4130) until the reconciler cancels it; the bench converges after every closure."""
-    await rig.parts.reconciler.reconcile()
+    await rig.engine.reconcile_all()
 
 
 def cross_stop_price(intent: OrderIntent) -> Decimal:
@@ -244,7 +243,7 @@ async def closure_figures(rig: Rig, n: int) -> tuple[list[float], list[int]]:
         latencies.append((probe.closed[-1][0] - started) * 1000)
         if i % 2:
             venue.set_mark_price(symbol, base_mark)
-        await probe.wait(lambda: not rig.parts.book.holds(symbol))
+        await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
     return latencies, fill_to_stop(venue.truth, rig.account, symbol, intents)
 
@@ -293,7 +292,7 @@ async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[i
             per_move.append(venue.truth.unprotected_ms(rig.account, symbol)["total"] - before)
         await rig.engine.close(rig.name, symbol)
         venue.set_mark_price(symbol, base_mark)
-        await probe.wait(lambda: not rig.parts.book.holds(symbol))
+        await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
     return per_move
 
@@ -301,7 +300,7 @@ async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[i
 async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
     """REST calls by endpoint (emulator counter) for open + protect, ``moves`` trailing moves, close."""
     venue, symbol, probe = rig.venue, rig.symbol, rig.probe
-    before = Counter(rig.harness.emulator.rest_calls)
+    before = rig.harness.rest_calls()
     base_mark = venue.mark_price(symbol)
     tick = venue.instrument(symbol).tick_size
     await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal(1))))
@@ -312,9 +311,9 @@ async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
         venue.set_mark_price(symbol, mark)
         await probe.wait(lambda c=count: len(probe.moved) > c)
     await rig.engine.close(rig.name, symbol)
-    await probe.wait(lambda: not rig.parts.book.holds(symbol))
+    await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
     venue.set_mark_price(symbol, base_mark)
-    calls = Counter(rig.harness.emulator.rest_calls)
+    calls = rig.harness.rest_calls()
     calls.subtract(before)
     result = {endpoint: n for endpoint, n in sorted(calls.items()) if n > 0}
     result["total"] = sum(result.values())
@@ -523,11 +522,11 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                                            entry_price=Decimal(1), stop_price=Decimal("0.98"), opened_at=1))
                 protector = Protector(book, driver, store, pm, BENCH_SETTINGS)
                 reconciler = Reconciler(book, driver, store, pm, protector, BENCH_SETTINGS)
-                calls_before = sum(harness.emulator.rest_calls.values())
+                calls_before = sum(harness.rest_calls().values())
                 cpu, wall = time.process_time(), time.perf_counter()
                 report = await reconciler.reconcile()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                calls = sum(harness.emulator.rest_calls.values()) - calls_before
+                calls = sum(harness.rest_calls().values()) - calls_before
                 if report["closed"] or report["adopted"] or report["reprotected"]:
                     raise AssertionError(f"{name}: steady-state pass changed something: {report}")
                 results[str(count)] = {"venue_calls": calls, "cpu_ms": round(cpu * 1000, 1),

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -96,6 +97,10 @@ class VenueHarness(Protocol):
     config: DriverConfig
     venue: Venue | None
     symbol: str
+
+    def rest_calls(self) -> Mapping[str, int]:
+        """REST calls the venue served so far, by ``"<METHOD> <path>"`` (empty for a live account)."""
+        ...
 
     async def __aenter__(self) -> VenueHarness: ...
 
