@@ -169,6 +169,7 @@ class BybitEmulator:
         self._tpsl_cancel_type: dict[str, str] = {}
         self._tpsl_fired: set[tuple[str, str, str]] = set()
         self._trigger_children: set[str] = set()
+        self._tpsl_alias: dict[str, str] = {}  # market order of a fired TP/SL -> the system order's id
         self._cursors: dict[str, tuple[list[Any], int]] = {}  # next-page cursor -> (listing, offset)
         self._burst: list[tuple[_Session, str, str, bool]] = []  # frames held for faults.shuffle_topics
         self.burst_topics: collections.deque[list[str]] = collections.deque(maxlen=100)  # order sent, shuffled bursts
@@ -514,6 +515,8 @@ class BybitEmulator:
             except VenueReject:
                 return []
         orders = self.venue.orders(account, symbol, open_only=open_only)
+        if self._tpsl_alias:  # a fired TP/SL's market order is shown as the system order
+            orders = [o for o in orders if o.id not in self._tpsl_alias]
         system = [o for o in system if o.is_open or not open_only]
         return sorted(orders + system, key=lambda o: o.created_ms) if system else orders
 
@@ -897,8 +900,7 @@ class BybitEmulator:
             for order in self._sync_tpsl(event.position, event.ts):
                 self._publish_order(order, event.ts)
         elif isinstance(event, OrderEvent):
-            self._note_trigger(event.order)
-            self._publish_order(event.order, event.ts)
+            self._publish_order(self._note_trigger(event.order), event.ts)
         elif isinstance(event, FillEvent):
             self._publish(event.account, "execution", self._execution_fields(event), event.ts)
         elif isinstance(event, BalanceEvent):
@@ -943,13 +945,27 @@ class BybitEmulator:
 
     # --- the position's TP / SL / trailing stop as system conditional orders ---------------------------
 
-    def _note_trigger(self, order: VenueOrder) -> None:
-        """Tell a position's TP/SL firing (a market order with a stop origin that no conditional order of
-        the client spawned) from the closing of the position by anything else."""
+    def _note_trigger(self, order: VenueOrder) -> VenueOrder:
+        """The order to show for ``order``: a position's TP/SL firing (a market order with a stop origin that
+        no conditional order of the client spawned) is shown as the system TP/SL order itself, which goes
+        ``Triggered`` then ``Filled`` under its own ``orderId`` (a third-party history row of a fired Full
+        stop-loss shows it so: docs/conformance.md Y4)."""
         if order.status == "triggered" and order.triggered_order_id:
             self._trigger_children.add(order.triggered_order_id)
-        elif order.origin in _TPSL_KINDS and order.status == "new" and order.id not in self._trigger_children:
-            self._tpsl_fired.add((order.account, order.symbol, order.origin))
+            return order
+        key = (order.account, order.symbol, order.origin)
+        system_id = self._tpsl_alias.get(order.id)
+        if system_id is None and order.origin in _TPSL_KINDS and order.id not in self._trigger_children:
+            system_id = self._tpsl_open.get(key)
+        if system_id is None:
+            return order
+        self._tpsl_alias[order.id] = system_id
+        self._tpsl_fired.add(key)
+        system = self._tpsl[system_id]
+        system.status = "triggered" if order.status == "new" else order.status
+        system.filled, system.average, system.fee = order.filled, order.average, order.fee
+        system.realized_pnl, system.updated_ms = order.realized_pnl, order.updated_ms
+        return replace(system)
 
     @staticmethod
     def _tpsl_trigger(position: VenuePosition, kind: str) -> Decimal | None:
@@ -984,7 +1000,8 @@ class BybitEmulator:
             if order is not None and (trigger is None or order.side != side):
                 del self._tpsl_open[key]
                 fired = key in self._tpsl_fired
-                order.status = "triggered" if fired else "canceled"
+                if not fired:  # a fired one follows the market order it became (_note_trigger)
+                    order.status = "canceled"
                 self._tpsl_cancel_type[order.id] = (
                     "UNKNOWN" if fired else _OCO_CANCEL_TYPE.get((kind, self._fired_kind(position)), "")
                     or ("CancelByTpSlTsClear" if not position.is_open else "CancelByUser")
@@ -1025,7 +1042,8 @@ class BybitEmulator:
             "execValue": num(fill.amount * fill.price), "feeRate": "0.0005", "tradeIv": "", "markIv": "",
             "blockTradeId": "", "markPrice": num(fill.price), "indexPrice": "", "underlyingPrice": "",
             "leavesQty": num(amount - order.filled if order.is_open else Decimal(0)),
-            "orderId": fill.order_id, "orderLinkId": fill.client_order_id or "", "orderPrice": num(fill.price),
+            "orderId": self._tpsl_alias.get(fill.order_id, fill.order_id), "orderLinkId": fill.client_order_id or "",
+            "orderPrice": num(fill.price),
             "orderQty": num(amount), "orderType": "Market",
             "stopOrderType": _ORIGIN_STOP_ORDER_TYPE.get(fill.origin, "UNKNOWN"), "side": _SIDE[fill.side],
             "execTime": str(fill.ts), "isLeverage": "0", "isMaker": False, "seq": int(fill.exec_id),

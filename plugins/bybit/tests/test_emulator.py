@@ -423,8 +423,10 @@ async def test_position_tpsl_are_listed_as_untriggered_system_orders(conn, venue
     assert (cleared["orderStatus"], cleared["cancelType"]) == ("Deactivated", "CancelByTpSlTsClear")
 
 
-async def test_position_tpsl_orders_are_pushed_on_the_order_topic_and_a_fired_stop_is_triggered(harness, conn, venue):
-    ws, _ = await private_socket(harness, topics=("order",))
+async def test_position_tpsl_orders_are_pushed_on_the_order_topic_and_a_fired_stop_fills_under_its_id(
+        harness, conn, venue):
+    ws, _ = await private_socket(harness, topics=("order", "execution"))
+    executions: list[dict[str, Any]] = []
     try:
         await rest.create_entry(conn, intent(take_profit=Decimal("1.2")))
         row = next(r for r in await realtime_rows(conn) if r["stopOrderType"] == "StopLoss")
@@ -433,7 +435,11 @@ async def test_position_tpsl_orders_are_pushed_on_the_order_topic_and_a_fired_st
         async def next_tpsl_frame() -> dict[str, Any]:
             async with asyncio.timeout(5):
                 while True:
-                    for item in json.loads(await ws.recv())["data"]:
+                    frame = json.loads(await ws.recv())
+                    if frame["topic"] == "execution":
+                        executions.extend(frame["data"])
+                        continue
+                    for item in frame["data"]:
                         if item["orderId"] == row["orderId"]:
                             return item
 
@@ -441,10 +447,17 @@ async def test_position_tpsl_orders_are_pushed_on_the_order_topic_and_a_fired_st
         assert (pushed["orderStatus"], pushed["stopOrderType"], pushed["createType"], pushed["triggerPrice"]) == (
             "Untriggered", "StopLoss", "CreateByStopLoss", "0.95")
         venue.set_mark_price(SYMBOL, Decimal("0.94"))
-        fired = await next_tpsl_frame()
-        assert fired["orderStatus"] == "Triggered"
-        assert venue.truth.closures[-1].origin == "stop_loss"
-        assert (await history_row(conn, row["orderId"]))["orderStatus"] == "Triggered"
+        assert (await next_tpsl_frame())["orderStatus"] == "Triggered"
+        filled = await next_tpsl_frame()  # the fill is under the system order's own id
+        assert (filled["orderStatus"], filled["cumExecQty"], filled["createType"]) == (
+            "Filled", "43", "CreateByStopLoss")
+        closure = venue.truth.closures[-1]
+        assert closure.origin == "stop_loss" and filled["avgPrice"] == str(closure.price)
+        [execution] = [e for e in executions if e["createType"] == "CreateByStopLoss"]
+        assert (execution["orderId"], execution["execPrice"]) == (row["orderId"], str(closure.price))
+        history = await history_row(conn, row["orderId"])
+        assert (history["orderStatus"], history["cumExecQty"], history["orderLinkId"]) == ("Filled", "43", "")
+        assert await realtime_rows(conn) == []
         other = await history_row(conn, take_id)
         assert (other["orderStatus"], other["cancelType"]) == ("Deactivated", "CancelByOCOTpCanceledBySlTriggered")
     finally:
