@@ -988,8 +988,8 @@ class BybitEmulator:
         Sources (bybit docs ``position/trading-stop.mdx``): trading-stop "will create conditional orders by
         the system internally", modifies the existing Full-mode orders, and the system "will cancel these
         orders if the position is closed, and adjust the qty according to the size of the open position".
-        Assumed (docs/conformance.md Y3-Y5): no orderLinkId, qty = the position's size, a cancelled one
-        ends ``Deactivated``, a fired one ``Triggered`` (its fill is on the market order it spawns).
+        docs/conformance.md Y3-Y5: no orderLinkId, qty = the position's size; a cancelled one ends
+        ``Deactivated`` (assumed); a fired one follows the market order it became (:meth:`_note_trigger`).
         """
         changed = []
         for kind, (order_type, _) in _TPSL_KINDS.items():
