@@ -408,7 +408,10 @@ async def test_position_tpsl_are_listed_as_untriggered_system_orders(conn, venue
     assert (rows["StopLoss"]["orderId"], rows["StopLoss"]["triggerPrice"]) == (stop_id, moved)  # amended in place
     assert rows["StopLoss"]["qty"] == rows["TakeProfit"]["qty"] == "23"  # follows the position's size
 
-    await conn.client.private_post_v5_order_cancel({"category": "linear", "symbol": "XRPUSDT", "orderId": stop_id})
+    cancel = await conn.client.private_post_v5_order_cancel(
+        {"category": "linear", "symbol": "XRPUSDT", "orderId": stop_id})
+    assert_same_shape(cancel, fixture_json("docs/rest_order_cancel_0.json"), "cancel")
+    assert cancel["result"] == {"orderId": stop_id, "orderLinkId": ""}
     assert venue.position("default", SYMBOL).stop_loss is None  # cancelling the order removes the position's SL
     cancelled = await history_row(conn, stop_id)
     assert (cancelled["orderStatus"], cancelled["cancelType"]) == ("Deactivated", "CancelByUser")
