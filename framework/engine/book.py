@@ -588,7 +588,7 @@ class PositionBook:
         state.closed_at = now_ms()
         self.positions_changed.set()
         event = PositionEvent(
-            event="closed", account=self.account, venue=self.venue, symbol=symbol, side=side, contracts=0,
+            event="closed", account=self.account, venue=self.venue, symbol=symbol, side=side, contracts=Decimal(0),
             entry_price=entry, price=price, reason=reason, realized_pnl=realized_pnl,
             timestamp=timestamp or now_ms(), source=source,
         )

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pluggy
@@ -122,9 +123,9 @@ class Engine:
         for name, parts in self.venues.items():
             await parts.reconciler.reconcile()
             parts.tasks = [
-                asyncio.create_task(self._supervise(name, "stream", lambda p=parts: p.driver.run_stream(p.book))),
+                asyncio.create_task(self._supervise(name, "stream", partial(parts.driver.run_stream, parts.book))),
                 asyncio.create_task(self._supervise(name, "reconcile", parts.reconciler.run_forever)),
-                asyncio.create_task(self._supervise(name, "marks", lambda p=parts: self._watch_marks(p))),
+                asyncio.create_task(self._supervise(name, "marks", partial(self._watch_marks, parts))),
             ]
 
     def positions(self, venue: str | None = None) -> dict[str, dict[str, BookPosition]]:

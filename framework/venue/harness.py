@@ -55,7 +55,7 @@ class EmulatorHarness:
         self.emulator: Any = None
         self.replayer: Replayer | None = None
         self._replay_task: asyncio.Task[None] | None = None
-        self.config: DriverConfig | None = None  # type: ignore[assignment]
+        self.config: DriverConfig | None = None
 
     def __repr__(self) -> str:
         return (
