@@ -151,3 +151,26 @@ async def test_a_trailing_move_that_cancels_the_old_stop_is_not_taken_for_a_remo
         assert reprotected is None
         resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
         assert [o.id for o in resting] == [moved.order_id]
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_reconciling_a_protected_bybit_position_cancels_nothing_and_the_stop_rests(store, side):
+    """Bybit lists the position's TP/SL as Untriggered system orders beside the position's stopLoss field
+    (docs/conformance.md Y1-Y2): that is one stop, never a duplicate to cancel."""
+    async with venue_env("bybit", store) as env:
+        await env.start()
+        intent = env.intent(side, tp_pct="3")
+        await env.engine.open(intent)
+        await env.settled()
+        emulator = env.harness.emulator
+        writes = {k: emulator.rest_calls[k] for k in ("POST /v5/order/cancel", "POST /v5/position/trading-stop")}
+        for _ in range(3):
+            await env.parts.reconciler.reconcile()
+        assert {k: emulator.rest_calls[k] for k in writes} == writes  # nothing cancelled, nothing re-placed
+        for key in ("duplicate_stops_cancelled", "stale_stops_cancelled", "reprotected", "closed"):
+            assert total(env, key) == 0, key
+        position = env.venue.position("default", env.symbol)
+        assert (position.stop_loss, position.take_profit) == (intent.stop_loss, intent.take_profit)
+        assert resting_stop_price(env) == intent.stop_loss
+        assert env.parts.book.get(env.symbol).stop.trigger_price == intent.stop_loss
+        assert env.venue.truth.unprotected_ms(symbol=env.symbol)["max"] == 0
