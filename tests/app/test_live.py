@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from decimal import Decimal
 
@@ -160,3 +161,60 @@ def test_a_third_party_plugin_reads_its_own_variables_and_no_secret_shows(tmp_pa
     assert "sentinel" not in repr(settings) + str(settings) + repr(config)
     assert settings.warn_unused_keys(["okx", "binance"], ["binance"]) == [
         "OKX_API_KEY is set but plugin 'okx' is not loaded: its keys are unused"]
+
+
+# --- streaming signals and what the run leaves ---------------------------------------------------------
+
+
+async def read_until(stream: asyncio.StreamReader, needle: str, timeout: float = 60) -> str:
+    """Read lines until one contains ``needle``; returns everything read."""
+    seen = []
+
+    async def scan() -> str:
+        while True:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError(f"{needle!r} never came; got:\n{''.join(seen)}")
+            seen.append(line)
+            if needle in line:
+                return "".join(seen)
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+async def test_stdin_signals_act_as_they_arrive_and_ctrl_c_reports_what_is_left(venues, database_url, tmp_path):
+    report_path = tmp_path / "r.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framework.cli", "run", "--plugins", "binance,bybit", "--live", "--signals", "-",
+        "--no-tui", "--report", str(report_path), env=live_env(database_url, venues),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await read_until(process.stderr, "LIVE bybit")
+        process.stdin.write((json.dumps({**OPEN, "venue": "binance"}) + "\n").encode())
+        await process.stdin.drain()
+        await read_until(process.stderr, "opened binance XRP/USDT:USDT long 20")
+        process.stdin.write((json.dumps({**OPEN, "venue": "bybit", "side": "short"}) + "\n"
+                             + "not json\n").encode())
+        await process.stdin.drain()
+        await read_until(process.stderr, "opened bybit XRP/USDT:USDT short 20")
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 1  # the malformed line is a failed signal
+    err = err.decode()
+    assert "left open: 2 position(s)" in err
+    assert "failed signals: 1" in err and "stdin:3: invalid signal" in err
+    report = json.loads(report_path.read_text())
+    assert report["positions"] == {"opened": 2, "closed": 0, "open": 2}
+    by_venue = {p["venue"]: p for p in report["open_positions"]}
+    assert by_venue["binance"]["side"] == "long" and by_venue["bybit"]["side"] == "short"
+    for position in by_venue.values():
+        assert position["protected"] is True and position["stop_loss"] is not None
+        assert position["contracts"] == "20"
+    long, short = by_venue["binance"], by_venue["bybit"]  # each stop on its losing side
+    assert Decimal(long["stop_loss"]) < Decimal(long["entry_price"])
+    assert Decimal(short["stop_loss"]) > Decimal(short["entry_price"])
