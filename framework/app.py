@@ -297,6 +297,7 @@ class Run:
         self.fatal: str | None = None
         self.http_url: str | None = None
         self.looping = False  # the signal file repeats (emulated venues only)
+        self.http_ready = asyncio.Event()
 
     @property
     def engine(self) -> Any:
@@ -317,7 +318,8 @@ class Run:
             return stdin_signals()
         if signals is not None and self.options.follow:
             return follow_signals(signals)
-        if self.live:  # never the demo, never a loop on a real account
+        if self.live or (signals is None and self.options.http_port is not None):
+            # never the demo, never a loop on a real account; the HTTP API replaces the demo
             return _from_list((s.at_ms / 1000, s) for s in read_signals(signals)) if signals else None
         self.looping = True
         return _from_list(looped(read_signals(signals)))
@@ -340,7 +342,9 @@ class Run:
         """Run until ``--duration`` elapses, a stop is requested or a fatal error; returns the report."""
         if self.options.signals is not None and str(self.options.signals) != "-" and not self.options.follow:
             read_signals(self.options.signals)  # a bad file fails before anything connects
-        self.session.prepare()
+        settings = self.session.prepare().settings
+        if self.options.http_port is not None and not (settings.http_token and settings.http_token.get_secret_value()):
+            raise ConfigError("--http needs FRAMEWORK_HTTP_TOKEN (a bearer token) to be set")
         source = self._signal_source()
         for line in self.banner():
             print(line, file=sys.stderr, flush=True)
@@ -433,6 +437,7 @@ class Run:
         assert self.options.http_port is not None
         async with serve(self, self.options.http_port) as url:
             self.http_url = url
+            self.http_ready.set()
             print(f"HTTP API on {url} (OpenAPI: {url}/v1/openapi.json)", file=sys.stderr, flush=True)
             await asyncio.Event().wait()  # serve until cancelled
 

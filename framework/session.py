@@ -304,10 +304,9 @@ class Session:
 
     # --- lifecycle ---
 
-    def prepare(self) -> dict[str, Driver]:
+    def prepare(self) -> Session:
         """Load settings and plugins and decide, per venue, live or emulated (nothing connects yet).
 
-        :returns: the drivers by venue.
         :raises ConfigError: see the class.
         """
         self.settings = self.settings or load_settings()
