@@ -311,11 +311,11 @@ class Session:
         """
         self.settings = self.settings or load_settings()
         self.limits = self.settings.limits()
-        self.pm = load_run_plugins(self.plugins, self.disabled_plugins)
-        register(self.pm, self._tap, "framework.session")
+        pm = load_run_plugins(self.plugins, self.disabled_plugins)
+        register(pm, self._tap, "framework.session")
         for name, listener in self.listeners:
-            register(self.pm, listener, name)
-        drivers = load_drivers(self.pm)
+            register(pm, listener, name)
+        drivers = load_drivers(pm)
         if not drivers:
             raise ConfigError("no driver plugin loaded")
         self.settings.warn_unused_keys(list(installed_plugins()), [d.plugin_name for d in drivers.values()])
@@ -326,11 +326,14 @@ class Session:
         if self.live_venues and not (self.confirm_live or self.settings.live):
             raise ConfigError(f"keys are set for {', '.join(sorted(self.live_venues))}: this would trade on a real "
                               "account; pass --live (or set FRAMEWORK_LIVE=true) to confirm")
-        return drivers
+        self.pm = pm
+        return self
 
     async def __aenter__(self) -> Session:
-        drivers = self.prepare() if self.pm is None else load_drivers(self.pm)
+        if self.pm is None:
+            self.prepare()
         assert self.settings is not None and self.pm is not None
+        drivers = load_drivers(self.pm)
         self._stack = stack = contextlib.AsyncExitStack()
         try:
             configs = dict(self.live_venues)

@@ -50,14 +50,13 @@ def live_env(database_url: str, venues: dict, **extra: str) -> dict[str, str]:
     return env
 
 
-async def framework_run(env: dict[str, str], *args: str, stdin: bytes | None = None,
-                        timeout: float = 120) -> tuple[int, str, str]:
+async def framework_run(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "framework.cli", "run", *args, env=env,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
+    out, err = await asyncio.wait_for(process.communicate(stdin), 120)
     return process.returncode, out.decode(), err.decode()
 
 
@@ -166,7 +165,7 @@ def test_a_third_party_plugin_reads_its_own_variables_and_no_secret_shows(tmp_pa
 # --- streaming signals and what the run leaves ---------------------------------------------------------
 
 
-async def read_until(stream: asyncio.StreamReader, needle: str, timeout: float = 60) -> str:
+async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
     """Read lines until one contains ``needle``; returns everything read."""
     seen = []
 
@@ -179,7 +178,7 @@ async def read_until(stream: asyncio.StreamReader, needle: str, timeout: float =
             if needle in line:
                 return "".join(seen)
 
-    return await asyncio.wait_for(scan(), timeout)
+    return await asyncio.wait_for(scan(), 60)
 
 
 async def test_stdin_signals_act_as_they_arrive_and_ctrl_c_reports_what_is_left(venues, database_url, tmp_path):

@@ -46,4 +46,5 @@ async def test_stdin_lines_are_parsed_as_they_come_and_a_bad_one_is_reported_not
     items = [item async for item in stdin_signals(stream)]
     assert [type(item).__name__ for _, item in items] == ["Signal", "ConfigError", "Signal"]
     error = items[1][1]
-    assert isinstance(error, ConfigError) and str(error).startswith("stdin:4: invalid signal") and "symbol" in str(error)
+    assert isinstance(error, ConfigError) and str(error).startswith("stdin:4: invalid signal")
+    assert "symbol" in str(error)
