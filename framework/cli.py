@@ -49,6 +49,7 @@ def _check_speed(speed: float) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from framework.app import RunOptions, run_main
+    from framework.settings import load_settings
 
     _check_speed(args.speed)
     if args.duration is not None and (not math.isfinite(args.duration) or args.duration <= 0):
@@ -59,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--http must be a TCP port (0-65535), not {args.http}")
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
+    settings = load_settings()
     tui = args.tui and sys.stdout.isatty()  # piped output logs events line by line instead
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING if tui else logging.INFO)
@@ -67,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         speed=args.speed, seed=args.seed, signals=args.signals, follow=args.follow, faults=args.faults,
         report=args.report, tui=tui, flatten_on_exit=args.flatten_on_exit, testnet=args.testnet, live=args.live,
         http_port=args.http,
-    ))
+    ), settings)
 
 
 # --- framework plugins -------------------------------------------------------------------------------
