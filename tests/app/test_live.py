@@ -11,6 +11,7 @@ import signal
 import sys
 from decimal import Decimal
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -217,3 +218,59 @@ async def test_stdin_signals_act_as_they_arrive_and_ctrl_c_reports_what_is_left(
     long, short = by_venue["binance"], by_venue["bybit"]  # each stop on its losing side
     assert Decimal(long["stop_loss"]) < Decimal(long["entry_price"])
     assert Decimal(short["stop_loss"]) > Decimal(short["entry_price"])
+
+
+async def test_live_signals_by_http_retried_webhook_and_stdin_each_open_one_protected_position(
+        venues, database_url, tmp_path):
+    report_path = tmp_path / "r.json"
+    env = live_env(database_url, venues, FRAMEWORK_HTTP_TOKEN="tok-123")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framework.cli", "run", "--plugins", "binance,bybit", "--live", "--signals", "-",
+        "--http", "0", "--no-tui", "--report", str(report_path), env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    auth = {"Authorization": "Bearer tok-123"}
+    try:
+        seen = await read_until(process.stderr, "HTTP API on ")
+        url = seen.rsplit("HTTP API on ", 1)[1].split()[0]
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{url}/v1/positions", headers=auth) as response:
+                assert await response.json() == []  # nothing opens until a signal arrives
+
+            async def webhook() -> int:
+                async with client.post(f"{url}/v1/signals", json={**OPEN, "venue": "binance", "id": "w-1"},
+                                       headers=auth) as response:
+                    return response.status
+
+            assert sorted(await asyncio.gather(webhook(), webhook())) == [200, 201]
+            process.stdin.write((json.dumps({**OPEN, "venue": "bybit", "side": "short"}) + "\n").encode())
+            await process.stdin.drain()
+            await read_until(process.stderr, "opened bybit XRP/USDT:USDT short 20")
+            async with client.get(f"{url}/v1/health", headers=auth) as response:
+                health = (await response.json())["venues"]
+            assert {v: (h["mode"], h["open"], h["unprotected"]) for v, h in health.items()} == {
+                "binance": ("live", 1, []), "bybit": ("live", 1, [])}
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    report = json.loads(report_path.read_text())
+    assert report["positions"] == {"opened": 2, "closed": 0, "open": 2}
+    assert all(p["protected"] for p in report["open_positions"])
+
+
+async def test_the_python_api_drives_a_live_venue(venues, database_url):
+    from framework import Session
+
+    settings = Settings(**live_env(database_url, {"binance": venues["binance"]}))
+    async with Session(["binance"], settings=settings, live=True) as session:
+        assert session.harnesses == {} and set(session.live_venues) == {"binance"}
+        assert session.positions() == []
+        position = await session.open("binance", "XRP/USDT:USDT", "short", 20, stop_loss_pct=2)
+        assert position.protected and position.account == "default"
+        assert [p.symbol for p in session.positions()] == ["XRP/USDT:USDT"]
+        assert await session.close("binance", "XRP/USDT:USDT")
+        assert session.positions() == []

@@ -82,3 +82,19 @@ async def test_a_fatal_error_ends_the_run_with_a_report(database_url, tmp_path):
     assert "cannot listen" in report["fatal"] and report["duration_s"] < 60
     assert any(e.startswith("fatal: http: ConfigError") for e in report["errors"])
     assert any(line.startswith("fatal: http: ConfigError") for line in left_lines(report))
+
+
+def test_the_view_header_shows_live_mode_network_account_and_streams():
+    from pydantic import SecretStr
+
+    from framework.models import DriverConfig
+    from framework.view import header, pnl_line
+
+    run = Run(RunOptions(plugins=["binance"]))
+    run.session.live_venues["binance"] = DriverConfig(account="main", api_key=SecretStr("k"),
+                                                      api_secret=SecretStr("s"), testnet=True)
+    run.monitor.on_stream_state("binance", "disconnected", "socket closed")
+    text = header(run)
+    assert "LIVE[/] binance (testnet, main)" in text and "streams binance disconnected" in text
+    assert "speed" not in text  # no emulated venue: no replay speed
+    assert pnl_line(run) == "realized PnL: 0"
