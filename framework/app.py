@@ -101,8 +101,10 @@ def read_signals(path: Path | None) -> list[Signal]:
         name = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"{name}: cannot read the signal file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}: not a text file of JSONL signals") from None
     signals = [parse_signal(line, f"{name}:{number}") for number, line in _signal_lines(text)]
     if not signals:
         raise ConfigError(f"{name}: no signals")
@@ -343,6 +345,7 @@ class Run:
         if self.options.signals is not None and str(self.options.signals) != "-" and not self.options.follow:
             read_signals(self.options.signals)  # a bad file fails before anything connects
         settings = self.session.prepare().settings
+        assert settings is not None
         if self.options.http_port is not None and not (settings.http_token and settings.http_token.get_secret_value()):
             raise ConfigError("--http needs FRAMEWORK_HTTP_TOKEN (a bearer token) to be set")
         source = self._signal_source()
@@ -362,9 +365,8 @@ class Run:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 assert self.engine is not None
-                for parts in self.engine.venues.values():  # converge before counting orphans
-                    with contextlib.suppress(Exception):
-                        await parts.reconciler.reconcile()
+                with contextlib.suppress(Exception):  # converge before counting orphans
+                    await self.engine.reconcile_all()
                 report = await self.report()
         return report
 
@@ -477,7 +479,7 @@ class Run:
             unprotected_max = max(unprotected_max, gaps["max"])
             unprotected_total += gaps["total"]
             wrong_side += len(truth.wrong_side_orders())
-            for endpoint, n in getattr(harness.emulator, "rest_calls", {}).items():
+            for endpoint, n in harness.rest_calls().items():
                 rest_calls[f"{name} {endpoint}"] += n
             db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
             book_open = set(self.engine.venue(name).book.positions())

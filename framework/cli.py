@@ -16,9 +16,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from framework import __version__
 from framework.errors import ConfigError, FrameworkError
+
+if TYPE_CHECKING:
+    from framework.venue import Faults
 
 log = logging.getLogger("framework")
 
@@ -27,7 +31,7 @@ def _split(value: str | None) -> list[str] | None:
     return None if value is None else [part for part in value.split(",") if part.strip()]
 
 
-def _faults(spec: str):  # -> framework.venue.Faults
+def _faults(spec: str) -> Faults:
     from framework.venue import parse_faults
 
     try:
@@ -276,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines are start-up chatter
     try:
-        return args.func(args)
+        return int(args.func(args))
     except ConfigError as exc:
         print(f"framework: error: {exc}", file=sys.stderr)
         return 2

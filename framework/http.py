@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import Field, ValidationError
 
 from framework.errors import ConfigError, FrameworkError
@@ -104,7 +105,7 @@ class Api:
         self._token = token.encode()
 
     @web.middleware
-    async def auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/v1/openapi.json":
             return await handler(request)
         given = request.headers.get("Authorization", "")
@@ -192,7 +193,7 @@ def openapi() -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": schema}}}
 
     error = ok("error", {"$ref": "#/components/schemas/Error"})
-    auth = [{"bearer": []}]
+    auth: list[dict[str, list[str]]] = [{"bearer": []}]
 
     position = {"$ref": "#/components/schemas/PositionInfo"}
     return {

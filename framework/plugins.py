@@ -155,7 +155,7 @@ def describe(pm: pluggy.PluginManager, include_core: bool = False) -> list[Plugi
         venue, capabilities = None, []
         if "driver_info" in hooks:
             info = Driver(pm, name).info
-            venue, capabilities = info.venue, sorted(info.capabilities)
+            venue, capabilities = info.venue, sorted(str(c) for c in info.capabilities)
         ep = eps.get(name)
         version = ep.dist.version if ep is not None and ep.dist is not None else "builtin"
         rows.append(PluginInfo(name, version, venue, capabilities, hooks))

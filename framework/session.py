@@ -30,7 +30,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel
 
-from framework.driver import Driver, VenueHarness
+from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.broadcast import client_order_id
 from framework.errors import ConfigError, FrameworkError
@@ -38,6 +38,7 @@ from framework.hookspecs import hookimpl
 from framework.models import Alert, DriverConfig, MarkPrice, OrderIntent, PositionEvent, Signal, StopEvent, TrailingSpec
 from framework.plugins import driver_names, installed_plugins, load_plugins, register
 from framework.plugins import drivers as load_drivers
+from framework.protocols import VenueHarness
 from framework.settings import Limits, Settings, load_settings
 from framework.store import Store
 
@@ -388,8 +389,10 @@ class Session:
         values = {"stop_loss": stop_loss, "stop_loss_pct": stop_loss_pct, "take_profit": take_profit,
                   "take_profit_pct": take_profit_pct, "trailing_activation_pct": trailing_activation_pct,
                   "trailing_callback_rate": trailing_callback_rate}
-        sig = Signal(venue=venue, symbol=symbol, action="open", side=side, contracts=str(contracts),
-                     **{k: str(v) for k, v in values.items() if v is not None})
+        sig = Signal.model_validate({
+            "venue": venue, "symbol": symbol, "action": "open", "side": side, "contracts": str(contracts),
+            **{k: str(v) for k, v in values.items() if v is not None},
+        })
         position = await self.submit(sig)
         assert position is not None
         return position
@@ -458,9 +461,9 @@ class Session:
         """Open positions (of ``venue``, or every venue), sorted by venue and symbol."""
         engine = self._engine()
         return [
-            self._info(name, parts.book.account, position)
-            for name, parts in sorted(engine.venues.items()) if venue in (None, name)
-            for _, position in sorted(parts.book.positions().items())
+            self._info(name, engine.configs[name].account, position)
+            for name, held in sorted(engine.positions(venue).items())
+            for _, position in sorted(held.items())
         ]
 
     def health(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -76,7 +76,7 @@ async def live_view(run: Run) -> None:
         task_id = progress.add_task("run", total=run.options.duration_s)
 
     def render() -> Group:
-        parts = [
+        parts: list[RenderableType] = [
             Panel(header(run), title="framework run"),
             positions_table(run),
             pnl_line(run),

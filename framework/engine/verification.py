@@ -29,7 +29,8 @@ from framework.hookspecs import hookimpl
 from framework.models import Order, OrderIntent, Verification
 
 if TYPE_CHECKING:
-    from framework.driver import Driver, EntryEvidence, StreamEvidence
+    from framework.driver import Driver, EntryEvidence
+    from framework.protocols import StreamEvidence
 
 log = logging.getLogger(__name__)
 

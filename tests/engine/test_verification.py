@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from framework.engine.book import PositionBook
+from framework.engine.book import BookListener, PositionBook
 from framework.errors import OrderRejected
 from framework.models import Order
 
@@ -18,20 +18,20 @@ SIDES = ["long", "short"]
 BOUND_S = 10.0
 
 
+class Connected(BookListener, asyncio.Event):
+    """Set when the stream has connected (the book asks for a reconciliation then)."""
+
+    def reconcile_soon(self) -> None:
+        self.set()
+
+
 @contextlib.asynccontextmanager
 async def connected(env, stream: bool):
     """The env's driver connected to its emulator, a book of its own, and (if ``stream``) the private stream
     feeding that book, connected before the test goes on."""
     await env.driver.connect(env.harness.config)
-    book = PositionBook(env.venue_name, env.harness.config.account, env.pm, store=None)
-    connected_once = asyncio.Event()
-    original = book.on_connected
-
-    async def on_connected(reconnect: bool) -> None:
-        await original(reconnect)
-        connected_once.set()
-
-    book.on_connected = on_connected  # type: ignore[method-assign]
+    connected_once = Connected()
+    book = PositionBook(env.venue_name, env.harness.config.account, env.pm, store=None, listener=connected_once)
     task = asyncio.create_task(env.driver.run_stream(book)) if stream else None
     try:
         if task is not None:

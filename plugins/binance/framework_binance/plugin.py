@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from framework import hookimpl
-from framework.driver import StreamDecoder, StreamSink, VenueHarness
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -21,6 +20,7 @@ from framework.models import (
     StopLoss,
     VenueSnapshot,
 )
+from framework.protocols import StreamDecoder, StreamSink, VenueHarness
 from framework.venue import EmulatorHarness
 from framework_binance import operations, stream
 from framework_binance.decoder import BinanceDecoder
