@@ -22,6 +22,7 @@ from framework.engine.broadcast import alert, broadcast
 from framework.errors import DuplicateOpenPosition
 from framework.models import (
     MarkPrice,
+    Order,
     OrderIntent,
     OrderUpdate,
     PositionEvent,
@@ -90,6 +91,13 @@ class _SymbolState:
     opening_orders: dict[str, OrderUpdate] = field(default_factory=dict)  # by client id, during an open
 
 
+def _removes_stop(position: BookPosition, order: Order) -> bool:
+    """Whether ``order`` is the position's resting stop order, now cancelled or expired unfilled."""
+    stop = position.stop
+    return (stop is not None and stop.order_id is not None and order.id == stop.order_id
+            and order.status in ("canceled", "expired") and order.filled == 0)
+
+
 def closure_reason(origin: str, client_order_id: str | None) -> str:
     """Map a closing fill's origin to a :data:`~framework.models.ClosureReason`."""
     if origin in ("stop_loss", "take_profit", "trailing_stop", "liquidation", "adl"):
@@ -116,6 +124,10 @@ class BookListener:
     def on_closed(self, position: BookPosition) -> None:
         """``position`` left the book: its leftover order-based stops are to be cancelled (a Binance
         close-position stop can outlive its position)."""
+
+    def stop_removed(self, symbol: str, order_id: str) -> None:
+        """The stream reports the open position's stop order ``order_id`` cancelled or expired with nothing
+        filled (a person, the venue, a bug): it is to be re-protected at once (the protector)."""
 
 
 class PositionBook:
@@ -395,6 +407,9 @@ class PositionBook:
                 state.opening_orders[order.client_order_id] = update
                 state.changed.set()
             position = state.position
+            if position is not None and _removes_stop(position, order) and state.pending_flat is None:
+                self.listener.stop_removed(order.symbol, order.id)  # not while a flat frame says it closed
+                return
             if position is None or order.filled <= 0 or order.side != close_side(position.side):
                 return
             state.closing_fill = _ClosingFill(
