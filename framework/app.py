@@ -443,20 +443,41 @@ class Run:
             print(f"HTTP API on {url} (OpenAPI: {url}/v1/openapi.json)", file=sys.stderr, flush=True)
             await asyncio.Event().wait()  # serve until cancelled
 
-    def left_open(self) -> list[dict[str, Any]]:
-        """Each open position with its stop and whether it is protected (ground truth on emulated venues,
-        the book's resting stop on live ones)."""
+    def left_open(self, venue_stops: dict[str, set[str]] | None = None) -> list[dict[str, Any]]:
+        """Each open position with its stop and whether it is protected: ground truth on emulated venues,
+        the venue's own list of resting stops on live ones (``venue_stops``: symbols with a stop, by venue),
+        else the book's resting stop."""
         rows = []
         for info in self.session.positions():
             harness = self.harnesses.get(info.venue)
             protected = info.protected
             if harness is not None and harness.venue is not None:
                 protected = harness.venue.is_protected(harness.config.account, info.symbol)
+            elif venue_stops is not None and info.venue in venue_stops:
+                protected = info.symbol in venue_stops[info.venue]
             rows.append({"venue": info.venue, "symbol": info.symbol, "side": info.side,
                          "contracts": str(info.contracts), "entry_price": _str(info.entry_price),
                          "stop_loss": _str(info.stop_loss), "take_profit": _str(info.take_profit),
                          "protected": protected})
         return rows
+
+    async def _live_orphans(self, store: Any, venue_stops: dict[str, set[str]]) -> int:
+        """Orphans on live venues, from one last snapshot: open in the DB or book, flat on the venue, or the
+        reverse.  Fills ``venue_stops`` with the symbols the venue lists a stop-loss for."""
+        assert self.engine is not None
+        orphans = 0
+        for name in sorted(self.session.live_venues):
+            parts = self.engine.venue(name)
+            try:
+                snapshot = await parts.driver.fetch_snapshot()
+            except FrameworkError as exc:
+                self.monitor.errors.append(f"{name}: the final snapshot failed: {exc}")
+                continue
+            venue_stops[name] = {s.symbol for s in snapshot.stops if s.kind in ("stop_loss", "trailing_stop")}
+            db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
+            book_open = set(parts.book.positions())
+            orphans += len((db_open | book_open) ^ {p.symbol for p in snapshot.positions})
+        return orphans
 
     async def report(self, store: Any = None) -> dict[str, Any]:
         """The run report (keys documented in :mod:`framework.report`)."""
@@ -485,6 +506,8 @@ class Run:
             book_open = set(self.engine.venue(name).book.positions())
             venue_open = {p.symbol for p in venue.positions(harness.config.account)}
             orphans += len((db_open | book_open) ^ venue_open)
+        venue_stops: dict[str, set[str]] = {}
+        orphans += await self._live_orphans(store, venue_stops)
         totals = {k: sum(v[k] for v in venues.values()) for k in ("opened", "closed", "open")}
         return {
             "mode": "live" if self.live else "emulated",
@@ -499,7 +522,7 @@ class Run:
             "rest_calls": dict(sorted(rest_calls.items())),
             "stream_reconnects": dict(self.monitor.stream_reconnects),
             "stream_states": dict(sorted(self.monitor.stream_states.items())),
-            "open_positions": self.left_open(),
+            "open_positions": self.left_open(venue_stops),
             "failed_signals": list(self.monitor.failed_signals),
             "listener_errors": list(self.monitor.listener_errors),
             "errors": list(self.monitor.errors),

@@ -11,7 +11,9 @@ route                                       what
                                             acts now (``at_ms`` is ignored).  201 done; 200 the same ``id``
                                             again (nothing done twice); 422 invalid (names the field); 409
                                             refused by a client-side limit or one-way mode; 502 the venue
-                                            failed.  The signal is persisted on receipt, before acting.
+                                            failed.  The signal is persisted on receipt, before acting;
+                                            one a crash left ``received`` is not acted on again (the
+                                            reconciliation adopts whatever the venue holds).
 ``GET /v1/positions``                       open positions (:class:`framework.session.PositionInfo`)
 ``POST /v1/positions/{venue}/{symbol}/close``  reduce-only close; ``symbol`` unified (``XRP/USDT:USDT``,
                                             URL-encoded or not); 404 when no position is held

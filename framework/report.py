@@ -7,7 +7,8 @@ Keys (all counts are integers, times in milliseconds)::
     closures_by_reason   {reason: n}
     closure_latency_ms   {"p50", "p99", "max"}    venue close -> on_position_closed
     unprotected_ms       {"max", "total"}         from the venues' ground truth
-    orphans              open in the DB / book but flat on the venue at the end (after convergence)
+    orphans              open in the DB / book but flat on the venue at the end (after convergence), or the
+                         reverse; ground truth on emulated venues, a last snapshot on live ones
     wrong_side_orders    orders meant to reduce that would have increased a position (ground truth)
     rest_calls           {"<venue> <METHOD> <path>": n}
     stream_reconnects    {venue: n}

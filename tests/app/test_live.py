@@ -103,6 +103,7 @@ async def test_a_live_run_executes_the_signal_file_once_and_reports(venues, data
     assert report["open_positions"] == []
     assert report["stream_states"] == {"binance": "connected", "bybit": "connected"}
     assert report["rest_calls"] == {}  # no harness: nothing but the wire
+    assert report["orphans"] == 0  # from a last snapshot of each venue
     assert "left open: 0 position(s)" in err
 
 
@@ -210,9 +211,10 @@ async def test_stdin_signals_act_as_they_arrive_and_ctrl_c_reports_what_is_left(
     assert "failed signals: 1" in err and "stdin:3: invalid signal" in err
     report = json.loads(report_path.read_text())
     assert report["positions"] == {"opened": 2, "closed": 0, "open": 2}
+    assert report["orphans"] == 0
     by_venue = {p["venue"]: p for p in report["open_positions"]}
     assert by_venue["binance"]["side"] == "long" and by_venue["bybit"]["side"] == "short"
-    for position in by_venue.values():
+    for position in by_venue.values():  # protected: the venue lists a stop for it
         assert position["protected"] is True and position["stop_loss"] is not None
         assert position["contracts"] == "20"
     long, short = by_venue["binance"], by_venue["bybit"]  # each stop on its losing side
