@@ -115,7 +115,10 @@ def load_run_plugins(drivers: Iterable[str] | None = None, disabled: Iterable[st
         clash = sorted(set(selected) & disabled)
         if clash:
             raise ConfigError(f"plugin(s) both selected and disabled: {', '.join(clash)}")
-    pm = load_plugins([name for name in available if name not in disabled])
+    try:
+        pm = load_plugins([name for name in available if name not in disabled])
+    except ConfigError as exc:  # an installed plugin this run did not ask for must not be a dead end
+        raise ConfigError(f"{exc} (--disable-plugin NAME leaves an installed plugin out)") from exc
     if selected is not None:
         for name in driver_names(pm):
             if name not in selected and name in available:

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from framework.errors import PluginNotFound
+from framework.errors import ConfigError, PluginNotFound
 from framework.plugins import driver_names
 from framework.session import Session, load_run_plugins
 from framework.settings import Settings
@@ -69,3 +69,15 @@ async def test_an_out_of_tree_lifecycle_plugin_receives_events_under_plugins_sel
     events = sys.modules[alert_plugin].EVENTS
     assert events == [("opened", "binance", "XRP/USDT:USDT"),
                       ("closed", "binance", "XRP/USDT:USDT", "reduce_only_close")]
+
+
+def test_a_broken_installed_plugin_is_named_with_the_way_out(tmp_path, monkeypatch):
+    (tmp_path / "mybroken_plugin.py").write_text("raise ImportError('needs libfoo')\n")
+    info = tmp_path / "framework_mybroken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: framework-mybroken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[framework]\nmybroken = mybroken_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"'mybroken' failed to import: needs libfoo .*--disable-plugin"):
+        load_run_plugins(["binance"])
+    assert driver_names(load_run_plugins(["binance"], disabled=["mybroken"])) == ["binance"]
