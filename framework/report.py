@@ -100,7 +100,8 @@ def left_lines(report: dict[str, Any]) -> list[str]:
     signals, listener errors, stream states, a fatal error."""
     lines = []
     positions = report.get("open_positions", [])
-    lines.append(f"left open: {len(positions)} position(s)")
+    if "open_positions" in report:  # reports from before this key say nothing about what was left
+        lines.append(f"left open: {len(positions)} position(s)")
     for p in positions:
         state = "protected" if p.get("protected") else "UNPROTECTED"
         lines.append(f"  {p['venue']} {p['symbol']} {p['side']} {p['contracts']} entry {p.get('entry_price') or '?'} "

@@ -98,3 +98,22 @@ def test_the_view_header_shows_live_mode_network_account_and_streams():
     assert "LIVE[/] binance (testnet, main)" in text and "streams binance disconnected" in text
     assert "speed" not in text  # no emulated venue: no replay speed
     assert pnl_line(run) == "realized PnL: 0"
+
+
+def test_the_report_command_lists_what_was_left_and_the_failed_signals(tmp_path, capsys):
+    from framework.cli import main
+
+    report = {
+        "positions": {"opened": 1, "closed": 0, "open": 1}, "venues": {}, "errors": ["binance x failed"],
+        "open_positions": [{"venue": "binance", "symbol": "XRP/USDT:USDT", "side": "short", "contracts": "5",
+                            "entry_price": "1.2", "stop_loss": "1.23", "take_profit": None, "protected": False}],
+        "failed_signals": [{"signal": {}, "error": "binance XRP/USDT:USDT: notional 1200 USDT is over max_notional "
+                                                  "10 USDT", "type": "SignalRejected"}],
+        "stream_states": {"binance": "disconnected"},
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "left open: 1 position(s)" in out and "stop 1.23 tp none UNPROTECTED" in out
+    assert "failed signals: 1" in out and "over max_notional" in out and "binance disconnected" in out
