@@ -112,10 +112,7 @@ class Protector:
     async def record(self, symbol: str, stop: StopLoss, previous: Decimal | None, unprotected_ms: int = 0) -> None:
         """Book + DB + ``on_stop_moved`` for a stop now resting."""
         self.book.set_stop(symbol, stop)
-        try:
-            await self.store.record_stop(self.book.account, stop)
-        except Exception as exc:
-            await alert(self.pm, "warning", f"stop not persisted: {exc!r}", venue=self.book.venue, symbol=symbol)
+        await self.book.writes.write(f"stop {symbol}", lambda: self.store.record_stop(self.book.account, stop))
         await broadcast(self.pm, "on_stop_moved", event=StopEvent(
             account=self.book.account, venue=self.book.venue, symbol=symbol, side=stop.side, previous=previous,
             current=stop.trigger_price, order_id=stop.order_id, unprotected_ms=unprotected_ms,

@@ -207,6 +207,8 @@ class Engine:
                     await alert(self.pm, "warning", f"{len(stuck)} task(s) ignored cancellation", venue=name)
             parts.tasks.clear()
             await parts.book.flush()  # a flat frame seen before its fill is a closure all the same
+            await parts.book.writes.wait_drained(STOP_TIMEOUT_S)
+            await parts.book.writes.stop()
             try:
                 await asyncio.wait_for(parts.driver.disconnect(), STOP_TIMEOUT_S)
             except TimeoutError:
