@@ -206,7 +206,6 @@ class RunMonitor:
         self.errors: list[str] = []
         self.listener_errors: list[str] = []
         self.failed_signals: list[dict[str, Any]] = []
-        self.trailed: set[tuple[str, str]] = set()  # positions whose stop the trailing manager moved
         self.log: deque[str] = deque(maxlen=14)
         self.alerts: deque[str] = deque(maxlen=6)
 
@@ -226,7 +225,6 @@ class RunMonitor:
     @hookimpl
     def on_position_open(self, event: PositionEvent) -> None:
         self.opened[event.venue] += 1
-        self.trailed.discard((event.venue, event.symbol))
         self._say(f"[green]opened[/] {event.venue} {event.symbol} {event.side} {event.contracts} "
                   f"@ {event.entry_price} ({event.source})")
 
@@ -234,16 +232,9 @@ class RunMonitor:
     def on_position_updated(self, event: PositionEvent) -> None:
         self._say(f"[yellow]updated[/] {event.venue} {event.symbol} {event.contracts} ({event.reason})")
 
-    def reason(self, event: PositionEvent) -> str:
-        """The closure's reason as shown: a stop the trailing manager moved is a ``trailing_stop``."""
-        if event.reason == "stop_loss" and (event.venue, event.symbol) in self.trailed:
-            return "trailing_stop"
-        return event.reason
-
     @hookimpl
     def on_position_closed(self, event: PositionEvent) -> None:
-        reason = self.reason(event)
-        self.trailed.discard((event.venue, event.symbol))
+        reason = event.reason
         self.closed[event.venue] += 1
         self.closures_by_reason[reason] += 1
         self.closed_events.append(event)
@@ -255,8 +246,6 @@ class RunMonitor:
 
     @hookimpl
     def on_stop_moved(self, event: StopEvent) -> None:
-        if event.previous is not None and event.current is not None:
-            self.trailed.add((event.venue, event.symbol))
         self._say(f"[cyan]stop[/] {event.venue} {event.symbol} {event.previous} → {event.current}")
 
     @hookimpl
@@ -467,15 +456,14 @@ class Run:
         assert self.engine is not None
         orphans = 0
         for name in sorted(self.session.live_venues):
-            parts = self.engine.venue(name)
             try:
-                snapshot = await parts.driver.fetch_snapshot()
+                snapshot = await self.engine.snapshot(name)
             except FrameworkError as exc:
                 self.monitor.errors.append(f"{name}: the final snapshot failed: {exc}")
                 continue
             venue_stops[name] = {s.symbol for s in snapshot.stops if s.kind in ("stop_loss", "trailing_stop")}
             db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
-            book_open = set(parts.book.positions())
+            book_open = set(self.engine.positions(name)[name])
             orphans += len((db_open | book_open) ^ {p.symbol for p in snapshot.positions})
         return orphans
 
@@ -484,9 +472,9 @@ class Run:
         assert self.engine is not None
         store = store or self.session.store
         venues: dict[str, dict[str, Any]] = {}
-        for name, parts in self.engine.venues.items():
+        for name, held in self.engine.positions().items():
             venues[name] = {"opened": self.monitor.opened[name], "closed": self.monitor.closed[name],
-                            "open": len(parts.book.positions()),
+                            "open": len(held),
                             "mode": "live" if name in self.session.live_venues else "emulated"}
         latencies, unprotected_max, unprotected_total, wrong_side, orphans = [], 0, 0, 0, 0
         rest_calls: Counter[str] = Counter()
@@ -503,7 +491,7 @@ class Run:
             for endpoint, n in harness.rest_calls().items():
                 rest_calls[f"{name} {endpoint}"] += n
             db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
-            book_open = set(self.engine.venue(name).book.positions())
+            book_open = set(self.engine.positions(name)[name])
             venue_open = {p.symbol for p in venue.positions(harness.config.account)}
             orphans += len((db_open | book_open) ^ venue_open)
         venue_stops: dict[str, set[str]] = {}

@@ -407,7 +407,7 @@ class Session:
         :raises FrameworkError: the close failed (the position stays in the book).
         """
         engine = self._engine()
-        if not engine.venue(venue).book.holds(symbol):
+        if not engine.holds(venue, symbol):
             return False
         return await engine.close(venue, symbol)
 
@@ -421,7 +421,6 @@ class Session:
         if sig.venue not in engine.venues:
             raise SignalRejected(f"venue {sig.venue!r} is not running; running: {sorted(engine.venues)}",
                                  venue=sig.venue, symbol=sig.symbol)
-        parts = engine.venue(sig.venue)
         if sig.action == "close":
             await self.close(sig.venue, sig.symbol)
             return None
@@ -434,19 +433,19 @@ class Session:
                 harness.venue.manual_close(account, sig.symbol)
             return None
         key = (sig.venue, sig.symbol)
-        if parts.book.holds(sig.symbol) or parts.book.opening(sig.symbol) or key in self._opening:
+        if engine.holds(sig.venue, sig.symbol) or engine.opening(sig.venue, sig.symbol) or key in self._opening:
             raise PositionAlreadyOpen("a position is already open (one-way mode)", venue=sig.venue, symbol=sig.symbol)
-        busy = len(parts.book.positions()) + sum(1 for v, _ in self._opening if v == sig.venue)
+        busy = len(engine.positions(sig.venue)[sig.venue]) + sum(1 for v, _ in self._opening if v == sig.venue)
         check_limits(self.limits, sig, busy, None)
         self._opening.add(key)
         try:
-            mark = await current_mark(parts.driver, sig.symbol)
+            mark = await current_mark(engine.drivers[sig.venue], sig.symbol)
             check_limits(self.limits, sig, busy, mark)
-            intent = intent_from_signal(sig, mark, parts.book.account, client_order_id("o"))
+            intent = intent_from_signal(sig, mark, engine.account(sig.venue), client_order_id("o"))
             position = await engine.open(intent)
         finally:
             self._opening.discard(key)
-        return self._info(sig.venue, parts.book.account, position)
+        return self._info(sig.venue, engine.account(sig.venue), position)
 
     # --- looking ---
 
@@ -474,12 +473,12 @@ class Session:
         stream state, the last reconciliation's report (with ``at_ms``), open and unprotected positions."""
         engine = self._engine()
         venues = {}
-        for name, parts in sorted(engine.venues.items()):
-            positions = [self._info(name, parts.book.account, p) for p in parts.book.positions().values()]
+        for name, held in sorted(engine.positions().items()):
+            positions = [self._info(name, engine.account(name), p) for p in held.values()]
             stream = self._tap.stream_states.get(name)
             venues[name] = {
                 "mode": "live" if name in self.live_venues else "emulated",
-                "account": parts.book.account,
+                "account": engine.account(name),
                 "stream": stream.state if stream else "connecting",
                 "last_reconciliation": self._tap.last_reconciliation.get(name),
                 "open": len(positions),

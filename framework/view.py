@@ -44,9 +44,9 @@ def positions_table(run: Run) -> Table:
                    "protection"):
         table.add_column(column, justify="right" if column in numeric else "left")
     assert run.engine is not None
-    for venue, parts in sorted(run.engine.venues.items()):
+    for venue, held in sorted(run.engine.positions().items()):
         harness = run.harnesses.get(venue)
-        for symbol, position in sorted(parts.book.positions().items()):
+        for symbol, position in sorted(held.items()):
             mark = pnl = None
             if harness is not None and harness.venue is not None:
                 mark = harness.venue.mark_price(symbol)

@@ -29,7 +29,7 @@ from framework.engine.reconcile import Reconciler
 from framework.engine.settings import EngineSettings
 from framework.engine.trailing import TrailingManager
 from framework.errors import ConfigError, VenueError
-from framework.models import DriverConfig, MarkPrice, OrderIntent
+from framework.models import DriverConfig, MarkPrice, OrderIntent, VenueSnapshot
 from framework.store import Store
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,28 @@ class Engine:
         """
         names = [venue] if venue is not None else list(self.venues)
         return {name: self.venue(name).book.positions() for name in names}
+
+    def holds(self, venue: str, symbol: str) -> bool:
+        """Whether ``venue`` has an open position on ``symbol`` (the book's view).
+
+        :raises ConfigError: unknown venue.
+        """
+        return self.venue(venue).book.holds(symbol)
+
+    def opening(self, venue: str, symbol: str) -> bool:
+        """Whether an atomic open of ``symbol`` is in progress on ``venue``."""
+        return self.venue(venue).book.opening(symbol)
+
+    def account(self, venue: str) -> str:
+        """The account the engine manages on ``venue``."""
+        return self.venue(venue).book.account
+
+    async def snapshot(self, venue: str) -> VenueSnapshot:
+        """A fresh venue snapshot (positions, open orders, resting stops) through the venue's driver.
+
+        :raises VenueError: the venue did not answer.
+        """
+        return await self.venue(venue).driver.fetch_snapshot()
 
     async def reconcile_all(self) -> dict[str, dict[str, Any]]:
         """One reconciliation pass per venue now (see :class:`Reconciler`); the reports by venue."""

@@ -11,26 +11,20 @@ import pytest
 
 from framework.app import Run, RunMonitor, RunOptions
 from framework.hookspecs import hookimpl
-from framework.models import Alert, PositionEvent, StopEvent
+from framework.models import Alert, PositionEvent
 from framework.report import left_lines
 from framework.settings import Settings
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
-def test_a_stop_the_trailing_manager_moved_closes_as_trailing_stop(side):
+def test_the_monitor_counts_and_shows_each_closure_reason_and_the_realized_pnl(side):
+    # the engine tells a trailing-stop exit apart (tests/engine/test_trailing.py); the view shows what it says
     monitor = RunMonitor()
-    first, moved = (Decimal("1.00"), Decimal("1.02")) if side == "long" else (Decimal("1.10"), Decimal("1.08"))
-    monitor.on_position_open(PositionEvent(event="opened", venue="bybit", symbol="X/USDT:USDT", side=side,
-                                           contracts=Decimal(1)))
-    monitor.on_stop_moved(StopEvent(venue="bybit", symbol="X/USDT:USDT", side=side, previous=None, current=first))
-    closed = PositionEvent(event="closed", venue="bybit", symbol="X/USDT:USDT", side=side, contracts=Decimal(0),
-                           reason="stop_loss", realized_pnl=Decimal("0.5"))
-    monitor.on_position_closed(closed)  # the stop as placed: a stop-loss
-    assert monitor.closures_by_reason == {"stop_loss": 1}
-    monitor.on_position_open(PositionEvent(event="opened", venue="bybit", symbol="X/USDT:USDT", side=side,
-                                           contracts=Decimal(1)))
-    monitor.on_stop_moved(StopEvent(venue="bybit", symbol="X/USDT:USDT", side=side, previous=first, current=moved))
-    monitor.on_position_closed(closed)
+    for reason in ("stop_loss", "trailing_stop"):
+        monitor.on_position_open(PositionEvent(event="opened", venue="bybit", symbol="X/USDT:USDT", side=side,
+                                               contracts=Decimal(1)))
+        monitor.on_position_closed(PositionEvent(event="closed", venue="bybit", symbol="X/USDT:USDT", side=side,
+                                                 contracts=Decimal(0), reason=reason, realized_pnl=Decimal("0.5")))
     assert monitor.closures_by_reason == {"stop_loss": 1, "trailing_stop": 1}
     assert "trailing_stop" in monitor.log[-1]
     assert monitor.realized_pnl == {"USDT": Decimal("1.0")}
