@@ -19,7 +19,7 @@ from typing import Any
 
 import websockets
 
-from framework.driverkit import Backoff
+from framework.driverkit import Backoff, decode_frame
 from framework.errors import StreamError, VenueError
 from framework.protocols import StreamSink
 from framework_binance.decoder import BinanceDecoder
@@ -88,8 +88,8 @@ async def run_user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
 async def _handle_frame(conn: BinanceConnection, decoder: BinanceDecoder, sink: StreamSink, raw: str | bytes) -> None:
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        sink.on_malformed(raw, StreamError(f"frame is not JSON: {error}", venue="binance"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: absurd nesting
+        sink.on_malformed(raw, StreamError(f"frame is not JSON: {type(error).__name__}", venue="binance"))
         return
     if isinstance(message, dict) and message.get("e") == "listenKeyExpired":
         raise _KeyExpired()
@@ -97,6 +97,9 @@ async def _handle_frame(conn: BinanceConnection, decoder: BinanceDecoder, sink: 
         events = decoder.decode_message(message)
     except StreamError as error:
         sink.on_malformed(raw, error)
+        return
+    except Exception as error:  # a hostile frame ("T": Infinity): counted, the stream goes on (issue 14)
+        sink.on_malformed(raw, StreamError(f"undecodable frame: {type(error).__name__}", venue="binance"))
         return
     for event in events:
         conn.cache.apply(event)
@@ -128,12 +131,7 @@ async def watch_marks(conn: BinanceConnection, symbols: list[str], sink: StreamS
             async with websockets.connect(url) as ws:
                 backoff.reset()
                 async for raw in ws:
-                    try:
-                        events = decoder.decode(raw)
-                    except StreamError as error:
-                        sink.on_malformed(raw, error)
-                        continue
-                    for event in events:
+                    for event in decode_frame(decoder, raw, sink):
                         await sink.on_event(event)
         except asyncio.CancelledError:
             raise

@@ -253,6 +253,7 @@ async def test_timeout_after_accept_is_outcome_unknown_and_resolvable(driver, ve
 
 @pytest.mark.parametrize(("status", "error"), [(429, RateLimited), (503, OutcomeUnknown)])
 async def test_http_errors_on_order_creation(driver, venue, status, error):
+    await driver.rate_limit_pause()  # a 429 before pauses the venue's calls: the fault is for the entry's call
     venue.faults.http_error_status = status
     venue.faults.http_error_next = 1
     with pytest.raises(error):
