@@ -12,8 +12,15 @@ REST (source: Binance USDⓈ-M futures REST API):
   ``POST|GET|DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders``
 * API key only: ``POST|PUT|DELETE /fapi/v1/listenKey``
 
-WebSocket: ``/ws/<listenKey>`` (user data: ``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``,
-``listenKeyExpired``), ``/ws/<symbol>@markPrice[@1s]`` and ``/stream?streams=a/b`` (``markPriceUpdate``).
+WebSocket, split by kind since 2026-04-23 (Binance "Important WebSocket Change Notice — Base URL Split &
+Migration"; docs/conformance.md B1-B3):
+
+* user data: ``/private/ws?listenKey=K[&events=A/B/...]`` and (assumed, B3) ``/private/ws/<listenKey>``:
+  ``TRADE_LITE``, ``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``, ``listenKeyExpired``.
+  ``events`` is an allow list: a socket gets only the event types it names (none given: all of them).
+* market data: ``/market/ws/<symbol>@markPrice[@1s]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``).
+* the legacy ``/ws/...`` and ``/stream?...`` complete the handshake and then stay silent for market and
+  user data (no error, no close), as the real venue does since the migration.
 """
 
 from __future__ import annotations
@@ -134,7 +141,9 @@ class BinanceEmulator:
         self.shaper = FrameShaper(venue)
         self.accept_timeout_hold_s = ACCEPT_TIMEOUT_HOLD_S
         self._listen_keys: dict[str, str] = {}  # valid key -> account
-        self._user_sockets: dict[str, set[web.WebSocketResponse]] = {}
+        #: listen key -> {socket: allowed event types, ``None`` = every event}
+        self._user_sockets: dict[str, dict[web.WebSocketResponse, frozenset[str] | None]] = {}
+        self._silent_sockets: set[web.WebSocketResponse] = set()  # legacy paths: open, never fed
         self._mark_sockets: dict[web.WebSocketResponse, tuple[set[str], bool]] = {}
         self._last_fill: dict[str, FillEvent] = {}
         self._parent_of: dict[str, VenueOrder] = {}  # spawned market order id -> its conditional parent
@@ -169,8 +178,12 @@ class BinanceEmulator:
         r.add_post("/fapi/v1/listenKey", self._listen_key_create)
         r.add_put("/fapi/v1/listenKey", self._listen_key_keepalive)
         r.add_delete("/fapi/v1/listenKey", self._listen_key_delete)
-        r.add_get("/ws/{stream}", self._ws)
-        r.add_get("/stream", self._ws_combined)
+        r.add_get("/private/ws", self._ws_private)
+        r.add_get("/private/ws/{key}", self._ws_private)
+        r.add_get("/market/ws/{stream}", self._ws_market)
+        r.add_get("/market/stream", self._ws_combined)
+        r.add_get("/ws/{stream}", self._ws_legacy)
+        r.add_get("/stream", self._ws_legacy)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -192,7 +205,8 @@ class BinanceEmulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.shaper.close()
-        for ws in [*self._mark_sockets, *(s for group in self._user_sockets.values() for s in group)]:
+        for ws in [*self._mark_sockets, *self._silent_sockets,
+                   *(s for group in self._user_sockets.values() for s in group)]:
             with contextlib.suppress(Exception):
                 await ws.close()
         if self._runner is not None:
@@ -233,7 +247,7 @@ class BinanceEmulator:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(("/ws/", "/stream")):
+        if request.path.startswith(("/ws/", "/stream", "/private/", "/market/")):
             return await handler(request)
         self.rest_calls[f"{request.method} {request.path}"] += 1
         faults = self.venue.faults
@@ -646,23 +660,43 @@ class BinanceEmulator:
 
     # --- WebSocket -----------------------------------------------------------------------------------
 
-    async def _ws(self, request: web.Request) -> web.StreamResponse:
-        stream = request.match_info["stream"]
-        if "@" in stream:
-            return await self._serve_marks(request, [stream], combined=False)
-        if stream not in self._listen_keys:
+    async def _ws_private(self, request: web.Request) -> web.StreamResponse:
+        """``/private/ws?listenKey=K&events=A/B`` or ``/private/ws/<K>``: the user data stream."""
+        key = request.match_info.get("key") or request.query.get("listenKey", "")
+        if key not in self._listen_keys:
             return web.json_response({"code": -1125, "msg": "This listenKey does not exist."}, status=400)
+        events = request.query.get("events")
+        allowed = None if events is None else frozenset(e for e in events.split("/") if e)
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
-        sockets = self._user_sockets.setdefault(stream, set())
-        sockets.add(ws)
+        sockets = self._user_sockets.setdefault(key, {})
+        sockets[ws] = allowed
         try:
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
-                    break
+            await self._drain(ws)
         finally:
-            sockets.discard(ws)
+            sockets.pop(ws, None)
         return ws
+
+    async def _ws_market(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve_marks(request, [request.match_info["stream"]], combined=False)
+
+    async def _ws_legacy(self, request: web.Request) -> web.StreamResponse:
+        """The retired ``/ws/...`` and ``/stream?...``: the handshake completes, then nothing (B2)."""
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self._silent_sockets.add(ws)
+        try:
+            await self._drain(ws)
+        finally:
+            self._silent_sockets.discard(ws)
+        return ws
+
+    @staticmethod
+    async def _drain(ws: web.WebSocketResponse) -> None:
+        """Read (and ignore) what the client sends until it closes."""
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                break
 
     async def _ws_combined(self, request: web.Request) -> web.StreamResponse:
         streams = [s for s in request.query.get("streams", "").split("/") if s]
@@ -819,9 +853,10 @@ class BinanceEmulator:
                 keys = [name]
             else:
                 keys = [k for k, a in self._listen_keys.items() if a == name]
+            event_type = json.loads(frame).get("e")
             for key in keys:
-                for ws in list(self._user_sockets.get(key, ())):
-                    if ws.closed:
+                for ws, allowed in list(self._user_sockets.get(key, {}).items()):
+                    if ws.closed or (allowed is not None and event_type not in allowed):
                         continue
                     try:
                         await self.shaper.send(ws.send_str, frame, closing=closing)

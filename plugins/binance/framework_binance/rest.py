@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import ccxt
 import ccxt.async_support as ccxt_async
@@ -44,6 +45,8 @@ FAPI_URLS = {
     "fapiData": "/futures/data",
 }
 CLOSE_STATUSES = ("closed", "canceled", "rejected", "expired")
+#: user data events the driver subscribes to (``events=`` of ``/private/ws``)
+USER_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "listenKeyExpired")
 
 
 class BinanceApiError(ccxt.ExchangeError):
@@ -330,7 +333,7 @@ class BinanceConnection:
     # --- listen key (user data stream) ---------------------------------------------------------------
 
     async def listen_key(self) -> str:
-        """``POST /fapi/v1/listenKey``: a key for ``<ws>/ws/<listenKey>`` (the account's valid one if any)."""
+        """``POST /fapi/v1/listenKey``: a key for :meth:`user_stream_url` (the account's valid one if any)."""
         with venue_errors("create listen key"):
             answer = await self.exchange.fapiPrivatePostListenKey()
         return str(answer["listenKey"])
@@ -347,6 +350,19 @@ class BinanceConnection:
         if self.config.testnet:
             return "wss://stream.binancefuture.com"
         return "wss://fstream.binance.com"
+
+    def user_stream_url(self, listen_key: str) -> str:
+        """``<ws>/private/ws?listenKey=K&events=...`` (docs/conformance.md B1, B3, B6).
+
+        Since 2026-04-23 the legacy ``<ws>/ws/<listenKey>`` completes the handshake and then stays
+        silent.  ``events`` is an allow list on the real venue, so every event the driver acts on is
+        named, ``listenKeyExpired`` included (``TRADE_LITE`` repeats ``ORDER_TRADE_UPDATE``: not asked).
+        """
+        return f"{self.ws_base()}/private/ws?listenKey={quote(listen_key, safe='')}&events={'/'.join(USER_EVENTS)}"
+
+    def market_stream_url(self, streams: list[str]) -> str:
+        """``<ws>/market/stream?streams=a/b`` (combined; mark prices live under ``/market``, B1)."""
+        return f"{self.ws_base()}/market/stream?streams={'/'.join(streams)}"
 
 
 def error_body(exc: BaseException) -> str:

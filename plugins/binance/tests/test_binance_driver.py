@@ -299,3 +299,46 @@ async def test_stream_delivers_fills_with_origins_and_flat_updates(driver, venue
     fills = [e for e in stream.events if isinstance(e, OrderUpdate) and e.origin == "stop_loss"
              and e.order.status == "closed" and e.order.type == "stop_market" and e.last_fill_amount > 0]
     assert fills and fills[-1].order.side == "sell"
+
+
+@pytest.mark.parametrize(("testnet", "host"), [(False, "wss://fstream.binance.com"),
+                                               (True, "wss://stream.binancefuture.com")])
+def test_stream_urls_follow_the_2026_split(testnet, host):
+    """B1/B3/B6: user data on ``/private/ws`` in the query form with every event named, marks on ``/market``."""
+    from framework_binance.rest import BinanceConnection, make_exchange
+    from pydantic import SecretStr
+
+    from framework.models import DriverConfig
+
+    config = DriverConfig(api_key=SecretStr("k"), api_secret=SecretStr("s"), testnet=testnet)
+    conn = BinanceConnection(config, make_exchange(config))
+    assert conn.user_stream_url("Key1") == (
+        f"{host}/private/ws?listenKey=Key1&events=ORDER_TRADE_UPDATE/ACCOUNT_UPDATE/ALGO_UPDATE/listenKeyExpired"
+    )
+    assert conn.market_stream_url(["xrpusdt@markPrice@1s", "btcusdt@markPrice@1s"]) == (
+        f"{host}/market/stream?streams=xrpusdt@markPrice@1s/btcusdt@markPrice@1s"
+    )
+
+
+async def test_a_driver_on_the_legacy_path_hears_nothing(driver, venue, stream, monkeypatch):
+    """B2: the old ``/ws/<listenKey>`` connects (no error, no close) and then delivers nothing, while the
+    driver on ``/private/ws`` sees the same fill."""
+    import asyncio
+
+    from binance_helpers import Sink
+    from framework_binance import rest
+
+    monkeypatch.setattr(rest.BinanceConnection, "user_stream_url", lambda conn, key: f"{conn.ws_base()}/ws/{key}")
+    legacy = Sink()
+    task = asyncio.create_task(driver.run_stream(legacy))
+    try:
+        await legacy.wait_for(lambda: legacy.connected)
+        entry, order = await open_position(driver, venue)
+        await stream.wait_for(lambda: any(isinstance(e, OrderUpdate) and e.order.id == order.id
+                                          and e.order.status == "closed" for e in stream.events))
+        await driver.conn.keep_alive()  # one more round trip for any frame in flight: still nothing
+        assert legacy.events == [] and legacy.disconnected == [] and legacy.malformed == []
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

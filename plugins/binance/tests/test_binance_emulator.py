@@ -163,7 +163,7 @@ async def test_rest_position_lag(rest, venue):
 async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
     _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
     frames: list[dict] = []
-    async with websockets.connect(f"{harness.emulator.ws_url}/ws/{answer['listenKey']}") as ws:
+    async with websockets.connect(f"{harness.emulator.ws_url}/private/ws?listenKey={answer['listenKey']}") as ws:
         async def collect(predicate):
             async with asyncio.timeout(5):
                 while not predicate():
@@ -206,14 +206,67 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
 
 async def test_mark_price_streams(venue, harness):
     fixture = fixture_json("market_data_json/mark_price_stream.json")
-    async with websockets.connect(f"{harness.emulator.ws_url}/ws/xrpusdt@markPrice@1s") as single, \
-            websockets.connect(f"{harness.emulator.ws_url}/stream?streams=xrpusdt@markPrice@1s") as combined:
+    base = f"{harness.emulator.ws_url}/market"
+    async with websockets.connect(f"{base}/ws/xrpusdt@markPrice@1s") as single, \
+            websockets.connect(f"{base}/stream?streams=xrpusdt@markPrice@1s") as combined:
         first = json.loads(await asyncio.wait_for(single.recv(), 5))
         same_shape(first, fixture)
         wrapped = json.loads(await asyncio.wait_for(combined.recv(), 5))
         same_shape(wrapped["data"], fixture)
         venue.set_mark_price(SYMBOL, Decimal("1.2345"))
         assert json.loads(await asyncio.wait_for(single.recv(), 5))["p"] == "1.2345"
+
+
+async def assert_silent(ws) -> None:
+    """Nothing was sent on ``ws``: a pong comes after every frame sent before it, and none is queued."""
+    await asyncio.wait_for(await ws.ping(), 5)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), 0.05)
+
+
+async def test_private_stream_url_forms_and_the_events_allow_list(rest, venue, harness):
+    """B1/B3: ``/private/ws?listenKey=K`` (every event), ``&events=`` (only those named), and the
+    ``/private/ws/<K>`` path form (assumed to work, modelled as working)."""
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    key, base = answer["listenKey"], f"{harness.emulator.ws_url}/private/ws"
+    async with websockets.connect(f"{base}?listenKey={key}") as everything, \
+            websockets.connect(f"{base}/{key}") as path_form, \
+            websockets.connect(f"{base}?listenKey={key}&events=ORDER_TRADE_UPDATE") as orders_only:
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+        for ws in (everything, path_form):
+            kinds = []
+            async with asyncio.timeout(5):
+                while "ACCOUNT_UPDATE" not in kinds:
+                    kinds.append(json.loads(await ws.recv())["e"])
+        kinds = []
+        async with asyncio.timeout(5):
+            while kinds.count("ORDER_TRADE_UPDATE") < 2:  # NEW, then the fill
+                kinds.append(json.loads(await orders_only.recv())["e"])
+        assert set(kinds) == {"ORDER_TRADE_UPDATE"}
+        harness.emulator.expire_listen_keys()
+        assert json.loads(await asyncio.wait_for(everything.recv(), 5))["e"] == "listenKeyExpired"
+        await assert_silent(orders_only)  # listenKeyExpired was not named: not delivered (B1 source)
+
+
+async def test_legacy_paths_complete_the_handshake_and_stay_silent(rest, venue, harness):
+    """B2: since 2026-04-23 ``/ws/...`` and ``/stream?...`` open but carry no user or market data."""
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    key, base = answer["listenKey"], harness.emulator.ws_url
+    async with websockets.connect(f"{base}/ws/{key}") as old_user, \
+            websockets.connect(f"{base}/ws/xrpusdt@markPrice@1s") as old_single, \
+            websockets.connect(f"{base}/stream?streams=xrpusdt@markPrice@1s") as old_combined, \
+            websockets.connect(f"{base}/private/ws?listenKey={key}") as user, \
+            websockets.connect(f"{base}/market/ws/xrpusdt@markPrice@1s") as marks:
+        await asyncio.wait_for(marks.recv(), 5)  # the first tick on connect
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+        venue.set_mark_price(SYMBOL, Decimal("1.2001"))
+        async with asyncio.timeout(5):
+            while json.loads(await user.recv())["e"] != "ACCOUNT_UPDATE":
+                pass
+            while json.loads(await marks.recv())["p"] != "1.2001":
+                pass
+        for ws in (old_user, old_single, old_combined):
+            await assert_silent(ws)
 
 
 @pytest.fixture
