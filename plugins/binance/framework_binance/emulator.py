@@ -42,6 +42,7 @@ from aiohttp import WSMsgType, web
 
 from framework.models import now_ms
 from framework.venue import (
+    BalanceEvent,
     FillEvent,
     FrameShaper,
     MarkPriceEvent,
@@ -146,6 +147,7 @@ class BinanceEmulator:
         self._silent_sockets: set[web.WebSocketResponse] = set()  # legacy paths: open, never fed
         self._mark_sockets: dict[web.WebSocketResponse, tuple[set[str], bool]] = {}
         self._last_fill: dict[str, FillEvent] = {}
+        self._held: dict[str, list[tuple[VenueOrder, int]]] = {}  # account -> fills' order events (B4)
         self._parent_of: dict[str, VenueOrder] = {}  # spawned market order id -> its conditional parent
         self._last_transaction_ms: dict[str, int] = {}
         self._outbox: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
@@ -744,15 +746,43 @@ class BinanceEmulator:
                         (f"mark:{id(ws)}", self._mark_frame(event.symbol, event.price, event.ts, combined), False)
                     )
             return
+        # A fill goes out as TRADE_LITE, ACCOUNT_UPDATE, then ORDER_TRADE_UPDATE, the last two with one T
+        # (docs/conformance.md B4): the venue's order event is held until its position event has been sent.
         if isinstance(event, FillEvent):
             self._last_fill[event.order_id] = event
+            if event.origin not in ("liquidation", "adl"):  # TRADE_LITE: TRADE executions only
+                self._send(event.account, self._trade_lite(event))
             return
         if isinstance(event, OrderEvent):
-            for frame in self._order_frames(event.order, event.ts):
-                self._outbox.put_nowait((f"account:{event.order.account}", frame, False))
+            order, fill = event.order, self._last_fill.get(event.order.id)
+            if not order.conditional and order.status == "filled" and fill is not None and fill.ts == event.ts:
+                self._held.setdefault(order.account, []).append((order, event.ts))
+                return
+            for frame in self._order_frames(order, event.ts):
+                self._send(order.account, frame)
         elif isinstance(event, PositionEvent):
-            frame, closing = self._account_update(event.position, event.ts)
-            self._outbox.put_nowait((f"account:{event.position.account}", frame, closing))
+            frame, closing, t = self._account_update(event.position, event.ts)
+            self._send(event.position.account, frame, closing)
+            self._release_held(event.position.account, t)
+        elif isinstance(event, BalanceEvent):  # a fill always moves a position first; never hold past it
+            self._release_held(event.account, None)
+
+    def _send(self, account: str, frame: str, closing: bool = False) -> None:
+        self._outbox.put_nowait((f"account:{account}", frame, closing))
+
+    def _release_held(self, account: str, t: int | None) -> None:
+        for order, ts in self._held.pop(account, []):
+            for frame in self._order_frames(order, ts, t):
+                self._send(account, frame)
+
+    def _trade_lite(self, fill: FillEvent) -> str:
+        """``TRADE_LITE`` (Binance "Event: Trade Lite"; fixture ``user_data_json/trade_lite.json``)."""
+        order = self.venue.get_order(fill.account, fill.symbol, order_id=fill.order_id)
+        return json.dumps({
+            "e": "TRADE_LITE", "E": fill.ts, "T": fill.ts, "s": self.venue.instrument(fill.symbol).id,
+            "c": self._client_id(order), "S": fill.side.upper(), "q": _s(order.amount), "p": "0",
+            "i": int(fill.order_id), "l": _s(fill.amount), "L": _s(fill.price), "t": int(fill.exec_id), "m": False,
+        })
 
     def _transaction_time(self, account: str, ts: int) -> int:
         """``T`` strictly increasing per account (the decoder's ordering key)."""
@@ -760,7 +790,8 @@ class BinanceEmulator:
         self._last_transaction_ms[account] = t
         return t
 
-    def _account_update(self, position: VenuePosition, ts: int) -> tuple[str, bool]:
+    def _account_update(self, position: VenuePosition, ts: int) -> tuple[str, bool, int]:
+        """The frame, whether it reports flat, and its ``T``."""
         t = self._transaction_time(position.account, ts)
         wallet = _s(self.venue.wallet(position.account))  # the frame carries only the wallet balance
         signed = position.contracts if position.side == "long" else -position.contracts
@@ -777,9 +808,11 @@ class BinanceEmulator:
                 }],
             },
         }
-        return json.dumps(frame), position.contracts == 0
+        return json.dumps(frame), position.contracts == 0, t
 
-    def _order_frames(self, order: VenueOrder, ts: int) -> list[str]:
+    def _order_frames(self, order: VenueOrder, ts: int, t: int | None = None) -> list[str]:
+        """``ORDER_TRADE_UPDATE`` (and the parent's ``ALGO_UPDATE`` FINISHED) at ``T = t`` (default ``ts``)."""
+        ts = ts if t is None else t
         if order.conditional:
             return self._algo_frames(order, ts)
         frames = []

@@ -188,6 +188,8 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
         same_shape(update, fixture_json("user_data_json/order_update_trade.json"))
     for update in by_kind["ALGO_UPDATE"]:
         same_shape(update, fixture_json("user_data_json/algo_update_new.json"))
+    for lite in by_kind["TRADE_LITE"]:
+        same_shape(lite, fixture_json("user_data_json/trade_lite.json"))
     algo = [(f["o"]["aid"], f["o"]["X"], f["o"]["ai"]) for f in by_kind["ALGO_UPDATE"]]
     stop_states = [(x, ai) for aid, x, ai in algo if aid == int(stop.id)]
     assert [x for x, _ in stop_states] == ["NEW", "TRIGGERING", "TRIGGERED", "FINISHED"]
@@ -202,6 +204,42 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
     assert times == sorted(set(times))  # T strictly increasing
     (expired,) = by_kind["listenKeyExpired"]
     assert isinstance(expired["E"], str) and expired["listenKey"] == answer["listenKey"]
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_fill_is_trade_lite_then_account_update_then_order_update_with_one_t(rest, venue, harness, side):
+    """B4: on a fill Binance sends TRADE_LITE, ACCOUNT_UPDATE, ORDER_TRADE_UPDATE; the last two share T.
+    Checked for an entry and for the close a stop's trigger spawns."""
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    frames: list[dict] = []
+    async with websockets.connect(f"{harness.emulator.ws_url}/private/ws?listenKey={answer['listenKey']}") as ws:
+        async def collect(predicate):
+            async with asyncio.timeout(5):
+                while not predicate():
+                    frames.append(json.loads(await ws.recv()))
+
+        entry = venue.place_order("default", SYMBOL, "buy" if side == "long" else "sell", amount=Decimal(10))
+        trigger = below(venue) if side == "long" else below(venue, "-2")
+        stop = venue.place_order("default", SYMBOL, "sell" if side == "long" else "buy", "stop_market",
+                                 close_position=True, trigger_price=trigger)
+        venue.set_mark_price(SYMBOL, trigger + (Decimal("-0.0001") if side == "long" else Decimal("0.0001")))
+        await collect(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
+        await collect(lambda: any(f["e"] == "ORDER_TRADE_UPDATE" and f["o"]["X"] == "FILLED"
+                                  and f["o"]["ot"] == "STOP_MARKET" for f in frames))
+    close_id = venue.get_order("default", SYMBOL, order_id=stop.id).triggered_order_id
+    for order_id in (entry.id, close_id):
+        kinds = [
+            (i, f["e"]) for i, f in enumerate(frames)
+            if (f["e"] == "TRADE_LITE" and str(f["i"]) == order_id)
+            or (f["e"] == "ORDER_TRADE_UPDATE" and str(f["o"]["i"]) == order_id and f["o"]["X"] == "FILLED")
+        ]
+        (lite_at, _), (update_at, _) = kinds
+        assert [k for _, k in kinds] == ["TRADE_LITE", "ORDER_TRADE_UPDATE"]
+        between = [f for f in frames[lite_at + 1:update_at] if f["e"] == "ACCOUNT_UPDATE"]
+        assert len(between) == 1, "exactly one ACCOUNT_UPDATE between TRADE_LITE and the order's fill"
+        assert between[0]["T"] == frames[update_at]["T"] and between[0]["E"] == frames[update_at]["E"]
+        lite, update = frames[lite_at], frames[update_at]["o"]
+        assert (lite["l"], lite["L"]) == (update["l"], update["L"])
 
 
 async def test_mark_price_streams(venue, harness):
@@ -244,7 +282,9 @@ async def test_private_stream_url_forms_and_the_events_allow_list(rest, venue, h
                 kinds.append(json.loads(await orders_only.recv())["e"])
         assert set(kinds) == {"ORDER_TRADE_UPDATE"}
         harness.emulator.expire_listen_keys()
-        assert json.loads(await asyncio.wait_for(everything.recv(), 5))["e"] == "listenKeyExpired"
+        async with asyncio.timeout(5):
+            while json.loads(await everything.recv())["e"] != "listenKeyExpired":
+                pass
         await assert_silent(orders_only)  # listenKeyExpired was not named: not delivered (B1 source)
 
 
