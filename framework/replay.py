@@ -81,6 +81,7 @@ async def replay(pm: pluggy.PluginManager, plugin_name: str, lines: Iterable[str
                 await book.on_event(stream_event)
                 while unknown:
                     await _adopt(book, unknown.pop(0))
+        await book.flush()  # a last flat frame whose fill never came: closed now, reason unknown
     finally:
         pm.unregister(recorder)
     return result

@@ -83,6 +83,11 @@ class _SymbolState:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     closed_at: int | None = None  # local ms of the last closure
     unpersisted_close: PositionEvent | None = None  # fired, but the DB write failed: retry, never re-fire
+    # A flat frame that came before the closing fill that explains it (Binance sends ACCOUNT_UPDATE before
+    # ORDER_TRADE_UPDATE; Bybit orders no topics): the closure waits up to fill_grace_ms for the fill.
+    pending_flat: PositionUpdate | None = None
+    pending_timer: asyncio.TimerHandle | None = None
+    opening_orders: dict[str, OrderUpdate] = field(default_factory=dict)  # by client id, during an open
 
 
 def closure_reason(origin: str, client_order_id: str | None) -> str:
@@ -102,13 +107,19 @@ class PositionBook:
     :param pm: plugin manager, for lifecycle hooks.
     :param store: persistence; every open / close is written with its journal entry.  ``None`` keeps
         the book in memory only (``framework replay``, benchmarks without the journal).
+    :param fill_grace_ms: how long a flat position frame waits for the closing order's fill frame, so the
+        closure carries its reason and price whatever order the venue sends them in (docs/conformance.md
+        B4, Y6); past it the closure fires with reason ``unknown``.  A fill that arrives first closes at once.
     """
 
-    def __init__(self, venue: str, account: str, pm: pluggy.PluginManager, store: Store | None) -> None:
+    def __init__(self, venue: str, account: str, pm: pluggy.PluginManager, store: Store | None,
+                 fill_grace_ms: int = 500) -> None:
         self.venue = venue
         self.account = account
         self.pm = pm
         self.store = store
+        self.fill_grace_ms = fill_grace_ms
+        self._timer_tasks: set[asyncio.Task[None]] = set()
         self._symbols: dict[str, _SymbolState] = {}
         self.counters: Counter[str] = Counter(closures=0, ignored_stale_updates=0, malformed_frames=0)
         self._stop_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -162,6 +173,21 @@ class PositionBook:
         """The latest stream :class:`PositionUpdate` applied (or recorded) for ``symbol``."""
         state = self._symbols.get(symbol)
         return state.last_update if state else None
+
+    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
+        """The latest stream update of the order ``client_order_id`` seen while ``symbol`` is being opened
+        (entry verification's stream evidence), or ``None``."""
+        state = self._symbols.get(symbol)
+        return state.opening_orders.get(client_order_id) if state else None
+
+    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
+        """Return when a stream update for ``symbol`` is applied or recorded, or after ``timeout_s``."""
+        state = self._state(symbol)
+        state.changed.clear()
+        try:
+            await asyncio.wait_for(state.changed.wait(), timeout_s)
+        except TimeoutError:
+            pass
 
     def closed_since(self, symbol: str, since_ms: int) -> bool:
         """Whether ``symbol`` left the book at or after ``since_ms`` (local ms since the epoch): a venue
@@ -269,20 +295,18 @@ class PositionBook:
                 if update.contracts > 0:
                     state.opening_seen_open = update.sequence
                 return  # recorded for the opener (verification / rollback evidence)
+            if state.pending_flat is not None:  # a newer frame: the flat one waited long enough
+                await self._close_pending_locked(state, update.symbol)
+                position = state.position
             if position is None:
                 if update.contracts > 0 and self.on_unknown_position is not None:
                     self.on_unknown_position(update.symbol)  # reconciliation decides, never the stream alone
                 return
             if update.contracts == 0:
-                fill = state.closing_fill
-                reason = closure_reason(fill.origin, fill.client_order_id) if fill else "unknown"
-                await self._close_locked(
-                    state, update.symbol, reason,
-                    price=fill.price if fill else None,
-                    realized_pnl=update.realized_pnl if update.realized_pnl is not None
-                    else (fill.realized_pnl if fill else None),
-                    source="stream", timestamp=update.timestamp,
-                )
+                if state.closing_fill is None and self.fill_grace_ms > 0:
+                    self._hold_flat(state, update)
+                    return
+                await self._close_on_flat_locked(state, update)
                 return
             if update.side != position.side:
                 # flipped through zero without a flat frame: the old position is closed.
@@ -297,10 +321,68 @@ class PositionBook:
                 await self._update_locked(state, update.symbol, update.contracts, update.entry_price,
                                           update.mark_price, "size_changed", update.timestamp)
 
+    def _hold_flat(self, state: _SymbolState, update: PositionUpdate) -> None:
+        """Keep a flat frame until its closing fill arrives or ``fill_grace_ms`` passes."""
+        state.pending_flat = update
+        if state.pending_timer is None:
+            loop = asyncio.get_running_loop()
+
+            def expire() -> None:
+                task = loop.create_task(self._pending_expired(update.symbol))
+                self._timer_tasks.add(task)  # a task nobody references may be collected mid-flight
+                task.add_done_callback(self._timer_tasks.discard)
+
+            state.pending_timer = loop.call_later(self.fill_grace_ms / 1000, expire)
+
+    async def _pending_expired(self, symbol: str) -> None:
+        state = self._state(symbol)
+        try:
+            async with state.lock:
+                state.pending_timer = None
+                await self._close_pending_locked(state, symbol)
+        except Exception as exc:  # a timer callback has no caller to tell
+            log.exception("%s %s: closing on a flat frame failed", self.venue, symbol)
+            await alert(self.pm, "critical", f"closure on a flat frame failed: {exc!r}", venue=self.venue,
+                        symbol=symbol)
+
+    async def flush(self) -> None:
+        """Close every position whose flat frame is still waiting for its fill (end of a replay, shutdown)."""
+        for symbol, state in list(self._symbols.items()):
+            if state.pending_flat is not None:
+                async with state.lock:
+                    await self._close_pending_locked(state, symbol)
+
+    async def _close_pending_locked(self, state: _SymbolState, symbol: str) -> None:
+        if state.pending_flat is not None and state.position is not None:
+            await self._close_on_flat_locked(state, state.pending_flat)
+        self._clear_pending(state)
+
+    @staticmethod
+    def _clear_pending(state: _SymbolState) -> None:
+        state.pending_flat = None
+        if state.pending_timer is not None:
+            state.pending_timer.cancel()
+            state.pending_timer = None
+
+    async def _close_on_flat_locked(self, state: _SymbolState, update: PositionUpdate) -> None:
+        """Close on a flat frame, with the reason and price of the closing fill the book holds (if any)."""
+        fill = state.closing_fill
+        await self._close_locked(
+            state, update.symbol, closure_reason(fill.origin, fill.client_order_id) if fill else "unknown",
+            price=fill.price if fill else None,
+            realized_pnl=update.realized_pnl if update.realized_pnl is not None
+            else (fill.realized_pnl if fill else None),
+            source="stream", timestamp=update.timestamp,
+        )
+
     async def _apply_order_update(self, update: OrderUpdate) -> None:
         order = update.order
         state = self._state(order.symbol)
         async with state.lock:
+            opening = state.opening
+            if opening is not None and order.client_order_id == opening.client_order_id:
+                state.opening_orders[order.client_order_id] = update
+                state.changed.set()
             position = state.position
             if position is None or order.filled <= 0 or order.side != close_side(position.side):
                 return
@@ -309,6 +391,9 @@ class PositionBook:
                 price=update.last_fill_price or order.average, realized_pnl=update.realized_pnl,
                 timestamp=update.timestamp,
             )
+            if state.pending_flat is not None:  # the fill that explains the flat frame already held
+                await self._close_on_flat_locked(state, state.pending_flat)
+                return
             # A fully filled closing order closes the position even if the flat frame is lost (I-1).
             fully_filled = order.status == "closed" and order.filled >= position.contracts
             if fully_filled and update.timestamp >= position.opened_at:
@@ -331,11 +416,14 @@ class PositionBook:
                                         symbol=intent.symbol)
         state.opening = intent
         state.opening_seen_open = None
+        state.opening_orders.clear()
         state.changed.clear()
 
     def end_open(self, symbol: str) -> None:
         """Clear the in-progress mark (after a failed or abandoned open)."""
-        self._state(symbol).opening = None
+        state = self._state(symbol)
+        state.opening = None
+        state.opening_orders.clear()
 
     async def add(self, position: BookPosition, *, source: str = "engine", trailing_json: Any = None) -> bool:
         """Put an open, protected position in the book, persist it and fire ``on_position_open``.
@@ -485,6 +573,7 @@ class PositionBook:
             side, contracts, entry = position.side, position.contracts, position.entry_price
         state.position = None
         state.closing_fill = None
+        self._clear_pending(state)
         state.closed_at = now_ms()
         self.positions_changed.set()
         event = PositionEvent(

@@ -83,7 +83,7 @@ class Engine:
         for name, driver in self.drivers.items():
             config = self.configs[name]
             await driver.connect(config)
-            book = PositionBook(name, config.account, self.pm, self.store)
+            book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms)
             protector = Protector(book, driver, self.store, self.pm, self.settings)
             trailing = TrailingManager(book, driver, self.store, self.pm, protector, self.settings)
             reconciler = Reconciler(book, driver, self.store, self.pm, protector, self.settings)
@@ -143,6 +143,7 @@ class Engine:
                 if stuck:  # a driver that swallows cancellation must not hang the shutdown
                     await alert(self.pm, "warning", f"{len(stuck)} task(s) ignored cancellation", venue=name)
             parts.tasks.clear()
+            await parts.book.flush()  # a flat frame seen before its fill is a closure all the same
             try:
                 await asyncio.wait_for(parts.driver.disconnect(), STOP_TIMEOUT_S)
             except TimeoutError:

@@ -23,6 +23,8 @@ class EngineSettings(BaseModel):
     :ivar adopt_stop_pct: stop distance (percent of the mark / entry price) for an adopted position
         whose intended stop is unknown.
     :ivar trailing_min_interval_ms / trailing_min_change_pct: rate limit of trailing-stop moves.
+    :ivar fill_grace_ms: how long a flat position frame waits for the closing fill's frame, so the closure
+        carries its reason and price whichever the venue sends first (``PositionBook``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -37,3 +39,4 @@ class EngineSettings(BaseModel):
     adopt_stop_pct: Annotated[Decimal, Field(gt=0, lt=100)] = Decimal("2")
     trailing_min_interval_ms: Annotated[int, Field(ge=0)] = 1_000
     trailing_min_change_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0.05")
+    fill_grace_ms: Annotated[int, Field(ge=0)] = 500

@@ -31,7 +31,7 @@ def pm(recorder):
 
 @pytest.fixture
 async def book(pm, store):
-    book = PositionBook(VENUE, "default", pm, store)
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)
     await book.add(BookPosition(SYMBOL, "long", Decimal("43"), Decimal("1.1"), Decimal("1.0"),
                                 intent_id="fw-o-000000000001", opened_at=1_000))
     return book
@@ -162,7 +162,7 @@ async def test_concurrent_closes_fire_once(book, recorder):
 
 async def test_a_raising_listener_never_breaks_the_close_path(pm, store, recorder):
     register(pm, Exploding(), "exploding")
-    book = PositionBook(VENUE, "default", pm, store)
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)
     await book.add(BookPosition(SYMBOL, "short", Decimal("5"), Decimal("1.1"), Decimal("1.2"), opened_at=1))
     assert await book.close(SYMBOL, "manual") is True
     assert len(recorder.closed()) == 1
@@ -173,7 +173,7 @@ async def test_a_raising_listener_never_breaks_the_close_path(pm, store, recorde
 
 
 async def test_close_of_a_db_row_the_book_does_not_hold(pm, store, recorder, book):
-    fresh = PositionBook(VENUE, "default", pm, store)  # a restarted process, book not loaded yet
+    fresh = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)  # a restarted process, book not loaded yet
     assert await fresh.close(SYMBOL, "reconcile", source="reconcile") is True
     assert await fresh.close(SYMBOL, "reconcile", source="reconcile") is False
     assert await db_status(store) == ["closed"]
@@ -181,7 +181,7 @@ async def test_close_of_a_db_row_the_book_does_not_hold(pm, store, recorder, boo
 
 
 async def test_updates_during_an_open_are_recorded_not_adopted(pm, store, recorder):
-    book = PositionBook(VENUE, "default", pm, store)
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)
     unknown: list[str] = []
     book.on_unknown_position = unknown.append
     intent = OrderIntent(venue=VENUE, symbol=SYMBOL, side="long", contracts=Decimal("43"),
@@ -199,7 +199,7 @@ async def test_updates_during_an_open_are_recorded_not_adopted(pm, store, record
 
 
 async def test_stop_hit_during_the_open_opens_then_closes_once(pm, store, recorder):
-    book = PositionBook(VENUE, "default", pm, store)
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)
     intent = OrderIntent(venue=VENUE, symbol=SYMBOL, side="long", contracts=Decimal("43"),
                          stop_loss=Decimal("1.0"), client_order_id="fw-o-00000000000b")
     book.begin_open(intent)
@@ -212,7 +212,7 @@ async def test_stop_hit_during_the_open_opens_then_closes_once(pm, store, record
 
 
 async def test_wait_for_a_stream_update(pm, store):
-    book = PositionBook(VENUE, "default", pm, store)
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)
     assert await book.wait_for(SYMBOL, lambda u: u is not None, 0.01) is False
     waiter = asyncio.create_task(book.wait_for(SYMBOL, lambda u: u is not None and u.contracts == 0, 2))
     await book.on_event(flat(1))
@@ -234,3 +234,55 @@ async def test_reconnect_schedules_a_reconciliation(book, recorder):
     await book.on_connected(reconnect=True)
     assert len(requested) == 1
     assert recorder.seen["on_stream_state"][-1][1] == "reconnected"
+
+
+# --- a flat frame before the fill that explains it (docs/conformance.md B4: Binance sends ACCOUNT_UPDATE
+# before ORDER_TRADE_UPDATE; Y6: Bybit orders no topics) ---------------------------------------------------
+
+
+def closing_fill(side: str, origin: str = "stop_loss", ts: int = 2_000) -> OrderUpdate:
+    """The closing order's fill for a ``side`` position (sell closes a long, buy a short)."""
+    order = Order(venue=VENUE, symbol=SYMBOL, id="9", side="sell" if side == "long" else "buy",
+                  amount=Decimal("43"), filled=Decimal("43"), average=Decimal("0.99"), status="closed",
+                  reduce_only=True)
+    return OrderUpdate(order=order, origin=origin, last_fill_price=Decimal("0.99"),
+                       last_fill_amount=Decimal("43"), realized_pnl=Decimal("-4.3"), timestamp=ts)
+
+
+async def held_book(pm, store, side: str, fill_grace_ms: int) -> PositionBook:
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=fill_grace_ms)
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), Decimal("1.0"), opened_at=1_000))
+    return book
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_flat_frame_waits_for_its_fill_and_closes_once_with_its_reason_and_price(pm, store, recorder, side):
+    book = await held_book(pm, store, side, fill_grace_ms=600_000)  # only the fill can decide here
+    await book.on_event(flat(5, ts=2_000))
+    assert book.holds(SYMBOL) and recorder.closed() == [], "closed before the fill that explains it arrived"
+    await book.on_event(closing_fill(side))
+    await book.on_event(closing_fill(side))  # the venue may repeat a fill frame
+    [event] = recorder.closed()
+    assert (event.reason, event.price, event.source, event.timestamp) == ("stop_loss", Decimal("0.99"), "stream", 2_000)
+    assert not book.holds(SYMBOL) and await db_status(store) == ["closed"]
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_flat_frame_whose_fill_never_comes_closes_after_the_grace(pm, store, recorder, side):
+    book = await held_book(pm, store, side, fill_grace_ms=20)
+    await book.on_event(flat(5))
+    await recorder.wait_for(lambda r: len(r.closed()) == 1)
+    assert recorder.closed()[0].reason == "unknown" and not book.holds(SYMBOL)
+    await book.on_event(closing_fill(side))  # the late fill finds nothing to close
+    assert len(recorder.closed()) == 1
+
+
+async def test_a_newer_frame_ends_the_wait_and_a_flush_closes_what_still_waits(pm, store, recorder):
+    book = await held_book(pm, store, "long", fill_grace_ms=600_000)
+    await book.on_event(flat(5))
+    await book.on_event(sized(6, "10", ts=2_100))  # a new position after the flat one: the old one closed
+    assert [e.reason for e in recorder.closed()] == ["unknown"] and not book.holds(SYMBOL)
+    again = await held_book(pm, store, "short", fill_grace_ms=600_000)
+    await again.on_event(flat(5))
+    await again.flush()
+    assert len(recorder.closed()) == 2 and not again.holds(SYMBOL)
