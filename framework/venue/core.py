@@ -541,9 +541,16 @@ class Venue:
             self._after_change()
 
     def cancel_order(
-        self, account: str, symbol: str, order_id: str | None = None, client_order_id: str | None = None
+        self,
+        account: str,
+        symbol: str,
+        order_id: str | None = None,
+        client_order_id: str | None = None,
+        *,
+        expire: bool = False,
     ) -> VenueOrder:
-        """Cancel an open order.
+        """Cancel an open order; ``expire=True``: the venue itself ends it (status ``expired``), e.g. a
+        façade modelling Binance's system cancellation of close-position stops when the position closes.
 
         :raises VenueReject: ``order_not_found`` when unknown, of another symbol, or no longer open.
         """
@@ -551,7 +558,7 @@ class Venue:
         if not order.is_open:
             raise VenueReject("order_not_found", f"order {order.id} is {order.status}, not open")
         ts = self.tick()
-        order.status = "canceled"
+        order.status = "expired" if expire else "canceled"
         order.updated_ms = ts
         self._outbox.append(OrderEvent(dataclasses.replace(order), ts))
         self._after_change()

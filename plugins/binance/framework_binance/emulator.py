@@ -588,6 +588,12 @@ class BinanceEmulator:
             )
         if close_position and _bool_param(params, "reduceOnly"):
             raise BinanceApiError(400, -1106, "Parameter 'reduceonly' sent when not required.")
+        position = self.venue.position(account, symbol)
+        if close_position and position.contracts == 0:  # docs/conformance.md B7
+            raise BinanceApiError(400, -4509, "Time in Force (TIF) GTE can only be used with open positions. "
+                                              "Please ensure that positions are available.")
+        if _bool_param(params, "reduceOnly") and side != {"long": "sell", "short": "buy"}.get(position.side or ""):
+            raise BinanceApiError(400, -2022, "ReduceOnly Order is rejected.")  # B8 (assumed for algo orders)
         order = self.venue.place_order(
             account, symbol, side, VENUE_TYPE[wire_type],
             amount=None if close_position else _decimal_param(params, "quantity", required=True),
@@ -764,8 +770,16 @@ class BinanceEmulator:
             frame, closing, t = self._account_update(event.position, event.ts)
             self._send(event.position.account, frame, closing)
             self._release_held(event.position.account, t)
+            if closing:
+                self._expire_close_position_orders(event.position.account, event.position.symbol)
         elif isinstance(event, BalanceEvent):  # a fill always moves a position first; never hold past it
             self._release_held(event.account, None)
+
+    def _expire_close_position_orders(self, account: str, symbol: str) -> None:
+        """The position closed: Binance's system expires its close-position (GTE_GTC) algo orders (B7)."""
+        for order in self.venue.orders(account, symbol, open_only=True, conditional=True):
+            if order.close_position:
+                self.venue.cancel_order(account, symbol, order_id=order.id, expire=True)
 
     def _send(self, account: str, frame: str, closing: bool = False) -> None:
         self._outbox.put_nowait((f"account:{account}", frame, closing))

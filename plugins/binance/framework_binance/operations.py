@@ -88,15 +88,15 @@ async def place_trigger(
     """One ``POST /fapi/v1/algoOrder`` on the mark price, closing side of ``side``: ``closePosition=true``
     when ``contracts`` is ``None``, else reduce-only for ``contracts``.  No position lookup (I-4).
 
-    Binance accepts a closePosition stop with no position (that is what makes ``stop_before_entry``
-    work), so the venue never says "gone" here: when the stream has reported the symbol flat after every
-    open the driver knows of, and no entry was announced (``on_order_submitted``), nothing is placed.
+    When the stream has reported the symbol flat after every open the driver knows of, nothing is
+    placed.  Binance refuses a closePosition stop with no open position (-4509) and a reduce-only one on
+    the wrong side (-2022); both mean the position is gone.
 
-    :raises PositionGone: the stream says the position is closed (no venue call made).
+    :raises PositionGone: the stream says the position is closed (no venue call made), or the venue
+        refused the stop for want of a position (-4509 / -2022).
     """
-    if conn.known_flat(symbol) and not conn.entry_expected(symbol):
-        raise PositionGone("the stream reports the position closed and no entry is pending: no stop placed",
-                           venue=VENUE, symbol=symbol)
+    if conn.known_flat(symbol):
+        raise PositionGone("the stream reports the position closed: no stop placed", venue=VENUE, symbol=symbol)
     # What ccxt sends (rounded to the tick) is what rests, and what the returned StopLoss reports.
     trigger_price = Decimal(conn.exchange.price_to_precision(symbol, str(trigger_price)))
     placed_at = now_ms()

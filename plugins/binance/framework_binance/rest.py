@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import secrets
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -89,7 +88,7 @@ def venue_errors(
         code, status = exc.code, exc.status
         if code == -2021:
             raise WouldTriggerImmediately(message, code=code, **where) from exc
-        if code == -2022:
+        if code in (-2022, -4509):  # -4509: a closePosition stop with no open position (conformance B7)
             raise PositionGone(message, code=code, **where) from exc
         if code in (-2011, -2013):
             raise OrderNotFound(message, code=code, **where) from exc
@@ -225,23 +224,13 @@ class BinanceConnection:
         self.cache = StreamCache()
         self.symbols: dict[str, str] = {}
         self.opened_at: dict[str, int] = {}  # symbol -> latest venue time (ms) a fill / snapshot showed it open
-        self._entries_expected: dict[str, float] = {}  # symbol -> monotonic deadline of an announced entry
 
     # --- what the driver knows about a symbol without asking the venue ---------------------------
 
     def note_open(self, symbol: str, venue_ms: int | None) -> None:
         """Evidence (venue time) that ``symbol`` had an open position: an entry fill, a snapshot."""
-        self._entries_expected.pop(symbol, None)
         if venue_ms:
             self.opened_at[symbol] = max(self.opened_at.get(symbol, 0), int(venue_ms))
-
-    def expect_entry(self, symbol: str, within_s: float = 60.0) -> None:
-        """An entry is about to be submitted (``on_order_submitted``): a stop may rest before it fills."""
-        self._entries_expected[symbol] = time.monotonic() + within_s
-
-    def entry_expected(self, symbol: str) -> bool:
-        deadline = self._entries_expected.get(symbol)
-        return deadline is not None and time.monotonic() < deadline
 
     def known_flat(self, symbol: str) -> bool:
         """The stream reported ``symbol`` flat after every open the driver knows of (fills, snapshots)."""

@@ -6,7 +6,6 @@ from decimal import Decimal
 
 import pytest
 from binance_helpers import SYMBOL, below, intent, trading_calls
-from framework_binance import plugin
 
 from framework.errors import (
     OrderIncomplete,
@@ -41,7 +40,7 @@ async def open_position(driver, venue, side="long", contracts="10"):
 
 def test_driver_info_declares_only_what_is_tested(driver):
     assert driver.venue == "binance"
-    assert driver.info.capabilities == frozenset({"stop_before_entry"})
+    assert driver.info.capabilities == frozenset()  # no stop_before_entry: -4509 with no position (B7)
 
 
 async def test_entry_is_a_complete_market_order(driver, venue, harness):
@@ -114,19 +113,29 @@ async def test_second_close_position_stop_is_refused_4130(driver, venue):
     assert error.value.code == -4130
 
 
-@pytest.mark.capability("stop_before_entry")
-async def test_stop_before_entry_protects_from_the_first_fill(driver, venue, harness):
-    entry = intent(venue)
-    plugin.on_order_submitted(intent=entry)  # what the engine broadcasts before the stop goes first
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
-    start = venue.now()
-    await driver.normalize_order(await driver.create_entry(entry), entry)
-    assert venue.is_protected("default", SYMBOL)
-    assert [i for i in venue.truth.unprotected_intervals(symbol=SYMBOL) if i[3] > start] == []
-    venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0010"))
-    assert venue.position("default", SYMBOL).contracts == 0
-    assert venue.truth.closures_for(symbol=SYMBOL)[-1].origin == "stop_loss"
-    assert venue.truth.orders_for_closed_positions() == []
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_with_no_position_is_refused_4509_as_position_gone(driver, venue, harness, side):
+    """B7: Binance refuses a closePosition stop when nothing is open; the driver says the position is gone
+    and nothing rests (the opener places the stop after the fill, no stop_before_entry)."""
+    before = calls(harness, "POST /fapi/v1/algoOrder")
+    trigger = below(venue) if side == "long" else below(venue, "-2")
+    with pytest.raises(PositionGone) as error:
+        await driver.set_stop_loss(SYMBOL, side, Decimal(10), trigger)
+    assert error.value.code == -4509
+    assert calls(harness, "POST /fapi/v1/algoOrder") == before + 1  # the venue was asked and said no
+    assert venue.orders("default", SYMBOL) == []
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_close_position_stops_expire_when_the_position_closes(driver, venue, stream, side):
+    """B7: the system expires a close-position algo order when its position closes (ALGO_UPDATE EXPIRED)."""
+    await open_position(driver, venue, side)
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), below(venue) if side == "long" else below(venue, "-2"))
+    venue.manual_close("default", SYMBOL)
+    assert venue.get_order("default", SYMBOL, order_id=stop.order_id).status == "expired"
+    await stream.wait_for(lambda: any(isinstance(e, OrderUpdate) and e.order.id == stop.order_id
+                                      and e.order.status == "expired" for e in stream.events))
+    assert await driver.cancel_stop_loss(stop) is False
 
 
 async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(driver, venue, stream, harness):

@@ -135,6 +135,40 @@ async def test_rest_payload_shapes_match_the_fixtures(rest, venue):
     assert (status, missing["code"]) == (400, -2013)
 
 
+def _algo_stop(side: str, trigger, **extra) -> dict:
+    return {"algoType": "CONDITIONAL", "symbol": "XRPUSDT", "side": side, "type": "STOP_MARKET",
+            "triggerPrice": str(trigger), "workingType": "MARK_PRICE", **extra}
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_close_position_stop_needs_an_open_position_and_expires_with_it(rest, venue, side):
+    """B7: no position → -4509; when the position closes the system expires the close-position order."""
+    close, trigger = ("SELL", below(venue)) if side == "long" else ("BUY", below(venue, "-2"))
+    status, body = await rest.call("POST", "/fapi/v1/algoOrder", _algo_stop(close, trigger, closePosition="true"))
+    assert (status, body["code"]) == (400, -4509)
+    assert venue.orders("default", SYMBOL) == []
+    venue.place_order("default", SYMBOL, "buy" if side == "long" else "sell", amount=Decimal(10))
+    status, algo = await rest.call("POST", "/fapi/v1/algoOrder", _algo_stop(close, trigger, closePosition="true"))
+    assert status == 200 and algo["algoStatus"] == "NEW"
+    venue.manual_close("default", SYMBOL)
+    _, fetched = await rest.call("GET", "/fapi/v1/algoOrder", {"algoId": algo["algoId"]})
+    assert fetched["algoStatus"] == "EXPIRED"
+    assert (await rest.call("GET", "/fapi/v1/openAlgoOrders"))[1] == []
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_reduce_only_stop_on_the_wrong_side_or_flat_is_2022(rest, venue, side):
+    """B8 (assumed for algo orders): a reduce-only stop that could not reduce anything is refused."""
+    close, trigger = ("SELL", below(venue)) if side == "long" else ("BUY", below(venue, "-2"))
+    status, body = await rest.call("POST", "/fapi/v1/algoOrder",
+                                   _algo_stop(close, trigger, quantity="10", reduceOnly="true"))
+    assert (status, body["code"]) == (400, -2022)
+    venue.place_order("default", SYMBOL, "sell" if side == "long" else "buy", amount=Decimal(10))  # the other side
+    status, body = await rest.call("POST", "/fapi/v1/algoOrder",
+                                   _algo_stop(close, trigger, quantity="10", reduceOnly="true"))
+    assert (status, body["code"]) == (400, -2022)
+
+
 async def test_minimal_order_response_answers_only_ids(rest, venue):
     venue.faults.minimal_order_response = True
     status, body = await rest.call("POST", "/fapi/v1/order", {
