@@ -323,6 +323,9 @@ class Venue:
         self._marks: dict[str, Decimal] = {}
         self._orders: dict[str, VenueOrder] = {}
         self._client_ids: dict[str, set[str]] = {}
+        #: ``"all"``: a client order id is never reused; ``"open"``: it is unique among open orders only
+        #: (a façade sets this for a venue that allows reuse, e.g. Binance)
+        self.client_id_scope = "all"
         self._positions: dict[tuple[str, str], VenuePosition] = {}
         self._contributions: dict[tuple[str, str], _Contribution] = {}
         self._position_keys_by_symbol: dict[str, list[tuple[str, str]]] = {}
@@ -806,7 +809,7 @@ class Venue:
         self._account(account)
         if order_id is None and client_order_id is None:
             raise VenueReject("invalid_order", "order_id or client_order_id is required")
-        for order in self._orders.values():
+        for order in reversed(self._orders.values()):  # a reused client id names its newest order
             if (
                 order.account == account
                 and (symbol is None or order.symbol == symbol)
@@ -842,7 +845,11 @@ class Venue:
             raise VenueReject(
                 "invalid_order", f"order type {type!r} not supported; use one of {sorted(ORDER_TYPES)}"
             )
-        if client_order_id is not None and client_order_id in self._client_ids[account]:
+        if client_order_id is not None and client_order_id in self._client_ids[account] and (
+            self.client_id_scope == "all"
+            or any(o.is_open and o.account == account and o.client_order_id == client_order_id
+                   for o in self._orders.values())
+        ):
             raise VenueReject(
                 "duplicate_client_order_id", f"client order id {client_order_id!r} already used"
             )

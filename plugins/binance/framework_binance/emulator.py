@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 from collections import Counter
 from decimal import Decimal
@@ -68,7 +69,8 @@ REJECT_CODES: dict[str, tuple[int, str]] = {
     "reduce_only_rejected": (-2022, "ReduceOnly Order is rejected."),
     "zero_position": (-2022, "ReduceOnly Order is rejected."),
     "order_not_found": (-2013, "Order does not exist."),
-    "duplicate_client_order_id": (-4015, "Client order id is not valid."),
+    # unique among OPEN orders only: the id of a filled / cancelled order may be reused (conformance B9)
+    "duplicate_client_order_id": (-4116, "ClientOrderId is duplicated."),
     "invalid_quantity": (-1111, "Precision is over the maximum defined for this asset."),
     "invalid_price": (-4014, "Price not increased by tick size."),
     "insufficient_margin": (-2019, "Margin is insufficient."),
@@ -77,6 +79,8 @@ REJECT_CODES: dict[str, tuple[int, str]] = {
     "unknown_symbol": (-1121, "Invalid symbol."),
     "not_modified": (-1102, "Not modified."),
 }
+#: what Binance accepts as ``newClientOrderId`` / ``clientAlgoId``; anything else is -4015 (B9)
+CLIENT_ID_PATTERN = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 CONDITIONAL_WIRE_TYPES = {"STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET", "STOP", "TAKE_PROFIT"}
 VENUE_TYPE = {"MARKET": "market", "STOP_MARKET": "stop_market", "TAKE_PROFIT_MARKET": "take_profit_market",
               "TRAILING_STOP_MARKET": "trailing_stop_market"}
@@ -116,6 +120,16 @@ def _missing(name: str) -> BinanceApiError:
     return BinanceApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
+def _client_id_param(params: dict[str, str], name: str) -> str | None:
+    """``newClientOrderId`` / ``clientAlgoId``: absent → ``None``; not matching the pattern → -4015."""
+    value = params.get(name)
+    if not value:
+        return None
+    if not CLIENT_ID_PATTERN.match(value):
+        raise BinanceApiError(400, -4015, "Client order id is not valid.")
+    return value
+
+
 def _decimal_param(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
     raw = params.get(name)
     if raw in (None, ""):
@@ -137,6 +151,7 @@ class BinanceEmulator:
 
     def __init__(self, venue: Venue, host: str = "127.0.0.1", port: int = 0) -> None:
         self.venue = venue
+        venue.client_id_scope = "open"  # Binance: a client order id is unique among open orders only (B9)
         self.host, self.port = host, port
         self.rest_calls: Counter[str] = Counter()
         self.shaper = FrameShaper(venue)
@@ -490,7 +505,7 @@ class BinanceEmulator:
         order = self.venue.place_order(
             account, symbol, params.get("side", "").lower(), "market",
             amount=_decimal_param(params, "quantity", required=True),
-            client_order_id=params.get("newClientOrderId") or None,
+            client_order_id=_client_id_param(params, "newClientOrderId"),
             reduce_only=_bool_param(params, "reduceOnly"),
         )
         if self.venue.faults.minimal_order_response or params.get("newOrderRespType", "ACK").upper() == "ACK":
@@ -597,7 +612,7 @@ class BinanceEmulator:
         order = self.venue.place_order(
             account, symbol, side, VENUE_TYPE[wire_type],
             amount=None if close_position else _decimal_param(params, "quantity", required=True),
-            client_order_id=params.get("clientAlgoId") or None,
+            client_order_id=_client_id_param(params, "clientAlgoId"),
             reduce_only=_bool_param(params, "reduceOnly"), close_position=close_position,
             trigger_price=_decimal_param(params, "triggerPrice"),
             callback_rate=_decimal_param(params, "callbackRate"),

@@ -44,6 +44,8 @@ FAPI_URLS = {
     "fapiData": "/futures/data",
 }
 CLOSE_STATUSES = ("closed", "canceled", "rejected", "expired")
+#: Binance: an OPEN order already has this client order id (-4015 is a malformed id)
+DUPLICATE_CLIENT_ID = -4116
 #: user data events the driver subscribes to (``events=`` of ``/private/ws``)
 USER_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "listenKeyExpired")
 
@@ -262,8 +264,30 @@ class BinanceConnection:
         params: dict[str, Any] = {"clientOrderId": client_order_id}
         if reduce_only:
             params["reduceOnly"] = True
-        with venue_errors("create market order", symbol=symbol, order_id=client_order_id, creating=True):
-            return await self.exchange.create_order(symbol, "market", side, str(amount), None, params)
+        try:
+            with venue_errors("create market order", symbol=symbol, order_id=client_order_id, creating=True):
+                return await self.exchange.create_order(symbol, "market", side, str(amount), None, params)
+        except OrderRejected as exc:
+            if exc.code != DUPLICATE_CLIENT_ID:
+                raise
+            return await self._the_order_that_exists(symbol, client_order_id, conditional=False, cause=exc)
+
+    async def _the_order_that_exists(
+        self, symbol: str, client_order_id: str, *, conditional: bool, cause: OrderRejected
+    ) -> dict[str, Any]:
+        """-4116: an open order already carries ``client_order_id`` (e.g. a retry after a lost answer), so
+        it was not refused: it exists.  Fetched by client id and returned as the creation's answer.
+
+        :raises OutcomeUnknown: the venue cannot show it (never "rejected": it exists).
+        """
+        log.info("order %s already exists (-4116): resolving it by client order id", client_order_id)
+        try:
+            return await self.fetch_order(symbol, None, client_order_id, conditional=conditional)
+        except VenueError as exc:
+            raise OutcomeUnknown(
+                f"client order id is duplicated (-4116) but the order cannot be fetched: {exc.message}",
+                venue=VENUE, symbol=symbol, order_id=client_order_id, code=cause.code,
+            ) from exc
 
     async def create_conditional(
         self,
@@ -285,10 +309,15 @@ class BinanceConnection:
             params["closePosition"] = True
         else:
             params["reduceOnly"] = True
-        with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, creating=True):
-            return await self.exchange.create_order(
-                symbol, "market", side, None if amount is None else str(amount), None, params
-            )
+        try:
+            with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, creating=True):
+                return await self.exchange.create_order(
+                    symbol, "market", side, None if amount is None else str(amount), None, params
+                )
+        except OrderRejected as exc:
+            if exc.code != DUPLICATE_CLIENT_ID:
+                raise
+            return await self._the_order_that_exists(symbol, client_order_id, conditional=True, cause=exc)
 
     async def fetch_order(
         self, symbol: str, order_id: str | None, client_order_id: str | None = None, conditional: bool = False

@@ -290,6 +290,26 @@ async def test_timeout_after_accept_is_outcome_unknown_and_resolvable(driver, ve
     assert (found.filled, found.side) == (Decimal(10), "buy")
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_duplicate_after_a_lost_answer_is_the_order_that_exists(driver, venue, harness, side):
+    """B9: a retry with the same client id after an outcome-unknown timeout gets -4116; the first order
+    exists, so the driver answers with it (fetched by client id), never "rejected", and nothing doubles."""
+    await open_position(driver, venue, side)
+    close, trigger = ("sell", below(venue)) if side == "long" else ("buy", below(venue, "-2"))
+    cid = f"fw-s-dup{side}"
+    harness.emulator.accept_timeout_hold_s = 3.0
+    venue.faults.timeout_after_accept_next = 1
+    with pytest.raises(OutcomeUnknown):
+        await driver.conn.create_conditional(SYMBOL, close, "stop_loss", trigger, amount=Decimal(10),
+                                                 client_order_id=cid)
+    before = calls(harness, "GET /fapi/v1/algoOrder")
+    again = await driver.conn.create_conditional(SYMBOL, close, "stop_loss", trigger, amount=Decimal(10),
+                                                 client_order_id=cid)
+    assert calls(harness, "GET /fapi/v1/algoOrder") == before + 1  # resolved by client id
+    [resting] = venue.orders("default", SYMBOL, open_only=True, conditional=True)
+    assert (str(again["id"]), again["clientOrderId"]) == (resting.id, cid)
+
+
 @pytest.mark.parametrize(("status", "error"), [(429, RateLimited), (503, OutcomeUnknown)])
 async def test_http_errors_on_order_creation(driver, venue, status, error):
     venue.faults.http_error_status = status

@@ -169,6 +169,30 @@ async def test_reduce_only_stop_on_the_wrong_side_or_flat_is_2022(rest, venue, s
     assert (status, body["code"]) == (400, -2022)
 
 
+async def test_client_order_id_is_unique_among_open_orders_only(rest, venue):
+    """B9: -4116 for the id of an OPEN order; a filled or cancelled order's id may be reused; -4015 only
+    for an id that breaks the pattern."""
+    market = {"symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "10",
+              "newClientOrderId": "fw-e-reused", "newOrderRespType": "RESULT"}
+    first = await rest.call("POST", "/fapi/v1/order", market)
+    second = await rest.call("POST", "/fapi/v1/order", market)  # the first one filled: its id is free again
+    assert (first[0], second[0]) == (200, 200) and first[1]["orderId"] != second[1]["orderId"]
+    _, fetched = await rest.call("GET", "/fapi/v1/order", {"symbol": "XRPUSDT", "origClientOrderId": "fw-e-reused"})
+    assert fetched["orderId"] == second[1]["orderId"]  # the id names its newest order
+    stop = _algo_stop("SELL", below(venue), closePosition="true", clientAlgoId="fw-s-reused")
+    status, algo = await rest.call("POST", "/fapi/v1/algoOrder", stop)
+    assert status == 200
+    lower = {**stop, "triggerPrice": str(below(venue, "3")), "closePosition": "false", "quantity": "10",
+             "reduceOnly": "true"}
+    assert await rest.call("POST", "/fapi/v1/algoOrder", lower) == (
+        400, {"code": -4116, "msg": "ClientOrderId is duplicated."})
+    await rest.call("DELETE", "/fapi/v1/algoOrder", {"algoId": algo["algoId"]})
+    assert (await rest.call("POST", "/fapi/v1/algoOrder", lower))[0] == 200  # cancelled: free again
+    for bad in ("has space", "x" * 37, "star*"):
+        status, body = await rest.call("POST", "/fapi/v1/order", {**market, "newClientOrderId": bad})
+        assert (status, body["code"]) == (400, -4015), bad
+
+
 async def test_minimal_order_response_answers_only_ids(rest, venue):
     venue.faults.minimal_order_response = True
     status, body = await rest.call("POST", "/fapi/v1/order", {
