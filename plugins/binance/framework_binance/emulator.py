@@ -79,6 +79,8 @@ REJECT_CODES: dict[str, tuple[int, str]] = {
     "unknown_symbol": (-1121, "Invalid symbol."),
     "not_modified": (-1102, "Not modified."),
 }
+#: the MIN_NOTIONAL filter of every symbol (exchangeInfo), quote currency (conformance B10)
+MIN_NOTIONAL = Decimal(5)
 #: what Binance accepts as ``newClientOrderId`` / ``clientAlgoId``; anything else is -4015 (B9)
 CLIENT_ID_PATTERN = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 CONDITIONAL_WIRE_TYPES = {"STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET", "STOP", "TAKE_PROFIT"}
@@ -370,7 +372,7 @@ class BinanceEmulator:
                      "minQty": _s(instrument.min_amount)},
                     {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
                     {"limit": 10, "filterType": "MAX_NUM_ALGO_ORDERS"},
-                    {"notional": "5", "filterType": "MIN_NOTIONAL"},
+                    {"notional": _s(MIN_NOTIONAL), "filterType": "MIN_NOTIONAL"},
                     {"multiplierDown": "0.5000", "multiplierUp": "1.5000", "multiplierDecimal": "4",
                      "filterType": "PERCENT_PRICE"},
                 ],
@@ -502,17 +504,28 @@ class BinanceEmulator:
             )
         if wire_type != "MARKET":
             raise BinanceApiError(400, -1116, "Invalid orderType.")
+        amount = _decimal_param(params, "quantity", required=True)
+        reduce_only = _bool_param(params, "reduceOnly")
+        with contextlib.suppress(LookupError):  # no mark yet: the venue refuses the order itself
+            self._check_notional(amount, self.venue.mark_price(symbol), reduce_only)
         order = self.venue.place_order(
-            account, symbol, params.get("side", "").lower(), "market",
-            amount=_decimal_param(params, "quantity", required=True),
-            client_order_id=_client_id_param(params, "newClientOrderId"),
-            reduce_only=_bool_param(params, "reduceOnly"),
+            account, symbol, params.get("side", "").lower(), "market", amount=amount,
+            client_order_id=_client_id_param(params, "newClientOrderId"), reduce_only=reduce_only,
         )
         if self.venue.faults.minimal_order_response or params.get("newOrderRespType", "ACK").upper() == "ACK":
             body: dict[str, Any] = {"orderId": int(order.id), "clientOrderId": self._client_id(order)}
         else:
             body = self._order_json(order)
         return await self._answer_order(request, body)
+
+    @staticmethod
+    def _check_notional(amount: Decimal | None, price: Decimal | None, reduce_only: bool) -> None:
+        """-4164: an order that may add exposure must be worth at least MIN_NOTIONAL (reduce-only is exempt)."""
+        if reduce_only or amount is None or price is None or amount <= 0:
+            return  # nothing to value here; the venue refuses a bad size or a missing mark itself
+        if amount * price < MIN_NOTIONAL:
+            raise BinanceApiError(400, -4164, f"Order's notional must be no smaller than {_s(MIN_NOTIONAL)} "
+                                              "(unless you choose reduce only).")
 
     async def _answer_order(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         """Answer an accepted order, or (``timeout_after_accept_next``) never answer and drop the socket."""
@@ -609,12 +622,16 @@ class BinanceEmulator:
                                               "Please ensure that positions are available.")
         if _bool_param(params, "reduceOnly") and side != {"long": "sell", "short": "buy"}.get(position.side or ""):
             raise BinanceApiError(400, -2022, "ReduceOnly Order is rejected.")  # B8 (assumed for algo orders)
+        amount = None if close_position else _decimal_param(params, "quantity", required=True)
+        trigger = _decimal_param(params, "triggerPrice")
+        if amount is not None and trigger is not None:  # assumed: valued at the trigger price (B10)
+            self._check_notional(amount, trigger, _bool_param(params, "reduceOnly"))
         order = self.venue.place_order(
             account, symbol, side, VENUE_TYPE[wire_type],
-            amount=None if close_position else _decimal_param(params, "quantity", required=True),
+            amount=amount,
             client_order_id=_client_id_param(params, "clientAlgoId"),
             reduce_only=_bool_param(params, "reduceOnly"), close_position=close_position,
-            trigger_price=_decimal_param(params, "triggerPrice"),
+            trigger_price=trigger,
             callback_rate=_decimal_param(params, "callbackRate"),
             activation_price=_decimal_param(params, "activatePrice"),
         )

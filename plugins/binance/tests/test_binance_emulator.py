@@ -193,10 +193,35 @@ async def test_client_order_id_is_unique_among_open_orders_only(rest, venue):
         assert (status, body["code"]) == (400, -4015), bad
 
 
+@pytest.mark.parametrize("side", ["BUY", "SELL"])
+async def test_min_notional_and_precision_follow_exchange_info(rest, venue, side):
+    """B10: -4164 under MIN_NOTIONAL unless reduce-only; -1111 off the LOT_SIZE step; -4014 off the tick.
+    The limits are the ones exchangeInfo publishes."""
+    _, info = await rest.call("GET", "/fapi/v1/exchangeInfo", signed=False)
+    filters = {f["filterType"]: f for f in next(s for s in info["symbols"] if s["symbol"] == "XRPUSDT")["filters"]}
+    min_notional, step = Decimal(filters["MIN_NOTIONAL"]["notional"]), Decimal(filters["LOT_SIZE"]["stepSize"])
+    tick = Decimal(filters["PRICE_FILTER"]["tickSize"])
+    mark = venue.mark_price(SYMBOL)
+    small = ((min_notional / mark) // step) * step  # the largest size under the minimum notional
+    big = small + step
+    order = {"symbol": "XRPUSDT", "side": side, "type": "MARKET", "newOrderRespType": "RESULT"}
+    status, body = await rest.call("POST", "/fapi/v1/order", {**order, "quantity": str(small)})
+    assert (status, body["code"]) == (400, -4164) and "unless you choose reduce only" in body["msg"]
+    assert (await rest.call("POST", "/fapi/v1/order", {**order, "quantity": str(big)}))[0] == 200
+    closing = {**order, "side": "SELL" if side == "BUY" else "BUY", "reduceOnly": "true", "quantity": str(small)}
+    assert (await rest.call("POST", "/fapi/v1/order", closing))[0] == 200  # reduce-only is exempt
+    status, body = await rest.call("POST", "/fapi/v1/order", {**order, "quantity": str(big + step / 2)})
+    assert (status, body["code"]) == (400, -1111)
+    off_tick = below(venue) + tick / 2 if side == "BUY" else below(venue, "-2") + tick / 2
+    stop = _algo_stop("SELL" if side == "BUY" else "BUY", off_tick, quantity="10", reduceOnly="true")
+    status, body = await rest.call("POST", "/fapi/v1/algoOrder", stop)
+    assert (status, body["code"]) == (400, -4014)
+
+
 async def test_minimal_order_response_answers_only_ids(rest, venue):
     venue.faults.minimal_order_response = True
     status, body = await rest.call("POST", "/fapi/v1/order", {
-        "symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "1", "newOrderRespType": "RESULT"})
+        "symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "10", "newOrderRespType": "RESULT"})
     assert status == 200 and set(body) == {"orderId", "clientOrderId"}
 
 
