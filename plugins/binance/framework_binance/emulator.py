@@ -79,6 +79,8 @@ REJECT_CODES: dict[str, tuple[int, str]] = {
     "unknown_symbol": (-1121, "Invalid symbol."),
     "not_modified": (-1102, "Not modified."),
 }
+#: the one leverage bracket's maintenance margin ratio (``/fapi/v1/leverageBracket``)
+MAINT_MARGIN_RATIO = Decimal("0.005")
 #: the MIN_NOTIONAL filter of every symbol (exchangeInfo), quote currency (conformance B10)
 MIN_NOTIONAL = Decimal(5)
 #: what Binance accepts as ``newClientOrderId`` / ``clientAlgoId``; anything else is -4015 (B9)
@@ -185,7 +187,7 @@ class BinanceEmulator:
         r.add_get("/fapi/v2/account", self._account)
         r.add_get("/fapi/v3/account", self._account)
         r.add_get("/fapi/v2/positionRisk", self._position_risk)
-        r.add_get("/fapi/v3/positionRisk", self._position_risk)
+        r.add_get("/fapi/v3/positionRisk", self._position_risk_v3)
         r.add_post("/fapi/v1/order", self._create_order)
         r.add_get("/fapi/v1/order", self._get_order)
         r.add_delete("/fapi/v1/order", self._cancel_order)
@@ -398,7 +400,7 @@ class BinanceEmulator:
         return web.json_response([
             {"symbol": i.id, "brackets": [{
                 "bracket": 1, "initialLeverage": i.max_leverage, "notionalCap": 5_000_000, "notionalFloor": 0,
-                "maintMarginRatio": 0.005, "cum": 0.0,
+                "maintMarginRatio": float(MAINT_MARGIN_RATIO), "cum": 0.0,
             }]}
             for i in self.venue.instruments.values()
         ])
@@ -420,11 +422,36 @@ class BinanceEmulator:
             "updateTime": position.updated_ms, "breakEvenPrice": _s(position.entry_price),
         }
 
+    def _position_json_v3(self, account: str, position: VenuePosition) -> dict[str, Any]:
+        """``/fapi/v3/positionRisk`` ("Position Information V3"; fixture ``http_json/position_risk_v3.json``):
+        no ``leverage`` / ``marginType`` / ``maxNotionalValue``; margins, ``adl`` and notionals instead."""
+        instrument = self.venue.instrument(position.symbol)
+        signed = position.contracts if position.side == "long" else -position.contracts
+        notional = signed * position.mark_price
+        initial = abs(notional) / self.venue.leverage(account, position.symbol)
+        return {
+            "symbol": instrument.id, "positionSide": "BOTH", "positionAmt": _s(signed),
+            "entryPrice": _s(position.entry_price), "breakEvenPrice": _s(position.entry_price),
+            "markPrice": _s(position.mark_price), "unRealizedProfit": _s(position.unrealized_pnl),
+            "liquidationPrice": "0", "isolatedMargin": "0", "notional": _s(notional),
+            "marginAsset": instrument.quote, "isolatedWallet": "0", "initialMargin": _s(initial),
+            "maintMargin": _s(abs(notional) * MAINT_MARGIN_RATIO), "positionInitialMargin": _s(initial),
+            "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0",
+            "updateTime": position.updated_ms,
+        }
+
     async def _position_risk(self, request: web.Request) -> web.Response:
+        """``/fapi/v2/positionRisk`` (with ``leverage`` and ``marginType``)."""
         account, params = await self._signed(request)
         symbol = self._symbol(params, required=False)
         positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
         return web.json_response([self._position_json(account, p) for p in positions])
+
+    async def _position_risk_v3(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params, required=False)
+        positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
+        return web.json_response([self._position_json_v3(account, p) for p in positions])
 
     async def _account(self, request: web.Request) -> web.Response:
         account, _ = await self._signed(request)
@@ -513,7 +540,7 @@ class BinanceEmulator:
             client_order_id=_client_id_param(params, "newClientOrderId"), reduce_only=reduce_only,
         )
         if self.venue.faults.minimal_order_response or params.get("newOrderRespType", "ACK").upper() == "ACK":
-            body: dict[str, Any] = {"orderId": int(order.id), "clientOrderId": self._client_id(order)}
+            body = self._order_ack_json(order)
         else:
             body = self._order_json(order)
         return await self._answer_order(request, body)
@@ -526,6 +553,13 @@ class BinanceEmulator:
         if amount * price < MIN_NOTIONAL:
             raise BinanceApiError(400, -4164, f"Order's notional must be no smaller than {_s(MIN_NOTIONAL)} "
                                               "(unless you choose reduce only).")
+
+    def _order_ack_json(self, order: VenueOrder) -> dict[str, Any]:
+        """The ACK answer (``newOrderRespType=ACK``, and the ``minimal_order_response`` fault): the full
+        order as the venue accepted it, before any fill: status NEW, executedQty 0 (conformance B11)."""
+        accepted = dataclasses.replace(order, status="new", filled=Decimal(0), average=None,
+                                       updated_ms=order.created_ms)
+        return self._order_json(accepted)
 
     async def _answer_order(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         """Answer an accepted order, or (``timeout_after_accept_next``) never answer and drop the socket."""
@@ -635,11 +669,8 @@ class BinanceEmulator:
             callback_rate=_decimal_param(params, "callbackRate"),
             activation_price=_decimal_param(params, "activatePrice"),
         )
-        if self.venue.faults.minimal_order_response:
-            body: dict[str, Any] = {"algoId": int(order.id), "clientAlgoId": order.client_order_id or f"web_{order.id}"}
-        else:
-            body = self._algo_json(order)
-        return await self._answer_order(request, body)
+        # An algo order rests when accepted: its full answer (algoStatus NEW) is already the ACK form.
+        return await self._answer_order(request, self._algo_json(order))
 
     def _find_algo(self, account: str, params: dict[str, str]) -> VenueOrder:
         order = self.venue.get_order(

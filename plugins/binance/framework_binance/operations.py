@@ -43,7 +43,8 @@ def _is_conditional(raw: dict[str, Any]) -> bool:
 
 async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: OrderIntent | None) -> Order:
     """Complete ``raw`` (ccxt order or Binance payload) into an :class:`Order`, fetching it by id
-    (``GET /fapi/v1/order`` / ``/fapi/v1/algoOrder``) when side, amount, filled or status is missing.
+    (``GET /fapi/v1/order`` / ``/fapi/v1/algoOrder``) when side, amount, filled or status is missing, or
+    when a market order was answered before its fill (status NEW, nothing executed: the ACK form).
 
     :raises OrderIncomplete: still incomplete after asking the venue, or the venue's answer contradicts
         the intent (wrong symbol or side) — never a value taken from the intent.
@@ -53,6 +54,11 @@ async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: 
     symbol = raw.get("symbol") or (intent.symbol if intent is not None else None)
     try:
         order = to_order(raw)
+        if order.type == "market" and order.status == "open" and order.filled == 0:
+            # Binance answers a market order as accepted, before its fill (ACK: status NEW, executedQty 0):
+            # what it became is only known by asking.
+            raise OrderIncomplete("order lacks its fill (answered NEW, nothing executed)", venue=VENUE,
+                                  symbol=order.symbol, order_id=order.id)
     except OrderIncomplete as incomplete:
         order_id = raw.get("id")
         client_id = raw.get("clientOrderId") or (intent.client_order_id if intent is not None else None)

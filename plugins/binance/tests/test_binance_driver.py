@@ -54,7 +54,7 @@ async def test_minimal_response_is_completed_from_the_venue(driver, venue, harne
     venue.faults.minimal_order_response = True
     entry = intent(venue, "short", "7")
     raw = await driver.create_entry(entry)
-    assert raw["side"] is None and raw["amount"] is None  # the venue said only ids (I-3)
+    assert (raw["status"], raw["filled"]) == ("open", 0)  # the ACK form: accepted, not yet filled (B11)
     before = calls(harness, "GET /fapi/v1/order")
     order = await driver.normalize_order(raw, entry)
     assert calls(harness, "GET /fapi/v1/order") == before + 1

@@ -111,8 +111,10 @@ async def test_rest_payload_shapes_match_the_fixtures(rest, venue):
     same_shape(order, fixture_json("http_json/order_response.json"))
     assert (order["status"], order["executedQty"]) == ("FILLED", "10")
     _, positions = await rest.call("GET", "/fapi/v3/positionRisk")
-    same_shape(positions, fixture_json("http_json/position_risk.json"))
+    same_shape(positions, fixture_json("http_json/position_risk_v3.json"))  # v3: no leverage / marginType
     assert positions[0]["positionAmt"] == "10"
+    _, positions_v2 = await rest.call("GET", "/fapi/v2/positionRisk")
+    same_shape(positions_v2, fixture_json("http_json/position_risk.json"))
     status, algo = await rest.call("POST", "/fapi/v1/algoOrder", {
         "algoType": "CONDITIONAL", "symbol": "XRPUSDT", "side": "SELL", "type": "STOP_MARKET",
         "triggerPrice": str(below(venue)), "closePosition": "true", "workingType": "MARK_PRICE"})
@@ -218,11 +220,24 @@ async def test_min_notional_and_precision_follow_exchange_info(rest, venue, side
     assert (status, body["code"]) == (400, -4014)
 
 
-async def test_minimal_order_response_answers_only_ids(rest, venue):
+@pytest.mark.parametrize("resp_type", ["ACK", None])
+async def test_ack_answer_is_the_full_order_before_its_fill(rest, venue, resp_type):
+    """B11: ``newOrderRespType=ACK`` (Binance's default) answers the full order as accepted: status NEW,
+    executedQty 0, though the market order has filled."""
+    params = {"symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "10"}
+    status, body = await rest.call("POST", "/fapi/v1/order", {**params, **({"newOrderRespType": resp_type}
+                                                                           if resp_type else {})})
+    assert status == 200
+    same_shape(body, fixture_json("http_json/order_response.json"))
+    assert (body["status"], body["executedQty"], body["avgPrice"], body["origQty"]) == ("NEW", "0", "0", "10")
+    assert venue.get_order("default", SYMBOL, order_id=str(body["orderId"])).status == "filled"
+
+
+async def test_minimal_order_response_fault_answers_the_ack_form_to_result(rest, venue):
     venue.faults.minimal_order_response = True
     status, body = await rest.call("POST", "/fapi/v1/order", {
         "symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "10", "newOrderRespType": "RESULT"})
-    assert status == 200 and set(body) == {"orderId", "clientOrderId"}
+    assert status == 200 and (body["status"], body["executedQty"]) == ("NEW", "0")
 
 
 async def test_http_error_fault_and_rate_limit(rest, venue, harness):
