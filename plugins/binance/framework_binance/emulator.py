@@ -70,7 +70,7 @@ REJECT_CODES: dict[str, tuple[int, str]] = {
     "zero_position": (-2022, "ReduceOnly Order is rejected."),
     "order_not_found": (-2013, "Order does not exist."),
     # unique among OPEN orders only: the id of a filled / cancelled order may be reused (conformance B9)
-    "duplicate_client_order_id": (-4116, "ClientOrderId is duplicated."),
+    "duplicate_client_order_id": (-4116, "clientOrderId is duplicated."),
     "invalid_quantity": (-1111, "Precision is over the maximum defined for this asset."),
     "invalid_price": (-4014, "Price not increased by tick size."),
     "insufficient_margin": (-2019, "Margin is insufficient."),

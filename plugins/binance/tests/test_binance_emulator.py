@@ -187,7 +187,7 @@ async def test_client_order_id_is_unique_among_open_orders_only(rest, venue):
     lower = {**stop, "triggerPrice": str(below(venue, "3")), "closePosition": "false", "quantity": "10",
              "reduceOnly": "true"}
     assert await rest.call("POST", "/fapi/v1/algoOrder", lower) == (
-        400, {"code": -4116, "msg": "ClientOrderId is duplicated."})
+        400, {"code": -4116, "msg": "clientOrderId is duplicated."})
     await rest.call("DELETE", "/fapi/v1/algoOrder", {"algoId": algo["algoId"]})
     assert (await rest.call("POST", "/fapi/v1/algoOrder", lower))[0] == 200  # cancelled: free again
     for bad in ("has space", "x" * 37, "star*"):
