@@ -914,8 +914,10 @@ class BinanceEmulator:
                 "L": _s(fill.price if fill else None), "N": "USDT", "n": _s(fill.fee if fill else None),
                 "T": ts, "t": int(fill.exec_id) if fill else 0, "b": "0", "a": "0", "m": False,
                 "R": order.reduce_only, "wt": "MARK_PRICE" if parent is not None else "CONTRACT_PRICE",
-                "ot": self._orig_type(order), "ps": "BOTH", "cp": False, "AP": "0", "cr": "0", "pP": False,
-                "si": 0, "ss": 0, "rp": _s(fill.realized_pnl if fill else None), "V": "NONE",
+                # the key set of a real /private/ws capture (fixture order_update_new_private_ws_capture.json):
+                # AP / cr only on trailing orders, pm / gtd / er always
+                "ot": self._orig_type(order), "ps": "BOTH", "cp": False, "rp": _s(fill.realized_pnl if fill else None),
+                "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0, "er": "0",
             },
         }))
         if parent is not None and order.status == "filled":  # the algo order's market order is done

@@ -50,6 +50,7 @@ def test_balance_only_account_update_has_no_position_event():
         ("order_update_adl.json", "adl", "closed", "0.005"),
         ("order_update_settlement.json", "order", "closed", "0.010"),
         ("order_update_delivery.json", "order", "closed", "1"),
+        ("order_update_new_private_ws_capture.json", "order", "open", "0"),  # real, 2026-05-21 (B5)
     ],
 )
 def test_order_trade_update(name, origin, status, filled):
@@ -57,6 +58,18 @@ def test_order_trade_update(name, origin, status, filled):
     assert isinstance(update, OrderUpdate)
     assert (update.origin, update.order.status, update.order.filled) == (origin, status, Decimal(filled))
     assert update.order.side in ("buy", "sell")
+
+
+def test_the_real_private_ws_frame_arriving_twice_decodes_to_the_same_update():
+    """B5: a bare ORDER_TRADE_UPDATE from /private/ws, delivered twice, identical (a 2026 capture)."""
+    decoder = BinanceDecoder()
+    raw = frame("user_data_json/order_update_new_private_ws_capture.json")
+    first, second = decoder.decode(raw), decoder.decode(raw)
+    assert first == second
+    (update,) = first
+    assert (update.order.id, update.order.symbol, update.order.side, update.order.reduce_only) == (
+        "215456450616", "SOL/USDT:USDT", "buy", True)
+    assert (update.order.amount, update.timestamp) == (Decimal("21.26"), 1779367929401)
 
 
 def test_order_trade_update_fields():

@@ -282,8 +282,8 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
         by_kind.setdefault(f["e"], []).append(f)
     for update in by_kind["ACCOUNT_UPDATE"]:
         same_shape(update, fixture_json("user_data_json/account_update.json"))
-    for update in by_kind["ORDER_TRADE_UPDATE"]:
-        same_shape(update, fixture_json("user_data_json/order_update_trade.json"))
+    for update in by_kind["ORDER_TRADE_UPDATE"]:  # B5: a bare object with the keys of a 2026 capture
+        same_shape(update, fixture_json("user_data_json/order_update_new_private_ws_capture.json"))
     for update in by_kind["ALGO_UPDATE"]:
         same_shape(update, fixture_json("user_data_json/algo_update_new.json"))
     for lite in by_kind["TRADE_LITE"]:
