@@ -373,7 +373,7 @@ class Contract:
             else:
                 stop = await self.driver.set_stop_loss(self.symbol, side, order.filled, intent.stop_loss)
             step = "verify_position"
-            verification = await self.driver.verify_position(intent, order, VERIFY_BUDGET_MS)
+            verification = await self.driver.verify_position(intent, order, VERIFY_BUDGET_MS, self.book)
         except Exception as exc:
             self.book.end_open(self.symbol)
             self.fail(f"opening a {side} of {contracts} contracts failed in {step}: {exc!r}")

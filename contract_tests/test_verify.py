@@ -22,7 +22,7 @@ async def test_filled_entry_is_confirmed_while_rest_lags(contract, side):
     contract.faults.rest_position_lag_ms = 30_000
     intent = contract.intent(side, "20")
     order = await contract.driver.normalize_order(await contract.driver.create_entry(intent), intent)
-    verification = await contract.driver.verify_position(intent, order, 5_000)
+    verification = await contract.driver.verify_position(intent, order, 5_000, contract.book)
     if verification.outcome != "confirmed" or verification.contracts != Decimal(20):
         contract.fail(f"{side} entry of 20 filled at {contract.t()} while REST positions lag 30 s; verify_position "
                       f"answered {verification.outcome} ({verification!r}); expected confirmed with 20 contracts "
@@ -42,7 +42,7 @@ async def test_rejected_entry_is_reported_absent(contract):
                       amount=intent.contracts, status="rejected")
     else:
         order = await contract.driver.normalize_order(raw, intent)
-    verification = await contract.driver.verify_position(intent, order, 3_000)
+    verification = await contract.driver.verify_position(intent, order, 3_000, contract.book)
     if verification.outcome != "absent":
         contract.fail(f"the venue rejected entry {intent.client_order_id} (nothing filled); verify_position "
                       f"answered {verification.outcome} ({verification!r}); expected absent")
@@ -60,7 +60,7 @@ async def test_nothing_can_tell_within_the_budget_is_unknown_not_absent(contract
     order = Order(venue=contract.driver.venue, symbol=contract.symbol, id=unseen_id,
                   client_order_id=intent.client_order_id, side="buy", amount=Decimal(20), status="open")
     started = time.monotonic()
-    verification = await contract.driver.verify_position(intent, order, SHORT_BUDGET_MS)
+    verification = await contract.driver.verify_position(intent, order, SHORT_BUDGET_MS, contract.book)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     if verification.outcome != "unknown":
         contract.fail(f"entry {unseen_id} is unknown to every source (stream, order status, REST); "

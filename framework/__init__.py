@@ -1,10 +1,107 @@
 """framework: keeps crypto-futures positions safe on Binance USDⓈ-M and Bybit v5.
 
-Public surface: :mod:`framework.hookspecs` (``hookimpl``), :mod:`framework.models`,
-:mod:`framework.errors`; exchange drivers are plugins of entry-point group ``framework``.
+The public surface for plugin authors is this module's ``__all__``: the hook markers, the models in
+ccxt's vocabulary, the exception tree, the protocols between the core and a driver, and the driver kit.
+Exchange drivers and lifecycle plugins are found through entry-point group ``framework``; the hooks are
+specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :mod:`framework.venue`.
 """
 
-from framework.hookspecs import hookimpl
+from framework.driverkit import Backoff, PollSource, poll_sources
+from framework.errors import (
+    ConfigError,
+    DuplicateOpenPosition,
+    FrameworkError,
+    OrderIncomplete,
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    PluginNotFound,
+    PositionGone,
+    RateLimited,
+    RollbackFailed,
+    StoreError,
+    StreamError,
+    VenueError,
+    WouldTriggerImmediately,
+)
+from framework.hookspecs import hookimpl, hookspec
+from framework.models import (
+    Alert,
+    Capability,
+    ClosureReason,
+    DriverConfig,
+    DriverInfo,
+    MarkPrice,
+    Order,
+    OrderIntent,
+    OrderUpdate,
+    Position,
+    PositionEvent,
+    PositionSide,
+    PositionUpdate,
+    Side,
+    Signal,
+    StopEvent,
+    StopLoss,
+    StreamEvent,
+    TrailingSpec,
+    VenueSnapshot,
+    Verification,
+    close_side,
+    entry_side,
+    now_ms,
+)
+from framework.protocols import StreamDecoder, StreamEvidence, StreamSink, VenueHarness
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "hookimpl"]
+__all__ = [
+    "Alert",
+    "Backoff",
+    "Capability",
+    "ClosureReason",
+    "ConfigError",
+    "DriverConfig",
+    "DriverInfo",
+    "DuplicateOpenPosition",
+    "FrameworkError",
+    "MarkPrice",
+    "Order",
+    "OrderIncomplete",
+    "OrderIntent",
+    "OrderNotFound",
+    "OrderRejected",
+    "OrderUpdate",
+    "OutcomeUnknown",
+    "PluginNotFound",
+    "PollSource",
+    "Position",
+    "PositionEvent",
+    "PositionGone",
+    "PositionSide",
+    "PositionUpdate",
+    "RateLimited",
+    "RollbackFailed",
+    "Side",
+    "Signal",
+    "StopEvent",
+    "StopLoss",
+    "StoreError",
+    "StreamDecoder",
+    "StreamError",
+    "StreamEvent",
+    "StreamEvidence",
+    "StreamSink",
+    "TrailingSpec",
+    "VenueError",
+    "VenueHarness",
+    "VenueSnapshot",
+    "Verification",
+    "WouldTriggerImmediately",
+    "__version__",
+    "close_side",
+    "entry_side",
+    "hookimpl",
+    "hookspec",
+    "now_ms",
+    "poll_sources",
+]

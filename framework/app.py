@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from framework.driver import Driver, VenueHarness
+from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.broadcast import client_order_id
 from framework.errors import ConfigError, FrameworkError
@@ -37,6 +37,7 @@ from framework.models import (
 )
 from framework.plugins import drivers as load_drivers
 from framework.plugins import load_plugins, register
+from framework.protocols import VenueHarness
 from framework.report import latency_summary
 from framework.settings import Settings
 from framework.store import Store
@@ -336,7 +337,7 @@ class Run:
             unprotected_max = max(unprotected_max, gaps["max"])
             unprotected_total += gaps["total"]
             wrong_side += len(truth.wrong_side_orders())
-            for endpoint, n in getattr(harness.emulator, "rest_calls", {}).items():
+            for endpoint, n in harness.rest_calls().items():
                 rest_calls[f"{name} {endpoint}"] += n
             db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
             book_open = set(self.engine.venue(name).book.positions())

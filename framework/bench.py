@@ -30,8 +30,7 @@ import platform
 import tempfile
 import time
 import tracemalloc
-from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -43,12 +42,15 @@ from framework.engine.book import BookPosition, PositionBook
 from framework.engine.broadcast import client_order_id
 from framework.engine.protection import Protector
 from framework.engine.reconcile import Reconciler
-from framework.errors import StreamError
+from framework.engine.runtime import VenueEngine
+from framework.errors import ConfigError, StreamError
 from framework.hookspecs import hookimpl
 from framework.models import (
+    DriverConfig,
     OrderIntent,
     OrderUpdate,
     PositionEvent,
+    PositionSide,
     PositionUpdate,
     StopEvent,
     StreamEvent,
@@ -57,7 +59,8 @@ from framework.models import (
 from framework.plugins import load_plugins, register
 from framework.report import latency_summary
 from framework.store import Store
-from framework.venue import FrameShaper, Instrument
+from framework.venue import FrameShaper, Instrument, Venue
+from framework.venue.harness import EmulatorHarness
 
 log = logging.getLogger(__name__)
 
@@ -136,34 +139,57 @@ class Probe:
 # --- one venue: emulator + driver + engine ---------------------------------------------------------------
 
 
+def emulated(driver: Driver, options: dict[str, Any]) -> EmulatorHarness:
+    """The driver's venue harness, which the bench needs emulated (ground truth, fault knobs).
+
+    :raises ConfigError: the plugin's harness is not an emulator.
+    """
+    harness = driver.venue_harness(options)
+    if not isinstance(harness, EmulatorHarness):
+        raise ConfigError(f"plugin {driver.plugin_name!r}: the bench needs an emulated venue harness")
+    return harness
+
+
+def venue_of(harness: EmulatorHarness) -> Venue:
+    """The running harness's simulated venue."""
+    assert harness.venue is not None, "only inside `async with harness`"
+    return harness.venue
+
+
+def config_of(harness: EmulatorHarness) -> DriverConfig:
+    """How a driver connects to the running harness."""
+    assert harness.config is not None, "only inside `async with harness`"
+    return harness.config
+
+
 @dataclass
 class Rig:
     """One emulated venue with its driver and a started :class:`Engine` on ``store``."""
 
     name: str
-    harness: Any
+    harness: EmulatorHarness
     driver: Driver
     engine: Engine
     probe: Probe
     store: Store
 
     @property
-    def venue(self) -> Any:
-        return self.harness.venue
+    def venue(self) -> Venue:
+        return venue_of(self.harness)
 
     @property
     def symbol(self) -> str:
         return self.harness.symbol
 
     @property
-    def parts(self) -> Any:
+    def parts(self) -> VenueEngine:
         return self.engine.venue(self.name)
 
     @property
     def account(self) -> str:
-        return self.harness.config.account
+        return config_of(self.harness).account
 
-    def intent(self, side: str = "long", contracts: str = "10", stop_pct: str = "2",
+    def intent(self, side: PositionSide = "long", contracts: str = "10", stop_pct: str = "2",
                trailing: TrailingSpec | None = None, symbol: str | None = None) -> OrderIntent:
         """An entry ``stop_pct`` percent from the current mark price, fresh client order id."""
         symbol = symbol or self.symbol
@@ -189,8 +215,8 @@ async def engine_rig(
     probe = Probe()
     register(pm, probe, "bench-probe")
     driver = Driver(pm, name)
-    async with driver.venue_harness({"seed": 7, **(options or {})}) as harness:
-        config = harness.config
+    async with emulated(driver, {"seed": 7, **(options or {})}) as harness:
+        config = config_of(harness)
         if driver_options:
             config = config.model_copy(update={"options": {**config.options, **driver_options}})
         engine = Engine(pm, store, {name: driver}, {name: config}, settings)
@@ -208,7 +234,7 @@ async def converge(rig: Rig) -> None:
     """One reconciliation pass (not timed).  After a closure the engine learned from the stream, a
     close-position stop placed before the entry is left resting on Binance and refuses the next stop of
     that direction (-4130) until the reconciler cancels it; the bench converges after every closure."""
-    await rig.parts.reconciler.reconcile()
+    await rig.engine.reconcile_all()
 
 
 def cross_stop_price(intent: OrderIntent) -> Decimal:
@@ -244,7 +270,7 @@ async def closure_figures(rig: Rig, n: int) -> tuple[list[float], list[int]]:
         latencies.append((probe.closed[-1][0] - started) * 1000)
         if i % 2:
             venue.set_mark_price(symbol, base_mark)
-        await probe.wait(lambda: not rig.parts.book.holds(symbol))
+        await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
     return latencies, fill_to_stop(venue.truth, rig.account, symbol, intents)
 
@@ -293,7 +319,7 @@ async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[i
             per_move.append(venue.truth.unprotected_ms(rig.account, symbol)["total"] - before)
         await rig.engine.close(rig.name, symbol)
         venue.set_mark_price(symbol, base_mark)
-        await probe.wait(lambda: not rig.parts.book.holds(symbol))
+        await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
     return per_move
 
@@ -301,7 +327,7 @@ async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[i
 async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
     """REST calls by endpoint (emulator counter) for open + protect, ``moves`` trailing moves, close."""
     venue, symbol, probe = rig.venue, rig.symbol, rig.probe
-    before = Counter(rig.harness.emulator.rest_calls)
+    before = rig.harness.rest_calls()
     base_mark = venue.mark_price(symbol)
     tick = venue.instrument(symbol).tick_size
     await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal(1))))
@@ -312,9 +338,9 @@ async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
         venue.set_mark_price(symbol, mark)
         await probe.wait(lambda c=count: len(probe.moved) > c)
     await rig.engine.close(rig.name, symbol)
-    await probe.wait(lambda: not rig.parts.book.holds(symbol))
+    await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
     venue.set_mark_price(symbol, base_mark)
-    calls = Counter(rig.harness.emulator.rest_calls)
+    calls = rig.harness.rest_calls()
     calls.subtract(before)
     result = {endpoint: n for endpoint, n in sorted(calls.items()) if n > 0}
     result["total"] = sum(result.values())
@@ -361,14 +387,14 @@ async def capture_frames(name: str, rounds: int) -> list[list[str]]:
     driver = Driver(pm, name)
     decoder = driver.make_decoder()
     probe = Probe()
-    async with driver.venue_harness({"seed": 7}) as harness:
-        shaper = RecordingShaper(harness.venue)
+    async with emulated(driver, {"seed": 7}) as harness:
+        shaper = RecordingShaper(venue_of(harness))
         harness.emulator.shaper = shaper
-        await driver.connect(harness.config)
+        await driver.connect(config_of(harness))
         sink = _CountingSink(probe)
         task = asyncio.create_task(driver.run_stream(sink))
         try:
-            venue, symbol = harness.venue, harness.symbol
+            venue, symbol = venue_of(harness), harness.symbol
             await _wait_stream_ready(harness, probe, sink)
             await shaper.flush()
             del shaper.frames[:]
@@ -394,7 +420,7 @@ async def capture_frames(name: str, rounds: int) -> list[list[str]]:
 
 async def _wait_stream_ready(harness: Any, probe: Probe, sink: _CountingSink) -> None:
     """Until a probe position's flat frame arrives (the private stream is subscribed)."""
-    venue, symbol = harness.venue, harness.symbol
+    venue, symbol = venue_of(harness), harness.symbol
     async with asyncio.timeout(WAIT_S):
         while sink.flat == 0:
             venue.place_order(ACCOUNT, symbol, side="buy", type="market", amount=Decimal(1))
@@ -477,14 +503,14 @@ def add_instruments(venue: Any, count: int, prefix: str = "R") -> list[str]:
 
 
 @contextlib.contextmanager
-def truth_bookkeeping_suspended(venue: Any):
+def truth_bookkeeping_suspended(venue: Venue) -> Iterator[None]:
     """Seeding thousands of positions: the ground truth's unprotected-interval check walks every
     position on each state change (O(n²) over a seeding); it is not what is measured, so it is paused."""
-    venue.truth.observe = lambda *_args: None
+    venue.truth.suspended = True
     try:
         yield
     finally:
-        del venue.truth.observe
+        venue.truth.suspended = False
 
 
 def seed_positions(venue: Any, symbols: list[str], protected: bool) -> None:
@@ -508,26 +534,26 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
     pm = load_plugins([name])
     driver = Driver(pm, name)
     biggest = max(counts)
-    async with driver.venue_harness({"seed": 7, "balance": "100000000"}) as harness:
-        venue = harness.venue
+    async with emulated(driver, {"seed": 7, "balance": "100000000"}) as harness:
+        venue = venue_of(harness)
         symbols = add_instruments(venue, biggest)
-        await driver.connect(harness.config)
+        await driver.connect(config_of(harness))
         try:
             seeded = 0
             for count in sorted(counts):
                 seed_positions(venue, symbols[seeded:count], protected=True)
                 seeded = count
-                book = PositionBook(name, harness.config.account, pm, store)
+                book = PositionBook(name, config_of(harness).account, pm, store)
                 for symbol in symbols[:count]:
                     book.load(BookPosition(symbol=symbol, side="long", contracts=Decimal(1),
                                            entry_price=Decimal(1), stop_price=Decimal("0.98"), opened_at=1))
                 protector = Protector(book, driver, store, pm, BENCH_SETTINGS)
                 reconciler = Reconciler(book, driver, store, pm, protector, BENCH_SETTINGS)
-                calls_before = sum(harness.emulator.rest_calls.values())
+                calls_before = sum(harness.rest_calls().values())
                 cpu, wall = time.process_time(), time.perf_counter()
                 report = await reconciler.reconcile()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                calls = sum(harness.emulator.rest_calls.values()) - calls_before
+                calls = sum(harness.rest_calls().values()) - calls_before
                 if report["closed"] or report["adopted"] or report["reprotected"]:
                     raise AssertionError(f"{name}: steady-state pass changed something: {report}")
                 results[str(count)] = {"venue_calls": calls, "cpu_ms": round(cpu * 1000, 1),
@@ -555,10 +581,11 @@ async def cold_start(plugins: list[str], positions: int) -> dict[str, dict[str, 
                 drivers, configs, venues = {}, {}, {}
                 for name in plugins:
                     driver = Driver(pm, name)
-                    harness = await stack.enter_async_context(driver.venue_harness({"seed": 7}))
-                    symbols = add_instruments(harness.venue, positions, prefix="C")
-                    seed_positions(harness.venue, symbols, protected=False)
-                    drivers[name], configs[name], venues[name] = driver, harness.config, (harness.venue, symbols)
+                    harness = await stack.enter_async_context(emulated(driver, {"seed": 7}))
+                    symbols = add_instruments(venue_of(harness), positions, prefix="C")
+                    seed_positions(venue_of(harness), symbols, protected=False)
+                    drivers[name], configs[name] = driver, config_of(harness)
+                    venues[name] = (venue_of(harness), symbols)
                 started = time.perf_counter()
                 server = await asyncio.to_thread(embedded_server, pgdata, cleanup_mode=mode)
                 stack.callback(server.cleanup)
@@ -599,7 +626,7 @@ def machine() -> dict[str, Any]:
 # --- the run -------------------------------------------------------------------------------------------
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def _summary(values: Sequence[float]) -> dict[str, float]:
     return {**latency_summary(values), "n": len(values)}
 
 

@@ -15,8 +15,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from framework.errors import ConfigError, FrameworkError
+
+if TYPE_CHECKING:
+    from framework.venue import Faults
 
 log = logging.getLogger("framework")
 
@@ -25,7 +29,7 @@ def _split(value: str | None) -> list[str] | None:
     return None if value is None else [part for part in value.split(",") if part.strip()]
 
 
-def _faults(spec: str):  # -> framework.venue.Faults
+def _faults(spec: str) -> Faults:
     from framework.venue import parse_faults
 
     try:
@@ -233,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines are start-up chatter
     try:
-        return args.func(args)
+        return int(args.func(args))
     except ConfigError as exc:
         print(f"framework: error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""The core's typed handle on one venue's driver plugin, and the protocols a driver talks to.
+"""The core's typed handle on one venue's driver plugin (the protocols a driver talks to are in
+:mod:`framework.protocols`).
 
 :class:`Driver` wraps ``pm.subset_hook_caller`` for every driver hook, so the engine calls
 ``await driver.set_stop_loss(...)`` and only that venue's plugin answers.
@@ -7,8 +8,9 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from framework.errors import ConfigError
 from framework.hookspecs import DRIVER_HOOKS
@@ -19,62 +21,24 @@ from framework.models import (
     OrderIntent,
     PositionSide,
     StopLoss,
-    StreamEvent,
     VenueSnapshot,
     Verification,
 )
+from framework.protocols import StreamDecoder, StreamEvidence, StreamSink, VenueHarness
 
 if TYPE_CHECKING:
     import pluggy
 
-    from framework.venue import Venue
+T = TypeVar("T")
 
 
-@runtime_checkable
-class StreamSink(Protocol):
-    """Where a driver's private stream delivers what it decoded (the core's PositionBook)."""
+@dataclass(frozen=True)
+class EntryEvidence:
+    """What ``verify_position`` may consult besides the venue connection: the venue's :class:`Driver`
+    (order status, snapshots) and its stream state."""
 
-    async def on_event(self, event: StreamEvent) -> None:
-        """One decoded position or order update."""
-
-    async def on_connected(self, reconnect: bool) -> None:
-        """The stream is (again) connected and authenticated; the core takes a REST snapshot now."""
-
-    async def on_disconnected(self, detail: str) -> None:
-        """The stream dropped; the driver is reconnecting with backoff."""
-
-    def on_malformed(self, raw: str | bytes, error: Exception) -> None:
-        """A frame could not be decoded: counted and logged, the stream goes on."""
-
-
-@runtime_checkable
-class StreamDecoder(Protocol):
-    """Turns raw private-stream frames into events, without a socket."""
-
-    def decode(self, raw: str | bytes) -> list[StreamEvent]:
-        """Decode one frame exactly as the socket delivered it.
-
-        :returns: the events it carries (empty for acks, pongs and topics of no interest).
-        :raises framework.errors.StreamError: the frame is malformed.
-        """
-
-
-@runtime_checkable
-class VenueHarness(Protocol):
-    """A venue the contract suite can drive: ``async with harness: ...``.
-
-    :ivar config: how the driver connects to it.
-    :ivar venue: the simulated venue (ground truth and controls), ``None`` for a live account.
-    :ivar symbol: a unified symbol the suite may trade.
-    """
-
-    config: DriverConfig
-    venue: Venue | None
-    symbol: str
-
-    async def __aenter__(self) -> VenueHarness: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
+    driver: Driver
+    stream: StreamEvidence
 
 
 class Driver:
@@ -106,39 +70,46 @@ class Driver:
         """Whether the driver declares ``capability``."""
         return capability in self.info.capabilities
 
-    async def _call(self, hook: str, **kwargs: Any) -> Any:
+    async def _call(self, hook: str, expected: type[T], **kwargs: Any) -> T:
+        """Call ``hook`` on this venue's plugin; the answer must be an ``expected``.
+
+        :raises ConfigError: the plugin does not implement the hook, or answered something else.
+        """
         result = self._hooks[hook](**kwargs)
         if result is None:
             raise ConfigError(f"plugin {self.plugin_name!r} does not implement {hook}", venue=self.venue)
         if inspect.isawaitable(result):
             result = await result
+        if not isinstance(result, expected):
+            raise ConfigError(f"plugin {self.plugin_name!r} answered {hook} with a {type(result).__name__}, "
+                              f"not a {expected.__name__}", venue=self.venue)
         return result
 
     async def connect(self, config: DriverConfig) -> Any:
         """Connect (see hook ``connect``) and keep the connection for later calls."""
-        self.conn = await self._call("connect", config=config)
+        self.conn = await self._call("connect", object, config=config)
         return self.conn
 
     async def disconnect(self) -> None:
         """Close the connection (hook ``disconnect``)."""
         if self.conn is not None:
-            await self._call("disconnect", conn=self.conn)
+            await self._call("disconnect", bool, conn=self.conn)
             self.conn = None
 
     async def create_entry(self, intent: OrderIntent) -> dict[str, Any]:
         """Hook ``create_entry``."""
-        return await self._call("create_entry", conn=self.conn, intent=intent)
+        return await self._call("create_entry", dict, conn=self.conn, intent=intent)
 
     async def normalize_order(self, raw: dict[str, Any], intent: OrderIntent | None = None) -> Order:
         """Hook ``normalize_order``."""
-        return await self._call("normalize_order", conn=self.conn, raw=raw, intent=intent)
+        return await self._call("normalize_order", Order, conn=self.conn, raw=raw, intent=intent)
 
     async def set_stop_loss(
         self, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
     ) -> StopLoss:
         """Hook ``set_stop_loss``."""
         return await self._call(
-            "set_stop_loss", conn=self.conn, symbol=symbol, side=side, contracts=contracts,
+            "set_stop_loss", StopLoss, conn=self.conn, symbol=symbol, side=side, contracts=contracts,
             trigger_price=trigger_price,
         )
 
@@ -147,22 +118,25 @@ class Driver:
     ) -> StopLoss:
         """Hook ``set_take_profit``."""
         return await self._call(
-            "set_take_profit", conn=self.conn, symbol=symbol, side=side, contracts=contracts,
+            "set_take_profit", StopLoss, conn=self.conn, symbol=symbol, side=side, contracts=contracts,
             trigger_price=trigger_price,
         )
 
     async def move_stop_loss(self, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
         """Hook ``move_stop_loss``."""
-        return await self._call("move_stop_loss", conn=self.conn, stop=stop, trigger_price=trigger_price)
+        return await self._call("move_stop_loss", StopLoss, conn=self.conn, stop=stop, trigger_price=trigger_price)
 
     async def cancel_stop_loss(self, stop: StopLoss) -> bool:
         """Hook ``cancel_stop_loss``."""
-        return await self._call("cancel_stop_loss", conn=self.conn, stop=stop)
+        return await self._call("cancel_stop_loss", bool, conn=self.conn, stop=stop)
 
-    async def verify_position(self, intent: OrderIntent, order: Order, budget_ms: int) -> Verification:
-        """Hook ``verify_position``."""
+    async def verify_position(
+        self, intent: OrderIntent, order: Order, budget_ms: int, stream: StreamEvidence
+    ) -> Verification:
+        """Hook ``verify_position`` (answered by the core unless the driver adds a source)."""
         return await self._call(
-            "verify_position", conn=self.conn, intent=intent, order=order, budget_ms=budget_ms
+            "verify_position", Verification, conn=self.conn, intent=intent, order=order, budget_ms=budget_ms,
+            evidence=EntryEvidence(self, stream),
         )
 
     async def close_position(
@@ -170,7 +144,7 @@ class Driver:
     ) -> Order:
         """Hook ``close_position``."""
         return await self._call(
-            "close_position", conn=self.conn, symbol=symbol, side=side, contracts=contracts,
+            "close_position", Order, conn=self.conn, symbol=symbol, side=side, contracts=contracts,
             client_order_id=client_order_id,
         )
 
@@ -179,32 +153,32 @@ class Driver:
     ) -> Order:
         """Hook ``fetch_order``."""
         return await self._call(
-            "fetch_order", conn=self.conn, symbol=symbol, order_id=order_id, client_order_id=client_order_id
+            "fetch_order", Order, conn=self.conn, symbol=symbol, order_id=order_id, client_order_id=client_order_id
         )
 
     async def fetch_snapshot(self) -> VenueSnapshot:
         """Hook ``fetch_snapshot``."""
-        return await self._call("fetch_snapshot", conn=self.conn)
+        return await self._call("fetch_snapshot", VenueSnapshot, conn=self.conn)
 
     async def run_stream(self, sink: StreamSink) -> None:
         """Hook ``run_stream``: returns only when cancelled."""
-        await self._call("run_stream", conn=self.conn, sink=sink)
+        await self._call("run_stream", type(None), conn=self.conn, sink=sink)
 
     async def watch_mark_prices(self, symbols: list[str], sink: StreamSink) -> None:
         """Hook ``watch_mark_prices``: returns only when cancelled."""
-        await self._call("watch_mark_prices", conn=self.conn, symbols=symbols, sink=sink)
+        await self._call("watch_mark_prices", type(None), conn=self.conn, symbols=symbols, sink=sink)
 
     def make_decoder(self) -> StreamDecoder:
         """Hook ``make_decoder``."""
         decoder = self._hooks["make_decoder"]()
-        if decoder is None:
+        if not isinstance(decoder, StreamDecoder):
             raise ConfigError(f"plugin {self.plugin_name!r} does not implement make_decoder", venue=self.venue)
         return decoder
 
     def venue_harness(self, options: dict[str, Any] | None = None) -> VenueHarness:
         """Hook ``venue_harness``."""
         harness = self._hooks["venue_harness"](options=dict(options or {}))
-        if harness is None:
+        if not isinstance(harness, VenueHarness):
             raise ConfigError(f"plugin {self.plugin_name!r} provides no venue harness", venue=self.venue)
         return harness
 

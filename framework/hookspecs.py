@@ -16,6 +16,8 @@ Writing a driver: implement the hooks below in a module, point an entry point of
 it, and run the contract suite (``pytest --pyargs contract_tests --plugin NAME``).
 """
 
+# A specification's body is its docstring: no hook here is ever called.
+# mypy: disable-error-code="empty-body"
 from __future__ import annotations
 
 from decimal import Decimal
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from framework.driver import StreamDecoder, StreamSink, VenueHarness
+    from framework.driver import EntryEvidence
     from framework.models import (
         Alert,
         DriverConfig,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         VenueSnapshot,
         Verification,
     )
+    from framework.protocols import StreamDecoder, StreamSink, VenueHarness
 
 PROJECT = "framework"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -206,17 +209,23 @@ async def cancel_stop_loss(conn: Any, stop: StopLoss) -> bool:
 
 
 @hookspec(firstresult=True)
-async def verify_position(conn: Any, intent: OrderIntent, order: Order, budget_ms: int) -> Verification:
+async def verify_position(
+    conn: Any, intent: OrderIntent, order: Order, budget_ms: int, evidence: EntryEvidence
+) -> Verification:
     """Decide whether the entry ``order`` produced a position, from several sources, within a budget.
 
-    Sources in order: the private stream's cache, the order's status by id, then REST positions.
-    REST lag is not absence: ``absent`` needs the venue to say the order was rejected or cancelled
-    with nothing filled; otherwise, at the end of the budget, the answer is ``unknown``.
+    **The core answers this hook** (``framework.engine.verification``, a built-in plugin called last):
+    the stream as the PositionBook recorded it, the order's status by id, then a venue snapshot's
+    positions.  REST lag is not absence: ``absent`` needs the venue to say the order was rejected or
+    cancelled with nothing filled; otherwise, at the end of the budget, the answer is ``unknown``.  A
+    driver implements it only to add a source its venue has (it may call
+    :func:`framework.engine.verification.verify_entry` for the rest), or returns ``None`` to defer.
 
     :param conn: the driver's connection.
     :param intent: the persisted intent.
     :param order: the normalised entry order.
-    :param budget_ms: how long the driver may keep asking, in milliseconds.
+    :param budget_ms: how long the sources may be asked, in milliseconds.
+    :param evidence: the venue's driver handle and its stream state (the PositionBook).
     :returns: a :class:`~framework.models.Verification`.
     """
 

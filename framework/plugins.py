@@ -42,10 +42,17 @@ class PluginInfo:
         }
 
 
+CORE_PREFIX = "framework."  # names of the core's built-in plugins
+
+
 def new_plugin_manager() -> pluggy.PluginManager:
-    """A plugin manager that knows every hookspec and no plugin yet."""
+    """A plugin manager that knows every hookspec, with the core's own answers to driver hooks registered
+    as built-in plugins (:data:`CORE_PLUGINS`); a driver plugin's own answer comes first."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    from framework.engine.verification import CoreVerification  # the engine imports this module
+
+    pm.register(CoreVerification(), name=f"{CORE_PREFIX}verification")
     return pm
 
 
@@ -136,18 +143,19 @@ def drivers(pm: pluggy.PluginManager) -> dict[str, Driver]:
     return result
 
 
-def describe(pm: pluggy.PluginManager) -> list[PluginInfo]:
-    """List every registered plugin with its version, venue, capabilities and implemented hooks."""
+def describe(pm: pluggy.PluginManager, include_core: bool = False) -> list[PluginInfo]:
+    """List every registered plugin with its version, venue, capabilities and implemented hooks; the
+    core's own built-ins (``framework.*``, e.g. ``framework.verification``) only with ``include_core``."""
     eps = installed_plugins()
     rows = []
     for name, plugin in pm.list_name_plugin():
-        if plugin is None:
+        if plugin is None or (name.startswith(CORE_PREFIX) and not include_core):
             continue
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or ())
         venue, capabilities = None, []
         if "driver_info" in hooks:
             info = Driver(pm, name).info
-            venue, capabilities = info.venue, sorted(info.capabilities)
+            venue, capabilities = info.venue, sorted(str(c) for c in info.capabilities)
         ep = eps.get(name)
         version = ep.dist.version if ep is not None and ep.dist is not None else "builtin"
         rows.append(PluginInfo(name, version, venue, capabilities, hooks))

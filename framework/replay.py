@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from framework.driver import Driver
-from framework.engine.book import BookPosition, PositionBook
+from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.errors import StreamError
 from framework.hookspecs import hookimpl
 from framework.models import PositionEvent
@@ -63,9 +63,8 @@ async def replay(pm: pluggy.PluginManager, plugin_name: str, lines: Iterable[str
     recorder = _Recorder(result)
     pm.register(recorder, name=f"replay-recorder-{id(recorder)}")
     try:
-        book = PositionBook(driver.venue, "replay", pm, store=None)
-        unknown: list[str] = []
-        book.on_unknown_position = unknown.append
+        unknown = _Unknown()
+        book = PositionBook(driver.venue, "replay", pm, store=None, listener=unknown)
         for number, line in enumerate(lines, start=1):
             line = line.strip()
             if not line:
@@ -79,12 +78,22 @@ async def replay(pm: pluggy.PluginManager, plugin_name: str, lines: Iterable[str
                 continue
             for stream_event in stream_events:
                 await book.on_event(stream_event)
-                while unknown:
-                    await _adopt(book, unknown.pop(0))
+                while unknown.symbols:
+                    await _adopt(book, unknown.symbols.pop(0))
         await book.flush()  # a last flat frame whose fill never came: closed now, reason unknown
     finally:
         pm.unregister(recorder)
     return result
+
+
+class _Unknown(BookListener):
+    """Collects the symbols the stream shows open that the book does not hold: a replay adopts them."""
+
+    def __init__(self) -> None:
+        self.symbols: list[str] = []
+
+    def unknown_position(self, symbol: str) -> None:
+        self.symbols.append(symbol)
 
 
 async def _adopt(book: PositionBook, symbol: str) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -55,7 +55,8 @@ async def live_view(run: Run) -> None:
         task_id = progress.add_task("run", total=run.options.duration_s)
 
     def render() -> Group:
-        parts = [positions_table(run), Panel("\n".join(run.monitor.log) or "waiting for events…", title="events")]
+        events = Panel("\n".join(run.monitor.log) or "waiting for events…", title="events")
+        parts: list[RenderableType] = [positions_table(run), events]
         if progress is not None and task_id is not None:
             progress.update(task_id, completed=min(time.monotonic() - run.started, run.options.duration_s or 0))
             parts.append(progress)

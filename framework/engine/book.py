@@ -99,6 +99,25 @@ def closure_reason(origin: str, client_order_id: str | None) -> str:
     return "manual"
 
 
+class BookListener:
+    """What the book hands to the rest of the engine, as one explicit object (the engine's is
+    ``framework.engine.runtime.VenueWiring``).  The base class does nothing, for a book on its own
+    (``framework replay``, tests)."""
+
+    def reconcile_soon(self) -> None:
+        """The stream (re)connected: a venue snapshot is due."""
+
+    def unknown_position(self, symbol: str) -> None:
+        """The stream shows ``symbol`` open and the book does not hold it: reconciliation decides."""
+
+    async def on_mark(self, mark: MarkPrice) -> None:
+        """A mark-price tick (the trailing manager)."""
+
+    def on_closed(self, position: BookPosition) -> None:
+        """``position`` left the book: its leftover order-based stops are to be cancelled (a Binance
+        close-position stop can outlive its position)."""
+
+
 class PositionBook:
     """Open positions of one venue + account.
 
@@ -110,10 +129,11 @@ class PositionBook:
     :param fill_grace_ms: how long a flat position frame waits for the closing order's fill frame, so the
         closure carries its reason and price whatever order the venue sends them in (docs/conformance.md
         B4, Y6); past it the closure fires with reason ``unknown``.  A fill that arrives first closes at once.
+    :param listener: the engine parts the book hands work to (:class:`BookListener`); none by default.
     """
 
     def __init__(self, venue: str, account: str, pm: pluggy.PluginManager, store: Store | None,
-                 fill_grace_ms: int = 500) -> None:
+                 fill_grace_ms: int = 500, listener: BookListener | None = None) -> None:
         self.venue = venue
         self.account = account
         self.pm = pm
@@ -123,12 +143,7 @@ class PositionBook:
         self._symbols: dict[str, _SymbolState] = {}
         self.counters: Counter[str] = Counter(closures=0, ignored_stale_updates=0, malformed_frames=0)
         self._stop_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.on_reconnect: Callable[[], Any] | None = None  # the reconciler's request()
-        self.on_unknown_position: Callable[[str], Any] | None = None
-        self.mark_listener: Callable[[MarkPrice], Any] | None = None
-        # Called with the closed position after every closure: the engine cancels its leftover
-        # order-based stop / take-profit (a Binance close-position stop outlives its position).
-        self.on_closed: Callable[[BookPosition], Any] | None = None
+        self.listener: BookListener = listener or BookListener()
         self.positions_changed = asyncio.Event()  # set on every add / close (mark-price watcher restarts)
 
     # --- reading --------------------------------------------------------------------------------------
@@ -241,10 +256,8 @@ class PositionBook:
                 await self._apply_position_update(event)
             elif isinstance(event, OrderUpdate):
                 await self._apply_order_update(event)
-            elif isinstance(event, MarkPrice) and self.mark_listener is not None:
-                result = self.mark_listener(event)
-                if asyncio.iscoroutine(result):
-                    await result
+            elif isinstance(event, MarkPrice):
+                await self.listener.on_mark(event)
         except Exception as exc:  # the stream must go on
             log.exception("applying %r failed", event)
             await alert(self.pm, "warning", f"stream event could not be applied: {exc!r}", venue=self.venue)
@@ -255,8 +268,7 @@ class PositionBook:
             self.pm, "on_stream_state", venue=self.venue, state="reconnected" if reconnect else "connected",
             detail="private stream authenticated",
         )
-        if self.on_reconnect is not None:
-            self.on_reconnect()
+        self.listener.reconcile_soon()
 
     async def on_disconnected(self, detail: str) -> None:
         """The stream dropped; the driver reconnects."""
@@ -299,8 +311,8 @@ class PositionBook:
                 await self._close_pending_locked(state, update.symbol)
                 position = state.position
             if position is None:
-                if update.contracts > 0 and self.on_unknown_position is not None:
-                    self.on_unknown_position(update.symbol)  # reconciliation decides, never the stream alone
+                if update.contracts > 0:
+                    self.listener.unknown_position(update.symbol)  # reconciliation decides, never the stream
                 return
             if update.contracts == 0:
                 if state.closing_fill is None and self.fill_grace_ms > 0:
@@ -312,8 +324,7 @@ class PositionBook:
                 # flipped through zero without a flat frame: the old position is closed.
                 await self._close_locked(state, update.symbol, "unknown", source="stream",
                                          timestamp=update.timestamp)
-                if self.on_unknown_position is not None:
-                    self.on_unknown_position(update.symbol)
+                self.listener.unknown_position(update.symbol)
                 return
             if update.contracts != position.contracts or (
                 update.entry_price is not None and update.entry_price != position.entry_price
@@ -577,7 +588,7 @@ class PositionBook:
         state.closed_at = now_ms()
         self.positions_changed.set()
         event = PositionEvent(
-            event="closed", account=self.account, venue=self.venue, symbol=symbol, side=side, contracts=0,
+            event="closed", account=self.account, venue=self.venue, symbol=symbol, side=side, contracts=Decimal(0),
             entry_price=entry, price=price, reason=reason, realized_pnl=realized_pnl,
             timestamp=timestamp or now_ms(), source=source,
         )
@@ -586,8 +597,8 @@ class PositionBook:
         self.counters["closures"] += 1
         log.info("%s %s: %s position of %s closed (%s, via %s)", self.venue, symbol, side, contracts, reason, source)
         await broadcast(self.pm, "on_position_closed", event=event)
-        if position is not None and self.on_closed is not None:
-            self.on_closed(position)
+        if position is not None:
+            self.listener.on_closed(position)
         return True
 
     async def _persist_close(self, event: PositionEvent) -> bool:

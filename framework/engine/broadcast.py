@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 
@@ -43,7 +43,8 @@ async def broadcast(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> 
 
 
 async def alert(
-    pm: pluggy.PluginManager, level: str, message: str, *, venue: str | None = None, symbol: str | None = None
+    pm: pluggy.PluginManager, level: Literal["info", "warning", "critical"], message: str, *,
+    venue: str | None = None, symbol: str | None = None,
 ) -> None:
     """Broadcast an :class:`~framework.models.Alert` and log it at the matching level."""
     log.log(logging.CRITICAL if level == "critical" else logging.WARNING, "%s %s: %s", venue, symbol, message)

@@ -131,7 +131,8 @@ class Opener:
                 stop = await self.driver.set_stop_loss(
                     intent.symbol, intent.side, order.filled or order.amount, intent.stop_loss
                 )
-            verification = await self.driver.verify_position(intent, order, self.settings.verify_budget_ms)
+            verification = await self.driver.verify_position(intent, order, self.settings.verify_budget_ms,
+                                                               self.book)
         except (OrderRejected, OpenNotVerified):
             raise
         except Exception as exc:  # failed before the position is protected: roll back

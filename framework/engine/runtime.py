@@ -11,11 +11,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import pluggy
 
 from framework.driver import Driver
-from framework.engine.book import BookPosition, PositionBook
+from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.engine.broadcast import alert
 from framework.engine.closing import cancel_leftovers, close_on_venue
 from framework.engine.opener import Opener
@@ -24,7 +26,7 @@ from framework.engine.reconcile import Reconciler
 from framework.engine.settings import EngineSettings
 from framework.engine.trailing import TrailingManager
 from framework.errors import ConfigError
-from framework.models import DriverConfig, OrderIntent
+from framework.models import DriverConfig, MarkPrice, OrderIntent
 from framework.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,33 @@ class VenueEngine:
     trailing: TrailingManager
     reconciler: Reconciler
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class VenueWiring(BookListener):
+    """How one venue's book hands work to the other parts: a reconciliation when the stream (re)connects
+    or shows an unknown position, mark prices to the trailing manager, a closed position's leftover stops
+    to the engine's clean-up."""
+
+    def __init__(self, engine: Engine, venue: str, driver: Driver) -> None:
+        self.engine = engine
+        self.venue = venue
+        self.driver = driver
+        self.reconciler: Reconciler | None = None
+        self.trailing: TrailingManager | None = None
+
+    def reconcile_soon(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.request()
+
+    def unknown_position(self, symbol: str) -> None:
+        self.reconcile_soon()
+
+    async def on_mark(self, mark: MarkPrice) -> None:
+        if self.trailing is not None:
+            await self.trailing.on_mark(mark)
+
+    def on_closed(self, position: BookPosition) -> None:
+        self.engine._clean_up_after(self.venue, self.driver, position)
 
 
 class Engine:
@@ -83,23 +112,33 @@ class Engine:
         for name, driver in self.drivers.items():
             config = self.configs[name]
             await driver.connect(config)
-            book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms)
+            wiring = VenueWiring(self, name, driver)
+            book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms, wiring)
             protector = Protector(book, driver, self.store, self.pm, self.settings)
             trailing = TrailingManager(book, driver, self.store, self.pm, protector, self.settings)
             reconciler = Reconciler(book, driver, self.store, self.pm, protector, self.settings)
-            book.on_reconnect = reconciler.request
-            book.on_unknown_position = lambda _symbol, r=reconciler: r.request()
-            book.mark_listener = trailing.on_mark
-            book.on_closed = lambda position, d=driver, n=name: self._clean_up_after(n, d, position)
+            wiring.reconciler, wiring.trailing = reconciler, trailing
             self.venues[name] = VenueEngine(driver, book, Opener(book, driver, self.store, self.pm, self.settings),
                                             protector, trailing, reconciler)
         for name, parts in self.venues.items():
             await parts.reconciler.reconcile()
             parts.tasks = [
-                asyncio.create_task(self._supervise(name, "stream", lambda p=parts: p.driver.run_stream(p.book))),
+                asyncio.create_task(self._supervise(name, "stream", partial(parts.driver.run_stream, parts.book))),
                 asyncio.create_task(self._supervise(name, "reconcile", parts.reconciler.run_forever)),
-                asyncio.create_task(self._supervise(name, "marks", lambda p=parts: self._watch_marks(p))),
+                asyncio.create_task(self._supervise(name, "marks", partial(self._watch_marks, parts))),
             ]
+
+    def positions(self, venue: str | None = None) -> dict[str, dict[str, BookPosition]]:
+        """Open positions by venue, then by symbol (copies; ``venue`` narrows to one).
+
+        :raises ConfigError: unknown venue.
+        """
+        names = [venue] if venue is not None else list(self.venues)
+        return {name: self.venue(name).book.positions() for name in names}
+
+    async def reconcile_all(self) -> dict[str, dict[str, Any]]:
+        """One reconciliation pass per venue now (see :class:`Reconciler`); the reports by venue."""
+        return {name: await parts.reconciler.reconcile() for name, parts in self.venues.items()}
 
     async def open(self, intent: OrderIntent) -> BookPosition:
         """Open ``intent`` atomically on its venue (see :meth:`Opener.open`)."""

@@ -12,9 +12,16 @@ import logging
 import os
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import platformdirs
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
+
+#: a connection or a pool's proxy of one (what ``pool.acquire()`` yields)
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +35,19 @@ def state_dir() -> Path:
     return path
 
 
-def embedded_server(pgdata: Path | None = None, *, cleanup_mode: str | None = None):
+def embedded_server(pgdata: Path | None = None, *, cleanup_mode: str | None = None) -> PostgresServer:
     """Start (or reuse) the embedded PostgreSQL server in ``pgdata`` and return its handle.
 
     :param cleanup_mode: pgserver's: ``None`` keeps the server running after this process exits (so the
         next ``framework run`` starts fast); ``"delete"`` stops it and removes ``pgdata`` (tests).
     :returns: a ``pgserver.PostgresServer``.
     """
-    import pgserver  # imported lazily: it starts nothing on import, but pulls psutil & co.
+    # imported lazily: it starts nothing on import, but pulls psutil & co.
+    from pgserver.postgres_server import get_server
 
     pgdata = pgdata or state_dir() / "pgdata"
     log.info("embedded PostgreSQL in %s", pgdata)
-    return pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
+    return get_server(pgdata, cleanup_mode=cleanup_mode)
 
 
 def database_url(url: str | None = None) -> str:
@@ -47,7 +55,7 @@ def database_url(url: str | None = None) -> str:
     url = url or os.environ.get("DATABASE_URL")
     if url:
         return url
-    return embedded_server().get_uri()
+    return str(embedded_server().get_uri())
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -61,7 +69,7 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: Connection) -> list[int]:
     """Apply every migration newer than the database's version, each in its own transaction.
 
     :returns: the versions applied now (empty when already up to date).
@@ -89,7 +97,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK)
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 

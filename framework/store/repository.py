@@ -13,7 +13,7 @@ import asyncpg
 
 from framework.errors import DuplicateOpenPosition, StoreError
 from framework.models import OrderIntent, PositionEvent, StopLoss, now_ms
-from framework.store.database import create_pool, database_url
+from framework.store.database import Connection, create_pool, database_url
 
 
 def _jsonable(model: Any) -> Any:
@@ -138,7 +138,7 @@ class Store:
                     "a position is already open", venue=event.venue, symbol=event.symbol
                 ) from exc
             await self._journal(conn, event.account, event.venue, event.symbol, position_id, "opened", event)
-        return position_id
+        return int(position_id)
 
     async def update_position(
         self, account: str, venue: str, symbol: str, *, event: PositionEvent | None = None,
@@ -252,7 +252,7 @@ class Store:
 
     @staticmethod
     async def _journal(
-        conn: asyncpg.Connection, account: str, venue: str, symbol: str | None, position_id: int | None,
+        conn: Connection, account: str, venue: str, symbol: str | None, position_id: int | None,
         kind: str, payload: Any,
     ) -> None:
         await conn.execute(

@@ -14,11 +14,15 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from framework.store.database import create_pool, embedded_server
 from framework.store.repository import Store
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 TEMPLATE = "framework_test_template"
 
@@ -32,13 +36,12 @@ class TestDatabases:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if server_url is None:
             server_url = os.environ.get("DATABASE_URL")
+        self._server: PostgresServer | None = None
         if server_url is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="framework-pg-")
             self._pgdata = Path(self._tmp.name) / "pgdata"
             self._server = embedded_server(self._pgdata, cleanup_mode="delete")
             server_url = self._server.get_uri()
-        else:
-            self._server = None
         self.server_url = server_url
         self._prefix = f"fwt_{uuid.uuid4().hex[:8]}"
         self._counter = itertools.count()
@@ -103,8 +106,9 @@ class TestDatabases:
             import pgserver
 
             with contextlib.suppress(subprocess.SubprocessError):
-                pgserver.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self._pgdata, user=self._server.system_user,
-                                timeout=60)
+                pg_ctl = pgserver.pg_ctl  # type: ignore[attr-defined]  # made at import time from its binaries
+                pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self._pgdata, user=self._server.system_user,
+                       timeout=60)
             self._server.cleanup()
         if self._tmp is not None:
             self._tmp.cleanup()

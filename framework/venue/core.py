@@ -1272,7 +1272,7 @@ def _decimal(value: object, reason: RejectReason, name: str) -> Decimal | None:
     :raises VenueReject: ``reason`` when it is not a finite number.
     """
     if value is None or isinstance(value, Decimal) and value.is_finite():
-        return value  # type: ignore[return-value]
+        return value
     try:
         number = Decimal(str(value)) if isinstance(value, (str, int)) else None
     except ArithmeticError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -54,7 +55,7 @@ class EmulatorHarness:
         self.emulator: Any = None
         self.replayer: Replayer | None = None
         self._replay_task: asyncio.Task[None] | None = None
-        self.config: DriverConfig | None = None  # type: ignore[assignment]
+        self.config: DriverConfig | None = None
 
     def __repr__(self) -> str:
         return (
@@ -92,6 +93,10 @@ class EmulatorHarness:
             await self.emulator.stop()
             raise
         return self
+
+    def rest_calls(self) -> Counter[str]:
+        """REST calls the emulator served so far, by ``"<METHOD> <path>"`` (a copy)."""
+        return Counter(self.emulator.rest_calls) if self.emulator is not None else Counter()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._replay_task is not None:

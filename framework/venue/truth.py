@@ -87,6 +87,7 @@ class GroundTruth:
         self.fills: list[FillEvent] = []
         self.closures: list[Closure] = []
         self._intervals: list[tuple[str, str, int, int]] = []
+        self.suspended = False
         self._open_since: dict[tuple[str, str], int] = {}
         self._venue: Venue | None = None
 
@@ -102,7 +103,10 @@ class GroundTruth:
         self.closures.append(closure)
 
     def observe(self, venue: Venue, ts: int) -> None:
-        """Open or close unprotected intervals from the venue's state at ``ts``."""
+        """Open or close unprotected intervals from the venue's state at ``ts`` (nothing while
+        ``suspended``: a benchmark seeding thousands of positions, O(n²) bookkeeping it does not measure)."""
+        if self.suspended:
+            return
         self._venue = venue
         for key, position in venue._positions.items():
             exposed = position.contracts > 0 and not venue.is_protected(*key)

@@ -118,3 +118,11 @@ def test_cli_plugins_json_lists_installed_drivers(capsys):
     for row in rows:
         assert set(row) == {"name", "version", "venue", "capabilities", "hooks"}
     assert {row["name"] for row in rows} == set(installed_plugins())
+
+
+def test_the_core_answers_verify_position_as_a_builtin_listed_on_request():
+    pm = new_plugin_manager()
+    register(pm, make_driver("venue-a"), "a")
+    assert [row.name for row in describe(pm)] == ["a"]
+    core = {row.name: row for row in describe(pm, include_core=True)}["framework.verification"]
+    assert core.hooks == ["verify_position"] and core.venue is None

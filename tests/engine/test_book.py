@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from framework.engine.book import BookPosition, PositionBook
+from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.errors import DuplicateOpenPosition
-from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, now_ms
+from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate
 from framework.plugins import new_plugin_manager, register
 from tests.engine.recorder import Exploding, Recorder
 
@@ -35,6 +35,20 @@ async def book(pm, store):
     await book.add(BookPosition(SYMBOL, "long", Decimal("43"), Decimal("1.1"), Decimal("1.0"),
                                 intent_id="fw-o-000000000001", opened_at=1_000))
     return book
+
+
+class Listener(BookListener):
+    """Records what the book hands to the engine."""
+
+    def __init__(self) -> None:
+        self.unknown: list[str] = []
+        self.requested = 0
+
+    def unknown_position(self, symbol: str) -> None:
+        self.unknown.append(symbol)
+
+    def reconcile_soon(self) -> None:
+        self.requested += 1
 
 
 def flat(seq: int, ts: int = 2_000) -> PositionUpdate:
@@ -181,9 +195,9 @@ async def test_close_of_a_db_row_the_book_does_not_hold(pm, store, recorder, boo
 
 
 async def test_updates_during_an_open_are_recorded_not_adopted(pm, store, recorder):
-    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)
-    unknown: list[str] = []
-    book.on_unknown_position = unknown.append
+    listener = Listener()
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0, listener=listener)
+    unknown = listener.unknown
     intent = OrderIntent(venue=VENUE, symbol=SYMBOL, side="long", contracts=Decimal("43"),
                          stop_loss=Decimal("1.0"), client_order_id="fw-o-00000000000a")
     book.begin_open(intent)
@@ -228,11 +242,11 @@ async def test_malformed_frames_are_counted_and_reported(book, recorder):
     assert book.holds(SYMBOL)
 
 
-async def test_reconnect_schedules_a_reconciliation(book, recorder):
-    requested = []
-    book.on_reconnect = lambda: requested.append(now_ms())
+async def test_reconnect_schedules_a_reconciliation(pm, store, recorder):
+    listener = Listener()
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0, listener=listener)
     await book.on_connected(reconnect=True)
-    assert len(requested) == 1
+    assert listener.requested == 1
     assert recorder.seen["on_stream_state"][-1][1] == "reconnected"
 
 

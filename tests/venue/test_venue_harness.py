@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from framework.driver import VenueHarness
+from framework.protocols import VenueHarness
 from framework.venue import EmulatorHarness, Faults, MarkPriceEvent, Venue
 
 

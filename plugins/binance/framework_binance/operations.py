@@ -11,7 +11,6 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from framework.driverkit import PollSource, poll_sources
 from framework.errors import OrderIncomplete, OrderNotFound, PositionGone, VenueError
 from framework.models import (
     Order,
@@ -19,7 +18,6 @@ from framework.models import (
     PositionSide,
     StopLoss,
     VenueSnapshot,
-    Verification,
     close_side,
     now_ms,
 )
@@ -185,64 +183,6 @@ async def cancel_stop_loss(conn: BinanceConnection, stop: StopLoss) -> bool:
     except OrderNotFound:
         return False
     return True
-
-
-async def verify_position(
-    conn: BinanceConnection, intent: OrderIntent, order: Order, budget_ms: int
-) -> Verification:
-    """Stream cache → ``GET /fapi/v1/order`` → ``GET /fapi/v3/positionRisk``, within ``budget_ms``."""
-    since = order.timestamp or intent.created_at
-
-    async def from_stream() -> Verification | None:
-        cached = conn.cache.position(intent.symbol)
-        if cached is not None and cached.contracts > 0 and cached.side == intent.side and cached.timestamp >= since:
-            return Verification(outcome="confirmed", source="stream", contracts=cached.contracts,
-                                entry_price=cached.entry_price)
-        update = conn.cache.order(order.id, order.client_order_id)
-        if update is not None and update.order.status in ("canceled", "rejected", "expired") \
-                and update.order.filled == 0:
-            return Verification(outcome="absent", source="stream", detail=f"order {update.order.status}")
-        return None
-
-    async def from_order() -> Verification | None:
-        try:
-            current = to_order(await conn.fetch_order(order.symbol, order.id, order.client_order_id))
-        except OrderNotFound:
-            if order.status in ("canceled", "rejected", "expired") and order.filled == 0:
-                # The venue refused it at creation and keeps no record (Binance stores no rejected order).
-                return Verification(outcome="absent", source="order", detail=f"order {order.status} at creation")
-            return None  # not visible yet: not evidence of absence
-        except (OrderIncomplete, VenueError):
-            return None
-        if current.filled > 0:
-            conn.note_open(current.symbol, current.timestamp)
-            return Verification(outcome="confirmed", source="order", contracts=current.filled,
-                                entry_price=current.average, detail=f"order {current.status}")
-        if current.status in ("canceled", "rejected", "expired"):
-            return Verification(outcome="absent", source="order", detail=f"order {current.status}, nothing filled")
-        return None
-
-    async def from_rest() -> Verification | None:
-        try:
-            positions = await conn.fetch_positions()
-        except VenueError:
-            return None
-        for raw in positions:
-            position = to_position(raw, conn.config.account) if raw.get("symbol") == intent.symbol else None
-            if position is not None and position.side == intent.side:
-                return Verification(outcome="confirmed", source="rest", contracts=position.contracts,
-                                    entry_price=position.entry_price)
-        return None
-
-    result = await poll_sources(
-        [PollSource("stream", from_stream), PollSource("order", from_order, every_ms=500),
-         PollSource("rest", from_rest, every_ms=1000)],
-        budget_ms, wake=conn.cache.wait_changed,
-    )
-    if result.answer is None:
-        return Verification(outcome="unknown", source="none", elapsed_ms=result.elapsed_ms,
-                            detail=f"no source could tell within {budget_ms} ms")
-    return result.answer.model_copy(update={"elapsed_ms": result.elapsed_ms})
 
 
 async def close_position(

@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 from framework import hookimpl
-from framework.driver import StreamDecoder, StreamSink, VenueHarness
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -19,8 +18,8 @@ from framework.models import (
     PositionSide,
     StopLoss,
     VenueSnapshot,
-    Verification,
 )
+from framework.protocols import StreamDecoder, StreamSink, VenueHarness
 from framework.venue import EmulatorHarness
 from framework_binance import operations, stream
 from framework_binance.decoder import BinanceDecoder
@@ -88,13 +87,6 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
 @hookimpl
 async def cancel_stop_loss(conn: BinanceConnection, stop: StopLoss) -> bool:
     return await operations.cancel_stop_loss(conn, stop)
-
-
-@hookimpl
-async def verify_position(
-    conn: BinanceConnection, intent: OrderIntent, order: Order, budget_ms: int
-) -> Verification:
-    return await operations.verify_position(conn, intent, order, budget_ms)
 
 
 @hookimpl

@@ -21,9 +21,9 @@ from typing import Any
 
 import websockets
 
-from framework.driver import StreamSink
 from framework.driverkit import Backoff
 from framework.errors import StreamError, VenueError
+from framework.protocols import StreamSink
 from framework_binance.decoder import BinanceDecoder
 from framework_binance.rest import BinanceConnection
 

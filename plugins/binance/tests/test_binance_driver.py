@@ -250,36 +250,6 @@ async def test_snapshot_costs_three_calls_whatever_the_positions(driver, venue, 
     assert found == [(stop.order_id, "long", "stop_loss", None)]
 
 
-async def test_verify_confirms_from_the_stream_under_rest_lag(driver, venue, stream, harness):
-    venue.faults.rest_position_lag_ms = 30_000
-    entry, order = await open_position(driver, venue)
-    result = await driver.verify_position(entry, order, 5_000)
-    assert (result.outcome, result.contracts) == ("confirmed", Decimal(10))
-    assert result.source in ("stream", "order")
-
-
-async def test_verify_says_unknown_not_absent_when_nothing_tells(driver, venue, harness):
-    venue.faults.rest_position_lag_ms = 30_000
-    entry = intent(venue)
-    from framework.models import Order
-    ghost = Order(venue="binance", symbol=SYMBOL, id="424242", client_order_id=entry.client_order_id,
-                  side="buy", amount=Decimal(10), status="open")
-    result = await driver.verify_position(entry, ghost, 300)
-    assert result.outcome == "unknown" and result.source == "none"
-
-
-async def test_verify_absent_when_the_venue_rejected(driver, venue):
-    entry = intent(venue)
-    venue.faults.reject_next_orders = 1
-    with pytest.raises(OrderRejected):
-        await driver.create_entry(entry)
-    from framework.models import Order
-    rejected = Order(venue="binance", symbol=SYMBOL, id="1", client_order_id=entry.client_order_id, side="buy",
-                     amount=Decimal(10), status="rejected")
-    result = await driver.verify_position(entry, rejected, 300)
-    assert (result.outcome, result.source) == ("absent", "order")
-
-
 async def test_timeout_after_accept_is_outcome_unknown_and_resolvable(driver, venue, harness):
     harness.emulator.accept_timeout_hold_s = 3.0
     venue.faults.timeout_after_accept_next = 1

@@ -15,7 +15,6 @@ from framework.models import (
     PositionSide,
     StopLoss,
     VenueSnapshot,
-    Verification,
 )
 from framework.venue.harness import EmulatorHarness
 from framework_bybit import rest, stream
@@ -79,13 +78,6 @@ async def move_stop_loss(conn: BybitConnection, stop: StopLoss, trigger_price: D
 @hookimpl
 async def cancel_stop_loss(conn: BybitConnection, stop: StopLoss) -> bool:
     return await rest.cancel_trigger(conn, stop)
-
-
-@hookimpl
-async def verify_position(
-    conn: BybitConnection, intent: OrderIntent, order: Order, budget_ms: int
-) -> Verification:
-    return await rest.verify_position(conn, intent, order, budget_ms)
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import PollSource, StreamCache, poll_sources
+from framework.driverkit import StreamCache
 from framework.errors import (
     OrderIncomplete,
     OrderNotFound,
@@ -39,7 +39,6 @@ from framework.models import (
     PositionSide,
     StopLoss,
     VenueSnapshot,
-    Verification,
     close_side,
 )
 from framework_bybit.decoder import VENUE, BybitDecoder, decimal_or_none, positive_or_none, unified_symbol
@@ -102,9 +101,6 @@ class BybitConnection:
         self.rest_calls = 0
         options = config.options
         self.ping_interval_s = float(options.get("ping_interval_s", 20.0))
-        self.poll_interval_ms = int(options.get("poll_interval_ms", 200))
-        self.order_poll_every_ms = int(options.get("order_poll_every_ms", 500))
-        self.rest_poll_every_ms = int(options.get("rest_poll_every_ms", 1000))
 
     def __repr__(self) -> str:
         return f"BybitConnection(rest_url={self.config.rest_url!r}, ws_url={self.ws_url!r})"
@@ -419,74 +415,6 @@ async def cancel_trigger(conn: BybitConnection, stop: StopLoss) -> bool:
 
 
 # --- verification and snapshot --------------------------------------------------------------------------
-
-
-async def verify_position(
-    conn: BybitConnection, intent: OrderIntent, order: Order, budget_ms: int
-) -> Verification:
-    """Stream cache -> order by id -> REST positions, within ``budget_ms`` (waking on stream changes).
-
-    ``absent`` only when the venue says the order ended (rejected / canceled / expired) with nothing
-    filled; REST not listing the position is never taken as absence (docs/incidents.md I-3).
-    """
-
-    def judge(found: Order | None, source: str) -> Verification | None:
-        if found is None:
-            return None
-        if found.filled > 0:
-            return Verification(outcome="confirmed", source=source, contracts=found.filled,  # type: ignore[arg-type]
-                                entry_price=found.average, detail=f"order {found.id} {found.status}")
-        if found.status in ("rejected", "canceled", "expired"):
-            return Verification(outcome="absent", source=source, detail=f"order {found.id} {found.status}")  # type: ignore[arg-type]
-        return None
-
-    async def from_stream() -> Verification | None:
-        position = conn.cache.position(intent.symbol)
-        if position is not None and position.contracts > 0 and position.side == intent.side:
-            return Verification(outcome="confirmed", source="stream", contracts=position.contracts,
-                                entry_price=position.entry_price, detail=f"position seq {position.sequence}")
-        update = conn.cache.order(order.id, order.client_order_id)
-        return judge(update.order if update else None, "stream")
-
-    async def from_order() -> Verification | None:
-        try:
-            payload = await fetch_order_payload(conn, intent.symbol, order.id, order.client_order_id)
-            return judge(conn.decoder.order_from_payload(payload) if payload else None, "order")
-        except (VenueError, StreamError) as exc:
-            log.warning("bybit verify: order source failed: %s", exc)
-            return None
-
-    async def from_rest() -> Verification | None:
-        try:
-            rows = (await conn.call("privateGetV5PositionList",
-                                    {"category": "linear", "symbol": conn.market_id(intent.symbol)})).get("list") or []
-        except Exception as exc:  # noqa: BLE001 - any failure means "this source cannot tell now"
-            log.warning("bybit verify: positions source failed: %s", translate(exc, "position list"))
-            return None
-        for row in rows:
-            position = _position_from_row(conn, row)
-            if position is not None and position.side == intent.side:
-                return Verification(outcome="confirmed", source="rest", contracts=position.contracts,
-                                    entry_price=position.entry_price)
-        return None
-
-    if order.filled == 0 and order.status in ("rejected", "canceled", "expired"):
-        # the order we were handed is the venue's own answer (a rejection, or a status fetched by id)
-        return Verification(outcome="absent", source="order", detail=f"order {order.id} {order.status}")
-    result = await poll_sources(
-        [
-            PollSource("stream", from_stream),
-            PollSource("order", from_order, every_ms=conn.order_poll_every_ms),
-            PollSource("rest", from_rest, every_ms=conn.rest_poll_every_ms),
-        ],
-        budget_ms,
-        wake=conn.cache.wait_changed,
-        round_interval_ms=conn.poll_interval_ms,
-    )
-    if result.answer is None:
-        return Verification(outcome="unknown", source="none", elapsed_ms=result.elapsed_ms,
-                            detail=f"no source could tell within {budget_ms} ms")
-    return result.answer.model_copy(update={"elapsed_ms": result.elapsed_ms})
 
 
 def _position_from_row(conn: BybitConnection, row: Mapping[str, Any]) -> Position | None:

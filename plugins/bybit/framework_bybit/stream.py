@@ -20,10 +20,10 @@ from typing import Any
 
 import websockets
 
-from framework.driver import StreamSink
 from framework.driverkit import Backoff
 from framework.errors import StreamError
 from framework.models import now_ms
+from framework.protocols import StreamSink
 from framework_bybit.decoder import VENUE
 from framework_bybit.rest import BybitConnection
 

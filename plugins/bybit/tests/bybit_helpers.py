@@ -19,9 +19,6 @@ TEST_OPTIONS = {
     "enable_rate_limit": False,
     "timeout_ms": 3000,  # an injected lost answer costs this; far above a loaded machine's ordinary call
     "ping_interval_s": 0.1,
-    "poll_interval_ms": 50,
-    "order_poll_every_ms": 100,
-    "rest_poll_every_ms": 100,
     "reconnect_base_s": 0.02,
     "reconnect_cap_s": 0.1,
     "reconnect_floor_s": 0.01,

@@ -21,7 +21,7 @@ from framework.errors import (
     StreamError,
     WouldTriggerImmediately,
 )
-from framework.models import Order, PositionUpdate, StopLoss
+from framework.models import PositionUpdate, StopLoss
 
 
 def test_driver_info_declares_only_tested_capabilities(driver):
@@ -137,45 +137,6 @@ async def test_take_profit_and_cancel_stop(driver, venue):
     assert await driver.cancel_stop_loss(stop) is False  # already gone: not modified
 
 
-async def test_verify_confirms_from_the_order_while_rest_positions_lag(driver, venue):
-    venue.faults.rest_position_lag_ms = 30_000
-    entry, order = await open_long(driver, venue)
-    verification = await driver.verify_position(entry, order, budget_ms=2000)
-    assert verification.outcome == "confirmed" and verification.source == "order"
-    assert verification.contracts == Decimal(43)
-
-
-async def test_verify_confirms_from_rest_when_order_and_stream_cannot_tell(conn, venue, emulator):
-    entry = intent()
-    raw = await rest.create_entry(conn, entry)
-    order = await rest.normalize_order(conn, raw, entry)
-    emulator.realtime_open_only = True  # the order endpoints keep answering, history says filled...
-    unknown_order = order.model_copy(update={"id": "123", "client_order_id": None})  # ...but not for this id
-    verification = await rest.verify_position(conn, entry, unknown_order, budget_ms=2000)
-    assert verification.outcome == "confirmed" and verification.source == "rest"
-
-
-async def test_verify_is_unknown_not_absent_when_nothing_can_tell(conn, venue):
-    venue.faults.rest_position_lag_ms = 30_000
-    entry = intent()
-    raw = await rest.create_entry(conn, entry)
-    order = await rest.normalize_order(conn, raw, entry)
-    verification = await rest.verify_position(conn, entry, order.model_copy(update={"id": "123",
-                                                                                    "client_order_id": None}), 300)
-    assert verification.outcome == "unknown" and verification.source == "none"
-
-
-async def test_verify_reports_absent_for_an_order_the_venue_rejected(driver, venue):
-    venue.faults.reject_next_orders = 1
-    entry = intent()
-    with pytest.raises(OrderRejected):
-        await driver.create_entry(entry)
-    rejected = Order(venue="bybit", symbol=SYMBOL, id=entry.client_order_id, client_order_id=entry.client_order_id,
-                     side="buy", amount=entry.contracts, status="rejected")
-    verification = await driver.verify_position(entry, rejected, budget_ms=1000)
-    assert verification.outcome == "absent"
-
-
 async def test_close_position_reduce_only_and_position_gone_when_flat(driver, venue):
     await open_long(driver, venue)
     closing = await driver.close_position(SYMBOL, "long", Decimal(43), "fw-c-close-1")
@@ -282,23 +243,6 @@ async def test_stream_delivers_open_and_flat_updates_and_fills_the_cache(conn, v
         await sink.wait_for(lambda: sink.malformed)
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(5))
         await sink.wait_for(lambda: conn.cache.position(SYMBOL).contracts == 5)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_stream_verification_wakes_on_the_stream(conn, venue):
-    sink = RecordingSink()
-    task = asyncio.create_task(stream.run_stream(conn, sink))
-    try:
-        await sink.wait_for(lambda: sink.connected)
-        venue.faults.rest_position_lag_ms = 30_000
-        entry = intent()
-        raw = await rest.create_entry(conn, entry)
-        order = await rest.normalize_order(conn, raw, entry)
-        await sink.wait_for(lambda: (p := conn.cache.position(SYMBOL)) and p.contracts == 43)
-        verification = await rest.verify_position(conn, entry, order, budget_ms=1000)
-        assert verification.outcome == "confirmed" and verification.source == "stream"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

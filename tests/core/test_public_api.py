@@ -1,0 +1,39 @@
+"""``framework.__all__`` is the plugin author's surface: every name resolves, and the in-tree drivers
+(their non-emulator modules) import nothing from the core that it does not export."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import framework
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Being retired (issue 12): the plugins' own copy of the stream state; the book is the one stream state.
+RETIRING = {"framework.driverkit:StreamCache"}
+
+
+def test_every_exported_name_resolves():
+    missing = [name for name in framework.__all__ if not hasattr(framework, name)]
+    assert missing == []
+
+
+def core_imports(path: Path) -> set[str]:
+    """Names a module imports from ``framework`` or a ``framework.*`` module."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "framework":
+            names |= {f"{node.module}:{alias.name}" for alias in node.names}
+    return names
+
+
+def test_the_drivers_use_only_the_public_surface():
+    sources = [p for p in ROOT.glob("plugins/*/framework_*/*.py") if p.name not in ("emulator.py", "__init__.py")]
+    assert sources, "no driver sources found"
+    outside = sorted(
+        f"{path.relative_to(ROOT)} {name}" for path in sources for name in core_imports(path)
+        if name.split(":")[1] not in framework.__all__ and not name.startswith("framework.venue")
+        and name not in RETIRING
+    )
+    assert outside == [], "driver code imports core names that framework.__all__ does not export"
