@@ -258,15 +258,24 @@ async def test_rest_position_lag(rest, venue):
     assert (await rest.call("GET", "/fapi/v3/positionRisk"))[1][0]["positionAmt"] == "3"
 
 
+class Frames(list):
+    """The decoded frames read so far from one socket."""
+
+    def __init__(self, ws) -> None:
+        super().__init__()
+        self.ws = ws
+
+    async def until(self, predicate, timeout_s: float = 5.0) -> None:
+        """Read frames until ``predicate()`` holds (a generous bound, no sleeps)."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self.append(json.loads(await self.ws.recv()))
+
+
 async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
     _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
-    frames: list[dict] = []
     async with websockets.connect(f"{harness.emulator.ws_url}/private/ws?listenKey={answer['listenKey']}") as ws:
-        async def collect(predicate):
-            async with asyncio.timeout(5):
-                while not predicate():
-                    frames.append(json.loads(await ws.recv()))
-
+        frames = Frames(ws)
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
         stop = venue.place_order("default", SYMBOL, "sell", "stop_market", close_position=True,
                                  trigger_price=below(venue), client_order_id="fw-s-wire")
@@ -274,9 +283,9 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
                                reduce_only=True, trigger_price=below(venue, "-5"))
         venue.cancel_order("default", SYMBOL, order_id=tp.id)
         venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0001"))
-        await collect(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
+        await frames.until(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
         harness.emulator.expire_listen_keys()
-        await collect(lambda: frames[-1]["e"] == "listenKeyExpired")
+        await frames.until(lambda: frames[-1]["e"] == "listenKeyExpired")
     by_kind: dict[str, list[dict]] = {}
     for f in frames:
         by_kind.setdefault(f["e"], []).append(f)
@@ -309,20 +318,15 @@ async def test_a_fill_is_trade_lite_then_account_update_then_order_update_with_o
     """B4: on a fill Binance sends TRADE_LITE, ACCOUNT_UPDATE, ORDER_TRADE_UPDATE; the last two share T.
     Checked for an entry and for the close a stop's trigger spawns."""
     _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
-    frames: list[dict] = []
     async with websockets.connect(f"{harness.emulator.ws_url}/private/ws?listenKey={answer['listenKey']}") as ws:
-        async def collect(predicate):
-            async with asyncio.timeout(5):
-                while not predicate():
-                    frames.append(json.loads(await ws.recv()))
-
+        frames = Frames(ws)
         entry = venue.place_order("default", SYMBOL, "buy" if side == "long" else "sell", amount=Decimal(10))
         trigger = below(venue) if side == "long" else below(venue, "-2")
         stop = venue.place_order("default", SYMBOL, "sell" if side == "long" else "buy", "stop_market",
                                  close_position=True, trigger_price=trigger)
         venue.set_mark_price(SYMBOL, trigger + (Decimal("-0.0001") if side == "long" else Decimal("0.0001")))
-        await collect(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
-        await collect(lambda: any(f["e"] == "ORDER_TRADE_UPDATE" and f["o"]["X"] == "FILLED"
+        await frames.until(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
+        await frames.until(lambda: any(f["e"] == "ORDER_TRADE_UPDATE" and f["o"]["X"] == "FILLED"
                                   and f["o"]["ot"] == "STOP_MARKET" for f in frames))
     close_id = venue.get_order("default", SYMBOL, order_id=stop.id).triggered_order_id
     for order_id in (entry.id, close_id):
