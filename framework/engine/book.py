@@ -19,9 +19,11 @@ from typing import Any
 import pluggy
 
 from framework.engine.broadcast import alert, broadcast
+from framework.engine.persistence import WriteBehind
 from framework.errors import DuplicateOpenPosition
 from framework.models import (
     MarkPrice,
+    Order,
     OrderIntent,
     OrderUpdate,
     PositionEvent,
@@ -82,12 +84,18 @@ class _SymbolState:
     opening_seen_open: int | None = None  # sequence of the last non-flat update seen during the open
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     closed_at: int | None = None  # local ms of the last closure
-    unpersisted_close: PositionEvent | None = None  # fired, but the DB write failed: retry, never re-fire
     # A flat frame that came before the closing fill that explains it (Binance sends ACCOUNT_UPDATE before
     # ORDER_TRADE_UPDATE; Bybit orders no topics): the closure waits up to fill_grace_ms for the fill.
     pending_flat: PositionUpdate | None = None
     pending_timer: asyncio.TimerHandle | None = None
     opening_orders: dict[str, OrderUpdate] = field(default_factory=dict)  # by client id, during an open
+
+
+def _removes_stop(position: BookPosition, order: Order) -> bool:
+    """Whether ``order`` is the position's resting stop order, now cancelled or expired unfilled."""
+    stop = position.stop
+    return (stop is not None and stop.order_id is not None and order.id == stop.order_id
+            and order.status in ("canceled", "expired") and order.filled == 0)
 
 
 def closure_reason(origin: str, client_order_id: str | None) -> str:
@@ -117,6 +125,10 @@ class BookListener:
         """``position`` left the book: its leftover order-based stops are to be cancelled (a Binance
         close-position stop can outlive its position)."""
 
+    def stop_removed(self, symbol: str, order_id: str) -> None:
+        """The stream reports the open position's stop order ``order_id`` cancelled or expired with nothing
+        filled (a person, the venue, a bug): it is to be re-protected at once (the protector)."""
+
 
 class PositionBook:
     """Open positions of one venue + account.
@@ -144,6 +156,7 @@ class PositionBook:
         self.counters: Counter[str] = Counter(closures=0, ignored_stale_updates=0, malformed_frames=0)
         self._stop_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.listener: BookListener = listener or BookListener()
+        self.writes = WriteBehind(pm, venue)  # journal writes survive a database outage, in order
         self.positions_changed = asyncio.Event()  # set on every add / close (mark-price watcher restarts)
 
     # --- reading --------------------------------------------------------------------------------------
@@ -395,6 +408,9 @@ class PositionBook:
                 state.opening_orders[order.client_order_id] = update
                 state.changed.set()
             position = state.position
+            if position is not None and _removes_stop(position, order) and state.pending_flat is None:
+                self.listener.stop_removed(order.symbol, order.id)  # not while a flat frame says it closed
+                return
             if position is None or order.filled <= 0 or order.side != close_side(position.side):
                 return
             state.closing_fill = _ClosingFill(
@@ -471,24 +487,27 @@ class PositionBook:
         return True
 
     async def _persist_open(self, position: BookPosition, event: PositionEvent, trailing_json: Any) -> None:
-        if self.store is None:
+        store = self.store
+        if store is None:
             return
-        try:
-            await self.store.open_position(
-                event, stop_loss=position.stop_price,
-                take_profit=position.take_profit.trigger_price if position.take_profit else None,
-                trailing=trailing_json if trailing_json is not None
-                else (position.trailing.model_dump(mode="json") if position.trailing else None),
-                entry_client_order_id=position.intent_id,
-            )
+
+        async def write() -> None:
+            try:
+                await store.open_position(
+                    event, stop_loss=position.stop_price,
+                    take_profit=position.take_profit.trigger_price if position.take_profit else None,
+                    trailing=trailing_json if trailing_json is not None
+                    else (position.trailing.model_dump(mode="json") if position.trailing else None),
+                    entry_client_order_id=position.intent_id,
+                )
+            except DuplicateOpenPosition:
+                log.info("%s %s: already open in the DB (restart), keeping that row", self.venue, position.symbol)
+                return
             for stop in (position.stop, position.take_profit):
                 if stop is not None:
-                    await self.store.record_stop(self.account, stop)
-        except DuplicateOpenPosition:
-            log.info("%s %s: already open in the DB (restart), keeping that row", self.venue, position.symbol)
-        except Exception as exc:
-            await alert(self.pm, "critical", f"position open not persisted: {exc!r}", venue=self.venue,
-                        symbol=position.symbol)
+                    await store.record_stop(self.account, stop)
+
+        await self.writes.write(f"open {position.symbol}", write)
 
     def load(self, position: BookPosition) -> bool:
         """Put a position read back from the DB (restart) in the book without firing anything.
@@ -535,13 +554,10 @@ class PositionBook:
             contracts=contracts, entry_price=position.entry_price, price=mark_price, reason=reason,
             timestamp=timestamp, source="stream",
         )
-        try:
-            if self.store is not None:
-                await self.store.update_position(self.account, self.venue, symbol, event=event,
-                                                 contracts=contracts, entry_price=entry_price)
-        except Exception as exc:
-            await alert(self.pm, "warning", f"position update not persisted: {exc!r}", venue=self.venue,
-                        symbol=symbol)
+        store = self.store
+        if store is not None:
+            await self.writes.write(f"update {symbol}", lambda: store.update_position(
+                self.account, self.venue, symbol, event=event, contracts=contracts, entry_price=entry_price))
         await broadcast(self.pm, "on_position_updated", event=event)
 
     async def close(
@@ -567,16 +583,17 @@ class PositionBook:
         self, state: _SymbolState, symbol: str, reason: str, *, price: Decimal | None = None,
         realized_pnl: Decimal | None = None, source: str, timestamp: int | None,
     ) -> bool:
-        if state.unpersisted_close is not None:  # fired already; only the DB write is owed
-            if await self._persist_close(state.unpersisted_close):
-                state.unpersisted_close = None
-            return False
         position = state.position
         if position is None:
-            if self.store is None:
+            if self.store is None or self.writes.pending:  # queued writes first: the DB is behind the book
                 return False
             # Not in the book: a DB row may still be open (restart before the book was loaded).
-            rows = [r for r in await self.store.open_positions(self.account, self.venue) if r["symbol"] == symbol]
+            try:
+                rows = [r for r in await self.store.open_positions(self.account, self.venue) if r["symbol"] == symbol]
+            except Exception as exc:  # the database is unreachable: nothing this book holds to close
+                log.warning("%s %s: DB not readable for a close of a position the book does not hold: %s",
+                            self.venue, symbol, exc)
+                return False
             if not rows:
                 return False
             side, contracts, entry = rows[0]["side"], rows[0]["contracts"], rows[0]["entry_price"]
@@ -592,8 +609,9 @@ class PositionBook:
             entry_price=entry, price=price, reason=reason, realized_pnl=realized_pnl,
             timestamp=timestamp or now_ms(), source=source,
         )
-        if not await self._persist_close(event):
-            state.unpersisted_close = event
+        store = self.store
+        if store is not None:
+            await self.writes.write(f"close {symbol} ({reason})", lambda: store.close_position(event))
         self.counters["closures"] += 1
         log.info("%s %s: %s position of %s closed (%s, via %s)", self.venue, symbol, side, contracts, reason, source)
         await broadcast(self.pm, "on_position_closed", event=event)
@@ -601,13 +619,3 @@ class PositionBook:
             self.listener.on_closed(position)
         return True
 
-    async def _persist_close(self, event: PositionEvent) -> bool:
-        if self.store is None:
-            return True
-        try:
-            await self.store.close_position(event)
-            return True
-        except Exception as exc:
-            await alert(self.pm, "critical", f"closure not persisted (will retry): {exc!r}", venue=self.venue,
-                        symbol=event.symbol)
-            return False

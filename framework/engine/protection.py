@@ -93,13 +93,26 @@ class Protector:
                     f"attempts: {last_error}", venue=self.book.venue, symbol=symbol)
         return None
 
+    async def reprotect(self, symbol: str, removed_order_id: str) -> StopLoss | None:
+        """The stream says the stop order ``removed_order_id`` of ``symbol``'s position is gone: place a
+        new one at the position's intended stop, unless the stop moved meanwhile (a trailing move cancels
+        the stop it replaced) or the position closed.  Under the symbol's stop lock, so a move in flight
+        finishes first.
+
+        :returns: the new stop, or ``None`` when nothing was to be done or the position is gone.
+        """
+        async with self.book.stop_lock(symbol):
+            position = self.book.get(symbol)
+            if position is None or position.stop is None or position.stop.order_id != removed_order_id:
+                return None
+            await alert(self.pm, "warning", f"stop {removed_order_id} removed on the venue; re-protecting",
+                        venue=self.book.venue, symbol=symbol)
+            return await self.protect(symbol)
+
     async def record(self, symbol: str, stop: StopLoss, previous: Decimal | None, unprotected_ms: int = 0) -> None:
         """Book + DB + ``on_stop_moved`` for a stop now resting."""
         self.book.set_stop(symbol, stop)
-        try:
-            await self.store.record_stop(self.book.account, stop)
-        except Exception as exc:
-            await alert(self.pm, "warning", f"stop not persisted: {exc!r}", venue=self.book.venue, symbol=symbol)
+        await self.book.writes.write(f"stop {symbol}", lambda: self.store.record_stop(self.book.account, stop))
         await broadcast(self.pm, "on_stop_moved", event=StopEvent(
             account=self.book.account, venue=self.book.venue, symbol=symbol, side=stop.side, previous=previous,
             current=stop.trigger_price, order_id=stop.order_id, unprotected_ms=unprotected_ms,

@@ -17,8 +17,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -35,6 +35,7 @@ from framework.store import Store
 log = logging.getLogger(__name__)
 
 PROTECTIVE = ("stop_loss", "trailing_stop")
+T = TypeVar("T")
 
 
 class Reconciler:
@@ -84,7 +85,7 @@ class Reconciler:
             started = time.monotonic()
             report: Counter[str] = Counter(closed=0, adopted=0, reprotected=0, resolved=0, rest_calls=0,
                                            stale_stops_cancelled=0, duplicate_stops_cancelled=0)
-            intents = await self._resolve_orders(report)
+            intents = await self._database_side(self._resolve_orders(report), {}, report)
             snapshot_requested_at = now_ms()
             snapshot = await self.driver.fetch_snapshot()
             report["rest_calls"] += snapshot.rest_calls
@@ -93,7 +94,7 @@ class Reconciler:
             for stop in snapshot.stops:
                 stops.setdefault(stop.symbol, []).append(stop)
             if self.passes == 0:  # a restart: the DB knows what the previous process held
-                await self._load_from_db()
+                await self._database_side(self._load_from_db(), None, report)
             await self._close_orphans(on_venue, snapshot.taken_at, report)
             for symbol, venue_position in on_venue.items():
                 await self._sync(venue_position, stops.get(symbol, []), intents.get(symbol), snapshot_requested_at,
@@ -104,6 +105,17 @@ class Reconciler:
             result["elapsed_ms"] = int((time.monotonic() - started) * 1000)
             await broadcast(self.pm, "on_reconciled", venue=self.book.venue, report=result)
             return result
+
+    async def _database_side(self, work: Awaitable[T], fallback: T, report: Counter[str]) -> T:
+        """Run a step that reads the database; when the database is unreachable, the venue-side work
+        (close orphans, adopt, protect) goes on from the book and the snapshot alone: protection never
+        waits for the database (its writes are queued, ``PositionBook.writes``)."""
+        try:
+            return await work
+        except Exception as exc:  # the database, not the venue: VenueErrors are handled inside the steps
+            report["database_unavailable"] += 1
+            log.warning("%s: database step skipped this pass: %s", self.book.venue, exc)
+            return fallback
 
     async def _resolve_orders(self, report: Counter[str]) -> dict[str, OrderIntent]:
         """Resolve orders of unknown outcome by client order id; return the intents of filled entries."""
@@ -132,6 +144,8 @@ class Reconciler:
         return filled_entries
 
     async def _load_from_db(self) -> None:
+        if self.book.writes.pending:  # the DB is behind the book: its rows are no news
+            return
         for row in await self.store.open_positions(self.book.account, self.book.venue):
             symbol = row["symbol"]
             if self.book.holds(symbol) or self.book.opening(symbol):

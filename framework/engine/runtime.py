@@ -59,6 +59,7 @@ class VenueWiring(BookListener):
         self.driver = driver
         self.reconciler: Reconciler | None = None
         self.trailing: TrailingManager | None = None
+        self.protector: Protector | None = None
 
     def reconcile_soon(self) -> None:
         if self.reconciler is not None:
@@ -73,6 +74,10 @@ class VenueWiring(BookListener):
 
     def on_closed(self, position: BookPosition) -> None:
         self.engine._clean_up_after(self.venue, self.driver, position)
+
+    def stop_removed(self, symbol: str, order_id: str) -> None:
+        if self.protector is not None:
+            self.engine._spawn(self.protector.reprotect(symbol, order_id))
 
 
 class Engine:
@@ -99,6 +104,7 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.venues: dict[str, VenueEngine] = {}
         self._cleanups: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
 
     def venue(self, name: str) -> VenueEngine:
         """The per-venue parts.  :raises ConfigError: unknown venue."""
@@ -117,7 +123,7 @@ class Engine:
             protector = Protector(book, driver, self.store, self.pm, self.settings)
             trailing = TrailingManager(book, driver, self.store, self.pm, protector, self.settings)
             reconciler = Reconciler(book, driver, self.store, self.pm, protector, self.settings)
-            wiring.reconciler, wiring.trailing = reconciler, trailing
+            wiring.reconciler, wiring.trailing, wiring.protector = reconciler, trailing, protector
             self.venues[name] = VenueEngine(driver, book, Opener(book, driver, self.store, self.pm, self.settings),
                                             protector, trailing, reconciler)
         for name, parts in self.venues.items():
@@ -156,6 +162,23 @@ class Engine:
         parts = self.venue(venue)
         return await close_on_venue(parts.book, parts.driver, self.store, self.pm, symbol)
 
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` in the background (the stream's caller must not wait for it); a failure is logged
+        and alerted, and :meth:`stop` waits for what is still running."""
+
+        async def run() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("background work failed")
+                await alert(self.pm, "critical", f"background work failed: {exc!r}")
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _clean_up_after(self, venue: str, driver: Driver, position: BookPosition) -> None:
         """Cancel a closed position's leftover stops in the background (the close path does not wait);
         the next open of that symbol waits for it (:meth:`open`)."""
@@ -166,8 +189,9 @@ class Engine:
 
     async def stop(self, flatten: bool = False) -> None:
         """Stop every task and disconnect; positions stay open and protected unless ``flatten``."""
-        if self._cleanups:
-            await asyncio.wait(set(self._cleanups.values()), timeout=STOP_TIMEOUT_S)
+        pending = set(self._cleanups.values()) | self._background
+        if pending:
+            await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
         for name, parts in self.venues.items():
             if flatten:
                 for symbol in parts.book.positions():
@@ -183,6 +207,8 @@ class Engine:
                     await alert(self.pm, "warning", f"{len(stuck)} task(s) ignored cancellation", venue=name)
             parts.tasks.clear()
             await parts.book.flush()  # a flat frame seen before its fill is a closure all the same
+            await parts.book.writes.wait_drained(STOP_TIMEOUT_S)
+            await parts.book.writes.stop()
             try:
                 await asyncio.wait_for(parts.driver.disconnect(), STOP_TIMEOUT_S)
             except TimeoutError:

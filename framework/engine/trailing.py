@@ -3,8 +3,10 @@
 Fed with :class:`~framework.models.MarkPrice` ticks (``driver.watch_mark_prices`` with this manager as
 sink).  A move uses the driver's ``move_stop_loss`` (amend in place, or new-before-cancel: no window
 without a stop, docs/incidents.md I-5), is rate-limited, and never happens for a symbol the book no longer
-holds.  ``WouldTriggerImmediately`` → a reduce-only close through the one close path; ``PositionGone`` →
-``book.close``.
+holds.  ``WouldTriggerImmediately`` → the old stop still rests; a reduce-only close through the one close
+path only when a fresh venue snapshot's mark is through the refused stop and near the price the trail
+followed; ``PositionGone`` → ``book.close``.  A mark tick more than ``mark_jump_band_pct`` from the last
+accepted one is held and alerted until ``mark_confirm_ticks`` ticks in a row confirm the new level.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pluggy
 
 from framework.driver import Driver
 from framework.engine.book import BookPosition, PositionBook
+from framework.engine.broadcast import alert
 from framework.engine.closing import cancel_quietly, close_on_venue
 from framework.engine.protection import Protector
 from framework.engine.settings import EngineSettings
@@ -27,6 +30,14 @@ from framework.models import MarkPrice, StreamEvent, now_ms
 from framework.store import Store
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _MarkGate:
+    """The last accepted mark price of a symbol and the ticks held since it jumped out of the band."""
+
+    accepted: Decimal
+    held: list[Decimal] = field(default_factory=list)
 
 
 @dataclass
@@ -62,7 +73,9 @@ class TrailingManager:
         self.settings = settings or EngineSettings()
         self.clock = clock
         self._trails: dict[str, _Trail] = {}
+        self._marks: dict[str, _MarkGate] = {}
         self.moves: Counter[str] = Counter()
+        self.held_ticks: Counter[str] = Counter()
 
     # StreamSink: mark prices arrive through on_event; the rest is the private stream's business.
     async def on_event(self, event: StreamEvent) -> None:
@@ -91,8 +104,38 @@ class TrailingManager:
         Ticks of one symbol are handled one at a time: two moves from the same resting stop would each
         place a new stop and cancel the same old one, leaving a duplicate behind.
         """
+        if not await self._accept(tick):
+            return
         async with self.book.stop_lock(tick.symbol):
             await self._follow(tick)
+
+    async def _accept(self, tick: MarkPrice) -> bool:
+        """Whether to act on ``tick``: within ``mark_jump_band_pct`` of the last accepted price, or the
+        ``mark_confirm_ticks``-th tick in a row at a new level (one absurd tick never moves a stop)."""
+        gate = self._marks.get(tick.symbol)
+        if gate is None:
+            self._marks[tick.symbol] = _MarkGate(tick.price)
+            return True
+        band = self.settings.mark_jump_band_pct / 100
+
+        def near(a: Decimal, b: Decimal) -> bool:
+            return abs(a - b) <= band * b
+
+        if near(tick.price, gate.accepted):
+            gate.accepted, gate.held = tick.price, []
+            return True
+        if gate.held and not near(tick.price, gate.held[0]):
+            gate.held = []  # not the same new level either: start over from this tick
+        gate.held.append(tick.price)
+        if len(gate.held) >= self.settings.mark_confirm_ticks:
+            gate.accepted, gate.held = tick.price, []
+            return True
+        self.held_ticks[tick.symbol] += 1
+        if len(gate.held) == 1:
+            await alert(self.pm, "warning", f"mark price {tick.price} is more than "
+                        f"{self.settings.mark_jump_band_pct} % from the last accepted {gate.accepted}: held until "
+                        "confirmed", venue=self.book.venue, symbol=tick.symbol)
+        return False
 
     async def _follow(self, tick: MarkPrice) -> None:
         position = self.book.get(tick.symbol)
@@ -120,9 +163,24 @@ class TrailingManager:
         if self.clock() - trail.last_move_ms < self.settings.trailing_min_interval_ms:
             return
         trail.last_move_ms = self.clock()
-        await self._move(tick.symbol, candidate)
+        await self._move(tick.symbol, candidate, trail.best)
 
-    async def _move(self, symbol: str, trigger_price: Decimal) -> None:
+    async def _crossed_on_venue(self, symbol: str, side: str, trigger_price: Decimal, best: Decimal) -> bool:
+        """Whether the venue's own mark price (a fresh snapshot) is through ``trigger_price`` for a ``side``
+        position *and* within the band of ``best``, the price the trail followed: the trail really wants out
+        now.  A venue mark far from what the mark stream said means the stream is not to be trusted;
+        unknown (snapshot failed, no mark) is not crossed either."""
+        try:
+            snapshot = await self.driver.fetch_snapshot()
+        except VenueError as exc:
+            log.warning("%s %s: no fresh price to confirm a crossed stop: %s", self.book.venue, symbol, exc)
+            return False
+        mark = next((p.mark_price for p in snapshot.positions if p.symbol == symbol), None)
+        if mark is None or abs(mark - best) > self.settings.mark_jump_band_pct / 100 * best:
+            return False
+        return mark <= trigger_price if side == "long" else mark >= trigger_price
+
+    async def _move(self, symbol: str, trigger_price: Decimal, best: Decimal) -> None:
         position = self.book.get(symbol)
         if position is None or position.stop is None:  # liveness before the move
             return
@@ -132,8 +190,12 @@ class TrailingManager:
         except PositionGone:
             await self.book.close(symbol, "position_gone", source="error")
             return
-        except WouldTriggerImmediately:
-            await close_on_venue(self.book, self.driver, self.store, self.pm, symbol)
+        except WouldTriggerImmediately:  # the old stop still rests: close only on a fresh price's word
+            if await self._crossed_on_venue(symbol, position.side, trigger_price, best):
+                await close_on_venue(self.book, self.driver, self.store, self.pm, symbol)
+            else:
+                await alert(self.pm, "warning", f"stop move to {trigger_price} refused as crossed, but the venue's "
+                            "mark price does not confirm it: old stop kept", venue=self.book.venue, symbol=symbol)
             return
         except VenueError as exc:
             log.warning("%s %s: stop move to %s failed, old stop still resting: %s", self.book.venue, symbol,

@@ -13,6 +13,7 @@ import os
 import subprocess
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,20 @@ class TestDatabases:
         finally:
             await admin.close()
         return self._url(name)
+
+    @contextlib.asynccontextmanager
+    async def unreachable(self, url: str) -> AsyncIterator[None]:
+        """A real outage of the database at ``url`` while the block runs: it refuses new connections and its
+        open ones are cut (the server itself and the other tests' databases are untouched)."""
+        name = url.partition("?")[0].rsplit("/", 1)[1]
+        admin = await asyncpg.connect(self.server_url)
+        try:
+            await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            yield
+        finally:
+            await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            await admin.close()
 
     async def store(self) -> Store:
         """A :class:`Store` on a new database."""

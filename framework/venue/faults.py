@@ -64,6 +64,13 @@ class Faults(BaseModel):
     disconnect_every_ms: int = Field(
         default=0, ge=0, description="drop private streams this often (0 = never)"
     )
+    order_visibility_lag_ms: int = Field(
+        default=0, ge=0, le=30_000,
+        description="a new order (and the position it opens) is invisible to order queries / trading-stop, ms",
+    )
+    shuffle_topics: bool = Field(
+        default=False, description="interleave one burst's private frames across topics at random (venue.rng)"
+    )
 
 
 FAULT_NAMES: tuple[str, ...] = tuple(Faults.model_fields)

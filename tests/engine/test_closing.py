@@ -8,6 +8,7 @@ import pytest
 
 from framework.errors import VenueError
 from framework.models import close_side
+from tests.engine.conftest import venue_env
 
 BOUND_S = 5.0
 SIDES = ["long", "short"]
@@ -85,3 +86,38 @@ def test_close_side_is_the_opposite_of_the_position_side():
     assert (close_side("long"), close_side("short")) == ("sell", "buy")
     with pytest.raises(ValueError):
         close_side("buy")
+
+
+def position_before_execution(topics: list[str]) -> bool:
+    return "position" in topics and "execution" in topics and topics.index("position") < topics.index("execution")
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_bybit_stop_loss_closure_is_reported_once_whatever_the_order_of_topics(store, side):
+    """Bybit documents no order between its position, execution and order topics (docs/conformance.md
+    Y6): with the frames of each burst shuffled across topics, every stop-loss closure is still reported
+    once, as ``stop_loss``, at the stop's fill price — including when the flat position frame comes first."""
+    async with venue_env("bybit", store, {"faults": {"shuffle_topics": True}}) as env:
+        await env.start()
+        emulator, tick = env.harness.emulator, env.venue.instrument(env.symbol).tick_size
+        rounds, flat_first = 0, 0
+        while rounds < 3 or not flat_first:
+            assert rounds < 12, "the seeded shuffle never sent the flat position frame first"
+            rounds += 1
+            start_mark = env.venue.mark_price(env.symbol)
+            intent = env.intent(side)
+            await env.engine.open(intent)
+            beyond = intent.stop_loss - tick if side == "long" else intent.stop_loss + tick
+            await emulator.drain_streams()
+            emulator.burst_topics.clear()
+            env.venue.set_mark_price(env.symbol, beyond)
+            await env.recorder.wait_for(lambda r, n=rounds: len(r.closed()) >= n, BOUND_S)
+            flat_first += any(position_before_execution(t) for t in emulator.burst_topics)
+            fill = env.venue.truth.fills[-1]
+            assert fill.origin == "stop_loss"
+            event = env.recorder.closed()[-1]
+            assert (event.reason, event.side, event.price) == ("stop_loss", side, fill.price)
+            assert not env.parts.book.holds(env.symbol)
+            env.venue.set_mark_price(env.symbol, start_mark)
+        await emulator.drain_streams()
+        assert len(env.recorder.closed()) == rounds  # once each, never twice

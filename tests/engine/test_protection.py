@@ -74,6 +74,7 @@ async def test_a_stop_removed_on_the_venue_is_placed_again_at_the_intended_price
     intent = env.intent(side)
     await env.engine.open(intent)
     await env.settled()
+    env.venue.faults.drop_rate = 1.0  # the stream does not tell: the reconciliation must find it
     remove_stops(env)
     before = total(env, "reprotected")
     await env.parts.reconciler.reconcile()
@@ -115,3 +116,61 @@ async def test_a_venue_saying_zero_position_closes_the_position_and_places_nothi
         assert not env.parts.book.holds(env.symbol)
         assert [(e.reason, e.source) for e in env.recorder.closed()] == [("position_gone", "error")]
         assert env.venue.truth.orders_for_closed_positions() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_order_cancelled_on_the_venue_is_replaced_at_once_from_the_stream(store, side):
+    # Binance stops are orders: the stream's ALGO_UPDATE CANCELED re-protects without waiting for a pass.
+    async with venue_env("binance", store) as env:
+        await env.start()
+        intent = env.intent(side)
+        await env.engine.open(intent)
+        await env.settled()
+        passes = len(env.recorder.seen["on_reconciled"])
+        cancelled = env.parts.book.get(env.symbol).stop.order_id
+        moves = len(env.recorder.seen["on_stop_moved"])
+        remove_stops(env)
+        await env.recorder.wait_for(lambda r: len(r.seen["on_stop_moved"]) > moves, BOUND_S)
+        assert len(env.recorder.seen["on_reconciled"]) == passes, "re-protected by a pass, not by the stream"
+        held = env.parts.book.get(env.symbol).stop
+        assert held.order_id != cancelled and held.trigger_price == intent.stop_loss == resting_stop_price(env)
+        assert env.venue.is_protected("default", env.symbol)
+        assert any(a.level == "warning" and "removed on the venue" in a.message for a in env.recorder.seen["on_alert"])
+
+
+async def test_a_trailing_move_that_cancels_the_old_stop_is_not_taken_for_a_removal(store):
+    # new-before-cancel: the cancel event of the replaced stop must not place a third stop
+    async with venue_env("binance", store) as env:
+        await env.start()
+        await env.engine.open(env.intent("long"))
+        await env.settled()
+        old = env.parts.book.get(env.symbol).stop
+        moved = await env.parts.driver.move_stop_loss(old, old.trigger_price * Decimal("1.001"))
+        await env.parts.protector.record(env.symbol, moved, previous=old.trigger_price)
+        reprotected = await env.parts.protector.reprotect(env.symbol, old.order_id)
+        assert reprotected is None
+        resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
+        assert [o.id for o in resting] == [moved.order_id]
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_reconciling_a_protected_bybit_position_cancels_nothing_and_the_stop_rests(store, side):
+    """Bybit lists the position's TP/SL as Untriggered system orders beside the position's stopLoss field
+    (docs/conformance.md Y1-Y2): that is one stop, never a duplicate to cancel."""
+    async with venue_env("bybit", store) as env:
+        await env.start()
+        intent = env.intent(side, tp_pct="3")
+        await env.engine.open(intent)
+        await env.settled()
+        emulator = env.harness.emulator
+        writes = {k: emulator.rest_calls[k] for k in ("POST /v5/order/cancel", "POST /v5/position/trading-stop")}
+        for _ in range(3):
+            await env.parts.reconciler.reconcile()
+        assert {k: emulator.rest_calls[k] for k in writes} == writes  # nothing cancelled, nothing re-placed
+        for key in ("duplicate_stops_cancelled", "stale_stops_cancelled", "reprotected", "closed"):
+            assert total(env, key) == 0, key
+        position = env.venue.position("default", env.symbol)
+        assert (position.stop_loss, position.take_profit) == (intent.stop_loss, intent.take_profit)
+        assert resting_stop_price(env) == intent.stop_loss
+        assert env.parts.book.get(env.symbol).stop.trigger_price == intent.stop_loss
+        assert env.venue.truth.unprotected_ms(symbol=env.symbol)["max"] == 0

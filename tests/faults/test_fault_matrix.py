@@ -47,6 +47,8 @@ SINGLE: dict[str, tuple[dict[str, Any], dict[str, int]]] = {
     "timeout_after_accept_next": ({}, {"timeout_after_accept_next": 1}),
     "reject_next_orders": ({}, {"reject_next_orders": 1}),
     "disconnect_every_ms": ({"disconnect_every_ms": 300}, {}),
+    "shuffle_topics": ({"shuffle_topics": True}, {}),
+    "order_visibility_lag_ms": ({"order_visibility_lag_ms": 200}, {}),
 }
 PAIRS: dict[str, tuple[str, str]] = {
     "lag_x_drop_closing": ("rest_position_lag_ms", "drop_closing_frames"),  # I-1 + I-4

@@ -19,14 +19,15 @@ HTTP errors, timeouts after accept, periodic disconnects) or by :class:`framewor
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -66,6 +67,12 @@ REJECT_CODES: dict[str, tuple[int, str | None]] = {
     "rejected": (10001, None),
 }
 
+# lotSizeFilter.minNotionalValue of the linear instruments (the real XRPUSDT / BTCUSDT answer "5"): an
+# opening order below it is refused with 110094 "Order notional value below the lower limit" (error.mdx).
+# Reduce-only orders are assumed exempt (docs/conformance.md Y9).
+MIN_NOTIONAL_VALUE = Decimal(5)
+MIN_NOTIONAL_CODE = 110094
+
 _SIDE = {"buy": "Buy", "sell": "Sell"}
 _POSITION_SIDE = {"long": "Buy", "short": "Sell", None: ""}
 _STOP_ORDER_TYPE = {"stop_market": "Stop", "take_profit_market": "Stop", "trailing_stop_market": "TrailingStop"}
@@ -80,6 +87,12 @@ _CREATE_TYPE = {
     "adl": "CreateByAdl_PassThrough",
 }
 _EXEC_TYPE = {"liquidation": "BustTrade", "adl": "AdlTrade"}
+# A position's TP/SL/TS as the system's conditional orders (trading-stop.mdx): kind -> (order type, stopOrderType)
+# enum.mdx cancelType: the other leg of a fired Full TP/SL pair.
+_OCO_CANCEL_TYPE = {("take_profit", "stop_loss"): "CancelByOCOTpCanceledBySlTriggered",
+                    ("stop_loss", "take_profit"): "CancelByOCOSlCanceledByTpTriggered"}
+_TPSL_KINDS = {"stop_loss": ("stop_market", "StopLoss"), "take_profit": ("take_profit_market", "TakeProfit"),
+               "trailing_stop": ("trailing_stop_market", "TrailingStop")}
 
 
 def num(value: Decimal | int | None, empty: str = "0") -> str:
@@ -140,8 +153,8 @@ class BybitEmulator:
         self.port = port
         self.timeout_hold_s = timeout_hold_s
         self.realtime_open_only = realtime_open_only
-        self.rest_calls: Counter[str] = Counter()
-        self.ws_ops: Counter[str] = Counter()  # WebSocket requests received, by op ("auth", "ping"...)
+        self.rest_calls: collections.Counter[str] = collections.Counter()
+        self.ws_ops: collections.Counter[str] = collections.Counter()  # WebSocket requests received, by op
         self._ws_op_seen = asyncio.Event()
         self.shaper = FrameShaper(venue)
         self.sessions: set[_Session] = set()
@@ -149,6 +162,17 @@ class BybitEmulator:
         self._unsubscribe: Callable[[], None] | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The positions' TP / SL / trailing stops as system conditional orders (docs/conformance.md Y1-Y5):
+        # every such order by id, the open one per (account, symbol, kind), and their cancelType.
+        self._tpsl: dict[str, VenueOrder] = {}
+        self._tpsl_open: dict[tuple[str, str, str], str] = {}
+        self._tpsl_cancel_type: dict[str, str] = {}
+        self._tpsl_fired: set[tuple[str, str, str]] = set()
+        self._trigger_children: set[str] = set()
+        self._tpsl_alias: dict[str, str] = {}  # market order of a fired TP/SL -> the system order's id
+        self._cursors: dict[str, tuple[list[Any], int]] = {}  # next-page cursor -> (listing, offset)
+        self._burst: list[tuple[_Session, str, str, bool]] = []  # frames held for faults.shuffle_topics
+        self.burst_topics: collections.deque[list[str]] = collections.deque(maxlen=100)  # order sent, shuffled bursts
         self._routes: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], bool]] = {
             ("GET", "/v5/market/time"): (self._time, False),
             ("GET", "/v5/market/instruments-info"): (self._instruments, False),
@@ -223,6 +247,7 @@ class BybitEmulator:
 
     async def drain_streams(self) -> None:
         """Wait until every frame queued so far went through the shaper (sent, dropped, held or delayed)."""
+        self._flush_burst()
         await asyncio.gather(*(session.queue.join() for session in list(self.sessions)))
 
     async def inject_private_frame(self, frame: str) -> None:
@@ -357,7 +382,8 @@ class BybitEmulator:
                                     "tickSize": num(instrument.tick_size)},
                     "lotSizeFilter": {"maxOrderQty": "1000000", "minOrderQty": num(instrument.min_amount),
                                       "qtyStep": num(instrument.step_size), "postOnlyMaxOrderQty": "1000000",
-                                      "maxMktOrderQty": "1000000", "minNotionalValue": "5"},
+                                      "maxMktOrderQty": "1000000",
+                                      "minNotionalValue": num(MIN_NOTIONAL_VALUE)},
                     "unifiedMarginTrade": True,
                     "fundingInterval": 480,
                     "settleCoin": instrument.quote,
@@ -439,9 +465,12 @@ class BybitEmulator:
             order_type = "stop_market" if falls == (side == "sell") else "take_profit_market"
             kwargs["trigger_price"] = trigger
         reduce_only = bool(params.get("reduceOnly")) or bool(params.get("closeOnTrigger"))
+        qty = self._decimal(params, "qty")
+        if not reduce_only and qty is not None and qty * self.venue.mark_price(instrument.symbol) < MIN_NOTIONAL_VALUE:
+            raise BybitApiReject(MIN_NOTIONAL_CODE, "Order notional value below the lower limit")
         try:
             order = self.venue.place_order(
-                account, instrument.symbol, side, order_type, self._decimal(params, "qty"),
+                account, instrument.symbol, side, order_type, qty,
                 client_order_id=params.get("orderLinkId") or None, reduce_only=reduce_only,
                 stop_loss=self._decimal(params, "stopLoss"), take_profit=self._decimal(params, "takeProfit"),
                 **kwargs,
@@ -472,38 +501,63 @@ class BybitEmulator:
                     f"{'higher' if long else 'lower'} than base_price:{mark}??MarkPrice")
         return f"expect Rising/Falling trigger price, but trigger_price:{params.get('triggerPrice')} vs mark {mark}"
 
-    def _find_orders(self, params: dict[str, Any], account: str) -> list[VenueOrder]:
-        """Orders of any status matching ``symbol`` / ``orderId`` / ``orderLinkId``, oldest first."""
+    def _find_orders(self, params: dict[str, Any], account: str, open_only: bool = False) -> list[VenueOrder]:
+        """Orders matching ``symbol`` / ``orderId`` / ``orderLinkId`` (of any status, or ``open_only``),
+        oldest first."""
         symbol = self.venue.instrument_by_id(str(params["symbol"])).symbol if params.get("symbol") else None
         order_id, link_id = params.get("orderId") or None, params.get("orderLinkId") or None
+        system = [o for o in self._tpsl.values() if o.account == account and symbol in (None, o.symbol)]
+        if order_id in self._tpsl:
+            return [o for o in system if o.id == order_id and not link_id]
         if order_id or link_id:
             try:
-                orders = [self.venue.get_order(account, symbol, order_id, link_id)]
+                return [self.venue.get_order(account, symbol, order_id, link_id)]
             except VenueReject:
                 return []
-        else:
-            orders = self.venue.orders(account, symbol, open_only=False)
-        return orders
+        orders = self.venue.orders(account, symbol, open_only=open_only)
+        if self._tpsl_alias:  # a fired TP/SL's market order is shown as the system order
+            orders = [o for o in orders if o.id not in self._tpsl_alias]
+        system = [o for o in system if o.is_open or not open_only]
+        return sorted(orders + system, key=lambda o: o.created_ms) if system else orders
+
+    def _visible(self, orders: list[VenueOrder]) -> list[VenueOrder]:
+        """Orders created at least ``faults.order_visibility_lag_ms`` ago: order creation "is asynchronous"
+        (bybit docs ``order/create-order.mdx``) and the order history "may delay" (``order/order-list.mdx``)."""
+        lag = self.venue.faults.order_visibility_lag_ms
+        if lag <= 0:
+            return orders
+        horizon = self.venue.now() - lag
+        return [o for o in orders if o.created_ms <= horizon]
 
     async def _order_realtime(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
-        by_id = bool(params.get("orderId") or params.get("orderLinkId"))
-        orders = self._find_orders(params, account)
-        if not by_id or self.realtime_open_only:  # Bybit lists recent closed orders only when asked by id
-            orders = [o for o in orders if o.is_open]
-        if params.get("orderFilter") == "StopOrder":
-            orders = [o for o in orders if o.conditional]
-        rows, cursor = _page([self._order_row(o) for o in orders[::-1]], params, default=20, maximum=50)
+
+        def listing() -> list[VenueOrder]:
+            by_id = bool(params.get("orderId") or params.get("orderLinkId"))
+            orders = self._visible(self._find_orders(params, account, open_only=not by_id))
+            if not by_id or self.realtime_open_only:  # Bybit lists recent closed orders only when asked by id
+                orders = [o for o in orders if o.is_open]
+            if params.get("orderFilter") == "StopOrder":
+                orders = [o for o in orders if o.conditional]
+            return orders[::-1]
+
+        rows, cursor = self._page(listing, self._order_row, params, default=20, maximum=50)
         return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     async def _order_history(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
-        orders = [o for o in self._find_orders(params, account) if not o.is_open]
+        orders = [o for o in self._visible(self._find_orders(params, account)) if not o.is_open]
         return {"list": [self._order_row(o) for o in orders[::-1]], "nextPageCursor": "", "category": "linear"}
 
     async def _order_cancel(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
         instrument = self._instrument(params)
+        system = self._tpsl.get(str(params.get("orderId") or ""))
+        if system is not None:  # a position's TP/SL: cancelling it removes it from the position (Y5)
+            if not system.is_open or system.symbol != instrument.symbol or system.account != account:
+                raise VenueReject("order_not_found", "order not exists or too late to cancel")
+            self.venue.set_trading_stop(account, system.symbol, **{system.origin: Decimal(0)})
+            return {"orderId": system.id, "orderLinkId": ""}
         order = self.venue.cancel_order(account, instrument.symbol, params.get("orderId") or None,
                                         params.get("orderLinkId") or None)
         return {"orderId": order.id, "orderLinkId": order.client_order_id or ""}
@@ -525,9 +579,12 @@ class BybitEmulator:
         stop_order_type = _STOP_ORDER_TYPE.get(order.type) or _ORIGIN_STOP_ORDER_TYPE.get(order.origin, "")
         direction = 0
         if order.trigger_price is not None:
-            falls = (order.type == "stop_market") == (order.side == "sell")
+            falls = (order.type != "take_profit_market") == (order.side == "sell")
             direction = 2 if falls else 1
-        return {
+        system = order.id in self._tpsl
+        if system:
+            stop_order_type = _TPSL_KINDS[order.origin][1]
+        fields = {
             "category": "linear", "symbol": instrument.id, "orderId": order.id,
             "orderLinkId": order.client_order_id or "", "blockTradeId": "", "side": _SIDE[order.side],
             "orderType": "Market", "cancelType": "CancelByUser" if order.status == "canceled" else "UNKNOWN",
@@ -548,6 +605,10 @@ class BybitEmulator:
             "smpOrderId": "", "feeCurrency": "", "cumFeeDetail": {"USDT": num(order.fee)},
             "rpiTakerAccess": False, "rpiMatchedQty": "0", "createType": _CREATE_TYPE.get(order.origin, "CreateByUser"),
         }
+        if system:
+            fields.update(tpslMode="Full", closeOnTrigger=True, reduceOnly=True,
+                          cancelType=self._tpsl_cancel_type[order.id])
+        return fields
 
     _REST_ORDER_KEYS = (
         "orderId", "orderLinkId", "blockTradeId", "symbol", "price", "qty", "side", "isLeverage", "positionIdx",
@@ -570,6 +631,35 @@ class BybitEmulator:
     def _order_row(self, order: VenueOrder) -> dict[str, Any]:
         fields = self._order_fields(order)
         return {key: fields[key] for key in self._REST_ORDER_KEYS}
+
+    MAX_CURSORS = 64  # listings kept for their next pages (oldest forgotten first)
+
+    def _page(self, listing: Callable[[], list[Any]], row: Callable[[Any], dict[str, Any]], params: dict[str, Any],
+              *, default: int, maximum: int) -> tuple[list[dict[str, Any]], str]:
+        """Bybit cursor paging: ``limit`` (1..maximum, default ``default``) rows and the next cursor, or
+        ``""`` on the last page.  The first page takes the listing once and keeps it under an opaque cursor,
+        so each further page costs only its own rows (and pages do not shift while the venue changes)."""
+        try:
+            limit = int(params.get("limit") or default)
+        except ValueError:
+            raise BybitApiReject(10001, "params error: limit") from None
+        if not 1 <= limit <= maximum:
+            raise BybitApiReject(10001, f"params error: limit must be 1..{maximum}")
+        cursor = params.get("cursor")
+        if cursor:
+            if cursor not in self._cursors:
+                raise BybitApiReject(10001, "params error: cursor invalid or expired")
+            items, start = self._cursors[cursor]  # kept: a page asked again after a lost answer is the same
+        else:
+            items, start = listing(), 0
+        end = start + limit
+        following = ""
+        if end < len(items):
+            following = uuid.uuid4().hex
+            self._cursors[following] = (items, end)
+            while len(self._cursors) > self.MAX_CURSORS:
+                self._cursors.pop(next(iter(self._cursors)))
+        return [row(item) for item in items[start:end]], following
 
     # --- positions -----------------------------------------------------------------------------------
 
@@ -626,9 +716,12 @@ class BybitEmulator:
             positions = list(visible.values())
         else:
             raise BybitApiReject(10001, "params error: symbol or settleCoin is required")
-        fields = [self._position_fields(p) for p in positions]
-        rows, cursor = _page([{key: f[key] for key in self._REST_POSITION_KEYS} for f in fields], params,
-                             default=20, maximum=200)
+
+        def row(position: VenuePosition) -> dict[str, Any]:
+            fields = self._position_fields(position)
+            return {key: fields[key] for key in self._REST_POSITION_KEYS}
+
+        rows, cursor = self._page(lambda: positions, row, params, default=20, maximum=200)
         return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     async def _trading_stop(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
@@ -638,6 +731,10 @@ class BybitEmulator:
             raise BybitApiReject(10001, "params error: only tpslMode=Full is supported")
         if str(params.get("positionIdx", 0)) != "0":
             raise BybitApiReject(10001, "position idx not match position mode")
+        opened = self.venue.position(account, instrument.symbol).opened_ms
+        lag = self.venue.faults.order_visibility_lag_ms
+        if lag > 0 and opened is not None and opened > self.venue.now() - lag:  # not visible yet (assumed, Y8)
+            raise BybitApiReject(10001, REJECT_CODES["zero_position"][1] or "")
         try:
             self.venue.set_trading_stop(
                 account, instrument.symbol,
@@ -797,27 +894,142 @@ class BybitEmulator:
                     session.queue.put_nowait((frame, False))
             return
         if isinstance(event, PositionEvent):
-            account, topic = event.position.account, "position"
             fields = self._position_fields(event.position)
-            data = {key: fields[key] for key in self._STREAM_POSITION_KEYS}
-            closing = not event.position.is_open
+            self._publish(event.position.account, "position", {key: fields[key] for key in self._STREAM_POSITION_KEYS},
+                          event.ts, closing=not event.position.is_open)
+            for order in self._sync_tpsl(event.position, event.ts):
+                self._publish_order(order, event.ts)
         elif isinstance(event, OrderEvent):
-            account, topic, closing = event.order.account, "order", False
-            fields = self._order_fields(event.order)
-            data = {key: fields[key] for key in self._STREAM_ORDER_KEYS}
+            self._publish_order(self._note_trigger(event.order), event.ts)
         elif isinstance(event, FillEvent):
-            account, topic, closing = event.account, "execution", False
-            data = self._execution_fields(event)
+            self._publish(event.account, "execution", self._execution_fields(event), event.ts)
         elif isinstance(event, BalanceEvent):
-            account, topic, closing = event.account, "wallet", False
-            data = self._wallet_row(event.balance, rest=False)
-        else:
-            return
+            self._publish(event.account, "wallet", self._wallet_row(event.balance, rest=False), event.ts)
+
+    def _publish_order(self, order: VenueOrder, ts: int) -> None:
+        fields = self._order_fields(order)
+        self._publish(order.account, "order", {key: fields[key] for key in self._STREAM_ORDER_KEYS}, ts)
+
+    def _publish(self, account: str, topic: str, data: dict[str, Any], ts: int, closing: bool = False) -> None:
+        """Queue one private frame.  Default order: the venue's event order (execution, order, position,
+        wallet for a fill; assumed, docs/conformance.md Y6).  With ``faults.shuffle_topics`` the frames of
+        one burst (one venue change, sent in the same loop iteration) are interleaved across topics at
+        random, each topic's own frames kept in order: Bybit documents no order between topics."""
         frame = json.dumps({"id": f"{uuid.uuid4().hex[:12]}-{topic}", "topic": topic,
-                            "creationTime": event.ts, "data": [data]})
+                            "creationTime": ts, "data": [data]})
         for session in self.sessions:
             if session.private and session.account == account and topic in session.topics:
-                session.queue.put_nowait((frame, closing))
+                if self.venue.faults.shuffle_topics or self._burst:
+                    if not self._burst:
+                        asyncio.get_running_loop().call_soon(self._flush_burst)
+                    self._burst.append((session, topic, frame, closing))
+                else:
+                    session.queue.put_nowait((frame, closing))
+
+    def _flush_burst(self) -> None:
+        """Send the held burst: per session, a random interleaving of its per-topic frame sequences."""
+        burst, self._burst = self._burst, []
+        for session in dict.fromkeys(s for s, *_ in burst):
+            by_topic: dict[str, list[tuple[str, bool]]] = {}
+            for s, topic, frame, closing in burst:
+                if s is session:
+                    by_topic.setdefault(topic, []).append((frame, closing))
+            order: list[str] = []
+            while by_topic:
+                topic = self.venue.rng.choice(sorted(by_topic))
+                order.append(topic)
+                session.queue.put_nowait(by_topic[topic].pop(0))
+                if not by_topic[topic]:
+                    del by_topic[topic]
+            self.burst_topics.append(order)
+
+    # --- the position's TP / SL / trailing stop as system conditional orders ---------------------------
+
+    def _note_trigger(self, order: VenueOrder) -> VenueOrder:
+        """The order to show for ``order``: a position's TP/SL firing (a market order with a stop origin that
+        no conditional order of the client spawned) is shown as the system TP/SL order itself, which goes
+        ``Triggered`` then ``Filled`` under its own ``orderId`` (a third-party history row of a fired Full
+        stop-loss shows it so: docs/conformance.md Y4)."""
+        if order.status == "triggered" and order.triggered_order_id:
+            self._trigger_children.add(order.triggered_order_id)
+            return order
+        key = (order.account, order.symbol, order.origin)
+        system_id = self._tpsl_alias.get(order.id)
+        if system_id is None and order.origin in _TPSL_KINDS and order.id not in self._trigger_children:
+            system_id = self._tpsl_open.get(key)
+        if system_id is None:
+            return order
+        self._tpsl_alias[order.id] = system_id
+        self._tpsl_fired.add(key)
+        system = self._tpsl[system_id]
+        system.status = "triggered" if order.status == "new" else order.status
+        system.filled, system.average, system.fee = order.filled, order.average, order.fee
+        system.realized_pnl, system.updated_ms = order.realized_pnl, order.updated_ms
+        return replace(system)
+
+    @staticmethod
+    def _tpsl_trigger(position: VenuePosition, kind: str) -> Decimal | None:
+        if not position.is_open:
+            return None
+        if kind != "trailing_stop":
+            return position.stop_loss if kind == "stop_loss" else position.take_profit
+        distance = position.trailing_stop
+        if distance is None:
+            return None
+        if position.trailing_active_price is not None:  # open-order.mdx: "If TrailingStop, it is activate price"
+            return position.trailing_active_price
+        base = position.trailing_best or position.mark_price  # assumed: the current stop price
+        return base - distance if position.side == "long" else base + distance
+
+    def _sync_tpsl(self, position: VenuePosition, ts: int) -> list[VenueOrder]:
+        """Bring the system TP/SL orders of ``position`` in line with its attached stops; returns the
+        orders that changed (to push on the ``order`` topic).
+
+        Sources (bybit docs ``position/trading-stop.mdx``): trading-stop "will create conditional orders by
+        the system internally", modifies the existing Full-mode orders, and the system "will cancel these
+        orders if the position is closed, and adjust the qty according to the size of the open position".
+        docs/conformance.md Y3-Y5: no orderLinkId, qty = the position's size; a cancelled one ends
+        ``Deactivated`` (assumed); a fired one follows the market order it became (:meth:`_note_trigger`).
+        """
+        changed = []
+        for kind, (order_type, _) in _TPSL_KINDS.items():
+            key = (position.account, position.symbol, kind)
+            trigger = self._tpsl_trigger(position, kind)
+            order = self._tpsl.get(self._tpsl_open.get(key, ""))
+            side = "sell" if position.side == "long" else "buy"
+            if order is not None and (trigger is None or order.side != side):
+                del self._tpsl_open[key]
+                fired = key in self._tpsl_fired
+                if not fired:  # a fired one follows the market order it became (_note_trigger)
+                    order.status = "canceled"
+                self._tpsl_cancel_type[order.id] = (
+                    "UNKNOWN" if fired else _OCO_CANCEL_TYPE.get((kind, self._fired_kind(position)), "")
+                    or ("CancelByTpSlTsClear" if not position.is_open else "CancelByUser")
+                )
+                order.updated_ms = ts
+                changed.append(order)
+                order = None
+            if trigger is None:
+                continue
+            if order is None:
+                order = VenueOrder(
+                    id=str(uuid.uuid4()), client_order_id=None, account=position.account, symbol=position.symbol,
+                    side=side, type=order_type, amount=position.contracts, reduce_only=True, close_position=True,
+                    trigger_price=trigger, origin=kind, created_ms=ts, updated_ms=ts,
+                )
+                self._tpsl[order.id] = order
+                self._tpsl_open[key] = order.id
+                self._tpsl_cancel_type[order.id] = "UNKNOWN"
+                changed.append(order)
+            elif (order.trigger_price, order.amount) != (trigger, position.contracts):
+                order.trigger_price, order.amount, order.updated_ms = trigger, position.contracts, ts
+                changed.append(order)
+        for kind in _TPSL_KINDS:
+            self._tpsl_fired.discard((position.account, position.symbol, kind))
+        return [replace(order) for order in changed]
+
+    def _fired_kind(self, position: VenuePosition) -> str | None:
+        return next((k for k in _TPSL_KINDS if (position.account, position.symbol, k) in self._tpsl_fired), None)
 
     def _execution_fields(self, fill: FillEvent) -> dict[str, Any]:
         order = self.venue.get_order(fill.account, fill.symbol, fill.order_id)
@@ -830,7 +1042,8 @@ class BybitEmulator:
             "execValue": num(fill.amount * fill.price), "feeRate": "0.0005", "tradeIv": "", "markIv": "",
             "blockTradeId": "", "markPrice": num(fill.price), "indexPrice": "", "underlyingPrice": "",
             "leavesQty": num(amount - order.filled if order.is_open else Decimal(0)),
-            "orderId": fill.order_id, "orderLinkId": fill.client_order_id or "", "orderPrice": num(fill.price),
+            "orderId": self._tpsl_alias.get(fill.order_id, fill.order_id), "orderLinkId": fill.client_order_id or "",
+            "orderPrice": num(fill.price),
             "orderQty": num(amount), "orderType": "Market",
             "stopOrderType": _ORIGIN_STOP_ORDER_TYPE.get(fill.origin, "UNKNOWN"), "side": _SIDE[fill.side],
             "execTime": str(fill.ts), "isLeverage": "0", "isMaker": False, "seq": int(fill.exec_id),
@@ -839,16 +1052,3 @@ class BybitEmulator:
             "feeCurrency": "USDT",
         }
 
-
-def _page(rows: list[Any], params: dict[str, Any], *, default: int, maximum: int) -> tuple[list[Any], str]:
-    """Bybit cursor paging: ``limit`` (1..maximum, default ``default``) rows from ``cursor``; the next
-    cursor, or ``""`` on the last page.  The cursor is opaque to clients (here: the offset)."""
-    try:
-        limit = int(params.get("limit") or default)
-        start = int(params.get("cursor") or 0)
-    except ValueError:
-        raise BybitApiReject(10001, "params error: limit / cursor") from None
-    if not 1 <= limit <= maximum or start < 0:
-        raise BybitApiReject(10001, f"params error: limit must be 1..{maximum}")
-    end = start + limit
-    return rows[start:end], (str(end) if end < len(rows) else "")

@@ -12,6 +12,7 @@ Endpoints (Bybit v5 docs): ``POST /v5/order/create`` (answers only ids), ``GET /
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -40,6 +41,7 @@ from framework.models import (
     StopLoss,
     VenueSnapshot,
     close_side,
+    now_ms,
 )
 from framework_bybit.decoder import VENUE, BybitDecoder, decimal_or_none, positive_or_none, unified_symbol
 
@@ -58,6 +60,7 @@ NOT_MODIFIED = 34040
 ORDER_NOT_EXIST = 110001
 REDUCE_ONLY_SAME_SIDE = 110017
 DUPLICATE_ORDER_LINK_ID = 110072
+MIN_NOTIONAL = 110094  # "Order notional value below the lower limit"
 
 _TRIGGER_FIELDS = {"stop_loss": ("stopLoss", "slTriggerBy"), "take_profit": ("takeProfit", "tpTriggerBy")}
 
@@ -101,6 +104,12 @@ class BybitConnection:
         self.rest_calls = 0
         options = config.options
         self.ping_interval_s = float(options.get("ping_interval_s", 20.0))
+        # How long a just-created order may stay invisible to /v5/order/realtime and history (asked again
+        # every poll_interval_ms), and how long a position the stream showed open outweighs a trading-stop
+        # "zero position" (docs/conformance.md Y8).
+        self.poll_interval_ms = int(options.get("poll_interval_ms", 200))
+        self.order_visible_wait_ms = int(options.get("order_visible_wait_ms", 3000))
+        self.position_visible_grace_ms = int(options.get("position_visible_grace_ms", 2000))
 
     def __repr__(self) -> str:
         return f"BybitConnection(rest_url={self.config.rest_url!r}, ws_url={self.ws_url!r})"
@@ -205,6 +214,8 @@ def translate(exc: BaseException, action: str, *, write: bool = False, **where: 
             return OrderNotFound(text, code=code, **where)
         if code == RATE_LIMIT:
             return RateLimited(text, code=code, **where)
+        if code == MIN_NOTIONAL:
+            return OrderRejected(text + "; below the instrument's minNotionalValue", code=code, **where)
         if code == DUPLICATE_ORDER_LINK_ID:
             return OutcomeUnknown(text + "; an order with this client order id exists", code=code, **where)
         if write and code not in (TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN):
@@ -247,11 +258,50 @@ async def create_entry(conn: BybitConnection, intent: OrderIntent) -> dict[str, 
 async def _create_market_order(
     conn: BybitConnection, symbol: str, side: str, contracts: Decimal, params: dict[str, Any], client_order_id: str
 ) -> dict[str, Any]:
+    _check_size(conn, symbol, contracts, client_order_id)
     conn.rest_calls += 1
     try:
         return await conn.client.create_order(symbol, "market", side, str(contracts), None, params)
     except Exception as exc:
-        raise translate(exc, "create order", write=True, symbol=symbol, order_id=client_order_id) from exc
+        error = translate(exc, "create order", write=True, symbol=symbol, order_id=client_order_id)
+        if isinstance(exc, BybitApiError) and exc.ret_code == DUPLICATE_ORDER_LINK_ID:
+            existing = await _existing_order(conn, symbol, client_order_id)
+            if existing is not None:
+                return existing
+        raise error from exc
+
+
+def _check_size(conn: BybitConnection, symbol: str, contracts: Decimal, client_order_id: str) -> None:
+    """Refuse a size the venue would not take as is, before anything is sent: ccxt truncates ``qty`` to
+    ``lotSizeFilter.qtyStep`` silently, which would open or close another size than asked.
+
+    :raises OrderRejected: ``contracts`` below ``lotSizeFilter.minOrderQty`` or not a multiple of ``qtyStep``
+        (``/v5/market/instruments-info``, as loaded by ccxt).
+    """
+    market = conn.client.market(symbol)
+    step = market["precision"]["amount"]
+    minimum = (market.get("limits") or {}).get("amount", {}).get("min")
+    where = {"venue": VENUE, "symbol": symbol, "order_id": client_order_id}
+    if step and contracts % Decimal(str(step)) != 0:
+        raise OrderRejected(f"{contracts} contracts is not a multiple of the qty step {step}; nothing sent", **where)
+    if minimum and contracts < Decimal(str(minimum)):
+        raise OrderRejected(f"{contracts} contracts is below the minimum order qty {minimum}; nothing sent",
+                            **where)
+
+
+async def _existing_order(conn: BybitConnection, symbol: str, client_order_id: str) -> dict[str, Any] | None:
+    """110072 "OrderLinkedID is duplicate": an order with this client order id exists (typically the
+    first attempt, whose answer was lost).  It is that order's result, never a rejection: ccxt's order
+    dict of the venue's order looked up by orderLinkId, or ``None`` while the venue does not show it yet
+    (the caller then gets :class:`OutcomeUnknown`)."""
+    try:
+        payload = await fetch_order_payload(conn, symbol, None, client_order_id)
+    except VenueError as exc:
+        log.warning("bybit: order %s after 110072 not readable: %s", client_order_id, exc)
+        return None
+    if payload is None:
+        return None
+    return dict(conn.client.parse_order(payload, conn.client.market(symbol)))
 
 
 async def fetch_order_payload(
@@ -285,6 +335,21 @@ async def fetch_order_payload(
     return None
 
 
+async def _await_order_payload(
+    conn: BybitConnection, symbol: str | None, order_id: str | None, client_order_id: str | None
+) -> dict[str, Any] | None:
+    """:func:`fetch_order_payload` for an order just created: Bybit's order creation "is asynchronous"
+    (bybit docs ``order/create-order.mdx``), so an order may not be listed yet.  Asks again, waking on
+    stream changes, for up to ``options['order_visible_wait_ms']`` (3000) before answering ``None``."""
+    deadline = time.monotonic() + conn.order_visible_wait_ms / 1000
+    while True:
+        payload = await fetch_order_payload(conn, symbol, order_id, client_order_id)
+        remaining = deadline - time.monotonic()
+        if payload is not None or remaining <= 0:
+            return payload
+        await conn.cache.wait_changed(min(remaining, conn.poll_interval_ms / 1000))
+
+
 async def normalize_order(conn: BybitConnection, raw: Mapping[str, Any], intent: OrderIntent | None) -> Order:
     """A complete :class:`Order` from ccxt's dict or a Bybit payload; a minimal one (Bybit's create
     answers only ids) is completed from ``/v5/order/realtime`` or ``/v5/order/history``.
@@ -303,7 +368,7 @@ async def normalize_order(conn: BybitConnection, raw: Mapping[str, Any], intent:
     if not order_id and not client_order_id:
         raise OrderIncomplete("the order has neither an id nor a client order id", **where)
     try:
-        payload = await fetch_order_payload(conn, symbol, order_id, client_order_id)
+        payload = await _await_order_payload(conn, symbol, order_id, client_order_id)
     except VenueError as exc:
         raise OrderIncomplete(f"could not complete the order from the venue: {exc.message}", **where) from exc
     if payload is None:
@@ -345,7 +410,7 @@ async def close_position(
         conn, symbol, close_side(side), contracts,
         {"clientOrderId": client_order_id, "reduceOnly": True, "positionIdx": 0}, client_order_id,
     )
-    payload = await fetch_order_payload(conn, symbol, raw.get("id"), client_order_id)
+    payload = await _await_order_payload(conn, symbol, raw.get("id"), client_order_id)
     if payload is None:
         raise OrderIncomplete("closing order accepted but unknown to the venue", venue=VENUE, symbol=symbol,
                               order_id=raw.get("id"))
@@ -358,19 +423,66 @@ async def close_position(
 async def _trading_stop(conn: BybitConnection, symbol: str, fields: dict[str, str]) -> bool:
     """``POST /v5/position/trading-stop`` (Full mode, position in one-way mode).
 
-    :returns: ``True`` when the venue changed something, ``False`` for 34040 "not modified".
+    :returns: ``True`` when the venue changed something, ``False`` for 34040 "not modified" once the
+        position shows every value asked for (see :func:`_confirm_not_modified`).
     :raises PositionGone: 10001 zero position (never retried).
+    :raises VenueError: 34040 that is not "already set" (a missing parameter), or any other failure.
     """
     params = {"category": "linear", "symbol": conn.market_id(symbol), "tpslMode": "Full", "positionIdx": 0, **fields}
+    while True:
+        try:
+            await conn.call("privatePostV5PositionTradingStop", params)
+        except BybitApiError as exc:
+            if exc.ret_code == NOT_MODIFIED:
+                await _confirm_not_modified(conn, symbol, fields, exc)
+                return False
+            error = translate(exc, "trading-stop", symbol=symbol)
+            if isinstance(error, PositionGone) and _stream_shows_open(conn, symbol):
+                # A fill the stream showed, the venue's position view not yet (order creation "is
+                # asynchronous"): ask again while that evidence is fresh, then the venue's answer stands.
+                log.info("bybit %s: trading-stop says zero position, the stream showed it open: asking again",
+                         symbol)
+                await conn.cache.wait_changed(conn.poll_interval_ms / 1000)
+                continue
+            raise error from exc
+        except Exception as exc:
+            raise translate(exc, "trading-stop", symbol=symbol) from exc
+        return True
+
+
+def _stream_shows_open(conn: BybitConnection, symbol: str) -> bool:
+    """The private stream's latest position for ``symbol`` is open and at most
+    ``options['position_visible_grace_ms']`` (2000) old: a "zero position" answer then contradicts evidence
+    already held (the fill was shown; the venue's position view may lag it), so it is not taken as gone
+    yet.  Bounded, because a lost flat frame leaves the same evidence behind a position really gone (I-1)."""
+    update = conn.cache.position(symbol)
+    return update is not None and update.contracts > 0 and now_ms() - update.timestamp <= conn.position_visible_grace_ms
+
+
+async def _confirm_not_modified(conn: BybitConnection, symbol: str, fields: dict[str, str], exc: BybitApiError) -> None:
+    """34040 is "Not modified. Indicates you already set this TP/SL value or you didn't pass a required
+    parameter" (bybit docs ``error.mdx``): it is taken as "already set" only when ``GET /v5/position/list``
+    shows every price asked for (``"0"``: none set).
+
+    :raises VenueError: no price was asked for, the position shows other values (a missing parameter, or
+        REST lagging behind: the caller retries), or the position cannot be read.
+    """
+    where = {"venue": VENUE, "symbol": symbol, "code": NOT_MODIFIED}
+    asked = {field: Decimal(value) for field, value in fields.items() if field in ("stopLoss", "takeProfit",
+                                                                                  "trailingStop")}
+    if not asked:
+        raise VenueError(f"trading-stop: {exc.ret_msg} (retCode 34040) with no price asked for: a missing parameter",
+                         **where)
     try:
-        await conn.call("privatePostV5PositionTradingStop", params)
-    except BybitApiError as exc:
-        if exc.ret_code == NOT_MODIFIED:
-            return False
-        raise translate(exc, "trading-stop", symbol=symbol) from exc
-    except Exception as exc:
-        raise translate(exc, "trading-stop", symbol=symbol) from exc
-    return True
+        rows = (await conn.call("privateGetV5PositionList",
+                                {"category": "linear", "symbol": conn.market_id(symbol)})).get("list") or []
+    except Exception as read_exc:
+        raise translate(read_exc, "trading-stop: reading the position after 34040", symbol=symbol) from exc
+    shown = rows[0] if rows else {}
+    for field, value in asked.items():
+        if (decimal_or_none(shown.get(field)) or Decimal(0)) != value:
+            raise VenueError(f"trading-stop: {exc.ret_msg} (retCode 34040) but the position shows "
+                             f"{field}={shown.get(field)!r}, not {value}", **where)
 
 
 def _price(conn: BybitConnection, symbol: str, price: Decimal) -> str:
@@ -446,9 +558,11 @@ def _position_from_row(conn: BybitConnection, row: Mapping[str, Any]) -> Positio
     )
 
 
-_CONDITIONAL_KINDS = {"StopLoss": "stop_loss", "PartialStopLoss": "stop_loss", "Stop": "stop_loss",
-                      "TakeProfit": "take_profit", "PartialTakeProfit": "take_profit",
-                      "TrailingStop": "trailing_stop"}
+_CONDITIONAL_KINDS = {"PartialStopLoss": "stop_loss", "Stop": "stop_loss", "PartialTakeProfit": "take_profit"}
+# A Full-mode TP / SL / trailing stop of the position: the conditional order the system creates for the
+# position's stopLoss / takeProfit / trailingStop (bybit docs position/trading-stop.mdx, enum.mdx
+# stopOrderType; docs/conformance.md Y1-Y2).  It is the position's stop, not a second one.
+_POSITION_TPSL_KINDS = {"StopLoss": "stop_loss", "TakeProfit": "take_profit", "TrailingStop": "trailing_stop"}
 
 
 _ATTACHED_FIELDS = (("stop_loss", "stopLoss"), ("take_profit", "takeProfit"), ("trailing_stop", "trailingStop"))
@@ -475,8 +589,14 @@ async def _all_pages(conn: BybitConnection, method: str, limit: int) -> tuple[li
 
 async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
     """``/v5/position/list`` + ``/v5/order/realtime`` (settleCoin USDT): one call each per page of 200
-    positions / 50 orders (``options['snapshot_page_limit']`` lowers both, for tests).  Stops: every
-    position's attached stop-loss / take-profit / trailing stop, plus resting reduce-only conditional orders.
+    positions / 50 orders (``options['snapshot_page_limit']`` lowers both, for tests).
+
+    Stops: every position's attached stop-loss / take-profit / trailing stop, once each, as attached
+    (``order_id None``: removed through trading-stop), plus resting reduce-only conditional orders.  The
+    ``Untriggered`` system orders Bybit lists for the attached ones (``stopOrderType`` ``StopLoss`` /
+    ``TakeProfit`` / ``TrailingStop``) are the same stops, not more: they stay in ``open_orders`` only, and
+    give the trigger when the position row does not show it yet.  Without an open position in this
+    snapshot they are not reported: the venue cancels them with the position (``CancelByTpSlTsClear``).
     """
     page = conn.config.options.get("snapshot_page_limit")
     try:
@@ -484,26 +604,32 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
         order_rows, order_calls = await _all_pages(conn, "privateGetV5OrderRealtime", page or 50)
     except Exception as exc:
         raise translate(exc, "snapshot") from exc
-    positions, stops = [], []
-    for row in position_rows:
-        position = _position_from_row(conn, row)
-        if position is None:
-            continue
-        positions.append(position)
-        for kind, field in _ATTACHED_FIELDS:
-            price = positive_or_none(row.get(field))
-            if price is not None:
-                stops.append(StopLoss(venue=VENUE, symbol=position.symbol, side=position.side, kind=kind,  # type: ignore[arg-type]
-                                      trigger_price=price))
-    open_orders = []
+    open_orders, stops = [], []
+    system: dict[tuple[str, str], Decimal] = {}  # (symbol, kind) -> trigger of the position's TP/SL order
     for row in order_rows:
         order = conn.decoder.order_from_payload(row)
         open_orders.append(order)
+        position_kind = _POSITION_TPSL_KINDS.get(str(row.get("stopOrderType") or ""))
+        if position_kind is not None:
+            if order.trigger_price is not None and position_kind != "trailing_stop":
+                system[(order.symbol, position_kind)] = order.trigger_price
+            continue
         kind = _CONDITIONAL_KINDS.get(str(row.get("stopOrderType") or ""))
         closing = bool(row.get("reduceOnly")) or bool(row.get("closeOnTrigger"))
         if kind and closing and order.trigger_price is not None:
             stops.append(StopLoss(venue=VENUE, symbol=order.symbol, side="long" if order.side == "sell" else "short",
                                   kind=kind, trigger_price=order.trigger_price, order_id=order.id,  # type: ignore[arg-type]
                                   contracts=order.amount or None))
+    positions = []
+    for row in position_rows:
+        position = _position_from_row(conn, row)
+        if position is None:
+            continue
+        positions.append(position)
+        for kind, field in _ATTACHED_FIELDS:
+            price = positive_or_none(row.get(field)) or system.get((position.symbol, kind))
+            if price is not None:
+                stops.append(StopLoss(venue=VENUE, symbol=position.symbol, side=position.side, kind=kind,  # type: ignore[arg-type]
+                                      trigger_price=price))
     return VenueSnapshot(venue=VENUE, account=conn.config.account, positions=positions,
                          open_orders=open_orders, stops=stops, rest_calls=position_calls + order_calls)

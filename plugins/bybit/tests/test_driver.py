@@ -19,6 +19,7 @@ from framework.errors import (
     PositionGone,
     RateLimited,
     StreamError,
+    VenueError,
     WouldTriggerImmediately,
 )
 from framework.models import PositionUpdate, StopLoss
@@ -118,6 +119,35 @@ async def test_move_to_the_same_price_is_not_modified_and_returns_the_resting_st
     assert moved.trigger_price == Decimal("0.95")
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_duplicate_client_order_id_resolves_to_the_existing_order(driver, venue, emulator, side):
+    """110072: the order with this orderLinkId exists (a retry after a lost answer): it is the result."""
+    entry = intent(side, stop_loss="0.95" if side == "long" else "1.05")
+    venue.faults.timeout_after_accept_next = 1
+    emulator.timeout_hold_s = 5.0  # past the client's 3 s timeout
+    with pytest.raises(OutcomeUnknown):
+        await driver.create_entry(entry)
+    raw = await driver.create_entry(entry)  # the retry: 110072 on the venue
+    assert [r.reject_reason for r in venue.truth.orders][-1] == "duplicate_client_order_id"
+    order = await driver.normalize_order(raw, entry)
+    assert (order.client_order_id, order.side, order.filled) == (entry.client_order_id, entry.order_side, Decimal(43))
+    assert venue.position("default", SYMBOL).contracts == Decimal(43)  # one position, not two
+
+
+async def test_34040_is_not_read_as_already_set_unless_the_position_shows_it(conn, venue):
+    """34040 also means "you didn't pass a required parameter" (bybit docs error.mdx)."""
+    await rest.create_entry(conn, intent())
+    with pytest.raises(VenueError) as missing:  # no price at all: the venue answers 34040
+        await rest._trading_stop(conn, SYMBOL, {"slTriggerBy": "MarkPrice"})
+    assert missing.value.code == 34040 and not isinstance(missing.value, PositionGone)
+    venue.faults.rest_position_lag_ms = 30_000  # the position list cannot confirm the value yet
+    with pytest.raises(VenueError):
+        await rest.set_trigger(conn, SYMBOL, "long", Decimal("0.95"), "stop_loss")
+    venue.faults.rest_position_lag_ms = 0
+    stop = await rest.set_trigger(conn, SYMBOL, "long", Decimal("0.95"), "stop_loss")  # shown: already set
+    assert stop.trigger_price == Decimal("0.95")
+
+
 async def test_move_on_a_closed_position_is_position_gone_and_places_nothing(driver, venue):
     await open_long(driver, venue)
     venue.manual_close("default", SYMBOL)
@@ -178,7 +208,45 @@ async def test_snapshot_follows_every_page(driver, venue, emulator):
     snapshot = await driver.fetch_snapshot()
     assert {p.symbol for p in snapshot.positions} == {SYMBOL, "BTC/USDT:USDT"}  # two pages of one
     assert Decimal(71000) in {s.trigger_price for s in snapshot.stops}
-    assert snapshot.rest_calls == sum(emulator.rest_calls.values()) - before == 3  # 2 position pages + 1
+    # 2 position pages + 3 order pages (the stop order and the two positions' system stop-loss orders)
+    assert snapshot.rest_calls == sum(emulator.rest_calls.values()) - before == 5
+
+
+async def system_tpsl_rows(conn) -> dict[str, dict]:
+    result = await conn.call("privateGetV5OrderRealtime", {"category": "linear", "settleCoin": "USDT"})
+    return {row["stopOrderType"]: row for row in result["list"]}
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_snapshot_reports_the_position_stop_once_though_the_venue_lists_its_order(driver, venue, side):
+    stop, take = ("0.95", "1.1") if side == "long" else ("1.05", "0.9")
+    entry = intent(side, stop_loss=stop, take_profit=Decimal(take))
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    rows = await system_tpsl_rows(driver.conn)
+    assert set(rows) == {"StopLoss", "TakeProfit"}  # the venue lists them as Untriggered orders (Y2)
+    snapshot = await driver.fetch_snapshot()
+    assert sorted((s.kind, s.side, s.trigger_price, s.order_id) for s in snapshot.stops) == [
+        ("stop_loss", side, Decimal(stop), None), ("take_profit", side, Decimal(take), None)]
+    assert {o.id for o in snapshot.open_orders} == {rows["StopLoss"]["orderId"], rows["TakeProfit"]["orderId"]}
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_cancelling_the_stop_works_in_either_representation(driver, venue, side):
+    stop = "0.95" if side == "long" else "1.05"
+    entry = intent(side, stop_loss=stop)
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    # attached (as the snapshot and set_trigger report it): trading-stop "0" removes the field and the order
+    attached = StopLoss(venue="bybit", symbol=SYMBOL, side=side, trigger_price=Decimal(stop))
+    assert await driver.cancel_stop_loss(attached) is True
+    assert venue.position("default", SYMBOL).stop_loss is None and await system_tpsl_rows(driver.conn) == {}
+    # by the system order's id (as the venue lists it): cancelling the order removes the position's stop
+    await driver.set_stop_loss(SYMBOL, side, Decimal(43), Decimal(stop))
+    order_id = (await system_tpsl_rows(driver.conn))["StopLoss"]["orderId"]
+    by_order = attached.model_copy(update={"order_id": order_id})
+    assert await driver.cancel_stop_loss(by_order) is True
+    assert venue.position("default", SYMBOL).stop_loss is None and await system_tpsl_rows(driver.conn) == {}
+    assert await driver.cancel_stop_loss(by_order) is False
+    assert await driver.cancel_stop_loss(attached) is False
 
 
 async def test_rejected_entry_is_order_rejected(driver, venue):
@@ -267,5 +335,57 @@ async def test_mark_prices_from_the_public_stream(conn, venue):
         tick = await sink.wait_for(lambda: [e for e in sink.events if e.price == Decimal("1.0123")])
         assert tick[0].symbol == SYMBOL
     finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_sizes_the_venue_would_not_take_as_is_are_refused_nothing_filled(driver, venue, emulator, side):
+    stop = "0.95" if side == "long" else "1.05"
+    before = emulator.rest_calls["POST /v5/order/create"]
+    for contracts in ("43.05", "0.05"):  # off the qtyStep 0.1 (ccxt would truncate it) / below minOrderQty
+        with pytest.raises(OrderRejected) as error:
+            await driver.create_entry(intent(side, contracts=contracts, stop_loss=stop))
+        assert "nothing sent" in error.value.message
+    assert emulator.rest_calls["POST /v5/order/create"] == before
+    with pytest.raises(OrderRejected) as error:  # 4 XRP at mark 1 = 4 USDT < minNotionalValue 5
+        await driver.create_entry(intent(side, contracts="4", stop_loss=stop))
+    assert error.value.code == 110094
+    assert venue.position("default", SYMBOL).contracts == 0
+
+
+async def test_normalize_waits_for_an_order_the_venue_does_not_list_yet(conn, venue, emulator):
+    venue.faults.order_visibility_lag_ms = 300  # order creation "is asynchronous" (create-order.mdx)
+    entry = intent()
+    raw = await rest.create_entry(conn, entry)
+    before = emulator.rest_calls["GET /v5/order/realtime"]
+    order = await rest.normalize_order(conn, raw, entry)
+    assert (order.side, order.filled, order.client_order_id) == ("buy", Decimal(43), entry.client_order_id)
+    assert emulator.rest_calls["GET /v5/order/realtime"] > before + 1  # asked again, not taken as unknown
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_zero_position_contradicting_a_fresh_fill_on_the_stream_is_asked_again(conn, venue, emulator, side):
+    sink = RecordingSink()
+    task = asyncio.create_task(stream.run_stream(conn, sink))
+    grace = conn.position_visible_grace_ms
+    take = Decimal("1.2") if side == "long" else Decimal("0.8")
+    try:
+        await sink.wait_for(lambda: sink.connected)
+        venue.faults.order_visibility_lag_ms = 300  # the venue's position view lags the fill
+        await rest.create_entry(conn, intent(side, stop_loss="0.95" if side == "long" else "1.05"))
+        await sink.wait_for(lambda: (p := conn.cache.position(SYMBOL)) and p.contracts == 43)
+        before = emulator.rest_calls["POST /v5/position/trading-stop"]
+        # 10001 "zero position" while the stream just showed the fill: asked again, then set
+        assert (await rest.set_trigger(conn, SYMBOL, side, take, "take_profit")).trigger_price == take
+        assert emulator.rest_calls["POST /v5/position/trading-stop"] > before + 1
+        assert venue.position("default", SYMBOL).take_profit == take
+        venue.faults.order_visibility_lag_ms = 30_000  # longer than the evidence stays fresh
+        conn.position_visible_grace_ms = 300
+        with pytest.raises(PositionGone):  # then the venue's answer stands
+            await rest.set_trigger(conn, SYMBOL, side, take + (1 if side == "long" else -1) * Decimal("0.1"),
+                                   "take_profit")
+    finally:
+        conn.position_visible_grace_ms = grace
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -121,6 +121,46 @@ async def test_cancel_a_resting_conditional_order(conn, venue):
     assert error.value.ret_code == 110001
 
 
+async def test_min_notional_110094_for_an_opening_order_not_for_a_reduce_only_one(conn, venue):
+    order = {"category": "linear", "symbol": "XRPUSDT", "side": "Buy", "orderType": "Market", "qty": "4.9"}
+    with pytest.raises(BybitApiError) as error:  # 4.9 USDT at mark 1 < minNotionalValue 5
+        await conn.client.private_post_v5_order_create(order)
+    assert (error.value.ret_code, error.value.ret_msg) == (110094, "Order notional value below the lower limit")
+    await conn.client.private_post_v5_order_create({**order, "qty": "5"})
+    await conn.client.private_post_v5_order_create({**order, "side": "Sell", "qty": "1", "reduceOnly": True})
+    assert venue.position("default", SYMBOL).contracts == 4
+
+
+async def test_order_visibility_lag_hides_a_new_order_and_its_position_from_trading_stop(conn, venue):
+    venue.faults.order_visibility_lag_ms = 30_000
+    raw = await rest.create_entry(conn, intent())
+    query = {"category": "linear", "symbol": "XRPUSDT", "orderId": raw["id"]}
+    for endpoint in (conn.client.private_get_v5_order_realtime, conn.client.private_get_v5_order_history):
+        assert (await endpoint(query))["result"]["list"] == []  # "this request is asynchronous"
+    with pytest.raises(BybitApiError) as error:
+        await conn.client.private_post_v5_position_trading_stop(
+            {"category": "linear", "symbol": "XRPUSDT", "takeProfit": "1.2", "tpslMode": "Full", "positionIdx": 0})
+    assert (error.value.ret_code, error.value.ret_msg) == (10001, "can not set tp/sl/ts for zero position")
+    venue.faults.order_visibility_lag_ms = 0
+    [row] = (await conn.client.private_get_v5_order_realtime(query))["result"]["list"]
+    assert row["orderId"] == raw["id"]
+
+
+async def test_paging_takes_the_listing_once_and_each_page_costs_its_rows(conn, venue):
+    venue.place_order("default", SYMBOL, "buy", amount=Decimal(100))
+    placed = [venue.place_order("default", SYMBOL, "sell", type="stop_market", amount=Decimal(1), reduce_only=True,
+                                trigger_price=Decimal("0.5") + Decimal(i) / 1000).id for i in range(60)]
+    query = {"category": "linear", "settleCoin": "USDT", "limit": 50}
+    first = (await conn.client.private_get_v5_order_realtime(query))["result"]
+    late = venue.place_order("default", SYMBOL, "sell", type="stop_market", amount=Decimal(1), reduce_only=True,
+                             trigger_price=Decimal("0.4")).id
+    second = (await conn.client.private_get_v5_order_realtime({**query, "cursor": first["nextPageCursor"]}))["result"]
+    again = (await conn.client.private_get_v5_order_realtime({**query, "cursor": first["nextPageCursor"]}))["result"]
+    ids = [row["orderId"] for row in first["list"] + second["list"]]
+    assert ids == placed[::-1] and late not in ids  # newest first, the listing of the first page
+    assert second["nextPageCursor"] == "" and again["list"] == second["list"]
+
+
 # --- signatures ---------------------------------------------------------------------------------------------
 
 
@@ -328,3 +368,126 @@ async def test_disconnect_every_ms_drops_private_streams(conn, venue):
         assert sink.connected[1] is True and sink.disconnected
     finally:
         await stop_task(task)
+
+
+# --- the position's TP / SL as system conditional orders (docs/conformance.md Y1-Y5) -------------------------
+
+
+async def realtime_rows(conn, **params) -> list[dict[str, Any]]:
+    result = await conn.client.private_get_v5_order_realtime({"category": "linear", "settleCoin": "USDT", **params})
+    return result["result"]["list"]
+
+
+async def history_row(conn, order_id: str) -> dict[str, Any]:
+    result = await conn.client.private_get_v5_order_history({"category": "linear", "orderId": order_id})
+    [row] = result["result"]["list"]
+    return row
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_position_tpsl_are_listed_as_untriggered_system_orders(conn, venue, side):
+    stop, take = ("0.95", "1.1") if side == "long" else ("1.05", "0.9")
+    await rest.create_entry(conn, intent(side, stop_loss=stop, take_profit=Decimal(take)))
+    rows = {row["stopOrderType"]: row for row in await realtime_rows(conn)}  # the default call: no filter
+    assert set(rows) == {"StopLoss", "TakeProfit"}
+    closing = "Sell" if side == "long" else "Buy"
+    for kind, price in (("StopLoss", stop), ("TakeProfit", take)):
+        row = rows[kind]
+        assert (row["orderStatus"], row["orderType"], row["side"], row["triggerPrice"], row["qty"]) == (
+            "Untriggered", "Market", closing, price, "43")
+        assert (row["reduceOnly"], row["closeOnTrigger"], row["orderLinkId"], row["tpslMode"]) == (
+            True, True, "", "Full")
+    assert (await realtime_rows(conn, orderFilter="StopOrder")) != []
+
+    stop_id = rows["StopLoss"]["orderId"]
+    moved = "0.96" if side == "long" else "1.04"
+    await conn.client.private_post_v5_position_trading_stop(
+        {"category": "linear", "symbol": "XRPUSDT", "stopLoss": moved, "tpslMode": "Full", "positionIdx": 0})
+    venue.manual_close("default", SYMBOL, Decimal(20))
+    rows = {row["stopOrderType"]: row for row in await realtime_rows(conn)}
+    assert (rows["StopLoss"]["orderId"], rows["StopLoss"]["triggerPrice"]) == (stop_id, moved)  # amended in place
+    assert rows["StopLoss"]["qty"] == rows["TakeProfit"]["qty"] == "23"  # follows the position's size
+
+    cancel = await conn.client.private_post_v5_order_cancel(
+        {"category": "linear", "symbol": "XRPUSDT", "orderId": stop_id})
+    assert_same_shape(cancel, fixture_json("docs/rest_order_cancel_0.json"), "cancel")
+    assert cancel["result"] == {"orderId": stop_id, "orderLinkId": ""}
+    assert venue.position("default", SYMBOL).stop_loss is None  # cancelling the order removes the position's SL
+    cancelled = await history_row(conn, stop_id)
+    assert (cancelled["orderStatus"], cancelled["cancelType"]) == ("Deactivated", "CancelByUser")
+    with pytest.raises(BybitApiError) as error:
+        await conn.client.private_post_v5_order_cancel({"category": "linear", "symbol": "XRPUSDT", "orderId": stop_id})
+    assert error.value.ret_code == 110001
+
+    take_id = rows["TakeProfit"]["orderId"]
+    venue.manual_close("default", SYMBOL)
+    assert await realtime_rows(conn) == []
+    cleared = await history_row(conn, take_id)
+    assert (cleared["orderStatus"], cleared["cancelType"]) == ("Deactivated", "CancelByTpSlTsClear")
+
+
+async def test_position_tpsl_orders_are_pushed_on_the_order_topic_and_a_fired_stop_fills_under_its_id(
+        harness, conn, venue):
+    ws, _ = await private_socket(harness, topics=("order", "execution"))
+    executions: list[dict[str, Any]] = []
+    try:
+        await rest.create_entry(conn, intent(take_profit=Decimal("1.2")))
+        row = next(r for r in await realtime_rows(conn) if r["stopOrderType"] == "StopLoss")
+        take_id = next(r["orderId"] for r in await realtime_rows(conn) if r["stopOrderType"] == "TakeProfit")
+
+        async def next_tpsl_frame() -> dict[str, Any]:
+            async with asyncio.timeout(5):
+                while True:
+                    frame = json.loads(await ws.recv())
+                    if frame["topic"] == "execution":
+                        executions.extend(frame["data"])
+                        continue
+                    for item in frame["data"]:
+                        if item["orderId"] == row["orderId"]:
+                            return item
+
+        pushed = await next_tpsl_frame()
+        assert (pushed["orderStatus"], pushed["stopOrderType"], pushed["createType"], pushed["triggerPrice"]) == (
+            "Untriggered", "StopLoss", "CreateByStopLoss", "0.95")
+        venue.set_mark_price(SYMBOL, Decimal("0.94"))
+        assert (await next_tpsl_frame())["orderStatus"] == "Triggered"
+        filled = await next_tpsl_frame()  # the fill is under the system order's own id
+        assert (filled["orderStatus"], filled["cumExecQty"], filled["createType"]) == (
+            "Filled", "43", "CreateByStopLoss")
+        closure = venue.truth.closures[-1]
+        assert closure.origin == "stop_loss" and filled["avgPrice"] == str(closure.price)
+        [execution] = [e for e in executions if e["createType"] == "CreateByStopLoss"]
+        assert (execution["orderId"], execution["execPrice"]) == (row["orderId"], str(closure.price))
+        history = await history_row(conn, row["orderId"])
+        assert (history["orderStatus"], history["cumExecQty"], history["orderLinkId"]) == ("Filled", "43", "")
+        assert await realtime_rows(conn) == []
+        other = await history_row(conn, take_id)
+        assert (other["orderStatus"], other["cancelType"]) == ("Deactivated", "CancelByOCOTpCanceledBySlTriggered")
+    finally:
+        await ws.close()
+
+
+async def test_shuffle_topics_interleaves_a_burst_across_topics_keeping_each_topic_in_order(harness, venue, emulator):
+    ws, _ = await private_socket(harness)
+    try:
+        emulator.burst_topics.clear()
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+        await emulator.drain_streams()
+        assert list(emulator.burst_topics) == []  # default: the venue's event order, nothing held
+        venue.faults.shuffle_topics = True
+        for _ in range(6):
+            venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+            await emulator.drain_streams()
+        default = ["order", "execution", "order", "position", "wallet"]  # a market order's burst, unshuffled
+        bursts = list(emulator.burst_topics)
+        assert len(bursts) == 6 and all(sorted(b) == sorted(default) for b in bursts)
+        assert any(b != default for b in bursts)
+        sizes = []
+        async with asyncio.timeout(5):
+            while len(sizes) < 7:
+                frame = json.loads(await ws.recv())
+                if frame["topic"] == "position":
+                    sizes.append(int(frame["data"][0]["size"]))
+        assert sizes == [10, 20, 30, 40, 50, 60, 70]  # one topic's frames keep their order
+    finally:
+        await ws.close()
