@@ -1,10 +1,13 @@
 """framework: keeps crypto-futures positions safe on Binance USDⓈ-M and Bybit v5.
 
-The public surface for plugin authors is this module's ``__all__``: the hook markers, the models in
+A strategy in the same process uses :class:`framework.Session` (:mod:`framework.session`).  The public
+surface for plugin authors is this module's ``__all__``: the hook markers, the models in
 ccxt's vocabulary, the exception tree, the protocols between the core and a driver, and the driver kit.
 Exchange drivers and lifecycle plugins are found through entry-point group ``framework``; the hooks are
 specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :mod:`framework.venue`.
 """
+
+from typing import Any
 
 from framework.driverkit import Backoff, PollSource, poll_sources
 from framework.errors import (
@@ -55,6 +58,7 @@ from framework.protocols import StreamDecoder, StreamEvidence, StreamSink, Venue
 
 __version__ = "0.1.0"
 __all__ = [
+    "Session",
     "Alert",
     "Backoff",
     "Capability",
@@ -105,3 +109,11 @@ __all__ = [
     "now_ms",
     "poll_sources",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Session":  # imported on use: plugins import this package and need none of the engine
+        from framework.session import Session
+
+        return Session
+    raise AttributeError(f"module 'framework' has no attribute {name!r}")

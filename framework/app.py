@@ -1,7 +1,12 @@
 """``framework run``: the whole system over the selected plugins, a signal source, a view and a report.
 
-A plugin whose API keys are set (``framework.settings``) trades on the real venue; every other plugin
-runs against its own emulator (``venue_harness``) with real price data replayed at ``--speed``.
+A plugin whose API keys are set (``framework.settings``) trades on a real account (or the endpoint of
+``<PLUGIN>_REST_URL`` / ``<PLUGIN>_WS_URL``) and needs ``--live``; every other plugin runs against its own
+emulator (``venue_harness``) with real price data replayed at ``--speed``.
+
+Signals: the packaged demo (emulated venues only, looped), ``--signals FILE`` (looped on emulated venues,
+once when any plugin is live), ``--signals -`` (JSONL from stdin as it arrives), ``--signals FILE --follow``
+(tail a file), the HTTP API (``--http PORT``) or nothing.
 """
 
 from __future__ import annotations
@@ -11,79 +16,96 @@ import contextlib
 import json
 import logging
 import signal
+import sys
+import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from rich.text import Text
 
-from framework.driver import Driver
-from framework.engine import Engine, EngineSettings
-from framework.engine.broadcast import client_order_id
 from framework.errors import ConfigError, FrameworkError
 from framework.hookspecs import hookimpl
-from framework.models import (
-    Alert,
-    MarkPrice,
-    OrderIntent,
-    PositionEvent,
-    Signal,
-    StopEvent,
-    TrailingSpec,
-)
-from framework.plugins import drivers as load_drivers
-from framework.plugins import load_plugins, register
-from framework.protocols import VenueHarness
+from framework.models import Alert, PositionEvent, Signal, StopEvent
 from framework.report import latency_summary
+from framework.session import PositionAlreadyOpen, Session, current_mark, intent_from_signal, quote_currency
 from framework.settings import Settings
-from framework.store import Store
+
+__all__ = ["Run", "RunMonitor", "RunOptions", "closure_latencies", "current_mark", "intent_from_signal",
+           "looped", "parse_signal", "read_signals", "run_main"]
 
 log = logging.getLogger(__name__)
 
+FOLLOW_POLL_S = 0.2  # how often --follow looks for new lines (a file has no "line written" event)
+
 
 class RunOptions(BaseModel):
-    """What ``framework run`` was asked to do (see ``framework run --help``)."""
+    """What ``framework run`` was asked to do (see ``framework run --help``).
+
+    :ivar signals: a JSONL file, ``-`` for stdin, or ``None`` (the demo on emulated venues, nothing live).
+    :ivar follow: tail ``signals`` for new lines instead of reading it once.
+    :ivar live: confirm trading on the accounts whose keys are set.
+    :ivar http_port: serve the HTTP API on this port (0: any free port), ``None``: no HTTP API.
+    """
 
     plugins: list[str] | None = None
+    disabled_plugins: list[str] = []
     duration_s: float | None = None
     speed: float = 100.0
     seed: int = 0
     signals: Path | None = None
+    follow: bool = False
     faults: str | None = None
     report: Path | None = None
     tui: bool = True
     flatten_on_exit: bool = False
     testnet: bool = False
+    live: bool = False
+    http_port: int | None = None
 
 
 # --- signals -----------------------------------------------------------------------------------------
 
 
+def parse_signal(line: str, where: str) -> Signal:
+    """One JSONL signal line.  :raises ConfigError: naming ``where`` and the invalid field(s)."""
+    try:
+        return Signal.model_validate_json(line)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'signal'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"{where}: invalid signal: {problems}") from exc
+
+
+def _signal_lines(text: str) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield number, line
+
+
 def read_signals(path: Path | None) -> list[Signal]:
     """Parse a JSONL signal file (the packaged demo when ``path`` is ``None``).
 
-    :raises ConfigError: naming the line and the field of the first invalid signal.
+    :raises ConfigError: a missing file, or naming the line and the field of the first invalid signal.
     """
     if path is None:
         text = (resources.files("framework") / "data" / "demo_signals.jsonl").read_text(encoding="utf-8")
         name = "demo_signals.jsonl"
     else:
-        text, name = Path(path).read_text(encoding="utf-8"), str(path)
-    signals = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+        name = str(path)
         try:
-            signals.append(Signal.model_validate_json(line))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'signal'}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-            raise ConfigError(f"{name}:{number}: invalid signal: {problems}") from exc
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read the signal file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}: not a text file of JSONL signals") from None
+    signals = [parse_signal(line, f"{name}:{number}") for number, line in _signal_lines(text)]
     if not signals:
         raise ConfigError(f"{name}: no signals")
     return sorted(signals, key=lambda s: s.at_ms)
@@ -97,81 +119,108 @@ def looped(signals: list[Signal]) -> Iterator[tuple[float, Signal]]:
             yield lap * period_s + sig.at_ms / 1000, sig
 
 
-def _pct(price: Decimal, pct: Decimal, up: bool) -> Decimal:
-    factor = 1 + pct / 100 if up else 1 - pct / 100
-    return (price * factor).quantize(Decimal(1).scaleb(price.adjusted() - 5))
+Scheduled = tuple[float, Signal | ConfigError]  # (seconds since the start, the signal or why a line was bad)
 
 
-def intent_from_signal(sig: Signal, mark: Decimal, account: str, client_order_id: str) -> OrderIntent:
-    """Turn an ``open`` signal into an :class:`OrderIntent`, resolving ``*_pct`` from ``mark``."""
-    assert sig.side is not None and sig.contracts is not None
-    long = sig.side == "long"
-    stop = sig.stop_loss or _pct(mark, sig.stop_loss_pct, up=not long)  # type: ignore[arg-type]
-    take = sig.take_profit or (_pct(mark, sig.take_profit_pct, up=long) if sig.take_profit_pct else None)
-    trailing = None
-    if sig.trailing_callback_rate is not None:
-        activation = _pct(mark, sig.trailing_activation_pct, up=long) if sig.trailing_activation_pct else None
-        trailing = TrailingSpec(activation_price=activation, callback_rate=sig.trailing_callback_rate)
-    return OrderIntent(
-        account=account, venue=sig.venue, symbol=sig.symbol, side=sig.side, contracts=sig.contracts,
-        stop_loss=stop, take_profit=take, trailing=trailing, client_order_id=client_order_id,
-    )
+async def _from_list(items: Iterator[tuple[float, Signal]]) -> AsyncIterator[Scheduled]:
+    for at_s, sig in items:
+        yield at_s, sig
 
 
-class _FirstMark:
-    """A one-shot StreamSink for ``watch_mark_prices``: keeps the first tick."""
-
-    def __init__(self) -> None:
-        self.tick: MarkPrice | None = None
-        self.arrived = asyncio.Event()
-
-    async def on_event(self, event: Any) -> None:
-        if isinstance(event, MarkPrice) and self.tick is None:
-            self.tick = event
-            self.arrived.set()
-
-    async def on_connected(self, reconnect: bool) -> None: ...
-
-    async def on_disconnected(self, detail: str) -> None: ...
-
-    def on_malformed(self, raw: str | bytes, error: Exception) -> None: ...
-
-
-async def current_mark(driver: Driver, symbol: str, timeout_s: float = 5.0) -> Decimal:
-    """The venue's current mark price of ``symbol``, from the driver's mark-price stream.
-
-    :raises FrameworkError: no tick within ``timeout_s``.
-    """
-    sink = _FirstMark()
-    task = asyncio.create_task(driver.watch_mark_prices([symbol], sink))
+def _parsed(line: str, where: str) -> Scheduled:
     try:
-        await asyncio.wait_for(sink.arrived.wait(), timeout_s)
-    except TimeoutError:
-        raise FrameworkError("no mark price", venue=driver.venue, symbol=symbol) from None
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert sink.tick is not None
-    return sink.tick.price
+        sig = parse_signal(line, where)
+    except ConfigError as exc:
+        return 0.0, exc
+    return sig.at_ms / 1000, sig
+
+
+async def stdin_signals(stream: Any = None) -> AsyncIterator[Scheduled]:
+    """JSONL signals from stdin (``--signals -``) as each line arrives; ends at end of input.
+
+    A daemon thread reads the blocking stream, so a pending read never holds up the process at exit.
+    """
+    stream = stream or sys.stdin
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for raw in stream:
+                loop.call_soon_threadsafe(lines.put_nowait, raw)
+        finally:
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=pump, name="stdin-signals", daemon=True).start()
+    number = 0
+    while (line := await lines.get()) is not None:
+        number += 1
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield _parsed(line, f"stdin:{number}")
+
+
+async def follow_signals(path: Path) -> AsyncIterator[Scheduled]:
+    """The signals of ``path``, then every line appended to it (``--signals FILE --follow``), until
+    cancelled.  A line counts once it ends with a newline (a writer may be half-way through it).
+
+    :raises ConfigError: the file cannot be opened.
+    """
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: ASYNC230 - a local file, held open while tailing
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the signal file: {exc.strerror or exc}") from None
+    with handle:
+        number, pending = 0, ""
+        while True:
+            chunk = handle.readline()
+            if not chunk:
+                await asyncio.sleep(FOLLOW_POLL_S)
+                continue
+            pending += chunk
+            if not pending.endswith("\n"):
+                continue
+            line, pending = pending, ""
+            number += 1
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield _parsed(line, f"{path}:{number}")
 
 
 # --- what happened: the monitor plugin feeds the view and the report -----------------------------------
 
 
 class RunMonitor:
-    """A lifecycle listener that counts what happened and keeps the latest events for the view."""
+    """A lifecycle listener that counts what happened and keeps the latest events for the view.
 
-    def __init__(self) -> None:
+    :param echo: also log each event as one plain line (piped output, ``--no-tui``).
+    """
+
+    def __init__(self, echo: bool = False) -> None:
+        self.echo = echo
         self.opened: Counter[str] = Counter()
         self.closed: Counter[str] = Counter()
         self.closures_by_reason: Counter[str] = Counter()
         self.closed_events: list[PositionEvent] = []
+        self.realized_pnl: dict[str, Decimal] = {}  # by currency
         self.stream_reconnects: Counter[str] = Counter()
+        self.stream_states: dict[str, str] = {}
         self.errors: list[str] = []
+        self.listener_errors: list[str] = []
+        self.failed_signals: list[dict[str, Any]] = []
         self.log: deque[str] = deque(maxlen=14)
+        self.alerts: deque[str] = deque(maxlen=6)
 
     def _say(self, text: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
+        if self.echo:
+            log.info("%s", Text.from_markup(text).plain)
+
+    def signal_failed(self, sig: Signal | None, error: Exception, line: str | None = None) -> None:
+        """Record a signal that was refused or failed (it counts in ``errors``)."""
+        what = f"{sig.venue} {sig.symbol} {sig.action}" if sig is not None else "signal"
+        self.failed_signals.append({"signal": sig.model_dump(mode="json") if sig is not None else line,
+                                    "error": str(error), "type": type(error).__name__})
+        self.errors.append(f"{what} failed: {error}")
+        self._say(f"[bold red]signal failed[/] {what}: {error}")
 
     @hookimpl
     def on_position_open(self, event: PositionEvent) -> None:
@@ -185,10 +234,14 @@ class RunMonitor:
 
     @hookimpl
     def on_position_closed(self, event: PositionEvent) -> None:
+        reason = event.reason
         self.closed[event.venue] += 1
-        self.closures_by_reason[event.reason] += 1
+        self.closures_by_reason[reason] += 1
         self.closed_events.append(event)
-        self._say(f"[red]closed[/] {event.venue} {event.symbol} {event.side} — {event.reason} "
+        if event.realized_pnl is not None:
+            currency = quote_currency(event.symbol)
+            self.realized_pnl[currency] = self.realized_pnl.get(currency, Decimal(0)) + event.realized_pnl
+        self._say(f"[red]closed[/] {event.venue} {event.symbol} {event.side} — {reason} "
                   f"@ {event.price or '?'} pnl {event.realized_pnl if event.realized_pnl is not None else '?'}")
 
     @hookimpl
@@ -199,14 +252,20 @@ class RunMonitor:
     def on_stream_state(self, venue: str, state: str, detail: str) -> None:
         if state == "reconnected":
             self.stream_reconnects[venue] += 1
+        if state != "malformed_frame":
+            self.stream_states[venue] = state
         if state != "connected":
             self._say(f"[magenta]stream[/] {venue} {state} {detail}")
 
     @hookimpl
     def on_alert(self, alert: Alert) -> None:
         where = " ".join(p for p in (alert.venue, alert.symbol) if p)
-        if alert.level == "critical":
+        if alert.message.startswith("listener "):  # broadcast's words for a listener that raised
+            self.listener_errors.append(alert.message)
+            self.errors.append(f"{where}: {alert.message}".lstrip(": "))
+        elif alert.level == "critical":
             self.errors.append(f"{where}: {alert.message}")
+        self.alerts.append(f"{time.strftime('%H:%M:%S')} {alert.level} {where} {alert.message}")
         self._say(f"[bold red]{alert.level}[/] {where} {alert.message}")
 
 
@@ -214,117 +273,209 @@ class RunMonitor:
 
 
 class Run:
-    """One ``framework run``: venues, store, engine, signal feed, view, report."""
+    """One ``framework run``: a :class:`~framework.session.Session`, a signal feed, view, report."""
 
     def __init__(self, options: RunOptions, settings: Settings | None = None) -> None:
         self.options = options
-        self.settings = settings or Settings()
-        self.monitor = RunMonitor()
-        self.harnesses: dict[str, VenueHarness] = {}
-        self.engine: Engine | None = None
-        self.started = 0.0
+        self.monitor = RunMonitor(echo=not options.tui)
+        self.session = Session(
+            options.plugins, settings=settings, live=options.live, testnet=options.testnet, speed=options.speed,
+            seed=options.seed, faults=options.faults, disabled_plugins=options.disabled_plugins,
+            listeners=[("run-monitor", self.monitor)], flatten_on_exit=options.flatten_on_exit,
+        )
+        self.started = time.monotonic()
         self.stop_requested = asyncio.Event()
-        self.emulated_account = f"emulated-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        self.fatal: str | None = None
+        self.http_url: str | None = None
+        self.looping = False  # the signal file repeats (emulated venues only)
+        self.http_ready = asyncio.Event()
+
+    @property
+    def engine(self) -> Any:
+        return self.session.engine
+
+    @property
+    def harnesses(self) -> dict[str, Any]:
+        return self.session.harnesses
+
+    @property
+    def live(self) -> bool:
+        """Any plugin trades on a real account (or a real-account endpoint)."""
+        return bool(self.session.live_venues)
+
+    def _signal_source(self) -> AsyncIterator[Scheduled] | None:
+        signals = self.options.signals
+        if signals is not None and str(signals) == "-":
+            return stdin_signals()
+        if signals is not None and self.options.follow:
+            return follow_signals(signals)
+        if self.live or (signals is None and self.options.http_port is not None):
+            # never the demo, never a loop on a real account; the HTTP API replaces the demo
+            return _from_list((s.at_ms / 1000, s) for s in read_signals(signals)) if signals else None
+        self.looping = True
+        return _from_list(looped(read_signals(signals)))
+
+    def banner(self) -> list[str]:
+        """One line per venue: LIVE (account, testnet/mainnet, endpoint) or emulated (speed)."""
+        lines = []
+        for venue, config in sorted(self.session.live_venues.items()):
+            network = "testnet" if config.testnet else "mainnet"
+            endpoint = f" endpoint {config.rest_url}" if config.rest_url else ""
+            lines.append(f"LIVE {venue} account {config.account} {network}{endpoint}")
+        assert self.session.pm is not None
+        from framework.plugins import drivers
+
+        for venue in sorted(set(drivers(self.session.pm)) - set(self.session.live_venues)):
+            lines.append(f"emulated {venue} speed {self.options.speed:g}x")
+        return lines
 
     async def execute(self) -> dict[str, Any]:
-        """Run until ``--duration`` elapses or a stop is requested; returns the report."""
-        signals = read_signals(self.options.signals)
-        pm = load_plugins(self.options.plugins)
-        register(pm, self.monitor, "run-monitor")
-        drivers = load_drivers(pm)
-        if not drivers:
-            raise ConfigError("no driver plugin loaded")
-        async with contextlib.AsyncExitStack() as stack:
-            configs = {}
-            for venue, driver in drivers.items():
-                live = self.settings.live_config(driver.plugin_name)
-                if live is not None:
-                    configs[venue] = live.model_copy(update={"testnet": live.testnet or self.options.testnet})
-                    continue
-                harness = driver.venue_harness(
-                    {"speed": self.options.speed, "seed": self.options.seed, "faults": self.options.faults}
-                )
-                await stack.enter_async_context(harness)
-                self.harnesses[venue] = harness
-                # A new emulated venue starts empty: its rows get an account label of their own, so they
-                # never mix with a real account's or an earlier run's.
-                configs[venue] = harness.config.model_copy(update={"account": self.emulated_account})
-            store = await Store.open(self.settings.database_url)
-            stack.push_async_callback(store.close)
-            self.engine = engine = Engine(pm, store, drivers, configs, EngineSettings())
-            await engine.start()
+        """Run until ``--duration`` elapses, a stop is requested or a fatal error; returns the report."""
+        if self.options.signals is not None and str(self.options.signals) != "-" and not self.options.follow:
+            read_signals(self.options.signals)  # a bad file fails before anything connects
+        settings = self.session.prepare().settings
+        assert settings is not None
+        if self.options.http_port is not None and not (settings.http_token and settings.http_token.get_secret_value()):
+            raise ConfigError("--http needs FRAMEWORK_HTTP_TOKEN (a bearer token) to be set")
+        source = self._signal_source()
+        for line in self.banner():
+            print(line, file=sys.stderr, flush=True)
+        async with self.session:
             self.started = time.monotonic()
-            feed = asyncio.create_task(self._feed(signals))
-            view = asyncio.create_task(self._view()) if self.options.tui else None
+            tasks = {asyncio.create_task(self._feed(source), name="feed")} if source is not None else set()
+            if self.options.tui:
+                tasks.add(asyncio.create_task(self._view(), name="view"))
             try:
-                await self._wait_for_stop()
+                if self.options.http_port is not None:
+                    tasks.add(asyncio.create_task(self._serve_http(), name="http"))
+                await self._wait_for_stop(tasks)
             finally:
-                for task in (feed, view):
-                    if task is not None:
-                        task.cancel()
-                await asyncio.gather(*(t for t in (feed, view) if t), return_exceptions=True)
-                for parts in engine.venues.values():  # converge before counting orphans
-                    with contextlib.suppress(Exception):
-                        await parts.reconciler.reconcile()
-                report = await self.report(store)
-                await engine.stop(flatten=self.options.flatten_on_exit)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                assert self.engine is not None
+                with contextlib.suppress(Exception):  # converge before counting orphans
+                    await self.engine.reconcile_all()
+                report = await self.report()
         return report
 
-    async def _wait_for_stop(self) -> None:
+    async def _wait_for_stop(self, tasks: set[asyncio.Task[None]]) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop_requested.set)
-        timeout = self.options.duration_s
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop_requested.wait(), timeout)
+        stopper = asyncio.create_task(self.stop_requested.wait())
+        deadline = None if self.options.duration_s is None else time.monotonic() + self.options.duration_s
+        pending = {stopper, *tasks}
+        try:
+            while stopper in pending:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    return  # --duration elapsed
+                for task in done - {stopper}:
+                    if not task.cancelled() and task.exception() is not None:
+                        exc = task.exception()
+                        self.fatal = f"{task.get_name()}: {type(exc).__name__}: {exc}"
+                        self.monitor.errors.append(f"fatal: {self.fatal}")
+                        log.error("fatal: %s", self.fatal, exc_info=exc)
+                        return
+        finally:
+            stopper.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
 
-    async def _feed(self, signals: list[Signal]) -> None:
+    async def _feed(self, source: AsyncIterator[Scheduled]) -> None:
         assert self.engine is not None
-        for at_s, sig in looped(signals):
+        async for at_s, item in source:
+            if isinstance(item, ConfigError):
+                self.monitor.signal_failed(None, item)
+                continue
             delay = at_s - (time.monotonic() - self.started)
             if delay > 0:
                 await asyncio.sleep(delay)  # the signal's schedule, not a synchronisation
-            if sig.venue not in self.engine.venues:
-                continue
-            try:
-                await self._act(sig)
-            except FrameworkError as exc:
-                self.monitor._say(f"[bold red]signal failed[/] {sig.venue} {sig.symbol} {sig.action}: {exc}")
-                log.warning("signal %s failed: %s", sig, exc)
+            await self.act(item, quiet_if_open=self.looping)
 
-    async def _act(self, sig: Signal) -> None:
-        assert self.engine is not None
-        parts = self.engine.venue(sig.venue)
-        if sig.action == "open":
-            if parts.book.holds(sig.symbol) or parts.book.opening(sig.symbol):
-                return  # one-way mode: the demo does not add to an open position
-            mark = await current_mark(parts.driver, sig.symbol)
-            intent = intent_from_signal(sig, mark, parts.book.account, client_order_id("o"))
-            await self.engine.open(intent)
-        elif sig.action == "close":
-            if parts.book.holds(sig.symbol):
-                await self.engine.close(sig.venue, sig.symbol)
-        elif sig.action == "manual_close":
-            harness = self.harnesses.get(sig.venue)
-            if harness is None or harness.venue is None:
-                raise ConfigError("manual_close is a demo action for emulated venues only", venue=sig.venue)
-            account = harness.config.account
-            if harness.venue.position(account, sig.symbol).contracts > 0:
-                harness.venue.manual_close(account, sig.symbol)
+    async def act(self, sig: Signal, quiet_if_open: bool = False) -> bool:
+        """Carry out ``sig``; a refusal or failure is recorded as a failed signal.
+
+        :param quiet_if_open: an ``open`` for a symbol already held is skipped silently (the looped demo).
+        :returns: whether it succeeded.
+        """
+        if quiet_if_open and sig.venue not in self.engine.venues:
+            return False  # a demo line for a venue this run does not drive
+        try:
+            await self.session.submit(sig)
+        except PositionAlreadyOpen as exc:
+            if not quiet_if_open:
+                self.monitor.signal_failed(sig, exc)
+            return False
+        except FrameworkError as exc:
+            log.warning("signal %s failed: %s", sig, exc)
+            self.monitor.signal_failed(sig, exc)
+            return False
+        return True
 
     async def _view(self) -> None:
         from framework.view import live_view
 
         await live_view(self)
 
-    async def report(self, store: Store) -> dict[str, Any]:
+    async def _serve_http(self) -> None:
+        from framework.http import serve
+
+        assert self.options.http_port is not None
+        async with serve(self, self.options.http_port) as url:
+            self.http_url = url
+            self.http_ready.set()
+            print(f"HTTP API on {url} (OpenAPI: {url}/v1/openapi.json)", file=sys.stderr, flush=True)
+            await asyncio.Event().wait()  # serve until cancelled
+
+    def left_open(self, venue_stops: dict[str, set[str]] | None = None) -> list[dict[str, Any]]:
+        """Each open position with its stop and whether it is protected: ground truth on emulated venues,
+        the venue's own list of resting stops on live ones (``venue_stops``: symbols with a stop, by venue),
+        else the book's resting stop."""
+        rows = []
+        for info in self.session.positions():
+            harness = self.harnesses.get(info.venue)
+            protected = info.protected
+            if harness is not None and harness.venue is not None:
+                protected = harness.venue.is_protected(harness.config.account, info.symbol)
+            elif venue_stops is not None and info.venue in venue_stops:
+                protected = info.symbol in venue_stops[info.venue]
+            rows.append({"venue": info.venue, "symbol": info.symbol, "side": info.side,
+                         "contracts": str(info.contracts), "entry_price": _str(info.entry_price),
+                         "stop_loss": _str(info.stop_loss), "take_profit": _str(info.take_profit),
+                         "protected": protected})
+        return rows
+
+    async def _live_orphans(self, store: Any, venue_stops: dict[str, set[str]]) -> int:
+        """Orphans on live venues, from one last snapshot: open in the DB or book, flat on the venue, or the
+        reverse.  Fills ``venue_stops`` with the symbols the venue lists a stop-loss for."""
+        assert self.engine is not None
+        orphans = 0
+        for name in sorted(self.session.live_venues):
+            try:
+                snapshot = await self.engine.snapshot(name)
+            except FrameworkError as exc:
+                self.monitor.errors.append(f"{name}: the final snapshot failed: {exc}")
+                continue
+            venue_stops[name] = {s.symbol for s in snapshot.stops if s.kind in ("stop_loss", "trailing_stop")}
+            db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
+            book_open = set(self.engine.positions(name)[name])
+            orphans += len((db_open | book_open) ^ {p.symbol for p in snapshot.positions})
+        return orphans
+
+    async def report(self, store: Any = None) -> dict[str, Any]:
         """The run report (keys documented in :mod:`framework.report`)."""
         assert self.engine is not None
-        venues: dict[str, dict[str, int]] = {}
-        for name, parts in self.engine.venues.items():
+        store = store or self.session.store
+        venues: dict[str, dict[str, Any]] = {}
+        for name, held in self.engine.positions().items():
             venues[name] = {"opened": self.monitor.opened[name], "closed": self.monitor.closed[name],
-                            "open": len(parts.book.positions())}
+                            "open": len(held),
+                            "mode": "live" if name in self.session.live_venues else "emulated"}
         latencies, unprotected_max, unprotected_total, wrong_side, orphans = [], 0, 0, 0, 0
         rest_calls: Counter[str] = Counter()
         for name, harness in self.harnesses.items():
@@ -340,24 +491,37 @@ class Run:
             for endpoint, n in harness.rest_calls().items():
                 rest_calls[f"{name} {endpoint}"] += n
             db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
-            book_open = set(self.engine.venue(name).book.positions())
+            book_open = set(self.engine.positions(name)[name])
             venue_open = {p.symbol for p in venue.positions(harness.config.account)}
             orphans += len((db_open | book_open) ^ venue_open)
+        venue_stops: dict[str, set[str]] = {}
+        orphans += await self._live_orphans(store, venue_stops)
         totals = {k: sum(v[k] for v in venues.values()) for k in ("opened", "closed", "open")}
         return {
+            "mode": "live" if self.live else "emulated",
             "positions": totals,
             "venues": venues,
             "closures_by_reason": dict(self.monitor.closures_by_reason),
+            "realized_pnl": {currency: str(value) for currency, value in sorted(self.monitor.realized_pnl.items())},
             "closure_latency_ms": latency_summary(latencies),
             "unprotected_ms": {"max": unprotected_max, "total": unprotected_total},
             "orphans": orphans,
             "wrong_side_orders": wrong_side,
             "rest_calls": dict(sorted(rest_calls.items())),
             "stream_reconnects": dict(self.monitor.stream_reconnects),
+            "stream_states": dict(sorted(self.monitor.stream_states.items())),
+            "open_positions": self.left_open(venue_stops),
+            "failed_signals": list(self.monitor.failed_signals),
+            "listener_errors": list(self.monitor.listener_errors),
             "errors": list(self.monitor.errors),
+            "fatal": self.fatal,
             "duration_s": round(time.monotonic() - self.started, 1),
             "speed": self.options.speed,
         }
+
+
+def _str(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def closure_latencies(venue_closures: list[Any], events: list[PositionEvent]) -> list[int]:
@@ -376,12 +540,19 @@ def closure_latencies(venue_closures: list[Any], events: list[PositionEvent]) ->
     return latencies
 
 
-def run_main(options: RunOptions) -> int:
-    """Entry point of ``framework run``: run, write the report, exit 0 (1 on a safety failure)."""
-    report = asyncio.run(Run(options).execute())
+def run_main(options: RunOptions, settings: Settings | None = None) -> int:
+    """Entry point of ``framework run``: run, write the report, print what the run leaves.
+
+    :returns: 0; 1 on a safety failure (orphan, wrong-side order, unprotected time), an error (failed
+        signal, listener error, critical alert) or a fatal error.
+    """
+    from framework.report import print_left
+
+    report = asyncio.run(Run(options, settings).execute())
     if options.report is not None:
         options.report.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print_left(report, sys.stderr)
     if not options.tui:
         print(json.dumps({k: report[k] for k in ("positions", "orphans", "wrong_side_orders", "unprotected_ms")}))
     unsafe = report["orphans"] or report["wrong_side_orders"] or report["unprotected_ms"]["max"]
-    return 1 if unsafe else 0
+    return 1 if unsafe or report["errors"] else 0

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 import warnings
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from framework import __version__
 from framework.errors import ConfigError, FrameworkError
 
 if TYPE_CHECKING:
@@ -41,20 +43,37 @@ def _faults(spec: str) -> Faults:
 # --- framework run -----------------------------------------------------------------------------------
 
 
+MAX_SPEED = 1000.0
+
+
+def _check_speed(speed: float) -> None:
+    if not math.isfinite(speed) or not 0 < speed <= MAX_SPEED:
+        raise ConfigError(f"--speed must be a number above 0 and at most {MAX_SPEED:g}, not {speed}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from framework.app import RunOptions, run_main
+    from framework.settings import load_settings
 
+    _check_speed(args.speed)
+    if args.duration is not None and (not math.isfinite(args.duration) or args.duration <= 0):
+        raise ConfigError(f"--duration must be a number of seconds above 0, not {args.duration}")
+    if args.follow and (args.signals is None or str(args.signals) == "-"):
+        raise ConfigError("--follow needs --signals FILE")
+    if args.http is not None and not 0 <= args.http <= 65535:
+        raise ConfigError(f"--http must be a TCP port (0-65535), not {args.http}")
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
-    if not args.tui:
-        logging.getLogger().setLevel(logging.INFO)
-    else:
-        logging.getLogger().setLevel(logging.WARNING)
+    settings = load_settings()
+    tui = args.tui and sys.stdout.isatty()  # piped output logs events line by line instead
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING if tui else logging.INFO)
     return run_main(RunOptions(
-        plugins=_split(args.plugins), duration_s=args.duration, speed=args.speed, seed=args.seed,
-        signals=args.signals, faults=args.faults, report=args.report, tui=args.tui,
-        flatten_on_exit=args.flatten_on_exit, testnet=args.testnet,
-    ))
+        plugins=_split(args.plugins), disabled_plugins=args.disable_plugin, duration_s=args.duration,
+        speed=args.speed, seed=args.seed, signals=args.signals, follow=args.follow, faults=args.faults,
+        report=args.report, tui=tui, flatten_on_exit=args.flatten_on_exit, testnet=args.testnet, live=args.live,
+        http_port=args.http,
+    ), settings)
 
 
 # --- framework plugins -------------------------------------------------------------------------------
@@ -114,6 +133,7 @@ async def _serve_venue(args: argparse.Namespace) -> int:
 
 
 def cmd_venue(args: argparse.Namespace) -> int:
+    _check_speed(args.speed)
     return asyncio.run(_serve_venue(args))
 
 
@@ -125,8 +145,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from framework.replay import event_json, replay
 
     pm = load_plugins([args.plugin])
-    with open(args.file, encoding="utf-8") as lines:
-        result = asyncio.run(replay(pm, args.plugin, lines))
+    try:
+        with open(args.file, encoding="utf-8") as lines:
+            result = asyncio.run(replay(pm, args.plugin, lines))
+    except OSError as exc:
+        raise ConfigError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{args.file}: not a text file of frames (one JSON frame per line)") from None
     if args.json:
         for event in result.events:
             print(json.dumps(event_json(event)))
@@ -158,7 +183,15 @@ def _utc(ms: int) -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     from framework.report import print_report
 
-    print_report(json.loads(Path(args.path).read_text(encoding="utf-8")))
+    try:
+        report = json.loads(Path(args.path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{args.path}: cannot read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{args.path}: not a run report (framework run --report PATH writes one): {exc}") from None
+    if not isinstance(report, dict) or "positions" not in report:
+        raise ConfigError(f"{args.path}: not a run report (framework run --report PATH writes one)")
+    print_report(report)
     return 0
 
 
@@ -177,14 +210,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framework", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the framework: emulated venues unless API keys are set")
-    p.add_argument("--plugins", help="comma-separated driver plugins (default: every installed one)")
+    p.add_argument("--plugins", help="comma-separated driver plugins (default: every installed one); "
+                                     "lifecycle plugins load unless disabled")
+    p.add_argument("--disable-plugin", action="append", default=[], metavar="NAME",
+                   help="do not load this installed plugin (repeatable)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    p.add_argument("--speed", type=float, default=100.0, help="emulated price replay speed, 1-1000 (default 100)")
+    p.add_argument("--speed", type=float, default=100.0,
+                   help="emulated price replay speed, above 0, at most 1000 (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the emulated venues' random faults")
-    p.add_argument("--signals", type=Path, help="JSONL signal file (default: the packaged demo)")
+    p.add_argument("--signals", type=Path, help="JSONL signal file, or - for stdin (default: the packaged demo "
+                                                "on emulated venues; none when live)")
+    p.add_argument("--follow", action="store_true", help="tail the --signals file for new lines")
+    p.add_argument("--live", action="store_true", help="confirm trading on the accounts whose API keys are set")
+    p.add_argument("--http", type=int, metavar="PORT", help="serve the HTTP API on this port (token: "
+                                                            "FRAMEWORK_HTTP_TOKEN; 0: any free port)")
     p.add_argument("--faults", help="fault knobs for the emulated venues, e.g. rest_position_lag_ms=5000")
     p.add_argument("--report", type=Path, help="write the run report (JSON) here")
     p.add_argument("--no-tui", dest="tui", action="store_false", help="logs only, no live view")
@@ -200,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("venue", help="start one emulated venue on 127.0.0.1 (first stdout line: JSON with URLs)")
     p.add_argument("name", help="plugin whose emulator to start, e.g. binance or bybit")
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
-    p.add_argument("--speed", type=float, default=1.0, help="price replay speed, 1 to 1000 (default 1)")
+    p.add_argument("--speed", type=float, default=1.0, help="price replay speed, above 0, at most 1000 (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random fault (default 0)")
     p.add_argument("--faults", help="fault knobs, e.g. rest_position_lag_ms=5000,drop_closing_frames=1")
     p.add_argument("--api-key", help="API key the venue accepts (default: generated)")

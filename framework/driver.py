@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from framework.errors import ConfigError
+from framework.errors import ConfigError, RateLimited
 from framework.hookspecs import DRIVER_HOOKS
 from framework.models import (
     DriverConfig,
@@ -30,6 +33,11 @@ if TYPE_CHECKING:
     import pluggy
 
 T = TypeVar("T")
+
+#: hooks that call the venue's REST API, and so wait out a rate-limit pause
+PAUSABLE = frozenset({"create_entry", "normalize_order", "set_stop_loss", "set_take_profit", "move_stop_loss",
+                      "cancel_stop_loss", "verify_position", "close_position", "fetch_order", "fetch_snapshot"})
+RATE_LIMIT_CAP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,9 @@ class Driver:
         self.info: DriverInfo = info
         self.venue: str = info.venue
         self.conn: Any = None
+        self.counters: Counter[str] = Counter(rate_limited=0, rate_limit_waits=0)
+        self._paused_until = 0.0  # time.monotonic() until which venue calls wait
+        self._backoff_s = 0.0
 
     def __repr__(self) -> str:
         return f"Driver({self.plugin_name!r}, venue={self.venue!r})"
@@ -70,16 +81,36 @@ class Driver:
         """Whether the driver declares ``capability``."""
         return capability in self.info.capabilities
 
+    def paused_for_ms(self) -> int:
+        """How long calls to this venue still wait because it rate-limited us (0 when not paused)."""
+        return max(0, int((self._paused_until - time.monotonic()) * 1000))
+
     async def _call(self, hook: str, expected: type[T], **kwargs: Any) -> T:
         """Call ``hook`` on this venue's plugin; the answer must be an ``expected``.
 
+        While the venue has rate-limited us, a venue call first waits out the pause (one pause for the
+        whole venue: every request would be refused anyway).
+
         :raises ConfigError: the plugin does not implement the hook, or answered something else.
+        :raises RateLimited: the venue refused the call; later calls wait ``retry_after_ms`` (or a
+            backoff of 0.5 s doubling to 60 s while refusals continue).
         """
+        if hook in PAUSABLE and (wait_ms := self.paused_for_ms()):
+            self.counters["rate_limit_waits"] += 1
+            await asyncio.sleep(wait_ms / 1000)
         result = self._hooks[hook](**kwargs)
         if result is None:
             raise ConfigError(f"plugin {self.plugin_name!r} does not implement {hook}", venue=self.venue)
         if inspect.isawaitable(result):
-            result = await result
+            try:
+                result = await result
+            except RateLimited as exc:
+                self.counters["rate_limited"] += 1
+                self._backoff_s = min(RATE_LIMIT_CAP_S, self._backoff_s * 2) if self._backoff_s else 0.5
+                pause_s = exc.retry_after_ms / 1000 if exc.retry_after_ms is not None else self._backoff_s
+                self._paused_until = max(self._paused_until, time.monotonic() + min(pause_s, RATE_LIMIT_CAP_S))
+                raise
+            self._backoff_s = 0.0
         if not isinstance(result, expected):
             raise ConfigError(f"plugin {self.plugin_name!r} answered {hook} with a {type(result).__name__}, "
                               f"not a {expected.__name__}", venue=self.venue)

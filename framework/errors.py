@@ -129,7 +129,18 @@ class OutcomeUnknown(VenueError):
 
 
 class RateLimited(VenueError):
-    """The venue asked us to slow down (HTTP 429/418, Binance ``-1003``, Bybit ``10006``)."""
+    """The venue asked us to slow down (HTTP 429/418, Binance ``-1003``, Bybit ``10006`` / HTTP 403).
+
+    The request was refused, not executed.  The core pauses every call to that venue for
+    ``retry_after_ms`` (the venue's ``Retry-After``) or, when the venue did not say, a growing backoff.
+
+    :param retry_after_ms: how long the venue asked us to wait, in milliseconds, when it said.
+    """
+
+    def __init__(self, message: str, *, retry_after_ms: int | None = None, code: int | str | None = None,
+                 **where: str | None) -> None:
+        self.retry_after_ms = retry_after_ms
+        super().__init__(message, code=code, **where)
 
 
 class StreamError(VenueError):

@@ -7,17 +7,27 @@ Keys (all counts are integers, times in milliseconds)::
     closures_by_reason   {reason: n}
     closure_latency_ms   {"p50", "p99", "max"}    venue close -> on_position_closed
     unprotected_ms       {"max", "total"}         from the venues' ground truth
-    orphans              open in the DB / book but flat on the venue at the end (after convergence)
+    orphans              open in the DB / book but flat on the venue at the end (after convergence), or the
+                         reverse; ground truth on emulated venues, a last snapshot on live ones
     wrong_side_orders    orders meant to reduce that would have increased a position (ground truth)
     rest_calls           {"<venue> <METHOD> <path>": n}
     stream_reconnects    {venue: n}
-    errors               [str]
+    mode                 "live" when any venue traded on a real account (or its endpoint), else "emulated"
+    venues.*.mode        "live" / "emulated"
+    realized_pnl         {currency: str}          sum of the closures' realized PnL the venues reported
+    stream_states        {venue: state}           last private-stream state (connected, disconnected…)
+    open_positions       [{"venue", "symbol", "side", "contracts", "entry_price", "stop_loss",
+                           "take_profit", "protected"}]   left open at the end
+    failed_signals       [{"signal", "error", "type"}]   refused or failed signals (also in errors)
+    listener_errors      [str]                    lifecycle listeners that raised (also in errors)
+    errors               [str]                    anything that makes the exit status 1
+    fatal                str | null               what ended the run early, if anything
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -79,5 +89,40 @@ def print_report(report: dict[str, Any]) -> None:
             for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
                 t.add_row(k, str(n))
             console.print(t)
+    for line in left_lines(report):
+        console.print(line, markup=False)
     for error in report.get("errors", []):
         console.print(f"[red]error:[/] {error}")
+
+
+def left_lines(report: dict[str, Any]) -> list[str]:
+    """What a run leaves, as plain lines: open positions with their stop and protection, failed
+    signals, listener errors, stream states, a fatal error."""
+    lines = []
+    positions = report.get("open_positions", [])
+    if "open_positions" in report:  # reports from before this key say nothing about what was left
+        lines.append(f"left open: {len(positions)} position(s)")
+    for p in positions:
+        state = "protected" if p.get("protected") else "UNPROTECTED"
+        lines.append(f"  {p['venue']} {p['symbol']} {p['side']} {p['contracts']} entry {p.get('entry_price') or '?'} "
+                     f"stop {p.get('stop_loss') or 'none'} tp {p.get('take_profit') or 'none'} {state}")
+    failed = report.get("failed_signals", [])
+    if failed:
+        lines.append(f"failed signals: {len(failed)}")
+        lines += [f"  {f['error']}" for f in failed]
+    errors = report.get("listener_errors", [])
+    if errors:
+        lines.append(f"listener errors: {len(errors)}")
+        lines += [f"  {e}" for e in errors]
+    states = report.get("stream_states", {})
+    if states:
+        lines.append("streams: " + ", ".join(f"{venue} {state}" for venue, state in sorted(states.items())))
+    if report.get("fatal"):
+        lines.append(f"fatal: {report['fatal']}")
+    return lines
+
+
+def print_left(report: dict[str, Any], file: TextIO) -> None:
+    """Print :func:`left_lines` to ``file``."""
+    for line in left_lines(report):
+        print(line, file=file, flush=True)

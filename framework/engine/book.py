@@ -48,6 +48,7 @@ class BookPosition:
 
     :ivar opened_at: venue time (ms) of the fill that opened it; a flat update older than this is stale.
     :ivar intent_id: client order id of the entry, ``None`` for an adopted position.
+    :ivar trailed: the trailing manager has moved its stop, so a stop-loss fill closes it as ``trailing_stop``.
     """
 
     symbol: str
@@ -61,6 +62,7 @@ class BookPosition:
     intent_id: str | None = None
     source: str = "engine"
     opened_at: int = 0
+    trailed: bool = False  # the trailing manager moved its stop: a stop-loss fill is a trailing_stop exit
 
 
 @dataclass
@@ -98,8 +100,11 @@ def _removes_stop(position: BookPosition, order: Order) -> bool:
             and order.status in ("canceled", "expired") and order.filled == 0)
 
 
-def closure_reason(origin: str, client_order_id: str | None) -> str:
-    """Map a closing fill's origin to a :data:`~framework.models.ClosureReason`."""
+def closure_reason(origin: str, client_order_id: str | None, trailed: bool = False) -> str:
+    """Map a closing fill's origin to a :data:`~framework.models.ClosureReason`; a stop-loss the trailing
+    manager had moved (``trailed``) is a ``trailing_stop`` exit."""
+    if origin == "stop_loss" and trailed:
+        return "trailing_stop"
     if origin in ("stop_loss", "take_profit", "trailing_stop", "liquidation", "adl"):
         return origin
     if client_order_id and client_order_id.startswith(OWN_CLOSE_PREFIXES):
@@ -391,8 +396,9 @@ class PositionBook:
     async def _close_on_flat_locked(self, state: _SymbolState, update: PositionUpdate) -> None:
         """Close on a flat frame, with the reason and price of the closing fill the book holds (if any)."""
         fill = state.closing_fill
+        trailed = state.position is not None and state.position.trailed
         await self._close_locked(
-            state, update.symbol, closure_reason(fill.origin, fill.client_order_id) if fill else "unknown",
+            state, update.symbol, closure_reason(fill.origin, fill.client_order_id, trailed) if fill else "unknown",
             price=fill.price if fill else None,
             realized_pnl=update.realized_pnl if update.realized_pnl is not None
             else (fill.realized_pnl if fill else None),
@@ -425,7 +431,7 @@ class PositionBook:
             fully_filled = order.status == "closed" and order.filled >= position.contracts
             if fully_filled and update.timestamp >= position.opened_at:
                 await self._close_locked(
-                    state, order.symbol, closure_reason(update.origin, order.client_order_id),
+                    state, order.symbol, closure_reason(update.origin, order.client_order_id, position.trailed),
                     price=state.closing_fill.price, realized_pnl=update.realized_pnl, source="order",
                     timestamp=update.timestamp,
                 )

@@ -30,6 +30,7 @@ from framework.errors import (
     OrderRejected,
     OutcomeUnknown,
     PositionGone,
+    RateLimited,
     RollbackFailed,
     VenueError,
 )
@@ -74,7 +75,8 @@ class Opener:
 
         :returns: the open, protected position as the book holds it.
         :raises DuplicateOpenPosition: the symbol already has a position (or an open in progress).
-        :raises OrderRejected: the venue refused the entry or reports nothing filled (nothing left open).
+        :raises OrderRejected: the venue refused the entry (a rate-limit refusal too: its cause is the
+            :class:`RateLimited`, and the venue's calls are paused) or reports nothing filled; nothing left open.
         :raises OpenNotVerified: the outcome is unknown; the stop is kept, reconciliation takes over.
         :raises RollbackFailed: a failed open was rolled back but the venue could not be shown flat.
         :raises VenueError: the open failed and was rolled back (the venue was shown flat).
@@ -108,6 +110,11 @@ class Opener:
                 await self.store.update_order(account, venue, cid, state="rejected")
                 await cancel_quietly(self.driver, stop)
                 raise
+            except RateLimited as exc:  # refused before matching, not executed: nothing to roll back
+                await self.store.update_order(account, venue, cid, state="rejected")
+                await cancel_quietly(self.driver, stop)
+                raise OrderRejected(f"entry refused, rate limited: {exc.message}", venue=venue, symbol=intent.symbol,
+                                    order_id=cid) from exc
             except OutcomeUnknown:
                 await self.store.update_order(account, venue, cid, state="unknown")
                 order = await self._resolve_by_client_id(intent)

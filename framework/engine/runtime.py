@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,6 +19,7 @@ from typing import Any
 import pluggy
 
 from framework.driver import Driver
+from framework.driverkit import Backoff
 from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.engine.broadcast import alert
 from framework.engine.closing import cancel_leftovers, close_on_venue
@@ -25,13 +28,15 @@ from framework.engine.protection import Protector
 from framework.engine.reconcile import Reconciler
 from framework.engine.settings import EngineSettings
 from framework.engine.trailing import TrailingManager
-from framework.errors import ConfigError
-from framework.models import DriverConfig, MarkPrice, OrderIntent
+from framework.errors import ConfigError, VenueError
+from framework.models import DriverConfig, MarkPrice, OrderIntent, VenueSnapshot
 from framework.store import Store
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0
+CONNECT_ATTEMPTS = 4  # start-up: a transient venue error (5xx loading markets) is retried
+CONNECT_BACKOFF_S = 0.5
 STOP_TIMEOUT_S = 5.0
 
 
@@ -105,6 +110,7 @@ class Engine:
         self.venues: dict[str, VenueEngine] = {}
         self._cleanups: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self.restarts: Counter[str] = Counter()  # by "<venue> <task>": what _supervise restarted
 
     def venue(self, name: str) -> VenueEngine:
         """The per-venue parts.  :raises ConfigError: unknown venue."""
@@ -117,7 +123,7 @@ class Engine:
         """Connect every driver, reconcile once, then start the streams, watchers and reconcile loop."""
         for name, driver in self.drivers.items():
             config = self.configs[name]
-            await driver.connect(config)
+            await self._connect(name, driver, config)
             wiring = VenueWiring(self, name, driver)
             book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms, wiring)
             protector = Protector(book, driver, self.store, self.pm, self.settings)
@@ -127,12 +133,32 @@ class Engine:
             self.venues[name] = VenueEngine(driver, book, Opener(book, driver, self.store, self.pm, self.settings),
                                             protector, trailing, reconciler)
         for name, parts in self.venues.items():
-            await parts.reconciler.reconcile()
+            try:
+                await parts.reconciler.reconcile()
+            except VenueError as exc:  # a transient venue error: the reconcile loop tries again at once
+                await alert(self.pm, "warning", f"start-up reconciliation failed, retrying: {exc}", venue=name)
+                parts.reconciler.request()
             parts.tasks = [
                 asyncio.create_task(self._supervise(name, "stream", partial(parts.driver.run_stream, parts.book))),
                 asyncio.create_task(self._supervise(name, "reconcile", parts.reconciler.run_forever)),
                 asyncio.create_task(self._supervise(name, "marks", partial(self._watch_marks, parts))),
             ]
+
+    async def _connect(self, name: str, driver: Driver, config: DriverConfig) -> None:
+        """Connect, retrying a venue error (a 5xx loading markets) ``CONNECT_ATTEMPTS`` times with backoff.
+
+        :raises VenueError: the last attempt's error.
+        """
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                await driver.connect(config)
+                return
+            except VenueError as exc:
+                if attempt == CONNECT_ATTEMPTS:
+                    raise
+                delay_s = CONNECT_BACKOFF_S * 2 ** (attempt - 1)
+                log.warning("%s: connect attempt %d failed (%s); again in %.1f s", name, attempt, exc, delay_s)
+                await asyncio.sleep(delay_s)
 
     def positions(self, venue: str | None = None) -> dict[str, dict[str, BookPosition]]:
         """Open positions by venue, then by symbol (copies; ``venue`` narrows to one).
@@ -141,6 +167,28 @@ class Engine:
         """
         names = [venue] if venue is not None else list(self.venues)
         return {name: self.venue(name).book.positions() for name in names}
+
+    def holds(self, venue: str, symbol: str) -> bool:
+        """Whether ``venue`` has an open position on ``symbol`` (the book's view).
+
+        :raises ConfigError: unknown venue.
+        """
+        return self.venue(venue).book.holds(symbol)
+
+    def opening(self, venue: str, symbol: str) -> bool:
+        """Whether an atomic open of ``symbol`` is in progress on ``venue``."""
+        return self.venue(venue).book.opening(symbol)
+
+    def account(self, venue: str) -> str:
+        """The account the engine manages on ``venue``."""
+        return self.venue(venue).book.account
+
+    async def snapshot(self, venue: str) -> VenueSnapshot:
+        """A fresh venue snapshot (positions, open orders, resting stops) through the venue's driver.
+
+        :raises VenueError: the venue did not answer.
+        """
+        return await self.venue(venue).driver.fetch_snapshot()
 
     async def reconcile_all(self) -> dict[str, dict[str, Any]]:
         """One reconciliation pass per venue now (see :class:`Reconciler`); the reports by venue."""
@@ -215,17 +263,24 @@ class Engine:
                 await alert(self.pm, "warning", "driver disconnect timed out", venue=name)
 
     async def _supervise(self, venue: str, what: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Run ``run`` until cancelled, restarting it after an unexpected error."""
+        """Run ``run`` until cancelled; after an unexpected error: log, alert, count (``restarts``) and
+        restart it with backoff (1 s doubling to 30 s; a run that lasted a minute starts the backoff over)."""
+        backoff = Backoff(base_s=RESTART_DELAY_S, cap_s=30.0, floor_s=RESTART_DELAY_S)
         while True:
+            started = time.monotonic()
             try:
                 await run()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("%s: %s task failed", venue, what)
+                self.restarts[f"{venue} {what}"] += 1
+                if time.monotonic() - started > 60:
+                    backoff.reset()
+                delay_s = backoff.next_delay()
+                log.exception("%s: %s task failed, restarting in %.1f s", venue, what, delay_s)
                 await alert(self.pm, "warning", f"{what} task failed, restarting: {exc!r}", venue=venue)
-                await asyncio.sleep(RESTART_DELAY_S)
+                await asyncio.sleep(delay_s)
 
     async def _watch_marks(self, parts: VenueEngine) -> None:
         """Keep ``watch_mark_prices`` running for the symbols whose positions trail."""

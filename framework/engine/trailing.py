@@ -205,4 +205,5 @@ class TrailingManager:
             await cancel_quietly(self.driver, new)
             return
         self.moves[symbol] += 1
+        position.trailed = True
         await self.protector.record(symbol, new, previous=old.trigger_price)

@@ -260,3 +260,29 @@ class Store:
                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
             account, venue, symbol, position_id, kind, _jsonable(payload), now_ms(),
         )
+
+    # --- signals received from outside (HTTP API): persisted on receipt, idempotent by client id ---------
+
+    async def receive_signal(self, signal_id: str, source: str, body: dict[str, Any]) -> asyncpg.Record | None:
+        """Persist a received signal in state ``received`` unless its id is already known.
+
+        :returns: ``None`` when recorded now (the caller acts on it); the earlier row for a known id.
+        """
+        ts = now_ms()
+        inserted = await self.pool.fetchval(
+            """INSERT INTO signals (id, source, body, state, received_at, updated_at)
+               VALUES ($1, $2, $3, 'received', $4, $4) ON CONFLICT (id) DO NOTHING RETURNING id""",
+            signal_id, source, body, ts,
+        )
+        return None if inserted is not None else await self.signal(signal_id)
+
+    async def finish_signal(self, signal_id: str, state: str, result: dict[str, Any]) -> None:
+        """Record what became of a received signal: ``done``, ``rejected`` or ``failed``, with ``result``."""
+        await self.pool.execute(
+            "UPDATE signals SET state = $2, result = $3, updated_at = $4 WHERE id = $1",
+            signal_id, state, result, now_ms(),
+        )
+
+    async def signal(self, signal_id: str) -> asyncpg.Record | None:
+        """The received signal with this id, or ``None``."""
+        return await self.pool.fetchrow("SELECT * FROM signals WHERE id = $1", signal_id)

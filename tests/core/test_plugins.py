@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import types
 
@@ -10,8 +11,8 @@ import pytest
 from framework import hookimpl
 from framework.cli import main
 from framework.driver import Driver
-from framework.errors import ConfigError, PluginNotFound
-from framework.models import DriverInfo
+from framework.errors import ConfigError, PluginNotFound, RateLimited
+from framework.models import DriverInfo, VenueSnapshot
 from framework.plugins import (
     check_pending,
     describe,
@@ -126,3 +127,30 @@ def test_the_core_answers_verify_position_as_a_builtin_listed_on_request():
     assert [row.name for row in describe(pm)] == ["a"]
     core = {row.name: row for row in describe(pm, include_core=True)}["framework.verification"]
     assert core.hooks == ["verify_position"] and core.venue is None
+
+
+async def test_a_rate_limited_venue_pauses_its_calls_for_the_time_it_asked():
+    answers = [RateLimited("429", retry_after_ms=60_000), VenueSnapshot(venue="slow", positions=[], open_orders=[])]
+
+    async def fetch_snapshot(conn):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    pm = new_plugin_manager()
+    register(pm, make_driver("slow", fetch_snapshot=fetch_snapshot), "slow")
+    driver = Driver(pm, "slow")
+    with pytest.raises(RateLimited):
+        await driver.fetch_snapshot()
+    assert 50_000 < driver.paused_for_ms() <= 60_000
+    with pytest.raises(TimeoutError):  # the next call waits out the venue's Retry-After first
+        await asyncio.wait_for(driver.fetch_snapshot(), 0.2)
+    assert driver.counters["rate_limit_waits"] == 1 and answers, "the venue was called during the pause"
+
+
+def test_a_wrong_answer_type_names_the_plugin_and_the_hook():
+    pm = new_plugin_manager()
+    register(pm, make_driver("odd", fetch_snapshot=lambda conn: {"positions": []}), "odd")
+    with pytest.raises(ConfigError, match="'odd' answered fetch_snapshot with a dict"):
+        asyncio.run(Driver(pm, "odd").fetch_snapshot())

@@ -10,6 +10,7 @@ import pytest
 
 from framework import hookimpl
 from framework.models import TrailingSpec
+from tests.engine.conftest import venue_env
 
 
 class Crash(BaseException):
@@ -130,3 +131,15 @@ async def test_restart_after_a_crash_during_a_stop_move_converges(env, when):
     assert len(resting) <= 1, f"duplicate stops left resting: {resting}"
     assert env.venue.is_protected("default", env.symbol)
     assert env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("venue_name", ["binance", "bybit"])
+async def test_a_server_error_loading_markets_at_start_is_retried(store, venue_name):
+    async with venue_env(venue_name, store) as env:
+        env.venue.faults.http_error_status = 503
+        env.venue.faults.http_error_next = 1  # the first call: loading the markets
+        await env.start()
+        assert env.venue.faults.http_error_next == 0, "the fault never fired: the test tested nothing"
+        await env.settled()
+        await env.engine.open(env.intent("long"))
+        assert env.venue.is_protected("default", env.symbol)

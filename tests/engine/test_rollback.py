@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from framework import hookimpl
-from framework.errors import OrderIncomplete, RollbackFailed
+from framework.errors import OrderIncomplete, OrderRejected, RateLimited, RollbackFailed
 from framework.models import close_side
+from tests.engine.conftest import venue_env
 
 SIDES = ["long", "short"]
 
@@ -113,3 +114,21 @@ async def test_a_rollback_that_cannot_show_the_venue_flat_raises_alerts_and_keep
     assert (critical.venue, critical.symbol) == (env.venue_name, env.symbol) and "flat" in critical.message
     assert env.venue.truth.wrong_side_orders() == []
     assert [r["state"] for r in await rollback_rows(env)] == ["unknown"] * len(await rollback_rows(env))
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_rate_limited_entry_is_refused_not_rolled_back(store, side):
+    # Bybit 429 / 10006 on the entry: refused before matching, nothing executed (issue 14 item 6)
+    async with venue_env("bybit", store) as env:
+        await env.start()
+        await env.settled()
+        env.venue.faults.http_error_status = 429
+        env.venue.faults.http_error_next = 1  # the entry's call (the stop rides on it)
+        intent = env.intent(side)
+        with pytest.raises(OrderRejected) as refused:
+            await env.engine.open(intent)
+        assert isinstance(refused.value.__cause__, RateLimited)
+        assert env.venue.truth.fills == [] and not env.venue.position("default", env.symbol).is_open
+        assert not any(a.level == "critical" for a in env.recorder.seen["on_alert"])
+        assert (await env.store.order("default", "bybit", intent.client_order_id))["state"] == "rejected"
+        assert env.parts.driver.counters["rate_limited"] == 1 and env.parts.driver.paused_for_ms() > 0

@@ -78,3 +78,30 @@ async def test_a_refused_move_confirmed_by_the_venue_mark_exits_at_market(env, s
     await env.recorder.wait_for(lambda r: len(r.closed()) == 1)
     assert not env.venue.position("default", env.symbol).is_open
     assert env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_the_trailing_manager_moved_closes_as_trailing_stop(env, side):
+    _, trailing, mark = await opened(env, side)
+    best = favourable(side, mark, "2")
+    env.venue.set_mark_price(env.symbol, best)
+    await trailing.on_mark_price(env.symbol, best)
+    assert trailing.moves[env.symbol] >= 1
+    stop = env.parts.book.get(env.symbol).stop.trigger_price
+    through = stop * (Decimal("0.995") if side == "long" else Decimal("1.005"))
+    env.venue.set_mark_price(env.symbol, through.quantize(TICK))  # the moved stop fires on the venue
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1)
+    assert env.recorder.closed()[0].reason == "trailing_stop"
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_trailing_position_whose_stop_never_moved_closes_as_stop_loss(env, side):
+    await env.start(FAST)
+    mark = env.venue.mark_price(env.symbol)
+    never = favourable(side, mark, "50")  # the trail activates only there
+    intent = env.intent(side, trailing=TrailingSpec(callback_rate=Decimal("1"), activation_price=never))
+    await env.engine.open(intent)
+    through = intent.stop_loss * (Decimal("0.995") if side == "long" else Decimal("1.005"))
+    env.venue.set_mark_price(env.symbol, through.quantize(TICK))
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1)
+    assert env.recorder.closed()[0].reason == "stop_loss"

@@ -1,0 +1,50 @@
+"""Signal sources of ``framework run``: a followed file (``--follow``), stdin, the looped demo."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+from framework.app import Run, RunOptions, stdin_signals
+from framework.errors import ConfigError
+from framework.models import PositionEvent
+from framework.settings import Settings
+
+OPEN = {"venue": "binance", "symbol": "XRP/USDT:USDT", "action": "open", "side": "short", "contracts": "10",
+        "stop_loss_pct": "2"}
+CLOSE = {"venue": "binance", "symbol": "XRP/USDT:USDT", "action": "close"}
+
+
+async def test_a_followed_file_acts_on_appended_lines_once(tmp_path, database_url):
+    path = tmp_path / "signals.jsonl"
+    path.write_text(json.dumps(OPEN) + "\n")
+    run = Run(RunOptions(plugins=["binance"], signals=path, follow=True, tui=False, speed=1),
+              Settings(DATABASE_URL=database_url))
+    events = run.session.events()
+    task = asyncio.create_task(run.execute())
+    try:
+        opened = await run.session.wait_for(lambda e: isinstance(e, PositionEvent) and e.event == "opened", 60,
+                                            events=events)
+        assert opened.side == "short"
+        with path.open("a") as handle:
+            handle.write(json.dumps(CLOSE)[:20])  # a writer half-way through a line: not a signal yet
+            handle.flush()
+            handle.write(json.dumps(CLOSE)[20:] + "\n")
+        closed = await run.session.wait_for(lambda e: isinstance(e, PositionEvent) and e.event == "closed", 60,
+                                            events=events)
+        assert closed.reason == "reduce_only_close"
+    finally:
+        run.stop_requested.set()
+        report = await asyncio.wait_for(task, 60)
+    assert report["venues"]["binance"]["opened"] == 1 and report["venues"]["binance"]["closed"] == 1
+    assert report["failed_signals"] == [] and report["errors"] == []
+
+
+async def test_stdin_lines_are_parsed_as_they_come_and_a_bad_one_is_reported_not_fatal():
+    stream = io.StringIO(json.dumps(OPEN) + "\n\n# a comment\n" + '{"venue": "binance"}\n' + json.dumps(CLOSE) + "\n")
+    items = [item async for item in stdin_signals(stream)]
+    assert [type(item).__name__ for _, item in items] == ["Signal", "ConfigError", "Signal"]
+    error = items[1][1]
+    assert isinstance(error, ConfigError) and str(error).startswith("stdin:4: invalid signal")
+    assert "symbol" in str(error)
