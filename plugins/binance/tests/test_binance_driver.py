@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -282,6 +283,10 @@ async def test_a_duplicate_after_a_lost_answer_is_the_order_that_exists(driver, 
 
 @pytest.mark.parametrize(("status", "error"), [(429, RateLimited), (503, OutcomeUnknown)])
 async def test_http_errors_on_order_creation(driver, venue, status, error):
+    # A 429 pauses this driver's venue calls (framework.driver): armed during the pause, the fault would
+    # meet the stream's background keep-alive instead of the order.  Wait the pause out first.
+    await asyncio.sleep((driver.paused_for_ms() + 1) / 1000)  # the pause is a deadline, not an event
+    assert driver.paused_for_ms() == 0
     venue.faults.http_error_status = status
     venue.faults.http_error_next = 1
     with pytest.raises(error):
@@ -322,7 +327,6 @@ def test_stream_urls_follow_the_2026_split(testnet, host):
 async def test_a_driver_on_the_legacy_path_hears_nothing(driver, venue, stream, monkeypatch):
     """B2: the old ``/ws/<listenKey>`` connects (no error, no close) and then delivers nothing, while the
     driver on ``/private/ws`` sees the same fill."""
-    import asyncio
 
     from binance_helpers import Sink
     from framework_binance import rest
