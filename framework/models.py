@@ -46,7 +46,7 @@ ClosureReason = Literal[
 
 Capability = Literal[
     "attached_stop_on_entry",  # the stop-loss rides on the entry order itself (Bybit v5 create with stopLoss)
-    "stop_before_entry",  # a closePosition stop may rest before the entry fills (Binance), so no naked window
+    "stop_before_entry",  # a stop may rest before the entry fills, so no naked window (not Binance: -4509)
     "amend_stop_in_place",  # an existing stop can be moved without cancel + create (Bybit trading-stop)
     "native_trailing_stop",  # the venue runs a trailing stop itself (TRAILING_STOP_MARKET, trailingStop)
 ]
