@@ -84,7 +84,7 @@ def parse_signal(line: str, where: str) -> Signal:
 
 
 def _signal_lines(text: str) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is no line end
         if line.strip() and not line.lstrip().startswith("#"):
             yield number, line
 
