@@ -912,7 +912,9 @@ class Venue:
                     raise VenueReject("invalid_price", "a limit order needs a price")
                 instrument.check_price(price)
                 if time_in_force not in TIME_IN_FORCE:
-                    raise VenueReject("invalid_order", f"time_in_force {time_in_force!r} not one of {sorted(TIME_IN_FORCE)}")
+                    raise VenueReject(
+                        "invalid_order", f"time_in_force {time_in_force!r} not one of {sorted(TIME_IN_FORCE)}"
+                    )
         elif type == "trailing_stop_market":
             if callback_rate is None or not Decimal("0.1") <= callback_rate <= 10:
                 raise VenueReject(
