@@ -433,6 +433,8 @@ class BybitEmulator:
             "basisRate": "", "deliveryFeeRate": "", "deliveryTime": "0",
             "ask1Size": num(instrument.min_amount * 1000), "bid1Price": num(mark - instrument.tick_size),
             "ask1Price": num(mark + instrument.tick_size), "bid1Size": num(instrument.min_amount * 1000),
+            "basis": "", "preOpenPrice": "", "preQty": "", "curPreListingPhase": "", "fundingIntervalHour": "8",
+            "basisRateYear": "", "fundingCap": "0.005",
         }
 
     def _candles(self, params: dict[str, Any]) -> tuple[Any, list[Candle]]:
