@@ -51,6 +51,7 @@ from framework.venue import (
     VenueReject,
     candles,
 )
+from framework.venue.market import synthetic_book, window_stats
 
 log = logging.getLogger(__name__)
 
@@ -417,22 +418,18 @@ class BybitEmulator:
 
     def _ticker_row(self, symbol: str) -> dict[str, Any]:
         instrument = self.venue.instrument(symbol)
-        mark = self.venue.mark_price(symbol)
-        now = self.venue.now()
-        day = [p for p in self.venue.mark_history(symbol) if p.ts > now - 86_400_000]
-        hour = [p for p in day if p.ts > now - 3_600_000]
-        previous = day[0].price if day else mark
+        day, hour = window_stats(self.venue, symbol, 86_400_000), window_stats(self.venue, symbol, 3_600_000)
+        mark, now = day.last, self.venue.now()
+        (bid, bid_size), (ask, ask_size) = (side[0] for side in synthetic_book(self.venue, symbol, 1))
         return {
             "symbol": instrument.id, "lastPrice": num(mark), "indexPrice": num(mark), "markPrice": num(mark),
-            "prevPrice24h": num(previous), "price24hPcnt": num(round((mark - previous) / previous, 6)),
-            "highPrice24h": num(max((p.price for p in day), default=mark)),
-            "lowPrice24h": num(min((p.price for p in day), default=mark)),
-            "prevPrice1h": num(hour[0].price if hour else mark), "openInterest": "0", "openInterestValue": "0",
+            "prevPrice24h": num(day.open), "price24hPcnt": num(round((mark - day.open) / day.open, 6)),
+            "highPrice24h": num(day.high), "lowPrice24h": num(day.low),
+            "prevPrice1h": num(hour.open), "openInterest": "0", "openInterestValue": "0",
             "turnover24h": "0", "volume24h": "0", "fundingRate": "0.0001",
             "nextFundingTime": str((now // 28_800_000 + 1) * 28_800_000), "predictedDeliveryPrice": "",
             "basisRate": "", "deliveryFeeRate": "", "deliveryTime": "0",
-            "ask1Size": num(instrument.min_amount * 1000), "bid1Price": num(mark - instrument.tick_size),
-            "ask1Price": num(mark + instrument.tick_size), "bid1Size": num(instrument.min_amount * 1000),
+            "ask1Size": num(ask_size), "bid1Price": num(bid), "ask1Price": num(ask), "bid1Size": num(bid_size),
             "basis": "", "preOpenPrice": "", "preQty": "", "curPreListingPhase": "", "fundingIntervalHour": "8",
             "basisRateYear": "", "fundingCap": "0.005",
         }
@@ -478,11 +475,9 @@ class BybitEmulator:
             raise BybitApiReject(10001, "params error: limit") from None
         if not 1 <= limit <= 200:
             raise BybitApiReject(10001, "params error: limit must be 1..200")
-        mark, tick = self.venue.mark_price(instrument.symbol), instrument.tick_size
-        size = num(instrument.min_amount * 1000)
-        bids = [[num(mark - tick * k), size] for k in range(1, limit + 1) if mark - tick * k > 0]
+        bids, asks = synthetic_book(self.venue, instrument.symbol, limit)
         now = self.venue.now()
-        return {"s": instrument.id, "b": bids, "a": [[num(mark + tick * k), size] for k in range(1, limit + 1)],
+        return {"s": instrument.id, "b": [[num(p), num(q)] for p, q in bids], "a": [[num(p), num(q)] for p, q in asks],
                 "ts": now, "u": len(self.venue.mark_history(instrument.symbol)), "seq": now, "cts": now}
 
     # --- account -------------------------------------------------------------------------------------
