@@ -157,15 +157,18 @@ async def test_gtx_that_would_take_is_5022_and_fok_that_cannot_fill_is_5021_neit
 
 
 def user_stream_url(harness, listen_key: str) -> str:
-    return f"{harness.emulator.ws_url}/ws/{listen_key}"
+    return f"{harness.emulator.ws_url}/private/ws?listenKey={listen_key}&events=ORDER_TRADE_UPDATE/TRADE_LITE"
 
 
-async def next_order_update(ws, order_id: str) -> dict[str, Any]:
+async def next_order_update(ws, order_id: str, seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The next ORDER_TRADE_UPDATE of ``order_id`` (other frames go to ``seen``)."""
     async with asyncio.timeout(5):
         while True:
             frame = json.loads(await ws.recv())
             if frame.get("e") == "ORDER_TRADE_UPDATE" and str(frame["o"]["i"]) == order_id:
                 return dict(frame["o"])
+            if seen is not None:
+                seen.append(frame)
 
 
 @pytest.mark.parametrize("side", ["buy", "sell"])
@@ -180,9 +183,12 @@ async def test_limit_orders_on_the_user_stream(harness, client, venue, side):
         assert (new["o"], new["f"], new["x"], new["X"], new["p"], new["q"]) == (
             "LIMIT", "GTC", "NEW", "NEW", str(price), "10")
         venue.set_mark_price(SYMBOL, Decimal(1) - sign * Decimal("0.03"))
-        trade = await next_order_update(ws, rest["id"])
+        before: list[dict[str, Any]] = []
+        trade = await next_order_update(ws, rest["id"], before)
+        (lite,) = [f for f in before if f["e"] == "TRADE_LITE"]  # TRADE_LITE comes first (B4)
         assert (trade["x"], trade["X"], trade["L"], trade["l"], trade["m"], trade["ot"]) == (
             "TRADE", "FILLED", str(price), "10", True, "LIMIT")
+        assert (lite["p"], lite["L"], lite["m"]) == (str(price), str(price), True)
 
         ioc = await client.create_order(SYMBOL, "limit", side, 10, float(venue.mark_price(SYMBOL)) - sign * 0.01,
                                         {"timeInForce": "IOC"})
@@ -195,3 +201,15 @@ async def test_limit_orders_on_the_user_stream(harness, client, venue, side):
         await client.cancel_order(resting["id"], SYMBOL)
         cancelled = await next_order_update(ws, resting["id"])
         assert (cancelled["x"], cancelled["X"]) == ("CANCELED", "CANCELED")
+
+
+async def test_a_duplicate_client_order_id_among_open_orders_is_4116_and_free_again_once_closed(client, venue):
+    """-4116 "clientOrderId is duplicated" (B9), testable now that an order can stay open."""
+    venue.set_mark_price(SYMBOL, Decimal(1))
+    first = await client.create_order(SYMBOL, "limit", "buy", 10, 0.9, {"clientOrderId": "paper-dup"})
+    with pytest.raises(ccxt.ExchangeError, match="-4116"):
+        await client.create_order(SYMBOL, "limit", "sell", 10, 1.1, {"clientOrderId": "paper-dup"})
+    assert [o.id for o in venue.orders(ACC, SYMBOL)] == [first["id"]]
+    await client.cancel_order(first["id"], SYMBOL)
+    again = await client.create_order(SYMBOL, "limit", "sell", 10, 1.1, {"clientOrderId": "paper-dup"})
+    assert again["id"] != first["id"] and again["clientOrderId"] == "paper-dup"
