@@ -455,10 +455,11 @@ class Venue:
             self._rebook(self._positions[key])
         self._outbox.append(MarkPriceEvent(symbol, price, ts))
         try:
-            for order in [o for o in self._orders_by_symbol.get(symbol, ()) if o.is_open and o.conditional]:
+            resting = [o for o in self._orders_by_symbol.get(symbol, ()) if o.is_open]
+            for order in [o for o in resting if o.conditional]:
                 if order.is_open and self._order_fires(order, price):
                     self._trigger(order)
-            for order in [o for o in self._orders_by_symbol.get(symbol, ()) if o.is_open and o.type == LIMIT]:
+            for order in [o for o in resting if o.type == LIMIT]:
                 if order.is_open and _marketable(order, price):
                     assert order.price is not None
                     self._execute_limit(order, order.price, maker=True, ts=self.tick())
