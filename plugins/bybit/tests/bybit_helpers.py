@@ -26,6 +26,21 @@ TEST_OPTIONS = {
 }
 
 
+def assert_same_shape(actual: dict[str, Any], expected: dict[str, Any], where: str = "") -> None:
+    """Same keys, and the same JSON value types (``null`` in either matches anything)."""
+    extra, missing = set(actual) - set(expected), set(expected) - set(actual)
+    assert set(actual) == set(expected), f"{where}: extra {extra}, missing {missing}"
+    for key, value in expected.items():
+        got = actual[key]
+        if value is None or got is None:
+            continue
+        assert type(got) is type(value), f"{where}.{key}: {type(got).__name__} != {type(value).__name__}"
+        if isinstance(value, dict) and key not in ("cumFeeDetail",):
+            assert_same_shape(got, value, f"{where}.{key}")
+        if isinstance(value, list) and value and isinstance(value[0], dict) and got:
+            assert_same_shape(got[0], value[0], f"{where}.{key}[0]")
+
+
 def fixture_json(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
