@@ -40,3 +40,16 @@ async def test_a_close_rate_limited_every_time_alerts_and_leaves_the_position_pr
     assert env.parts.book.holds(env.symbol) and env.venue.is_protected("default", env.symbol)
     [critical] = [a for a in env.recorder.seen["on_alert"] if a.level == "critical"]
     assert "rate limited" in critical.message
+
+
+async def test_the_venue_s_own_wait_is_honoured(env):
+    # Binance: Retry-After on a 418/429; Bybit: X-Bapi-Limit-Reset-Timestamp (docs/conformance.md)
+    await env.start()
+    await env.settled()
+    await env.parts.driver.rate_limit_pause()
+    env.venue.faults.http_error_status = 429
+    env.venue.faults.http_error_next = 1
+    with pytest.raises(RateLimited) as refused:
+        await env.parts.driver.fetch_snapshot()
+    assert refused.value.retry_after_ms is not None and 0 < refused.value.retry_after_ms <= 1_000
+    assert 0 < env.parts.driver.paused_for_ms() <= refused.value.retry_after_ms

@@ -70,6 +70,7 @@ MAX_RECV_WINDOW_MS = 60_000
 DEFAULT_RECV_WINDOW_MS = 5_000
 #: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
 ACCEPT_TIMEOUT_HOLD_S = 30.0
+RETRY_AFTER_S = 1  # what a 418 / 429 asks the client to wait (assumed value; the header is documented)
 
 #: venue reject reason → (Binance code, message); all HTTP 400
 REJECT_CODES: dict[str, tuple[int, str]] = {
@@ -310,7 +311,9 @@ class BinanceEmulator:
                 raise BinanceApiError(status, -1000, "An unknown error occurred while processing the request.")
             return await handler(request)
         except BinanceApiError as error:
-            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)
+            # Binance sends Retry-After (seconds) with every 418 / 429 ("General Info: Limits")
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (418, 429) else None
+            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status, headers=headers)
         except VenueReject as reject:
             error = _reject(reject)
             return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)

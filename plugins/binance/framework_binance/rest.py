@@ -51,11 +51,24 @@ USER_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "listenKey
 
 
 class BinanceApiError(ccxt.ExchangeError):
-    """A Binance error answer: HTTP ``status``, Binance ``code`` (e.g. ``-2021``) and ``msg``."""
+    """A Binance error answer: HTTP ``status``, Binance ``code`` (e.g. ``-2021``) and ``msg``, and for a
+    418 / 429 the ``Retry-After`` header in ms ("a Retry-After header is sent with a 418 or 429 response
+    and will give the number of seconds required to wait", Binance "General Info: Limits")."""
 
-    def __init__(self, status: int, code: int | None, msg: str) -> None:
+    def __init__(self, status: int, code: int | None, msg: str, retry_after_ms: int | None = None) -> None:
         super().__init__(f"binance HTTP {status} code {code}: {msg}")
         self.status, self.code, self.msg = status, code, msg
+        self.retry_after_ms = retry_after_ms
+
+
+def retry_after_ms(headers: object) -> int | None:
+    """``Retry-After`` (seconds) from response headers, in ms; ``None`` when absent or not a number."""
+    value = headers.get("Retry-After") or headers.get("retry-after") if isinstance(headers, dict) else None
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return int(seconds * 1000) if seconds is not None and 0 <= seconds < 86_400 else None
 
 
 class BinanceUsdm(ccxt_async.binanceusdm):
@@ -69,7 +82,8 @@ class BinanceUsdm(ccxt_async.binanceusdm):
             api_code = None
         if code >= 400 or (api_code is not None and api_code < 0):
             msg = response.get("msg") if isinstance(response, dict) else None
-            raise BinanceApiError(code, api_code, str(msg or reason or "")[:300])
+            wait = retry_after_ms(headers) if code in (418, 429) else None
+            raise BinanceApiError(code, api_code, str(msg or reason or "")[:300], wait)
         return super().handle_errors(code, reason, url, method, headers, body, response, requestHeaders, requestBody)
 
 
@@ -95,7 +109,7 @@ def venue_errors(
         if code in (-2011, -2013):
             raise OrderNotFound(message, code=code, **where) from exc
         if code == -1003 or status in (418, 429):
-            raise RateLimited(message, code=code, **where) from exc
+            raise RateLimited(message, code=code, retry_after_ms=exc.retry_after_ms, **where) from exc
         if status >= 500 or code in (-1000, -1001, -1006, -1007, -1008):
             if creating:
                 raise OutcomeUnknown(message, code=code, **where) from exc

@@ -303,8 +303,10 @@ class BybitEmulator:
         if faults.http_error_next > 0:
             faults.http_error_next -= 1
             status = faults.http_error_status
-            if status == 429:
-                return web.json_response(self._envelope(10006, "Too many visits!", {}), status=429)
+            if status == 429:  # with the documented limit headers (Bybit v5 "Rate Limit"); the reset is assumed 1 s on
+                reset = now_ms() + 1_000
+                headers = {"X-Bapi-Limit-Status": "0", "X-Bapi-Limit": "10", "X-Bapi-Limit-Reset-Timestamp": str(reset)}
+                return web.json_response(self._envelope(10006, "Too many visits!", {}), status=429, headers=headers)
             return web.Response(status=status, text=f"{status} emulated gateway error")
         body = await request.text() if request.method == "POST" else ""
         try:

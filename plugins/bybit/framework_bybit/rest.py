@@ -66,12 +66,26 @@ _TRIGGER_FIELDS = {"stop_loss": ("stopLoss", "slTriggerBy"), "take_profit": ("ta
 
 
 class BybitApiError(ccxt.ExchangeError):
-    """A Bybit answer with ``retCode != 0``; ``ret_code`` / ``ret_msg`` as the venue sent them."""
+    """A Bybit answer with ``retCode != 0``; ``ret_code`` / ``ret_msg`` as the venue sent them, and
+    ``reset_at_ms``: the ``X-Bapi-Limit-Reset-Timestamp`` header ("when your request limit resets if you
+    have exceeded your rate_limit", Bybit v5 "Rate Limit") when the answer carried one."""
 
-    def __init__(self, ret_code: int, ret_msg: str) -> None:
+    def __init__(self, ret_code: int, ret_msg: str, reset_at_ms: int | None = None) -> None:
         self.ret_code = ret_code
         self.ret_msg = ret_msg
+        self.reset_at_ms = reset_at_ms
         super().__init__(f"bybit retCode {ret_code}: {ret_msg}")
+
+
+def limit_reset_ms(headers: object) -> int | None:
+    """``X-Bapi-Limit-Reset-Timestamp`` (ms since the epoch) from response headers, if present and a number."""
+    if not isinstance(headers, dict):
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "x-bapi-limit-reset-timestamp"), None)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 class BybitClient(ccxt_async.bybit):
@@ -82,7 +96,7 @@ class BybitClient(ccxt_async.bybit):
             code = response.get("retCode", response.get("ret_code"))
             if code is not None and str(code) not in ("0", "30084"):
                 message = str(response.get("retMsg", response.get("ret_msg", "")))
-                raise BybitApiError(int(code), message)
+                raise BybitApiError(int(code), message, limit_reset_ms(headers) if int(code) == RATE_LIMIT else None)
         return super().handle_errors(
             httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody
         )
@@ -213,7 +227,8 @@ def translate(exc: BaseException, action: str, *, write: bool = False, **where: 
         if code == ORDER_NOT_EXIST:
             return OrderNotFound(text, code=code, **where)
         if code == RATE_LIMIT:
-            return RateLimited(text, code=code, **where)
+            wait = None if exc.reset_at_ms is None else max(0, min(exc.reset_at_ms - now_ms(), 60_000))
+            return RateLimited(text, code=code, retry_after_ms=wait, **where)
         if code == MIN_NOTIONAL:
             return OrderRejected(text + "; below the instrument's minNotionalValue", code=code, **where)
         if code == DUPLICATE_ORDER_LINK_ID:
