@@ -9,6 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from framework.engine.book import PositionBook
+from framework.models import OrderUpdate, PositionUpdate
+from framework.plugins import new_plugin_manager
+
 FIXTURES = Path(__file__).parent / "fixtures"  # provenance: fixtures/PROVENANCE.md
 SYMBOL = "XRP/USDT:USDT"
 TEST_OPTIONS = {
@@ -61,6 +65,34 @@ class Sink:
                 if result:
                     return result
                 await self._changed.wait()
+
+    def position(self, symbol: str) -> PositionUpdate | None:
+        """The latest position update delivered for ``symbol``: the highest sequence, the later of equals
+        (a late or reordered frame never wins, as in the core's book)."""
+        updates = [e for e in self.events if isinstance(e, PositionUpdate) and e.symbol == symbol]
+        return max(reversed(updates), key=lambda e: e.sequence, default=None)
+
+
+class BookSink(Sink):
+    """A :class:`Sink` in front of a real PositionBook, as under the engine: the sink is also the book's
+    :class:`~framework.protocols.StreamEvidence`, the stream state the driver's liveness checks ask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.book = PositionBook("binance", "default", new_plugin_manager(), store=None)
+
+    async def on_event(self, event: Any) -> None:
+        await self.book.on_event(event)
+        await super().on_event(event)
+
+    def last_update(self, symbol: str) -> PositionUpdate | None:
+        return self.book.last_update(symbol)
+
+    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
+        return self.book.opening_order(symbol, client_order_id)
+
+    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
+        await self.book.wait_changed(symbol, timeout_s)
 
 
 def trading_calls(emulator) -> int:

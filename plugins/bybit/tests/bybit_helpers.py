@@ -9,7 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from framework.models import OrderIntent
+from framework.engine.book import PositionBook
+from framework.models import OrderIntent, OrderUpdate, PositionUpdate
+from framework.plugins import new_plugin_manager
 
 SYMBOL = "XRP/USDT:USDT"
 FIXTURES = Path(__file__).parent / "fixtures"  # provenance: fixtures/PROVENANCE.md
@@ -69,6 +71,39 @@ class RecordingSink:
             while not (result := predicate()):
                 await self._changed.wait()
         return result
+
+    def position(self, symbol: str) -> PositionUpdate | None:
+        """The latest position update delivered for ``symbol``: the highest sequence, the later of equals
+        (a late or reordered frame never wins, as in the core's book)."""
+        updates = [e for e in self.events if isinstance(e, PositionUpdate) and e.symbol == symbol]
+        return max(reversed(updates), key=lambda e: e.sequence, default=None)
+
+    def order(self, client_order_id: str) -> OrderUpdate | None:
+        """The latest update delivered for the order ``client_order_id``."""
+        return next((e for e in reversed(self.events)
+                     if isinstance(e, OrderUpdate) and e.order.client_order_id == client_order_id), None)
+
+
+class BookSink(RecordingSink):
+    """A :class:`RecordingSink` in front of a real PositionBook, as under the engine: the sink is also the
+    book's :class:`~framework.protocols.StreamEvidence`, the stream state the driver asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.book = PositionBook("bybit", "default", new_plugin_manager(), store=None)
+
+    async def on_event(self, event: Any) -> None:
+        await self.book.on_event(event)
+        await super().on_event(event)
+
+    def last_update(self, symbol: str) -> PositionUpdate | None:
+        return self.book.last_update(symbol)
+
+    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
+        return self.book.opening_order(symbol, client_order_id)
+
+    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
+        await self.book.wait_changed(symbol, timeout_s)
 
 
 
