@@ -142,9 +142,26 @@ class Recorder:
         self._add("on_alert", alert)
 
 
-class RecordingSink:
+class BookEvidence:
+    """:class:`~framework.protocols.StreamEvidence` answered by ``self.book``: a test sink in front of a
+    PositionBook is then the driver's stream state, as the book itself is under the engine (the driver's
+    liveness questions go to the book)."""
+
+    book: PositionBook
+
+    def last_update(self, symbol: str) -> PositionUpdate | None:
+        return self.book.last_update(symbol)
+
+    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
+        return self.book.opening_order(symbol, client_order_id)
+
+    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
+        await self.book.wait_changed(symbol, timeout_s)
+
+
+class RecordingSink(BookEvidence):
     """The driver's :class:`~framework.driver.StreamSink`: forwards to the book, then records.  It is also
-    the book's :class:`~framework.protocols.StreamEvidence`, so the driver's stream state is the book's.
+    the book's :class:`~framework.protocols.StreamEvidence` (:class:`BookEvidence`).
 
     After every *re*connect it runs the core's reconnect snapshot (one ``fetch_snapshot``; book
     positions the venue no longer lists are closed, reason ``reconcile``), as the engine does.
@@ -176,17 +193,6 @@ class RecordingSink:
         self.book.on_malformed(raw, error)
         self.journal.malformed.append((raw, error))
         self.journal.note()
-
-    # --- StreamEvidence: the driver's liveness questions go to the book, as under the engine ----------
-
-    def last_update(self, symbol: str) -> PositionUpdate | None:
-        return self.book.last_update(symbol)
-
-    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
-        return self.book.opening_order(symbol, client_order_id)
-
-    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
-        await self.book.wait_changed(symbol, timeout_s)
 
 
 # --- the contract fixture's object ---------------------------------------------------------------------

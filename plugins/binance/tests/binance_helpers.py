@@ -9,8 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from contract_tests.support import BookEvidence
 from framework.engine.book import PositionBook
-from framework.models import OrderUpdate, PositionUpdate
+from framework.models import PositionUpdate
 from framework.plugins import new_plugin_manager
 
 FIXTURES = Path(__file__).parent / "fixtures"  # provenance: fixtures/PROVENANCE.md
@@ -31,7 +32,8 @@ def fixture_json(relative: str) -> Any:
 class Sink:
     """A StreamSink that records everything and lets a test wait for a condition (no sleeps)."""
 
-    def __init__(self) -> None:
+    def __init__(self, book: PositionBook | None = None) -> None:
+        self.book = book  # when given, every event reaches it first (as the engine's book)
         self.events: list[Any] = []
         self.connected: list[bool] = []
         self.disconnected: list[str] = []
@@ -43,6 +45,8 @@ class Sink:
         self._changed = asyncio.Event()
 
     async def on_event(self, event: Any) -> None:
+        if self.book is not None:
+            await self.book.on_event(event)
         self.events.append(event)
         self._notify()
 
@@ -73,26 +77,12 @@ class Sink:
         return max(reversed(updates), key=lambda e: e.sequence, default=None)
 
 
-class BookSink(Sink):
+class BookSink(BookEvidence, Sink):
     """A :class:`Sink` in front of a real PositionBook, as under the engine: the sink is also the book's
-    :class:`~framework.protocols.StreamEvidence`, the stream state the driver's liveness checks ask."""
+    :class:`~framework.protocols.StreamEvidence`, the stream state the driver asks."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.book = PositionBook("binance", "default", new_plugin_manager(), store=None)
-
-    async def on_event(self, event: Any) -> None:
-        await self.book.on_event(event)
-        await super().on_event(event)
-
-    def last_update(self, symbol: str) -> PositionUpdate | None:
-        return self.book.last_update(symbol)
-
-    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
-        return self.book.opening_order(symbol, client_order_id)
-
-    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
-        await self.book.wait_changed(symbol, timeout_s)
+        super().__init__(PositionBook("binance", "default", new_plugin_manager(), store=None))
 
 
 def trading_calls(emulator) -> int:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from contract_tests.support import BookEvidence
 from framework.engine.book import PositionBook
 from framework.models import OrderIntent, OrderUpdate, PositionUpdate
 from framework.plugins import new_plugin_manager
@@ -39,7 +40,8 @@ def fixture_text(name: str) -> str:
 class RecordingSink:
     """A StreamSink recording everything, with a waiter on a condition (no sleeps)."""
 
-    def __init__(self) -> None:
+    def __init__(self, book: PositionBook | None = None) -> None:
+        self.book = book  # when given, every event reaches it first (as the engine's book)
         self.events: list[Any] = []
         self.connected: list[bool] = []
         self.disconnected: list[str] = []
@@ -51,6 +53,8 @@ class RecordingSink:
         self._changed = asyncio.Event()
 
     async def on_event(self, event: Any) -> None:
+        if self.book is not None:
+            await self.book.on_event(event)
         self.events.append(event)
         self._notify()
 
@@ -84,26 +88,12 @@ class RecordingSink:
                      if isinstance(e, OrderUpdate) and e.order.client_order_id == client_order_id), None)
 
 
-class BookSink(RecordingSink):
-    """A :class:`RecordingSink` in front of a real PositionBook, as under the engine: the sink is also the
-    book's :class:`~framework.protocols.StreamEvidence`, the stream state the driver asks."""
+class BookSink(BookEvidence, RecordingSink):
+    """A :class:`RecordingSink` in front of a real PositionBook, as under the engine: the sink is also the book's
+    :class:`~framework.protocols.StreamEvidence`, the stream state the driver asks."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.book = PositionBook("bybit", "default", new_plugin_manager(), store=None)
-
-    async def on_event(self, event: Any) -> None:
-        await self.book.on_event(event)
-        await super().on_event(event)
-
-    def last_update(self, symbol: str) -> PositionUpdate | None:
-        return self.book.last_update(symbol)
-
-    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
-        return self.book.opening_order(symbol, client_order_id)
-
-    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
-        await self.book.wait_changed(symbol, timeout_s)
+        super().__init__(PositionBook("bybit", "default", new_plugin_manager(), store=None))
 
 
 
