@@ -437,9 +437,13 @@ class PositionBook:
             if state.pending_flat is not None:  # the fill that explains the flat frame already held
                 await self._close_on_flat_locked(state, state.pending_flat)
                 return
-            # A fully filled closing order closes the position even if the flat frame is lost (I-1).
+            # A fully filled closing order closes the position even if the flat frame is lost (I-1), unless
+            # the position frame of the same fill came first and shows it still open (Binance sends
+            # ACCOUNT_UPDATE before ORDER_TRADE_UPDATE with one T: a partial reduce has shrunk the book's size).
             fully_filled = order.status == "closed" and order.filled >= position.contracts
-            if fully_filled and update.timestamp >= position.opened_at:
+            last = state.last_update
+            shown_open = last is not None and last.contracts > 0 and last.timestamp >= update.timestamp
+            if fully_filled and not shown_open and update.timestamp >= position.opened_at:
                 await self._close_locked(
                     state, order.symbol, closure_reason(update.origin, order.client_order_id, position.trailed),
                     price=state.closing_fill.price, realized_pnl=update.realized_pnl, source="order",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from decimal import Decimal
+from typing import Any
 
 import pluggy
 
@@ -40,6 +41,7 @@ from framework.store import Store
 log = logging.getLogger(__name__)
 
 NOTHING_FILLED = ("rejected", "canceled", "expired")
+STREAM_POLL_S = 0.25  # an entry awaiting its answer re-checks the stream at least this often
 
 
 class OpenNotVerified(OutcomeUnknown):
@@ -103,9 +105,12 @@ class Opener:
         attached = stop is None and self.driver.supports("attached_stop_on_entry")
         await self.store.update_order(account, venue, cid, state="submitted")
         order: Order | None = None
+        entry = asyncio.ensure_future(self.driver.create_entry(intent))
         try:
+            if stop is None and not attached:
+                stop = await self._protect_on_stream_fill(intent, entry)
             try:
-                raw = await self.driver.create_entry(intent)
+                raw = await entry
             except OrderRejected:
                 await self.store.update_order(account, venue, cid, state="rejected")
                 await cancel_quietly(self.driver, stop)
@@ -164,6 +169,29 @@ class Opener:
         if gone:
             await self.book.close(intent.symbol, "position_gone", source="error")
         return position
+
+    async def _protect_on_stream_fill(self, intent: OrderIntent, entry: asyncio.Future[Any]) -> StopLoss | None:
+        """While the entry's answer is outstanding, place the stop as soon as the stream shows the entry
+        filled: a lost or slow answer (a client timeout) must not leave the fill naked until it comes.
+
+        :returns: the stop placed, or ``None`` when the answer came first (or placing failed: the normal
+            path places it after the answer).
+        """
+        cid = intent.client_order_id
+        while not entry.done():
+            seen = self.book.opening_order(intent.symbol, cid)
+            if seen is not None and seen.order.filled > 0:
+                try:
+                    return await self.driver.set_stop_loss(intent.symbol, intent.side, seen.order.filled,
+                                                           intent.stop_loss)
+                except VenueError as exc:
+                    log.warning("%s %s: stop on the stream's fill failed (placed after the answer): %s",
+                                intent.venue, intent.symbol, exc)
+                    return None
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(self.book.wait_changed(intent.symbol, STREAM_POLL_S))
+            await asyncio.wait({entry, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        return None
 
     async def _take_profit(
         self, intent: OrderIntent, contracts: Decimal, attached: bool
