@@ -20,7 +20,7 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import StreamCache
+from framework.driverkit import stream_flat_since
 from framework.errors import (
     OrderIncomplete,
     OrderNotFound,
@@ -32,6 +32,7 @@ from framework.errors import (
     WouldTriggerImmediately,
 )
 from framework.models import DriverConfig, Order, Position
+from framework.protocols import StreamEvidence
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +227,12 @@ def to_position(raw: dict[str, Any], account: str) -> Position | None:
 
 
 class BinanceConnection:
-    """What ``connect`` returns: the ccxt client, the config and the private stream's cache.
+    """What ``connect`` returns: the ccxt client, the config and, while ``run_stream`` runs, the core's
+    stream state.
 
-    :ivar cache: latest position / order updates seen by ``run_stream`` (:class:`StreamCache`).
+    :ivar stream_state: what the private stream said, as the core holds it (the sink given to
+        ``run_stream`` when it is :class:`~framework.protocols.StreamEvidence`: the PositionBook); ``None``
+        when there is none, and then nothing is "known flat".
     :ivar symbols: ``{market id: unified symbol}`` from the loaded markets.
     """
 
@@ -237,7 +241,7 @@ class BinanceConnection:
     def __init__(self, config: DriverConfig, exchange: BinanceUsdm) -> None:
         self.config = config
         self.exchange = exchange
-        self.cache = StreamCache()
+        self.stream_state: StreamEvidence | None = None
         self.symbols: dict[str, str] = {}
         self.opened_at: dict[str, int] = {}  # symbol -> latest venue time (ms) a fill / snapshot showed it open
 
@@ -249,9 +253,9 @@ class BinanceConnection:
             self.opened_at[symbol] = max(self.opened_at.get(symbol, 0), int(venue_ms))
 
     def known_flat(self, symbol: str) -> bool:
-        """The stream reported ``symbol`` flat after every open the driver knows of (fills, snapshots)."""
-        cached = self.cache.position(symbol)
-        return cached is not None and cached.contracts == 0 and cached.timestamp >= self.opened_at.get(symbol, 0)
+        """The stream reported ``symbol`` flat after every open the driver knows of (fills, snapshots);
+        ``False`` without stream evidence."""
+        return stream_flat_since(self.stream_state, symbol, self.opened_at.get(symbol, 0))
 
     def __repr__(self) -> str:
         return f"BinanceConnection(account={self.config.account!r}, rest_url={self.config.rest_url!r})"
