@@ -423,6 +423,10 @@ class Run:
             log.warning("signal %s failed: %s", sig, exc)
             self.monitor.signal_failed(sig, exc)
             return False
+        except Exception as exc:  # unexpected: counted, logged with its stack, and the feed goes on
+            log.exception("signal %s failed unexpectedly", sig)
+            self.monitor.signal_failed(sig, exc)
+            return False
         return True
 
     async def _view(self) -> None:
