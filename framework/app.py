@@ -207,6 +207,7 @@ class RunMonitor:
         self.errors: list[str] = []
         self.listener_errors: list[str] = []
         self.failed_signals: list[dict[str, Any]] = []
+        self.signal_failed_event = asyncio.Event()  # set on every failed signal (for whoever waits on one)
         self.log: deque[str] = deque(maxlen=14)
         self.alerts: deque[str] = deque(maxlen=6)
 
@@ -221,6 +222,7 @@ class RunMonitor:
         self.failed_signals.append({"signal": sig.model_dump(mode="json") if sig is not None else line,
                                     "error": str(error), "type": type(error).__name__})
         self.errors.append(f"{what} failed: {error}")
+        self.signal_failed_event.set()
         self._say(f"[bold red]signal failed[/] {what}: {error}")
 
     @hookimpl

@@ -68,9 +68,7 @@ async def test_a_database_outage_fails_the_signals_it_meets_and_the_feed_goes_on
         async with databases.unreachable(database_url):
             with path.open("a") as handle:
                 handle.write(json.dumps(btc) + "\n")
-            async with asyncio.timeout(60):  # a condition with a bound: the feed reads the line and fails it
-                while not run.monitor.failed_signals:
-                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(run.monitor.signal_failed_event.wait(), 60)  # the feed read the line, failed it
         with path.open("a") as handle:
             handle.write(json.dumps(btc) + "\n")  # the database is back: the same signal now opens
         await run.session.wait_for(opened("BTC/USDT:USDT"), 60, events=events)
