@@ -30,6 +30,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel
 
+from framework.alerts import AlertDelivery
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.broadcast import client_order_id
@@ -302,6 +303,7 @@ class Session:
         self.live_venues: dict[str, DriverConfig] = {}
         self.limits = Limits()
         self._tap = _EventTap()
+        self.alerts: AlertDelivery | None = None
         self._opening: set[tuple[str, str]] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self.emulated_account = f"emulated-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
@@ -319,6 +321,9 @@ class Session:
         register(pm, self._tap, "framework.session")
         for name, listener in self.listeners:
             register(pm, listener, name)
+        self.alerts = self._alert_delivery(self.settings)
+        if self.alerts is not None:
+            register(pm, self.alerts, "framework.alerts")
         drivers = load_drivers(pm)
         if not drivers:
             raise ConfigError("no driver plugin loaded")
@@ -332,6 +337,21 @@ class Session:
                               "account; pass --live (or set FRAMEWORK_LIVE=true) to confirm")
         self.pm = pm
         return self
+
+    @staticmethod
+    def _alert_delivery(settings: Settings) -> AlertDelivery | None:
+        """The ``framework.alerts`` plugin when ``FRAMEWORK_ALERT_URLS`` is set.
+
+        :raises ConfigError: an entry apprise does not understand (named by position, never echoed).
+        """
+        urls = settings.alert_url_list()
+        if not urls:
+            return None
+        try:
+            return AlertDelivery(urls, min_level=settings.alert_min_level, positions=settings.alert_positions,
+                                 window_s=settings.alert_window_s)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     async def __aenter__(self) -> Session:
         if self.pm is None:
@@ -350,6 +370,8 @@ class Session:
                 # A new emulated venue starts empty: its rows get an account label of their own, so they
                 # never mix with a real account's or an earlier run's.
                 configs[venue] = harness.config.model_copy(update={"account": self.emulated_account})
+            if self.alerts is not None:  # closed last: the engine's stop may still alert
+                stack.push_async_callback(self.alerts.aclose)
             self.store = store = await Store.open(self.settings.database_url)
             stack.push_async_callback(store.close)
             self.engine = Engine(self.pm, store, drivers, configs, self.engine_settings)
