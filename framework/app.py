@@ -31,6 +31,7 @@ from rich.text import Text
 
 from framework.errors import ConfigError, FrameworkError
 from framework.hookspecs import hookimpl
+from framework.metrics import Metrics, serve_metrics
 from framework.models import Alert, PositionEvent, Signal, StopEvent
 from framework.report import latency_summary
 from framework.session import PositionAlreadyOpen, Session, current_mark, intent_from_signal, quote_currency
@@ -51,6 +52,7 @@ class RunOptions(BaseModel):
     :ivar follow: tail ``signals`` for new lines instead of reading it once.
     :ivar live: confirm trading on the accounts whose keys are set.
     :ivar http_port: serve the HTTP API on this port (0: any free port), ``None``: no HTTP API.
+    :ivar metrics_port: serve Prometheus ``/metrics`` on this port (0: any free port), ``None``: none.
     """
 
     plugins: list[str] | None = None
@@ -67,6 +69,7 @@ class RunOptions(BaseModel):
     testnet: bool = False
     live: bool = False
     http_port: int | None = None
+    metrics_port: int | None = None
 
 
 # --- signals -----------------------------------------------------------------------------------------
@@ -283,6 +286,12 @@ class Run:
             seed=options.seed, faults=options.faults, disabled_plugins=options.disabled_plugins,
             listeners=[("run-monitor", self.monitor)], flatten_on_exit=options.flatten_on_exit,
         )
+        self.metrics: Metrics | None = None
+        if options.metrics_port is not None:
+            self.metrics = Metrics(self.session)
+            self.session.listeners.append(("framework.metrics", self.metrics))
+        self.metrics_url: str | None = None
+        self.metrics_ready = asyncio.Event()
         self.started = time.monotonic()
         self.stop_requested = asyncio.Event()
         self.fatal: str | None = None
@@ -348,6 +357,8 @@ class Run:
             try:
                 if self.options.http_port is not None:
                     tasks.add(asyncio.create_task(self._serve_http(), name="http"))
+                if self.metrics is not None:
+                    tasks.add(asyncio.create_task(self._serve_metrics(), name="metrics"))
                 await self._wait_for_stop(tasks)
             finally:
                 for task in tasks:
@@ -430,6 +441,15 @@ class Run:
             self.http_url = url
             self.http_ready.set()
             print(f"HTTP API on {url} (OpenAPI: {url}/v1/openapi.json)", file=sys.stderr, flush=True)
+            await asyncio.Event().wait()  # serve until cancelled
+
+    async def _serve_metrics(self) -> None:
+        assert self.metrics is not None and self.options.metrics_port is not None
+        assert self.session.settings is not None
+        async with serve_metrics(self.metrics, self.session.settings.metrics_host, self.options.metrics_port) as url:
+            self.metrics_url = url
+            self.metrics_ready.set()
+            print(f"metrics on {url}/metrics", file=sys.stderr, flush=True)
             await asyncio.Event().wait()  # serve until cancelled
 
     def left_open(self, venue_stops: dict[str, set[str]] | None = None) -> list[dict[str, Any]]:

@@ -62,6 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--follow needs --signals FILE")
     if args.http is not None and not 0 <= args.http <= 65535:
         raise ConfigError(f"--http must be a TCP port (0-65535), not {args.http}")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port must be a TCP port (0-65535), not {args.metrics_port}")
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
     settings = load_settings()
@@ -72,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         plugins=_split(args.plugins), disabled_plugins=args.disable_plugin, duration_s=args.duration,
         speed=args.speed, seed=args.seed, signals=args.signals, follow=args.follow, faults=args.faults,
         report=args.report, tui=tui, flatten_on_exit=args.flatten_on_exit, testnet=args.testnet, live=args.live,
-        http_port=args.http,
+        http_port=args.http, metrics_port=args.metrics_port,
     ), settings)
 
 
@@ -228,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true", help="confirm trading on the accounts whose API keys are set")
     p.add_argument("--http", type=int, metavar="PORT", help="serve the HTTP API on this port (token: "
                                                             "FRAMEWORK_HTTP_TOKEN; 0: any free port)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics on this port "
+                                                                      "(FRAMEWORK_METRICS_HOST, default 127.0.0.1)")
     p.add_argument("--faults", help="fault knobs for the emulated venues, e.g. rest_position_lag_ms=5000")
     p.add_argument("--report", type=Path, help="write the run report (JSON) here")
     p.add_argument("--no-tui", dest="tui", action="store_false", help="logs only, no live view")

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
@@ -304,6 +305,7 @@ class Session:
         self.limits = Limits()
         self._tap = _EventTap()
         self.alerts: AlertDelivery | None = None
+        self.signals: Counter[str] = Counter(accepted=0, rejected=0, failed=0)  # submit() outcomes (metrics)
         self._opening: set[tuple[str, str]] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self.emulated_account = f"emulated-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
@@ -439,6 +441,18 @@ class Session:
         :returns: the opened position for ``open``; ``None`` otherwise.
         :raises SignalRejected / FrameworkError: as :meth:`open` and :meth:`close`.
         """
+        try:
+            result = await self._submit(sig)
+        except SignalRejected:
+            self.signals["rejected"] += 1
+            raise
+        except FrameworkError:
+            self.signals["failed"] += 1
+            raise
+        self.signals["accepted"] += 1
+        return result
+
+    async def _submit(self, sig: Signal) -> PositionInfo | None:
         engine = self._engine()
         if sig.venue not in engine.venues:
             raise SignalRejected(f"venue {sig.venue!r} is not running; running: {sorted(engine.venues)}",

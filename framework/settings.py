@@ -16,6 +16,7 @@ variable                          meaning
 ``FRAMEWORK_MAX_OPEN_POSITIONS``  client-side limit: open positions per venue account (default 10)
 ``FRAMEWORK_HTTP_TOKEN``          bearer token of the HTTP API (required to serve it)
 ``FRAMEWORK_HTTP_HOST``           address the HTTP API binds (default ``127.0.0.1``)
+``FRAMEWORK_METRICS_HOST``        address ``--metrics-port`` binds (default ``127.0.0.1``)
 ``FRAMEWORK_ALERT_URLS``          apprise URLs (comma- or space-separated) that alerts are sent to
                                   (``tgram://…``, ``ntfy://…``, ``json://host/path``); a secret
 ``FRAMEWORK_ALERT_MIN_LEVEL``     ``info``, ``warning`` (default) or ``critical``: lower alerts are not sent
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     max_open_positions: int | None = Field(default=10, gt=0, validation_alias="FRAMEWORK_MAX_OPEN_POSITIONS")
     http_token: SecretStr | None = Field(default=None, validation_alias="FRAMEWORK_HTTP_TOKEN")
     http_host: str = Field(default="127.0.0.1", validation_alias="FRAMEWORK_HTTP_HOST")
+    metrics_host: str = Field(default="127.0.0.1", validation_alias="FRAMEWORK_METRICS_HOST")
     alert_urls: SecretStr | None = Field(default=None, validation_alias="FRAMEWORK_ALERT_URLS")
     alert_min_level: Literal["info", "warning", "critical"] = Field(
         default="warning", validation_alias="FRAMEWORK_ALERT_MIN_LEVEL")
