@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from framework import __version__
 from framework.errors import ConfigError, FrameworkError
+from framework.logs import configure_logging
 
 if TYPE_CHECKING:
     from framework.venue import Faults
@@ -67,6 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
     settings = load_settings()
+    from framework.logs import secrets_of
+    from framework.plugins import installed_plugins
+
+    args.redact.add(secrets_of(settings, installed_plugins()))  # masked in every log line from here on
     tui = args.tui and sys.stdout.isatty()  # piped output logs events line by line instead
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING if tui else logging.INFO)
@@ -235,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", help="fault knobs for the emulated venues, e.g. rest_position_lag_ms=5000")
     p.add_argument("--report", type=Path, help="write the run report (JSON) here")
     p.add_argument("--no-tui", dest="tui", action="store_false", help="logs only, no live view")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log lines as text (default) or one JSON object each (venue, symbol, client_order_id, "
+                        "event fields)")
     p.add_argument("--flatten-on-exit", action="store_true", help="close every position on exit")
     p.add_argument("--testnet", action="store_true", help="live plugins use the venue's test network")
     p.set_defaults(func=cmd_run)
@@ -277,11 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    args.redact = configure_logging(logging.DEBUG if args.verbose else logging.INFO,
+                                    getattr(args, "log_format", "text"))
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines are start-up chatter
     try:
         return int(args.func(args))

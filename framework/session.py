@@ -306,6 +306,10 @@ class Session:
         self._tap = _EventTap()
         self.alerts: AlertDelivery | None = None
         self.signals: Counter[str] = Counter(accepted=0, rejected=0, failed=0)  # submit() outcomes (metrics)
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._opening: set[tuple[str, str]] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self.emulated_account = f"emulated-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
@@ -441,6 +445,11 @@ class Session:
         :returns: the opened position for ``open``; ``None`` otherwise.
         :raises SignalRejected / FrameworkError: as :meth:`open` and :meth:`close`.
         """
+        if self.draining:
+            self.signals["rejected"] += 1
+            raise SignalRejected("shutting down: no new signals are taken", venue=sig.venue, symbol=sig.symbol)
+        self._in_flight += 1
+        self._idle.clear()
         try:
             result = await self._submit(sig)
         except SignalRejected:
@@ -449,8 +458,31 @@ class Session:
         except FrameworkError:
             self.signals["failed"] += 1
             raise
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
         self.signals["accepted"] += 1
         return result
+
+    @property
+    def in_flight(self) -> int:
+        """Signals being carried out now (:meth:`submit` calls under way)."""
+        return self._in_flight
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop taking signals (:meth:`submit` raises :class:`SignalRejected`) and wait up to ``timeout_s``
+        for the ones under way (an open finishes protected, or rolls back).
+
+        :returns: whether nothing is under way any more.
+        """
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("%d signal(s) still under way after %.0f s", self._in_flight, timeout_s)
+            return False
+        return True
 
     async def _submit(self, sig: Signal) -> PositionInfo | None:
         engine = self._engine()
