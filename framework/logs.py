@@ -12,6 +12,7 @@ websockets debug line shows an authentication frame with the API key in it).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -89,9 +90,10 @@ def secrets_of(settings: Any, plugins: Iterable[str] = ()) -> list[str]:
     for url in settings.alert_url_list():
         found.append(url)
         parts = urlsplit(url)
-        found += [p for p in parts.path.split("/") if len(p) >= 8]  # tokens sit in the path (tgram://TOKEN/…)
-        if parts.password:
-            found.append(parts.password)
+        # tokens sit in the host part (tgram://BOT_TOKEN/chat, user:password@) or the path (json://host/TOKEN);
+        # a dotted name or address is a host, not a token
+        pieces = re.split(r"[:@]", parts.netloc) + parts.path.split("/")
+        found += [p for p in pieces if len(p) >= 8 and "." not in p]
     if settings.database_url:
         password = urlsplit(settings.database_url).password
         if password:
