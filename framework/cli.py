@@ -184,6 +184,32 @@ def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+# --- framework health --------------------------------------------------------------------------------
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """``GET /v1/health`` of a running ``framework run --http``: 0 when it answers 200 (container and
+    service health checks), 1 otherwise; the token comes from ``FRAMEWORK_HTTP_TOKEN``."""
+    import urllib.error
+    import urllib.request
+
+    from framework.settings import load_settings
+
+    token = load_settings().http_token
+    if token is None or not token.get_secret_value():
+        raise ConfigError("framework health needs FRAMEWORK_HTTP_TOKEN (the HTTP API's bearer token)")
+    request = urllib.request.Request(f"{args.url.rstrip('/')}/v1/health",
+                                     headers={"Authorization": f"Bearer {token.get_secret_value()}"})
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310 - a local URL
+            body = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"framework health: {args.url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
+    print(json.dumps(body))
+    return 0
+
+
 # --- framework report --------------------------------------------------------------------------------
 
 
@@ -273,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--plugins", help="comma-separated driver plugins (default: binance,bybit)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("health", help="GET /v1/health of a running framework run --http (exit 0 when healthy)")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of the HTTP API")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("report", help="print a run report (framework run --report PATH) as tables")
     p.add_argument("path", help="report JSON file")

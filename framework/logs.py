@@ -105,7 +105,7 @@ def secrets_of(settings: Any, plugins: Iterable[str] = ()) -> list[str]:
 
 
 def configure_logging(level: int, fmt: Literal["text", "json"] = "text", secrets: Iterable[str] = ()) -> Redactor:
-    """Replace the root logger's handlers with one stderr handler in ``fmt``, masking ``secrets``.
+    """Give the root logger one stderr handler in ``fmt`` masking ``secrets`` (replacing an earlier call's).
 
     :returns: the redactor (``add()`` more secrets once the settings are read).
     """
@@ -114,8 +114,9 @@ def configure_logging(level: int, fmt: Literal["text", "json"] = "text", secrets
     handler.addFilter(ContextFilter())
     handler.setFormatter(_RedactingJson(redact) if fmt == "json" else _RedactingText(redact))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in [h for h in root.handlers if getattr(h, "framework_cli", False)]:
+        root.removeHandler(old)  # an earlier call's (tests call main() repeatedly); others' handlers stay
+    handler.framework_cli = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     return redact
