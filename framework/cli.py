@@ -184,6 +184,23 @@ def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+# --- framework soak ----------------------------------------------------------------------------------
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from framework.soak import run_soak
+
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ConfigError(f"--minutes must be above 0, not {args.minutes}")
+    faults = None if args.faults == "none" else args.faults
+    if faults:
+        _faults(faults)
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # the figures, not every event
+    return run_soak(args.minutes, plugins=_split(args.plugins), faults=faults, sample_s=args.sample,
+                    json_path=args.json)
+
+
 # --- framework health --------------------------------------------------------------------------------
 
 
@@ -299,6 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--plugins", help="comma-separated driver plugins (default: binance,bybit)")
     p.set_defaults(func=cmd_bench)
+
+    from framework.soak import DEFAULT_FAULTS
+
+    p = sub.add_parser("soak", help="run N minutes at 100x on the emulators with faults on; report memory, tasks, "
+                                    "alerts and safety over time")
+    p.add_argument("--minutes", type=float, default=30.0, help="how long (default 30)")
+    p.add_argument("--plugins", help="comma-separated driver plugins (default: every installed one)")
+    p.add_argument("--faults", default=DEFAULT_FAULTS, help=f"fault knobs, or none (default {DEFAULT_FAULTS})")
+    p.add_argument("--sample", type=float, default=10.0, help="seconds between samples (default 10)")
+    p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    p.set_defaults(func=cmd_soak)
 
     p = sub.add_parser("health", help="GET /v1/health of a running framework run --http (exit 0 when healthy)")
     p.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of the HTTP API")
