@@ -9,7 +9,7 @@ specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :m
 
 from typing import Any
 
-from framework.driverkit import Backoff, PollSource, poll_sources
+from framework.driverkit import Backoff, PollSource, decode_frame, poll_sources
 from framework.errors import (
     ConfigError,
     DuplicateOpenPosition,
@@ -103,6 +103,7 @@ __all__ = [
     "WouldTriggerImmediately",
     "__version__",
     "close_side",
+    "decode_frame",
     "entry_side",
     "hookimpl",
     "hookspec",

@@ -231,9 +231,9 @@ async def engine_rig(
 
 
 async def converge(rig: Rig) -> None:
-    """One reconciliation pass (not timed).  After a closure the engine learned from the stream, a
-    close-position stop placed before the entry is left resting on Binance and refuses the next stop of
-    that direction (-4130) until the reconciler cancels it; the bench converges after every closure."""
+    """One reconciliation pass (not timed).  After a closure the engine learned from the stream, a stale
+    stop may still rest (a reduce-only one; Binance's system expires close-position stops itself,
+    docs/conformance.md B7) until the reconciler cancels it; the bench converges after every closure."""
     await rig.engine.reconcile_all()
 
 

@@ -85,6 +85,12 @@ class Driver:
         """How long calls to this venue still wait because it rate-limited us (0 when not paused)."""
         return max(0, int((self._paused_until - time.monotonic()) * 1000))
 
+    async def rate_limit_pause(self) -> None:
+        """Wait out the venue's rate-limit pause, if any (every venue call does this first)."""
+        if wait_ms := self.paused_for_ms():
+            self.counters["rate_limit_waits"] += 1
+            await asyncio.sleep(wait_ms / 1000)
+
     async def _call(self, hook: str, expected: type[T], **kwargs: Any) -> T:
         """Call ``hook`` on this venue's plugin; the answer must be an ``expected``.
 
@@ -95,9 +101,8 @@ class Driver:
         :raises RateLimited: the venue refused the call; later calls wait ``retry_after_ms`` (or a
             backoff of 0.5 s doubling to 60 s while refusals continue).
         """
-        if hook in PAUSABLE and (wait_ms := self.paused_for_ms()):
-            self.counters["rate_limit_waits"] += 1
-            await asyncio.sleep(wait_ms / 1000)
+        if hook in PAUSABLE:
+            await self.rate_limit_pause()
         result = self._hooks[hook](**kwargs)
         if result is None:
             raise ConfigError(f"plugin {self.plugin_name!r} does not implement {hook}", venue=self.venue)

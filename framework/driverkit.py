@@ -4,6 +4,7 @@
 * :class:`StreamCache` — the latest :class:`~framework.models.PositionUpdate` per symbol and
   :class:`~framework.models.OrderUpdate` per order seen on a private stream, with an asyncio change
   notification (``verify_position``'s first source, the liveness check of a stop move).
+* :func:`decode_frame` — decode one frame; any failure is a counted malformed frame, never a stream restart.
 * :func:`poll_sources` — ask several sources in order, again and again, within a time budget, waking up
   early when the stream cache changes (``verify_position``).
 
@@ -19,7 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from framework.errors import StreamError
 from framework.models import OrderUpdate, PositionUpdate, StreamEvent
+from framework.protocols import StreamDecoder, StreamSink
 
 T = TypeVar("T")
 
@@ -118,6 +121,21 @@ class StreamCache:
         except TimeoutError:
             return False
         return True
+
+
+def decode_frame(decoder: StreamDecoder, raw: str | bytes, sink: StreamSink) -> list[StreamEvent]:
+    """Decode one frame as the socket delivered it; a frame that fails to decode, with whatever error (a
+    ``RecursionError`` on 100k-deep nesting, an ``OverflowError`` on ``"T": Infinity``, a validation error
+    on an absurd size), goes to ``sink.on_malformed`` as a :class:`StreamError` and yields nothing: counted
+    and logged, never the end of the stream (issue 14).
+    """
+    try:
+        return decoder.decode(raw)
+    except StreamError as exc:
+        sink.on_malformed(raw, exc)
+    except Exception as exc:  # a decoder bug or a hostile frame: the stream must go on
+        sink.on_malformed(raw, StreamError(f"undecodable frame: {type(exc).__name__}: {str(exc)[:200]}"))
+    return []
 
 
 @dataclass

@@ -46,7 +46,7 @@ ClosureReason = Literal[
 
 Capability = Literal[
     "attached_stop_on_entry",  # the stop-loss rides on the entry order itself (Bybit v5 create with stopLoss)
-    "stop_before_entry",  # a closePosition stop may rest before the entry fills (Binance), so no naked window
+    "stop_before_entry",  # a stop may rest before the entry fills, so no naked window (not Binance: -4509)
     "amend_stop_in_place",  # an existing stop can be moved without cancel + create (Bybit trading-stop)
     "native_trailing_stop",  # the venue runs a trailing stop itself (TRAILING_STOP_MARKET, trailingStop)
 ]
@@ -55,9 +55,12 @@ checks every declared one and skips, with a reason, every undeclared one."""
 
 CAPABILITIES: tuple[str, ...] = Capability.__args__  # type: ignore[attr-defined]
 
-Price = Annotated[Decimal, Field(gt=0, description="price in quote currency")]
-Contracts = Annotated[Decimal, Field(ge=0, description="size in contracts")]
-TimestampMs = Annotated[int, Field(ge=0, description="milliseconds since the Unix epoch, UTC")]
+# Upper bounds far above any real value: a hostile or corrupt frame ("pa": "1e999999") is a validation error
+# where it is decoded, never a size the book adopts and the database cannot store (issue 14).
+MAX_AMOUNT = Decimal("1e15")
+Price = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, description="price in quote currency")]
+Contracts = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="size in contracts")]
+TimestampMs = Annotated[int, Field(ge=0, lt=2**53, description="milliseconds since the Unix epoch, UTC")]
 
 
 def now_ms() -> int:

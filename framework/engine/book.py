@@ -40,6 +40,7 @@ from framework.store import Store
 log = logging.getLogger(__name__)
 
 OWN_CLOSE_PREFIXES = ("fw-c-", "fw-r-")
+MAX_FUTURE_MS = 24 * 3600 * 1000  # a frame stamped further ahead of our clock is malformed, not news
 
 
 @dataclass
@@ -306,11 +307,20 @@ class PositionBook:
     async def _apply_position_update(self, update: PositionUpdate) -> None:
         state = self._state(update.symbol)
         async with state.lock:
-            if state.last_sequence is not None and update.sequence < state.last_sequence:
-                self.counters["ignored_stale_updates"] += 1
-                log.info("%s %s: stale update seq %s < %s ignored", self.venue, update.symbol,
-                         update.sequence, state.last_sequence)
+            if update.timestamp > now_ms() + MAX_FUTURE_MS:  # adopted, it would make every real frame stale
+                self.on_malformed(update.model_dump_json(), ValueError(f"timestamp {update.timestamp} in the future"))
                 return
+            if state.last_sequence is not None and update.sequence < state.last_sequence:
+                held = state.last_update
+                if held is None or update.timestamp <= held.timestamp:
+                    self.counters["ignored_stale_updates"] += 1
+                    log.info("%s %s: stale update seq %s < %s ignored", self.venue, update.symbol,
+                             update.sequence, state.last_sequence)
+                    return
+                # Older by sequence, newer by the venue's clock: the sequence held was not a real one (a
+                # hostile or corrupt frame); real frames never disagree so.  Follow the clock.
+                log.warning("%s %s: sequence %s held is ahead of a newer frame (seq %s); resetting", self.venue,
+                            update.symbol, state.last_sequence, update.sequence)
             position = state.position
             if (
                 position is not None and update.contracts == 0 and update.timestamp < position.opened_at

@@ -323,6 +323,9 @@ class Venue:
         self._marks: dict[str, Decimal] = {}
         self._orders: dict[str, VenueOrder] = {}
         self._client_ids: dict[str, set[str]] = {}
+        #: ``"all"``: a client order id is never reused; ``"open"``: it is unique among open orders only
+        #: (a façade sets this for a venue that allows reuse, e.g. Binance)
+        self.client_id_scope = "all"
         self._positions: dict[tuple[str, str], VenuePosition] = {}
         self._contributions: dict[tuple[str, str], _Contribution] = {}
         self._position_keys_by_symbol: dict[str, list[tuple[str, str]]] = {}
@@ -541,9 +544,16 @@ class Venue:
             self._after_change()
 
     def cancel_order(
-        self, account: str, symbol: str, order_id: str | None = None, client_order_id: str | None = None
+        self,
+        account: str,
+        symbol: str,
+        order_id: str | None = None,
+        client_order_id: str | None = None,
+        *,
+        expire: bool = False,
     ) -> VenueOrder:
-        """Cancel an open order.
+        """Cancel an open order; ``expire=True``: the venue itself ends it (status ``expired``), e.g. a
+        façade modelling Binance's system cancellation of close-position stops when the position closes.
 
         :raises VenueReject: ``order_not_found`` when unknown, of another symbol, or no longer open.
         """
@@ -551,7 +561,7 @@ class Venue:
         if not order.is_open:
             raise VenueReject("order_not_found", f"order {order.id} is {order.status}, not open")
         ts = self.tick()
-        order.status = "canceled"
+        order.status = "expired" if expire else "canceled"
         order.updated_ms = ts
         self._outbox.append(OrderEvent(dataclasses.replace(order), ts))
         self._after_change()
@@ -799,7 +809,7 @@ class Venue:
         self._account(account)
         if order_id is None and client_order_id is None:
             raise VenueReject("invalid_order", "order_id or client_order_id is required")
-        for order in self._orders.values():
+        for order in reversed(self._orders.values()):  # a reused client id names its newest order
             if (
                 order.account == account
                 and (symbol is None or order.symbol == symbol)
@@ -835,7 +845,11 @@ class Venue:
             raise VenueReject(
                 "invalid_order", f"order type {type!r} not supported; use one of {sorted(ORDER_TYPES)}"
             )
-        if client_order_id is not None and client_order_id in self._client_ids[account]:
+        if client_order_id is not None and client_order_id in self._client_ids[account] and (
+            self.client_id_scope == "all"
+            or any(o.is_open and o.account == account and o.client_order_id == client_order_id
+                   for o in self._orders.values())
+        ):
             raise VenueReject(
                 "duplicate_client_order_id", f"client order id {client_order_id!r} already used"
             )

@@ -46,7 +46,11 @@ class Faults(BaseModel):
     delay_closing_frames_ms: int = Field(
         default=0, ge=0, le=300_000, description="closing frames arrive this late, ms"
     )
-    minimal_order_response: bool = Field(default=False, description="order creation answers only ids")
+    minimal_order_response: bool = Field(
+        default=False,
+        description="order creation answers as little as the venue may: only ids (Bybit), the order as "
+        "accepted before its fill, status NEW, executedQty 0 (Binance's ACK)",
+    )
     http_error_status: int = Field(
         default=503, ge=400, le=599, description="status served by http_error_next"
     )

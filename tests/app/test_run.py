@@ -27,7 +27,9 @@ async def test_demo_run_opens_and_closes_on_both_venues_and_stays_safe(database_
         assert report["venues"][venue]["closed"] >= 1, report
     assert report["orphans"] == 0
     assert report["wrong_side_orders"] == 0
-    assert report["unprotected_ms"] == {"max": 0, "total": 0}
+    # Binance cannot rest a stop before the entry (-4509, docs/conformance.md B7): each open leaves a few
+    # milliseconds between the fill and its stop; Bybit's stop rides on the entry.
+    assert report["unprotected_ms"]["max"] < 1_000, report["unprotected_ms"]
     assert report["errors"] == []
     assert {"manual", "reduce_only_close"} <= set(report["closures_by_reason"])
     assert report["closure_latency_ms"]["max"] < 5_000  # from the stream, not the 30 s reconciliation

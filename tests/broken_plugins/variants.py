@@ -55,15 +55,17 @@ def _closure_dropped(base: Any) -> dict[str, Any]:
 
 
 def _guessed_side(base: Any) -> dict[str, Any]:
-    """I-3: a minimal response normalised with guessed values instead of asking the venue."""
+    """I-3: a minimal response normalised without asking the venue: what the answer lacks is guessed (Bybit's
+    ids-only answer), what it says is taken as final (Binance's ACK: status NEW, nothing executed)."""
     venue = base.driver_info().venue
 
     async def normalize_order(conn, raw, intent):
         side = raw.get("side") or (intent.order_side if intent is not None else "buy")
         amount = Decimal(str(raw.get("amount") or (intent.contracts if intent is not None else 0)))
+        filled = amount if raw.get("filled") is None else Decimal(str(raw["filled"]))
         return Order(venue=venue, symbol=raw.get("symbol") or intent.symbol, id=str(raw.get("id")),
-                     client_order_id=raw.get("clientOrderId"), side=side, amount=amount, filled=amount,
-                     status="closed")
+                     client_order_id=raw.get("clientOrderId"), side=side, amount=amount, filled=filled,
+                     status=raw.get("status") or "closed")
 
     return {"normalize_order": normalize_order}
 

@@ -56,6 +56,24 @@ class Env:
         await self.recorder.wait_for(lambda r: len(r.seen["on_reconciled"]) >= 2, bound_s)
 
     @property
+    def stop_rests_by_the_fill(self) -> bool:
+        """The driver can protect an entry from its first fill: a stop placed before it (stop_before_entry)
+        or attached to it (attached_stop_on_entry).  Binance can do neither (-4509, docs/conformance.md B7)."""
+        return self.driver.supports("stop_before_entry") or self.driver.supports("attached_stop_on_entry")
+
+    def assert_protected_but_for_the_fill_to_stop_window(self, intent: OrderIntent) -> None:
+        """No unprotected time on the symbol, except (when the stop cannot rest by the fill) the one window
+        from the entry's fill to the first stop placed after it."""
+        intervals = [(start, end) for _, _, start, end in self.venue.truth.unprotected_intervals(symbol=self.symbol)]
+        if self.stop_rests_by_the_fill:
+            assert intervals == [], intervals
+            return
+        filled_at = min(f.ts for f in self.venue.truth.fills if f.client_order_id == intent.client_order_id)
+        stopped_at = min(o.ts for o in self.venue.truth.orders if o.type == "stop_market" and o.status != "rejected"
+                         and o.ts >= filled_at)
+        assert intervals == [(filled_at, stopped_at)], intervals
+
+    @property
     def parts(self):
         assert self.engine is not None
         return self.engine.venue(self.venue_name)

@@ -102,7 +102,7 @@ async def test_i4_stop_placed_while_rest_positions_lag_30s(env):
     intent = env.intent(side="short")
     position = await env.engine.open(intent)
     assert position.contracts == Decimal("43")
-    assert env.venue.truth.unprotected_ms()["max"] == 0
+    env.assert_protected_but_for_the_fill_to_stop_window(intent)
     cross_stop(env, intent)  # the stop really rests on the venue: it fires
     await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
     assert env.venue.position("default", env.symbol).contracts == 0
@@ -131,7 +131,7 @@ async def test_i5_trailing_moves_leave_no_unprotected_time_and_only_tighten(env,
     assert stops[3] != stops[2]
     moved = env.recorder.seen["on_stop_moved"]
     assert moved and all((e.current - e.previous) * tightening > 0 and e.unprotected_ms == 0 for e in moved)
-    assert env.venue.truth.unprotected_ms()["max"] == 0
+    env.assert_protected_but_for_the_fill_to_stop_window(intent)
     assert env.venue.is_protected("default", env.symbol)
     # The position closes on the venue with no frame at all; the next tick must not touch it.
     env.venue.faults.drop_rate = 1.0
@@ -174,7 +174,7 @@ async def test_reconciliation_cancels_duplicate_stops_keeping_the_one_the_book_h
     resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
     assert [o.id for o in resting] == ([kept.order_id] if kept.order_id else [])
     assert env.venue.is_protected("default", env.symbol)
-    assert env.venue.truth.unprotected_intervals(symbol=env.symbol) == []
+    env.assert_protected_but_for_the_fill_to_stop_window(intent)
 
 
 class CloseWhileSnapshotInFlight:

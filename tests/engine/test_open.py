@@ -17,7 +17,7 @@ async def test_open_is_protected_and_persisted(env):
     assert position.contracts == Decimal("43") and position.side == "long"
     venue_position = env.venue.position("default", env.symbol)
     assert venue_position.contracts == Decimal("43") and venue_position.side == "long"
-    assert env.venue.truth.unprotected_ms()["max"] == 0
+    env.assert_protected_but_for_the_fill_to_stop_window(intent)
     [row] = await env.store.open_positions("default", env.venue_name)
     assert row["stop_loss"] == intent.stop_loss and row["entry_client_order_id"] == intent.client_order_id
     order = await env.store.order("default", env.venue_name, intent.client_order_id)
@@ -43,7 +43,7 @@ async def test_outcome_unknown_is_resolved_by_client_order_id(env):
         intent.client_order_id
     ]  # resolved, not re-submitted
     assert env.parts.book.get(env.symbol).stop is not None
-    assert env.venue.truth.unprotected_ms()["max"] == 0
+    env.assert_protected_but_for_the_fill_to_stop_window(intent)
 
 
 async def test_rejected_entry_leaves_nothing(env):

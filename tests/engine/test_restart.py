@@ -74,8 +74,8 @@ async def test_restart_after_a_crash_converges(env, step):
         assert held.contracts == intent.contracts and held.side == "long"
         assert [r["symbol"] for r in open_rows] == [env.symbol]  # no orphan, no duplicate row
         assert book.holds(env.symbol) and book.get(env.symbol).stop is not None
-        [interval] = env.venue.truth.unprotected_intervals(symbol=env.symbol) or [None]
-        assert interval is None, "the position was left without a stop"
+        assert env.venue.is_protected("default", env.symbol)
+        env.assert_protected_but_for_the_fill_to_stop_window(intent)
     assert env.venue.truth.wrong_side_orders() == []
     unresolved = await env.store.unresolved_orders("default", env.venue_name)
     assert unresolved == []
@@ -123,7 +123,7 @@ async def test_restart_after_a_crash_during_a_stop_move_converges(env, when):
     [held] = env.venue.positions("default")
     assert held.contracts == intent.contracts
     assert env.venue.is_protected("default", env.symbol)
-    assert env.venue.truth.unprotected_intervals(symbol=env.symbol) == []
+    env.assert_protected_but_for_the_fill_to_stop_window(intent)
     assert env.parts.book.holds(env.symbol) and env.parts.book.get(env.symbol).stop is not None
     assert [r["symbol"] for r in await env.store.open_positions("default", env.venue_name)] == [env.symbol]
     await env.parts.reconciler.reconcile()  # the backstop: duplicates left by the crash are cancelled

@@ -4,9 +4,10 @@ Source: Binance USDⓈ-M futures "User Data Streams" (``ACCOUNT_UPDATE``, ``ORDE
 ``ALGO_UPDATE``, ``TRADE_LITE``, ``listenKeyExpired``) and "Mark Price Stream" (``markPriceUpdate``);
 payload shapes as in ``plugins/binance/tests/fixtures/`` (Binance's documented examples and real captures).
 
-* ``ACCOUNT_UPDATE`` → one :class:`PositionUpdate` per ``P`` entry.  ``"pa":"0"`` is a *flat* update
-  (``contracts=0``, ``side=None``), never dropped (docs/incidents.md I-1, I-2).  ``sequence`` is the
-  transaction time ``T`` (strictly increasing per account on the venue).
+* ``ACCOUNT_UPDATE`` → one :class:`PositionUpdate` per symbol of ``P``.  ``"pa":"0"`` is a *flat* update
+  (``contracts=0``, ``side=None``), never dropped (docs/incidents.md I-1, I-2) — unless another entry of
+  the same frame shows that symbol open (a zero ``LONG`` / ``SHORT`` entry beside the ``BOTH`` one).
+  ``sequence`` is the transaction time ``T`` (strictly increasing per account on the venue).
 * ``ORDER_TRADE_UPDATE`` / ``ALGO_UPDATE`` → :class:`OrderUpdate` with the fill's ``origin``.
 * ``markPriceUpdate`` → :class:`MarkPrice`.
 * ``TRADE_LITE`` (duplicates ``ORDER_TRADE_UPDATE``), ``listenKeyExpired`` and other events → no event.
@@ -147,7 +148,7 @@ class BinanceDecoder:
 
     def _account_update(self, message: dict[str, Any]) -> list[StreamEvent]:
         transaction_time = int(message["T"])
-        updates: list[StreamEvent] = []
+        updates: list[PositionUpdate] = []
         for entry in message["a"]["P"]:
             amount = _decimal(entry["pa"], "pa")
             hedge_side = entry.get("ps", "BOTH")
@@ -170,7 +171,7 @@ class BinanceDecoder:
                     timestamp=transaction_time,
                 )
             )
-        return updates
+        return _one_state_per_symbol(updates)
 
     def _order_trade_update(self, message: dict[str, Any]) -> OrderUpdate:
         o = message["o"]
@@ -256,6 +257,23 @@ class BinanceDecoder:
         return MarkPrice(
             venue=VENUE, symbol=unified_symbol(message["s"], self.symbols), price=price, timestamp=int(message["E"])
         )
+
+
+def _one_state_per_symbol(updates: list[PositionUpdate]) -> list[StreamEvent]:
+    """A real frame can list one symbol several times: the one-way (``BOTH``) entry and zero ``LONG`` /
+    ``SHORT`` entries (JKorf/Binance.Net issue #546, fixture ``fill_capture_account_update.json``).  A zero
+    entry then only says that side is empty, not that the position closed: when any entry of a symbol is
+    open, its zero entries are dropped; when all are zero, one flat update remains (I-1: never dropped)."""
+    open_symbols = {u.symbol for u in updates if u.contracts > 0}
+    kept: list[StreamEvent] = []
+    flat_seen: set[str] = set()
+    for update in updates:
+        if update.contracts > 0:
+            kept.append(update)
+        elif update.symbol not in open_symbols and update.symbol not in flat_seen:
+            flat_seen.add(update.symbol)
+            kept.append(update)
+    return kept
 
 
 def _side(value: Any) -> str:

@@ -12,8 +12,15 @@ REST (source: Binance USDⓈ-M futures REST API):
   ``POST|GET|DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders``
 * API key only: ``POST|PUT|DELETE /fapi/v1/listenKey``
 
-WebSocket: ``/ws/<listenKey>`` (user data: ``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``,
-``listenKeyExpired``), ``/ws/<symbol>@markPrice[@1s]`` and ``/stream?streams=a/b`` (``markPriceUpdate``).
+WebSocket, split by kind since 2026-04-23 (Binance "Important WebSocket Change Notice — Base URL Split &
+Migration"; docs/conformance.md B1-B3):
+
+* user data: ``/private/ws?listenKey=K[&events=A/B/...]`` and (assumed, B3) ``/private/ws/<listenKey>``:
+  ``TRADE_LITE``, ``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``, ``listenKeyExpired``.
+  ``events`` is an allow list: a socket gets only the event types it names (none given: all of them).
+* market data: ``/market/ws/<symbol>@markPrice[@1s]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``).
+* the legacy ``/ws/...`` and ``/stream?...`` complete the handshake and then stay silent for market and
+  user data (no error, no close), as the real venue does since the migration.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 from collections import Counter
 from decimal import Decimal
@@ -35,6 +43,7 @@ from aiohttp import WSMsgType, web
 
 from framework.models import now_ms
 from framework.venue import (
+    BalanceEvent,
     FillEvent,
     FrameShaper,
     MarkPriceEvent,
@@ -60,7 +69,8 @@ REJECT_CODES: dict[str, tuple[int, str]] = {
     "reduce_only_rejected": (-2022, "ReduceOnly Order is rejected."),
     "zero_position": (-2022, "ReduceOnly Order is rejected."),
     "order_not_found": (-2013, "Order does not exist."),
-    "duplicate_client_order_id": (-4015, "Client order id is not valid."),
+    # unique among OPEN orders only: the id of a filled / cancelled order may be reused (conformance B9)
+    "duplicate_client_order_id": (-4116, "clientOrderId is duplicated."),
     "invalid_quantity": (-1111, "Precision is over the maximum defined for this asset."),
     "invalid_price": (-4014, "Price not increased by tick size."),
     "insufficient_margin": (-2019, "Margin is insufficient."),
@@ -69,6 +79,12 @@ REJECT_CODES: dict[str, tuple[int, str]] = {
     "unknown_symbol": (-1121, "Invalid symbol."),
     "not_modified": (-1102, "Not modified."),
 }
+#: the one leverage bracket's maintenance margin ratio (``/fapi/v1/leverageBracket``)
+MAINT_MARGIN_RATIO = Decimal("0.005")
+#: the MIN_NOTIONAL filter of every symbol (exchangeInfo), quote currency (conformance B10)
+MIN_NOTIONAL = Decimal(5)
+#: what Binance accepts as ``newClientOrderId`` / ``clientAlgoId``; anything else is -4015 (B9)
+CLIENT_ID_PATTERN = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 CONDITIONAL_WIRE_TYPES = {"STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET", "STOP", "TAKE_PROFIT"}
 VENUE_TYPE = {"MARKET": "market", "STOP_MARKET": "stop_market", "TAKE_PROFIT_MARKET": "take_profit_market",
               "TRAILING_STOP_MARKET": "trailing_stop_market"}
@@ -108,6 +124,16 @@ def _missing(name: str) -> BinanceApiError:
     return BinanceApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
+def _client_id_param(params: dict[str, str], name: str) -> str | None:
+    """``newClientOrderId`` / ``clientAlgoId``: absent → ``None``; not matching the pattern → -4015."""
+    value = params.get(name)
+    if not value:
+        return None
+    if not CLIENT_ID_PATTERN.match(value):
+        raise BinanceApiError(400, -4015, "Client order id is not valid.")
+    return value
+
+
 def _decimal_param(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
     raw = params.get(name)
     if raw in (None, ""):
@@ -129,14 +155,18 @@ class BinanceEmulator:
 
     def __init__(self, venue: Venue, host: str = "127.0.0.1", port: int = 0) -> None:
         self.venue = venue
+        venue.client_id_scope = "open"  # Binance: a client order id is unique among open orders only (B9)
         self.host, self.port = host, port
         self.rest_calls: Counter[str] = Counter()
         self.shaper = FrameShaper(venue)
         self.accept_timeout_hold_s = ACCEPT_TIMEOUT_HOLD_S
         self._listen_keys: dict[str, str] = {}  # valid key -> account
-        self._user_sockets: dict[str, set[web.WebSocketResponse]] = {}
+        #: listen key -> {socket: allowed event types, ``None`` = every event}
+        self._user_sockets: dict[str, dict[web.WebSocketResponse, frozenset[str] | None]] = {}
+        self._silent_sockets: set[web.WebSocketResponse] = set()  # legacy paths: open, never fed
         self._mark_sockets: dict[web.WebSocketResponse, tuple[set[str], bool]] = {}
         self._last_fill: dict[str, FillEvent] = {}
+        self._held: dict[str, list[tuple[VenueOrder, int]]] = {}  # account -> fills' order events (B4)
         self._parent_of: dict[str, VenueOrder] = {}  # spawned market order id -> its conditional parent
         self._last_transaction_ms: dict[str, int] = {}
         self._outbox: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
@@ -157,7 +187,7 @@ class BinanceEmulator:
         r.add_get("/fapi/v2/account", self._account)
         r.add_get("/fapi/v3/account", self._account)
         r.add_get("/fapi/v2/positionRisk", self._position_risk)
-        r.add_get("/fapi/v3/positionRisk", self._position_risk)
+        r.add_get("/fapi/v3/positionRisk", self._position_risk_v3)
         r.add_post("/fapi/v1/order", self._create_order)
         r.add_get("/fapi/v1/order", self._get_order)
         r.add_delete("/fapi/v1/order", self._cancel_order)
@@ -169,8 +199,12 @@ class BinanceEmulator:
         r.add_post("/fapi/v1/listenKey", self._listen_key_create)
         r.add_put("/fapi/v1/listenKey", self._listen_key_keepalive)
         r.add_delete("/fapi/v1/listenKey", self._listen_key_delete)
-        r.add_get("/ws/{stream}", self._ws)
-        r.add_get("/stream", self._ws_combined)
+        r.add_get("/private/ws", self._ws_private)
+        r.add_get("/private/ws/{key}", self._ws_private)
+        r.add_get("/market/ws/{stream}", self._ws_market)
+        r.add_get("/market/stream", self._ws_combined)
+        r.add_get("/ws/{stream}", self._ws_legacy)
+        r.add_get("/stream", self._ws_legacy)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -192,7 +226,8 @@ class BinanceEmulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.shaper.close()
-        for ws in [*self._mark_sockets, *(s for group in self._user_sockets.values() for s in group)]:
+        for ws in [*self._mark_sockets, *self._silent_sockets,
+                   *(s for group in self._user_sockets.values() for s in group)]:
             with contextlib.suppress(Exception):
                 await ws.close()
         if self._runner is not None:
@@ -233,7 +268,7 @@ class BinanceEmulator:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(("/ws/", "/stream")):
+        if request.path.startswith(("/ws/", "/stream", "/private/", "/market/")):
             return await handler(request)
         self.rest_calls[f"{request.method} {request.path}"] += 1
         faults = self.venue.faults
@@ -339,7 +374,7 @@ class BinanceEmulator:
                      "minQty": _s(instrument.min_amount)},
                     {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
                     {"limit": 10, "filterType": "MAX_NUM_ALGO_ORDERS"},
-                    {"notional": "5", "filterType": "MIN_NOTIONAL"},
+                    {"notional": _s(MIN_NOTIONAL), "filterType": "MIN_NOTIONAL"},
                     {"multiplierDown": "0.5000", "multiplierUp": "1.5000", "multiplierDecimal": "4",
                      "filterType": "PERCENT_PRICE"},
                 ],
@@ -365,7 +400,7 @@ class BinanceEmulator:
         return web.json_response([
             {"symbol": i.id, "brackets": [{
                 "bracket": 1, "initialLeverage": i.max_leverage, "notionalCap": 5_000_000, "notionalFloor": 0,
-                "maintMarginRatio": 0.005, "cum": 0.0,
+                "maintMarginRatio": float(MAINT_MARGIN_RATIO), "cum": 0.0,
             }]}
             for i in self.venue.instruments.values()
         ])
@@ -387,11 +422,36 @@ class BinanceEmulator:
             "updateTime": position.updated_ms, "breakEvenPrice": _s(position.entry_price),
         }
 
+    def _position_json_v3(self, account: str, position: VenuePosition) -> dict[str, Any]:
+        """``/fapi/v3/positionRisk`` ("Position Information V3"; fixture ``http_json/position_risk_v3.json``):
+        no ``leverage`` / ``marginType`` / ``maxNotionalValue``; margins, ``adl`` and notionals instead."""
+        instrument = self.venue.instrument(position.symbol)
+        signed = position.contracts if position.side == "long" else -position.contracts
+        notional = signed * position.mark_price
+        initial = abs(notional) / self.venue.leverage(account, position.symbol)
+        return {
+            "symbol": instrument.id, "positionSide": "BOTH", "positionAmt": _s(signed),
+            "entryPrice": _s(position.entry_price), "breakEvenPrice": _s(position.entry_price),
+            "markPrice": _s(position.mark_price), "unRealizedProfit": _s(position.unrealized_pnl),
+            "liquidationPrice": "0", "isolatedMargin": "0", "notional": _s(notional),
+            "marginAsset": instrument.quote, "isolatedWallet": "0", "initialMargin": _s(initial),
+            "maintMargin": _s(abs(notional) * MAINT_MARGIN_RATIO), "positionInitialMargin": _s(initial),
+            "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0",
+            "updateTime": position.updated_ms,
+        }
+
     async def _position_risk(self, request: web.Request) -> web.Response:
+        """``/fapi/v2/positionRisk`` (with ``leverage`` and ``marginType``)."""
         account, params = await self._signed(request)
         symbol = self._symbol(params, required=False)
         positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
         return web.json_response([self._position_json(account, p) for p in positions])
+
+    async def _position_risk_v3(self, request: web.Request) -> web.Response:
+        account, params = await self._signed(request)
+        symbol = self._symbol(params, required=False)
+        positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
+        return web.json_response([self._position_json_v3(account, p) for p in positions])
 
     async def _account(self, request: web.Request) -> web.Response:
         account, _ = await self._signed(request)
@@ -471,17 +531,35 @@ class BinanceEmulator:
             )
         if wire_type != "MARKET":
             raise BinanceApiError(400, -1116, "Invalid orderType.")
+        amount = _decimal_param(params, "quantity", required=True)
+        reduce_only = _bool_param(params, "reduceOnly")
+        with contextlib.suppress(LookupError):  # no mark yet: the venue refuses the order itself
+            self._check_notional(amount, self.venue.mark_price(symbol), reduce_only)
         order = self.venue.place_order(
-            account, symbol, params.get("side", "").lower(), "market",
-            amount=_decimal_param(params, "quantity", required=True),
-            client_order_id=params.get("newClientOrderId") or None,
-            reduce_only=_bool_param(params, "reduceOnly"),
+            account, symbol, params.get("side", "").lower(), "market", amount=amount,
+            client_order_id=_client_id_param(params, "newClientOrderId"), reduce_only=reduce_only,
         )
         if self.venue.faults.minimal_order_response or params.get("newOrderRespType", "ACK").upper() == "ACK":
-            body: dict[str, Any] = {"orderId": int(order.id), "clientOrderId": self._client_id(order)}
+            body = self._order_ack_json(order)
         else:
             body = self._order_json(order)
         return await self._answer_order(request, body)
+
+    @staticmethod
+    def _check_notional(amount: Decimal | None, price: Decimal | None, reduce_only: bool) -> None:
+        """-4164: an order that may add exposure must be worth at least MIN_NOTIONAL (reduce-only is exempt)."""
+        if reduce_only or amount is None or price is None or amount <= 0:
+            return  # nothing to value here; the venue refuses a bad size or a missing mark itself
+        if amount * price < MIN_NOTIONAL:
+            raise BinanceApiError(400, -4164, f"Order's notional must be no smaller than {_s(MIN_NOTIONAL)} "
+                                              "(unless you choose reduce only).")
+
+    def _order_ack_json(self, order: VenueOrder) -> dict[str, Any]:
+        """The ACK answer (``newOrderRespType=ACK``, and the ``minimal_order_response`` fault): the full
+        order as the venue accepted it, before any fill: status NEW, executedQty 0 (conformance B11)."""
+        accepted = dataclasses.replace(order, status="new", filled=Decimal(0), average=None,
+                                       updated_ms=order.created_ms)
+        return self._order_json(accepted)
 
     async def _answer_order(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         """Answer an accepted order, or (``timeout_after_accept_next``) never answer and drop the socket."""
@@ -572,20 +650,27 @@ class BinanceEmulator:
             )
         if close_position and _bool_param(params, "reduceOnly"):
             raise BinanceApiError(400, -1106, "Parameter 'reduceonly' sent when not required.")
+        position = self.venue.position(account, symbol)
+        if close_position and position.contracts == 0:  # docs/conformance.md B7
+            raise BinanceApiError(400, -4509, "Time in Force (TIF) GTE can only be used with open positions. "
+                                              "Please ensure that positions are available.")
+        if _bool_param(params, "reduceOnly") and side != {"long": "sell", "short": "buy"}.get(position.side or ""):
+            raise BinanceApiError(400, -2022, "ReduceOnly Order is rejected.")  # B8 (assumed for algo orders)
+        amount = None if close_position else _decimal_param(params, "quantity", required=True)
+        trigger = _decimal_param(params, "triggerPrice")
+        if amount is not None and trigger is not None:  # assumed: valued at the trigger price (B10)
+            self._check_notional(amount, trigger, _bool_param(params, "reduceOnly"))
         order = self.venue.place_order(
             account, symbol, side, VENUE_TYPE[wire_type],
-            amount=None if close_position else _decimal_param(params, "quantity", required=True),
-            client_order_id=params.get("clientAlgoId") or None,
+            amount=amount,
+            client_order_id=_client_id_param(params, "clientAlgoId"),
             reduce_only=_bool_param(params, "reduceOnly"), close_position=close_position,
-            trigger_price=_decimal_param(params, "triggerPrice"),
+            trigger_price=trigger,
             callback_rate=_decimal_param(params, "callbackRate"),
             activation_price=_decimal_param(params, "activatePrice"),
         )
-        if self.venue.faults.minimal_order_response:
-            body: dict[str, Any] = {"algoId": int(order.id), "clientAlgoId": order.client_order_id or f"web_{order.id}"}
-        else:
-            body = self._algo_json(order)
-        return await self._answer_order(request, body)
+        # An algo order rests when accepted: its full answer (algoStatus NEW) is already the ACK form.
+        return await self._answer_order(request, self._algo_json(order))
 
     def _find_algo(self, account: str, params: dict[str, str]) -> VenueOrder:
         order = self.venue.get_order(
@@ -646,23 +731,43 @@ class BinanceEmulator:
 
     # --- WebSocket -----------------------------------------------------------------------------------
 
-    async def _ws(self, request: web.Request) -> web.StreamResponse:
-        stream = request.match_info["stream"]
-        if "@" in stream:
-            return await self._serve_marks(request, [stream], combined=False)
-        if stream not in self._listen_keys:
+    async def _ws_private(self, request: web.Request) -> web.StreamResponse:
+        """``/private/ws?listenKey=K&events=A/B`` or ``/private/ws/<K>``: the user data stream."""
+        key = request.match_info.get("key") or request.query.get("listenKey", "")
+        if key not in self._listen_keys:
             return web.json_response({"code": -1125, "msg": "This listenKey does not exist."}, status=400)
+        events = request.query.get("events")
+        allowed = None if events is None else frozenset(e for e in events.split("/") if e)
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
-        sockets = self._user_sockets.setdefault(stream, set())
-        sockets.add(ws)
+        sockets = self._user_sockets.setdefault(key, {})
+        sockets[ws] = allowed
         try:
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
-                    break
+            await self._drain(ws)
         finally:
-            sockets.discard(ws)
+            sockets.pop(ws, None)
         return ws
+
+    async def _ws_market(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve_marks(request, [request.match_info["stream"]], combined=False)
+
+    async def _ws_legacy(self, request: web.Request) -> web.StreamResponse:
+        """The retired ``/ws/...`` and ``/stream?...``: the handshake completes, then nothing (B2)."""
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self._silent_sockets.add(ws)
+        try:
+            await self._drain(ws)
+        finally:
+            self._silent_sockets.discard(ws)
+        return ws
+
+    @staticmethod
+    async def _drain(ws: web.WebSocketResponse) -> None:
+        """Read (and ignore) what the client sends until it closes."""
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                break
 
     async def _ws_combined(self, request: web.Request) -> web.StreamResponse:
         streams = [s for s in request.query.get("streams", "").split("/") if s]
@@ -710,15 +815,51 @@ class BinanceEmulator:
                         (f"mark:{id(ws)}", self._mark_frame(event.symbol, event.price, event.ts, combined), False)
                     )
             return
+        # A fill goes out as TRADE_LITE, ACCOUNT_UPDATE, then ORDER_TRADE_UPDATE, the last two with one T
+        # (docs/conformance.md B4): the venue's order event is held until its position event has been sent.
         if isinstance(event, FillEvent):
             self._last_fill[event.order_id] = event
+            if event.origin not in ("liquidation", "adl"):  # TRADE_LITE: TRADE executions only
+                self._send(event.account, self._trade_lite(event))
             return
         if isinstance(event, OrderEvent):
-            for frame in self._order_frames(event.order, event.ts):
-                self._outbox.put_nowait((f"account:{event.order.account}", frame, False))
+            order, fill = event.order, self._last_fill.get(event.order.id)
+            if not order.conditional and order.status == "filled" and fill is not None and fill.ts == event.ts:
+                self._held.setdefault(order.account, []).append((order, event.ts))
+                return
+            for frame in self._order_frames(order, event.ts):
+                self._send(order.account, frame)
         elif isinstance(event, PositionEvent):
-            frame, closing = self._account_update(event.position, event.ts)
-            self._outbox.put_nowait((f"account:{event.position.account}", frame, closing))
+            frame, closing, t = self._account_update(event.position, event.ts)
+            self._send(event.position.account, frame, closing)
+            self._release_held(event.position.account, t)
+            if closing:
+                self._expire_close_position_orders(event.position.account, event.position.symbol)
+        elif isinstance(event, BalanceEvent):  # a fill always moves a position first; never hold past it
+            self._release_held(event.account, None)
+
+    def _expire_close_position_orders(self, account: str, symbol: str) -> None:
+        """The position closed: Binance's system expires its close-position (GTE_GTC) algo orders (B7)."""
+        for order in self.venue.orders(account, symbol, open_only=True, conditional=True):
+            if order.close_position:
+                self.venue.cancel_order(account, symbol, order_id=order.id, expire=True)
+
+    def _send(self, account: str, frame: str, closing: bool = False) -> None:
+        self._outbox.put_nowait((f"account:{account}", frame, closing))
+
+    def _release_held(self, account: str, t: int | None) -> None:
+        for order, ts in self._held.pop(account, []):
+            for frame in self._order_frames(order, ts, t):
+                self._send(account, frame)
+
+    def _trade_lite(self, fill: FillEvent) -> str:
+        """``TRADE_LITE`` (Binance "Event: Trade Lite"; fixture ``user_data_json/trade_lite.json``)."""
+        order = self.venue.get_order(fill.account, fill.symbol, order_id=fill.order_id)
+        return json.dumps({
+            "e": "TRADE_LITE", "E": fill.ts, "T": fill.ts, "s": self.venue.instrument(fill.symbol).id,
+            "c": self._client_id(order), "S": fill.side.upper(), "q": _s(order.amount), "p": "0",
+            "i": int(fill.order_id), "l": _s(fill.amount), "L": _s(fill.price), "t": int(fill.exec_id), "m": False,
+        })
 
     def _transaction_time(self, account: str, ts: int) -> int:
         """``T`` strictly increasing per account (the decoder's ordering key)."""
@@ -726,7 +867,8 @@ class BinanceEmulator:
         self._last_transaction_ms[account] = t
         return t
 
-    def _account_update(self, position: VenuePosition, ts: int) -> tuple[str, bool]:
+    def _account_update(self, position: VenuePosition, ts: int) -> tuple[str, bool, int]:
+        """The frame, whether it reports flat, and its ``T``."""
         t = self._transaction_time(position.account, ts)
         wallet = _s(self.venue.wallet(position.account))  # the frame carries only the wallet balance
         signed = position.contracts if position.side == "long" else -position.contracts
@@ -743,9 +885,11 @@ class BinanceEmulator:
                 }],
             },
         }
-        return json.dumps(frame), position.contracts == 0
+        return json.dumps(frame), position.contracts == 0, t
 
-    def _order_frames(self, order: VenueOrder, ts: int) -> list[str]:
+    def _order_frames(self, order: VenueOrder, ts: int, t: int | None = None) -> list[str]:
+        """``ORDER_TRADE_UPDATE`` (and the parent's ``ALGO_UPDATE`` FINISHED) at ``T = t`` (default ``ts``)."""
+        ts = ts if t is None else t
         if order.conditional:
             return self._algo_frames(order, ts)
         frames = []
@@ -770,8 +914,10 @@ class BinanceEmulator:
                 "L": _s(fill.price if fill else None), "N": "USDT", "n": _s(fill.fee if fill else None),
                 "T": ts, "t": int(fill.exec_id) if fill else 0, "b": "0", "a": "0", "m": False,
                 "R": order.reduce_only, "wt": "MARK_PRICE" if parent is not None else "CONTRACT_PRICE",
-                "ot": self._orig_type(order), "ps": "BOTH", "cp": False, "AP": "0", "cr": "0", "pP": False,
-                "si": 0, "ss": 0, "rp": _s(fill.realized_pnl if fill else None), "V": "NONE",
+                # the key set of a real /private/ws capture (fixture order_update_new_private_ws_capture.json):
+                # AP / cr only on trailing orders, pm / gtd / er always
+                "ot": self._orig_type(order), "ps": "BOTH", "cp": False, "rp": _s(fill.realized_pnl if fill else None),
+                "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0, "er": "0",
             },
         }))
         if parent is not None and order.status == "filled":  # the algo order's market order is done
@@ -819,9 +965,10 @@ class BinanceEmulator:
                 keys = [name]
             else:
                 keys = [k for k, a in self._listen_keys.items() if a == name]
+            event_type = json.loads(frame).get("e")
             for key in keys:
-                for ws in list(self._user_sockets.get(key, ())):
-                    if ws.closed:
+                for ws, allowed in list(self._user_sockets.get(key, {}).items()):
+                    if ws.closed or (allowed is not None and event_type not in allowed):
                         continue
                     try:
                         await self.shaper.send(ws.send_str, frame, closing=closing)

@@ -41,7 +41,8 @@ def _is_conditional(raw: dict[str, Any]) -> bool:
 
 async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: OrderIntent | None) -> Order:
     """Complete ``raw`` (ccxt order or Binance payload) into an :class:`Order`, fetching it by id
-    (``GET /fapi/v1/order`` / ``/fapi/v1/algoOrder``) when side, amount, filled or status is missing.
+    (``GET /fapi/v1/order`` / ``/fapi/v1/algoOrder``) when side, amount, filled or status is missing, or
+    when a market order was answered before its fill (status NEW, nothing executed: the ACK form).
 
     :raises OrderIncomplete: still incomplete after asking the venue, or the venue's answer contradicts
         the intent (wrong symbol or side) — never a value taken from the intent.
@@ -51,6 +52,11 @@ async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: 
     symbol = raw.get("symbol") or (intent.symbol if intent is not None else None)
     try:
         order = to_order(raw)
+        if order.type == "market" and order.status == "open" and order.filled == 0:
+            # Binance answers a market order as accepted, before its fill (ACK: status NEW, executedQty 0):
+            # what it became is only known by asking.
+            raise OrderIncomplete("order lacks its fill (answered NEW, nothing executed)", venue=VENUE,
+                                  symbol=order.symbol, order_id=order.id)
     except OrderIncomplete as incomplete:
         order_id = raw.get("id")
         client_id = raw.get("clientOrderId") or (intent.client_order_id if intent is not None else None)
@@ -86,15 +92,15 @@ async def place_trigger(
     """One ``POST /fapi/v1/algoOrder`` on the mark price, closing side of ``side``: ``closePosition=true``
     when ``contracts`` is ``None``, else reduce-only for ``contracts``.  No position lookup (I-4).
 
-    Binance accepts a closePosition stop with no position (that is what makes ``stop_before_entry``
-    work), so the venue never says "gone" here: when the stream has reported the symbol flat after every
-    open the driver knows of, and no entry was announced (``on_order_submitted``), nothing is placed.
+    When the stream has reported the symbol flat after every open the driver knows of, nothing is
+    placed.  Binance refuses a closePosition stop with no open position (-4509) and a reduce-only one on
+    the wrong side (-2022); both mean the position is gone.
 
-    :raises PositionGone: the stream says the position is closed (no venue call made).
+    :raises PositionGone: the stream says the position is closed (no venue call made), or the venue
+        refused the stop for want of a position (-4509 / -2022).
     """
-    if conn.known_flat(symbol) and not conn.entry_expected(symbol):
-        raise PositionGone("the stream reports the position closed and no entry is pending: no stop placed",
-                           venue=VENUE, symbol=symbol)
+    if conn.known_flat(symbol):
+        raise PositionGone("the stream reports the position closed: no stop placed", venue=VENUE, symbol=symbol)
     # What ccxt sends (rounded to the tick) is what rests, and what the returned StopLoss reports.
     trigger_price = Decimal(conn.exchange.price_to_precision(symbol, str(trigger_price)))
     placed_at = now_ms()

@@ -6,7 +6,6 @@ Each hook forwards to :mod:`framework_binance.operations` (safety logic), :mod:`
 
 from __future__ import annotations
 
-import weakref
 from decimal import Decimal
 from typing import Any
 
@@ -27,15 +26,14 @@ from framework_binance.decoder import BinanceDecoder
 from framework_binance.emulator import BinanceEmulator
 from framework_binance.rest import VENUE, BinanceConnection, make_exchange
 
-#: live connections, so the lifecycle hook ``on_order_submitted`` can announce an entry to them
-_CONNECTIONS: weakref.WeakSet[BinanceConnection] = weakref.WeakSet()
-
 
 @hookimpl
 def driver_info() -> DriverInfo:
     return DriverInfo(
         venue=VENUE,
-        capabilities=frozenset({"stop_before_entry"}),
+        # No stop_before_entry: Binance refuses a closePosition stop with no position (-4509,
+        # docs/conformance.md B7), so the stop goes on right after the entry fills.
+        capabilities=frozenset(),
         description="Binance USDⓈ-M futures: ccxt binanceusdm, Algo Order API stops, user data stream",
     )
 
@@ -48,25 +46,13 @@ async def connect(config: DriverConfig) -> BinanceConnection:
     except BaseException:
         await conn.close()
         raise
-    _CONNECTIONS.add(conn)
     return conn
 
 
 @hookimpl
 async def disconnect(conn: BinanceConnection) -> bool:
-    _CONNECTIONS.discard(conn)
     await conn.close()
     return True
-
-
-@hookimpl
-def on_order_submitted(intent: OrderIntent) -> None:
-    """An entry is about to be submitted: a stop for its symbol may rest before it fills (stop_before_entry)."""
-    if intent.venue != VENUE:
-        return
-    for conn in list(_CONNECTIONS):
-        if conn.config.account == intent.account:
-            conn.expect_entry(intent.symbol)
 
 
 @hookimpl

@@ -12,10 +12,10 @@ import contextlib
 import json
 import logging
 import secrets
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import ccxt
 import ccxt.async_support as ccxt_async
@@ -44,6 +44,10 @@ FAPI_URLS = {
     "fapiData": "/futures/data",
 }
 CLOSE_STATUSES = ("closed", "canceled", "rejected", "expired")
+#: Binance: an OPEN order already has this client order id (-4015 is a malformed id)
+DUPLICATE_CLIENT_ID = -4116
+#: user data events the driver subscribes to (``events=`` of ``/private/ws``)
+USER_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "listenKeyExpired")
 
 
 class BinanceApiError(ccxt.ExchangeError):
@@ -86,7 +90,7 @@ def venue_errors(
         code, status = exc.code, exc.status
         if code == -2021:
             raise WouldTriggerImmediately(message, code=code, **where) from exc
-        if code == -2022:
+        if code in (-2022, -4509):  # -4509: a closePosition stop with no open position (conformance B7)
             raise PositionGone(message, code=code, **where) from exc
         if code in (-2011, -2013):
             raise OrderNotFound(message, code=code, **where) from exc
@@ -222,23 +226,13 @@ class BinanceConnection:
         self.cache = StreamCache()
         self.symbols: dict[str, str] = {}
         self.opened_at: dict[str, int] = {}  # symbol -> latest venue time (ms) a fill / snapshot showed it open
-        self._entries_expected: dict[str, float] = {}  # symbol -> monotonic deadline of an announced entry
 
     # --- what the driver knows about a symbol without asking the venue ---------------------------
 
     def note_open(self, symbol: str, venue_ms: int | None) -> None:
         """Evidence (venue time) that ``symbol`` had an open position: an entry fill, a snapshot."""
-        self._entries_expected.pop(symbol, None)
         if venue_ms:
             self.opened_at[symbol] = max(self.opened_at.get(symbol, 0), int(venue_ms))
-
-    def expect_entry(self, symbol: str, within_s: float = 60.0) -> None:
-        """An entry is about to be submitted (``on_order_submitted``): a stop may rest before it fills."""
-        self._entries_expected[symbol] = time.monotonic() + within_s
-
-    def entry_expected(self, symbol: str) -> bool:
-        deadline = self._entries_expected.get(symbol)
-        return deadline is not None and time.monotonic() < deadline
 
     def known_flat(self, symbol: str) -> bool:
         """The stream reported ``symbol`` flat after every open the driver knows of (fills, snapshots)."""
@@ -270,8 +264,30 @@ class BinanceConnection:
         params: dict[str, Any] = {"clientOrderId": client_order_id}
         if reduce_only:
             params["reduceOnly"] = True
-        with venue_errors("create market order", symbol=symbol, order_id=client_order_id, creating=True):
-            return await self.exchange.create_order(symbol, "market", side, str(amount), None, params)
+        try:
+            with venue_errors("create market order", symbol=symbol, order_id=client_order_id, creating=True):
+                return await self.exchange.create_order(symbol, "market", side, str(amount), None, params)
+        except OrderRejected as exc:
+            if exc.code != DUPLICATE_CLIENT_ID:
+                raise
+            return await self._the_order_that_exists(symbol, client_order_id, conditional=False, cause=exc)
+
+    async def _the_order_that_exists(
+        self, symbol: str, client_order_id: str, *, conditional: bool, cause: OrderRejected
+    ) -> dict[str, Any]:
+        """-4116: an open order already carries ``client_order_id`` (e.g. a retry after a lost answer), so
+        it was not refused: it exists.  Fetched by client id and returned as the creation's answer.
+
+        :raises OutcomeUnknown: the venue cannot show it (never "rejected": it exists).
+        """
+        log.info("order %s already exists (-4116): resolving it by client order id", client_order_id)
+        try:
+            return await self.fetch_order(symbol, None, client_order_id, conditional=conditional)
+        except VenueError as exc:
+            raise OutcomeUnknown(
+                f"client order id is duplicated (-4116) but the order cannot be fetched: {exc.message}",
+                venue=VENUE, symbol=symbol, order_id=client_order_id, code=cause.code,
+            ) from exc
 
     async def create_conditional(
         self,
@@ -293,10 +309,15 @@ class BinanceConnection:
             params["closePosition"] = True
         else:
             params["reduceOnly"] = True
-        with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, creating=True):
-            return await self.exchange.create_order(
-                symbol, "market", side, None if amount is None else str(amount), None, params
-            )
+        try:
+            with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, creating=True):
+                return await self.exchange.create_order(
+                    symbol, "market", side, None if amount is None else str(amount), None, params
+                )
+        except OrderRejected as exc:
+            if exc.code != DUPLICATE_CLIENT_ID:
+                raise
+            return await self._the_order_that_exists(symbol, client_order_id, conditional=True, cause=exc)
 
     async def fetch_order(
         self, symbol: str, order_id: str | None, client_order_id: str | None = None, conditional: bool = False
@@ -330,7 +351,7 @@ class BinanceConnection:
     # --- listen key (user data stream) ---------------------------------------------------------------
 
     async def listen_key(self) -> str:
-        """``POST /fapi/v1/listenKey``: a key for ``<ws>/ws/<listenKey>`` (the account's valid one if any)."""
+        """``POST /fapi/v1/listenKey``: a key for :meth:`user_stream_url` (the account's valid one if any)."""
         with venue_errors("create listen key"):
             answer = await self.exchange.fapiPrivatePostListenKey()
         return str(answer["listenKey"])
@@ -347,6 +368,19 @@ class BinanceConnection:
         if self.config.testnet:
             return "wss://stream.binancefuture.com"
         return "wss://fstream.binance.com"
+
+    def user_stream_url(self, listen_key: str) -> str:
+        """``<ws>/private/ws?listenKey=K&events=...`` (docs/conformance.md B1, B3, B6).
+
+        Since 2026-04-23 the legacy ``<ws>/ws/<listenKey>`` completes the handshake and then stays
+        silent.  ``events`` is an allow list on the real venue, so every event the driver acts on is
+        named, ``listenKeyExpired`` included (``TRADE_LITE`` repeats ``ORDER_TRADE_UPDATE``: not asked).
+        """
+        return f"{self.ws_base()}/private/ws?listenKey={quote(listen_key, safe='')}&events={'/'.join(USER_EVENTS)}"
+
+    def market_stream_url(self, streams: list[str]) -> str:
+        """``<ws>/market/stream?streams=a/b`` (combined; mark prices live under ``/market``, B1)."""
+        return f"{self.ws_base()}/market/stream?streams={'/'.join(streams)}"
 
 
 def error_body(exc: BaseException) -> str:

@@ -1,11 +1,13 @@
 """Binance USDⓈ-M streams over ``websockets``: the user data stream and the mark-price stream.
 
-User data (source: Binance "User Data Streams"): ``POST /fapi/v1/listenKey`` gives a key, the socket is
-``<ws>/ws/<listenKey>``, the key is kept alive with ``PUT /fapi/v1/listenKey`` (Binance: at least every
-60 min; default here every 30 min, ``DriverConfig.options['listen_key_keepalive_s']``), and a
-``listenKeyExpired`` event means: get a new key and reconnect.  Every (re)connect awaits
-``sink.on_connected(reconnect)``; reconnects back off exponentially with jitter
-(``options['reconnect_base_s']`` 0.5, ``options['reconnect_cap_s']`` 30, ``options['seed']``).
+User data (source: Binance "User Data Streams" and the 2026 "Base URL Split" notice):
+``POST /fapi/v1/listenKey`` gives a key, the socket is ``<ws>/private/ws?listenKey=K&events=...``
+(:meth:`BinanceConnection.user_stream_url`; mark prices: ``<ws>/market/stream``).  The key is kept alive
+with ``PUT /fapi/v1/listenKey`` (Binance: at least every 60 min; default here every 30 min,
+``DriverConfig.options['listen_key_keepalive_s']``), and a ``listenKeyExpired`` event means: get a new
+key and reconnect.  Every (re)connect awaits ``sink.on_connected(reconnect)``; reconnects back off
+exponentially with jitter (``options['reconnect_base_s']`` 0.5, ``options['reconnect_cap_s']`` 30,
+``options['seed']``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import websockets
 
-from framework.driverkit import Backoff
+from framework.driverkit import Backoff, decode_frame
 from framework.errors import StreamError, VenueError
 from framework.protocols import StreamSink
 from framework_binance.decoder import BinanceDecoder
@@ -59,7 +61,7 @@ async def run_user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
         detail = ""
         try:
             key = await conn.listen_key()
-            async with websockets.connect(f"{conn.ws_base()}/ws/{key}", max_size=2**22) as ws:
+            async with websockets.connect(conn.user_stream_url(key), max_size=2**22) as ws:
                 backoff.reset()
                 await sink.on_connected(reconnect)
                 keepalive = asyncio.create_task(_keep_alive(conn, ws, keepalive_s), name="binance-listenkey")
@@ -88,8 +90,8 @@ async def run_user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
 async def _handle_frame(conn: BinanceConnection, decoder: BinanceDecoder, sink: StreamSink, raw: str | bytes) -> None:
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        sink.on_malformed(raw, StreamError(f"frame is not JSON: {error}", venue="binance"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: absurd nesting
+        sink.on_malformed(raw, StreamError(f"frame is not JSON: {type(error).__name__}", venue="binance"))
         return
     if isinstance(message, dict) and message.get("e") == "listenKeyExpired":
         raise _KeyExpired()
@@ -97,6 +99,9 @@ async def _handle_frame(conn: BinanceConnection, decoder: BinanceDecoder, sink: 
         events = decoder.decode_message(message)
     except StreamError as error:
         sink.on_malformed(raw, error)
+        return
+    except Exception as error:  # a hostile frame ("T": Infinity): counted, the stream goes on (issue 14)
+        sink.on_malformed(raw, StreamError(f"undecodable frame: {type(error).__name__}", venue="binance"))
         return
     for event in events:
         conn.cache.apply(event)
@@ -119,8 +124,7 @@ async def watch_marks(conn: BinanceConnection, symbols: list[str], sink: StreamS
     """Stream ``<symbol>@markPrice@1s`` of ``symbols`` (combined stream) to ``sink.on_event`` until cancelled."""
     if not symbols:
         await asyncio.Event().wait()  # nothing to watch: idle until cancelled
-    streams = "/".join(f"{conn.market_id(symbol).lower()}@markPrice@1s" for symbol in symbols)
-    url = f"{conn.ws_base()}/stream?streams={streams}"
+    url = conn.market_stream_url([f"{conn.market_id(symbol).lower()}@markPrice@1s" for symbol in symbols])
     decoder = BinanceDecoder(conn.symbols)
     backoff = _backoff(conn)
     while True:
@@ -128,12 +132,7 @@ async def watch_marks(conn: BinanceConnection, symbols: list[str], sink: StreamS
             async with websockets.connect(url) as ws:
                 backoff.reset()
                 async for raw in ws:
-                    try:
-                        events = decoder.decode(raw)
-                    except StreamError as error:
-                        sink.on_malformed(raw, error)
-                        continue
-                    for event in events:
+                    for event in decode_frame(decoder, raw, sink):
                         await sink.on_event(event)
         except asyncio.CancelledError:
             raise

@@ -18,13 +18,41 @@ def frame(name: str) -> str:
 
 
 def test_account_update_closed_entry_is_a_flat_position_update():
-    events = BinanceDecoder().decode(frame("user_data_json/account_update.json"))
-    assert [type(e) for e in events] == [PositionUpdate] * 3
-    flat, long, short = events
+    """I-1: a one-way close (``BOTH`` at 0) is a flat update, never dropped."""
+    message = json.loads(frame("user_data_json/account_update.json"))
+    message["a"]["P"] = message["a"]["P"][:1]
+    (flat,) = BinanceDecoder().decode(json.dumps(message))
     assert (flat.symbol, flat.contracts, flat.side, flat.entry_price) == ("BTC/USDT:USDT", 0, None, None)
     assert flat.sequence == 1564745798939 and flat.timestamp == 1564745798939
+
+
+def test_hedge_entries_of_the_documented_frame_and_no_flat_for_an_open_symbol():
+    """The documented frame (hedge mode) lists BOTH at 0 beside LONG 20 and SHORT -10: the symbol is open."""
+    events = BinanceDecoder().decode(frame("user_data_json/account_update.json"))
+    assert all(isinstance(e, PositionUpdate) for e in events)
+    long, short = events
     assert (long.side, long.contracts, long.entry_price) == ("long", Decimal(20), Decimal("6563.6"))
     assert (short.side, short.contracts) == ("short", Decimal(10))
+
+
+def test_real_fill_frames_zero_hedge_entries_do_not_close_a_one_way_position():
+    """B4 capture (JKorf/Binance.Net #546): ACCOUNT_UPDATE with BOTH 5 and zero LONG / SHORT entries, then the
+    ORDER_TRADE_UPDATE of the fill, same T: one open position update, then the fill, never a flat update."""
+    decoder = BinanceDecoder()
+    events = [*decoder.decode(frame("user_data_json/fill_capture_account_update.json")),
+              *decoder.decode(frame("user_data_json/fill_capture_order_trade_update.json"))]
+    position, fill = events
+    assert isinstance(position, PositionUpdate) and isinstance(fill, OrderUpdate)
+    assert (position.symbol, position.side, position.contracts) == ("BTC/USDT:USDT", "long", Decimal(5))
+    assert (fill.order.status, fill.order.filled, fill.last_fill_price) == ("closed", Decimal(1), Decimal("39849.93"))
+    assert position.timestamp == fill.timestamp == 1610638208309
+
+
+def test_all_zero_entries_of_one_symbol_are_one_flat_update():
+    message = json.loads(frame("user_data_json/fill_capture_account_update.json"))
+    message["a"]["P"][0]["pa"] = "0"
+    (flat,) = BinanceDecoder().decode(json.dumps(message))
+    assert (flat.contracts, flat.side) == (0, None)
 
 
 def test_account_update_one_way_sign_gives_the_side():
@@ -50,6 +78,7 @@ def test_balance_only_account_update_has_no_position_event():
         ("order_update_adl.json", "adl", "closed", "0.005"),
         ("order_update_settlement.json", "order", "closed", "0.010"),
         ("order_update_delivery.json", "order", "closed", "1"),
+        ("order_update_new_private_ws_capture.json", "order", "open", "0"),  # real, 2026-05-21 (B5)
     ],
 )
 def test_order_trade_update(name, origin, status, filled):
@@ -57,6 +86,18 @@ def test_order_trade_update(name, origin, status, filled):
     assert isinstance(update, OrderUpdate)
     assert (update.origin, update.order.status, update.order.filled) == (origin, status, Decimal(filled))
     assert update.order.side in ("buy", "sell")
+
+
+def test_the_real_private_ws_frame_arriving_twice_decodes_to_the_same_update():
+    """B5: a bare ORDER_TRADE_UPDATE from /private/ws, delivered twice, identical (a 2026 capture)."""
+    decoder = BinanceDecoder()
+    raw = frame("user_data_json/order_update_new_private_ws_capture.json")
+    first, second = decoder.decode(raw), decoder.decode(raw)
+    assert first == second
+    (update,) = first
+    assert (update.order.id, update.order.symbol, update.order.side, update.order.reduce_only) == (
+        "215456450616", "SOL/USDT:USDT", "buy", True)
+    assert (update.order.amount, update.timestamp) == (Decimal("21.26"), 1779367929401)
 
 
 def test_order_trade_update_fields():

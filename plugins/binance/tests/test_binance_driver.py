@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
 from binance_helpers import SYMBOL, below, intent, trading_calls
-from framework_binance import plugin
 
 from framework.errors import (
     OrderIncomplete,
@@ -41,7 +41,7 @@ async def open_position(driver, venue, side="long", contracts="10"):
 
 def test_driver_info_declares_only_what_is_tested(driver):
     assert driver.venue == "binance"
-    assert driver.info.capabilities == frozenset({"stop_before_entry"})
+    assert driver.info.capabilities == frozenset()  # no stop_before_entry: -4509 with no position (B7)
 
 
 async def test_entry_is_a_complete_market_order(driver, venue, harness):
@@ -55,7 +55,7 @@ async def test_minimal_response_is_completed_from_the_venue(driver, venue, harne
     venue.faults.minimal_order_response = True
     entry = intent(venue, "short", "7")
     raw = await driver.create_entry(entry)
-    assert raw["side"] is None and raw["amount"] is None  # the venue said only ids (I-3)
+    assert (raw["status"], raw["filled"]) == ("open", 0)  # the ACK form: accepted, not yet filled (B11)
     before = calls(harness, "GET /fapi/v1/order")
     order = await driver.normalize_order(raw, entry)
     assert calls(harness, "GET /fapi/v1/order") == before + 1
@@ -114,19 +114,29 @@ async def test_second_close_position_stop_is_refused_4130(driver, venue):
     assert error.value.code == -4130
 
 
-@pytest.mark.capability("stop_before_entry")
-async def test_stop_before_entry_protects_from_the_first_fill(driver, venue, harness):
-    entry = intent(venue)
-    plugin.on_order_submitted(intent=entry)  # what the engine broadcasts before the stop goes first
-    stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
-    start = venue.now()
-    await driver.normalize_order(await driver.create_entry(entry), entry)
-    assert venue.is_protected("default", SYMBOL)
-    assert [i for i in venue.truth.unprotected_intervals(symbol=SYMBOL) if i[3] > start] == []
-    venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0010"))
-    assert venue.position("default", SYMBOL).contracts == 0
-    assert venue.truth.closures_for(symbol=SYMBOL)[-1].origin == "stop_loss"
-    assert venue.truth.orders_for_closed_positions() == []
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_with_no_position_is_refused_4509_as_position_gone(driver, venue, harness, side):
+    """B7: Binance refuses a closePosition stop when nothing is open; the driver says the position is gone
+    and nothing rests (the opener places the stop after the fill, no stop_before_entry)."""
+    before = calls(harness, "POST /fapi/v1/algoOrder")
+    trigger = below(venue) if side == "long" else below(venue, "-2")
+    with pytest.raises(PositionGone) as error:
+        await driver.set_stop_loss(SYMBOL, side, Decimal(10), trigger)
+    assert error.value.code == -4509
+    assert calls(harness, "POST /fapi/v1/algoOrder") == before + 1  # the venue was asked and said no
+    assert venue.orders("default", SYMBOL) == []
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_close_position_stops_expire_when_the_position_closes(driver, venue, stream, side):
+    """B7: the system expires a close-position algo order when its position closes (ALGO_UPDATE EXPIRED)."""
+    await open_position(driver, venue, side)
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), below(venue) if side == "long" else below(venue, "-2"))
+    venue.manual_close("default", SYMBOL)
+    assert venue.get_order("default", SYMBOL, order_id=stop.order_id).status == "expired"
+    await stream.wait_for(lambda: any(isinstance(e, OrderUpdate) and e.order.id == stop.order_id
+                                      and e.order.status == "expired" for e in stream.events))
+    assert await driver.cancel_stop_loss(stop) is False
 
 
 async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(driver, venue, stream, harness):
@@ -251,8 +261,29 @@ async def test_timeout_after_accept_is_outcome_unknown_and_resolvable(driver, ve
     assert (found.filled, found.side) == (Decimal(10), "buy")
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_duplicate_after_a_lost_answer_is_the_order_that_exists(driver, venue, harness, side):
+    """B9: a retry with the same client id after an outcome-unknown timeout gets -4116; the first order
+    exists, so the driver answers with it (fetched by client id), never "rejected", and nothing doubles."""
+    await open_position(driver, venue, side)
+    close, trigger = ("sell", below(venue)) if side == "long" else ("buy", below(venue, "-2"))
+    cid = f"fw-s-dup{side}"
+    harness.emulator.accept_timeout_hold_s = 3.0
+    venue.faults.timeout_after_accept_next = 1
+    with pytest.raises(OutcomeUnknown):
+        await driver.conn.create_conditional(SYMBOL, close, "stop_loss", trigger, amount=Decimal(10),
+                                                 client_order_id=cid)
+    before = calls(harness, "GET /fapi/v1/algoOrder")
+    again = await driver.conn.create_conditional(SYMBOL, close, "stop_loss", trigger, amount=Decimal(10),
+                                                 client_order_id=cid)
+    assert calls(harness, "GET /fapi/v1/algoOrder") == before + 1  # resolved by client id
+    [resting] = venue.orders("default", SYMBOL, open_only=True, conditional=True)
+    assert (str(again["id"]), again["clientOrderId"]) == (resting.id, cid)
+
+
 @pytest.mark.parametrize(("status", "error"), [(429, RateLimited), (503, OutcomeUnknown)])
 async def test_http_errors_on_order_creation(driver, venue, status, error):
+    await driver.rate_limit_pause()  # a 429 before pauses the venue's calls: the fault is for the entry's call
     venue.faults.http_error_status = status
     venue.faults.http_error_next = 1
     with pytest.raises(error):
@@ -269,3 +300,45 @@ async def test_stream_delivers_fills_with_origins_and_flat_updates(driver, venue
     fills = [e for e in stream.events if isinstance(e, OrderUpdate) and e.origin == "stop_loss"
              and e.order.status == "closed" and e.order.type == "stop_market" and e.last_fill_amount > 0]
     assert fills and fills[-1].order.side == "sell"
+
+
+@pytest.mark.parametrize(("testnet", "host"), [(False, "wss://fstream.binance.com"),
+                                               (True, "wss://stream.binancefuture.com")])
+def test_stream_urls_follow_the_2026_split(testnet, host):
+    """B1/B3/B6: user data on ``/private/ws`` in the query form with every event named, marks on ``/market``."""
+    from framework_binance.rest import BinanceConnection, make_exchange
+    from pydantic import SecretStr
+
+    from framework.models import DriverConfig
+
+    config = DriverConfig(api_key=SecretStr("k"), api_secret=SecretStr("s"), testnet=testnet)
+    conn = BinanceConnection(config, make_exchange(config))
+    assert conn.user_stream_url("Key1") == (
+        f"{host}/private/ws?listenKey=Key1&events=ORDER_TRADE_UPDATE/ACCOUNT_UPDATE/ALGO_UPDATE/listenKeyExpired"
+    )
+    assert conn.market_stream_url(["xrpusdt@markPrice@1s", "btcusdt@markPrice@1s"]) == (
+        f"{host}/market/stream?streams=xrpusdt@markPrice@1s/btcusdt@markPrice@1s"
+    )
+
+
+async def test_a_driver_on_the_legacy_path_hears_nothing(driver, venue, stream, monkeypatch):
+    """B2: the old ``/ws/<listenKey>`` connects (no error, no close) and then delivers nothing, while the
+    driver on ``/private/ws`` sees the same fill."""
+
+    from binance_helpers import Sink
+    from framework_binance import rest
+
+    monkeypatch.setattr(rest.BinanceConnection, "user_stream_url", lambda conn, key: f"{conn.ws_base()}/ws/{key}")
+    legacy = Sink()
+    task = asyncio.create_task(driver.run_stream(legacy))
+    try:
+        await legacy.wait_for(lambda: legacy.connected)
+        entry, order = await open_position(driver, venue)
+        await stream.wait_for(lambda: any(isinstance(e, OrderUpdate) and e.order.id == order.id
+                                          and e.order.status == "closed" for e in stream.events))
+        await driver.conn.keep_alive()  # one more round trip for any frame in flight: still nothing
+        assert legacy.events == [] and legacy.disconnected == [] and legacy.malformed == []
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -111,8 +111,10 @@ async def test_rest_payload_shapes_match_the_fixtures(rest, venue):
     same_shape(order, fixture_json("http_json/order_response.json"))
     assert (order["status"], order["executedQty"]) == ("FILLED", "10")
     _, positions = await rest.call("GET", "/fapi/v3/positionRisk")
-    same_shape(positions, fixture_json("http_json/position_risk.json"))
+    same_shape(positions, fixture_json("http_json/position_risk_v3.json"))  # v3: no leverage / marginType
     assert positions[0]["positionAmt"] == "10"
+    _, positions_v2 = await rest.call("GET", "/fapi/v2/positionRisk")
+    same_shape(positions_v2, fixture_json("http_json/position_risk.json"))
     status, algo = await rest.call("POST", "/fapi/v1/algoOrder", {
         "algoType": "CONDITIONAL", "symbol": "XRPUSDT", "side": "SELL", "type": "STOP_MARKET",
         "triggerPrice": str(below(venue)), "closePosition": "true", "workingType": "MARK_PRICE"})
@@ -135,11 +137,107 @@ async def test_rest_payload_shapes_match_the_fixtures(rest, venue):
     assert (status, missing["code"]) == (400, -2013)
 
 
-async def test_minimal_order_response_answers_only_ids(rest, venue):
+def _algo_stop(side: str, trigger, **extra) -> dict:
+    return {"algoType": "CONDITIONAL", "symbol": "XRPUSDT", "side": side, "type": "STOP_MARKET",
+            "triggerPrice": str(trigger), "workingType": "MARK_PRICE", **extra}
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_close_position_stop_needs_an_open_position_and_expires_with_it(rest, venue, side):
+    """B7: no position → -4509; when the position closes the system expires the close-position order."""
+    close, trigger = ("SELL", below(venue)) if side == "long" else ("BUY", below(venue, "-2"))
+    status, body = await rest.call("POST", "/fapi/v1/algoOrder", _algo_stop(close, trigger, closePosition="true"))
+    assert (status, body["code"]) == (400, -4509)
+    assert venue.orders("default", SYMBOL) == []
+    venue.place_order("default", SYMBOL, "buy" if side == "long" else "sell", amount=Decimal(10))
+    status, algo = await rest.call("POST", "/fapi/v1/algoOrder", _algo_stop(close, trigger, closePosition="true"))
+    assert status == 200 and algo["algoStatus"] == "NEW"
+    venue.manual_close("default", SYMBOL)
+    _, fetched = await rest.call("GET", "/fapi/v1/algoOrder", {"algoId": algo["algoId"]})
+    assert fetched["algoStatus"] == "EXPIRED"
+    assert (await rest.call("GET", "/fapi/v1/openAlgoOrders"))[1] == []
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_reduce_only_stop_on_the_wrong_side_or_flat_is_2022(rest, venue, side):
+    """B8 (assumed for algo orders): a reduce-only stop that could not reduce anything is refused."""
+    close, trigger = ("SELL", below(venue)) if side == "long" else ("BUY", below(venue, "-2"))
+    status, body = await rest.call("POST", "/fapi/v1/algoOrder",
+                                   _algo_stop(close, trigger, quantity="10", reduceOnly="true"))
+    assert (status, body["code"]) == (400, -2022)
+    venue.place_order("default", SYMBOL, "sell" if side == "long" else "buy", amount=Decimal(10))  # the other side
+    status, body = await rest.call("POST", "/fapi/v1/algoOrder",
+                                   _algo_stop(close, trigger, quantity="10", reduceOnly="true"))
+    assert (status, body["code"]) == (400, -2022)
+
+
+async def test_client_order_id_is_unique_among_open_orders_only(rest, venue):
+    """B9: -4116 for the id of an OPEN order; a filled or cancelled order's id may be reused; -4015 only
+    for an id that breaks the pattern."""
+    market = {"symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "10",
+              "newClientOrderId": "fw-e-reused", "newOrderRespType": "RESULT"}
+    first = await rest.call("POST", "/fapi/v1/order", market)
+    second = await rest.call("POST", "/fapi/v1/order", market)  # the first one filled: its id is free again
+    assert (first[0], second[0]) == (200, 200) and first[1]["orderId"] != second[1]["orderId"]
+    _, fetched = await rest.call("GET", "/fapi/v1/order", {"symbol": "XRPUSDT", "origClientOrderId": "fw-e-reused"})
+    assert fetched["orderId"] == second[1]["orderId"]  # the id names its newest order
+    stop = _algo_stop("SELL", below(venue), closePosition="true", clientAlgoId="fw-s-reused")
+    status, algo = await rest.call("POST", "/fapi/v1/algoOrder", stop)
+    assert status == 200
+    lower = {**stop, "triggerPrice": str(below(venue, "3")), "closePosition": "false", "quantity": "10",
+             "reduceOnly": "true"}
+    assert await rest.call("POST", "/fapi/v1/algoOrder", lower) == (
+        400, {"code": -4116, "msg": "clientOrderId is duplicated."})
+    await rest.call("DELETE", "/fapi/v1/algoOrder", {"algoId": algo["algoId"]})
+    assert (await rest.call("POST", "/fapi/v1/algoOrder", lower))[0] == 200  # cancelled: free again
+    for bad in ("has space", "x" * 37, "star*"):
+        status, body = await rest.call("POST", "/fapi/v1/order", {**market, "newClientOrderId": bad})
+        assert (status, body["code"]) == (400, -4015), bad
+
+
+@pytest.mark.parametrize("side", ["BUY", "SELL"])
+async def test_min_notional_and_precision_follow_exchange_info(rest, venue, side):
+    """B10: -4164 under MIN_NOTIONAL unless reduce-only; -1111 off the LOT_SIZE step; -4014 off the tick.
+    The limits are the ones exchangeInfo publishes."""
+    _, info = await rest.call("GET", "/fapi/v1/exchangeInfo", signed=False)
+    filters = {f["filterType"]: f for f in next(s for s in info["symbols"] if s["symbol"] == "XRPUSDT")["filters"]}
+    min_notional, step = Decimal(filters["MIN_NOTIONAL"]["notional"]), Decimal(filters["LOT_SIZE"]["stepSize"])
+    tick = Decimal(filters["PRICE_FILTER"]["tickSize"])
+    mark = venue.mark_price(SYMBOL)
+    small = ((min_notional / mark) // step) * step  # the largest size under the minimum notional
+    big = small + step
+    order = {"symbol": "XRPUSDT", "side": side, "type": "MARKET", "newOrderRespType": "RESULT"}
+    status, body = await rest.call("POST", "/fapi/v1/order", {**order, "quantity": str(small)})
+    assert (status, body["code"]) == (400, -4164) and "unless you choose reduce only" in body["msg"]
+    assert (await rest.call("POST", "/fapi/v1/order", {**order, "quantity": str(big)}))[0] == 200
+    closing = {**order, "side": "SELL" if side == "BUY" else "BUY", "reduceOnly": "true", "quantity": str(small)}
+    assert (await rest.call("POST", "/fapi/v1/order", closing))[0] == 200  # reduce-only is exempt
+    status, body = await rest.call("POST", "/fapi/v1/order", {**order, "quantity": str(big + step / 2)})
+    assert (status, body["code"]) == (400, -1111)
+    off_tick = below(venue) + tick / 2 if side == "BUY" else below(venue, "-2") + tick / 2
+    stop = _algo_stop("SELL" if side == "BUY" else "BUY", off_tick, quantity="10", reduceOnly="true")
+    status, body = await rest.call("POST", "/fapi/v1/algoOrder", stop)
+    assert (status, body["code"]) == (400, -4014)
+
+
+@pytest.mark.parametrize("resp_type", ["ACK", None])
+async def test_ack_answer_is_the_full_order_before_its_fill(rest, venue, resp_type):
+    """B11: ``newOrderRespType=ACK`` (Binance's default) answers the full order as accepted: status NEW,
+    executedQty 0, though the market order has filled."""
+    params = {"symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "10"}
+    status, body = await rest.call("POST", "/fapi/v1/order", {**params, **({"newOrderRespType": resp_type}
+                                                                           if resp_type else {})})
+    assert status == 200
+    same_shape(body, fixture_json("http_json/order_response.json"))
+    assert (body["status"], body["executedQty"], body["avgPrice"], body["origQty"]) == ("NEW", "0", "0", "10")
+    assert venue.get_order("default", SYMBOL, order_id=str(body["orderId"])).status == "filled"
+
+
+async def test_minimal_order_response_fault_answers_the_ack_form_to_result(rest, venue):
     venue.faults.minimal_order_response = True
     status, body = await rest.call("POST", "/fapi/v1/order", {
-        "symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "1", "newOrderRespType": "RESULT"})
-    assert status == 200 and set(body) == {"orderId", "clientOrderId"}
+        "symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "10", "newOrderRespType": "RESULT"})
+    assert status == 200 and (body["status"], body["executedQty"]) == ("NEW", "0")
 
 
 async def test_http_error_fault_and_rate_limit(rest, venue, harness):
@@ -160,15 +258,24 @@ async def test_rest_position_lag(rest, venue):
     assert (await rest.call("GET", "/fapi/v3/positionRisk"))[1][0]["positionAmt"] == "3"
 
 
+class Frames(list):
+    """The decoded frames read so far from one socket."""
+
+    def __init__(self, ws) -> None:
+        super().__init__()
+        self.ws = ws
+
+    async def until(self, predicate, timeout_s: float = 5.0) -> None:
+        """Read frames until ``predicate()`` holds (a generous bound, no sleeps)."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self.append(json.loads(await self.ws.recv()))
+
+
 async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
     _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
-    frames: list[dict] = []
-    async with websockets.connect(f"{harness.emulator.ws_url}/ws/{answer['listenKey']}") as ws:
-        async def collect(predicate):
-            async with asyncio.timeout(5):
-                while not predicate():
-                    frames.append(json.loads(await ws.recv()))
-
+    async with websockets.connect(f"{harness.emulator.ws_url}/private/ws?listenKey={answer['listenKey']}") as ws:
+        frames = Frames(ws)
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
         stop = venue.place_order("default", SYMBOL, "sell", "stop_market", close_position=True,
                                  trigger_price=below(venue), client_order_id="fw-s-wire")
@@ -176,18 +283,20 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
                                reduce_only=True, trigger_price=below(venue, "-5"))
         venue.cancel_order("default", SYMBOL, order_id=tp.id)
         venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0001"))
-        await collect(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
+        await frames.until(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
         harness.emulator.expire_listen_keys()
-        await collect(lambda: frames[-1]["e"] == "listenKeyExpired")
+        await frames.until(lambda: frames[-1]["e"] == "listenKeyExpired")
     by_kind: dict[str, list[dict]] = {}
     for f in frames:
         by_kind.setdefault(f["e"], []).append(f)
     for update in by_kind["ACCOUNT_UPDATE"]:
         same_shape(update, fixture_json("user_data_json/account_update.json"))
-    for update in by_kind["ORDER_TRADE_UPDATE"]:
-        same_shape(update, fixture_json("user_data_json/order_update_trade.json"))
+    for update in by_kind["ORDER_TRADE_UPDATE"]:  # B5: a bare object with the keys of a 2026 capture
+        same_shape(update, fixture_json("user_data_json/order_update_new_private_ws_capture.json"))
     for update in by_kind["ALGO_UPDATE"]:
         same_shape(update, fixture_json("user_data_json/algo_update_new.json"))
+    for lite in by_kind["TRADE_LITE"]:
+        same_shape(lite, fixture_json("user_data_json/trade_lite.json"))
     algo = [(f["o"]["aid"], f["o"]["X"], f["o"]["ai"]) for f in by_kind["ALGO_UPDATE"]]
     stop_states = [(x, ai) for aid, x, ai in algo if aid == int(stop.id)]
     assert [x for x, _ in stop_states] == ["NEW", "TRIGGERING", "TRIGGERED", "FINISHED"]
@@ -204,16 +313,102 @@ async def test_user_stream_frames_match_the_fixtures(rest, venue, harness):
     assert isinstance(expired["E"], str) and expired["listenKey"] == answer["listenKey"]
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_fill_is_trade_lite_then_account_update_then_order_update_with_one_t(rest, venue, harness, side):
+    """B4: on a fill Binance sends TRADE_LITE, ACCOUNT_UPDATE, ORDER_TRADE_UPDATE; the last two share T.
+    Checked for an entry and for the close a stop's trigger spawns."""
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    async with websockets.connect(f"{harness.emulator.ws_url}/private/ws?listenKey={answer['listenKey']}") as ws:
+        frames = Frames(ws)
+        entry = venue.place_order("default", SYMBOL, "buy" if side == "long" else "sell", amount=Decimal(10))
+        trigger = below(venue) if side == "long" else below(venue, "-2")
+        stop = venue.place_order("default", SYMBOL, "sell" if side == "long" else "buy", "stop_market",
+                                 close_position=True, trigger_price=trigger)
+        venue.set_mark_price(SYMBOL, trigger + (Decimal("-0.0001") if side == "long" else Decimal("0.0001")))
+        await frames.until(lambda: any(f["e"] == "ACCOUNT_UPDATE" and f["a"]["P"][0]["pa"] == "0" for f in frames))
+        await frames.until(lambda: any(f["e"] == "ORDER_TRADE_UPDATE" and f["o"]["X"] == "FILLED"
+                                  and f["o"]["ot"] == "STOP_MARKET" for f in frames))
+    close_id = venue.get_order("default", SYMBOL, order_id=stop.id).triggered_order_id
+    for order_id in (entry.id, close_id):
+        kinds = [
+            (i, f["e"]) for i, f in enumerate(frames)
+            if (f["e"] == "TRADE_LITE" and str(f["i"]) == order_id)
+            or (f["e"] == "ORDER_TRADE_UPDATE" and str(f["o"]["i"]) == order_id and f["o"]["X"] == "FILLED")
+        ]
+        (lite_at, _), (update_at, _) = kinds
+        assert [k for _, k in kinds] == ["TRADE_LITE", "ORDER_TRADE_UPDATE"]
+        between = [f for f in frames[lite_at + 1:update_at] if f["e"] == "ACCOUNT_UPDATE"]
+        assert len(between) == 1, "exactly one ACCOUNT_UPDATE between TRADE_LITE and the order's fill"
+        assert between[0]["T"] == frames[update_at]["T"] and between[0]["E"] == frames[update_at]["E"]
+        lite, update = frames[lite_at], frames[update_at]["o"]
+        assert (lite["l"], lite["L"]) == (update["l"], update["L"])
+
+
 async def test_mark_price_streams(venue, harness):
     fixture = fixture_json("market_data_json/mark_price_stream.json")
-    async with websockets.connect(f"{harness.emulator.ws_url}/ws/xrpusdt@markPrice@1s") as single, \
-            websockets.connect(f"{harness.emulator.ws_url}/stream?streams=xrpusdt@markPrice@1s") as combined:
+    base = f"{harness.emulator.ws_url}/market"
+    async with websockets.connect(f"{base}/ws/xrpusdt@markPrice@1s") as single, \
+            websockets.connect(f"{base}/stream?streams=xrpusdt@markPrice@1s") as combined:
         first = json.loads(await asyncio.wait_for(single.recv(), 5))
         same_shape(first, fixture)
         wrapped = json.loads(await asyncio.wait_for(combined.recv(), 5))
         same_shape(wrapped["data"], fixture)
         venue.set_mark_price(SYMBOL, Decimal("1.2345"))
         assert json.loads(await asyncio.wait_for(single.recv(), 5))["p"] == "1.2345"
+
+
+async def assert_silent(ws) -> None:
+    """Nothing was sent on ``ws``: a pong comes after every frame sent before it, and none is queued."""
+    await asyncio.wait_for(await ws.ping(), 5)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), 0.05)
+
+
+async def test_private_stream_url_forms_and_the_events_allow_list(rest, venue, harness):
+    """B1/B3: ``/private/ws?listenKey=K`` (every event), ``&events=`` (only those named), and the
+    ``/private/ws/<K>`` path form (assumed to work, modelled as working)."""
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    key, base = answer["listenKey"], f"{harness.emulator.ws_url}/private/ws"
+    async with websockets.connect(f"{base}?listenKey={key}") as everything, \
+            websockets.connect(f"{base}/{key}") as path_form, \
+            websockets.connect(f"{base}?listenKey={key}&events=ORDER_TRADE_UPDATE") as orders_only:
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+        for ws in (everything, path_form):
+            kinds = []
+            async with asyncio.timeout(5):
+                while "ACCOUNT_UPDATE" not in kinds:
+                    kinds.append(json.loads(await ws.recv())["e"])
+        kinds = []
+        async with asyncio.timeout(5):
+            while kinds.count("ORDER_TRADE_UPDATE") < 2:  # NEW, then the fill
+                kinds.append(json.loads(await orders_only.recv())["e"])
+        assert set(kinds) == {"ORDER_TRADE_UPDATE"}
+        harness.emulator.expire_listen_keys()
+        async with asyncio.timeout(5):
+            while json.loads(await everything.recv())["e"] != "listenKeyExpired":
+                pass
+        await assert_silent(orders_only)  # listenKeyExpired was not named: not delivered (B1 source)
+
+
+async def test_legacy_paths_complete_the_handshake_and_stay_silent(rest, venue, harness):
+    """B2: since 2026-04-23 ``/ws/...`` and ``/stream?...`` open but carry no user or market data."""
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    key, base = answer["listenKey"], harness.emulator.ws_url
+    async with websockets.connect(f"{base}/ws/{key}") as old_user, \
+            websockets.connect(f"{base}/ws/xrpusdt@markPrice@1s") as old_single, \
+            websockets.connect(f"{base}/stream?streams=xrpusdt@markPrice@1s") as old_combined, \
+            websockets.connect(f"{base}/private/ws?listenKey={key}") as user, \
+            websockets.connect(f"{base}/market/ws/xrpusdt@markPrice@1s") as marks:
+        await asyncio.wait_for(marks.recv(), 5)  # the first tick on connect
+        venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+        venue.set_mark_price(SYMBOL, Decimal("1.2001"))
+        async with asyncio.timeout(5):
+            while json.loads(await user.recv())["e"] != "ACCOUNT_UPDATE":
+                pass
+            while json.loads(await marks.recv())["p"] != "1.2001":
+                pass
+        for ws in (old_user, old_single, old_combined):
+            await assert_silent(ws)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 
 import websockets
 
-from framework.driverkit import Backoff
+from framework.driverkit import Backoff, decode_frame
 from framework.errors import StreamError
 from framework.models import now_ms
 from framework.protocols import StreamSink
@@ -115,12 +115,7 @@ async def run_stream(conn: BybitConnection, sink: StreamSink) -> None:
 
 
 async def _deliver(conn: BybitConnection, sink: StreamSink, raw: str | bytes) -> None:
-    try:
-        events = conn.decoder.decode(raw)
-    except StreamError as exc:
-        sink.on_malformed(raw, exc)
-        return
-    for event in events:
+    for event in decode_frame(conn.decoder, raw, sink):
         conn.cache.apply(event)
         await sink.on_event(event)
 
@@ -139,12 +134,7 @@ async def watch_mark_prices(conn: BybitConnection, symbols: list[str], sink: Str
                 pinger = asyncio.create_task(_keepalive(ws, conn.ping_interval_s), name="bybit-public-ping")
                 try:
                     async for raw in ws:
-                        try:
-                            events = conn.decoder.decode(raw)
-                        except StreamError as exc:
-                            sink.on_malformed(raw, exc)
-                            continue
-                        for event in events:
+                        for event in decode_frame(conn.decoder, raw, sink):
                             await sink.on_event(event)
                 finally:
                     pinger.cancel()

@@ -263,6 +263,7 @@ async def test_rate_limit_is_rate_limited(driver, venue):
 
 
 async def test_5xx_on_entry_is_outcome_unknown(driver, venue):
+    await driver.rate_limit_pause()  # a 429 before pauses the venue's calls: the fault is for the entry's call
     venue.faults.http_error_status, venue.faults.http_error_next = 503, 1
     with pytest.raises(OutcomeUnknown):
         await driver.create_entry(intent())
