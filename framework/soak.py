@@ -50,7 +50,7 @@ async def soak(minutes: float, *, plugins: list[str] | None = None, faults: str 
     :returns: ``{"minutes", "speed", "faults", "samples": [{"t_s", "rss_mib", "tasks", "open", "alerts"}],
         "memory_growth_mib", "tasks_growth", "alerts": {level: n}, "alerts_delivered": {result: n} | None,
         "safety": {"orphans", "wrong_side_orders", "unprotected_ms", "closure_latency_ms", "positions",
-        "errors"}}``.
+        "errors", "open_positions"}}``.
     """
     from framework.app import Run, RunOptions  # not at import: the CLI reads DEFAULT_FAULTS for --help
 
@@ -89,7 +89,7 @@ async def soak(minutes: float, *, plugins: list[str] | None = None, faults: str 
         "tasks_growth": steady[-1]["tasks"] - steady[0]["tasks"],
         "alerts": alerts, "alerts_delivered": delivered,
         "safety": {k: report[k] for k in ("orphans", "wrong_side_orders", "unprotected_ms", "closure_latency_ms",
-                                          "positions", "errors")},
+                                          "positions", "errors", "open_positions")},
     }
 
 

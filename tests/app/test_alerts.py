@@ -175,7 +175,7 @@ def p99(values: list[float]) -> float:
 @pytest.mark.hooks("on_alert")
 async def test_a_dead_receiver_is_counted_and_the_engine_goes_on(database_url, databases):
     # One run, two sessions: no alerts, then every open and close alerting to a receiver that is down.
-    n = 12
+    n = 20
     without, _ = await _closure_latencies(database_url, None, n)
     with_dead, counters = await _closure_latencies(await databases.create(), dead_url(), n)
     assert len(with_dead) == n  # every close completed
