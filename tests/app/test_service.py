@@ -30,14 +30,14 @@ async def read_until(stream: asyncio.StreamReader, text: str, seen: list[str]) -
 @pytest.mark.parametrize("side", ["long", "short"])
 async def test_sigterm_finishes_the_open_under_way_leaves_it_protected_and_exits_0(database_url, tmp_path, side):
     signals = tmp_path / "s.jsonl"
-    signals.write_text(json.dumps({"venue": "binance", "symbol": "XRP/USDT:USDT", "action": "open", "side": side,
+    signals.write_text(json.dumps({"venue": "bybit", "symbol": "XRP/USDT:USDT", "action": "open", "side": side,
                                    "contracts": "20", "stop_loss_pct": "2", "at_ms": 0}) + "\n")
     report_path = tmp_path / "r.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE_", "BYBIT_", "FRAMEWORK_"))}
     env["DATABASE_URL"] = database_url
     # the venue is slow to show the new position and its frames arrive late: the open takes seconds
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "run", "--plugins", "binance", "--no-tui", "--speed", "1",
+        sys.executable, "-m", "framework.cli", "run", "--plugins", "bybit", "--no-tui", "--speed", "1",
         "--signals", str(signals), "--report", str(report_path), "--log-format", "json",
         "--faults", "stream_delay_ms=2000,order_visibility_lag_ms=2000,rest_position_lag_ms=2000",
         env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
