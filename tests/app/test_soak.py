@@ -16,7 +16,9 @@ async def test_a_short_soak_samples_over_time_and_stays_safe(database_url):
     assert all(s["rss_mib"] > 10 and s["tasks"] > 1 for s in samples)
     safety = result["safety"]
     assert safety["positions"]["opened"] >= 2  # the demo signals ran, faults on
-    assert safety["orphans"] == 0 and safety["wrong_side_orders"] == 0 and safety["unprotected_ms"]["max"] == 0
+    assert safety["orphans"] == 0 and safety["wrong_side_orders"] == 0
+    # Binance cannot rest a stop before the entry (docs/conformance.md B7): a few ms between fill and stop
+    assert safety["unprotected_ms"]["max"] < 1_000, safety
     assert result["faults"] == DEFAULT_FAULTS and set(result["alerts"]) == {"info", "warning", "critical"}
     assert isinstance(result["memory_growth_mib"], float) and isinstance(result["tasks_growth"], int)
 
