@@ -22,7 +22,9 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from framework.hookspecs import hookimpl
 from framework.models import Alert, PositionEvent, StopEvent
@@ -97,6 +99,9 @@ class AlertDelivery:
             if not self._apprise.add(url):
                 # never echo the URL: it carries the receiver's token
                 raise ValueError(f"FRAMEWORK_ALERT_URLS: entry {self.urls.index(url) + 1} is not a valid apprise URL")
+        # its own thread: apprise sleeps between requests (its rate limit), which must never hold a thread of
+        # the loop's default executor (DNS look-ups of the venue clients run there)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alert-delivery")
         self._queue: asyncio.Queue[Notification] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._incidents: dict[tuple[str, str, str], _Incident] = {}
@@ -130,8 +135,8 @@ class AlertDelivery:
         delay_s = self.backoff_s
         for attempt in range(1, self.retries + 1):
             try:
-                ok = bool(await asyncio.to_thread(self._apprise.notify, body=note.body, title=note.title,
-                                                  notify_type=note.notify_type))
+                ok = bool(await asyncio.get_running_loop().run_in_executor(self._thread, partial(
+                    self._apprise.notify, body=note.body, title=note.title, notify_type=note.notify_type)))
             except Exception as exc:  # an apprise plugin bug must not end the worker
                 log.warning("alert delivery raised %s", type(exc).__name__)
                 ok = False
@@ -156,6 +161,7 @@ class AlertDelivery:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
     async def drained(self) -> None:
         """Wait until every queued message was sent or given up on."""
