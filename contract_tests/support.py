@@ -142,8 +142,26 @@ class Recorder:
         self._add("on_alert", alert)
 
 
-class RecordingSink:
-    """The driver's :class:`~framework.driver.StreamSink`: forwards to the book, then records.
+class BookEvidence:
+    """:class:`~framework.protocols.StreamEvidence` answered by ``self.book``: a test sink in front of a
+    PositionBook is then the driver's stream state, as the book itself is under the engine (the driver's
+    liveness questions go to the book)."""
+
+    book: PositionBook
+
+    def last_update(self, symbol: str) -> PositionUpdate | None:
+        return self.book.last_update(symbol)
+
+    def opening_order(self, symbol: str, client_order_id: str) -> OrderUpdate | None:
+        return self.book.opening_order(symbol, client_order_id)
+
+    async def wait_changed(self, symbol: str, timeout_s: float) -> None:
+        await self.book.wait_changed(symbol, timeout_s)
+
+
+class RecordingSink(BookEvidence):
+    """The driver's :class:`~framework.driver.StreamSink`: forwards to the book, then records.  It is also
+    the book's :class:`~framework.protocols.StreamEvidence` (:class:`BookEvidence`).
 
     After every *re*connect it runs the core's reconnect snapshot (one ``fetch_snapshot``; book
     positions the venue no longer lists are closed, reason ``reconcile``), as the engine does.

@@ -9,7 +9,15 @@ specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :m
 
 from typing import Any
 
-from framework.driverkit import Backoff, PollSource, decode_frame, poll_sources
+from framework.driverkit import (
+    Backoff,
+    PollSource,
+    attach_stream_state,
+    decode_frame,
+    poll_sources,
+    stream_flat_since,
+    wait_stream_change,
+)
 from framework.errors import (
     ConfigError,
     DuplicateOpenPosition,
@@ -102,6 +110,7 @@ __all__ = [
     "Verification",
     "WouldTriggerImmediately",
     "__version__",
+    "attach_stream_state",
     "close_side",
     "decode_frame",
     "entry_side",
@@ -109,6 +118,8 @@ __all__ = [
     "hookspec",
     "now_ms",
     "poll_sources",
+    "stream_flat_since",
+    "wait_stream_change",
 ]
 
 

@@ -88,7 +88,7 @@ def parse_signal(line: str, where: str) -> Signal:
 
 
 def _signal_lines(text: str) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is no line end
         if line.strip() and not line.lstrip().startswith("#"):
             yield number, line
 
@@ -206,6 +206,7 @@ class RunMonitor:
         self.closed_events: list[PositionEvent] = []
         self.realized_pnl: dict[str, Decimal] = {}  # by currency
         self.stream_reconnects: Counter[str] = Counter()
+        self.reconciliation: Counter[str] = Counter()  # what the reconciliation passes did, summed
         self.stream_states: dict[str, str] = {}
         self.errors: list[str] = []
         self.listener_errors: list[str] = []
@@ -262,6 +263,13 @@ class RunMonitor:
     def on_stop_moved(self, event: StopEvent) -> None:
         self._say(f"[cyan]stop[/] {event.venue} {event.symbol} {event.previous} → {event.current}", "stop_moved",
                   event.venue, event.symbol, event.order_id)
+
+    @hookimpl
+    def on_reconciled(self, venue: str, report: dict[str, Any]) -> None:
+        self.reconciliation["passes"] += 1
+        for action in ("closed", "adopted", "reprotected", "stale_stops_cancelled", "duplicate_stops_cancelled",
+                       "database_unavailable"):
+            self.reconciliation[action] += int(report.get(action, 0))
 
     @hookimpl
     def on_stream_state(self, venue: str, state: str, detail: str) -> None:
@@ -546,6 +554,7 @@ class Run:
             "wrong_side_orders": wrong_side,
             "rest_calls": dict(sorted(rest_calls.items())),
             "stream_reconnects": dict(self.monitor.stream_reconnects),
+            "reconciliation": dict(sorted(self.monitor.reconciliation.items())),
             "stream_states": dict(sorted(self.monitor.stream_states.items())),
             "open_positions": self.left_open(venue_stops),
             "failed_signals": list(self.monitor.failed_signals),
@@ -580,10 +589,11 @@ def closure_latencies(venue_closures: list[Any], events: list[PositionEvent]) ->
 def run_main(options: RunOptions, settings: Settings | None = None) -> int:
     """Entry point of ``framework run``: run, write the report, print what the run leaves.
 
-    :returns: 0; 1 on a safety failure (orphan, wrong-side order, unprotected time), an error (failed
-        signal, listener error, critical alert) or a fatal error.
+    :returns: 0; 1 on a safety failure (orphan, wrong-side order, a position unprotected longer than
+        :data:`~framework.report.FILL_TO_STOP_MS`), an error (failed signal, listener error, critical alert)
+        or a fatal error.
     """
-    from framework.report import print_left
+    from framework.report import FILL_TO_STOP_MS, print_left
 
     report = asyncio.run(Run(options, settings).execute())
     if options.report is not None:
@@ -591,5 +601,5 @@ def run_main(options: RunOptions, settings: Settings | None = None) -> int:
     print_left(report, sys.stderr)
     if not options.tui:
         print(json.dumps({k: report[k] for k in ("positions", "orphans", "wrong_side_orders", "unprotected_ms")}))
-    unsafe = report["orphans"] or report["wrong_side_orders"] or report["unprotected_ms"]["max"]
+    unsafe = report["orphans"] or report["wrong_side_orders"] or report["unprotected_ms"]["max"] > FILL_TO_STOP_MS
     return 1 if unsafe or report["errors"] else 0

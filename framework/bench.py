@@ -7,6 +7,7 @@ per venue where they differ::
     closure_latency_ms        {venue: {"p50", "p99", "max", "n"}}   venue close -> on_position_closed (DB row closed)
     fill_to_stop_ms           {venue: {"p50", "p99", "max", "min", "n"}} entry fill -> stop resting (<= 0: stop first)
     unprotected_ms            {venue: {"p50", "p99", "max", "total", "moves"}} per trailing stop move
+    reprotect_ms              {venue: {"p50", "p99", "max", "n"}} stop removed on the venue -> a new one resting
     rest_calls_per_lifecycle  {venue: {"<METHOD> <path>": n, "total": n}} open, protect, 10 moves, close
     stream_events_per_s       {venue: {"with_journal", "without_journal", "frames", "events"}}
     memory_per_1000_positions {"bytes"}
@@ -63,6 +64,7 @@ from framework.venue import FrameShaper, Instrument, Venue
 from framework.venue.harness import EmulatorHarness
 
 log = logging.getLogger(__name__)
+REPROTECTS = 20  # stop removals per venue for reprotect_ms (issue 14's figure)
 
 DEFAULT_PLUGINS = ["binance", "bybit"]
 ACCOUNT = "default"
@@ -322,6 +324,29 @@ async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[i
         await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
     return per_move
+
+
+async def reprotect_figures(rig: Rig, n: int) -> list[float]:
+    """``n`` times: the position's stop is removed on the venue (a person, the venue's expiry, a bug); per
+    removal, the ms until the engine has a new stop resting (the stream event re-protects, no reconciliation).
+    One position for all of them."""
+    venue, symbol, probe = rig.venue, rig.symbol, rig.probe
+    await rig.engine.open(rig.intent())
+    times: list[float] = []
+    for _ in range(n):
+        moves = len(probe.moved)
+        started = time.perf_counter()
+        for stop in venue.orders(rig.account, symbol, open_only=True, conditional=True):
+            venue.cancel_order(rig.account, symbol, stop.id)
+        if venue.position(rig.account, symbol).stop_loss is not None:  # attached (Bybit)
+            venue.set_trading_stop(rig.account, symbol, stop_loss=Decimal(0))
+        await probe.wait(lambda m=moves: len(probe.moved) > m)
+        times.append((time.perf_counter() - started) * 1000)
+        assert venue.is_protected(rig.account, symbol), "re-protected in the book but not on the venue"
+    await rig.engine.close(rig.name, symbol)
+    await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
+    await converge(rig)
+    return times
 
 
 async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
@@ -635,7 +660,7 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
     from framework.store.testing import TestDatabases
 
     result: dict[str, Any] = {key: {} for key in (
-        "closure_latency_ms", "fill_to_stop_ms", "unprotected_ms", "rest_calls_per_lifecycle",
+        "closure_latency_ms", "fill_to_stop_ms", "unprotected_ms", "reprotect_ms", "rest_calls_per_lifecycle",
         "stream_events_per_s", "reconcile")}
     result["sizes"] = {"closures": sizes.closures, "moves": sizes.moves, "reconcile": list(sizes.reconcile),
                        "stream_rounds": sizes.stream_rounds}
@@ -659,6 +684,7 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
                     per_move = await stop_move_figures(rig, sizes.moves)
                     result["unprotected_ms"][name] = {**latency_summary(per_move), "total": sum(per_move),
                                                       "moves": len(per_move)}
+                    result["reprotect_ms"][name] = _summary(await reprotect_figures(rig, REPROTECTS))
                     result["rest_calls_per_lifecycle"][name] = await lifecycle_rest_calls(rig)
             finally:
                 await store.close()
@@ -710,6 +736,7 @@ def print_bench(result: dict[str, Any]) -> None:
     row("closure latency p50/p99/max ms", "closure_latency_ms", pct)
     row("fill → stop resting p50/p99/max ms", "fill_to_stop_ms", pct)
     row("unprotected per stop move p50/p99/max ms", "unprotected_ms", pct)
+    row("stop removed on the venue → re-protected p50/p99/max ms", "reprotect_ms", pct)
     row("REST calls per lifecycle", "rest_calls_per_lifecycle", lambda d: str(d.get("total")))
     row("stream frames/s with journal", "stream_events_per_s", lambda d: str(d.get("with_journal")))
     row("stream frames/s without journal", "stream_events_per_s", lambda d: str(d.get("without_journal")))

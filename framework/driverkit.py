@@ -1,12 +1,13 @@
 """Venue-agnostic helpers shared by the exchange driver plugins.
 
 * :class:`Backoff` — capped exponential backoff with full jitter from an instance RNG (reconnects).
-* :class:`StreamCache` — the latest :class:`~framework.models.PositionUpdate` per symbol and
-  :class:`~framework.models.OrderUpdate` per order seen on a private stream, with an asyncio change
-  notification (``verify_position``'s first source, the liveness check of a stop move).
+* :func:`attach_stream_state` — while ``run_stream`` runs, the connection keeps the core's stream state (the
+  sink, when it is also :class:`~framework.protocols.StreamEvidence`: the PositionBook); the book is the one
+  stream state, a driver keeps no copy.  :func:`stream_flat_since` and :func:`wait_stream_change` ask it
+  (liveness checks before a venue action, waits that wake on stream updates), conservatively without it.
 * :func:`decode_frame` — decode one frame; any failure is a counted malformed frame, never a stream restart.
 * :func:`poll_sources` — ask several sources in order, again and again, within a time budget, waking up
-  early when the stream cache changes (``verify_position``).
+  early when the stream changes (``verify_position``).
 
 Nothing here knows an exchange; times are milliseconds since the epoch (UTC) unless named ``*_s``.
 """
@@ -14,15 +15,16 @@ Nothing here knows an exchange; times are milliseconds since the epoch (UTC) unl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from framework.errors import StreamError
-from framework.models import OrderUpdate, PositionUpdate, StreamEvent
-from framework.protocols import StreamDecoder, StreamSink
+from framework.models import StreamEvent
+from framework.protocols import StreamDecoder, StreamEvidence, StreamSink
 
 T = TypeVar("T")
 
@@ -59,68 +61,53 @@ class Backoff:
         self.attempts = 0
 
 
-class StreamCache:
-    """What the private stream last said, per symbol and per order, with a change notification.
+class HoldsStreamState(Protocol):
+    """A driver connection that keeps the core's stream state while its private stream runs."""
 
-    Position updates older than the one held (lower ``sequence``) are ignored, so a late or reordered
-    frame never resurrects a closed position (docs/incidents.md I-2).  Orders are indexed by venue id and by
-    client order id.
+    stream_state: StreamEvidence | None
+
+
+@contextlib.contextmanager
+def attach_stream_state(conn: HoldsStreamState, sink: StreamSink) -> Iterator[StreamEvidence | None]:
+    """For the duration of ``run_stream``: when ``sink`` also implements :class:`StreamEvidence` (the core's
+    PositionBook does), ``conn.stream_state`` is that sink, so the driver's liveness questions ask the one
+    stream state the core holds; on exit the previous value is put back (``None`` once no stream runs).
+    A sink that is no evidence changes nothing: a driver without evidence asks the venue (see
+    :func:`stream_flat_since`).
+
+    :returns: the evidence in force while the stream runs (``None``: none).
     """
+    if not isinstance(sink, StreamEvidence):
+        yield conn.stream_state
+        return
+    previous, conn.stream_state = conn.stream_state, sink
+    try:
+        yield sink
+    finally:
+        if conn.stream_state is sink:  # a stream started later on the same connection may have replaced it
+            conn.stream_state = previous
 
-    def __init__(self) -> None:
-        self.positions: dict[str, PositionUpdate] = {}
-        self._orders_by_id: dict[str, OrderUpdate] = {}
-        self._orders_by_client_id: dict[str, OrderUpdate] = {}
-        self.version = 0
-        self._changed = asyncio.Event()
 
-    def apply(self, event: StreamEvent) -> bool:
-        """Record one decoded event.
+def stream_flat_since(state: StreamEvidence | None, symbol: str, since_ms: int) -> bool:
+    """Whether the stream's latest position update of ``symbol`` is flat and stamped at or after ``since_ms``
+    (venue time, ms since the epoch; an older flat frame predates the open it would contradict).
 
-        :returns: ``True`` when the cache changed (anything but a stale position update or a mark price).
-        """
-        if isinstance(event, PositionUpdate):
-            held = self.positions.get(event.symbol)
-            if held is not None and event.sequence < held.sequence:
-                return False
-            self.positions[event.symbol] = event
-        elif isinstance(event, OrderUpdate):
-            self._orders_by_id[event.order.id] = event
-            if event.order.client_order_id:
-                self._orders_by_client_id[event.order.client_order_id] = event
-        else:
-            return False
-        self.version += 1
-        # Wake every waiter, then arm a fresh event for the next change.
-        self._changed.set()
-        self._changed = asyncio.Event()
-        return True
+    Without evidence (``state is None``: the sink is not the core's book, or no stream runs) the answer is
+    ``False``, "not known flat", so the caller asks the venue: never "flat" on no evidence.
+    """
+    update = state.last_update(symbol) if state is not None else None
+    return update is not None and update.contracts == 0 and update.timestamp >= since_ms
 
-    def position(self, symbol: str) -> PositionUpdate | None:
-        """The latest position update for ``symbol`` (``contracts == 0`` means the stream said flat)."""
-        return self.positions.get(symbol)
 
-    def order(self, order_id: str | None = None, client_order_id: str | None = None) -> OrderUpdate | None:
-        """The latest update of an order, by venue id first, then by client order id."""
-        if order_id is not None and order_id in self._orders_by_id:
-            return self._orders_by_id[order_id]
-        if client_order_id is not None:
-            return self._orders_by_client_id.get(client_order_id)
-        return None
-
-    async def wait_changed(self, timeout_s: float) -> bool:
-        """Wait until the next change, at most ``timeout_s`` seconds.
-
-        :returns: ``True`` when something changed, ``False`` on timeout.
-        """
-        if timeout_s <= 0:
-            return False
-        event = self._changed
-        try:
-            await asyncio.wait_for(event.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+async def wait_stream_change(state: StreamEvidence | None, symbol: str | None, timeout_s: float) -> None:
+    """Return on the next stream update of ``symbol`` (:meth:`StreamEvidence.wait_changed`), or after
+    ``timeout_s`` seconds; without evidence or a symbol it just waits ``timeout_s`` (a polling interval)."""
+    if timeout_s <= 0:
+        return
+    if state is None or symbol is None:
+        await asyncio.sleep(timeout_s)
+        return
+    await state.wait_changed(symbol, timeout_s)
 
 
 def decode_frame(decoder: StreamDecoder, raw: str | bytes, sink: StreamSink) -> list[StreamEvent]:
@@ -177,7 +164,7 @@ async def poll_sources(
     """Ask ``sources`` in order until one answers (not ``None``) or ``budget_ms`` runs out.
 
     Between rounds it waits ``round_interval_ms`` or until ``wake(timeout_s)`` returns (typically
-    :meth:`StreamCache.wait_changed`), whichever comes first.  A source call is cut off when the budget
+    :meth:`StreamEvidence.wait_changed`), whichever comes first.  A source call is cut off when the budget
     runs out.  Every source is asked at least once, even with a budget of 0.
 
     :returns: a :class:`PollResult`; ``answer is None`` means no source could tell within the budget.

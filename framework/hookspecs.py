@@ -283,8 +283,14 @@ async def run_stream(conn: Any, sink: StreamSink) -> None:
     frame goes to ``sink.on_malformed`` and the stream goes on.  A closed position (Binance
     ``"pa":"0"``, Bybit ``"size":"0"``) is always delivered as a flat ``PositionUpdate``.
 
+    The driver keeps no copy of the stream state: when ``sink`` also implements
+    :class:`~framework.protocols.StreamEvidence` (the core's PositionBook does), the connection holds it
+    while the stream runs (:func:`framework.driverkit.attach_stream_state`) and every liveness question
+    (is the position known flat? did the stream show it open?) asks it.  Without it (another sink, or no
+    stream running) nothing is "known flat": the driver asks the venue.
+
     :param conn: the driver's connection.
-    :param sink: where events go (the core's PositionBook).
+    :param sink: where events go (the core's PositionBook), and the stream evidence the driver asks.
     :returns: only when cancelled.
     """
 

@@ -58,6 +58,7 @@ CAPABILITIES: tuple[str, ...] = Capability.__args__  # type: ignore[attr-defined
 # Upper bounds far above any real value: a hostile or corrupt frame ("pa": "1e999999") is a validation error
 # where it is decoded, never a size the book adopts and the database cannot store (issue 14).
 MAX_AMOUNT = Decimal("1e15")
+MAX_SIGNAL_AT_MS = 366 * 24 * 3600 * 1000  # a signal is due within a year of the run's start
 Price = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, description="price in quote currency")]
 Contracts = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="size in contracts")]
 TimestampMs = Annotated[int, Field(ge=0, lt=2**53, description="milliseconds since the Unix epoch, UTC")]
@@ -334,16 +335,16 @@ class Signal(Model):
         percent in our favour, keeping ``callback_rate`` percent behind the best mark price.
     """
 
-    at_ms: Annotated[int, Field(ge=0)] = 0
-    venue: str
-    symbol: str
+    at_ms: Annotated[int, Field(ge=0, le=MAX_SIGNAL_AT_MS)] = 0
+    venue: Annotated[str, Field(min_length=1, max_length=64)]
+    symbol: Annotated[str, Field(min_length=1, max_length=64)]
     action: Literal["open", "close", "manual_close"] = "open"
     side: PositionSide | None = None
-    contracts: Annotated[Decimal, Field(gt=0)] | None = None
+    contracts: Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=18, allow_inf_nan=False)] | None = None
     stop_loss: Price | None = None
     stop_loss_pct: Annotated[Decimal, Field(gt=0, lt=100)] | None = None
     take_profit: Price | None = None
-    take_profit_pct: Annotated[Decimal, Field(gt=0)] | None = None
+    take_profit_pct: Annotated[Decimal, Field(gt=0, le=10_000)] | None = None
     trailing_activation_pct: Annotated[Decimal, Field(ge=0)] | None = None
     trailing_callback_rate: Annotated[Decimal, Field(gt=0, le=10)] | None = None
 

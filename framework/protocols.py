@@ -31,8 +31,10 @@ class StreamSink(Protocol):
         """A frame could not be decoded: counted and logged, the stream goes on."""
 
 
+@runtime_checkable
 class StreamEvidence(Protocol):
-    """What the private stream said, as the core holds it (the venue's PositionBook)."""
+    """What the private stream said, as the core holds it (the venue's PositionBook).  A driver whose
+    ``run_stream`` sink also implements it asks it its liveness questions (``framework.driverkit``)."""
 
     def last_update(self, symbol: str) -> PositionUpdate | None:
         """The latest position update applied for ``symbol``."""

@@ -12,6 +12,8 @@ Keys (all counts are integers, times in milliseconds)::
     wrong_side_orders    orders meant to reduce that would have increased a position (ground truth)
     rest_calls           {"<venue> <METHOD> <path>": n}
     stream_reconnects    {venue: n}
+    reconciliation       {action: n}              passes, and what they did: closed, adopted, reprotected,
+                                                  stale / duplicate stops cancelled, database_unavailable
     mode                 "live" when any venue traded on a real account (or its endpoint), else "emulated"
     venues.*.mode        "live" / "emulated"
     realized_pnl         {currency: str}          sum of the closures' realized PnL the venues reported
@@ -28,6 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, TextIO
+
+#: The longest a position may be unprotected before a run counts it as a safety failure: the window between
+#: an entry's fill and its stop on a venue that can rest no stop before the entry (Binance, -4509,
+#: docs/conformance.md B7) is one stream latency plus one stop placement, far below this.
+FILL_TO_STOP_MS = 1_000
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -75,6 +82,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("orphans", report.get("orphans")),
         ("wrong-side orders", report.get("wrong_side_orders")),
         ("stream reconnects", report.get("stream_reconnects")),
+        ("reconciliation", report.get("reconciliation")),
         ("errors", len(report.get("errors", []))),
     ):
         safety.add_row(label, str(value))

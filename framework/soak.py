@@ -97,8 +97,11 @@ def run_soak(minutes: float, *, plugins: list[str] | None = None, faults: str | 
              sample_s: float = 10.0, json_path: Path | None = None) -> int:
     """``framework soak``: print the figures (JSON with ``json_path``).
 
-    :returns: 0; 1 on a safety failure (orphan, wrong-side order, unprotected time).
+    :returns: 0; 1 on a safety failure (orphan, wrong-side order, a position unprotected longer than
+        :data:`~framework.report.FILL_TO_STOP_MS`), as ``framework run``.
     """
+    from framework.report import FILL_TO_STOP_MS
+
     result = asyncio.run(soak(minutes, plugins=plugins, faults=faults, sample_s=sample_s))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -112,5 +115,5 @@ def run_soak(minutes: float, *, plugins: list[str] | None = None, faults: str | 
     print(f"positions {safety['positions']}; orphans {safety['orphans']}; wrong-side orders "
           f"{safety['wrong_side_orders']}; unprotected ms {safety['unprotected_ms']}; closure latency ms "
           f"{safety['closure_latency_ms']}; errors {len(safety['errors'])}")
-    unsafe = safety["orphans"] or safety["wrong_side_orders"] or safety["unprotected_ms"]["max"]
+    unsafe = safety["orphans"] or safety["wrong_side_orders"] or safety["unprotected_ms"]["max"] > FILL_TO_STOP_MS
     return 1 if unsafe else 0

@@ -23,7 +23,6 @@ from framework.engine.persistence import WriteBehind
 from framework.errors import DuplicateOpenPosition
 from framework.models import (
     MarkPrice,
-    Order,
     OrderIntent,
     OrderUpdate,
     PositionEvent,
@@ -94,11 +93,16 @@ class _SymbolState:
     opening_orders: dict[str, OrderUpdate] = field(default_factory=dict)  # by client id, during an open
 
 
-def _removes_stop(position: BookPosition, order: Order) -> bool:
-    """Whether ``order`` is the position's resting stop order, now cancelled or expired unfilled."""
-    stop = position.stop
-    return (stop is not None and stop.order_id is not None and order.id == stop.order_id
-            and order.status in ("canceled", "expired") and order.filled == 0)
+def _removes_stop(position: BookPosition, update: OrderUpdate) -> bool:
+    """Whether ``update`` reports the position's resting stop gone unfilled (cancelled or expired): its own
+    order, or, for a stop attached to the position (Bybit), the venue's own stop-loss order on the closing
+    side (docs/conformance.md Y1: the system order that carries an attached stop)."""
+    stop, order = position.stop, update.order
+    if stop is None or order.status not in ("canceled", "expired") or order.filled != 0:
+        return False
+    if stop.order_id is not None:
+        return order.id == stop.order_id
+    return update.origin in ("stop_loss", "trailing_stop") and order.side == close_side(position.side)
 
 
 def closure_reason(origin: str, client_order_id: str | None, trailed: bool = False) -> str:
@@ -131,9 +135,10 @@ class BookListener:
         """``position`` left the book: its leftover order-based stops are to be cancelled (a Binance
         close-position stop can outlive its position)."""
 
-    def stop_removed(self, symbol: str, order_id: str) -> None:
-        """The stream reports the open position's stop order ``order_id`` cancelled or expired with nothing
-        filled (a person, the venue, a bug): it is to be re-protected at once (the protector)."""
+    def stop_removed(self, symbol: str, order_id: str | None) -> None:
+        """The stream reports the open position's stop (its order ``order_id``; ``None``: the stop attached
+        to the position) cancelled or expired with nothing filled (a person, the venue, a bug): it is to be
+        re-protected at once (the protector)."""
 
 
 class PositionBook:
@@ -424,8 +429,9 @@ class PositionBook:
                 state.opening_orders[order.client_order_id] = update
                 state.changed.set()
             position = state.position
-            if position is not None and _removes_stop(position, order) and state.pending_flat is None:
-                self.listener.stop_removed(order.symbol, order.id)  # not while a flat frame says it closed
+            if position is not None and _removes_stop(position, update) and state.pending_flat is None:
+                # not while a flat frame says it closed; the protector lets the closing frames settle first
+                self.listener.stop_removed(order.symbol, position.stop.order_id if position.stop else None)
                 return
             if position is None or order.filled <= 0 or order.side != close_side(position.side):
                 return
@@ -437,9 +443,13 @@ class PositionBook:
             if state.pending_flat is not None:  # the fill that explains the flat frame already held
                 await self._close_on_flat_locked(state, state.pending_flat)
                 return
-            # A fully filled closing order closes the position even if the flat frame is lost (I-1).
+            # A fully filled closing order closes the position even if the flat frame is lost (I-1), unless
+            # the position frame of the same fill came first and shows it still open (Binance sends
+            # ACCOUNT_UPDATE before ORDER_TRADE_UPDATE with one T: a partial reduce has shrunk the book's size).
             fully_filled = order.status == "closed" and order.filled >= position.contracts
-            if fully_filled and update.timestamp >= position.opened_at:
+            last = state.last_update
+            shown_open = last is not None and last.contracts > 0 and last.timestamp >= update.timestamp
+            if fully_filled and not shown_open and update.timestamp >= position.opened_at:
                 await self._close_locked(
                     state, order.symbol, closure_reason(update.origin, order.client_order_id, position.trailed),
                     price=state.closing_fill.price, realized_pnl=update.realized_pnl, source="order",

@@ -11,11 +11,13 @@ import pluggy
 from framework.driver import Driver
 from framework.engine.book import BookPosition, PositionBook
 from framework.engine.broadcast import alert, client_order_id
-from framework.errors import OrderNotFound, PositionGone, VenueError
+from framework.errors import OrderNotFound, PositionGone, RateLimited, VenueError
 from framework.models import OrderIntent, StopLoss, close_side
 from framework.store import Store
 
 log = logging.getLogger(__name__)
+
+CLOSE_ATTEMPTS = 3  # a rate-limited close is tried again after the venue's pause, this many orders in all
 
 
 def intent_of(venue: str, account: str, position: BookPosition, cid: str) -> OrderIntent:
@@ -47,16 +49,35 @@ async def cancel_leftovers(driver: Driver, position: BookPosition) -> None:
 
 async def close_on_venue(
     book: PositionBook, driver: Driver, store: Store, pm: pluggy.PluginManager, symbol: str,
-    reason: str = "reduce_only_close",
+    reason: str = "reduce_only_close", attempts: int = CLOSE_ATTEMPTS,
 ) -> bool:
     """Close ``symbol``'s whole position with a reduce-only market order (client id ``fw-c-…``).
 
     The order side comes from the book's position side (:func:`framework.models.close_side`).  A
-    ``PositionGone`` answer closes the book's position (reason ``position_gone``).
+    ``PositionGone`` answer closes the book's position (reason ``position_gone``).  A rate-limit refusal
+    (not executed) is tried again, up to ``attempts`` orders in all, each after the venue's pause
+    (:meth:`Driver.rate_limit_pause`).
 
     :returns: ``True`` when the position left the book through this call or was already gone.
-    :raises VenueError: the venue refused the close for another reason (the position stays in the book).
+    :raises VenueError: the venue refused the close for another reason, or kept rate-limiting it (the
+        position stays in the book, still protected by its stop; a critical alert says so).
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _close_once(book, driver, store, pm, symbol, reason)
+        except RateLimited as exc:
+            if attempt == attempts:
+                await alert(pm, "critical", f"close refused {attempts} times (rate limited), position still open: "
+                            f"{exc}", venue=book.venue, symbol=symbol)
+                raise
+            log.warning("%s %s: close rate limited (attempt %d of %d): %s", book.venue, symbol, attempt, attempts,
+                        exc)
+    return False  # attempts < 1: nothing tried
+
+
+async def _close_once(
+    book: PositionBook, driver: Driver, store: Store, pm: pluggy.PluginManager, symbol: str, reason: str,
+) -> bool:
     position = book.get(symbol)
     if position is None:
         return False
@@ -72,6 +93,9 @@ async def close_on_venue(
         await store.update_order(book.account, book.venue, cid, state="rejected")
         await book.close(symbol, "position_gone", source="error")
         return True
+    except RateLimited:  # refused before matching: not executed
+        await store.update_order(book.account, book.venue, cid, state="rejected")
+        raise
     except VenueError as exc:
         await store.update_order(book.account, book.venue, cid, state="unknown")
         await alert(pm, "critical", f"close failed, position still open: {exc}", venue=book.venue, symbol=symbol)

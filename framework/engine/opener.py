@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from decimal import Decimal
+from typing import Any
 
 import pluggy
 
@@ -32,6 +34,7 @@ from framework.errors import (
     PositionGone,
     RateLimited,
     RollbackFailed,
+    StoreError,
     VenueError,
 )
 from framework.models import Order, OrderIntent, PositionUpdate, StopLoss, close_side
@@ -40,6 +43,7 @@ from framework.store import Store
 log = logging.getLogger(__name__)
 
 NOTHING_FILLED = ("rejected", "canceled", "expired")
+STREAM_POLL_S = 0.25  # an entry awaiting its answer re-checks the stream at least this often
 
 
 class OpenNotVerified(OutcomeUnknown):
@@ -91,32 +95,35 @@ class Opener:
 
     async def _open(self, intent: OrderIntent) -> BookPosition:
         account, venue, cid = intent.account, intent.venue, intent.client_order_id
-        await self.store.record_order(intent)
+        await self._persist_before_submit(intent, self.store.record_order(intent))
         await broadcast(self.pm, "on_order_submitted", intent=intent)
         stop: StopLoss | None = None
         if self.driver.supports("stop_before_entry"):
             try:  # a closePosition stop may rest before the entry: no naked window at all
                 stop = await self.driver.set_stop_loss(intent.symbol, intent.side, intent.contracts, intent.stop_loss)
             except VenueError:
-                await self.store.update_order(account, venue, cid, state="rejected")
+                await self._journal(cid, state="rejected")
                 raise
         attached = stop is None and self.driver.supports("attached_stop_on_entry")
-        await self.store.update_order(account, venue, cid, state="submitted")
+        await self._persist_before_submit(intent, self.store.update_order(account, venue, cid, state="submitted"))
         order: Order | None = None
+        entry = asyncio.ensure_future(self.driver.create_entry(intent))
         try:
+            if stop is None and not attached:
+                stop = await self._protect_on_stream_fill(intent, entry)
             try:
-                raw = await self.driver.create_entry(intent)
+                raw = await entry
             except OrderRejected:
-                await self.store.update_order(account, venue, cid, state="rejected")
+                await self._journal(cid, state="rejected")
                 await cancel_quietly(self.driver, stop)
                 raise
             except RateLimited as exc:  # refused before matching, not executed: nothing to roll back
-                await self.store.update_order(account, venue, cid, state="rejected")
+                await self._journal(cid, state="rejected")
                 await cancel_quietly(self.driver, stop)
                 raise OrderRejected(f"entry refused, rate limited: {exc.message}", venue=venue, symbol=intent.symbol,
                                     order_id=cid) from exc
             except OutcomeUnknown:
-                await self.store.update_order(account, venue, cid, state="unknown")
+                await self._journal(cid, state="unknown")
                 order = await self._resolve_by_client_id(intent)
                 if order is None:
                     await self._protect_unknown(intent, stop, attached)
@@ -126,7 +133,7 @@ class Opener:
                     ) from None
             else:
                 order = await self.driver.normalize_order(raw, intent)
-            await self.store.update_order(account, venue, cid, state=order.status, venue_order_id=order.id,
+            await self._journal(cid, state=order.status, venue_order_id=order.id,
                                           filled=order.filled, average=order.average)
             if order.status in NOTHING_FILLED and order.filled == 0:
                 await cancel_quietly(self.driver, stop)
@@ -164,6 +171,47 @@ class Opener:
         if gone:
             await self.book.close(intent.symbol, "position_gone", source="error")
         return position
+
+    async def _persist_before_submit(self, intent: OrderIntent, write: Awaitable[Any]) -> None:
+        """An intent is persisted before anything is sent; when the database cannot take it, nothing is sent.
+
+        :raises StoreError: the database refused or is unreachable (the open did nothing).
+        """
+        try:
+            await write
+        except Exception as exc:
+            raise StoreError(f"intent not persisted, nothing sent: {type(exc).__name__}: {exc}", venue=intent.venue,
+                             symbol=intent.symbol, order_id=intent.client_order_id) from exc
+
+    async def _journal(self, client_order_id: str, **fields: Any) -> None:
+        """Journal what became of an order already sent, through the book's write-behind queue: a database
+        outage must not stop an open (or its rollback) once the venue has it."""
+        book = self.book
+        await book.writes.write(f"order {client_order_id}", lambda: self.store.update_order(
+            book.account, book.venue, client_order_id, **fields))
+
+    async def _protect_on_stream_fill(self, intent: OrderIntent, entry: asyncio.Future[Any]) -> StopLoss | None:
+        """While the entry's answer is outstanding, place the stop as soon as the stream shows the entry
+        filled: a lost or slow answer (a client timeout) must not leave the fill naked until it comes.
+
+        :returns: the stop placed, or ``None`` when the answer came first (or placing failed: the normal
+            path places it after the answer).
+        """
+        cid = intent.client_order_id
+        while not entry.done():
+            seen = self.book.opening_order(intent.symbol, cid)
+            if seen is not None and seen.order.filled > 0:
+                try:
+                    return await self.driver.set_stop_loss(intent.symbol, intent.side, seen.order.filled,
+                                                           intent.stop_loss)
+                except VenueError as exc:
+                    log.warning("%s %s: stop on the stream's fill failed (placed after the answer): %s",
+                                intent.venue, intent.symbol, exc)
+                    return None
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(self.book.wait_changed(intent.symbol, STREAM_POLL_S))
+            await asyncio.wait({entry, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        return None
 
     async def _take_profit(
         self, intent: OrderIntent, contracts: Decimal, attached: bool
@@ -261,18 +309,21 @@ class Opener:
     async def _close_for_rollback(self, intent: OrderIntent, contracts: Decimal) -> bool:
         """One reduce-only close on ``close_side(intent.side)``.  :returns: ``True`` when it proves flat."""
         rid = client_order_id("r")
-        await self.store.record_order(intent, purpose="rollback", client_order_id=rid,
-                                      side=close_side(intent.side), contracts=contracts, reduce_only=True)
+        # Queued like the entry's journal: the rollback of an order the venue has must not wait for the database
+        # (the entry's own intent, already persisted, is what this one derives from).
+        await self.book.writes.write(f"rollback {rid}", lambda: self.store.record_order(
+            intent, purpose="rollback", client_order_id=rid, side=close_side(intent.side), contracts=contracts,
+            reduce_only=True))
         try:
             close = await self.driver.close_position(intent.symbol, intent.side, contracts, rid)
         except PositionGone:  # the matching engine says there is nothing to reduce
-            await self.store.update_order(intent.account, intent.venue, rid, state="rejected")
+            await self._journal(rid, state="rejected")
             return True
         except VenueError as exc:
-            await self.store.update_order(intent.account, intent.venue, rid, state="unknown")
+            await self._journal(rid, state="unknown")
             log.warning("%s %s: rollback close failed: %s", intent.venue, intent.symbol, exc)
             return False
-        await self.store.update_order(intent.account, intent.venue, rid, state=close.status,
+        await self._journal(rid, state=close.status,
                                       venue_order_id=close.id, filled=close.filled, average=close.average)
         # Closing at least everything the entry can have opened leaves nothing (no other position
         # existed: the book refuses an open on a symbol it holds).

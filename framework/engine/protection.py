@@ -93,18 +93,25 @@ class Protector:
                     f"attempts: {last_error}", venue=self.book.venue, symbol=symbol)
         return None
 
-    async def reprotect(self, symbol: str, removed_order_id: str) -> StopLoss | None:
-        """The stream says the stop order ``removed_order_id`` of ``symbol``'s position is gone: place a
-        new one at the position's intended stop, unless the stop moved meanwhile (a trailing move cancels
-        the stop it replaced) or the position closed.  Under the symbol's stop lock, so a move in flight
-        finishes first.
+    async def reprotect(self, symbol: str, removed_order_id: str | None) -> StopLoss | None:
+        """The stream says the stop of ``symbol``'s position is gone (its order ``removed_order_id``, or
+        ``None`` for a stop attached to the position): place a new one at the position's intended stop.
+
+        It first lets the frames of a closure settle (``reprotect_settle_ms``: a venue cancels a closed
+        position's stops, and the topics are not ordered), then does nothing if the position closed or its stop moved
+        meanwhile (a trailing move cancels the stop it replaced).  Under the symbol's stop lock, so a move
+        in flight finishes first.
 
         :returns: the new stop, or ``None`` when nothing was to be done or the position is gone.
         """
+        await asyncio.sleep(self.settings.reprotect_settle_ms / 1000)
         async with self.book.stop_lock(symbol):
             position = self.book.get(symbol)
+            last = self.book.last_update(symbol)
             if position is None or position.stop is None or position.stop.order_id != removed_order_id:
                 return None
+            if last is not None and last.contracts == 0 and last.timestamp >= position.opened_at:
+                return None  # the stream says flat: the closure is the book's to record, not a stop to place
             await alert(self.pm, "warning", f"stop {removed_order_id} removed on the venue; re-protecting",
                         venue=self.book.venue, symbol=symbol)
             return await self.protect(symbol)

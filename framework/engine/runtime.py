@@ -80,7 +80,7 @@ class VenueWiring(BookListener):
     def on_closed(self, position: BookPosition) -> None:
         self.engine._clean_up_after(self.venue, self.driver, position)
 
-    def stop_removed(self, symbol: str, order_id: str) -> None:
+    def stop_removed(self, symbol: str, order_id: str | None) -> None:
         if self.protector is not None:
             self.engine._spawn(self.protector.reprotect(symbol, order_id))
 

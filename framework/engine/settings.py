@@ -23,6 +23,8 @@ class EngineSettings(BaseModel):
     :ivar adopt_stop_pct: stop distance (percent of the mark / entry price) for an adopted position
         whose intended stop is unknown.
     :ivar trailing_min_interval_ms / trailing_min_change_pct: rate limit of trailing-stop moves.
+    :ivar reprotect_settle_ms: after the stream reports a position's stop gone, how long the frames of a
+        closure may take to arrive (a venue cancels a closed position's stops) before a new stop is placed.
     :ivar mark_jump_band_pct / mark_confirm_ticks: a mark price more than the band away from the last
         accepted one is held (and alerted), not acted on, until this many ticks in a row confirm the new level.
     :ivar fill_grace_ms: how long a flat position frame waits for the closing fill's frame, so the closure
@@ -42,5 +44,6 @@ class EngineSettings(BaseModel):
     trailing_min_interval_ms: Annotated[int, Field(ge=0)] = 1_000
     trailing_min_change_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0.05")
     fill_grace_ms: Annotated[int, Field(ge=0)] = 500
+    reprotect_settle_ms: Annotated[int, Field(ge=0)] = 200
     mark_jump_band_pct: Annotated[Decimal, Field(gt=0)] = Decimal("5")
     mark_confirm_ticks: Annotated[int, Field(ge=1)] = 3

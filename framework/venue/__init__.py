@@ -16,11 +16,12 @@ from framework.venue.core import (
 )
 from framework.venue.faults import Faults, FrameShaper, parse_faults
 from framework.venue.harness import EmulatorHarness
-from framework.venue.prices import PricePath, PricePoint, Replayer
+from framework.venue.prices import Candle, PricePath, PricePoint, Replayer, candles
 from framework.venue.truth import Closure, GroundTruth, OrderRecord
 
 __all__ = [
     "BalanceEvent",
+    "Candle",
     "Closure",
     "EmulatorHarness",
     "Faults",
@@ -40,6 +41,7 @@ __all__ = [
     "VenueOrder",
     "VenuePosition",
     "VenueReject",
+    "candles",
     "default_instruments",
     "parse_faults",
 ]

@@ -11,6 +11,7 @@ sizes ``Decimal`` contracts, times ms since the Unix epoch (UTC) from ``venue.cl
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import decimal
 import random
@@ -21,18 +22,28 @@ from typing import Any, Literal
 
 from framework.models import now_ms
 from framework.venue.faults import Faults
+from framework.venue.prices import PricePoint
 from framework.venue.truth import Closure, GroundTruth, OrderRecord
 
 ZERO = Decimal(0)
 TAKER_FEE_RATE = Decimal("0.0005")
-"""Taker fee, 0.05 % of notional, charged on every fill."""
+"""Taker fee, 0.05 % of notional, charged on every fill that takes liquidity."""
+MAKER_FEE_RATE = Decimal("0.0002")
+"""Maker fee, 0.02 % of notional, charged on a resting limit order's fill (both venues' base tier)."""
 DEFAULT_LEVERAGE = 10
 HISTORY_KEEP_MS = 60_000
 """How far back :meth:`Venue.visible_positions` can look (the REST lag knob is at most 30 s)."""
+MARK_HISTORY_KEEP = 100_000
+"""Mark prices kept per symbol for :meth:`Venue.mark_history` (the façades' klines)."""
 
 MARKET = "market"
+LIMIT = "limit"
 CONDITIONAL_TYPES = frozenset({"stop_market", "take_profit_market", "trailing_stop_market"})
-ORDER_TYPES = CONDITIONAL_TYPES | {MARKET}
+ORDER_TYPES = CONDITIONAL_TYPES | {MARKET, LIMIT}
+TIME_IN_FORCE = frozenset({"gtc", "post_only", "ioc", "fok"})
+"""A limit order's time in force: rests until filled or cancelled (``gtc``), rests but never takes
+liquidity (``post_only``: expired instead when it would cross), or takes what it can at once and expires
+(``ioc`` / ``fok``; the venue's book is the mark price, so both fill whole or not at all)."""
 OPEN_STATUSES = frozenset({"new", "partially_filled"})
 ORIGIN_BY_TYPE = {
     "stop_market": "stop_loss",
@@ -128,6 +139,8 @@ class VenueOrder:
         ``trailing_stop`` for the market order a trigger spawned; ``manual``, ``liquidation``, ``adl``.
     :ivar realized_pnl: gross realized PnL of this order's fills; ``fee``: fees paid, quote currency.
     :ivar trailing_best: for an activated trailing stop, the best mark price since activation.
+    :ivar price: a ``limit`` order's limit price (quote currency); ``time_in_force``: one of
+        :data:`TIME_IN_FORCE` for a limit order, else ``None``.
     """
 
     id: str
@@ -152,6 +165,8 @@ class VenueOrder:
     realized_pnl: Decimal = ZERO
     fee: Decimal = ZERO
     trailing_best: Decimal | None = None
+    price: Decimal | None = None
+    time_in_force: str | None = None
 
     @property
     def conditional(self) -> bool:
@@ -207,7 +222,8 @@ class VenuePosition:
 
 @dataclass(frozen=True)
 class FillEvent:
-    """A trade: ``amount`` contracts at ``price``; ``fee`` and gross ``realized_pnl`` in quote currency."""
+    """A trade: ``amount`` contracts at ``price``; ``fee`` and gross ``realized_pnl`` in quote currency;
+    ``maker``: a resting limit order's fill (maker fee), else taker."""
 
     account: str
     symbol: str
@@ -221,6 +237,7 @@ class FillEvent:
     origin: str
     exec_id: str
     ts: int
+    maker: bool = False
 
 
 @dataclass(frozen=True)
@@ -321,6 +338,7 @@ class Venue:
         self._last_ts = 0
         self._accounts: dict[str, _Account] = {}
         self._marks: dict[str, Decimal] = {}
+        self._mark_history: dict[str, collections.deque[PricePoint]] = {}
         self._orders: dict[str, VenueOrder] = {}
         self._client_ids: dict[str, set[str]] = {}
         #: ``"all"``: a client order id is never reused; ``"open"``: it is unique among open orders only
@@ -410,8 +428,18 @@ class Venue:
         except KeyError:
             raise LookupError(f"no mark price for {symbol} yet: call set_mark_price first") from None
 
+    def mark_history(self, symbol: str) -> list[PricePoint]:
+        """Every mark price set for ``symbol`` (the last :data:`MARK_HISTORY_KEEP`), oldest first, stamped
+        with venue time: the price path the façades serve as klines.
+
+        :raises VenueReject: ``unknown_symbol``.
+        """
+        self.instrument(symbol)
+        return list(self._mark_history.get(symbol, ()))
+
     def set_mark_price(self, symbol: str, price: Decimal) -> None:
-        """Move the mark price and fire every conditional order and attached stop it crosses.
+        """Move the mark price; fire every conditional order and attached stop it crosses and fill every
+        resting limit order it reaches (at the limit price, as maker).
 
         :raises ValueError: ``price`` ≤ 0.
         """
@@ -421,13 +449,20 @@ class Venue:
             raise ValueError(f"mark price must be > 0, got {price}")
         ts = self.tick()
         self._marks[symbol] = price
+        history = self._mark_history.setdefault(symbol, collections.deque(maxlen=MARK_HISTORY_KEEP))
+        history.append(PricePoint(ts, price))
         for key in self._position_keys_by_symbol.get(symbol, ()):
             self._rebook(self._positions[key])
         self._outbox.append(MarkPriceEvent(symbol, price, ts))
         try:
-            for order in [o for o in self._orders_by_symbol.get(symbol, ()) if o.is_open and o.conditional]:
+            resting = [o for o in self._orders_by_symbol.get(symbol, ()) if o.is_open]
+            for order in [o for o in resting if o.conditional]:
                 if order.is_open and self._order_fires(order, price):
                     self._trigger(order)
+            for order in [o for o in resting if o.type == LIMIT]:
+                if order.is_open and _marketable(order, price):
+                    assert order.price is not None
+                    self._execute_limit(order, order.price, maker=True, ts=self.tick())
             keys = self._position_keys_by_symbol.get(symbol, ())
             for position in [self._positions[key] for key in keys if self._positions[key].is_open]:
                 origin = self._attached_fires(position, price)
@@ -453,11 +488,17 @@ class Venue:
         activation_price: Decimal | None = None,
         stop_loss: Decimal | None = None,
         take_profit: Decimal | None = None,
+        price: Decimal | None = None,
+        time_in_force: str | None = None,
     ) -> VenueOrder:
         """Submit an order (see the order semantics in ``docs/venue-api.md``).
 
-        :param type: ``market``, ``stop_market``, ``take_profit_market`` or ``trailing_stop_market``.
+        :param type: ``market``, ``limit``, ``stop_market``, ``take_profit_market`` or ``trailing_stop_market``.
         :param amount: contracts; ``None`` with ``close_position=True``.
+        :param price: a ``limit`` order's price; ``time_in_force``: one of :data:`TIME_IN_FORCE` (default
+            ``gtc``).  A limit order the mark has reached fills at once at the mark (taker), except
+            ``post_only``, which is ``expired`` instead; one it has not reached rests (``ioc`` / ``fok``:
+            ``expired``) and fills at its price (maker) when the mark reaches it.
         :param callback_rate: trailing distance in percent (0.1 … 10).
         :param stop_loss / take_profit: on a market entry, attach to the resulting position.
         :returns: a snapshot of the accepted order (``filled`` already for a market order).
@@ -481,9 +522,12 @@ class Venue:
             ts=ts,
             trigger_price=trigger_price,
         )
+        if type == LIMIT and time_in_force is None:
+            time_in_force = "gtc"
         try:
             try:
                 amount = _decimal(amount, "invalid_quantity", "amount")
+                price = _decimal(price, "invalid_price", "price")
                 trigger_price = _decimal(trigger_price, "invalid_price", "trigger_price")
                 callback_rate = _decimal(callback_rate, "invalid_price", "callback_rate")
                 activation_price = _decimal(activation_price, "invalid_price", "activation_price")
@@ -504,6 +548,8 @@ class Venue:
                     activation_price,
                     stop_loss,
                     take_profit,
+                    price,
+                    time_in_force,
                 )
             except VenueReject as reject:
                 self.truth.record_order(
@@ -529,7 +575,11 @@ class Venue:
                 trigger_price=trigger_price,
                 callback_rate=callback_rate,
                 activation_price=activation_price,
+                price=price,
+                time_in_force=time_in_force,
             )
+            if order.type == LIMIT:
+                self._place_limit(order, ts)
             if order.type == "trailing_stop_market":
                 self._update_trailing(order, self._marks[symbol])
             if type == MARKET:
@@ -835,6 +885,8 @@ class Venue:
         activation_price: Decimal | None,
         stop_loss: Decimal | None,
         take_profit: Decimal | None,
+        price: Decimal | None = None,
+        time_in_force: str | None = None,
     ) -> None:
         if self.faults.reject_next_orders > 0:
             self.faults.reject_next_orders -= 1
@@ -865,9 +917,19 @@ class Venue:
                 raise VenueReject("invalid_order", "a close_position order carries no amount")
         else:
             instrument.check_amount(amount)
-        if type == MARKET:
+        if (price is not None or time_in_force is not None) and type != LIMIT:
+            raise VenueReject("invalid_order", "price / time_in_force are for a limit order")
+        if type in (MARKET, LIMIT):
             if trigger_price is not None or callback_rate is not None or activation_price is not None:
-                raise VenueReject("invalid_order", "a market order takes no trigger_price / callback_rate")
+                raise VenueReject("invalid_order", f"a {type} order takes no trigger_price / callback_rate")
+            if type == LIMIT:
+                if price is None:
+                    raise VenueReject("invalid_price", "a limit order needs a price")
+                instrument.check_price(price)
+                if time_in_force not in TIME_IN_FORCE:
+                    raise VenueReject(
+                        "invalid_order", f"time_in_force {time_in_force!r} not one of {sorted(TIME_IN_FORCE)}"
+                    )
         elif type == "trailing_stop_market":
             if callback_rate is None or not Decimal("0.1") <= callback_rate <= 10:
                 raise VenueReject(
@@ -900,12 +962,13 @@ class Venue:
                     "invalid_order", "stop_loss / take_profit attach only to an entry, not a reduce"
                 )
             self._check_attached(instrument, new_side, mark, stop_loss, take_profit)
-        if type == MARKET:
+        if type in (MARKET, LIMIT):
             opposite = position.is_open and position.side != ("long" if side == "buy" else "short")
             if reduce_only and not opposite:
                 raise VenueReject("reduce_only_rejected", "reduce-only order rejected: no position to reduce")
-            if not reduce_only:
-                self._check_margin(account, instrument.symbol, position, side, amount, mark)
+            if not reduce_only:  # a limit order's margin at its own price (assumed: not reserved while it rests)
+                cost = mark if type == MARKET or price is None else price
+                self._check_margin(account, instrument.symbol, position, side, amount, cost)
 
     def _check_attached(
         self,
@@ -995,14 +1058,44 @@ class Venue:
             amount = min(amount, position.contracts)
         self._fill(order, amount, self._marks[order.symbol], ts)
 
-    def _fill(self, order: VenueOrder, amount: Decimal, price: Decimal, ts: int) -> None:
+    def _place_limit(self, order: VenueOrder, ts: int) -> None:
+        """A new limit order: take at the mark when it is marketable (post-only: expire instead), else rest
+        (IOC / FOK: expire)."""
+        if _marketable(order, self._marks[order.symbol]):
+            if order.time_in_force == "post_only":
+                self._end(order, "expired", ts)  # it would take liquidity
+            else:
+                self._execute_limit(order, self._marks[order.symbol], maker=False, ts=ts)
+        elif order.time_in_force in ("ioc", "fok"):
+            self._end(order, "expired", ts)
+
+    def _execute_limit(self, order: VenueOrder, price: Decimal, maker: bool, ts: int) -> None:
+        """Fill a limit order whole at ``price``; a reduce-only one is capped at the position and expires
+        when there is nothing (left) on its closing side to reduce."""
+        position = self._position(order.account, order.symbol)
+        amount = order.amount
+        assert amount is not None
+        if order.reduce_only:
+            closing_side = {"long": "sell", "short": "buy"}.get(position.side or "")
+            if order.side != closing_side:
+                self._end(order, "expired", ts)
+                return
+            amount = min(amount, position.contracts)
+        self._fill(order, amount, price, ts, maker=maker)
+
+    def _end(self, order: VenueOrder, status: str, ts: int) -> None:
+        order.status = status
+        order.updated_ms = ts
+        self._outbox.append(OrderEvent(dataclasses.replace(order), ts))
+
+    def _fill(self, order: VenueOrder, amount: Decimal, price: Decimal, ts: int, maker: bool = False) -> None:
         account = self._accounts[order.account]
         position = self._position(order.account, order.symbol)
         before_side, before_contracts = position.side, position.contracts
         current = _signed(position)
         signed = amount if order.side == "buy" else -amount
         new = current + signed
-        fee = amount * price * TAKER_FEE_RATE
+        fee = amount * price * (MAKER_FEE_RATE if maker else TAKER_FEE_RATE)
         realized = ZERO
         if current == 0 or (current > 0) == (signed > 0):
             position.entry_price = (abs(current) * position.entry_price + amount * price) / abs(new)
@@ -1066,6 +1159,7 @@ class Venue:
             order.origin,
             str(self._next_exec_id),
             ts,
+            maker,
         )
         self._next_exec_id += 1
         self.truth.record_fill(fill)
@@ -1284,6 +1378,12 @@ def _decimal(value: object, reason: RejectReason, name: str) -> Decimal | None:
 
 def _signed(position: VenuePosition) -> Decimal:
     return position.contracts if position.side == "long" else -position.contracts
+
+
+def _marketable(order: VenueOrder, mark: Decimal) -> bool:
+    """Whether a limit order meets the mark: a buy at or above it, a sell at or below it."""
+    assert order.price is not None
+    return mark <= order.price if order.side == "buy" else mark >= order.price
 
 
 def _crossed(type: str, side: str, trigger: Decimal, mark: Decimal) -> bool:

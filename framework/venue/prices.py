@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -32,6 +32,50 @@ class PricePoint:
 
     ts: int
     price: Decimal
+
+
+@dataclass(frozen=True)
+class Candle:
+    """One interval of prices: ``open_ms`` (ms since the epoch, UTC, a multiple of the interval), open /
+    high / low / close in quote currency and the number of prices it saw (``count``)."""
+
+    open_ms: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    count: int
+
+
+def candles(
+    points: Iterable[PricePoint],
+    interval_ms: int,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    limit: int = 500,
+) -> list[Candle]:
+    """Aggregate ``points`` (time-ordered) into candles of ``interval_ms``, oldest first.
+
+    Only candles opening within ``start_ms`` … ``end_ms`` (inclusive, each optional) are kept; of those
+    the oldest ``limit`` when ``start_ms`` is given, else the newest ``limit`` (how Binance and Bybit
+    answer a kline request).  Intervals without a price are absent (no flat candle is invented).
+
+    :raises ValueError: ``interval_ms`` or ``limit`` < 1.
+    """
+    if interval_ms < 1 or limit < 1:
+        raise ValueError(f"interval_ms and limit must be >= 1, got {interval_ms}, {limit}")
+    result: list[Candle] = []
+    for point in points:
+        open_ms = point.ts - point.ts % interval_ms
+        if (start_ms is not None and open_ms < start_ms) or (end_ms is not None and open_ms > end_ms):
+            continue
+        last = result[-1] if result else None
+        if last is not None and last.open_ms == open_ms:
+            result[-1] = Candle(open_ms, last.open, max(last.high, point.price), min(last.low, point.price),
+                                point.price, last.count + 1)
+        else:
+            result.append(Candle(open_ms, point.price, point.price, point.price, point.price, 1))
+    return result[:limit] if start_ms is not None else result[-limit:]
 
 
 class PricePath:

@@ -53,7 +53,7 @@ class OrderRecord:
 
     @property
     def conditional(self) -> bool:
-        return self.type != "market"
+        return self.type not in ("market", "limit")
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def test_disable_plugin_leaves_it_out_and_an_unknown_name_is_an_error(alert_plug
 
 @pytest.mark.hooks("on_position_open", "on_position_closed")
 async def test_an_out_of_tree_lifecycle_plugin_receives_events_under_plugins_selection(alert_plugin, database_url):
-    async with Session(["binance"], settings=Settings(DATABASE_URL=database_url), speed=1) as session:
+    # the --plugins selection of the README's first command: two drivers, and the lifecycle plugin still loads
+    async with Session(["binance", "bybit"], settings=Settings(DATABASE_URL=database_url), speed=1) as session:
         await session.open("binance", "XRP/USDT:USDT", "short", Decimal(10), stop_loss_pct=2)
         assert await session.close("binance", "XRP/USDT:USDT")
     events = sys.modules[alert_plugin].EVENTS

@@ -11,6 +11,7 @@ from framework.app import Run, RunOptions, closure_latencies, intent_from_signal
 from framework.cli import main
 from framework.errors import ConfigError
 from framework.models import PositionEvent, Signal
+from framework.report import FILL_TO_STOP_MS
 from framework.settings import Settings
 from framework.venue.truth import Closure
 
@@ -29,8 +30,10 @@ async def test_demo_run_opens_and_closes_on_both_venues_and_stays_safe(database_
     assert report["wrong_side_orders"] == 0
     # Binance cannot rest a stop before the entry (-4509, docs/conformance.md B7): each open leaves a few
     # milliseconds between the fill and its stop; Bybit's stop rides on the entry.
-    assert report["unprotected_ms"]["max"] < 1_000, report["unprotected_ms"]
+    assert report["unprotected_ms"]["max"] < FILL_TO_STOP_MS, report["unprotected_ms"]
     assert report["errors"] == []
+    # the reconciler never takes a venue-managed stop (Bybit's TP/SL orders) for a duplicate (conformance Y1)
+    assert report["reconciliation"]["passes"] >= 2 and report["reconciliation"]["duplicate_stops_cancelled"] == 0
     assert {"manual", "reduce_only_close"} <= set(report["closures_by_reason"])
     assert report["closure_latency_ms"]["max"] < 5_000  # from the stream, not the 30 s reconciliation
     assert any(key.startswith("binance POST /fapi/v1/algoOrder") for key in report["rest_calls"])

@@ -10,9 +10,6 @@ import framework
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Being retired (issue 12): the plugins' own copy of the stream state; the book is the one stream state.
-RETIRING = {"framework.driverkit:StreamCache"}
-
 
 def test_every_exported_name_resolves():
     missing = [name for name in framework.__all__ if not hasattr(framework, name)]
@@ -34,6 +31,5 @@ def test_the_drivers_use_only_the_public_surface():
     outside = sorted(
         f"{path.relative_to(ROOT)} {name}" for path in sources for name in core_imports(path)
         if name.split(":")[1] not in framework.__all__ and not name.startswith("framework.venue")
-        and name not in RETIRING
     )
     assert outside == [], "driver code imports core names that framework.__all__ does not export"

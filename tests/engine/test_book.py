@@ -130,9 +130,6 @@ async def test_partial_close_is_an_update_not_a_closure(book, store, recorder):
     assert len(journal) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="engine (lead): _apply_order_update takes 'filled >= contracts' for a full "
-                   "close, but on Binance the position frame of the same fill (same T) comes first and has already "
-                   "shrunk the book's contracts (docs/conformance.md B4)")
 async def test_a_partial_reduce_whose_position_frame_came_first_is_not_a_closure(book, recorder):
     """Binance order (B4): ACCOUNT_UPDATE (43 → 20) and then the reduce-only fill of 23, both with T 2 000."""
     await book.on_event(sized(4, "20"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from framework.errors import StoreError
 from framework.store import Store
 from tests.engine.conftest import FAST, venue_env
 
@@ -73,5 +74,22 @@ async def test_a_stop_cancelled_during_an_outage_is_replaced_at_once(databases, 
             assert await env.parts.book.writes.wait_drained(BOUND_S)
             rows = await store.pool.fetch("SELECT status FROM stops WHERE venue = 'binance' ORDER BY id")
             assert [r["status"] for r in rows][-1] == "resting"
+    finally:
+        await store.close()
+
+
+async def test_an_open_during_an_outage_sends_nothing_and_says_why(databases):
+    url = await databases.create()
+    store = await Store.open(url, max_size=5)
+    try:
+        async with venue_env("binance", store) as env:
+            await env.start(FAST)
+            await env.settled()
+            async with databases.unreachable(url):
+                with pytest.raises(StoreError, match="nothing sent"):
+                    await env.engine.open(env.intent("long"))
+            assert env.venue.truth.orders == [] and env.venue.truth.fills == []
+            await env.engine.open(env.intent("long"))  # the database is back: signals are accepted again
+            assert env.venue.is_protected("default", env.symbol)
     finally:
         await store.close()

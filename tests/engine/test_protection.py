@@ -118,10 +118,12 @@ async def test_a_venue_saying_zero_position_closes_the_position_and_places_nothi
         assert env.venue.truth.orders_for_closed_positions() == []
 
 
+@pytest.mark.parametrize("venue_name", ["binance", "bybit"])
 @pytest.mark.parametrize("side", SIDES)
-async def test_a_stop_order_cancelled_on_the_venue_is_replaced_at_once_from_the_stream(store, side):
-    # Binance stops are orders: the stream's ALGO_UPDATE CANCELED re-protects without waiting for a pass.
-    async with venue_env("binance", store) as env:
+async def test_a_stop_cancelled_on_the_venue_is_replaced_at_once_from_the_stream(store, venue_name, side):
+    # Binance: the stop order's ALGO_UPDATE CANCELED; Bybit: the cancelled system order that carries the
+    # attached stop (conformance Y1). Either re-protects without waiting for a reconciliation pass.
+    async with venue_env(venue_name, store) as env:
         await env.start()
         intent = env.intent(side)
         await env.engine.open(intent)
@@ -133,7 +135,8 @@ async def test_a_stop_order_cancelled_on_the_venue_is_replaced_at_once_from_the_
         await env.recorder.wait_for(lambda r: len(r.seen["on_stop_moved"]) > moves, BOUND_S)
         assert len(env.recorder.seen["on_reconciled"]) == passes, "re-protected by a pass, not by the stream"
         held = env.parts.book.get(env.symbol).stop
-        assert held.order_id != cancelled and held.trigger_price == intent.stop_loss == resting_stop_price(env)
+        assert held.order_id != cancelled or held.attached
+        assert held.trigger_price == intent.stop_loss == resting_stop_price(env)
         assert env.venue.is_protected("default", env.symbol)
         assert any(a.level == "warning" and "removed on the venue" in a.message for a in env.recorder.seen["on_alert"])
 

@@ -131,12 +131,7 @@ async def run_schedule(rig: Any, faults: tuple[str, ...], seed: int, steps: int 
                    "close_position", "fetch_snapshot", "run_stream", "on_position_open", "on_position_closed")
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 @pytest.mark.parametrize("plugin", PLUGINS)
-async def test_fault_schedule_keeps_every_invariant(plugin, case, store, request):
-    if plugin == "binance" and "timeout_after_accept_next" in CASES[case]:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "engine (lead): Binance cannot rest a stop before the entry (-4509, docs/conformance.md B7), so a "
-            "lost entry answer leaves the fill naked for the whole client timeout; the opener must place the "
-            "stop on the stream's evidence of the fill, not after the HTTP answer")))
+async def test_fault_schedule_keeps_every_invariant(plugin, case, store):
     seed = sum(map(ord, plugin + case))
     async with engine_rig(plugin, store, SETTINGS, options={"seed": seed},
                           driver_options={"timeout_ms": CLIENT_TIMEOUT_MS, "seed": seed}) as rig:

@@ -74,15 +74,7 @@ async def play(databases, plugin: str, schedule: list[tuple[str, str]]) -> None:
 
 @pytest.mark.hooks("run_stream", "make_decoder", "fetch_snapshot", "on_position_open", "on_position_updated",
                    "on_position_closed")
-@pytest.mark.parametrize("plugin", [
-    # Not strict: whether a generated schedule hits it depends on timing. The deterministic, strict twin is
-    # tests/engine/test_book.py::test_a_partial_reduce_whose_position_frame_came_first_is_not_a_closure;
-    # remove this mark with it once the book is fixed.
-    pytest.param("binance", marks=pytest.mark.xfail(strict=False, reason=(
-        "engine (lead): on Binance's real order (ACCOUNT_UPDATE before ORDER_TRADE_UPDATE, B4) an outside partial "
-        "reduce is taken for a closure by the book's 'filled >= contracts' check"))),
-    "bybit",
-])
+@pytest.mark.parametrize("plugin", ["binance", "bybit"])
 @settings(max_examples=8, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(schedule=steps)

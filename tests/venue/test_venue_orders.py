@@ -132,7 +132,8 @@ def test_reduce_only_without_opposite_position_is_rejected(venue, existing):
         ({"amount": D("10"), "type": "stop_market", "trigger_price": D("0")}, "invalid_price"),
         ({"amount": D("10"), "type": "stop_market"}, "invalid_price"),
         ({"amount": D("10"), "type": "trailing_stop_market", "callback_rate": D("20")}, "invalid_price"),
-        ({"amount": D("10"), "type": "limit"}, "invalid_order"),
+        ({"amount": D("10"), "type": "stop_limit"}, "invalid_order"),
+        ({"amount": D("10"), "type": "limit"}, "invalid_price"),
         ({"amount": D("10"), "type": "market", "close_position": True}, "invalid_order"),
         (
             {"amount": D("10"), "type": "stop_market", "trigger_price": D("0.9"), "close_position": True},

@@ -6,7 +6,12 @@ signatures, ``recvWindow`` / ``timestamp`` checks and Binance's error codes with
 
 REST (source: Binance USDⓈ-M futures REST API):
 
-* public: ``GET /fapi/v1/exchangeInfo``, ``/fapi/v1/time``, ``/fapi/v1/ping``
+* public: ``GET /fapi/v1/exchangeInfo``, ``/fapi/v1/time``, ``/fapi/v1/ping``; market data from the venue's
+  mark-price path (``framework.venue.market``): ``/fapi/v1/ticker/24hr``, ``/ticker/price``,
+  ``/ticker/bookTicker``, ``/depth`` (synthetic, a tick either side of the mark), ``/klines``,
+  ``/markPriceKlines``, ``/premiumIndex``
+* what an unmodified ccxt client loads with keys: ``GET /sapi/v1/capital/config/getall``,
+  ``/sapi/v1/margin/allPairs`` (spot wallet; answered with the quote and base coins / no pairs)
 * signed: ``GET /fapi/v1/leverageBracket``, ``/fapi/v2|v3/account``, ``/fapi/v2|v3/positionRisk``;
   ``POST|GET|DELETE /fapi/v1/order``, ``GET /fapi/v1/openOrders``; Algo Order API
   ``POST|GET|DELETE /fapi/v1/algoOrder``, ``GET /fapi/v1/openAlgoOrders``
@@ -44,6 +49,7 @@ from aiohttp import WSMsgType, web
 from framework.models import now_ms
 from framework.venue import (
     BalanceEvent,
+    Candle,
     FillEvent,
     FrameShaper,
     MarkPriceEvent,
@@ -54,7 +60,9 @@ from framework.venue import (
     VenueOrder,
     VenuePosition,
     VenueReject,
+    candles,
 )
+from framework.venue.market import synthetic_book, window_stats
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,7 @@ MAX_RECV_WINDOW_MS = 60_000
 DEFAULT_RECV_WINDOW_MS = 5_000
 #: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
 ACCEPT_TIMEOUT_HOLD_S = 30.0
+RETRY_AFTER_S = 1  # what a 418 / 429 asks the client to wait (assumed value; the header is documented)
 
 #: venue reject reason → (Binance code, message); all HTTP 400
 REJECT_CODES: dict[str, tuple[int, str]] = {
@@ -93,6 +102,19 @@ ORDER_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": 
                 "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED", "triggered": "FILLED"}
 ALGO_STATUS = {"new": "NEW", "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED",
                "triggered": "TRIGGERED", "filled": "FINISHED"}
+
+
+#: "Kline/Candlestick Data" intervals, in ms (a month is assumed to be 30 days)
+KLINE_INTERVALS_MS = {
+    f"{n}{unit}": n * ms
+    for unit, ms, counts in (("m", 60_000, (1, 3, 5, 15, 30)), ("h", 3_600_000, (1, 2, 4, 6, 8, 12)),
+                             ("d", 86_400_000, (1, 3)), ("w", 604_800_000, (1,)), ("M", 2_592_000_000, (1,)))
+    for n in counts
+}
+WIRE_TYPE["limit"] = "LIMIT"
+#: LIMIT ``timeInForce`` → the venue's (GTX: "Good Till Crossing (Post Only)")
+TIME_IN_FORCE = {"GTC": "gtc", "GTX": "post_only", "IOC": "ioc", "FOK": "fok"}
+WIRE_TIME_IN_FORCE = {v: k for k, v in TIME_IN_FORCE.items()}
 
 
 class BinanceApiError(Exception):
@@ -183,6 +205,8 @@ class BinanceEmulator:
         r.add_get("/fapi/v1/ping", self._ping)
         r.add_get("/fapi/v1/time", self._time)
         r.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
+        for path, market_handler in self._market_routes().items():
+            r.add_get(path, market_handler)
         r.add_get("/fapi/v1/leverageBracket", self._leverage_bracket)
         r.add_get("/fapi/v2/account", self._account)
         r.add_get("/fapi/v3/account", self._account)
@@ -287,7 +311,9 @@ class BinanceEmulator:
                 raise BinanceApiError(status, -1000, "An unknown error occurred while processing the request.")
             return await handler(request)
         except BinanceApiError as error:
-            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)
+            # Binance sends Retry-After (seconds) with every 418 / 429 ("General Info: Limits")
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (418, 429) else None
+            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status, headers=headers)
         except VenueReject as reject:
             error = _reject(reject)
             return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)
@@ -392,6 +418,125 @@ class BinanceEmulator:
             "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-100"}],
             "symbols": symbols,
         })
+
+    # --- market data (the venue's mark path; docs/conformance.md B-M rows) ------------------------------
+
+    def _market_routes(self) -> dict[str, Any]:
+        return {
+            "/fapi/v1/ticker/24hr": self._ticker_24hr, "/fapi/v1/ticker/price": self._ticker_price,
+            "/fapi/v1/ticker/bookTicker": self._book_ticker, "/fapi/v1/depth": self._depth,
+            "/fapi/v1/klines": self._klines, "/fapi/v1/markPriceKlines": self._klines,
+            "/fapi/v1/premiumIndex": self._premium_index,
+            "/sapi/v1/capital/config/getall": self._coins, "/sapi/v1/margin/allPairs": self._margin_pairs,
+        }
+
+    def _market_symbols(self, request: web.Request) -> tuple[list[str], bool]:
+        """The symbols asked for (``symbol``, else all) and whether the answer is a single object."""
+        native = request.query.get("symbol")
+        if native:
+            return [self.venue.instrument_by_id(native).symbol], True
+        return list(self.venue.instruments), False
+
+    @staticmethod
+    def _one_or_all(rows: list[dict[str, Any]], single: bool) -> web.Response:
+        return web.json_response(rows[0] if single else rows)
+
+    async def _ticker_24hr(self, request: web.Request) -> web.Response:
+        """"24hr Ticker Price Change Statistics": the mark path's last 24 h; volumes and trades 0 (no trades
+        are simulated)."""
+        symbols, single = self._market_symbols(request)
+        now, rows = self.venue.now(), []
+        for symbol in symbols:
+            day = window_stats(self.venue, symbol, 86_400_000)
+            change = day.last - day.open
+            rows.append({
+                "symbol": self.venue.instrument(symbol).id, "priceChange": _s(change),
+                "priceChangePercent": _s(round(change / day.open * 100, 3)), "weightedAvgPrice": _s(day.last),
+                "lastPrice": _s(day.last), "lastQty": "0", "openPrice": _s(day.open), "highPrice": _s(day.high),
+                "lowPrice": _s(day.low), "volume": "0", "quoteVolume": "0", "openTime": day.start_ms,
+                "closeTime": now, "firstId": 0, "lastId": 0, "count": 0,
+            })
+        return self._one_or_all(rows, single)
+
+    async def _ticker_price(self, request: web.Request) -> web.Response:
+        symbols, single = self._market_symbols(request)
+        return self._one_or_all([{"symbol": self.venue.instrument(s).id, "price": _s(self.venue.mark_price(s)),
+                                  "time": self.venue.now()} for s in symbols], single)
+
+    async def _book_ticker(self, request: web.Request) -> web.Response:
+        symbols, single = self._market_symbols(request)
+        rows = []
+        for symbol in symbols:
+            (bid, bid_qty), (ask, ask_qty) = (side[0] for side in synthetic_book(self.venue, symbol, 1))
+            rows.append({"lastUpdateId": len(self.venue.mark_history(symbol)),
+                         "symbol": self.venue.instrument(symbol).id, "bidPrice": _s(bid), "bidQty": _s(bid_qty),
+                         "askPrice": _s(ask), "askQty": _s(ask_qty), "time": self.venue.now()})
+        return self._one_or_all(rows, single)
+
+    async def _depth(self, request: web.Request) -> web.Response:
+        """"Order Book": ``limit`` 5, 10, 20, 50, 100, 500 (default) or 1000 synthetic levels a side."""
+        symbol = self._symbol(dict(request.query))
+        assert symbol is not None
+        limit = request.query.get("limit", "500")
+        if limit not in ("5", "10", "20", "50", "100", "500", "1000"):
+            raise BinanceApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        bids, asks = synthetic_book(self.venue, symbol, int(limit))
+        now = self.venue.now()
+        return web.json_response({
+            "lastUpdateId": len(self.venue.mark_history(symbol)), "E": now, "T": now,
+            "bids": [[_s(p), _s(q)] for p, q in bids], "asks": [[_s(p), _s(q)] for p, q in asks],
+        })
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        """"Kline/Candlestick Data" and "Mark Price Kline/Candlestick Data", oldest first: both from the mark
+        path; volumes 0, the trade count is the number of mark prices in the candle."""
+        params = dict(request.query)
+        symbol = self._symbol(params)
+        assert symbol is not None
+        interval_ms = KLINE_INTERVALS_MS.get(params.get("interval", ""))
+        if interval_ms is None:
+            raise BinanceApiError(400, -1120, "Invalid interval.")
+        try:
+            limit = int(params.get("limit") or 500)
+            start = int(params["startTime"]) if params.get("startTime") else None
+            end = int(params["endTime"]) if params.get("endTime") else None
+        except ValueError:
+            raise BinanceApiError(400, -1100, "Illegal characters found in a parameter.") from None
+        if not 1 <= limit <= 1500:
+            raise BinanceApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        if end is not None:  # a candle is in range when it opens at or before endTime
+            end -= end % interval_ms
+        rows: list[Candle] = candles(self.venue.mark_history(symbol), interval_ms, start, end, limit)
+        return web.json_response([
+            [c.open_ms, _s(c.open), _s(c.high), _s(c.low), _s(c.close), "0", c.open_ms + interval_ms - 1, "0",
+             c.count, "0", "0", "0"] for c in rows])
+
+    async def _premium_index(self, request: web.Request) -> web.Response:
+        """"Mark Price": mark = index = the venue's mark; funding 0.01 % every 8 h (assumed)."""
+        symbols, single = self._market_symbols(request)
+        now = self.venue.now()
+        rows = []
+        for symbol in symbols:
+            mark = _s(self.venue.mark_price(symbol))
+            rows.append({"symbol": self.venue.instrument(symbol).id, "markPrice": mark, "indexPrice": mark,
+                         "estimatedSettlePrice": mark, "lastFundingRate": "0.00010000", "interestRate": "0.00010000",
+                         "nextFundingTime": (now // 28_800_000 + 1) * 28_800_000, "time": now})
+        return self._one_or_all(rows, single)
+
+    async def _coins(self, request: web.Request) -> web.Response:
+        """``/sapi/v1/capital/config/getall`` (spot wallet, signed): what ccxt's ``load_markets`` reads for
+        currencies; answered with the quote and base coins, nothing held (assumed)."""
+        await self._signed(request)
+        coins = sorted({"USDT", *(i.base for i in self.venue.instruments.values())})
+        return web.json_response([{
+            "coin": c, "name": c, "depositAllEnable": True, "withdrawAllEnable": True, "free": "0", "locked": "0",
+            "freeze": "0", "withdrawing": "0", "ipoing": "0", "ipoable": "0", "storage": "0", "isLegalMoney": False,
+            "trading": True, "networkList": [],
+        } for c in coins])
+
+    async def _margin_pairs(self, request: web.Request) -> web.Response:
+        """``/sapi/v1/margin/allPairs``: no spot margin pairs (a futures-only venue)."""
+        return web.json_response([])
 
     # --- account and positions -----------------------------------------------------------------------
 
@@ -509,9 +654,10 @@ class BinanceEmulator:
         amount = order.amount if order.amount is not None else order.filled
         return {
             "orderId": int(order.id), "symbol": instrument.id, "status": ORDER_STATUS[order.status],
-            "clientOrderId": self._client_id(order), "price": "0", "avgPrice": _s(order.average),
+            "clientOrderId": self._client_id(order), "price": _s(order.price), "avgPrice": _s(order.average),
             "origQty": _s(amount), "executedQty": _s(order.filled),
-            "cumQuote": _s((order.average or Decimal(0)) * order.filled), "timeInForce": "GTC",
+            "cumQuote": _s((order.average or Decimal(0)) * order.filled),
+            "timeInForce": WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
             "type": WIRE_TYPE[order.type], "reduceOnly": order.reduce_only, "closePosition": order.close_position,
             "side": order.side.upper(), "positionSide": "BOTH",
             "stopPrice": _s(parent.trigger_price if parent is not None else order.trigger_price),
@@ -529,6 +675,8 @@ class BinanceEmulator:
                 400, -4120,
                 "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.",
             )
+        if wire_type == "LIMIT":
+            return await self._create_limit_order(request, account, symbol, params)
         if wire_type != "MARKET":
             raise BinanceApiError(400, -1116, "Invalid orderType.")
         amount = _decimal_param(params, "quantity", required=True)
@@ -538,6 +686,44 @@ class BinanceEmulator:
         order = self.venue.place_order(
             account, symbol, params.get("side", "").lower(), "market", amount=amount,
             client_order_id=_client_id_param(params, "newClientOrderId"), reduce_only=reduce_only,
+        )
+        if self.venue.faults.minimal_order_response or params.get("newOrderRespType", "ACK").upper() == "ACK":
+            body = self._order_ack_json(order)
+        else:
+            body = self._order_json(order)
+        return await self._answer_order(request, body)
+
+    async def _create_limit_order(
+        self, request: web.Request, account: str, symbol: str | None, params: dict[str, str]
+    ) -> web.StreamResponse:
+        """``type=LIMIT``: ``timeInForce`` GTC / GTX / IOC / FOK (mandatory), ``price``, ``quantity``.  A GTX
+        order that would take liquidity is refused with -5022 and an FOK order that cannot fill at once with
+        -5021, neither recorded (error codes "-5021 FOK_ORDER_REJECT" / "-5022 GTX_ORDER_REJECT")."""
+        assert symbol is not None
+        time_in_force = TIME_IN_FORCE.get(params.get("timeInForce", "").upper())
+        if time_in_force is None:
+            raise _missing("timeInForce")
+        price = _decimal_param(params, "price", required=True)
+        assert price is not None
+        side = params.get("side", "").lower()
+        with contextlib.suppress(LookupError):  # no mark yet: the venue refuses the order itself
+            mark = self.venue.mark_price(symbol)
+            crosses = price >= mark if side == "buy" else price <= mark
+            if time_in_force == "post_only" and crosses:
+                raise BinanceApiError(400, -5022, "Due to the order could not be executed as maker, the Post Only "
+                                                  "order will be rejected. The order will not be recorded in the "
+                                                  "order history")
+            if time_in_force == "fok" and not crosses:
+                raise BinanceApiError(400, -5021, "Due to the order could not be filled immediately, the FOK order "
+                                                  "has been rejected. The order will not be recorded in the order "
+                                                  "history")
+        amount = _decimal_param(params, "quantity", required=True)
+        reduce_only = _bool_param(params, "reduceOnly")
+        self._check_notional(amount, price, reduce_only)  # valued at its limit price (assumed, B-M4)
+        order = self.venue.place_order(
+            account, symbol, side, "limit", amount=amount,
+            client_order_id=_client_id_param(params, "newClientOrderId"), reduce_only=reduce_only,
+            price=price, time_in_force=time_in_force,
         )
         if self.venue.faults.minimal_order_response or params.get("newOrderRespType", "ACK").upper() == "ACK":
             body = self._order_ack_json(order)
@@ -857,8 +1043,9 @@ class BinanceEmulator:
         order = self.venue.get_order(fill.account, fill.symbol, order_id=fill.order_id)
         return json.dumps({
             "e": "TRADE_LITE", "E": fill.ts, "T": fill.ts, "s": self.venue.instrument(fill.symbol).id,
-            "c": self._client_id(order), "S": fill.side.upper(), "q": _s(order.amount), "p": "0",
-            "i": int(fill.order_id), "l": _s(fill.amount), "L": _s(fill.price), "t": int(fill.exec_id), "m": False,
+            "c": self._client_id(order), "S": fill.side.upper(), "q": _s(order.amount), "p": _s(order.price),
+            "i": int(fill.order_id), "l": _s(fill.amount), "L": _s(fill.price), "t": int(fill.exec_id),
+            "m": fill.maker,
         })
 
     def _transaction_time(self, account: str, ts: int) -> int:
@@ -908,11 +1095,12 @@ class BinanceEmulator:
             "e": "ORDER_TRADE_UPDATE", "T": ts, "E": ts,
             "o": {
                 "s": self.venue.instrument(order.symbol).id, "c": self._client_id(order), "S": order.side.upper(),
-                "o": "MARKET", "f": "GTC", "q": _s(order.amount), "p": "0", "ap": _s(order.average),
+                "o": WIRE_TYPE[order.type], "f": WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
+                "q": _s(order.amount), "p": _s(order.price), "ap": _s(order.average),
                 "sp": _s(parent.trigger_price if parent is not None else None), "x": execution, "X": status,
                 "i": int(order.id), "l": _s(fill.amount if fill else None), "z": _s(order.filled),
                 "L": _s(fill.price if fill else None), "N": "USDT", "n": _s(fill.fee if fill else None),
-                "T": ts, "t": int(fill.exec_id) if fill else 0, "b": "0", "a": "0", "m": False,
+                "T": ts, "t": int(fill.exec_id) if fill else 0, "b": "0", "a": "0", "m": bool(fill and fill.maker),
                 "R": order.reduce_only, "wt": "MARK_PRICE" if parent is not None else "CONTRACT_PRICE",
                 # the key set of a real /private/ws capture (fixture order_update_new_private_ws_capture.json):
                 # AP / cr only on trailing orders, pm / gtd / er always

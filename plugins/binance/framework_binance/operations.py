@@ -11,6 +11,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from framework.driverkit import stream_flat_since
 from framework.errors import OrderIncomplete, OrderNotFound, PositionGone, VenueError
 from framework.models import (
     Order,
@@ -115,15 +116,9 @@ async def place_trigger(
     )
 
 
-def _flat_since(conn: BinanceConnection, symbol: str, since_ms: int) -> bool:
-    """The stream reported the position flat at or after ``since_ms`` (an older flat frame predates it)."""
-    cached = conn.cache.position(symbol)
-    return cached is not None and cached.contracts == 0 and cached.timestamp >= since_ms
-
-
 async def _confirm_open(conn: BinanceConnection, stop: StopLoss) -> Decimal:
     """Contracts of the position ``stop`` protects, confirmed on REST ``positionRisk`` right before a new
-    stop is placed: the stream cache may be stale (a closing frame can be 30 s late, docs/incidents.md I-5).
+    stop is placed: the stream state may be stale (a closing frame can be 30 s late, docs/incidents.md I-5).
 
     :raises PositionGone: REST shows no position and the stream reported it flat.
     :raises VenueError: REST shows no position but the stream did not say flat — REST lag is not absence,
@@ -146,8 +141,9 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
 
     Binance refuses a second closePosition stop in one direction (-4130), so a closePosition stop is
     replaced by a reduce-only one and a reduce-only stop by a closePosition one.  Liveness: the stream
-    cache first (no venue call when it says flat), then REST ``positionRisk`` right before placing (its
-    size sizes a reduce-only replacement), then the stream cache and the old stop's fate after cancelling.
+    state (the core's book) first (no venue call when it says flat), then REST ``positionRisk`` right before
+    placing (its size sizes a reduce-only replacement), then the stream state and the old stop's fate after
+    cancelling.
     A move costs three REST calls.
 
     :raises PositionGone: the position closed; whatever this call placed was cancelled again.
@@ -155,7 +151,7 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
     """
     if stop.order_id is None:
         raise VenueError("a Binance stop is always an order; this one has no id", venue=VENUE, symbol=stop.symbol)
-    if _flat_since(conn, stop.symbol, stop.placed_at):
+    if stream_flat_since(conn.stream_state, stop.symbol, stop.placed_at):
         raise PositionGone("the stream reports the position flat: stop not moved", venue=VENUE,
                            symbol=stop.symbol, order_id=stop.order_id)
     open_contracts = await _confirm_open(conn, stop)
@@ -167,7 +163,7 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
     except OrderNotFound:
         old = to_order(await conn.fetch_order(stop.symbol, stop.order_id, conditional=True))
         old_gone_by_trigger = old.status == "closed"  # TRIGGERED / FINISHED: it closed the position
-    if old_gone_by_trigger or _flat_since(conn, stop.symbol, stop.placed_at):
+    if old_gone_by_trigger or stream_flat_since(conn.stream_state, stop.symbol, stop.placed_at):
         await cancel_stop_loss(conn, new)
         raise PositionGone("the position closed while the stop was moved; the new stop was cancelled",
                            venue=VENUE, symbol=stop.symbol, order_id=stop.order_id)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import StreamCache
+from framework.driverkit import stream_flat_since
 from framework.errors import (
     OrderIncomplete,
     OrderNotFound,
@@ -32,6 +32,7 @@ from framework.errors import (
     WouldTriggerImmediately,
 )
 from framework.models import DriverConfig, Order, Position
+from framework.protocols import StreamEvidence
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,24 @@ USER_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "listenKey
 
 
 class BinanceApiError(ccxt.ExchangeError):
-    """A Binance error answer: HTTP ``status``, Binance ``code`` (e.g. ``-2021``) and ``msg``."""
+    """A Binance error answer: HTTP ``status``, Binance ``code`` (e.g. ``-2021``) and ``msg``, and for a
+    418 / 429 the ``Retry-After`` header in ms ("a Retry-After header is sent with a 418 or 429 response
+    and will give the number of seconds required to wait", Binance "General Info: Limits")."""
 
-    def __init__(self, status: int, code: int | None, msg: str) -> None:
+    def __init__(self, status: int, code: int | None, msg: str, retry_after_ms: int | None = None) -> None:
         super().__init__(f"binance HTTP {status} code {code}: {msg}")
         self.status, self.code, self.msg = status, code, msg
+        self.retry_after_ms = retry_after_ms
+
+
+def retry_after_ms(headers: object) -> int | None:
+    """``Retry-After`` (seconds) from response headers, in ms; ``None`` when absent or not a number."""
+    value = headers.get("Retry-After") or headers.get("retry-after") if isinstance(headers, dict) else None
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return int(seconds * 1000) if seconds is not None and 0 <= seconds < 86_400 else None
 
 
 class BinanceUsdm(ccxt_async.binanceusdm):
@@ -69,7 +83,8 @@ class BinanceUsdm(ccxt_async.binanceusdm):
             api_code = None
         if code >= 400 or (api_code is not None and api_code < 0):
             msg = response.get("msg") if isinstance(response, dict) else None
-            raise BinanceApiError(code, api_code, str(msg or reason or "")[:300])
+            wait = retry_after_ms(headers) if code in (418, 429) else None
+            raise BinanceApiError(code, api_code, str(msg or reason or "")[:300], wait)
         return super().handle_errors(code, reason, url, method, headers, body, response, requestHeaders, requestBody)
 
 
@@ -95,7 +110,7 @@ def venue_errors(
         if code in (-2011, -2013):
             raise OrderNotFound(message, code=code, **where) from exc
         if code == -1003 or status in (418, 429):
-            raise RateLimited(message, code=code, **where) from exc
+            raise RateLimited(message, code=code, retry_after_ms=exc.retry_after_ms, **where) from exc
         if status >= 500 or code in (-1000, -1001, -1006, -1007, -1008):
             if creating:
                 raise OutcomeUnknown(message, code=code, **where) from exc
@@ -212,9 +227,12 @@ def to_position(raw: dict[str, Any], account: str) -> Position | None:
 
 
 class BinanceConnection:
-    """What ``connect`` returns: the ccxt client, the config and the private stream's cache.
+    """What ``connect`` returns: the ccxt client, the config and, while ``run_stream`` runs, the core's
+    stream state.
 
-    :ivar cache: latest position / order updates seen by ``run_stream`` (:class:`StreamCache`).
+    :ivar stream_state: what the private stream said, as the core holds it (the sink given to
+        ``run_stream`` when it is :class:`~framework.protocols.StreamEvidence`: the PositionBook); ``None``
+        when there is none, and then nothing is "known flat".
     :ivar symbols: ``{market id: unified symbol}`` from the loaded markets.
     """
 
@@ -223,7 +241,7 @@ class BinanceConnection:
     def __init__(self, config: DriverConfig, exchange: BinanceUsdm) -> None:
         self.config = config
         self.exchange = exchange
-        self.cache = StreamCache()
+        self.stream_state: StreamEvidence | None = None
         self.symbols: dict[str, str] = {}
         self.opened_at: dict[str, int] = {}  # symbol -> latest venue time (ms) a fill / snapshot showed it open
 
@@ -235,9 +253,9 @@ class BinanceConnection:
             self.opened_at[symbol] = max(self.opened_at.get(symbol, 0), int(venue_ms))
 
     def known_flat(self, symbol: str) -> bool:
-        """The stream reported ``symbol`` flat after every open the driver knows of (fills, snapshots)."""
-        cached = self.cache.position(symbol)
-        return cached is not None and cached.contracts == 0 and cached.timestamp >= self.opened_at.get(symbol, 0)
+        """The stream reported ``symbol`` flat after every open the driver knows of (fills, snapshots);
+        ``False`` without stream evidence."""
+        return stream_flat_since(self.stream_state, symbol, self.opened_at.get(symbol, 0))
 
     def __repr__(self) -> str:
         return f"BinanceConnection(account={self.config.account!r}, rest_url={self.config.rest_url!r})"

@@ -21,7 +21,7 @@ from typing import Any
 
 import websockets
 
-from framework.driverkit import Backoff, decode_frame
+from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError, VenueError
 from framework.protocols import StreamSink
 from framework_binance.decoder import BinanceDecoder
@@ -50,9 +50,15 @@ class _KeyExpired(Exception):
 async def run_user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
     """Run the user data stream until cancelled (see the module docstring).
 
-    Decoded events go to ``conn.cache`` first, then to ``sink.on_event``; malformed frames to
-    ``sink.on_malformed`` (the stream goes on).
+    Decoded events go to ``sink.on_event``; malformed frames to ``sink.on_malformed`` (the stream goes
+    on).  While it runs, a sink that is also :class:`~framework.protocols.StreamEvidence` (the core's
+    PositionBook) is ``conn.stream_state``, what the liveness checks ask.
     """
+    with attach_stream_state(conn, sink):
+        await _user_stream(conn, sink)
+
+
+async def _user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
     decoder = BinanceDecoder(conn.symbols)
     backoff = _backoff(conn)
     keepalive_s = float(conn.config.options.get("listen_key_keepalive_s", DEFAULT_KEEPALIVE_S))
@@ -104,7 +110,6 @@ async def _handle_frame(conn: BinanceConnection, decoder: BinanceDecoder, sink: 
         sink.on_malformed(raw, StreamError(f"undecodable frame: {type(error).__name__}", venue="binance"))
         return
     for event in events:
-        conn.cache.apply(event)
         await sink.on_event(event)
 
 

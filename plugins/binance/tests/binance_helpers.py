@@ -9,6 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from contract_tests.support import BookEvidence
+from framework.engine.book import PositionBook
+from framework.models import PositionUpdate
+from framework.plugins import new_plugin_manager
+
 FIXTURES = Path(__file__).parent / "fixtures"  # provenance: fixtures/PROVENANCE.md
 SYMBOL = "XRP/USDT:USDT"
 TEST_OPTIONS = {
@@ -27,7 +32,8 @@ def fixture_json(relative: str) -> Any:
 class Sink:
     """A StreamSink that records everything and lets a test wait for a condition (no sleeps)."""
 
-    def __init__(self) -> None:
+    def __init__(self, book: PositionBook | None = None) -> None:
+        self.book = book  # when given, every event reaches it first (as the engine's book)
         self.events: list[Any] = []
         self.connected: list[bool] = []
         self.disconnected: list[str] = []
@@ -39,6 +45,8 @@ class Sink:
         self._changed = asyncio.Event()
 
     async def on_event(self, event: Any) -> None:
+        if self.book is not None:
+            await self.book.on_event(event)
         self.events.append(event)
         self._notify()
 
@@ -61,6 +69,20 @@ class Sink:
                 if result:
                     return result
                 await self._changed.wait()
+
+    def position(self, symbol: str) -> PositionUpdate | None:
+        """The latest position update delivered for ``symbol``: the highest sequence, the later of equals
+        (a late or reordered frame never wins, as in the core's book)."""
+        updates = [e for e in self.events if isinstance(e, PositionUpdate) and e.symbol == symbol]
+        return max(reversed(updates), key=lambda e: e.sequence, default=None)
+
+
+class BookSink(BookEvidence, Sink):
+    """A :class:`Sink` in front of a real PositionBook, as under the engine: the sink is also the book's
+    :class:`~framework.protocols.StreamEvidence`, the stream state the driver asks."""
+
+    def __init__(self) -> None:
+        super().__init__(PositionBook("binance", "default", new_plugin_manager(), store=None))
 
 
 def trading_calls(emulator) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 # pytest runs with --import-mode=importlib: make this directory's helper module importable by name.
 sys.path.insert(0, str(Path(__file__).parent))
-from binance_helpers import TEST_OPTIONS, Sink
+from binance_helpers import TEST_OPTIONS, BookSink
 from framework_binance.emulator import BinanceEmulator
 
 from framework.plugins import drivers, load_plugins
@@ -35,8 +35,9 @@ async def driver(harness):
 
 @pytest.fixture(scope="module")
 async def stream(driver):
-    """The driver's private stream, running for the whole module."""
-    sink = Sink()
+    """The driver's private stream, running for the whole module into a PositionBook (the driver's stream
+    state, as under the engine)."""
+    sink = BookSink()
     task = asyncio.create_task(driver.run_stream(sink))
     await sink.wait_for(lambda: sink.connected)
     yield sink

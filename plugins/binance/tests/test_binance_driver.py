@@ -25,12 +25,18 @@ def calls(harness, key: str) -> int:
     return harness.emulator.rest_calls[key]
 
 
-def flat_since(driver, since_ms: int, symbol=SYMBOL):
-    """The stream told the driver the position went flat at or after ``since_ms``."""
+def flat_since(stream, since_ms: int, symbol=SYMBOL):
+    """The stream state the driver asks (the book behind ``stream``) shows the position flat at or after
+    ``since_ms``."""
     def check() -> bool:
-        cached = driver.conn.cache.position(symbol)
-        return cached is not None and cached.contracts == 0 and cached.timestamp >= since_ms
+        update = stream.last_update(symbol)
+        return update is not None and update.contracts == 0 and update.timestamp >= since_ms
     return check
+
+
+def shows_open(stream, contracts: int, symbol=SYMBOL):
+    """The stream state the driver asks shows ``contracts`` open."""
+    return lambda: (p := stream.last_update(symbol)) and p.contracts == contracts
 
 
 async def open_position(driver, venue, side="long", contracts="10"):
@@ -143,7 +149,7 @@ async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(
     await open_position(driver, venue)
     closed_at = venue.now()
     venue.manual_close("default", SYMBOL)
-    await stream.wait_for(flat_since(driver, closed_at))
+    await stream.wait_for(flat_since(stream, closed_at))
     before = trading_calls(harness.emulator)
     with pytest.raises(PositionGone):
         await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
@@ -164,11 +170,11 @@ async def test_take_profit(driver, venue):
 async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
     """I-5: the new stop rests before the old one is cancelled; -4130 avoided by alternating kinds."""
     await open_position(driver, venue)
-    await stream.wait_for(lambda: (p := driver.conn.cache.position(SYMBOL)) and p.contracts == 10)
+    await stream.wait_for(shows_open(stream, 10))
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue, "3"))
     start = venue.now()
     moved = await driver.move_stop_loss(stop, below(venue, "2"))
-    assert moved.contracts == Decimal(10)  # reduce-only, sized from the stream cache
+    assert moved.contracts == Decimal(10)  # reduce-only, sized from REST positionRisk
     moved_again = await driver.move_stop_loss(moved, below(venue, "1"))
     assert moved_again.contracts is None  # back to closePosition
     open_stops = venue.orders("default", SYMBOL, conditional=True)
@@ -178,7 +184,7 @@ async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
 
 async def test_move_to_a_crossed_price_keeps_the_old_stop(driver, venue, stream):
     await open_position(driver, venue)
-    await stream.wait_for(lambda: (p := driver.conn.cache.position(SYMBOL)) and p.contracts == 10)
+    await stream.wait_for(shows_open(stream, 10))
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     with pytest.raises(WouldTriggerImmediately):
         await driver.move_stop_loss(stop, below(venue, "-1"))
@@ -190,7 +196,7 @@ async def test_move_on_a_closed_position_raises_position_gone_and_places_nothing
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     closed_at = venue.now()
     venue.manual_close("default", SYMBOL)
-    await stream.wait_for(flat_since(driver, closed_at))
+    await stream.wait_for(flat_since(stream, closed_at))
     placed = calls(harness, "POST /fapi/v1/algoOrder")
     with pytest.raises(PositionGone):
         await driver.move_stop_loss(stop, below(venue, "1"))
@@ -201,7 +207,7 @@ async def test_move_on_a_closed_position_raises_position_gone_and_places_nothing
 async def test_move_when_the_old_stop_fired_unseen_places_nothing(driver, venue, stream):
     """I-5: the stream is 2 s late; REST, asked right before placing, shows no position: nothing placed."""
     await open_position(driver, venue)
-    await stream.wait_for(lambda: (p := driver.conn.cache.position(SYMBOL)) and p.contracts == 10)
+    await stream.wait_for(shows_open(stream, 10))
     stop = StopLoss(venue="binance", symbol=SYMBOL, side="long", trigger_price=below(venue, "1"),
                     order_id=(await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue, "1"))).order_id)
     stop_order = venue.get_order("default", SYMBOL, order_id=stop.order_id)
@@ -296,7 +302,7 @@ async def test_stream_delivers_fills_with_origins_and_flat_updates(driver, venue
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     fired_at = venue.now()
     venue.set_mark_price(SYMBOL, stop.trigger_price - Decimal("0.0001"))
-    await stream.wait_for(flat_since(driver, fired_at))
+    await stream.wait_for(flat_since(stream, fired_at))
     fills = [e for e in stream.events if isinstance(e, OrderUpdate) and e.origin == "stop_loss"
              and e.order.status == "closed" and e.order.type == "stop_market" and e.last_fill_amount > 0]
     assert fills and fills[-1].order.side == "sell"

@@ -449,19 +449,19 @@ async def test_disconnect_every_ms_fault(private_stream, venue):
 async def test_dropped_closing_frame_and_malformed_frames(private_stream, venue, harness):
     drv, sink = private_stream
     venue.place_order("default", SYMBOL, "buy", amount=Decimal(4))
-    await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.contracts == 4)
+    await sink.wait_for(lambda: (p := sink.position(SYMBOL)) and p.contracts == 4)
     venue.faults.drop_closing_frames = 1
     dropped_before = harness.emulator.shaper.stats["dropped"]
     venue.manual_close("default", SYMBOL)
     venue.place_order("default", SYMBOL, "sell", amount=Decimal(2))  # the next frame still arrives
-    await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.side == "short")
+    await sink.wait_for(lambda: (p := sink.position(SYMBOL)) and p.side == "short")
     assert harness.emulator.shaper.stats["dropped"] == dropped_before + 1
     assert not any(isinstance(e, PositionUpdate) and e.contracts == 0 and e.symbol == SYMBOL
                    for e in sink.events)
     await harness.emulator.inject_private_frame("{broken")
     await sink.wait_for(lambda: sink.malformed)
     venue.manual_close("default", SYMBOL)
-    await sink.wait_for(lambda: (p := drv.conn.cache.position(SYMBOL)) and p.contracts == 0)
+    await sink.wait_for(lambda: (p := sink.position(SYMBOL)) and p.contracts == 0)
 
 
 async def test_watch_mark_prices(driver, venue):

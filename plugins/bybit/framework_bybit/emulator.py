@@ -2,7 +2,10 @@
 and error codes on one 127.0.0.1 port (aiohttp), so the real ccxt client and the driver's real
 ``websockets`` client talk to it unchanged.
 
-REST (Bybit v5 docs): ``/v5/market/time``, ``/v5/market/instruments-info``, ``/v5/order/create`` (answers
+REST (Bybit v5 docs): ``/v5/market/time``, ``/v5/market/instruments-info``, the market data a strategy reads
+(``/v5/market/tickers``, ``/v5/market/kline`` and ``/v5/market/mark-price-kline`` from the venue's mark-price
+path, ``/v5/market/orderbook``: a synthetic book one tick either side of the mark), ``/v5/order/create``
+(``Market``, ``Limit`` with ``timeInForce`` GTC / PostOnly / IOC / FOK, conditional by ``triggerPrice``; answers
 only ``orderId`` / ``orderLinkId``), ``/v5/order/realtime``, ``/v5/order/history``, ``/v5/order/cancel``,
 ``/v5/position/list``, ``/v5/position/trading-stop``, ``/v5/account/wallet-balance``, plus what ccxt calls on
 its own: ``/v5/user/query-api`` and ``/v5/account/info`` (unified-account check), ``/v5/asset/coin/query-info``
@@ -36,6 +39,7 @@ from aiohttp import WSMsgType, web
 from framework.models import now_ms
 from framework.venue import (
     BalanceEvent,
+    Candle,
     FillEvent,
     FrameShaper,
     MarkPriceEvent,
@@ -45,7 +49,9 @@ from framework.venue import (
     VenueOrder,
     VenuePosition,
     VenueReject,
+    candles,
 )
+from framework.venue.market import synthetic_book, window_stats
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,15 @@ _CREATE_TYPE = {
     "adl": "CreateByAdl_PassThrough",
 }
 _EXEC_TYPE = {"liquidation": "BustTrade", "adl": "AdlTrade"}
+_TIME_IN_FORCE = {"GTC": "gtc", "PostOnly": "post_only", "IOC": "ioc", "FOK": "fok"}
+_NATIVE_TIME_IN_FORCE = {v: k for k, v in _TIME_IN_FORCE.items()}
+# enum.mdx rejectReason of a limit order the venue ended at once: a post-only one that would take liquidity, an
+# IOC / FOK one with nothing to take (the FOK code is assumed: docs/conformance.md Y12)
+_EXPIRED_REJECT_REASON = {"post_only": "EC_PostOnlyWillTakeLiquidity", "ioc": "EC_NoImmediateQtyToFill",
+                          "fok": "EC_CancelForNoFullFill"}
+# enum.mdx interval -> minutes (D / W / M as 1, 7 and 30 days; a month of 30 days is assumed)
+_KLINE_MINUTES = {**{str(m): m for m in (1, 3, 5, 15, 30, 60, 120, 240, 360, 720)}, "D": 1440, "W": 10080,
+                  "M": 43200}
 # A position's TP/SL/TS as the system's conditional orders (trading-stop.mdx): kind -> (order type, stopOrderType)
 # enum.mdx cancelType: the other leg of a fired Full TP/SL pair.
 _OCO_CANCEL_TYPE = {("take_profit", "stop_loss"): "CancelByOCOTpCanceledBySlTriggered",
@@ -176,6 +191,10 @@ class BybitEmulator:
         self._routes: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], bool]] = {
             ("GET", "/v5/market/time"): (self._time, False),
             ("GET", "/v5/market/instruments-info"): (self._instruments, False),
+            ("GET", "/v5/market/tickers"): (self._tickers, False),
+            ("GET", "/v5/market/kline"): (self._kline, False),
+            ("GET", "/v5/market/mark-price-kline"): (self._mark_price_kline, False),
+            ("GET", "/v5/market/orderbook"): (self._orderbook, False),
             ("GET", "/v5/user/query-api"): (self._query_api, True),
             ("GET", "/v5/account/info"): (self._account_info, True),
             ("GET", "/v5/asset/coin/query-info"): (self._coin_info, True),
@@ -284,8 +303,10 @@ class BybitEmulator:
         if faults.http_error_next > 0:
             faults.http_error_next -= 1
             status = faults.http_error_status
-            if status == 429:
-                return web.json_response(self._envelope(10006, "Too many visits!", {}), status=429)
+            if status == 429:  # with the documented limit headers (Bybit v5 "Rate Limit"); the reset is assumed 1 s on
+                reset = now_ms() + 1_000
+                headers = {"X-Bapi-Limit-Status": "0", "X-Bapi-Limit": "10", "X-Bapi-Limit-Reset-Timestamp": str(reset)}
+                return web.json_response(self._envelope(10006, "Too many visits!", {}), status=429, headers=headers)
             return web.Response(status=status, text=f"{status} emulated gateway error")
         body = await request.text() if request.method == "POST" else ""
         try:
@@ -390,6 +411,77 @@ class BybitEmulator:
                 })
         return {"category": params.get("category", ""), "list": rows, "nextPageCursor": None}
 
+    async def _tickers(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``/v5/market/tickers`` (bybit docs ``market/tickers.mdx``, the linear shape): prices from the mark;
+        the 24 h figures from the mark history; volume / open interest 0 (no trades are simulated)."""
+        self._linear_only(params)
+        instruments = [self._instrument(params)] if params.get("symbol") else list(self.venue.instruments.values())
+        return {"category": "linear", "list": [self._ticker_row(i.symbol) for i in instruments]}
+
+    def _ticker_row(self, symbol: str) -> dict[str, Any]:
+        instrument = self.venue.instrument(symbol)
+        day, hour = window_stats(self.venue, symbol, 86_400_000), window_stats(self.venue, symbol, 3_600_000)
+        mark, now = day.last, self.venue.now()
+        (bid, bid_size), (ask, ask_size) = (side[0] for side in synthetic_book(self.venue, symbol, 1))
+        return {
+            "symbol": instrument.id, "lastPrice": num(mark), "indexPrice": num(mark), "markPrice": num(mark),
+            "prevPrice24h": num(day.open), "price24hPcnt": num(round((mark - day.open) / day.open, 6)),
+            "highPrice24h": num(day.high), "lowPrice24h": num(day.low),
+            "prevPrice1h": num(hour.open), "openInterest": "0", "openInterestValue": "0",
+            "turnover24h": "0", "volume24h": "0", "fundingRate": "0.0001",
+            "nextFundingTime": str((now // 28_800_000 + 1) * 28_800_000), "predictedDeliveryPrice": "",
+            "basisRate": "", "deliveryFeeRate": "", "deliveryTime": "0",
+            "ask1Size": num(ask_size), "bid1Price": num(bid), "ask1Price": num(ask), "bid1Size": num(bid_size),
+            "basis": "", "preOpenPrice": "", "preQty": "", "curPreListingPhase": "", "fundingIntervalHour": "8",
+            "basisRateYear": "", "fundingCap": "0.005",
+        }
+
+    def _candles(self, params: dict[str, Any]) -> tuple[Any, list[Candle]]:
+        self._linear_only(params)
+        instrument = self._instrument(params)
+        minutes = _KLINE_MINUTES.get(str(params.get("interval", "")))
+        if minutes is None:
+            raise BybitApiReject(10001, "Invalid period!")
+        try:
+            limit = int(params.get("limit") or 200)
+            start = int(params["start"]) if params.get("start") else None
+            end = int(params["end"]) if params.get("end") else None
+        except ValueError:
+            raise BybitApiReject(10001, "params error: start / end / limit") from None
+        if not 1 <= limit <= 1000:
+            raise BybitApiReject(10001, "params error: limit must be 1..1000")
+        history = self.venue.mark_history(instrument.symbol)
+        return instrument, candles(history, minutes * 60_000, start, end, limit)[::-1]  # newest first
+
+    async def _kline(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``/v5/market/kline`` (``market/kline.mdx``): candles of the mark-price path, newest first; volume and
+        turnover 0 (no trades are simulated; assumed, docs/conformance.md Y11)."""
+        instrument, rows = self._candles(params)
+        return {"symbol": instrument.id, "category": "linear", "list": [
+            [str(c.open_ms), num(c.open), num(c.high), num(c.low), num(c.close), "0", "0"] for c in rows]}
+
+    async def _mark_price_kline(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``/v5/market/mark-price-kline`` (``market/mark-kline.mdx``): the same candles without volume."""
+        instrument, rows = self._candles(params)
+        return {"symbol": instrument.id, "category": "linear", "list": [
+            [str(c.open_ms), num(c.open), num(c.high), num(c.low), num(c.close)] for c in rows]}
+
+    async def _orderbook(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``/v5/market/orderbook`` (``market/orderbook.mdx``): ``limit`` (1..200, default 25) levels a tick
+        apart either side of the mark, 1000 × the minimum size each (a synthetic book: assumed, Y11)."""
+        self._linear_only(params)
+        instrument = self._instrument(params)
+        try:
+            limit = int(params.get("limit") or 25)
+        except ValueError:
+            raise BybitApiReject(10001, "params error: limit") from None
+        if not 1 <= limit <= 200:
+            raise BybitApiReject(10001, "params error: limit must be 1..200")
+        bids, asks = synthetic_book(self.venue, instrument.symbol, limit)
+        now = self.venue.now()
+        return {"s": instrument.id, "b": [[num(p), num(q)] for p, q in bids], "a": [[num(p), num(q)] for p, q in asks],
+                "ts": now, "u": len(self.venue.mark_history(instrument.symbol)), "seq": now, "cts": now}
+
     # --- account -------------------------------------------------------------------------------------
 
     async def _query_api(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
@@ -448,8 +540,8 @@ class BybitEmulator:
         side = {"Buy": "buy", "Sell": "sell"}.get(str(params.get("side")))
         if side is None:
             raise BybitApiReject(10001, "params error: side invalid")
-        if params.get("orderType") != "Market":
-            raise BybitApiReject(10001, f"params error: orderType {params.get('orderType')!r} not supported here")
+        if params.get("orderType") not in ("Market", "Limit"):
+            raise BybitApiReject(10001, f"params error: orderType {params.get('orderType')!r} invalid")
         if str(params.get("positionIdx", 0)) != "0":
             raise BybitApiReject(10001, "position idx not match position mode")
         if params.get("tpslMode", "Full") != "Full":
@@ -464,9 +556,18 @@ class BybitEmulator:
             falls = direction == "2"
             order_type = "stop_market" if falls == (side == "sell") else "take_profit_market"
             kwargs["trigger_price"] = trigger
+        if params.get("orderType") == "Limit":  # create-order.mdx: price required, timeInForce default GTC
+            if trigger is not None:
+                raise BybitApiReject(10001, "params error: conditional Limit orders are not modelled here")
+            time_in_force = _TIME_IN_FORCE.get(str(params.get("timeInForce") or "GTC"))
+            if time_in_force is None:
+                raise BybitApiReject(10001, f"params error: timeInForce {params.get('timeInForce')!r} invalid")
+            order_type = "limit"
+            kwargs.update(price=self._decimal(params, "price"), time_in_force=time_in_force)
         reduce_only = bool(params.get("reduceOnly")) or bool(params.get("closeOnTrigger"))
         qty = self._decimal(params, "qty")
-        if not reduce_only and qty is not None and qty * self.venue.mark_price(instrument.symbol) < MIN_NOTIONAL_VALUE:
+        reference = kwargs.get("price") or self.venue.mark_price(instrument.symbol)
+        if not reduce_only and qty is not None and qty * reference < MIN_NOTIONAL_VALUE:
             raise BybitApiReject(MIN_NOTIONAL_CODE, "Order notional value below the lower limit")
         try:
             order = self.venue.place_order(
@@ -584,19 +685,29 @@ class BybitEmulator:
         system = order.id in self._tpsl
         if system:
             stop_order_type = _TPSL_KINDS[order.origin][1]
+        limit = order.type == "limit"
+        cancel_type = "CancelByUser" if order.status == "canceled" else "UNKNOWN"
+        reject_reason = "EC_NoError" if order.status != "rejected" else "EC_Others"
+        if limit and order.status == "expired":  # a limit order the venue ended: Cancelled (enum.mdx)
+            status = "Cancelled"
+            if order.created_ms == order.updated_ms and order.time_in_force in _EXPIRED_REJECT_REASON:
+                reject_reason = _EXPIRED_REJECT_REASON[order.time_in_force]  # at once: post-only / IOC / FOK
+            else:
+                cancel_type = "CancelByReduceOnly"  # a reduce-only one with nothing left to reduce
         fields = {
             "category": "linear", "symbol": instrument.id, "orderId": order.id,
             "orderLinkId": order.client_order_id or "", "blockTradeId": "", "side": _SIDE[order.side],
-            "orderType": "Market", "cancelType": "CancelByUser" if order.status == "canceled" else "UNKNOWN",
-            "price": "0", "qty": num(amount), "orderIv": "", "isLeverage": "", "timeInForce": "IOC",
+            "orderType": "Limit" if limit else "Market", "cancelType": cancel_type,
+            "price": num(order.price), "qty": num(amount), "orderIv": "", "isLeverage": "",
+            "timeInForce": _NATIVE_TIME_IN_FORCE.get(order.time_in_force or "", "IOC"),
             "orderStatus": status, "lastPriceOnCreated": num(self.venue.mark_price(order.symbol)),
             "reduceOnly": order.reduce_only or order.close_position, "leavesQty": num(leaves),
-            "leavesValue": num(leaves * (order.average or order.trigger_price or Decimal(0))),
+            "leavesValue": num(leaves * (order.price or order.average or order.trigger_price or Decimal(0))),
             "cumExecQty": num(order.filled), "cumExecValue": num(order.filled * (order.average or 0)),
             "avgPrice": num(order.average, empty=""), "positionIdx": 0, "cumExecFee": num(order.fee),
             "closedPnl": num(order.realized_pnl), "createdTime": str(order.created_ms),
             "updatedTime": str(order.updated_ms),
-            "rejectReason": "EC_NoError" if order.status != "rejected" else "EC_Others",
+            "rejectReason": reject_reason,
             "stopOrderType": stop_order_type, "tpslMode": "", "triggerPrice": num(order.trigger_price),
             "takeProfit": "0", "stopLoss": "0", "tpTriggerBy": "", "slTriggerBy": "", "tpLimitPrice": "0",
             "slLimitPrice": "0", "triggerDirection": direction,
@@ -1039,14 +1150,15 @@ class BybitEmulator:
             "closedSize": num(fill.amount) if fill.realized_pnl != 0 or order.reduce_only else "0",
             "execFee": num(fill.fee), "execId": fill.exec_id, "execPrice": num(fill.price),
             "execQty": num(fill.amount), "execType": _EXEC_TYPE.get(fill.origin, "Trade"),
-            "execValue": num(fill.amount * fill.price), "feeRate": "0.0005", "tradeIv": "", "markIv": "",
+            "execValue": num(fill.amount * fill.price), "feeRate": "0.0002" if fill.maker else "0.0005",
+            "tradeIv": "", "markIv": "",
             "blockTradeId": "", "markPrice": num(fill.price), "indexPrice": "", "underlyingPrice": "",
             "leavesQty": num(amount - order.filled if order.is_open else Decimal(0)),
             "orderId": self._tpsl_alias.get(fill.order_id, fill.order_id), "orderLinkId": fill.client_order_id or "",
-            "orderPrice": num(fill.price),
-            "orderQty": num(amount), "orderType": "Market",
+            "orderPrice": num(order.price or fill.price),
+            "orderQty": num(amount), "orderType": "Limit" if order.type == "limit" else "Market",
             "stopOrderType": _ORIGIN_STOP_ORDER_TYPE.get(fill.origin, "UNKNOWN"), "side": _SIDE[fill.side],
-            "execTime": str(fill.ts), "isLeverage": "0", "isMaker": False, "seq": int(fill.exec_id),
+            "execTime": str(fill.ts), "isLeverage": "0", "isMaker": fill.maker, "seq": int(fill.exec_id),
             "marketUnit": "", "execPnl": num(fill.realized_pnl),
             "createType": _CREATE_TYPE.get(fill.origin, "CreateByUser"), "extraFees": [],
             "feeCurrency": "USDT",

@@ -20,7 +20,7 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import StreamCache
+from framework.driverkit import wait_stream_change
 from framework.errors import (
     OrderIncomplete,
     OrderNotFound,
@@ -43,6 +43,7 @@ from framework.models import (
     close_side,
     now_ms,
 )
+from framework.protocols import StreamEvidence
 from framework_bybit.decoder import VENUE, BybitDecoder, decimal_or_none, positive_or_none, unified_symbol
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,26 @@ _TRIGGER_FIELDS = {"stop_loss": ("stopLoss", "slTriggerBy"), "take_profit": ("ta
 
 
 class BybitApiError(ccxt.ExchangeError):
-    """A Bybit answer with ``retCode != 0``; ``ret_code`` / ``ret_msg`` as the venue sent them."""
+    """A Bybit answer with ``retCode != 0``; ``ret_code`` / ``ret_msg`` as the venue sent them, and
+    ``reset_at_ms``: the ``X-Bapi-Limit-Reset-Timestamp`` header ("when your request limit resets if you
+    have exceeded your rate_limit", Bybit v5 "Rate Limit") when the answer carried one."""
 
-    def __init__(self, ret_code: int, ret_msg: str) -> None:
+    def __init__(self, ret_code: int, ret_msg: str, reset_at_ms: int | None = None) -> None:
         self.ret_code = ret_code
         self.ret_msg = ret_msg
+        self.reset_at_ms = reset_at_ms
         super().__init__(f"bybit retCode {ret_code}: {ret_msg}")
+
+
+def limit_reset_ms(headers: object) -> int | None:
+    """``X-Bapi-Limit-Reset-Timestamp`` (ms since the epoch) from response headers, if present and a number."""
+    if not isinstance(headers, dict):
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "x-bapi-limit-reset-timestamp"), None)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 class BybitClient(ccxt_async.bybit):
@@ -82,23 +97,26 @@ class BybitClient(ccxt_async.bybit):
             code = response.get("retCode", response.get("ret_code"))
             if code is not None and str(code) not in ("0", "30084"):
                 message = str(response.get("retMsg", response.get("ret_msg", "")))
-                raise BybitApiError(int(code), message)
+                raise BybitApiError(int(code), message, limit_reset_ms(headers) if int(code) == RATE_LIMIT else None)
         return super().handle_errors(
             httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody
         )
 
 
 class BybitConnection:
-    """What :func:`connect` returns: the ccxt client, the config, the stream cache and the decoder.
+    """What :func:`connect` returns: the ccxt client, the config, the decoder and, while ``run_stream``
+    runs, the core's stream state.
 
-    :ivar cache: latest position per symbol / order per id seen by ``run_stream``.
+    :ivar stream_state: what the private stream said, as the core holds it (the sink given to
+        ``run_stream`` when it is :class:`~framework.protocols.StreamEvidence`: the PositionBook); ``None``
+        when there is none, and then no stream evidence outweighs the venue's answer.
     :ivar symbols: native id (``XRPUSDT``) -> unified symbol, from ccxt's markets.
     """
 
     def __init__(self, config: DriverConfig, client: BybitClient) -> None:
         self.config = config
         self.client = client
-        self.cache = StreamCache()
+        self.stream_state: StreamEvidence | None = None
         self.symbols: dict[str, str] = {}
         self.decoder = BybitDecoder()
         self.rest_calls = 0
@@ -213,7 +231,8 @@ def translate(exc: BaseException, action: str, *, write: bool = False, **where: 
         if code == ORDER_NOT_EXIST:
             return OrderNotFound(text, code=code, **where)
         if code == RATE_LIMIT:
-            return RateLimited(text, code=code, **where)
+            wait = None if exc.reset_at_ms is None else max(0, min(exc.reset_at_ms - now_ms(), 60_000))
+            return RateLimited(text, code=code, retry_after_ms=wait, **where)
         if code == MIN_NOTIONAL:
             return OrderRejected(text + "; below the instrument's minNotionalValue", code=code, **where)
         if code == DUPLICATE_ORDER_LINK_ID:
@@ -347,7 +366,7 @@ async def _await_order_payload(
         remaining = deadline - time.monotonic()
         if payload is not None or remaining <= 0:
             return payload
-        await conn.cache.wait_changed(min(remaining, conn.poll_interval_ms / 1000))
+        await wait_stream_change(conn.stream_state, symbol, min(remaining, conn.poll_interval_ms / 1000))
 
 
 async def normalize_order(conn: BybitConnection, raw: Mapping[str, Any], intent: OrderIntent | None) -> Order:
@@ -442,7 +461,7 @@ async def _trading_stop(conn: BybitConnection, symbol: str, fields: dict[str, st
                 # asynchronous"): ask again while that evidence is fresh, then the venue's answer stands.
                 log.info("bybit %s: trading-stop says zero position, the stream showed it open: asking again",
                          symbol)
-                await conn.cache.wait_changed(conn.poll_interval_ms / 1000)
+                await wait_stream_change(conn.stream_state, symbol, conn.poll_interval_ms / 1000)
                 continue
             raise error from exc
         except Exception as exc:
@@ -454,8 +473,9 @@ def _stream_shows_open(conn: BybitConnection, symbol: str) -> bool:
     """The private stream's latest position for ``symbol`` is open and at most
     ``options['position_visible_grace_ms']`` (2000) old: a "zero position" answer then contradicts evidence
     already held (the fill was shown; the venue's position view may lag it), so it is not taken as gone
-    yet.  Bounded, because a lost flat frame leaves the same evidence behind a position really gone (I-1)."""
-    update = conn.cache.position(symbol)
+    yet.  Bounded, because a lost flat frame leaves the same evidence behind a position really gone (I-1).
+    Without stream evidence (``conn.stream_state is None``) nothing contradicts the venue."""
+    update = conn.stream_state.last_update(symbol) if conn.stream_state is not None else None
     return update is not None and update.contracts > 0 and now_ms() - update.timestamp <= conn.position_visible_grace_ms
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import websockets
 
-from framework.driverkit import Backoff, decode_frame
+from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError
 from framework.models import now_ms
 from framework.protocols import StreamSink
@@ -67,11 +67,17 @@ async def _keepalive(ws: Any, interval_s: float) -> None:
 async def run_stream(conn: BybitConnection, sink: StreamSink) -> None:
     """Run the private stream until cancelled (see the module docstring).
 
-    Decoded events update ``conn.cache`` first, then go to ``sink.on_event``; a malformed frame goes to
-    ``sink.on_malformed`` and the stream goes on.
+    Decoded events go to ``sink.on_event``; a malformed frame goes to ``sink.on_malformed`` and the stream
+    goes on.  While it runs, a sink that is also :class:`~framework.protocols.StreamEvidence` (the core's
+    PositionBook) is ``conn.stream_state``, what the REST side's stream-evidence checks ask.
 
     :raises StreamError: the venue refused the credentials (retrying cannot help).
     """
+    with attach_stream_state(conn, sink):
+        await _private_stream(conn, sink)
+
+
+async def _private_stream(conn: BybitConnection, sink: StreamSink) -> None:
     backoff = _backoff(conn)
     url = f"{conn.ws_url}/v5/private"
     timeout_s = float(conn.config.options.get("ws_timeout_s", 10.0))
@@ -116,7 +122,6 @@ async def run_stream(conn: BybitConnection, sink: StreamSink) -> None:
 
 async def _deliver(conn: BybitConnection, sink: StreamSink, raw: str | bytes) -> None:
     for event in decode_frame(conn.decoder, raw, sink):
-        conn.cache.apply(event)
         await sink.on_event(event)
 
 

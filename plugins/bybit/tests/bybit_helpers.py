@@ -9,7 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from framework.models import OrderIntent
+from contract_tests.support import BookEvidence
+from framework.engine.book import PositionBook
+from framework.models import OrderIntent, OrderUpdate, PositionUpdate
+from framework.plugins import new_plugin_manager
 
 SYMBOL = "XRP/USDT:USDT"
 FIXTURES = Path(__file__).parent / "fixtures"  # provenance: fixtures/PROVENANCE.md
@@ -26,6 +29,21 @@ TEST_OPTIONS = {
 }
 
 
+def assert_same_shape(actual: dict[str, Any], expected: dict[str, Any], where: str = "") -> None:
+    """Same keys, and the same JSON value types (``null`` in either matches anything)."""
+    extra, missing = set(actual) - set(expected), set(expected) - set(actual)
+    assert set(actual) == set(expected), f"{where}: extra {extra}, missing {missing}"
+    for key, value in expected.items():
+        got = actual[key]
+        if value is None or got is None:
+            continue
+        assert type(got) is type(value), f"{where}.{key}: {type(got).__name__} != {type(value).__name__}"
+        if isinstance(value, dict) and key not in ("cumFeeDetail",):
+            assert_same_shape(got, value, f"{where}.{key}")
+        if isinstance(value, list) and value and isinstance(value[0], dict) and got:
+            assert_same_shape(got[0], value[0], f"{where}.{key}[0]")
+
+
 def fixture_json(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
@@ -37,7 +55,8 @@ def fixture_text(name: str) -> str:
 class RecordingSink:
     """A StreamSink recording everything, with a waiter on a condition (no sleeps)."""
 
-    def __init__(self) -> None:
+    def __init__(self, book: PositionBook | None = None) -> None:
+        self.book = book  # when given, every event reaches it first (as the engine's book)
         self.events: list[Any] = []
         self.connected: list[bool] = []
         self.disconnected: list[str] = []
@@ -49,6 +68,8 @@ class RecordingSink:
         self._changed = asyncio.Event()
 
     async def on_event(self, event: Any) -> None:
+        if self.book is not None:
+            await self.book.on_event(event)
         self.events.append(event)
         self._notify()
 
@@ -69,6 +90,25 @@ class RecordingSink:
             while not (result := predicate()):
                 await self._changed.wait()
         return result
+
+    def position(self, symbol: str) -> PositionUpdate | None:
+        """The latest position update delivered for ``symbol``: the highest sequence, the later of equals
+        (a late or reordered frame never wins, as in the core's book)."""
+        updates = [e for e in self.events if isinstance(e, PositionUpdate) and e.symbol == symbol]
+        return max(reversed(updates), key=lambda e: e.sequence, default=None)
+
+    def order(self, client_order_id: str) -> OrderUpdate | None:
+        """The latest update delivered for the order ``client_order_id``."""
+        return next((e for e in reversed(self.events)
+                     if isinstance(e, OrderUpdate) and e.order.client_order_id == client_order_id), None)
+
+
+class BookSink(BookEvidence, RecordingSink):
+    """A :class:`RecordingSink` in front of a real PositionBook, as under the engine: the sink is also the book's
+    :class:`~framework.protocols.StreamEvidence`, the stream state the driver asks."""
+
+    def __init__(self) -> None:
+        super().__init__(PositionBook("bybit", "default", new_plugin_manager(), store=None))
 
 
 

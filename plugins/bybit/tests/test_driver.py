@@ -7,7 +7,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from bybit_helpers import SYMBOL, RecordingSink, intent
+from bybit_helpers import SYMBOL, BookSink, RecordingSink, intent
 from framework_bybit import rest, stream
 from pydantic import SecretStr
 
@@ -282,7 +282,7 @@ async def test_timeout_after_accept_is_outcome_unknown_and_resolvable_by_client_
 # --- private stream -----------------------------------------------------------------------------------------
 
 
-async def test_stream_delivers_open_and_flat_updates_and_fills_the_cache(conn, venue, emulator):
+async def test_stream_delivers_open_and_flat_updates_and_order_updates(conn, venue, emulator):
     sink = RecordingSink()
     task = asyncio.create_task(stream.run_stream(conn, sink))
     try:
@@ -290,7 +290,7 @@ async def test_stream_delivers_open_and_flat_updates_and_fills_the_cache(conn, v
         assert sink.connected == [False]
         entry = intent()
         await rest.create_entry(conn, entry)
-        await sink.wait_for(lambda: conn.cache.order(client_order_id=entry.client_order_id))
+        await sink.wait_for(lambda: sink.order(entry.client_order_id))
         open_update = await sink.wait_for(lambda: [e for e in sink.events if isinstance(e, PositionUpdate)
                                                    and e.contracts == 43])
         assert open_update[0].side == "long"
@@ -298,7 +298,7 @@ async def test_stream_delivers_open_and_flat_updates_and_fills_the_cache(conn, v
         flat = await sink.wait_for(lambda: [e for e in sink.events if isinstance(e, PositionUpdate)
                                             and e.contracts == 0])
         assert flat[0].side is None and flat[0].sequence > open_update[0].sequence  # I-1: never dropped
-        assert conn.cache.position(SYMBOL).contracts == 0
+        assert sink.position(SYMBOL).contracts == 0
         fills = [e for e in sink.events if getattr(e, "origin", None) == "stop_loss" and e.last_fill_amount > 0]
         assert fills, "the stop's fill is attributed to stop_loss"
         # keep-alive: pings go out on the configured interval
@@ -311,7 +311,7 @@ async def test_stream_delivers_open_and_flat_updates_and_fills_the_cache(conn, v
         await emulator.inject_private_frame("{not json")
         await sink.wait_for(lambda: sink.malformed)
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(5))
-        await sink.wait_for(lambda: conn.cache.position(SYMBOL).contracts == 5)
+        await sink.wait_for(lambda: sink.position(SYMBOL).contracts == 5)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -367,7 +367,7 @@ async def test_normalize_waits_for_an_order_the_venue_does_not_list_yet(conn, ve
 
 @pytest.mark.parametrize("side", ["long", "short"])
 async def test_zero_position_contradicting_a_fresh_fill_on_the_stream_is_asked_again(conn, venue, emulator, side):
-    sink = RecordingSink()
+    sink = BookSink()  # the stream evidence the driver weighs is the core's book, as under the engine
     task = asyncio.create_task(stream.run_stream(conn, sink))
     grace = conn.position_visible_grace_ms
     take = Decimal("1.2") if side == "long" else Decimal("0.8")
@@ -375,7 +375,7 @@ async def test_zero_position_contradicting_a_fresh_fill_on_the_stream_is_asked_a
         await sink.wait_for(lambda: sink.connected)
         venue.faults.order_visibility_lag_ms = 300  # the venue's position view lags the fill
         await rest.create_entry(conn, intent(side, stop_loss="0.95" if side == "long" else "1.05"))
-        await sink.wait_for(lambda: (p := conn.cache.position(SYMBOL)) and p.contracts == 43)
+        await sink.wait_for(lambda: (p := sink.last_update(SYMBOL)) and p.contracts == 43)
         before = emulator.rest_calls["POST /v5/position/trading-stop"]
         # 10001 "zero position" while the stream just showed the fill: asked again, then set
         assert (await rest.set_trigger(conn, SYMBOL, side, take, "take_profit")).trigger_price == take

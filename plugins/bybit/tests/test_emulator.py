@@ -15,27 +15,12 @@ import aiohttp
 import ccxt
 import pytest
 import websockets
-from bybit_helpers import SYMBOL, RecordingSink, fixture_json, intent
+from bybit_helpers import SYMBOL, RecordingSink, assert_same_shape, fixture_json, intent
 from framework_bybit import rest, stream
 from framework_bybit.rest import BybitApiError
 from pydantic import SecretStr
 
 from framework.models import PositionUpdate
-
-
-def assert_same_shape(actual: dict[str, Any], expected: dict[str, Any], where: str = "") -> None:
-    """Same keys, and the same JSON value types (``null`` in either matches anything)."""
-    extra, missing = set(actual) - set(expected), set(expected) - set(actual)
-    assert set(actual) == set(expected), f"{where}: extra {extra}, missing {missing}"
-    for key, value in expected.items():
-        got = actual[key]
-        if value is None or got is None:
-            continue
-        assert type(got) is type(value), f"{where}.{key}: {type(got).__name__} != {type(value).__name__}"
-        if isinstance(value, dict) and key not in ("cumFeeDetail",):
-            assert_same_shape(got, value, f"{where}.{key}")
-        if isinstance(value, list) and value and isinstance(value[0], dict) and got:
-            assert_same_shape(got[0], value[0], f"{where}.{key}[0]")
 
 
 async def signed_get(harness, path: str, query: str, secret: str | None = None, key: str | None = None,
@@ -312,7 +297,7 @@ async def test_drop_closing_frames_drops_only_the_flat_position_frame(conn, venu
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
         venue.manual_close("default", SYMBOL)
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(7))
-        await sink.wait_for(lambda: (p := conn.cache.position(SYMBOL)) and p.contracts == 7)
+        await sink.wait_for(lambda: (p := sink.position(SYMBOL)) and p.contracts == 7)
         assert flats(sink) == [] and emulator.shaper.stats["dropped"] >= 1
     finally:
         await stop_task(task)
@@ -339,18 +324,18 @@ async def test_stream_delay_drop_duplicate_and_reorder_rates(conn, venue, emulat
         venue.faults.stream_delay_ms = 20
         venue.faults.duplicate_rate = 1.0
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(3))
-        await sink.wait_for(lambda: (p := conn.cache.position(SYMBOL)) and p.contracts == 3)
+        await sink.wait_for(lambda: (p := sink.position(SYMBOL)) and p.contracts == 3)
         venue.faults.stream_delay_ms, venue.faults.duplicate_rate = 0, 0.0
         venue.faults.reorder_rate = 1.0
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(2))
-        await sink.wait_for(lambda: conn.cache.position(SYMBOL).contracts == 5)
+        await sink.wait_for(lambda: sink.position(SYMBOL).contracts == 5)
         venue.faults.reorder_rate, venue.faults.drop_rate = 0.0, 1.0
         dropped_before = emulator.shaper.stats["dropped"]
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(1))  # 6 contracts: every frame dropped
         await emulator.drain_streams()
         venue.faults.drop_rate = 0.0
         venue.place_order("default", SYMBOL, "buy", amount=Decimal(1))  # 7: delivered after the dropped ones
-        await sink.wait_for(lambda: conn.cache.position(SYMBOL).contracts == 7)
+        await sink.wait_for(lambda: sink.position(SYMBOL).contracts == 7)
         assert emulator.shaper.stats["dropped"] > dropped_before
         assert not [e for e in sink.events if isinstance(e, PositionUpdate) and e.contracts == 6]
         for stat in ("delayed", "duplicated", "reordered"):
