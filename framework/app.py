@@ -211,6 +211,7 @@ class RunMonitor:
         self.errors: list[str] = []
         self.listener_errors: list[str] = []
         self.failed_signals: list[dict[str, Any]] = []
+        self.signal_failed_event = asyncio.Event()  # set on every failed signal (for whoever waits on one)
         self.log: deque[str] = deque(maxlen=14)
         self.alerts: deque[str] = deque(maxlen=6)
 
@@ -227,6 +228,7 @@ class RunMonitor:
         self.failed_signals.append({"signal": sig.model_dump(mode="json") if sig is not None else line,
                                     "error": str(error), "type": type(error).__name__})
         self.errors.append(f"{what} failed: {error}")
+        self.signal_failed_event.set()
         self._say(f"[bold red]signal failed[/] {what}: {error}", "signal_failed",
                   sig.venue if sig else None, sig.symbol if sig else None)
 
@@ -449,6 +451,10 @@ class Run:
             return False
         except FrameworkError as exc:
             log.warning("signal %s failed: %s", sig, exc)
+            self.monitor.signal_failed(sig, exc)
+            return False
+        except Exception as exc:  # unexpected: counted, logged with its stack, and the feed goes on
+            log.exception("signal %s failed unexpectedly", sig)
             self.monitor.signal_failed(sig, exc)
             return False
         return True

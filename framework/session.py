@@ -455,7 +455,7 @@ class Session:
         except SignalRejected:
             self.signals["rejected"] += 1
             raise
-        except FrameworkError:
+        except Exception:  # a venue error, or an unexpected one: failed either way
             self.signals["failed"] += 1
             raise
         finally:
