@@ -31,7 +31,8 @@ from rich.text import Text
 
 from framework.errors import ConfigError, FrameworkError
 from framework.hookspecs import hookimpl
-from framework.models import Alert, PositionEvent, Signal, StopEvent
+from framework.metrics import Metrics, serve_metrics
+from framework.models import Alert, OrderIntent, PositionEvent, Signal, StopEvent
 from framework.report import latency_summary
 from framework.session import PositionAlreadyOpen, Session, current_mark, intent_from_signal, quote_currency
 from framework.settings import Settings
@@ -41,6 +42,7 @@ __all__ = ["Run", "RunMonitor", "RunOptions", "closure_latencies", "current_mark
 
 log = logging.getLogger(__name__)
 
+DRAIN_TIMEOUT_S = 60.0  # how long a stop (SIGTERM, Ctrl-C, --duration) waits for opens under way
 FOLLOW_POLL_S = 0.2  # how often --follow looks for new lines (a file has no "line written" event)
 
 
@@ -51,6 +53,7 @@ class RunOptions(BaseModel):
     :ivar follow: tail ``signals`` for new lines instead of reading it once.
     :ivar live: confirm trading on the accounts whose keys are set.
     :ivar http_port: serve the HTTP API on this port (0: any free port), ``None``: no HTTP API.
+    :ivar metrics_port: serve Prometheus ``/metrics`` on this port (0: any free port), ``None``: none.
     """
 
     plugins: list[str] | None = None
@@ -67,6 +70,7 @@ class RunOptions(BaseModel):
     testnet: bool = False
     live: bool = False
     http_port: int | None = None
+    metrics_port: int | None = None
 
 
 # --- signals -----------------------------------------------------------------------------------------
@@ -211,10 +215,12 @@ class RunMonitor:
         self.log: deque[str] = deque(maxlen=14)
         self.alerts: deque[str] = deque(maxlen=6)
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, event: str, venue: str | None = None, symbol: str | None = None,
+             client_order_id: str | None = None) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
         if self.echo:
-            log.info("%s", Text.from_markup(text).plain)
+            log.info("%s", Text.from_markup(text).plain,
+                     extra={"event": event, "venue": venue, "symbol": symbol, "client_order_id": client_order_id})
 
     def signal_failed(self, sig: Signal | None, error: Exception, line: str | None = None) -> None:
         """Record a signal that was refused or failed (it counts in ``errors``)."""
@@ -223,17 +229,24 @@ class RunMonitor:
                                     "error": str(error), "type": type(error).__name__})
         self.errors.append(f"{what} failed: {error}")
         self.signal_failed_event.set()
-        self._say(f"[bold red]signal failed[/] {what}: {error}")
+        self._say(f"[bold red]signal failed[/] {what}: {error}", "signal_failed",
+                  sig.venue if sig else None, sig.symbol if sig else None)
+
+    @hookimpl
+    def on_order_submitted(self, intent: OrderIntent) -> None:
+        self._say(f"[blue]submitting[/] {intent.venue} {intent.symbol} {intent.side} {intent.contracts}",
+                  "order_submitted", intent.venue, intent.symbol, intent.client_order_id)
 
     @hookimpl
     def on_position_open(self, event: PositionEvent) -> None:
         self.opened[event.venue] += 1
         self._say(f"[green]opened[/] {event.venue} {event.symbol} {event.side} {event.contracts} "
-                  f"@ {event.entry_price} ({event.source})")
+                  f"@ {event.entry_price} ({event.source})", "position_open", event.venue, event.symbol)
 
     @hookimpl
     def on_position_updated(self, event: PositionEvent) -> None:
-        self._say(f"[yellow]updated[/] {event.venue} {event.symbol} {event.contracts} ({event.reason})")
+        self._say(f"[yellow]updated[/] {event.venue} {event.symbol} {event.contracts} ({event.reason})",
+                  "position_updated", event.venue, event.symbol)
 
     @hookimpl
     def on_position_closed(self, event: PositionEvent) -> None:
@@ -245,11 +258,13 @@ class RunMonitor:
             currency = quote_currency(event.symbol)
             self.realized_pnl[currency] = self.realized_pnl.get(currency, Decimal(0)) + event.realized_pnl
         self._say(f"[red]closed[/] {event.venue} {event.symbol} {event.side} — {reason} "
-                  f"@ {event.price or '?'} pnl {event.realized_pnl if event.realized_pnl is not None else '?'}")
+                  f"@ {event.price or '?'} pnl {event.realized_pnl if event.realized_pnl is not None else '?'}",
+                  "position_closed", event.venue, event.symbol)
 
     @hookimpl
     def on_stop_moved(self, event: StopEvent) -> None:
-        self._say(f"[cyan]stop[/] {event.venue} {event.symbol} {event.previous} → {event.current}")
+        self._say(f"[cyan]stop[/] {event.venue} {event.symbol} {event.previous} → {event.current}", "stop_moved",
+                  event.venue, event.symbol, event.order_id)
 
     @hookimpl
     def on_reconciled(self, venue: str, report: dict[str, Any]) -> None:
@@ -265,7 +280,7 @@ class RunMonitor:
         if state != "malformed_frame":
             self.stream_states[venue] = state
         if state != "connected":
-            self._say(f"[magenta]stream[/] {venue} {state} {detail}")
+            self._say(f"[magenta]stream[/] {venue} {state} {detail}", "stream_state", venue)
 
     @hookimpl
     def on_alert(self, alert: Alert) -> None:
@@ -276,7 +291,7 @@ class RunMonitor:
         elif alert.level == "critical":
             self.errors.append(f"{where}: {alert.message}")
         self.alerts.append(f"{time.strftime('%H:%M:%S')} {alert.level} {where} {alert.message}")
-        self._say(f"[bold red]{alert.level}[/] {where} {alert.message}")
+        self._say(f"[bold red]{alert.level}[/] {where} {alert.message}", "alert", alert.venue, alert.symbol)
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -293,6 +308,12 @@ class Run:
             seed=options.seed, faults=options.faults, disabled_plugins=options.disabled_plugins,
             listeners=[("run-monitor", self.monitor)], flatten_on_exit=options.flatten_on_exit,
         )
+        self.metrics: Metrics | None = None
+        if options.metrics_port is not None:
+            self.metrics = Metrics(self.session)
+            self.session.listeners.append(("framework.metrics", self.metrics))
+        self.metrics_url: str | None = None
+        self.metrics_ready = asyncio.Event()
         self.started = time.monotonic()
         self.stop_requested = asyncio.Event()
         self.fatal: str | None = None
@@ -358,8 +379,13 @@ class Run:
             try:
                 if self.options.http_port is not None:
                     tasks.add(asyncio.create_task(self._serve_http(), name="http"))
+                if self.metrics is not None:
+                    tasks.add(asyncio.create_task(self._serve_metrics(), name="metrics"))
                 await self._wait_for_stop(tasks)
             finally:
+                # drain: no new signal from here on; opens under way finish (protected) before anything stops
+                log.info("stopping: no new signals; %d under way", self.session.in_flight, extra={"event": "drain"})
+                await self.session.drain(DRAIN_TIMEOUT_S)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -413,6 +439,8 @@ class Run:
         :param quiet_if_open: an ``open`` for a symbol already held is skipped silently (the looped demo).
         :returns: whether it succeeded.
         """
+        if self.session.draining:
+            return False  # stopping: a signal due now is not taken (nor counted as failed)
         if quiet_if_open and sig.venue not in self.engine.venues:
             return False  # a demo line for a venue this run does not drive
         try:
@@ -444,6 +472,15 @@ class Run:
             self.http_url = url
             self.http_ready.set()
             print(f"HTTP API on {url} (OpenAPI: {url}/v1/openapi.json)", file=sys.stderr, flush=True)
+            await asyncio.Event().wait()  # serve until cancelled
+
+    async def _serve_metrics(self) -> None:
+        assert self.metrics is not None and self.options.metrics_port is not None
+        assert self.session.settings is not None
+        async with serve_metrics(self.metrics, self.session.settings.metrics_host, self.options.metrics_port) as url:
+            self.metrics_url = url
+            self.metrics_ready.set()
+            print(f"metrics on {url}/metrics", file=sys.stderr, flush=True)
             await asyncio.Event().wait()  # serve until cancelled
 
     def left_open(self, venue_stops: dict[str, set[str]] | None = None) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from framework import __version__
 from framework.errors import ConfigError, FrameworkError
+from framework.logs import configure_logging
 
 if TYPE_CHECKING:
     from framework.venue import Faults
@@ -62,9 +63,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--follow needs --signals FILE")
     if args.http is not None and not 0 <= args.http <= 65535:
         raise ConfigError(f"--http must be a TCP port (0-65535), not {args.http}")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port must be a TCP port (0-65535), not {args.metrics_port}")
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
     settings = load_settings()
+    from framework.logs import secrets_of
+    from framework.plugins import installed_plugins
+
+    args.redact.add(secrets_of(settings, installed_plugins()))  # masked in every log line from here on
     tui = args.tui and sys.stdout.isatty()  # piped output logs events line by line instead
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING if tui else logging.INFO)
@@ -72,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         plugins=_split(args.plugins), disabled_plugins=args.disable_plugin, duration_s=args.duration,
         speed=args.speed, seed=args.seed, signals=args.signals, follow=args.follow, faults=args.faults,
         report=args.report, tui=tui, flatten_on_exit=args.flatten_on_exit, testnet=args.testnet, live=args.live,
-        http_port=args.http,
+        http_port=args.http, metrics_port=args.metrics_port,
     ), settings)
 
 
@@ -177,6 +184,49 @@ def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+# --- framework soak ----------------------------------------------------------------------------------
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from framework.soak import run_soak
+
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ConfigError(f"--minutes must be above 0, not {args.minutes}")
+    faults = None if args.faults == "none" else args.faults
+    if faults:
+        _faults(faults)
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # the figures, not every event
+    return run_soak(args.minutes, plugins=_split(args.plugins), faults=faults, sample_s=args.sample,
+                    json_path=args.json)
+
+
+# --- framework health --------------------------------------------------------------------------------
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """``GET /v1/health`` of a running ``framework run --http``: 0 when it answers 200 (container and
+    service health checks), 1 otherwise; the token comes from ``FRAMEWORK_HTTP_TOKEN``."""
+    import urllib.error
+    import urllib.request
+
+    from framework.settings import load_settings
+
+    token = load_settings().http_token
+    if token is None or not token.get_secret_value():
+        raise ConfigError("framework health needs FRAMEWORK_HTTP_TOKEN (the HTTP API's bearer token)")
+    request = urllib.request.Request(f"{args.url.rstrip('/')}/v1/health",
+                                     headers={"Authorization": f"Bearer {token.get_secret_value()}"})
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310 - a local URL
+            body = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"framework health: {args.url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
+    print(json.dumps(body))
+    return 0
+
+
 # --- framework report --------------------------------------------------------------------------------
 
 
@@ -228,9 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true", help="confirm trading on the accounts whose API keys are set")
     p.add_argument("--http", type=int, metavar="PORT", help="serve the HTTP API on this port (token: "
                                                             "FRAMEWORK_HTTP_TOKEN; 0: any free port)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics on this port "
+                                                                      "(FRAMEWORK_METRICS_HOST, default 127.0.0.1)")
     p.add_argument("--faults", help="fault knobs for the emulated venues, e.g. rest_position_lag_ms=5000")
     p.add_argument("--report", type=Path, help="write the run report (JSON) here")
     p.add_argument("--no-tui", dest="tui", action="store_false", help="logs only, no live view")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log lines as text (default) or one JSON object each (venue, symbol, client_order_id, "
+                        "event fields)")
     p.add_argument("--flatten-on-exit", action="store_true", help="close every position on exit")
     p.add_argument("--testnet", action="store_true", help="live plugins use the venue's test network")
     p.set_defaults(func=cmd_run)
@@ -262,6 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", help="comma-separated driver plugins (default: binance,bybit)")
     p.set_defaults(func=cmd_bench)
 
+    from framework.soak import DEFAULT_FAULTS
+
+    p = sub.add_parser("soak", help="run N minutes at 100x on the emulators with faults on; report memory, tasks, "
+                                    "alerts and safety over time")
+    p.add_argument("--minutes", type=float, default=30.0, help="how long (default 30)")
+    p.add_argument("--plugins", help="comma-separated driver plugins (default: every installed one)")
+    p.add_argument("--faults", default=DEFAULT_FAULTS, help=f"fault knobs, or none (default {DEFAULT_FAULTS})")
+    p.add_argument("--sample", type=float, default=10.0, help="seconds between samples (default 10)")
+    p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    p.set_defaults(func=cmd_soak)
+
+    p = sub.add_parser("health", help="GET /v1/health of a running framework run --http (exit 0 when healthy)")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of the HTTP API")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    p.set_defaults(func=cmd_health)
+
     p = sub.add_parser("report", help="print a run report (framework run --report PATH) as tables")
     p.add_argument("path", help="report JSON file")
     p.set_defaults(func=cmd_report)
@@ -273,11 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    args.redact = configure_logging(logging.DEBUG if args.verbose else logging.INFO,
+                                    getattr(args, "log_format", "text"))
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines are start-up chatter
     try:
         return int(args.func(args))

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel
 
+from framework.alerts import AlertDelivery
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.broadcast import client_order_id
@@ -302,6 +304,12 @@ class Session:
         self.live_venues: dict[str, DriverConfig] = {}
         self.limits = Limits()
         self._tap = _EventTap()
+        self.alerts: AlertDelivery | None = None
+        self.signals: Counter[str] = Counter(accepted=0, rejected=0, failed=0)  # submit() outcomes (metrics)
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._opening: set[tuple[str, str]] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self.emulated_account = f"emulated-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
@@ -319,6 +327,9 @@ class Session:
         register(pm, self._tap, "framework.session")
         for name, listener in self.listeners:
             register(pm, listener, name)
+        self.alerts = self._alert_delivery(self.settings)
+        if self.alerts is not None:
+            register(pm, self.alerts, "framework.alerts")
         drivers = load_drivers(pm)
         if not drivers:
             raise ConfigError("no driver plugin loaded")
@@ -332,6 +343,21 @@ class Session:
                               "account; pass --live (or set FRAMEWORK_LIVE=true) to confirm")
         self.pm = pm
         return self
+
+    @staticmethod
+    def _alert_delivery(settings: Settings) -> AlertDelivery | None:
+        """The ``framework.alerts`` plugin when ``FRAMEWORK_ALERT_URLS`` is set.
+
+        :raises ConfigError: an entry apprise does not understand (named by position, never echoed).
+        """
+        urls = settings.alert_url_list()
+        if not urls:
+            return None
+        try:
+            return AlertDelivery(urls, min_level=settings.alert_min_level, positions=settings.alert_positions,
+                                 window_s=settings.alert_window_s)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     async def __aenter__(self) -> Session:
         if self.pm is None:
@@ -350,6 +376,8 @@ class Session:
                 # A new emulated venue starts empty: its rows get an account label of their own, so they
                 # never mix with a real account's or an earlier run's.
                 configs[venue] = harness.config.model_copy(update={"account": self.emulated_account})
+            if self.alerts is not None:  # closed last: the engine's stop may still alert
+                stack.push_async_callback(self.alerts.aclose)
             self.store = store = await Store.open(self.settings.database_url)
             stack.push_async_callback(store.close)
             self.engine = Engine(self.pm, store, drivers, configs, self.engine_settings)
@@ -417,6 +445,46 @@ class Session:
         :returns: the opened position for ``open``; ``None`` otherwise.
         :raises SignalRejected / FrameworkError: as :meth:`open` and :meth:`close`.
         """
+        if self.draining:
+            self.signals["rejected"] += 1
+            raise SignalRejected("shutting down: no new signals are taken", venue=sig.venue, symbol=sig.symbol)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            result = await self._submit(sig)
+        except SignalRejected:
+            self.signals["rejected"] += 1
+            raise
+        except Exception:  # a venue error, or an unexpected one: failed either way
+            self.signals["failed"] += 1
+            raise
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+        self.signals["accepted"] += 1
+        return result
+
+    @property
+    def in_flight(self) -> int:
+        """Signals being carried out now (:meth:`submit` calls under way)."""
+        return self._in_flight
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop taking signals (:meth:`submit` raises :class:`SignalRejected`) and wait up to ``timeout_s``
+        for the ones under way (an open finishes protected, or rolls back).
+
+        :returns: whether nothing is under way any more.
+        """
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("%d signal(s) still under way after %.0f s", self._in_flight, timeout_s)
+            return False
+        return True
+
+    async def _submit(self, sig: Signal) -> PositionInfo | None:
         engine = self._engine()
         if sig.venue not in engine.venues:
             raise SignalRejected(f"venue {sig.venue!r} is not running; running: {sorted(engine.venues)}",

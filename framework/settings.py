@@ -16,6 +16,12 @@ variable                          meaning
 ``FRAMEWORK_MAX_OPEN_POSITIONS``  client-side limit: open positions per venue account (default 10)
 ``FRAMEWORK_HTTP_TOKEN``          bearer token of the HTTP API (required to serve it)
 ``FRAMEWORK_HTTP_HOST``           address the HTTP API binds (default ``127.0.0.1``)
+``FRAMEWORK_METRICS_HOST``        address ``--metrics-port`` binds (default ``127.0.0.1``)
+``FRAMEWORK_ALERT_URLS``          apprise URLs (comma- or space-separated) that alerts are sent to
+                                  (``tgram://…``, ``ntfy://…``, ``json://host/path``); a secret
+``FRAMEWORK_ALERT_MIN_LEVEL``     ``info``, ``warning`` (default) or ``critical``: lower alerts are not sent
+``FRAMEWORK_ALERT_POSITIONS``     ``true`` → also send a message for each opened and closed position
+``FRAMEWORK_ALERT_WINDOW_S``      repeats of an unresolved incident are not sent for this long (300)
 ================================  ===================================================================
 
 A plugin without keys runs against its emulator.  Secrets are ``SecretStr``: never printed.
@@ -25,8 +31,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -69,6 +77,12 @@ class Settings(BaseSettings):
     max_open_positions: int | None = Field(default=10, gt=0, validation_alias="FRAMEWORK_MAX_OPEN_POSITIONS")
     http_token: SecretStr | None = Field(default=None, validation_alias="FRAMEWORK_HTTP_TOKEN")
     http_host: str = Field(default="127.0.0.1", validation_alias="FRAMEWORK_HTTP_HOST")
+    metrics_host: str = Field(default="127.0.0.1", validation_alias="FRAMEWORK_METRICS_HOST")
+    alert_urls: SecretStr | None = Field(default=None, validation_alias="FRAMEWORK_ALERT_URLS")
+    alert_min_level: Literal["info", "warning", "critical"] = Field(
+        default="warning", validation_alias="FRAMEWORK_ALERT_MIN_LEVEL")
+    alert_positions: bool = Field(default=False, validation_alias="FRAMEWORK_ALERT_POSITIONS")
+    alert_window_s: float = Field(default=300.0, gt=0, validation_alias="FRAMEWORK_ALERT_WINDOW_S")
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         # extras are plugin variables, keys among them: a repr shows the declared (safe) fields only
@@ -125,6 +139,11 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{names[k]} must be an {'http(s)' if k == 'REST_URL' else 'ws(s)'} URL")
         return DriverConfig(account=self.account, api_key=SecretStr(key), api_secret=SecretStr(secret or ""),
                             rest_url=rest_url, ws_url=ws_url, testnet=self.testnet)
+
+    def alert_url_list(self) -> list[str]:
+        """The apprise URLs of ``FRAMEWORK_ALERT_URLS`` (empty when unset)."""
+        raw = self.alert_urls.get_secret_value() if self.alert_urls is not None else ""
+        return [url for url in re.split(r"[\s,]+", raw) if url]
 
     def limits(self) -> Limits:
         """The client-side limits (:class:`Limits`)."""

@@ -1,0 +1,198 @@
+"""Alert delivery (``framework.alerts``): end to end through apprise's ``json://`` to a local receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from framework import Session
+from framework.alerts import AlertDelivery, alert_kind
+from framework.engine.broadcast import alert
+from framework.errors import ConfigError
+from framework.models import PositionEvent
+from framework.settings import Settings
+
+SYMBOL = "XRP/USDT:USDT"
+BOUND_S = 30.0  # generous upper bound for a condition to become true
+
+
+class Receiver:
+    """An aiohttp server that records every JSON body POSTed to it (apprise's ``json://`` target)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.json())
+        self.changed.set()
+        return web.json_response({"ok": True})
+
+    async def wait_for(self, predicate: Any, timeout_s: float = BOUND_S) -> None:
+        async def until() -> None:
+            while not predicate(self.bodies):
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(until(), timeout_s)
+
+
+@asynccontextmanager
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook/{token}", rec.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield rec, f"json://127.0.0.1:{port}/hook/tok-SENTINEL"
+    finally:
+        await runner.cleanup()
+
+
+def dead_url() -> str:
+    """A json:// URL on a loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"json://127.0.0.1:{port}/hook/x"
+
+
+def titles(bodies: list[dict[str, Any]]) -> list[str]:
+    return [b["title"] for b in bodies]
+
+
+def test_alert_kind_ignores_numbers_and_details():
+    assert alert_kind("stop 123 removed on the venue; re-protecting") == "stop removed on the venue; re-protecting"
+    assert alert_kind("position without stop-loss after 3 attempts: VenueError('x')") == \
+        "position without stop-loss after attempts"
+    assert alert_kind("close failed, position still open: boom") == alert_kind("close failed, position still open: x")
+
+
+def test_a_bad_url_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError, match="entry 1 is not a valid apprise URL") as caught:
+        Session._alert_delivery(Settings(FRAMEWORK_ALERT_URLS="nonsense-SENTINEL"))
+    assert "SENTINEL" not in str(caught.value)
+    assert "SENTINEL" not in repr(Settings(FRAMEWORK_ALERT_URLS="json://h/SENTINEL"))
+
+
+@pytest.mark.hooks("on_alert", "on_stop_moved", "on_position_open", "on_position_closed")
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_an_incident_gives_one_message_and_a_resolution(database_url, side):
+    async with receiver() as (rec, url):
+        settings = Settings(DATABASE_URL=database_url, FRAMEWORK_ALERT_URLS=url, FRAMEWORK_ALERT_POSITIONS="true")
+        async with Session(["binance"], settings=settings, speed=1) as session:
+            assert session.alerts is not None and session.pm is not None
+            await session.open("binance", SYMBOL, side, "20", stop_loss_pct="1.5")
+            await rec.wait_for(lambda b: any(t.startswith("opened binance") for t in titles(b)))
+            # a storm: the same condition five times (as a stuck close would alert on every attempt)
+            for attempt in range(5):
+                await alert(session.pm, "critical", f"close failed, position still open: attempt {attempt}",
+                            venue="binance", symbol=SYMBOL)
+            # a real incident: the stop disappears from the venue; the engine re-protects
+            harness = session.harnesses["binance"]
+            venue, account = harness.venue, harness.config.account
+            for stop in venue.orders(account, SYMBOL, open_only=True, conditional=True):
+                venue.cancel_order(account, SYMBOL, stop.id)
+            await rec.wait_for(lambda b: any(t.startswith("resolved: binance") for t in titles(b)))
+            await session.close("binance", SYMBOL)
+            await rec.wait_for(lambda b: any(t.startswith("closed binance") for t in titles(b)))
+            await session.alerts.drained()
+            counters = dict(session.alerts.counters)
+        bodies = rec.bodies
+        critical = [b for b in bodies if b["title"] == f"CRITICAL binance {SYMBOL}"]
+        assert len(critical) == 1 and critical[0]["type"] == "failure"
+        assert "close failed, position still open" in critical[0]["message"]
+        removed = [b for b in bodies if "removed on the venue" in b["message"]]
+        assert len(removed) == 1 and removed[0]["title"] == f"WARNING binance {SYMBOL}"
+        resolved = [b for b in bodies if b["title"].startswith("resolved:")]
+        # the critical storm resolved once with its repeats counted; the removed stop resolved once
+        assert any("4 repeat(s) not sent" in b["message"] for b in resolved)
+        assert len(resolved) == 2 and all(b["type"] == "success" for b in resolved)
+        assert counters["suppressed"] == 4 and counters["failed"] == 0 and counters["dropped"] == 0
+        assert counters["sent"] == len(bodies)
+        assert "tok-SENTINEL" not in repr(session.alerts)
+
+
+async def test_min_level_filters_and_an_expired_incident_is_sent_again():
+    now = [0.0]
+    sent: list[tuple[str, str]] = []
+    delivery = AlertDelivery(["json://127.0.0.1:9/x"], min_level="warning", window_s=60, clock=lambda: now[0])
+    delivery._enqueue = lambda note: sent.append((note.title, note.body))  # type: ignore[method-assign]
+    from framework.models import Alert
+
+    delivery.on_alert(Alert(level="info", message="database back", venue="bybit"))
+    delivery.on_alert(Alert(level="warning", message="reconciliation failed: x", venue="bybit"))
+    delivery.on_alert(Alert(level="warning", message="reconciliation failed: y", venue="bybit"))
+    now[0] = 61.0
+    delivery.on_alert(Alert(level="warning", message="reconciliation failed: z", venue="bybit"))
+    assert [t for t, _ in sent] == ["WARNING bybit", "WARNING bybit"]
+    delivery.on_alert(Alert(level="info", message="database back: every queued write replayed", venue="bybit"))
+    assert sent[-1][0] == "resolved: bybit reconciliation failed"
+
+
+async def _closure_latencies(database_url: str, alert_url: str | None, n: int) -> tuple[list[float], dict[str, int]]:
+    """Open and close ``n`` positions; seconds from asking for the close to ``on_position_closed``."""
+    values: dict[str, str] = {"DATABASE_URL": database_url}
+    if alert_url:
+        values |= {"FRAMEWORK_ALERT_URLS": alert_url, "FRAMEWORK_ALERT_POSITIONS": "true"}
+    latencies = []
+    async with Session(["binance"], settings=Settings(**values), speed=1) as session:
+        if session.alerts is not None:
+            session.alerts.backoff_s = 0.05
+        for i in range(n):
+            side = "long" if i % 2 == 0 else "short"
+            await session.open("binance", SYMBOL, side, "10", stop_loss_pct="2")
+            events = session.events()
+            started = time.perf_counter()
+            assert await session.close("binance", SYMBOL)
+            await session.wait_for(lambda e: isinstance(e, PositionEvent) and e.event == "closed", BOUND_S,
+                                   events=events)
+            latencies.append(time.perf_counter() - started)
+            events.close()
+        counters: dict[str, int] = {}
+        if session.alerts is not None:
+            await session.alerts.drained()
+            counters = dict(session.alerts.counters)
+    return latencies, counters
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+@pytest.mark.hooks("on_alert")
+async def test_a_dead_receiver_is_counted_and_the_engine_goes_on(database_url, databases):
+    # One run, two sessions: no alerts, then every open and close alerting to a receiver that is down.
+    n = 20
+    without, _ = await _closure_latencies(database_url, None, n)
+    with_dead, counters = await _closure_latencies(await databases.create(), dead_url(), n)
+    assert len(with_dead) == n  # every close completed
+    assert counters["failed"] == counters["queued"] >= 2 * n and counters["sent"] == 0
+    assert counters["retried"] == 2 * counters["failed"]  # three attempts each
+    print(f"\nclosure latency p99: {p99(without) * 1000:.1f} ms without alerts, "
+          f"{p99(with_dead) * 1000:.1f} ms with a dead receiver (n={n} each)")
+
+
+async def test_a_full_queue_drops_and_counts():
+    delivery = AlertDelivery([dead_url()], queue_size=2, retries=1)
+    from framework.models import Alert
+
+    for i in range(5):
+        delivery.on_alert(Alert(level="critical", message=f"kind{i} x", venue="v", symbol=str(i)))
+    # the worker has not run yet (nothing awaited): two queued, three dropped, none blocked the caller
+    assert (delivery.counters["queued"], delivery.counters["dropped"]) == (2, 3)
+    await asyncio.wait_for(delivery.drained(), BOUND_S)
+    assert delivery.counters["failed"] == 2
+    await delivery.aclose()
