@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import framework
@@ -33,3 +35,11 @@ def test_the_drivers_use_only_the_public_surface():
         if name.split(":")[1] not in framework.__all__ and not name.startswith("framework.venue")
     )
     assert outside == [], "driver code imports core names that framework.__all__ does not export"
+
+
+def test_a_live_import_of_a_driver_does_not_load_its_emulator():
+    code = ("import sys, framework_binance.plugin, framework_bybit.plugin; "
+            "loaded = [m for m in sys.modules if m.endswith('.emulator') or m.startswith('framework.venue')]; "
+            "print(loaded); sys.exit(1 if loaded else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"a driver's import loads its test double: {result.stdout}{result.stderr}"

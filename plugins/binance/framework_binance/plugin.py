@@ -20,10 +20,8 @@ from framework.models import (
     VenueSnapshot,
 )
 from framework.protocols import StreamDecoder, StreamSink, VenueHarness
-from framework.venue import EmulatorHarness
 from framework_binance import operations, stream
 from framework_binance.decoder import BinanceDecoder
-from framework_binance.emulator import BinanceEmulator
 from framework_binance.rest import VENUE, BinanceConnection, make_exchange
 
 
@@ -125,4 +123,8 @@ def make_decoder() -> StreamDecoder:
 
 @hookimpl
 def venue_harness(options: dict[str, Any]) -> VenueHarness:
+    # imported here: a live run never loads the emulator, its test double
+    from framework.venue import EmulatorHarness
+    from framework_binance.emulator import BinanceEmulator
+
     return EmulatorHarness(VENUE, BinanceEmulator, options)

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import WSMsgType, web
 
@@ -51,7 +51,9 @@ from framework.venue import (
     VenueReject,
     candles,
 )
+from framework.venue.harness import EmulatorHarness
 from framework.venue.market import synthetic_book, window_stats
+from framework_bybit.decoder import VENUE
 
 log = logging.getLogger(__name__)
 
@@ -1164,3 +1166,17 @@ class BybitEmulator:
             "feeCurrency": "USDT",
         }
 
+
+class BybitHarness(EmulatorHarness):
+    """The Bybit emulator on loopback (``venue_harness``); it has no rate limit, so ccxt's client-side
+    throttling is off."""
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(VENUE, BybitEmulator, options)
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        assert self.config is not None
+        options = {"enable_rate_limit": False, **self.config.options}
+        self.config = self.config.model_copy(update={"options": options})
+        return self

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Self
+from typing import Any
 
-from framework import hookimpl
+from framework import VenueHarness, hookimpl
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -16,10 +16,8 @@ from framework.models import (
     StopLoss,
     VenueSnapshot,
 )
-from framework.venue.harness import EmulatorHarness
 from framework_bybit import rest, stream
 from framework_bybit.decoder import VENUE, BybitDecoder
-from framework_bybit.emulator import BybitEmulator
 from framework_bybit.rest import BybitConnection
 
 CAPABILITIES = frozenset({"attached_stop_on_entry", "amend_stop_in_place"})
@@ -114,17 +112,9 @@ def make_decoder() -> BybitDecoder:
     return BybitDecoder()
 
 
-class BybitHarness(EmulatorHarness):
-    """The emulator harness; the emulator has no rate limit, so ccxt's client-side throttling is off."""
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        assert self.config is not None
-        options = {"enable_rate_limit": False, **self.config.options}
-        self.config = self.config.model_copy(update={"options": options})
-        return self
-
-
 @hookimpl
-def venue_harness(options: dict[str, Any]) -> EmulatorHarness:
-    return BybitHarness(VENUE, BybitEmulator, options)
+def venue_harness(options: dict[str, Any]) -> VenueHarness:
+    # imported here: a live run never loads the emulator, its test double
+    from framework_bybit.emulator import BybitHarness
+
+    return BybitHarness(options)
