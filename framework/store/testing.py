@@ -7,6 +7,7 @@ migrated template, so tests never see each other's rows.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -33,9 +34,11 @@ class TestDatabases:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, server_url: str | None = None) -> None:
+    def __init__(self, server_url: str | None = None, *, embedded: bool = False) -> None:
+        """:param embedded: an embedded server of its own even when ``$DATABASE_URL`` is set (a test
+            that stops and restarts its server)."""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if server_url is None:
+        if server_url is None and not embedded:
             server_url = os.environ.get("DATABASE_URL")
         self._server: PostgresServer | None = None
         if server_url is None:
@@ -90,6 +93,26 @@ class TestDatabases:
         finally:
             await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
             await admin.close()
+
+    @contextlib.asynccontextmanager
+    async def server_stopped(self) -> AsyncIterator[None]:
+        """The embedded server process itself stopped while the block runs (connections refused), then
+        started again on the same data directory and socket.
+
+        :raises RuntimeError: the server is not this object's embedded one (``$DATABASE_URL``).
+        """
+        if self._server is None:
+            raise RuntimeError("only an embedded test server can be stopped by a test")
+        import pgserver
+
+        server = self._server
+        pg_ctl = pgserver.pg_ctl  # type: ignore[attr-defined]  # made at import time from its binaries
+        await asyncio.to_thread(pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=self._pgdata, user=server.system_user,
+                                timeout=60)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(server.ensure_postgres_running)
 
     async def store(self) -> Store:
         """A :class:`Store` on a new database."""

@@ -5,10 +5,13 @@ refused and cut), not a mock."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from framework.errors import StoreError
 from framework.store import Store
+from framework.store.testing import TestDatabases
 from tests.engine.conftest import FAST, venue_env
 
 SIDES = ["long", "short"]
@@ -93,3 +96,28 @@ async def test_an_open_during_an_outage_sends_nothing_and_says_why(databases):
             assert env.venue.is_protected("default", env.symbol)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("venue_name", ["binance", "bybit"])
+async def test_the_database_server_stopped_and_restarted_during_a_run(venue_name):
+    # The server process itself goes away (connections refused) and comes back on the same data directory:
+    # the closure during the outage fires once with its reason, is persisted once after the restart, and a
+    # stop removed meanwhile is re-protected without the database.
+    server = await asyncio.to_thread(lambda: TestDatabases(embedded=True))  # its own server, to stop
+    try:
+        store = await server.store()
+        try:
+            async with venue_env(venue_name, store) as env:
+                await env.start(FAST)
+                await env.engine.open(env.intent("short"))
+                await env.settled()
+                async with server.server_stopped():
+                    env.venue.manual_close("default", env.symbol)
+                    await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+                    assert env.recorder.closed()[0].reason == "manual" and env.parts.book.writes.pending >= 1
+                assert await env.parts.book.writes.wait_drained(BOUND_S * 3)
+                assert await closed_rows(store, venue_name) == [(env.symbol, "manual")]
+        finally:
+            await store.close()
+    finally:
+        await server.release()
