@@ -247,14 +247,25 @@ async def serve(run: Run, port: int) -> AsyncIterator[str]:
     assert settings is not None
     if settings.http_token is None or not settings.http_token.get_secret_value():
         raise ConfigError("the HTTP API needs FRAMEWORK_HTTP_TOKEN (a bearer token) to be set")
-    runner = web.AppRunner(Api(run, settings.http_token.get_secret_value()).app(), access_log=None)
+    async with serve_app(Api(run, settings.http_token.get_secret_value()).app(), settings.http_host, port,
+                         "the HTTP API") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application, host: str, port: int, what: str) -> AsyncIterator[str]:
+    """Serve ``app`` on ``host:port`` (0: any free port) while the block runs; yields the base URL.
+
+    :raises ConfigError: the address cannot be bound (named with ``what``).
+    """
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_host, port)
+        site = web.TCPSite(runner, host, port)
         try:
             await site.start()
         except OSError as exc:
-            raise ConfigError(f"the HTTP API cannot listen on {settings.http_host}:{port}: {exc.strerror}") from None
+            raise ConfigError(f"{what} cannot listen on {host}:{port}: {exc.strerror}") from None
         bound = runner.addresses[0]
         yield f"http://{bound[0]}:{bound[1]}"
     finally:

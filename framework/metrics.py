@@ -47,8 +47,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from framework.errors import ConfigError
 from framework.hookspecs import hookimpl
+from framework.http import serve_app
 from framework.models import Alert, PositionEvent, StopEvent
 
 if TYPE_CHECKING:
@@ -214,15 +214,5 @@ async def serve_metrics(metrics: Metrics, host: str, port: int) -> AsyncIterator
 
     app = web.Application()
     app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"metrics cannot listen on {host}:{port}: {exc.strerror}") from None
-        bound = runner.addresses[0]
-        yield f"http://{bound[0]}:{bound[1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app, host, port, "metrics") as url:
+        yield url
