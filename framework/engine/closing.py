@@ -67,8 +67,8 @@ async def close_on_venue(
             return await _close_once(book, driver, store, pm, symbol, reason)
         except RateLimited as exc:
             if attempt == attempts:
-                await alert(pm, "critical", f"close refused {attempts} times (rate limited), position still open with its stop: "
-                            f"{exc}", venue=book.venue, symbol=symbol)
+                await alert(pm, "critical", f"close refused {attempts} times (rate limited), position still open with "
+                            f"its stop: {exc}", venue=book.venue, symbol=symbol)
                 raise
             log.warning("%s %s: close rate limited (attempt %d of %d): %s", book.venue, symbol, attempt, attempts,
                         exc)
