@@ -68,6 +68,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--metrics-port must be a TCP port (0-65535), not {args.metrics_port}")
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
+    if args.accounts is not None:
+        from framework.accounts import run_accounts_main
+
+        unsupported = [flag for flag, given in (("--signals", args.signals), ("--http", args.http is not None),
+                                                ("--metrics-port", args.metrics_port is not None),
+                                                ("--plugins", args.plugins)) if given]
+        if unsupported:
+            raise ConfigError(f"--accounts runs the listed accounts' positions (adopt, protect, trail, take over); "
+                              f"not with {', '.join(unsupported)} yet")
+        return run_accounts_main(args.accounts, args.duration, args.speed)
     settings = load_settings()
     from framework.logs import secrets_of
     from framework.plugins import installed_plugins
@@ -321,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="log lines as text (default) or one JSON object each (venue, symbol, client_order_id, "
                         "event fields)")
+    p.add_argument("--accounts", type=Path, metavar="FILE", help="TOML file of accounts to manage in this "
+                                                                 "process, shared with other instances by lease "
+                                                                 "(docs/scaling.md)")
     p.add_argument("--flatten-on-exit", action="store_true", help="close every position on exit")
     p.add_argument("--testnet", action="store_true", help="live plugins use the venue's test network")
     p.set_defaults(func=cmd_run)

@@ -8,6 +8,8 @@ measured series whose figures are in docs/scaling.md.
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tools.takeover import fencing_trial, kill_trial
@@ -35,3 +37,37 @@ async def test_an_owner_sigstopped_and_resumed_after_the_takeover_does_nothing_o
     assert trial["orders_after_resume"] == [], trial["orders_after_resume"]
     assert "lease of account default lost" in trial["a_log"]
     assert all(p["protected"] for p in trial["positions"]), trial
+
+
+async def test_a_restart_after_kill_9_finds_and_adopts_its_own_open_position(database_url, tmp_path):
+    """The same account label across runs: the killed run's open row is the restarted run's position (same
+    row, protected), not ignored and not duplicated."""
+    import asyncpg
+
+    from tools.takeover import SYMBOL, Venue, run_env, start_run
+
+    venue = await Venue.start("bybit", 6, tmp_path)
+    try:
+        env = run_env(database_url, "bybit", venue, LEASE_S)
+        opening = [{"venue": "bybit", "symbol": SYMBOL, "action": "open", "side": "short", "contracts": "20",
+                    "stop_loss_pct": "2", "trailing_callback_rate": "0.5", "at_ms": 0}]
+        first = await start_run(env, "bybit", tmp_path, "first", opening)
+        await first.wait_line("opened")
+        await first.stop(signal.SIGKILL)
+        conn = await asyncpg.connect(database_url)
+        try:
+            [row] = await conn.fetch("SELECT id, status, epoch FROM positions")
+            assert row["status"] == "open" and row["epoch"] == 1
+            restarted = await start_run(env, "bybit", tmp_path, "second", None)
+            await restarted.wait_line("took over account default (epoch 2)")  # once the dead run's lease ran out
+            assert await restarted.stop() == 0, restarted.tail()
+            rows = await conn.fetch("SELECT id, status, epoch FROM positions")
+        finally:
+            await conn.close()
+        assert [(r["id"], r["status"]) for r in rows] == [(row["id"], "open")]  # the same row, still open
+        truth = await venue.final_truth()
+        assert [(p["symbol"], p["side"], p["protected"]) for p in truth["positions"]] == [(SYMBOL, "short", True)]
+        report = (tmp_path / "report-second.json").read_text()
+        assert '"orphans": 0' in report and '"open": 1' in report
+    finally:
+        await venue.proc.stop()
