@@ -149,16 +149,15 @@ def run_env(database_url: str, plugin: str, venue: Venue, lease_s: float) -> dic
     return env
 
 
-def schedule(rng: random.Random, plugin: str, seconds: float = 30.0, trailing: bool = True) -> list[dict[str, Any]]:
-    """Opens (random side, a trailing stop on half of them unless not ``trailing``) and closes of one symbol,
-    0.6 to 1.6 s apart."""
+def schedule(rng: random.Random, plugin: str, seconds: float = 30.0) -> list[dict[str, Any]]:
+    """Opens (random side, a trailing stop on half of them) and closes of one symbol, 0.6 to 1.6 s apart."""
     signals, at_s = [], 0.0
     while at_s < seconds:
         side = rng.choice(["long", "short"])
         sig: dict[str, Any] = {"venue": plugin, "symbol": SYMBOL, "action": "open", "side": side,
                                "contracts": str(rng.choice([10, 20, 30])), "stop_loss_pct": "2",
                                "at_ms": int(at_s * 1000)}
-        if rng.random() < 0.5 and trailing:
+        if rng.random() < 0.5:
             sig["trailing_callback_rate"] = "0.5"
         signals.append(sig)
         at_s += rng.uniform(0.6, 1.6)
@@ -237,14 +236,16 @@ def duplicate_stops(truth: dict[str, Any]) -> int:
 
 @contextlib.asynccontextmanager
 async def instances(plugin: str, seed: int, database_url: str, lease_s: float, folder: Path,
-                    trailing: bool = True) -> AsyncIterator[tuple[Venue, Proc, Proc, list[dict[str, Any]]]]:
-    """A venue, owner A (running the schedule) and standby B, started in that order."""
+                    signals: list[dict[str, Any]] | None = None,
+                    ) -> AsyncIterator[tuple[Venue, Proc, Proc, list[dict[str, Any]]]]:
+    """A venue, owner A (running ``signals``, by default the seeded schedule) and standby B, started in
+    that order."""
     rng = random.Random(seed)
     venue = await Venue.start(plugin, seed, folder)
     procs: list[Proc] = []
     try:
         env = run_env(database_url, plugin, venue, lease_s)
-        signals = schedule(rng, plugin, trailing=trailing)
+        signals = signals or schedule(rng, plugin)
         a = await start_run(env, plugin, folder, f"a-{plugin}-{seed}", signals)
         procs.append(a)
         await a.wait_line("submitting")
@@ -288,18 +289,24 @@ async def kill_trial(plugin: str, seed: int, database_url: str, lease_s: float =
     }
 
 
-async def fencing_trial(plugin: str, seed: int, database_url: str, lease_s: float = 5.0) -> dict[str, Any]:
-    """SIGSTOP the owner with a position open and a close due; resume it after B took over: the venue
-    orders submitted after the resume and A's log.  No trailing stops in this schedule, so B, which holds
-    a protected position and gets no signals, has nothing to send: every order after the resume would be
-    A's."""
+async def fencing_trial(plugin: str, seed: int, database_url: str, lease_s: float = 5.0,
+                        close_at_s: float = 12.0) -> dict[str, Any]:
+    """SIGSTOP an idle owner holding a position whose close is due at ``close_at_s``; resume it after B took
+    over and the close fell due: the venue orders submitted after the resume and both logs.  No trailing
+    stop, so B (a protected position, no signals) has nothing to send: every order after the resume would
+    be A's.  (A pause that lands *during* a venue request is another case: docs/scaling.md.)"""
+    rng = random.Random(seed)
+    signals = [{"venue": plugin, "symbol": SYMBOL, "action": "open", "side": rng.choice(["long", "short"]),
+                "contracts": "20", "stop_loss_pct": "2", "at_ms": 0},
+               {"venue": plugin, "symbol": SYMBOL, "action": "close", "at_ms": int(close_at_s * 1000)}]
     with tempfile.TemporaryDirectory(prefix="fencing-") as tmp:
-        async with instances(plugin, seed, database_url, lease_s, Path(tmp), trailing=False) as (venue, a, b, _):
-            await a.wait_line("opened")
+        async with instances(plugin, seed, database_url, lease_s, Path(tmp), signals) as (venue, a, b, _):
+            opened_at = await a.wait_line("opened")
             a.process.send_signal(signal.SIGSTOP)
             stopped_at = time.time()
             await b.wait_line("took over account default")
-            await asyncio.sleep(max(0.0, stopped_at + 2 * lease_s - time.time()))  # let A's schedule fall due
+            due = max(stopped_at + 2 * lease_s, opened_at + close_at_s + 1)
+            await asyncio.sleep(max(0.0, due - time.time()))  # A's lease has expired and its close is due
             before = await venue.truth()
             resumed_at = time.time()
             a.process.send_signal(signal.SIGCONT)
@@ -309,9 +316,9 @@ async def fencing_trial(plugin: str, seed: int, database_url: str, lease_s: floa
             await a.stop()
             await b.stop()
             truth = await venue.final_truth()
-            a_log = a.tail(200)
+            a_log, b_log = a.tail(400), b.tail(400)
     return {"plugin": plugin, "seed": seed, "orders_after_resume": new_orders,
-            "resumed_at_ms": int(resumed_at * 1000), "a_log": a_log,
+            "resumed_at_ms": int(resumed_at * 1000), "a_log": a_log, "b_log": b_log,
             "positions": truth["positions"], "unprotected_after_stop_ms": unprotected_after(truth, stopped_at * 1000)}
 
 
