@@ -20,7 +20,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from framework.bench import Rig, engine_rig
+from framework.app.bench import Rig, engine_rig
 from framework.errors import FrameworkError
 from framework.store import Store
 from framework.store.testing import TestDatabases
