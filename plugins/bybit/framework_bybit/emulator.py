@@ -32,20 +32,8 @@ from typing import Any, Self
 from aiohttp import web
 
 from framework.models import now_ms
-from framework.venue import (
-    BalanceEvent,
-    Candle,
-    FillEvent,
-    MarkPriceEvent,
-    OrderEvent,
-    PositionEvent,
-    Venue,
-    VenueEvent,
-    VenueOrder,
-    VenuePosition,
-    VenueReject,
-    candles,
-)
+from framework.venue import Candle, Venue, VenueOrder, VenuePosition, VenueReject, candles
+from framework.venue.core import BalanceEvent, FillEvent, MarkPriceEvent, OrderEvent, PositionEvent, VenueEvent
 from framework.venue.harness import EmulatorHarness
 from framework.venue.market import synthetic_book, window_stats
 from framework.venue.wire import StreamSocket, WireEmulator, WireError, decimal_param, signature_ok
