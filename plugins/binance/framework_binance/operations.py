@@ -209,15 +209,23 @@ async def fetch_order(conn: BinanceConnection, symbol: str, order_id: str | None
         return to_order(await conn.fetch_order(symbol, order_id, client_order_id, conditional=True))
 
 
+Rows = list[dict[str, Any]]
+
+
+async def snapshot_rows(conn: BinanceConnection) -> tuple[Rows, Rows, Rows]:
+    """The snapshot's three answers as Binance's raw rows: ``positionRisk``, ``openOrders``,
+    ``openAlgoOrders`` (what :func:`fetch_snapshot` decodes; ``framework bench`` times it as the floor)."""
+    return (await conn.position_rows(), await conn.open_order_rows(conditional=False),
+            await conn.open_order_rows(conditional=True))
+
+
 async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
     """One ``positionRisk``, one ``openOrders`` and one ``openAlgoOrders`` call, each answer decoded from
     Binance's own rows (:func:`position_from_row`, :func:`order_from_row`; ccxt's implicit API for the
     request only).  Stops: resting STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET algo orders with a
     trigger price (``closePosition``: ``contracts None``)."""
     taken_at = now_ms()
-    position_rows = await conn.position_rows()
-    order_rows = await conn.open_order_rows(conditional=False)
-    algo_rows = await conn.open_order_rows(conditional=True)
+    position_rows, order_rows, algo_rows = await snapshot_rows(conn)
     account, symbols = conn.config.account, conn.symbols
     positions = []
     for row in position_rows:
