@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from framework.bench import floor_figures, ratios, reconcile_figures, scale_figures, ws_frame_floor
+from framework.app.bench import floor_figures, ratios, reconcile_figures, scale_figures, ws_frame_floor
 
 
 async def test_ws_frame_floor_measures_each_frame():
