@@ -313,25 +313,29 @@ def fill_to_stop(truth: Any, account: str, symbol: str, intents: list[OrderInten
 
 async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[int]:
     """``n`` trailing stop moves driven by the mark-price stream; per move, the unprotected ms it caused
-    (ground truth).  A fresh position every ``per_position`` moves."""
+    (ground truth).  A fresh position every ``per_position`` moves, long and short in turn: a long trails
+    0.2 % rises, a short 0.2 % falls, so the mark comes back near where it started without a jump the
+    engine's mark-price gate would hold (``mark_jump_band_pct``)."""
     venue, symbol, probe = rig.venue, rig.symbol, rig.probe
-    base_mark = venue.mark_price(symbol)
     tick = venue.instrument(symbol).tick_size
     per_move: list[int] = []
+    long = True
     while len(per_move) < n:
-        await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal(1))))
-        mark = base_mark
+        side: PositionSide = "long" if long else "short"
+        step = Decimal("1.002") if long else Decimal("0.998")
+        await rig.engine.open(rig.intent(side=side, trailing=TrailingSpec(callback_rate=Decimal(1))))
+        mark = venue.mark_price(symbol)
         for _ in range(min(per_position, n - len(per_move))):
             before = venue.truth.unprotected_ms(rig.account, symbol)["total"]
             moves = len(probe.moved)
-            mark = (mark * Decimal("1.002")).quantize(tick)
+            mark = (mark * step).quantize(tick)
             venue.set_mark_price(symbol, mark)
             await probe.wait(lambda m=moves: len(probe.moved) > m)
             per_move.append(venue.truth.unprotected_ms(rig.account, symbol)["total"] - before)
         await rig.engine.close(rig.name, symbol)
-        venue.set_mark_price(symbol, base_mark)
         await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
+        long = not long
     return per_move
 
 
