@@ -62,6 +62,9 @@ ORDER_NOT_EXIST = 110001
 REDUCE_ONLY_SAME_SIDE = 110017
 DUPLICATE_ORDER_LINK_ID = 110072
 MIN_NOTIONAL = 110094  # "Order notional value below the lower limit"
+#: "403, access too frequent": the IP exceeded 600 requests in 5 s; "wait for at least 10 minutes" (Bybit v5
+#: "Rate Limit Rules", HTTP IP limit).  The core caps the pause it takes from this (framework.driver).
+IP_BAN_MS = 600_000
 
 _TRIGGER_FIELDS = {"stop_loss": ("stopLoss", "slTriggerBy"), "take_profit": ("takeProfit", "tpTriggerBy")}
 
@@ -89,10 +92,17 @@ def limit_reset_ms(headers: object) -> int | None:
         return None
 
 
+class BybitIpBanned(ccxt.RateLimitExceeded):
+    """HTTP 403 "access too frequent": the venue refuses every request from this IP for at least 10 minutes."""
+
+
 class BybitClient(ccxt_async.bybit):
-    """ccxt's bybit, raising :class:`BybitApiError` (with the retCode) for every non-zero retCode."""
+    """ccxt's bybit, raising :class:`BybitApiError` (with the retCode) for every non-zero retCode and
+    :class:`BybitIpBanned` for a 403."""
 
     def handle_errors(self, httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody):
+        if httpCode == 403:
+            raise BybitIpBanned(f"bybit HTTP 403: {str(body or reason)[:200]}")
         if isinstance(response, dict):
             code = response.get("retCode", response.get("ret_code"))
             if code is not None and str(code) not in ("0", "30084"):
@@ -240,6 +250,8 @@ def translate(exc: BaseException, action: str, *, write: bool = False, **where: 
         if write and code not in (TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN):
             return OrderRejected(text, code=code, **where)
         return VenueError(text, code=code, **where)
+    if isinstance(exc, BybitIpBanned):
+        return RateLimited(f"{action}: {exc}", code=403, retry_after_ms=IP_BAN_MS, **where)
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
         return RateLimited(f"{action}: {exc}", **where)
     if isinstance(exc, ccxt.NetworkError):  # timeouts, connection drops, 5xx
