@@ -534,3 +534,35 @@ def test_listener_may_call_back_into_the_venue(venue):
     open_long(venue)
     assert seen == ["OrderEvent", "FillEvent", "OrderEvent", "PositionEvent", "BalanceEvent", "OrderEvent"]
     assert venue.is_protected(ACC, XRP)
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_a_market_order_fills_in_parts_and_its_unfilled_rest_expires(venue, events, side):
+    # issue 13 item 10 (docs/conformance.md B20 / Y14): several executions, then EXPIRED for what the book
+    # could not take; the position holds exactly what filled
+    venue.faults.market_fill_parts = 3
+    venue.faults.market_fill_ratio = 0.5
+    order = venue.place_order(ACC, XRP, side, amount=D("100"), client_order_id="p1")
+    assert (order.status, order.filled) == ("expired", D("50"))
+    fills = [e.amount for e in events if isinstance(e, FillEvent)]
+    assert fills == [D("16.6"), D("16.6"), D("16.8")]
+    statuses = [e.order.status for e in events if isinstance(e, OrderEvent)]
+    assert statuses == ["new", "partially_filled", "partially_filled", "partially_filled", "expired"]
+    assert [e.position.contracts for e in events if isinstance(e, PositionEvent)] == [D("16.6"), D("33.2"), D("50")]
+    position = venue.position(ACC, XRP)
+    assert (position.side, position.contracts) == ("long" if side == "buy" else "short", D("50"))
+
+
+def test_a_market_order_the_book_cannot_take_at_all_expires_with_nothing_filled(venue, events):
+    venue.faults.market_fill_ratio = 0.0
+    order = venue.place_order(ACC, XRP, "buy", amount=D("100"))
+    assert (order.status, order.filled) == ("expired", 0)
+    assert not [e for e in events if isinstance(e, FillEvent)] and not venue.position(ACC, XRP).is_open
+
+
+def test_fill_knobs_leave_closes_by_the_venue_whole(venue, events):
+    open_long(venue)
+    venue.faults.market_fill_ratio = 0.1
+    venue.faults.market_fill_parts = 4
+    close = venue.liquidate(ACC, XRP)
+    assert (close.status, close.filled) == ("filled", D("100"))

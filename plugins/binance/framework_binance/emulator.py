@@ -98,6 +98,7 @@ CONDITIONAL_WIRE_TYPES = {"STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MA
 VENUE_TYPE = {"MARKET": "market", "STOP_MARKET": "stop_market", "TAKE_PROFIT_MARKET": "take_profit_market",
               "TRAILING_STOP_MARKET": "trailing_stop_market"}
 WIRE_TYPE = {v: k for k, v in VENUE_TYPE.items()}
+FORCED = ("liquidation", "adl")  # the venue's own closes: order type LIQUIDATION, execution CALCULATED
 ORDER_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
                 "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED", "triggered": "FILLED"}
 ALGO_STATUS = {"new": "NEW", "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED",
@@ -635,10 +636,12 @@ class BinanceEmulator:
     def _client_id(self, order: VenueOrder) -> str:
         if order.client_order_id:
             return order.client_order_id
+        # "Event: Order Update": "starts with "autoclose-": liquidation order", ""adl_autoclose": ADL auto close
+        # order" (B21)
         if order.origin == "liquidation":
-            return f"autoclose-{order.id}"
+            return f"autoclose-{order.created_ms}"
         if order.origin == "adl":
-            return f"adl_autoclose-{order.id}"
+            return "adl_autoclose"
         parent = self._parent_of.get(order.id)
         if parent is not None:
             return f"algo-{parent.id}"
@@ -646,7 +649,12 @@ class BinanceEmulator:
 
     def _orig_type(self, order: VenueOrder) -> str:
         parent = self._parent_of.get(order.id)
-        return WIRE_TYPE[parent.type] if parent is not None else WIRE_TYPE[order.type]
+        return WIRE_TYPE[parent.type] if parent is not None else self._wire_type(order)
+
+    @staticmethod
+    def _wire_type(order: VenueOrder) -> str:
+        """Order type ``LIQUIDATION`` for the venue's forced closes (B21), the order's own otherwise."""
+        return "LIQUIDATION" if order.origin in FORCED else WIRE_TYPE[order.type]
 
     def _order_json(self, order: VenueOrder) -> dict[str, Any]:
         instrument = self.venue.instrument(order.symbol)
@@ -658,7 +666,7 @@ class BinanceEmulator:
             "origQty": _s(amount), "executedQty": _s(order.filled),
             "cumQuote": _s((order.average or Decimal(0)) * order.filled),
             "timeInForce": WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
-            "type": WIRE_TYPE[order.type], "reduceOnly": order.reduce_only, "closePosition": order.close_position,
+            "type": self._wire_type(order), "reduceOnly": order.reduce_only, "closePosition": order.close_position,
             "side": order.side.upper(), "positionSide": "BOTH",
             "stopPrice": _s(parent.trigger_price if parent is not None else order.trigger_price),
             "workingType": "MARK_PRICE" if parent is not None else "CONTRACT_PRICE", "priceProtect": False,
@@ -1010,7 +1018,8 @@ class BinanceEmulator:
             return
         if isinstance(event, OrderEvent):
             order, fill = event.order, self._last_fill.get(event.order.id)
-            if not order.conditional and order.status == "filled" and fill is not None and fill.ts == event.ts:
+            if (not order.conditional and order.status in ("filled", "partially_filled") and fill is not None
+                    and fill.ts == event.ts):
                 self._held.setdefault(order.account, []).append((order, event.ts))
                 return
             for frame in self._order_frames(order, event.ts):
@@ -1081,21 +1090,23 @@ class BinanceEmulator:
             return self._algo_frames(order, ts)
         frames = []
         parent = self._parent_of.get(order.id)
-        fill = self._last_fill.get(order.id) if order.status == "filled" else None
+        traded = order.status in ("filled", "partially_filled")
+        fill = self._last_fill.get(order.id) if traded else None
         if order.status == "new":
             execution = "NEW"
-        elif order.status == "filled":
-            execution = "CALCULATED" if order.origin in ("liquidation", "adl") else "TRADE"
+        elif traded:  # CALCULATED: "Liquidation Execution" (B21)
+            execution = "CALCULATED" if order.origin in FORCED else "TRADE"
         else:
             execution = ORDER_STATUS[order.status]
         status = ORDER_STATUS[order.status]
-        if order.origin == "adl" and order.status == "filled":
-            status = "NEW_ADL"
+        # "Expire Reason" 9: "Market order could not be filled completely, remaining quantity is canceled" (B20)
+        expire_reason = "9" if order.status == "expired" and order.type == "market" else "0"
         frames.append(json.dumps({
             "e": "ORDER_TRADE_UPDATE", "T": ts, "E": ts,
             "o": {
                 "s": self.venue.instrument(order.symbol).id, "c": self._client_id(order), "S": order.side.upper(),
-                "o": WIRE_TYPE[order.type], "f": WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
+                "o": self._wire_type(order),
+                "f": "IOC" if order.origin in FORCED else WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
                 "q": _s(order.amount), "p": _s(order.price), "ap": _s(order.average),
                 "sp": _s(parent.trigger_price if parent is not None else None), "x": execution, "X": status,
                 "i": int(order.id), "l": _s(fill.amount if fill else None), "z": _s(order.filled),
@@ -1105,7 +1116,7 @@ class BinanceEmulator:
                 # the key set of a real /private/ws capture (fixture order_update_new_private_ws_capture.json):
                 # AP / cr only on trailing orders, pm / gtd / er always
                 "ot": self._orig_type(order), "ps": "BOTH", "cp": False, "rp": _s(fill.realized_pnl if fill else None),
-                "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0, "er": "0",
+                "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0, "er": expire_reason,
             },
         }))
         if parent is not None and order.status == "filled":  # the algo order's market order is done

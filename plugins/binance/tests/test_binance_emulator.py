@@ -62,6 +62,7 @@ class Rest:
             else:
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
                 response = await session.request(method, f"{self.base}{path}", data=query, headers=headers)
+            self.headers = dict(response.headers)
             return response.status, await response.json()
 
 
@@ -480,3 +481,57 @@ async def test_venue_harness_hook(harness):
     async with drivers(pm)["binance"].venue_harness({"seed": 1, "faults": "rest_position_lag_ms=100"}) as h:
         assert h.venue.faults.rest_position_lag_ms == 100 and h.config.rest_url.startswith("http://127.0.0.1:")
         assert intent(h.venue).symbol == h.symbol
+
+
+# --- issue 13 item 10 (docs/conformance.md B20-B24) -------------------------------------------------------------
+
+
+async def _user_frames(rest, harness):
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    return websockets.connect(f"{harness.emulator.ws_url}/private/ws?listenKey={answer['listenKey']}")
+
+
+@pytest.mark.parametrize("side", ["BUY", "SELL"])
+async def test_a_market_order_fills_in_parts_then_expires_on_the_wire(rest, venue, harness, side):
+    """B20: several executions (TRADE_LITE, ACCOUNT_UPDATE, ORDER_TRADE_UPDATE PARTIALLY_FILLED each), then
+    EXPIRED with expire reason 9 for what the book could not take; the answer says what filled."""
+    venue.faults.market_fill_parts = 3
+    venue.faults.market_fill_ratio = 0.5
+    async with await _user_frames(rest, harness) as ws:
+        frames = Frames(ws)
+        status, order = await rest.call("POST", "/fapi/v1/order", {
+            "symbol": "XRPUSDT", "side": side, "type": "MARKET", "quantity": "100", "newOrderRespType": "RESULT"})
+        assert status == 200 and (order["status"], order["executedQty"]) == ("EXPIRED", "50")
+        mine = lambda f: f["e"] == "ORDER_TRADE_UPDATE" and f["o"]["i"] == order["orderId"]  # noqa: E731
+        await frames.until(lambda: any(mine(f) and f["o"]["X"] == "EXPIRED" for f in frames))
+    updates = [f["o"] for f in frames if mine(f)]
+    assert [(u["x"], u["X"], u["l"], u["z"]) for u in updates] == [
+        ("NEW", "NEW", "0", "0"), ("TRADE", "PARTIALLY_FILLED", "16.6", "16.6"),
+        ("TRADE", "PARTIALLY_FILLED", "16.6", "33.2"), ("TRADE", "PARTIALLY_FILLED", "16.8", "50"),
+        ("EXPIRED", "EXPIRED", "0", "50")]
+    assert updates[-1]["er"] == "9" and all(u["er"] == "0" for u in updates[:-1])
+    assert len([f for f in frames if f["e"] == "TRADE_LITE" and f["i"] == order["orderId"]]) == 3
+    sizes = [f["a"]["P"][0]["pa"] for f in frames if f["e"] == "ACCOUNT_UPDATE"]
+    sign = "" if side == "BUY" else "-"
+    assert sizes == [f"{sign}16.6", f"{sign}33.2", f"{sign}50"]
+    for i, f in enumerate(frames):  # each part: the position first, its order update next, one T (B4)
+        if mine(f) and f["o"]["x"] == "TRADE":
+            assert frames[i - 1]["e"] == "ACCOUNT_UPDATE" and frames[i - 1]["T"] == f["T"]
+
+
+@pytest.mark.parametrize(("how", "client_id"), [("liquidate", "autoclose-"), ("adl", "adl_autoclose")])
+async def test_liquidation_and_adl_orders_look_as_documented(rest, venue, harness, how, client_id):
+    """B21: "Event: Order Update": client id ``autoclose-…`` / ``adl_autoclose``, order type LIQUIDATION, NEW
+    then execution CALCULATED ("Liquidation Execution"); TRADE_LITE carries trades only."""
+    venue.place_order("default", SYMBOL, "sell", amount=Decimal(10))
+    async with await _user_frames(rest, harness) as ws:
+        frames = Frames(ws)
+        getattr(venue, how)("default", SYMBOL)
+        await frames.until(lambda: any(f["e"] == "ORDER_TRADE_UPDATE" and f["o"]["X"] == "FILLED" for f in frames))
+    updates = [f["o"] for f in frames if f["e"] == "ORDER_TRADE_UPDATE"]
+    assert [(u["x"], u["X"]) for u in updates] == [("NEW", "NEW"), ("CALCULATED", "FILLED")]
+    for update in updates:
+        assert update["c"].startswith(client_id) and (update["o"], update["ot"], update["f"]) == (
+            "LIQUIDATION", "LIQUIDATION", "IOC")
+    assert updates[0]["c"] == updates[1]["c"] and (client_id != "adl_autoclose" or updates[0]["c"] == client_id)
+    assert not [f for f in frames if f["e"] == "TRADE_LITE"]

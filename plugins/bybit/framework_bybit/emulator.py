@@ -187,6 +187,7 @@ class BybitEmulator:
         self._tpsl_fired: set[tuple[str, str, str]] = set()
         self._trigger_children: set[str] = set()
         self._tpsl_alias: dict[str, str] = {}  # market order of a fired TP/SL -> the system order's id
+        self._executed: dict[str, Decimal] = {}  # order id -> contracts executed so far, while it executes
         self._cursors: dict[str, tuple[list[Any], int]] = {}  # next-page cursor -> (listing, offset)
         self._burst: list[tuple[_Session, str, str, bool]] = []  # frames held for faults.shuffle_topics
         self.burst_topics: collections.deque[list[str]] = collections.deque(maxlen=100)  # order sent, shuffled bursts
@@ -676,7 +677,7 @@ class BybitEmulator:
             "filled": "Filled",
             "canceled": "Deactivated" if order.conditional else "Cancelled",
             "rejected": "Rejected",
-            "expired": "Deactivated",
+            "expired": "Deactivated" if order.conditional else "Cancelled",
             "triggered": "Triggered",
         }[order.status]
         stop_order_type = _STOP_ORDER_TYPE.get(order.type) or _ORIGIN_STOP_ORDER_TYPE.get(order.origin, "")
@@ -696,6 +697,8 @@ class BybitEmulator:
                 reject_reason = _EXPIRED_REJECT_REASON[order.time_in_force]  # at once: post-only / IOC / FOK
             else:
                 cancel_type = "CancelByReduceOnly"  # a reduce-only one with nothing left to reduce
+        elif order.type == "market" and order.status == "expired":  # the IOC remainder the book could not take
+            reject_reason = "EC_NoEnoughQtyToFill"  # assumed (docs/conformance.md Y14)
         fields = {
             "category": "linear", "symbol": instrument.id, "orderId": order.id,
             "orderLinkId": order.client_order_id or "", "blockTradeId": "", "side": _SIDE[order.side],
@@ -1147,6 +1150,11 @@ class BybitEmulator:
     def _execution_fields(self, fill: FillEvent) -> dict[str, Any]:
         order = self.venue.get_order(fill.account, fill.symbol, fill.order_id)
         amount = order.amount if order.amount is not None else fill.amount
+        # leavesQty as of this execution (an order filled in parts: the venue's order is already final here)
+        executed = self._executed[fill.order_id] = self._executed.get(fill.order_id, Decimal(0)) + fill.amount
+        leaves = Decimal(0) if order.status == "filled" and executed >= order.filled else amount - executed
+        if not order.is_open and executed >= order.filled:
+            del self._executed[fill.order_id]  # its last execution
         return {
             "category": "linear", "symbol": self.venue.instrument(fill.symbol).id,
             "closedSize": num(fill.amount) if fill.realized_pnl != 0 or order.reduce_only else "0",
@@ -1155,7 +1163,7 @@ class BybitEmulator:
             "execValue": num(fill.amount * fill.price), "feeRate": "0.0002" if fill.maker else "0.0005",
             "tradeIv": "", "markIv": "",
             "blockTradeId": "", "markPrice": num(fill.price), "indexPrice": "", "underlyingPrice": "",
-            "leavesQty": num(amount - order.filled if order.is_open else Decimal(0)),
+            "leavesQty": num(leaves),
             "orderId": self._tpsl_alias.get(fill.order_id, fill.order_id), "orderLinkId": fill.client_order_id or "",
             "orderPrice": num(order.price or fill.price),
             "orderQty": num(amount), "orderType": "Limit" if order.type == "limit" else "Market",

@@ -476,3 +476,43 @@ async def test_shuffle_topics_interleaves_a_burst_across_topics_keeping_each_top
         assert sizes == [10, 20, 30, 40, 50, 60, 70]  # one topic's frames keep their order
     finally:
         await ws.close()
+
+
+# --- issue 13 item 10 (docs/conformance.md Y14-Y18) ----------------------------------------------------------
+
+
+async def read_topics(ws, done, timeout_s: float = 5.0) -> dict[str, list[dict[str, Any]]]:
+    """Items by topic until ``done(items)`` holds."""
+    items: dict[str, list[dict[str, Any]]] = {}
+    async with asyncio.timeout(timeout_s):
+        while not done(items):
+            frame = json.loads(await ws.recv())
+            if "topic" in frame:
+                items.setdefault(frame["topic"], []).extend(frame["data"])
+    return items
+
+
+@pytest.mark.parametrize("side", ["Buy", "Sell"])
+async def test_a_market_order_fills_in_several_executions_and_its_ioc_rest_is_cancelled(harness, conn, venue,
+                                                                                       side):
+    """Y14: create-order.mdx (a market order is an IOC limit order, "If there is insufficient liquidity, the
+    order will be cancelled"); enum.mdx ("Cancelled: In derivatives, orders with this status may have an
+    executed qty"); each execution's leavesQty as of that execution."""
+    venue.faults.market_fill_parts = 3
+    venue.faults.market_fill_ratio = 0.5
+    ws, _ = await private_socket(harness, topics=("order", "execution"))
+    try:
+        venue.place_order("default", SYMBOL, side.lower(), amount=Decimal(100), client_order_id=f"parts-{side}")
+        items = await read_topics(ws, lambda i: any(o["orderStatus"] == "Cancelled" for o in i.get("order", []))
+                                  and len(i.get("execution", [])) == 3)
+    finally:
+        await ws.close()
+    orders = [(o["orderStatus"], o["cumExecQty"], o["leavesQty"]) for o in items["order"]]
+    assert orders == [("New", "0", "100"), ("PartiallyFilled", "16.6", "83.4"), ("PartiallyFilled", "33.2", "66.8"),
+                      ("PartiallyFilled", "50", "50"), ("Cancelled", "50", "0")]
+    assert items["order"][-1]["rejectReason"] == "EC_NoEnoughQtyToFill"
+    executions = [(e["execQty"], e["leavesQty"], e["execType"]) for e in items["execution"]]
+    assert executions == [("16.6", "83.4", "Trade"), ("16.6", "66.8", "Trade"), ("16.8", "50", "Trade")]
+    decoded = [conn.decoder.decode(json.dumps({"topic": "execution", "data": [e]}))[0] for e in items["execution"]]
+    assert [(u.order.filled, u.order.status) for u in decoded] == [
+        (Decimal("16.6"), "open"), (Decimal("33.2"), "open"), (Decimal("50"), "open")]  # never more than filled
