@@ -1,7 +1,8 @@
 """Fault knobs of the simulated venue, their parser, and the stream shaper both façades share.
 
 The venue itself only reads :attr:`Faults.reject_next_orders` and the ``market_fill_*`` knobs; every other
-knob is applied by the wire façades (REST lag, HTTP errors, timeouts) or by :class:`FrameShaper` (private-stream frames).
+knob is applied by the wire façades (REST lag, HTTP errors, timeouts) or by :class:`FrameShaper`
+(private-stream frames).
 """
 
 from __future__ import annotations
