@@ -258,11 +258,14 @@ class PositionEvent:
 
 @dataclass(frozen=True)
 class BalanceEvent:
-    """An account's balance after a fill: ``{"total", "available", "unrealized_pnl"}``."""
+    """An account's balance after a fill (``reason`` ``order``) or a funding settlement (``funding``, ``change``
+    the amount credited, negative when paid): ``{"total", "available", "unrealized_pnl"}``."""
 
     account: str
     balance: dict[str, Decimal]
     ts: int
+    reason: str = "order"
+    change: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -753,6 +756,29 @@ class Venue:
     def adl(self, account: str, symbol: str) -> VenueOrder:
         """Auto-deleveraging closes the whole position.  :raises VenueReject: ``zero_position``."""
         return self._forced_close(account, symbol, "adl", None)
+
+    def settle_funding(self, symbol: str, rate: Decimal) -> dict[str, Decimal]:
+        """Funding at ``rate`` (0.0001 = 0.01 %) on every open ``symbol`` position, valued at the mark: a long
+        pays ``contracts × mark × rate``, a short receives it (the reverse when ``rate`` < 0).  Only wallets
+        change: no order, no fill, no position event; one :class:`BalanceEvent` (``reason="funding"``) per
+        account charged.
+
+        :returns: ``{account: amount credited}`` (negative when paid), quote currency.
+        """
+        ts = self.tick()
+        mark = self._marks[symbol]
+        credited: dict[str, Decimal] = {}
+        for key in self._position_keys_by_symbol.get(symbol, []):
+            position = self._positions[key]
+            if not position.is_open:
+                continue
+            amount = -_signed(position) * mark * rate
+            self._accounts[position.account].wallet += amount
+            credited[position.account] = credited.get(position.account, ZERO) + amount
+        for account, amount in credited.items():
+            self._outbox.append(BalanceEvent(account, self.balance(account), ts, "funding", amount))
+        self._after_change()
+        return credited
 
     def is_protected(self, account: str, symbol: str) -> bool:
         """True when an open position has an attached stop-loss / trailing stop, or an open reduce-only /

@@ -566,3 +566,19 @@ def test_fill_knobs_leave_closes_by_the_venue_whole(venue, events):
     venue.faults.market_fill_parts = 4
     close = venue.liquidate(ACC, XRP)
     assert (close.status, close.filled) == ("filled", D("100"))
+
+
+def test_funding_moves_wallets_only_a_long_pays_a_short_receives(venue, events):
+    # issue 13 item 10 (docs/conformance.md B19 / Y15): funding is a balance change, never a position change
+    open_long(venue, "100")
+    venue.add_account("other", api_key="k2", api_secret="s2", balance=D("1000"))
+    venue.place_order("other", XRP, "sell", amount=D("50"))
+    wallets = {a: venue.wallet(a) for a in (ACC, "other")}
+    events.clear()
+    credited = venue.settle_funding(XRP, D("0.0001"))
+    assert credited == {ACC: D("-0.01"), "other": D("0.005")}  # 100 × 1.0000 × 0.01 %, 50 × …
+    assert {a: venue.wallet(a) - wallets[a] for a in wallets} == credited
+    assert [(type(e).__name__, e.reason, e.change) for e in events] == [
+        ("BalanceEvent", "funding", D("-0.01")), ("BalanceEvent", "funding", D("0.005"))]
+    assert venue.position(ACC, XRP).contracts == D("100")
+    assert venue.settle_funding(BTC, D("0.0001")) == {}  # nobody holds BTC

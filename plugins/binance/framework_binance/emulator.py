@@ -1032,6 +1032,8 @@ class BinanceEmulator:
                 self._expire_close_position_orders(event.position.account, event.position.symbol)
         elif isinstance(event, BalanceEvent):  # a fill always moves a position first; never hold past it
             self._release_held(event.account, None)
+            if event.reason == "funding":
+                self._send(event.account, self._funding_update(event))
 
     def _expire_close_position_orders(self, account: str, symbol: str) -> None:
         """The position closed: Binance's system expires its close-position (GTE_GTC) algo orders (B7)."""
@@ -1082,6 +1084,14 @@ class BinanceEmulator:
             },
         }
         return json.dumps(frame), position.contracts == 0, t
+
+    def _funding_update(self, event: BalanceEvent) -> str:
+        """``ACCOUNT_UPDATE`` ``m`` ``FUNDING_FEE`` of a cross position: the balance only ("Event: Balance and
+        Position Update"; ``"P": []`` as in a real 2026 capture, docs/conformance.md B19)."""
+        t = self._transaction_time(event.account, event.ts)
+        wallet = _s(self.venue.wallet(event.account))
+        return json.dumps({"e": "ACCOUNT_UPDATE", "T": t, "E": t, "a": {
+            "B": [{"a": "USDT", "wb": wallet, "cw": wallet, "bc": _s(event.change)}], "P": [], "m": "FUNDING_FEE"}})
 
     def _order_frames(self, order: VenueOrder, ts: int, t: int | None = None) -> list[str]:
         """``ORDER_TRADE_UPDATE`` (and the parent's ``ALGO_UPDATE`` FINISHED) at ``T = t`` (default ``ts``)."""

@@ -535,3 +535,18 @@ async def test_liquidation_and_adl_orders_look_as_documented(rest, venue, harnes
             "LIQUIDATION", "LIQUIDATION", "IOC")
     assert updates[0]["c"] == updates[1]["c"] and (client_id != "adl_autoclose" or updates[0]["c"] == client_id)
     assert not [f for f in frames if f["e"] == "TRADE_LITE"]
+
+
+async def test_funding_is_an_account_update_with_the_balance_only(rest, venue, harness):
+    """B19: "When FUNDING FEE occurs in a crossed position, ACCOUNT_UPDATE will be pushed with only the balance
+    B … without any position P message" (a real 2026 capture shows ``"P": []``)."""
+    venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+    async with await _user_frames(rest, harness) as ws:
+        frames = Frames(ws)
+        [paid] = venue.settle_funding(SYMBOL, Decimal("0.0001")).values()
+        await frames.until(lambda: any(f["e"] == "ACCOUNT_UPDATE" for f in frames))
+    [update] = [f for f in frames if f["e"] == "ACCOUNT_UPDATE"]
+    assert (update["a"]["m"], update["a"]["P"]) == ("FUNDING_FEE", [])
+    assert Decimal(update["a"]["B"][0]["bc"]) == paid < 0
+    assert Decimal(update["a"]["B"][0]["wb"]) == venue.wallet("default")
+    assert [f["e"] for f in frames] == ["ACCOUNT_UPDATE"]

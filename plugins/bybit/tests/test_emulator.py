@@ -516,3 +516,18 @@ async def test_a_market_order_fills_in_several_executions_and_its_ioc_rest_is_ca
     decoded = [conn.decoder.decode(json.dumps({"topic": "execution", "data": [e]}))[0] for e in items["execution"]]
     assert [(u.order.filled, u.order.status) for u in decoded] == [
         (Decimal("16.6"), "open"), (Decimal("33.2"), "open"), (Decimal("50"), "open")]  # never more than filled
+
+
+async def test_funding_is_a_wallet_message_only(harness, venue, emulator):
+    """Y15: funding moves the wallet; no position, order or execution message (a ``Funding`` execution is
+    listed by /v5/execution/list per enum.mdx ``execType``, not modelled)."""
+    venue.place_order("default", SYMBOL, "sell", amount=Decimal(10))
+    ws, _ = await private_socket(harness)
+    try:
+        await emulator.drain_streams()
+        [received] = venue.settle_funding(SYMBOL, Decimal("0.0001")).values()
+        items = await read_topics(ws, lambda i: "wallet" in i)
+    finally:
+        await ws.close()
+    assert set(items) == {"wallet"} and received > 0
+    assert Decimal(items["wallet"][0]["coin"][0]["walletBalance"]) == venue.wallet("default")
