@@ -76,6 +76,11 @@ class Faults(BaseModel):
         default=1.0, ge=0, le=1,
         description="share of a client's market order the book can fill; the rest expires (price protection)",
     )
+    rate_limits: bool = Field(
+        default=False,
+        description="refuse what the venue's documented request limits refuse (Binance 429 / 418 on the IP's "
+        "weight, Bybit 10006 per endpoint and 403 per IP); the usage headers are sent either way",
+    )
     shuffle_topics: bool = Field(
         default=False, description="interleave one burst's private frames across topics at random (venue.rng)"
     )

@@ -62,6 +62,7 @@ from framework.venue import (
     VenueReject,
     candles,
 )
+from framework.venue.limits import Ban, FixedWindow
 from framework.venue.market import synthetic_book, window_stats
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,12 @@ MAX_RECV_WINDOW_MS = 60_000
 DEFAULT_RECV_WINDOW_MS = 5_000
 #: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
 ACCEPT_TIMEOUT_HOLD_S = 30.0
-RETRY_AFTER_S = 1  # what a 418 / 429 asks the client to wait (assumed value; the header is documented)
+RETRY_AFTER_S = 1  # what a 418 / 429 fault asks the client to wait (assumed value; the header is documented)
+WEIGHT_LIMIT_1M = 2400  # REQUEST_WEIGHT per minute per IP (exchangeInfo rateLimits)
+IP_BAN_MS = 120_000  # "IP bans are tracked and scale in duration for repeat offenders, from 2 minutes to 3 days"
+#: request weights from the endpoints' pages ("Request Weight"); any other endpoint: 1 (assumed, B22)
+REQUEST_WEIGHTS = {"/fapi/v2/positionRisk": 5, "/fapi/v3/positionRisk": 5, "/fapi/v2/account": 5,
+                   "/fapi/v3/account": 5, "/fapi/v1/exchangeInfo": 1}
 
 #: venue reject reason → (Binance code, message); all HTTP 400
 REJECT_CODES: dict[str, tuple[int, str]] = {
@@ -121,9 +127,24 @@ WIRE_TIME_IN_FORCE = {v: k for k, v in TIME_IN_FORCE.items()}
 class BinanceApiError(Exception):
     """An error answer: ``{"code": code, "msg": msg}`` with HTTP ``status``."""
 
-    def __init__(self, status: int, code: int, msg: str) -> None:
+    def __init__(self, status: int, code: int, msg: str, retry_after_s: int | None = None) -> None:
         super().__init__(f"{status} {code} {msg}")
-        self.status, self.code, self.msg = status, code, msg
+        self.status, self.code, self.msg, self.retry_after_s = status, code, msg, retry_after_s
+
+
+def request_weight(request: web.Request) -> int:
+    """A request's IP weight: New Order 0 ("0 on IP rate limit"), Current All Open Orders 1 with a symbol and
+    40 without, Order Book 2 / 5 / 10 / 20 by ``limit``, 24hr Ticker 1 / 40; others from
+    :data:`REQUEST_WEIGHTS`."""
+    path, query = request.path, request.query
+    if request.method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
+        return 0  # the algo order's IP weight is assumed like New Order's
+    if path in ("/fapi/v1/openOrders", "/fapi/v1/ticker/24hr"):
+        return 1 if query.get("symbol") else 40
+    if path == "/fapi/v1/depth":
+        limit = int(query.get("limit", "500")) if query.get("limit", "500").isdigit() else 500
+        return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+    return REQUEST_WEIGHTS.get(path, 1)
 
 
 def _reject(reject: VenueReject, *, cancel: bool = False) -> BinanceApiError:
@@ -184,6 +205,11 @@ class BinanceEmulator:
         self.shaper = FrameShaper(venue)
         self.accept_timeout_hold_s = ACCEPT_TIMEOUT_HOLD_S
         self._listen_keys: dict[str, str] = {}  # valid key -> account
+        #: the IP's REQUEST_WEIGHT this minute (exchangeInfo ``rateLimits``: 2400), the 418 ban, and the end of
+        #: the minute in which a 429 was answered; tests lower the limit
+        self.request_weight = FixedWindow(60_000, WEIGHT_LIMIT_1M)
+        self.ip_ban = Ban()
+        self._warned_until = 0
         #: listen key -> {socket: allowed event types, ``None`` = every event}
         self._user_sockets: dict[str, dict[web.WebSocketResponse, frozenset[str] | None]] = {}
         self._silent_sockets: set[web.WebSocketResponse] = set()  # legacy paths: open, never fed
@@ -296,8 +322,15 @@ class BinanceEmulator:
         if request.path.startswith(("/ws/", "/stream", "/private/", "/market/")):
             return await handler(request)
         self.rest_calls[f"{request.method} {request.path}"] += 1
+        response = await self._answer(request, handler)
+        # "Every request will contain X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)" (B22)
+        response.headers["X-MBX-USED-WEIGHT-1M"] = str(self.request_weight.used)
+        return response
+
+    async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
         faults = self.venue.faults
         try:
+            self._charge_weight(request)
             if faults.http_error_next > 0:
                 faults.http_error_next -= 1
                 status = faults.http_error_status
@@ -313,11 +346,34 @@ class BinanceEmulator:
             return await handler(request)
         except BinanceApiError as error:
             # Binance sends Retry-After (seconds) with every 418 / 429 ("General Info: Limits")
-            headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (418, 429) else None
+            wait = str(error.retry_after_s or RETRY_AFTER_S)
+            headers = {"Retry-After": wait} if error.status in (418, 429) else None
             return web.json_response({"code": error.code, "msg": error.msg}, status=error.status, headers=headers)
         except VenueReject as reject:
             error = _reject(reject)
             return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)
+
+    def _charge_weight(self, request: web.Request) -> None:
+        """Charge the request's weight to the IP's minute (B22).  With ``faults.rate_limits``: over the limit
+        is 429 ``-1003`` with ``Retry-After`` (seconds to the minute's end); another request in that minute, or
+        any during a ban, is 418 and a ban of ``IP_BAN_MS`` ("Repeatedly violating rate limits and/or failing
+        to back off after receiving 429s will result in an automated IP ban (HTTP status 418)")."""
+        now = self.venue.now()
+        within = self.request_weight.charge(now, request_weight(request))
+        if not self.venue.faults.rate_limits:
+            return
+        window = self.request_weight.reset_at(now)
+        if not self.ip_ban.active(now) and not within and self._warned_until == window:
+            self.ip_ban.impose(now, IP_BAN_MS)
+        if self.ip_ban.active(now):
+            raise BinanceApiError(418, -1003, f"Way too many requests; IP banned until {self.ip_ban.until_ms}. "
+                                  "Please use the websocket for live updates to avoid bans.",
+                                  self.ip_ban.remaining_s(now))
+        if not within:
+            self._warned_until = window
+            raise BinanceApiError(429, -1003, f"Too many requests; current limit of IP is {self.request_weight.limit} "
+                                  "requests per minute. Please use the websocket for live updates to avoid polling "
+                                  "the API.", max(1, -(-(window - now) // 1000)))
 
     async def _signed(self, request: web.Request) -> tuple[str, dict[str, str]]:
         """Check API key, timestamp, recvWindow and HMAC-SHA256 signature; returns (account, params)."""

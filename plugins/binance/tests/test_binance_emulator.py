@@ -12,12 +12,13 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import websockets
-from binance_helpers import SYMBOL, TEST_OPTIONS, Sink, below, fixture_json, intent
+from binance_helpers import SYMBOL, TEST_OPTIONS, FakeClock, Sink, below, fixture_json, intent
 from pydantic import SecretStr
 
 from framework.errors import VenueError
 from framework.models import MarkPrice, PositionUpdate, now_ms
 from framework.plugins import drivers, load_plugins
+from framework.venue import EmulatorHarness
 
 
 def same_shape(emitted, fixture, path="$", exact=True):
@@ -550,3 +551,88 @@ async def test_funding_is_an_account_update_with_the_balance_only(rest, venue, h
     assert Decimal(update["a"]["B"][0]["bc"]) == paid < 0
     assert Decimal(update["a"]["B"][0]["wb"]) == venue.wallet("default")
     assert [f["e"] for f in frames] == ["ACCOUNT_UPDATE"]
+
+
+@pytest.fixture
+async def clocked():
+    """A venue of its own on a fake clock (its minutes, bans and lifetimes pass when the test says)."""
+    from framework_binance.emulator import BinanceEmulator
+
+    clock = FakeClock()
+    clock.advance(50_000)  # 10 s before a minute ends
+    async with EmulatorHarness("binance", BinanceEmulator, {"seed": 3, "clock": clock}) as h:
+        h.clock = clock
+        yield h
+
+
+async def test_every_answer_carries_the_ip_s_used_weight_of_the_minute(clocked):
+    """B22: "Every request will contain X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)"; weights as the
+    endpoints document them (positionRisk 5, New Order 0 on the IP limit)."""
+    rest = Rest(clocked)
+    await rest.call("GET", "/fapi/v1/exchangeInfo", signed=False)
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    await rest.call("GET", "/fapi/v3/positionRisk")
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "6"
+    status, _ = await rest.call("POST", "/fapi/v1/order", {"symbol": "XRPUSDT", "side": "BUY", "type": "MARKET",
+                                                          "quantity": "10"})
+    assert status == 200 and rest.headers["X-MBX-USED-WEIGHT-1M"] == "6"
+    await rest.call("GET", "/fapi/v1/openOrders")  # every symbol: 40
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "46"
+    clocked.clock.advance(10_000)  # a new minute
+    await rest.call("GET", "/fapi/v1/time", signed=False)
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+
+
+async def test_over_the_weight_429_with_retry_after_then_418_banned_for_not_backing_off(clocked):
+    """B22: 429 -1003 with Retry-After (seconds to wait "to prevent a ban"); a client that keeps going in that
+    minute gets 418 and Retry-After "until the ban is over" (2 minutes, the documented minimum)."""
+    clocked.venue.faults.rate_limits = True
+    clocked.emulator.request_weight.limit = 12
+    rest = Rest(clocked)
+    for _ in range(2):
+        assert (await rest.call("GET", "/fapi/v3/positionRisk"))[0] == 200
+    status, body = await rest.call("GET", "/fapi/v3/positionRisk")
+    assert (status, body["code"], rest.headers["Retry-After"]) == (429, -1003, "10")
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "15"
+    status, body = await rest.call("GET", "/fapi/v1/time", signed=False)
+    assert (status, body["code"], rest.headers["Retry-After"]) == (418, -1003, "120") and "banned" in body["msg"]
+    clocked.clock.advance(119_500)
+    assert (await rest.call("GET", "/fapi/v1/time", signed=False))[0] == 418
+    assert rest.headers["Retry-After"] == "1"
+    clocked.clock.advance(1_000)
+    assert (await rest.call("GET", "/fapi/v1/time", signed=False))[0] == 200
+
+
+async def test_a_client_that_backs_off_after_a_429_is_never_banned(clocked):
+    clocked.venue.faults.rate_limits = True
+    clocked.emulator.request_weight.limit = 5
+    rest = Rest(clocked)
+    assert (await rest.call("GET", "/fapi/v3/positionRisk"))[0] == 200
+    assert (await rest.call("GET", "/fapi/v3/positionRisk"))[0] == 429
+    clocked.clock.advance(int(rest.headers["Retry-After"]) * 1000)  # waited as told
+    assert (await rest.call("GET", "/fapi/v3/positionRisk"))[0] == 200
+
+
+async def test_the_driver_reads_the_used_weight_and_waits_out_a_429_without_being_banned(clocked):
+    """B22, driver side: the weight of every answer is read (``used_weight_1m``); a 429's Retry-After pauses the
+    venue's calls, after which the next call succeeds (no 418)."""
+    from framework.errors import RateLimited
+
+    pm = load_plugins(["binance"])
+    drv = drivers(pm)["binance"]
+    await drv.connect(clocked.config.model_copy(update={"options": dict(TEST_OPTIONS)}))
+    try:
+        await drv.fetch_snapshot()
+        emulator = clocked.emulator
+        assert drv.conn.exchange.used_weight_1m == emulator.request_weight.used > 0
+        clocked.clock.advance(9_000)  # 1 s before the minute ends
+        clocked.venue.faults.rate_limits = True
+        emulator.request_weight.limit = emulator.request_weight.used + 1
+        with pytest.raises(RateLimited) as refused:
+            await drv.fetch_snapshot()
+        assert refused.value.retry_after_ms == 1_000 and 0 < drv.paused_for_ms() <= 1_000
+        clocked.clock.advance(1_000)  # the venue's minute passes while the driver waits
+        await drv.fetch_snapshot()
+        assert drv.counters["rate_limit_waits"] == 1 and not emulator.ip_ban.active(clocked.venue.now())
+    finally:
+        await drv.disconnect()

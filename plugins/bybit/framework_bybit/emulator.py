@@ -52,12 +52,21 @@ from framework.venue import (
     candles,
 )
 from framework.venue.harness import EmulatorHarness
+from framework.venue.limits import Ban, FixedWindow
 from framework.venue.market import synthetic_book, window_stats
 from framework_bybit.decoder import VENUE
 
 log = logging.getLogger(__name__)
 
 PRIVATE_TOPICS = ("position", "order", "execution", "wallet")
+# Bybit v5 "Rate Limit Rules" (docs/v5/rate-limit/rate-limit.mdx): per IP, and per account and endpoint per second
+# (the linear column of the table; an endpoint not listed here is assumed 10/s)
+IP_REQUESTS_PER_5S = 600
+IP_BAN_MS = 600_000  # "wait for at least 10 minutes. The ban will be lifted automatically"
+API_LIMITS = {"/v5/order/create": 10, "/v5/order/amend": 10, "/v5/order/cancel": 10, "/v5/order/cancel-all": 10,
+              "/v5/order/realtime": 50, "/v5/order/history": 50, "/v5/execution/list": 50, "/v5/position/list": 50,
+              "/v5/position/set-leverage": 10, "/v5/position/trading-stop": 10, "/v5/account/wallet-balance": 50,
+              "/v5/account/info": 50, "/v5/account/fee-rate": 5}
 
 # VenueReject.reason -> (retCode, retMsg); retMsg None = the venue's own message (docs/venue-api.md table).
 REJECT_CODES: dict[str, tuple[int, str | None]] = {
@@ -188,6 +197,11 @@ class BybitEmulator:
         self._trigger_children: set[str] = set()
         self._tpsl_alias: dict[str, str] = {}  # market order of a fired TP/SL -> the system order's id
         self._executed: dict[str, Decimal] = {}  # order id -> contracts executed so far, while it executes
+        #: the IP's requests per 5 s ("600 requests within a 5-second window per IP"), the ban past it, and each
+        #: (account, endpoint)'s requests per second (the "API Rate Limit Table"); tests lower the limits
+        self.ip_requests = FixedWindow(5_000, IP_REQUESTS_PER_5S)
+        self.ip_ban = Ban()
+        self._api_windows: dict[tuple[str, str], FixedWindow] = {}
         self._cursors: dict[str, tuple[list[Any], int]] = {}  # next-page cursor -> (listing, offset)
         self._burst: list[tuple[_Session, str, str, bool]] = []  # frames held for faults.shuffle_topics
         self.burst_topics: collections.deque[list[str]] = collections.deque(maxlen=100)  # order sent, shuffled bursts
@@ -299,6 +313,33 @@ class BybitEmulator:
         return {"retCode": code, "retMsg": message, "result": result, "retExtInfo": {}, "time": now_ms()}
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
+        """Rate limits first (Bybit v5 "Rate Limit Rules", docs/conformance.md Y16): a private answer carries the
+        endpoint's ``X-Bapi-Limit*`` headers (per account and endpoint, per second).  With
+        ``faults.rate_limits``, more than ``ip_requests`` allows from the IP is "403, access too frequent" and
+        a 10-minute ban, and a request over its endpoint's limit is 10006."""
+        now = self.venue.now()
+        within = self.ip_requests.charge(now)
+        if self.venue.faults.rate_limits and (self.ip_ban.active(now) or not within):
+            if not self.ip_ban.active(now):
+                self.ip_ban.impose(now, IP_BAN_MS)
+            return web.Response(status=403, text="403, access too frequent")  # the body is assumed
+        limit_headers: dict[str, str] = {}
+        response = await self._answer(request, limit_headers)
+        if not response.prepared:
+            response.headers.update(limit_headers)
+        return response
+
+    def _charge_api_limit(self, account: str, path: str, headers: dict[str, str]) -> None:
+        """:raises BybitApiReject: 10006 when ``account`` is over ``path``'s limit this second."""
+        now = self.venue.now()
+        window = self._api_windows.setdefault((account, path), FixedWindow(1000, API_LIMITS.get(path, 10)))
+        within = window.charge(now)
+        headers.update({"X-Bapi-Limit": str(window.limit), "X-Bapi-Limit-Status": str(window.remaining()),
+                        "X-Bapi-Limit-Reset-Timestamp": str(now if within else window.reset_at(now))})
+        if not within and self.venue.faults.rate_limits:
+            raise BybitApiReject(10006, "Too many visits!", status=429)
+
+    async def _answer(self, request: web.Request, limit_headers: dict[str, str]) -> web.StreamResponse:
         key = (request.method, request.path)
         self.rest_calls[f"{request.method} {request.path}"] += 1
         handler, private = self._routes[key]
@@ -323,6 +364,8 @@ class BybitEmulator:
             else:
                 params = dict(request.query)
             account = self._authenticate(request, body) if private else None
+            if account is not None:
+                self._charge_api_limit(account, request.path, limit_headers)
             result = await handler(params, account, request) if private else await handler(params)
         except BybitApiReject as reject:
             return web.json_response(self._envelope(reject.code, reject.message, {}), status=reject.status)
@@ -1176,8 +1219,8 @@ class BybitEmulator:
 
 
 class BybitHarness(EmulatorHarness):
-    """The Bybit emulator on loopback (``venue_harness``); it has no rate limit, so ccxt's client-side
-    throttling is off."""
+    """The Bybit emulator on loopback (``venue_harness``); it refuses nothing for rate unless
+    ``faults.rate_limits`` (a test's own choice), so ccxt's client-side throttling is off."""
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(VENUE, BybitEmulator, options)

@@ -531,3 +531,79 @@ async def test_funding_is_a_wallet_message_only(harness, venue, emulator):
         await ws.close()
     assert set(items) == {"wallet"} and received > 0
     assert Decimal(items["wallet"][0]["coin"][0]["walletBalance"]) == venue.wallet("default")
+
+
+class FakeClock:
+    def __init__(self, start: int = 1_800_000_000_000) -> None:
+        self.ms = start
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+
+@pytest.fixture
+async def clocked():
+    """A venue of its own on a fake clock (its seconds, bans and connection timeouts pass when the test says)."""
+    from framework_bybit.emulator import BybitHarness
+
+    clock = FakeClock()
+    async with BybitHarness({"seed": 5, "clock": clock}) as h:
+        h.clock = clock
+        yield h
+
+
+async def test_private_answers_carry_the_endpoint_s_limit_headers_and_10006_over_it(clocked):
+    """Y16: "Every request to the API returns" ``X-Bapi-Limit``, ``X-Bapi-Limit-Status`` (remaining) and
+    ``X-Bapi-Limit-Reset-Timestamp`` (now, or when the limit resets once exceeded); the linear limits of the
+    table (``/v5/position/list`` 50/s); over it retCode 10006 "Too many visits!"."""
+    clocked.venue.faults.rate_limits = True
+    now = clocked.venue.now()
+
+    async def positions() -> tuple[int, dict[str, Any], dict[str, str]]:
+        query = "category=linear&settleCoin=USDT"
+        key, secret = clocked.config.api_key.get_secret_value(), clocked.config.api_secret.get_secret_value()
+        ts = str(int(time.time() * 1000))
+        sign = hmac.new(secret.encode(), f"{ts}{key}5000{query}".encode(), hashlib.sha256).hexdigest()
+        headers = {"X-BAPI-API-KEY": key, "X-BAPI-TIMESTAMP": ts, "X-BAPI-RECV-WINDOW": "5000", "X-BAPI-SIGN": sign}
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{clocked.config.rest_url}/v5/position/list?{query}", headers=headers) as response:
+            return response.status, await response.json(), dict(response.headers)
+
+    status, body, headers = await positions()
+    assert (status, body["retCode"]) == (200, 0)
+    assert (headers["X-Bapi-Limit"], headers["X-Bapi-Limit-Status"]) == ("50", "49")
+    assert abs(int(headers["X-Bapi-Limit-Reset-Timestamp"]) - now) < 100
+    for _ in range(49):
+        await positions()
+    status, body, headers = await positions()
+    assert (body["retCode"], body["retMsg"], headers["X-Bapi-Limit-Status"]) == (10006, "Too many visits!", "0")
+    assert int(headers["X-Bapi-Limit-Reset-Timestamp"]) == now - now % 1000 + 1000
+    clocked.clock.advance(1_000)
+    assert (await positions())[1]["retCode"] == 0
+
+
+async def test_too_many_requests_from_the_ip_is_403_and_a_ten_minute_ban(clocked):
+    """Y16: "If you encounter the error "403, access too frequent" … wait for at least 10 minutes. The ban will
+    be lifted automatically"; the driver takes it as RateLimited with that wait (the core caps its pause)."""
+    from framework.errors import RateLimited
+    from framework.plugins import drivers, load_plugins
+
+    pm = load_plugins(["bybit"])
+    drv = drivers(pm)["bybit"]
+    await drv.connect(clocked.config)
+    try:
+        clocked.venue.faults.rate_limits = True
+        clocked.emulator.ip_requests.limit = clocked.emulator.ip_requests.used  # the next request is one too many
+        with pytest.raises(RateLimited) as refused:
+            await drv.fetch_snapshot()
+        assert (refused.value.code, refused.value.retry_after_ms) == (403, 600_000)
+        assert 0 < drv.paused_for_ms() <= 60_000  # the core's cap
+        clocked.clock.advance(598_000)
+        assert clocked.emulator.ip_ban.active(clocked.venue.now())
+        clocked.clock.advance(3_000)
+        assert not clocked.emulator.ip_ban.active(clocked.venue.now())
+    finally:
+        await drv.disconnect()
