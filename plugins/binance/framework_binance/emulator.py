@@ -62,7 +62,7 @@ from framework.venue import (
     VenueReject,
     candles,
 )
-from framework.venue.limits import Ban, FixedWindow
+from framework.venue.limits import Ban, FixedWindow, Lifetimes
 from framework.venue.market import synthetic_book, window_stats
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ DEFAULT_RECV_WINDOW_MS = 5_000
 #: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
 ACCEPT_TIMEOUT_HOLD_S = 30.0
 RETRY_AFTER_S = 1  # what a 418 / 429 fault asks the client to wait (assumed value; the header is documented)
+LISTEN_KEY_TTL_MS = 3_600_000
+CONNECTION_MAX_MS = 86_400_000
+CLOCK_POLL_S = 0.05  # how often the venue's clock is looked at for lapsed keys and connections (real time)
 WEIGHT_LIMIT_1M = 2400  # REQUEST_WEIGHT per minute per IP (exchangeInfo rateLimits)
 IP_BAN_MS = 120_000  # "IP bans are tracked and scale in duration for repeat offenders, from 2 minutes to 3 days"
 #: request weights from the endpoints' pages ("Request Weight"); any other endpoint: 1 (assumed, B22)
@@ -205,6 +208,14 @@ class BinanceEmulator:
         self.shaper = FrameShaper(venue)
         self.accept_timeout_hold_s = ACCEPT_TIMEOUT_HOLD_S
         self._listen_keys: dict[str, str] = {}  # valid key -> account
+        #: "A User Data Stream listenKey is valid for 60 minutes after creation" (a PUT or POST extends it by 60
+        #: minutes); a connection is cut at 24 h (B23, B24); on the venue's clock, tests may change both
+        self.listen_key_ttl_ms = LISTEN_KEY_TTL_MS
+        self.connection_max_ms = CONNECTION_MAX_MS
+        self._key_lifetimes: Lifetimes[str] = Lifetimes()
+        self.clock_polls = 0  # times the venue's clock was looked at (tests: wait for a look, assert nothing lapsed)
+        self._polled = asyncio.Event()
+        self._connection_lifetimes: Lifetimes[web.WebSocketResponse] = Lifetimes()
         #: the IP's REQUEST_WEIGHT this minute (exchangeInfo ``rateLimits``: 2400), the 418 ban, and the end of
         #: the minute in which a 429 was answered; tests lower the limit
         self.request_weight = FixedWindow(60_000, WEIGHT_LIMIT_1M)
@@ -265,6 +276,7 @@ class BinanceEmulator:
         self._tasks = [
             asyncio.create_task(self._pump(), name="binance-emulator-pump"),
             asyncio.create_task(self._disconnect_loop(), name="binance-emulator-disconnects"),
+            asyncio.create_task(self._clock_loop(), name="binance-emulator-clock"),
         ]
 
     async def stop(self) -> None:
@@ -307,13 +319,35 @@ class BinanceEmulator:
                 with contextlib.suppress(Exception):
                     await ws.send_str(frame)
 
-    def expire_listen_keys(self) -> None:
-        """Send ``listenKeyExpired`` on every private socket and invalidate every listen key."""
-        for key in list(self._listen_keys):
-            account = self._listen_keys.pop(key)
-            frame = json.dumps({"e": "listenKeyExpired", "E": str(now_ms()), "listenKey": key})
+    def expire_listen_keys(self, keys: list[str] | None = None) -> None:
+        """Send ``listenKeyExpired`` on the private sockets of ``keys`` (default: every key) and invalidate them."""
+        for key in list(self._listen_keys) if keys is None else keys:
+            account = self._listen_keys.pop(key, None)
+            self._key_lifetimes.discard(key)
+            frame = json.dumps({"e": "listenKeyExpired", "E": str(self.venue.now()), "listenKey": key})
             self._outbox.put_nowait((f"key:{key}", frame, False))
             log.info("listen key of account %s expired", account)
+
+    async def clock_polled(self) -> None:
+        """Wait for the next look at the venue's clock (tests: what lapses has lapsed by then)."""
+        await self._polled.wait()
+
+    async def _clock_loop(self) -> None:
+        """On the venue's clock (B23, B24): a listen key not kept alive for ``listen_key_ttl_ms`` expires, and a
+        connection is cut ``connection_max_ms`` after it opened ("A single connection is only valid for 24
+        hours; expect to be disconnected at the 24 hour mark")."""
+        while True:
+            await asyncio.sleep(CLOCK_POLL_S)
+            self.clock_polls += 1
+            self._polled.set()
+            self._polled = asyncio.Event()
+            now = self.venue.now()
+            lapsed = [key for key in self._key_lifetimes.lapsed(now) if key in self._listen_keys]
+            if lapsed:
+                self.expire_listen_keys(lapsed)
+            for ws in self._connection_lifetimes.lapsed(now):
+                with contextlib.suppress(Exception):
+                    await ws.close(code=1000, message=b"24 hour connection limit")
 
     # --- HTTP plumbing -------------------------------------------------------------------------------
 
@@ -961,15 +995,16 @@ class BinanceEmulator:
     async def _listen_key_create(self, request: web.Request) -> web.Response:
         account = self._api_key_account(request)
         key = next((k for k, a in self._listen_keys.items() if a == account), None)
-        if key is None:  # Binance hands back the still-valid key of the account
+        if key is None:  # Binance hands back the still-valid key of the account, its validity extended
             key = secrets.token_urlsafe(48)
             self._listen_keys[key] = account
+        self._key_lifetimes.start(key, self.venue.now(), self.listen_key_ttl_ms)
         return web.json_response({"listenKey": key})
 
     async def _listen_key_keepalive(self, request: web.Request) -> web.Response:
         account = self._api_key_account(request)
         key = next((k for k, a in self._listen_keys.items() if a == account), None)
-        if key is None:
+        if key is None or not self._key_lifetimes.extend(key, self.venue.now(), self.listen_key_ttl_ms):
             raise BinanceApiError(400, -1125, "This listenKey does not exist.")
         return web.json_response({"listenKey": key})
 
@@ -977,6 +1012,7 @@ class BinanceEmulator:
         account = self._api_key_account(request)
         for key in [k for k, a in self._listen_keys.items() if a == account]:
             del self._listen_keys[key]
+            self._key_lifetimes.discard(key)
         return web.json_response({})
 
     # --- WebSocket -----------------------------------------------------------------------------------
@@ -992,10 +1028,12 @@ class BinanceEmulator:
         await ws.prepare(request)
         sockets = self._user_sockets.setdefault(key, {})
         sockets[ws] = allowed
+        self._connection_lifetimes.start(ws, self.venue.now(), self.connection_max_ms)
         try:
             await self._drain(ws)
         finally:
             sockets.pop(ws, None)
+            self._connection_lifetimes.discard(ws)
         return ws
 
     async def _ws_market(self, request: web.Request) -> web.StreamResponse:
@@ -1036,6 +1074,7 @@ class BinanceEmulator:
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
         self._mark_sockets[ws] = (symbols, combined)
+        self._connection_lifetimes.start(ws, self.venue.now(), self.connection_max_ms)
         try:
             for symbol in sorted(symbols):  # the first tick right away, like the 1 s stream would soon
                 with contextlib.suppress(LookupError):
@@ -1045,6 +1084,7 @@ class BinanceEmulator:
                     break
         finally:
             self._mark_sockets.pop(ws, None)
+            self._connection_lifetimes.discard(ws)
         return ws
 
     def _mark_frame(self, symbol: str, price: Decimal, ts: int, combined: bool) -> str:

@@ -636,3 +636,79 @@ async def test_the_driver_reads_the_used_weight_and_waits_out_a_429_without_bein
         assert drv.counters["rate_limit_waits"] == 1 and not emulator.ip_ban.active(clocked.venue.now())
     finally:
         await drv.disconnect()
+
+
+async def until(emulator, predicate, timeout_s: float = 10.0) -> None:
+    """Wait for a condition nothing signals (the emulator's counters), checked at each look the emulator takes at
+    the venue's clock, with a generous bound."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await emulator.clock_polled()
+
+
+async def _clocked_stream(clocked, **options):
+    pm = load_plugins(["binance"])
+    drv = drivers(pm)["binance"]
+    await drv.connect(clocked.config.model_copy(update={"options": {**TEST_OPTIONS, **options}}))
+    sink = Sink()
+    task = asyncio.create_task(drv.run_stream(sink))
+    await sink.wait_for(lambda: sink.connected == [False])
+    return drv, sink, task
+
+
+async def _stop(drv, task):
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await drv.disconnect()
+
+
+async def test_a_listen_key_lapses_after_60_minutes_without_keepalive_and_the_driver_gets_a_new_one(clocked):
+    """B23: "A User Data Stream listenKey is valid for 60 minutes after creation"; when it lapses the stream
+    says ``listenKeyExpired``; the driver takes a new key and reconnects (and its sink resnapshots)."""
+    drv, sink, task = await _clocked_stream(clocked, listen_key_keepalive_s=3600)  # never keeps it alive
+    try:
+        emulator = clocked.emulator
+        [first] = emulator._listen_keys
+        clocked.clock.advance(3_599_000)
+        polls = emulator.clock_polls
+        await until(emulator, lambda: emulator.clock_polls >= polls + 2)  # it looked: nothing lapses before the hour
+        assert sink.connected == [False] and first in emulator._listen_keys
+        clocked.clock.advance(2_000)
+        await sink.wait_for(lambda: sink.connected == [False, True])
+        assert "listen key expired" in sink.disconnected[0] and first not in emulator._listen_keys
+        assert emulator.rest_calls["POST /fapi/v1/listenKey"] == 2
+    finally:
+        await _stop(drv, task)
+
+
+async def test_keepalive_puts_keep_the_key_past_its_hour(clocked):
+    """B23: "Doing a PUT on a listenKey will extend its validity for 60 minutes" — the driver's keep-alive
+    (every ``listen_key_keepalive_s``; 30 min by default) keeps one key and one connection for 5 hours."""
+    drv, sink, task = await _clocked_stream(clocked, listen_key_keepalive_s=0.05)
+    try:
+        emulator = clocked.emulator
+        for _ in range(10):  # 10 × 30 min of venue time, a keep-alive PUT seen after each step
+            seen = emulator.rest_calls["PUT /fapi/v1/listenKey"]
+            clocked.clock.advance(1_800_000)
+            await until(emulator, lambda seen=seen: emulator.rest_calls["PUT /fapi/v1/listenKey"] > seen)
+        assert sink.connected == [False] and emulator.rest_calls["POST /fapi/v1/listenKey"] == 1
+    finally:
+        await _stop(drv, task)
+
+
+async def test_a_connection_is_cut_at_24_hours_and_the_driver_reconnects(clocked):
+    """B24: "A single connection is only valid for 24 hours; expect to be disconnected at the 24 hour mark";
+    the driver reconnects at once with its (still valid) key and tells its sink (which resnapshots)."""
+    clocked.emulator.listen_key_ttl_ms = 48 * 3_600_000  # this test is about the connection, not the key
+    drv, sink, task = await _clocked_stream(clocked, listen_key_keepalive_s=3600)
+    try:
+        clocked.clock.advance(86_400_000 - 1_000)
+        polls = clocked.emulator.clock_polls
+        await until(clocked.emulator, lambda: clocked.emulator.clock_polls >= polls + 2)  # it looked: not cut early
+        assert sink.connected == [False]
+        clocked.clock.advance(2_000)
+        await sink.wait_for(lambda: sink.connected == [False, True])
+        assert "socket closed (1000)" in sink.disconnected[0]
+    finally:
+        await _stop(drv, task)
