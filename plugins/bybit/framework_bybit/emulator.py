@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 PRIVATE_TOPICS = ("position", "order", "execution", "wallet")
 # Bybit v5 "Rate Limit Rules" (docs/v5/rate-limit/rate-limit.mdx): per IP, and per account and endpoint per second
 # (the linear column of the table; an endpoint not listed here is assumed 10/s)
+CLOCK_POLL_S = 0.05  # how often the venue's clock is looked at for silent private sessions (real time)
+MAX_ACTIVE_MS = 600_000  # a private connection without ping-pong or data is cut after 10 minutes (Y17)
 IP_REQUESTS_PER_5S = 600
 IP_BAN_MS = 600_000  # "wait for at least 10 minutes. The ban will be lifted automatically"
 API_LIMITS = {"/v5/order/create": 10, "/v5/order/amend": 10, "/v5/order/cancel": 10, "/v5/order/cancel-all": 10,
@@ -121,6 +123,18 @@ _TPSL_KINDS = {"stop_loss": ("stop_market", "StopLoss"), "take_profit": ("take_p
                "trailing_stop": ("trailing_stop_market", "TrailingStop")}
 
 
+def _max_active_ms(value: str | None) -> int:
+    """``max_active_time`` of a private connection ("30s" … "600s", "1m" …, default 10 minutes); a value out of
+    that range is clamped into it (assumed: the docs give the range, not the answer to a value outside it)."""
+    if not value:
+        return MAX_ACTIVE_MS
+    number, unit = value[:-1], value[-1:]
+    if not number.isdigit() or unit not in ("s", "m"):
+        return MAX_ACTIVE_MS
+    ms = int(number) * (60_000 if unit == "m" else 1_000)
+    return min(max(ms, 30_000), MAX_ACTIVE_MS)
+
+
 def num(value: Decimal | int | None, empty: str = "0") -> str:
     """Decimal -> Bybit numeric string without exponent (``None`` -> ``empty``)."""
     if value is None:
@@ -144,9 +158,12 @@ def _sign(secret: str, payload: str) -> str:
 class _Session:
     """One WebSocket connection: its account (private, once authenticated), topics and send queue."""
 
-    def __init__(self, ws: web.WebSocketResponse, private: bool) -> None:
+    def __init__(self, ws: web.WebSocketResponse, private: bool, now_ms: int = 0,
+                 max_active_ms: int = 600_000) -> None:
         self.ws = ws
         self.private = private
+        self.last_active_ms = now_ms  # the last client message or server frame (venue clock)
+        self.max_active_ms = max_active_ms
         self.conn_id = uuid.uuid4().hex[:20]
         self.account: str | None = None
         self.topics: set[str] = set()
@@ -197,6 +214,7 @@ class BybitEmulator:
         self._trigger_children: set[str] = set()
         self._tpsl_alias: dict[str, str] = {}  # market order of a fired TP/SL -> the system order's id
         self._executed: dict[str, Decimal] = {}  # order id -> contracts executed so far, while it executes
+        self._polled = asyncio.Event()  # set at each look at the venue's clock (silent sessions)
         #: the IP's requests per 5 s ("600 requests within a 5-second window per IP"), the ban past it, and each
         #: (account, endpoint)'s requests per second (the "API Rate Limit Table"); tests lower the limits
         self.ip_requests = FixedWindow(5_000, IP_REQUESTS_PER_5S)
@@ -250,6 +268,24 @@ class BybitEmulator:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._unsubscribe = self.venue.subscribe(self._on_venue_event)
         self._spawn(self._disconnect_periodically())
+        self._spawn(self._cut_silent_sessions())
+
+    async def clock_polled(self) -> None:
+        """Wait for the next look at the venue's clock (tests: a silent session past its time is cut by then)."""
+        await self._polled.wait()
+
+    async def _cut_silent_sessions(self) -> None:
+        """Y17: "if there is no "ping-pong" and no stream data sent from server end, the connection will be cut
+        off after 10 minutes" (or ``max_active_time``), on the venue's clock."""
+        while True:
+            await asyncio.sleep(CLOCK_POLL_S)
+            now = self.venue.now()
+            for session in [s for s in self.sessions if s.private]:
+                if now - session.last_active_ms > session.max_active_ms:
+                    with contextlib.suppress(Exception):
+                        await session.ws.close(code=1000, message=b"no ping-pong: connection cut")
+            self._polled.set()
+            self._polled = asyncio.Event()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -917,9 +953,10 @@ class BybitEmulator:
         return await self._serve_ws(request, private=False)
 
     async def _serve_ws(self, request: web.Request, private: bool) -> web.WebSocketResponse:
+        max_active_ms = _max_active_ms(request.query.get("max_active_time")) if private else MAX_ACTIVE_MS
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        session = _Session(ws, private)
+        session = _Session(ws, private, self.venue.now(), max_active_ms)
         self.sessions.add(session)
         writer = self._spawn(self._write_loop(session))
         try:
@@ -937,6 +974,7 @@ class BybitEmulator:
             frame, closing = await session.queue.get()
             try:
                 if session.private:
+                    session.last_active_ms = self.venue.now()
                     await self.shaper.send(session.ws.send_str, frame, closing=closing)
                 else:
                     await session.ws.send_str(frame)
@@ -957,6 +995,7 @@ class BybitEmulator:
             await self._reply(session, {"success": False, "ret_msg": "Invalid request", "conn_id": session.conn_id})
             return
         req_id = message.get("req_id", "")
+        session.last_active_ms = self.venue.now()
         self.ws_ops[str(op)] += 1
         self._ws_op_seen.set()
         self._ws_op_seen = asyncio.Event()

@@ -15,7 +15,7 @@ import aiohttp
 import ccxt
 import pytest
 import websockets
-from bybit_helpers import SYMBOL, RecordingSink, assert_same_shape, fixture_json, intent
+from bybit_helpers import SYMBOL, TEST_OPTIONS, RecordingSink, assert_same_shape, fixture_json, intent
 from framework_bybit import rest, stream
 from framework_bybit.rest import BybitApiError
 from pydantic import SecretStr
@@ -607,3 +607,63 @@ async def test_too_many_requests_from_the_ip_is_403_and_a_ten_minute_ban(clocked
         assert not clocked.emulator.ip_ban.active(clocked.venue.now())
     finally:
         await drv.disconnect()
+
+
+async def _silent_private_socket(clocked, query: str = ""):
+    ws = await websockets.connect(f"{clocked.config.ws_url}/v5/private{query}")
+    await ws.send(stream.auth_message(clocked.config.api_key.get_secret_value(),
+                                      clocked.config.api_secret.get_secret_value(), int(time.time() * 1000) + 10_000))
+    assert json.loads(await ws.recv())["success"] is True
+    return ws
+
+
+async def _looks(emulator, count: int = 2) -> None:
+    """Let the emulator look at the venue's clock ``count`` times."""
+    async with asyncio.timeout(5):
+        for _ in range(count):
+            await emulator.clock_polled()
+
+
+@pytest.mark.parametrize(("query", "alive_ms"), [("", 600_000), ("?max_active_time=30s", 30_000),
+                                                 ("?max_active_time=1m", 60_000)])
+async def test_a_silent_private_connection_is_cut_after_its_active_time(clocked, query, alive_ms):
+    """Y17: "if there is no "ping-pong" and no stream data sent from server end, the connection will be cut off
+    after 10 minutes"; ``max_active_time`` (30 s … 600 s) sets it."""
+    ws = await _silent_private_socket(clocked, query)
+    try:
+        clocked.clock.advance(alive_ms - 1_000)
+        await _looks(clocked.emulator)
+        assert ws.state is websockets.protocol.State.OPEN
+        await ws.send(json.dumps({"op": "ping"}))  # ping-pong: the time starts again
+        assert json.loads(await ws.recv())["op"] == "pong"
+        clocked.clock.advance(alive_ms - 1_000)
+        await _looks(clocked.emulator)
+        assert ws.state is websockets.protocol.State.OPEN
+        clocked.clock.advance(2_000)
+        async with asyncio.timeout(5):
+            await ws.wait_closed()
+        assert ws.close_code == 1000
+    finally:
+        await ws.close()
+
+
+async def test_the_driver_s_pings_keep_its_private_stream_for_an_hour(clocked):
+    """Y17, driver side: ``{"op":"ping"}`` every ``ping_interval_s`` (20 s by default, "we recommend that you
+    send the ping heartbeat packet every 20 seconds") keeps the one connection alive."""
+    config = clocked.config.model_copy(update={"options": {**clocked.config.options, **TEST_OPTIONS}})
+    conn = await rest.connect(config)
+    sink = RecordingSink()
+    task = asyncio.create_task(stream.run_stream(conn, sink))
+    try:
+        await sink.wait_for(lambda: sink.connected == [False])
+        for _ in range(6):  # 6 × 9.5 minutes of venue time, a ping received after each step
+            pings = clocked.emulator.ws_ops["ping"]
+            clocked.clock.advance(570_000)
+            await clocked.emulator.wait_for_ws_ops("ping", pings + 1)
+            await _looks(clocked.emulator)
+        assert sink.connected == [False] and sink.disconnected == []
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await rest.disconnect(conn)
