@@ -125,7 +125,8 @@ class Engine:
             config = self.configs[name]
             await self._connect(name, driver, config)
             wiring = VenueWiring(self, name, driver)
-            book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms, wiring)
+            book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms, wiring,
+                                 group_commit=True)
             protector = Protector(book, driver, self.store, self.pm, self.settings)
             trailing = TrailingManager(book, driver, self.store, self.pm, protector, self.settings)
             reconciler = Reconciler(book, driver, self.store, self.pm, protector, self.settings)
