@@ -43,7 +43,7 @@ OWN_CLOSE_PREFIXES = ("fw-c-", "fw-r-")
 MAX_FUTURE_MS = 24 * 3600 * 1000  # a frame stamped further ahead of our clock is malformed, not news
 
 
-@dataclass
+@dataclass(slots=True)
 class BookPosition:
     """An open position as the book holds it.
 
@@ -66,7 +66,7 @@ class BookPosition:
     trailed: bool = False  # the trailing manager moved its stop: a stop-loss fill is a trailing_stop exit
 
 
-@dataclass
+@dataclass(slots=True)
 class _ClosingFill:
     origin: str
     client_order_id: str | None
@@ -75,8 +75,11 @@ class _ClosingFill:
     timestamp: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _SymbolState:
+    """Per symbol; slotted and without an event of its own until someone waits on it (issue 17: the memory
+    of 1,000 book positions)."""
+
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     position: BookPosition | None = None
     last_sequence: int | None = None
@@ -85,13 +88,20 @@ class _SymbolState:
     closing_fill: _ClosingFill | None = None
     opening: OrderIntent | None = None
     opening_seen_open: int | None = None  # sequence of the last non-flat update seen during the open
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event | None = None  # made by the first waiter (wait_changed / wait_for)
     closed_at: int | None = None  # local ms of the last closure
     # A flat frame that came before the closing fill that explains it (Binance sends ACCOUNT_UPDATE before
     # ORDER_TRADE_UPDATE; Bybit orders no topics): the closure waits up to fill_grace_ms for the fill.
     pending_flat: PositionUpdate | None = None
     pending_timer: asyncio.TimerHandle | None = None
     opening_orders: dict[str, OrderUpdate] = field(default_factory=dict)  # by client id, during an open
+
+
+def _changed(state: _SymbolState) -> asyncio.Event:
+    """``state``'s change event, made on first use."""
+    if state.changed is None:
+        state.changed = asyncio.Event()
+    return state.changed
 
 
 def _removes_stop(position: BookPosition, update: OrderUpdate) -> bool:
@@ -228,10 +238,10 @@ class PositionBook:
 
     async def wait_changed(self, symbol: str, timeout_s: float) -> None:
         """Return when a stream update for ``symbol`` is applied or recorded, or after ``timeout_s``."""
-        state = self._state(symbol)
-        state.changed.clear()
+        changed = _changed(self._state(symbol))
+        changed.clear()
         try:
-            await asyncio.wait_for(state.changed.wait(), timeout_s)
+            await asyncio.wait_for(changed.wait(), timeout_s)
         except TimeoutError:
             pass
 
@@ -263,17 +273,18 @@ class PositionBook:
         :returns: ``False`` on timeout.
         """
         state = self._state(symbol)
+        changed = _changed(state)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not predicate(state.last_update):
-            state.changed.clear()
+            changed.clear()
             if predicate(state.last_update):
                 break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(state.changed.wait(), remaining)
+                await asyncio.wait_for(changed.wait(), remaining)
             except TimeoutError:
                 return predicate(state.last_update)
         return True
@@ -342,7 +353,8 @@ class PositionBook:
             state.last_sequence = update.sequence
             state.last_update = update
             state.last_update_at = now_ms()
-            state.changed.set()
+            if state.changed is not None:
+                state.changed.set()
             if state.opening is not None:
                 if update.contracts > 0:
                     state.opening_seen_open = update.sequence
@@ -435,7 +447,8 @@ class PositionBook:
             opening = state.opening
             if opening is not None and order.client_order_id == opening.client_order_id:
                 state.opening_orders[order.client_order_id] = update
-                state.changed.set()
+                if state.changed is not None:
+                    state.changed.set()
             position = state.position
             if position is not None and _removes_stop(position, update) and state.pending_flat is None:
                 # not while a flat frame says it closed; the protector lets the closing frames settle first
@@ -479,7 +492,8 @@ class PositionBook:
         state.opening = intent
         state.opening_seen_open = None
         state.opening_orders.clear()
-        state.changed.clear()
+        if state.changed is not None:
+            state.changed.clear()
 
     def end_open(self, symbol: str) -> None:
         """Clear the in-progress mark (after a failed or abandoned open)."""
