@@ -35,7 +35,6 @@ from framework.models import (
     now_ms,
 )
 from framework.store import Store
-from framework.store.repository import close_row, update_row
 
 log = logging.getLogger(__name__)
 
@@ -610,7 +609,7 @@ class PositionBook:
         if self.store is None:
             await announce(True)
             return
-        done = await self.writes.journal(f"update {symbol}", update_row(
+        done = await self.writes.journal(f"update {symbol}", self.store.update_row(
             self.account, self.venue, symbol, event=event, contracts=contracts, entry_price=entry_price), announce)
         if wait:
             await done
@@ -681,7 +680,7 @@ class PositionBook:
         if self.store is None:
             await announce(True)
             return True
-        done = await self.writes.journal(f"close {symbol} ({reason})", close_row(event), announce)
+        done = await self.writes.journal(f"close {symbol} ({reason})", self.store.close_row(event), announce)
         if wait:
             await done
         return True

@@ -33,6 +33,7 @@ from typing import Any
 import pluggy
 
 from framework.engine.broadcast import alert
+from framework.store.leases import is_fenced
 from framework.store.repository import JournalRow
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class WriteBehind:
         self.dropped = 0
         self.batches = 0  # group commits of journal rows
         self.batched_rows = 0
+        self.fenced = 0  # writes the database refused: stale lease epoch
 
     @property
     def pending(self) -> int:
@@ -104,6 +106,9 @@ class WriteBehind:
                 await op()
                 return True
             except Exception as exc:  # any failure: the database cannot take it now
+                if is_fenced(exc):
+                    await self._refused(what, exc)
+                    return False
                 self.failed_attempts += 1
                 await self._degrade(what, exc)
         item = await self._enqueue(_Queued(what, op, None, None))
@@ -183,6 +188,12 @@ class WriteBehind:
                     self.batches += 1
                     self.batched_rows += len(batch)
             except Exception as exc:
+                if is_fenced(exc):  # never to be accepted: replaying it would only block the queue
+                    for item in batch:
+                        self._queue.popleft()
+                        await self._settle(item, False)
+                    await self._refused(batch[0].what, exc)
+                    continue
                 self.failed_attempts += 1
                 await self._degrade(batch[0].what, exc)
                 log.warning("%s: write of %s failed (%d queued), retrying in %.1f s: %s", self.venue, batch[0].what,
@@ -207,6 +218,14 @@ class WriteBehind:
         stream queued has been announced, persisted or not)."""
         if self._queue:
             await asyncio.shield(self._queue[-1].done)
+
+    async def _refused(self, what: str, exc: BaseException) -> None:
+        """The database refused a write from a stale lease epoch: another instance owns the account now,
+        and its reconciliation records what the venue holds.  Dropped, counted, alerted."""
+        self.fenced += 1
+        log.error("%s: write refused, stale lease epoch (%s): %s", self.venue, what, exc)
+        await alert(self.pm, "critical", f"database refused a write from a stale lease epoch ({what}): another "
+                    "instance owns this account", venue=self.venue)
 
     async def wait_drained(self, timeout_s: float) -> bool:
         """Wait until nothing is queued.  :returns: ``False`` when writes are still waiting after ``timeout_s``."""

@@ -26,56 +26,45 @@ def _jsonable(model: Any) -> Any:
 
 
 # Close the open position, end its resting stops and journal ``closed``: one statement, one round trip.
-# $1 account, $2 venue, $3 symbol, $4 closed_at (ms), $5 reason, $6 price, $7 realized pnl, $8 payload, $9 at.
+# $1 account, $2 venue, $3 symbol, $4 closed_at (ms), $5 reason, $6 price, $7 realized pnl, $8 payload, $9 at,
+# $10 lease epoch (Store.fence).
 CLOSE_SQL = """
 WITH closed AS (
     UPDATE positions SET status = 'closed', contracts = 0, closed_at = $4, updated_at = $4,
-           close_reason = $5, close_price = $6, realized_pnl = $7
+           close_reason = $5, close_price = $6, realized_pnl = $7, epoch = $10
     WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id
 ), gone AS (
-    UPDATE stops SET status = 'gone', ended_at = $4
+    UPDATE stops SET status = 'gone', ended_at = $4, epoch = $10
     WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'resting'
       AND position_id IN (SELECT id FROM closed)
 ), journal AS (
-    INSERT INTO events (account, venue, symbol, position_id, kind, payload, at)
-    SELECT $1::text, $2::text, $3::text, id, 'closed', $8::jsonb, $9::bigint FROM closed
+    INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
+    SELECT $1::text, $2::text, $3::text, id, 'closed', $8::jsonb, $9::bigint, $10::bigint FROM closed
 )
 SELECT id FROM closed"""
 
 # Update the open position's size / prices and journal the event (none when $9 is NULL): one statement.
 # $1 account, $2 venue, $3 symbol, $4 contracts, $5 entry price, $6 stop, $7 take-profit, $8 updated_at,
-# $9 event kind, $10 payload, $11 at.
+# $9 event kind, $10 payload, $11 at, $12 lease epoch (Store.fence).
 UPDATE_SQL = """
 WITH moved AS (
     UPDATE positions SET contracts = COALESCE($4, contracts), entry_price = COALESCE($5, entry_price),
-           stop_loss = COALESCE($6, stop_loss), take_profit = COALESCE($7, take_profit), updated_at = $8
+           stop_loss = COALESCE($6, stop_loss), take_profit = COALESCE($7, take_profit), updated_at = $8,
+           epoch = $12
     WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id
 ), journal AS (
-    INSERT INTO events (account, venue, symbol, position_id, kind, payload, at)
-    SELECT $1::text, $2::text, $3::text, id, $9::text, $10::jsonb, $11::bigint FROM moved WHERE $9::text IS NOT NULL
+    INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
+    SELECT $1::text, $2::text, $3::text, id, $9::text, $10::jsonb, $11::bigint, $12::bigint FROM moved
+    WHERE $9::text IS NOT NULL
 )
 SELECT id FROM moved"""
 
-#: a stream-driven journal row for :meth:`Store.write_rows`: ``("close" | "update", statement arguments)``
+#: a stream-driven journal row for :meth:`Store.write_rows` (made by :meth:`Store.close_row` /
+#: :meth:`Store.update_row`): ``("close" | "update", statement arguments)``
 JournalRow = tuple[Literal["close", "update"], tuple[Any, ...]]
 _ROW_SQL = {"close": CLOSE_SQL, "update": UPDATE_SQL}
 
 
-def close_row(event: PositionEvent) -> JournalRow:
-    """The row that closes ``event``'s open position and journals it (:data:`CLOSE_SQL`)."""
-    return ("close", (event.account, event.venue, event.symbol, event.timestamp, event.reason, event.price,
-                      event.realized_pnl, _jsonable(event), now_ms()))
-
-
-def update_row(
-    account: str, venue: str, symbol: str, *, event: PositionEvent | None = None, contracts: Decimal | None = None,
-    entry_price: Decimal | None = None, stop_loss: Decimal | None = None, take_profit: Decimal | None = None,
-) -> JournalRow:
-    """The row that updates the open position and journals ``event`` if given (:data:`UPDATE_SQL`)."""
-    ts = now_ms()
-    return ("update", (account, venue, symbol, contracts, entry_price, stop_loss, take_profit, ts,
-                       event.event if event is not None else None,
-                       _jsonable(event) if event is not None else None, ts))
 
 
 def _usable(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
@@ -96,6 +85,22 @@ class Store:
         # held for the hot path (closures, the batched journal)
         self._hot: asyncpg.pool.PoolConnectionProxy | None = None
         self._hot_lock = asyncio.Lock()  # one statement at a time on it
+        self._epochs: dict[tuple[str, str], int] = {}
+
+    def fence(self, account: str, venue: str, epoch: int | None) -> None:
+        """Stamp every later write for ``account`` on ``venue`` with the lease ``epoch`` (``None``: unstamped).
+
+        The database refuses a write whose epoch is not the lease's current one
+        (``framework/store/migrations/0003_leases.sql``): :func:`is_fenced` tells that error apart.
+        """
+        if epoch is None:
+            self._epochs.pop((account, venue), None)
+        else:
+            self._epochs[(account, venue)] = epoch
+
+    def epoch(self, account: str, venue: str) -> int | None:
+        """The lease epoch stamped on writes for ``account`` on ``venue`` (``None``: none)."""
+        return self._epochs.get((account, venue))
 
     @classmethod
     async def open(cls, url: str | None = None, **pool_options: Any) -> Store:
@@ -166,11 +171,11 @@ class Store:
         try:
             await self.pool.execute(
                 """INSERT INTO orders (account, venue, symbol, client_order_id, purpose, side, contracts,
-                                       reduce_only, state, intent, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'intent', $9, $10, $10)""",
+                                       reduce_only, state, intent, created_at, updated_at, epoch)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'intent', $9, $10, $10, $11)""",
                 intent.account, intent.venue, intent.symbol, client_order_id or intent.client_order_id,
                 purpose, side or intent.order_side, contracts or intent.contracts, reduce_only,
-                _jsonable(intent), ts,
+                _jsonable(intent), ts, self.epoch(intent.account, intent.venue),
             )
         except asyncpg.UniqueViolationError as exc:
             raise StoreError(
@@ -192,9 +197,11 @@ class Store:
         """Move an order to ``state`` (``submitted``, ``unknown``, ``open``, ``closed``, ``rejected``…)."""
         await self.pool.execute(
             """UPDATE orders SET state = $4, venue_order_id = COALESCE($5, venue_order_id),
-                      filled = COALESCE($6, filled), average = COALESCE($7, average), updated_at = $8
+                      filled = COALESCE($6, filled), average = COALESCE($7, average), updated_at = $8,
+                      epoch = $9
                WHERE account = $1 AND venue = $2 AND client_order_id = $3""",
             account, venue, client_order_id, state, venue_order_id, filled, average, now_ms(),
+            self.epoch(account, venue),
         )
 
     async def unresolved_orders(self, account: str, venue: str) -> list[asyncpg.Record]:
@@ -227,10 +234,11 @@ class Store:
                 position_id = await conn.fetchval(
                     """INSERT INTO positions (account, venue, symbol, side, contracts, entry_price, stop_loss,
                                               take_profit, trailing_spec, status, source, entry_client_order_id,
-                                              opened_at, updated_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $12) RETURNING id""",
+                                              opened_at, updated_at, epoch)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $12, $13) RETURNING id""",
                     event.account, event.venue, event.symbol, event.side, event.contracts, event.entry_price,
                     stop_loss, take_profit, trailing, event.source, entry_client_order_id, event.timestamp,
+                    self.epoch(event.account, event.venue),
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise DuplicateOpenPosition(
@@ -248,8 +256,8 @@ class Store:
 
         :returns: ``False`` when no position is open for that symbol.
         """
-        kind, args = update_row(account, venue, symbol, event=event, contracts=contracts, entry_price=entry_price,
-                                stop_loss=stop_loss, take_profit=take_profit)
+        kind, args = self.update_row(account, venue, symbol, event=event, contracts=contracts,
+                                     entry_price=entry_price, stop_loss=stop_loss, take_profit=take_profit)
         async with self.hot() as conn:
             return await conn.fetchval(_ROW_SQL[kind], *args) is not None
 
@@ -258,12 +266,30 @@ class Store:
 
         Idempotent: a second call for the same position finds no open row and returns ``False``.
         """
-        kind, args = close_row(event)
+        kind, args = self.close_row(event)
         async with self.hot() as conn:
             return await conn.fetchval(_ROW_SQL[kind], *args) is not None
 
+    def close_row(self, event: PositionEvent) -> JournalRow:
+        """The row that closes ``event``'s open position, ends its stops and journals it (:data:`CLOSE_SQL`),
+        stamped with the lease epoch held now, for :meth:`write_rows`."""
+        return ("close", (event.account, event.venue, event.symbol, event.timestamp, event.reason, event.price,
+                          event.realized_pnl, _jsonable(event), now_ms(), self.epoch(event.account, event.venue)))
+
+    def update_row(
+        self, account: str, venue: str, symbol: str, *, event: PositionEvent | None = None,
+        contracts: Decimal | None = None, entry_price: Decimal | None = None, stop_loss: Decimal | None = None,
+        take_profit: Decimal | None = None,
+    ) -> JournalRow:
+        """The row that updates the open position and journals ``event`` if given (:data:`UPDATE_SQL`),
+        stamped with the lease epoch held now, for :meth:`write_rows`."""
+        ts = now_ms()
+        return ("update", (account, venue, symbol, contracts, entry_price, stop_loss, take_profit, ts,
+                           event.event if event is not None else None,
+                           _jsonable(event) if event is not None else None, ts, self.epoch(account, venue)))
+
     async def write_rows(self, rows: Sequence[JournalRow]) -> None:
-        """Write stream-driven journal rows (:func:`close_row`, :func:`update_row`) as one group commit, in
+        """Write stream-driven journal rows (:meth:`close_row`, :meth:`update_row`) as one group commit, in
         order: one pipelined ``executemany`` per run of rows of one kind, all in one transaction (a batch is
         committed whole or not at all, so a replay after a failure never writes a row twice).
 
@@ -299,6 +325,7 @@ class Store:
 
     async def record_stop(self, account: str, stop: StopLoss) -> None:
         """Record ``stop`` as resting and mark the previous resting one of its kind ``replaced``."""
+        epoch = self.epoch(account, stop.venue)
         async with self.pool.acquire() as conn, conn.transaction():
             position_id = await conn.fetchval(
                 """SELECT id FROM positions WHERE account = $1 AND venue = $2 AND symbol = $3
@@ -306,21 +333,21 @@ class Store:
                 account, stop.venue, stop.symbol,
             )
             await conn.execute(
-                """UPDATE stops SET status = 'replaced', ended_at = $5
+                """UPDATE stops SET status = 'replaced', ended_at = $5, epoch = $6
                    WHERE account = $1 AND venue = $2 AND symbol = $3 AND kind = $4 AND status = 'resting'""",
-                account, stop.venue, stop.symbol, stop.kind, stop.placed_at,
+                account, stop.venue, stop.symbol, stop.kind, stop.placed_at, epoch,
             )
             await conn.execute(
                 """INSERT INTO stops (account, venue, symbol, position_id, kind, trigger_price, venue_order_id,
-                                      status, placed_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'resting', $8)""",
+                                      status, placed_at, epoch)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'resting', $8, $9)""",
                 account, stop.venue, stop.symbol, position_id, stop.kind, stop.trigger_price, stop.order_id,
-                stop.placed_at,
+                stop.placed_at, epoch,
             )
             if stop.kind == "stop_loss" and position_id is not None:
                 await conn.execute(
-                    "UPDATE positions SET stop_loss = $2, updated_at = $3 WHERE id = $1",
-                    position_id, stop.trigger_price, stop.placed_at,
+                    "UPDATE positions SET stop_loss = $2, updated_at = $3, epoch = $4 WHERE id = $1",
+                    position_id, stop.trigger_price, stop.placed_at, epoch,
                 )
 
     async def resting_stops(self, account: str, venue: str, symbol: str) -> list[asyncpg.Record]:
@@ -348,15 +375,15 @@ class Store:
             position_id, venue,
         )
 
-    @staticmethod
     async def _journal(
-        conn: Connection, account: str, venue: str, symbol: str | None, position_id: int | None,
+        self, conn: Connection, account: str, venue: str, symbol: str | None, position_id: int | None,
         kind: str, payload: Any,
     ) -> None:
         await conn.execute(
-            """INSERT INTO events (account, venue, symbol, position_id, kind, payload, at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            """INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
             account, venue, symbol, position_id, kind, _jsonable(payload), now_ms(),
+            self.epoch(account, venue),
         )
 
     # --- signals received from outside (HTTP API): persisted on receipt, idempotent by client id ---------

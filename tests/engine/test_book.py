@@ -312,6 +312,6 @@ async def test_a_newer_frame_ends_the_wait_and_a_flush_closes_what_still_waits(p
 
 async def test_a_thousand_book_positions_hold_under_0_7_mb():
     # issue 17: slotted records and no asyncio.Event per symbol until something waits on it (tracemalloc bytes)
-    from framework.bench import memory_per_positions
+    from framework.app.bench import memory_per_positions
 
     assert await memory_per_positions(1_000) <= 700_000
