@@ -59,7 +59,7 @@ class Proc:
     @classmethod
     async def start(cls, *args: str, env: dict[str, str], stdout: bool = False) -> Proc:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "framework.cli", *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, "-m", "framework.app.cli", *args, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE)
         return cls(process)

@@ -30,39 +30,24 @@ Migration"; docs/conformance.md B1-B3):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import hmac
 import json
 import logging
 import re
 import secrets
-from collections import Counter
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from framework.models import now_ms
-from framework.venue import (
-    BalanceEvent,
-    Candle,
-    FillEvent,
-    FrameShaper,
-    MarkPriceEvent,
-    OrderEvent,
-    PositionEvent,
-    Venue,
-    VenueEvent,
-    VenueOrder,
-    VenuePosition,
-    VenueReject,
-    candles,
-)
+from framework.venue import Candle, Venue, VenueOrder, VenuePosition, VenueReject, candles
+from framework.venue.core import BalanceEvent, FillEvent, MarkPriceEvent, OrderEvent, PositionEvent, VenueEvent
+from framework.venue.limits import Ban, FixedWindow, Lifetimes
 from framework.venue.market import synthetic_book, window_stats
+from framework.venue.wire import StreamSocket, WireEmulator, WireError, decimal_param, signature_ok
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +55,17 @@ MAX_RECV_WINDOW_MS = 60_000
 DEFAULT_RECV_WINDOW_MS = 5_000
 #: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
 ACCEPT_TIMEOUT_HOLD_S = 30.0
-RETRY_AFTER_S = 1  # what a 418 / 429 asks the client to wait (assumed value; the header is documented)
+RETRY_AFTER_S = 1  # what a 418 / 429 fault asks the client to wait (assumed value; the header is documented)
+LISTEN_KEY_TTL_MS = 3_600_000  # "A User Data Stream listenKey is valid for 60 minutes after creation" (B23)
+CONNECTION_MAX_MS = 86_400_000  # "A single connection is only valid for 24 hours" (B24)
+WEIGHT_LIMIT_1M = 2400  # REQUEST_WEIGHT per minute per IP (exchangeInfo rateLimits)
+IP_BAN_MS = 120_000  # "IP bans are tracked and scale in duration for repeat offenders, from 2 minutes to 3 days"
+#: request weights from the endpoints' pages ("Request Weight"); any other endpoint: 1 (assumed, B22)
+REQUEST_WEIGHTS = {"/fapi/v2/positionRisk": 5, "/fapi/v3/positionRisk": 5, "/fapi/v2/account": 5,
+                   "/fapi/v3/account": 5, "/fapi/v1/exchangeInfo": 1}
 
 #: venue reject reason → (Binance code, message); all HTTP 400
-REJECT_CODES: dict[str, tuple[int, str]] = {
+REJECT_CODES: dict[str, tuple[int, str | None]] = {
     "would_trigger_immediately": (-2021, "Order would immediately trigger."),
     "reduce_only_rejected": (-2022, "ReduceOnly Order is rejected."),
     "zero_position": (-2022, "ReduceOnly Order is rejected."),
@@ -98,6 +90,7 @@ CONDITIONAL_WIRE_TYPES = {"STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MA
 VENUE_TYPE = {"MARKET": "market", "STOP_MARKET": "stop_market", "TAKE_PROFIT_MARKET": "take_profit_market",
               "TRAILING_STOP_MARKET": "trailing_stop_market"}
 WIRE_TYPE = {v: k for k, v in VENUE_TYPE.items()}
+FORCED = ("liquidation", "adl")  # the venue's own closes: order type LIQUIDATION, execution CALCULATED (B21)
 ORDER_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
                 "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED", "triggered": "FILLED"}
 ALGO_STATUS = {"new": "NEW", "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED",
@@ -117,19 +110,32 @@ TIME_IN_FORCE = {"GTC": "gtc", "GTX": "post_only", "IOC": "ioc", "FOK": "fok"}
 WIRE_TIME_IN_FORCE = {v: k for k, v in TIME_IN_FORCE.items()}
 
 
-class BinanceApiError(Exception):
+class BinanceApiError(WireError):
     """An error answer: ``{"code": code, "msg": msg}`` with HTTP ``status``."""
 
-    def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(f"{status} {code} {msg}")
-        self.status, self.code, self.msg = status, code, msg
+    def __init__(self, status: int, code: int, msg: str, retry_after_s: int | None = None) -> None:
+        super().__init__(code, msg, status)
+        self.retry_after_s = retry_after_s
 
 
-def _reject(reject: VenueReject, *, cancel: bool = False) -> BinanceApiError:
-    if reject.reason == "order_not_found" and cancel:
-        return BinanceApiError(400, -2011, "Unknown order sent.")
-    code, msg = REJECT_CODES.get(reject.reason, (-1000, "An unknown error occurred while processing the request."))
-    return BinanceApiError(400, code, msg)
+def request_weight(request: web.Request) -> int:
+    """A request's IP weight: New Order 0 ("0 on IP rate limit"), Current All Open Orders 1 with a symbol and
+    40 without, Order Book 2 / 5 / 10 / 20 by ``limit``, 24hr Ticker 1 / 40; others from
+    :data:`REQUEST_WEIGHTS`."""
+    path, query = request.path, request.query
+    if request.method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
+        return 0  # the algo order's IP weight is assumed like New Order's
+    if path in ("/fapi/v1/openOrders", "/fapi/v1/ticker/24hr"):
+        return 1 if query.get("symbol") else 40
+    if path == "/fapi/v1/depth":
+        limit = int(query.get("limit", "500")) if query.get("limit", "500").isdigit() else 500
+        return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+    return REQUEST_WEIGHTS.get(path, 1)
+
+
+def _cancel_reject(reject: VenueReject) -> VenueReject | BinanceApiError:
+    """A cancel of an order the venue does not know is -2011, not -2013."""
+    return BinanceApiError(400, -2011, "Unknown order sent.") if reject.reason == "order_not_found" else reject
 
 
 def _s(value: Decimal | None) -> str:
@@ -156,52 +162,52 @@ def _client_id_param(params: dict[str, str], name: str) -> str | None:
     return value
 
 
+def _illegal(name: str) -> BinanceApiError:
+    return BinanceApiError(400, -1100, f"Illegal characters found in parameter '{name}'.")
+
+
 def _decimal_param(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
-    raw = params.get(name)
-    if raw in (None, ""):
-        if required:
-            raise _missing(name)
-        return None
-    try:
-        return Decimal(raw)
-    except ArithmeticError:
-        raise BinanceApiError(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
+    value = decimal_param(params, name, _illegal)
+    if value is None and required:
+        raise _missing(name)
+    return value
 
 
-class BinanceEmulator:
-    """Serves Binance USDⓈ-M REST + WebSocket for ``venue`` on ``host:port`` (0 = a free port).
+class _MarkSocket(StreamSocket):
+    """A ``/market`` socket: the symbols of its streams, and whether frames come wrapped (``/market/stream``)."""
 
-    :ivar rest_calls: ``Counter`` of every REST call by ``"METHOD /path"``.
-    :ivar shaper: the :class:`~framework.venue.FrameShaper` applying stream faults to private frames.
-    """
+    def __init__(self, ws: web.WebSocketResponse, symbols: set[str], combined: bool) -> None:
+        super().__init__(ws, private=False, topics=symbols)
+        self.combined = combined
+
+
+class BinanceEmulator(WireEmulator):
+    """Serves Binance USDⓈ-M REST + WebSocket for ``venue`` on ``host:port`` (0 = a free port); see
+    :class:`~framework.venue.wire.WireEmulator` for ``rest_calls``, ``shaper`` and the controls."""
+
+    reject_codes = REJECT_CODES
+    unknown_reject = (-1000, "An unknown error occurred while processing the request.")
 
     def __init__(self, venue: Venue, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.venue = venue
+        super().__init__(venue, host, port, accept_timeout_hold_s=ACCEPT_TIMEOUT_HOLD_S)
         venue.client_id_scope = "open"  # Binance: a client order id is unique among open orders only (B9)
-        self.host, self.port = host, port
-        self.rest_calls: Counter[str] = Counter()
-        self.shaper = FrameShaper(venue)
-        self.accept_timeout_hold_s = ACCEPT_TIMEOUT_HOLD_S
         self._listen_keys: dict[str, str] = {}  # valid key -> account
-        #: listen key -> {socket: allowed event types, ``None`` = every event}
-        self._user_sockets: dict[str, dict[web.WebSocketResponse, frozenset[str] | None]] = {}
-        self._silent_sockets: set[web.WebSocketResponse] = set()  # legacy paths: open, never fed
-        self._mark_sockets: dict[web.WebSocketResponse, tuple[set[str], bool]] = {}
+        #: a listen key lapses unless kept alive (POST / PUT extend it by ``listen_key_ttl_ms``), a connection is
+        #: cut ``connection_max_ms`` after it opened: on the venue's clock (B23, B24); tests may change both
+        self.listen_key_ttl_ms = LISTEN_KEY_TTL_MS
+        self.connection_max_ms = CONNECTION_MAX_MS
+        self._key_lifetimes: Lifetimes[str] = Lifetimes()
+        #: the IP's REQUEST_WEIGHT this minute (limit 2400, tests lower it), the 418 ban, and the end of the
+        #: minute in which a 429 was answered (B22)
+        self.request_weight = FixedWindow(60_000, WEIGHT_LIMIT_1M)
+        self.ip_ban = Ban()
+        self._warned_until = 0
         self._last_fill: dict[str, FillEvent] = {}
         self._held: dict[str, list[tuple[VenueOrder, int]]] = {}  # account -> fills' order events (B4)
         self._parent_of: dict[str, VenueOrder] = {}  # spawned market order id -> its conditional parent
         self._last_transaction_ms: dict[str, int] = {}
-        self._outbox: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._unsubscribe: Any = None
 
-    # --- lifecycle -----------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        app = web.Application(middlewares=[self._middleware])
-        r = app.router
+    def add_routes(self, r: web.UrlDispatcher) -> None:
         r.add_get("/fapi/v1/ping", self._ping)
         r.add_get("/fapi/v1/time", self._time)
         r.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
@@ -229,94 +235,79 @@ class BinanceEmulator:
         r.add_get("/market/stream", self._ws_combined)
         r.add_get("/ws/{stream}", self._ws_legacy)
         r.add_get("/stream", self._ws_legacy)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._unsubscribe = self.venue.subscribe(self._on_venue_event)
-        self._tasks = [
-            asyncio.create_task(self._pump(), name="binance-emulator-pump"),
-            asyncio.create_task(self._disconnect_loop(), name="binance-emulator-disconnects"),
-        ]
 
-    async def stop(self) -> None:
-        self._closing.set()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.shaper.close()
-        for ws in [*self._mark_sockets, *self._silent_sockets,
-                   *(s for group in self._user_sockets.values() for s in group)]:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def expire_listen_keys(self, keys: list[str] | None = None) -> None:
+        """Send ``listenKeyExpired`` on the private sockets of ``keys`` (default: every key) and invalidate them."""
+        for key in list(self._listen_keys) if keys is None else keys:
+            self._key_lifetimes.discard(key)
+            frame = json.dumps({"e": "listenKeyExpired", "E": str(self.venue.now()), "listenKey": key})
+            for sock in self._key_sockets(key):
+                if sock.wants("listenKeyExpired"):
+                    self.send(sock, frame)
+            log.info("listen key of account %s expired", self._forget_key(key))
 
-    @property
-    def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    async def disconnect_streams(self) -> None:
-        """Drop every private stream socket now (clients must reconnect)."""
-        for sockets in self._user_sockets.values():
-            for ws in list(sockets):
+    async def on_clock(self, now_ms: int) -> None:
+        """A listen key not kept alive expires (``listenKeyExpired``); a connection 24 h old is cut (B23, B24)."""
+        lapsed = [key for key in self._key_lifetimes.lapsed(now_ms) if key in self._listen_keys]
+        if lapsed:
+            self.expire_listen_keys(lapsed)
+        for sock in [s for s in self.sockets if s.key is not None or isinstance(s, _MarkSocket)]:
+            if now_ms - sock.opened_ms >= self.connection_max_ms:
                 with contextlib.suppress(Exception):
-                    await ws.close(code=1001, message=b"server going away")
+                    await sock.ws.close(code=1000, message=b"24 hour connection limit")
 
-    async def inject_private_frame(self, frame: str) -> None:
-        """Send ``frame`` as is on every private socket (tests: malformed frames)."""
-        for sockets in self._user_sockets.values():
-            for ws in list(sockets):
-                with contextlib.suppress(Exception):
-                    await ws.send_str(frame)
+    def _key_sockets(self, key: str) -> list[StreamSocket]:
+        return [sock for sock in self.sockets if sock.key == key]
 
-    def expire_listen_keys(self) -> None:
-        """Send ``listenKeyExpired`` on every private socket and invalidate every listen key."""
-        for key in list(self._listen_keys):
-            account = self._listen_keys.pop(key)
-            frame = json.dumps({"e": "listenKeyExpired", "E": str(now_ms()), "listenKey": key})
-            self._outbox.put_nowait((f"key:{key}", frame, False))
-            log.info("listen key of account %s expired", account)
+    def _forget_key(self, key: str) -> str:
+        """Invalidate ``key``: its sockets stay open but get no account data any more; returns its account."""
+        for sock in self._key_sockets(key):
+            sock.account = None
+        return self._listen_keys.pop(key)
 
     # --- HTTP plumbing -------------------------------------------------------------------------------
 
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(("/ws/", "/stream", "/private/", "/market/")):
-            return await handler(request)
-        self.rest_calls[f"{request.method} {request.path}"] += 1
-        faults = self.venue.faults
-        try:
-            if faults.http_error_next > 0:
-                faults.http_error_next -= 1
-                status = faults.http_error_status
-                if status in (418, 429):
-                    raise BinanceApiError(
-                        status, -1003, "Too many requests; current limit is 2400 requests per minute."
-                    )
-                if status >= 500:
-                    raise BinanceApiError(
-                        status, -1001, "Internal error; unable to process your request. Please try again."
-                    )
-                raise BinanceApiError(status, -1000, "An unknown error occurred while processing the request.")
-            return await handler(request)
-        except BinanceApiError as error:
-            # Binance sends Retry-After (seconds) with every 418 / 429 ("General Info: Limits")
-            headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (418, 429) else None
-            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status, headers=headers)
-        except VenueReject as reject:
-            error = _reject(reject)
-            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)
+    def http_fault_response(self, status: int) -> web.StreamResponse:
+        if status in (418, 429):
+            error = BinanceApiError(status, -1003, "Too many requests; current limit is 2400 requests per minute.")
+        elif status >= 500:
+            error = BinanceApiError(status, -1001, "Internal error; unable to process your request. Please try again.")
+        else:
+            error = BinanceApiError(status, -1000, "An unknown error occurred while processing the request.")
+        return self.error_response(error)
+
+    def error_response(self, error: WireError) -> web.StreamResponse:
+        # Binance sends Retry-After (seconds) with every 418 / 429 ("General Info: Limits")
+        wait = getattr(error, "retry_after_s", None) or RETRY_AFTER_S
+        headers = {"Retry-After": str(wait)} if error.status in (418, 429) else None
+        return web.json_response({"code": error.code, "msg": error.message}, status=error.status, headers=headers)
+
+    def usage_headers(self, request: web.Request) -> dict[str, str]:
+        # "Every request will contain X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)" (B22)
+        return {"X-MBX-USED-WEIGHT-1M": str(self.request_weight.used)}
+
+    def admit(self, request: web.Request) -> web.StreamResponse | None:
+        """Charge the request's weight to the IP's minute (B22).  With ``faults.rate_limits``: over the limit
+        is 429 ``-1003`` with ``Retry-After`` (seconds to the minute's end); another request in that minute, or
+        any during a ban, is 418 and a ban of ``IP_BAN_MS`` ("Repeatedly violating rate limits and/or failing
+        to back off after receiving 429s will result in an automated IP ban (HTTP status 418)")."""
+        now = self.venue.now()
+        within = self.request_weight.charge(now, request_weight(request))
+        if not self.venue.faults.rate_limits:
+            return None
+        window = self.request_weight.reset_at(now)
+        if not self.ip_ban.active(now) and not within and self._warned_until == window:
+            self.ip_ban.impose(now, IP_BAN_MS)
+        if self.ip_ban.active(now):
+            raise BinanceApiError(418, -1003, f"Way too many requests; IP banned until {self.ip_ban.until_ms}. "
+                                  "Please use the websocket for live updates to avoid bans.",
+                                  self.ip_ban.remaining_s(now))
+        if not within:
+            self._warned_until = window
+            raise BinanceApiError(429, -1003, f"Too many requests; current limit of IP is {self.request_weight.limit} "
+                                  "requests per minute. Please use the websocket for live updates to avoid polling "
+                                  "the API.", max(1, -(-(window - now) // 1000)))
+        return None
 
     async def _signed(self, request: web.Request) -> tuple[str, dict[str, str]]:
         """Check API key, timestamp, recvWindow and HMAC-SHA256 signature; returns (account, params)."""
@@ -340,9 +331,7 @@ class BinanceEmulator:
         params.pop("signature", None)
         if signature is None:
             raise _missing("signature")
-        secret = self.venue.account_secret(account).encode()
-        expected = hmac.new(secret, "".join(unsigned_parts).encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature.lower()):
+        if not signature_ok(self.venue.account_secret(account), "".join(unsigned_parts), signature.lower()):
             raise BinanceApiError(400, -1022, "Signature for this request is not valid.")
         try:
             timestamp = int(params["timestamp"])
@@ -550,9 +539,6 @@ class BinanceEmulator:
             for i in self.venue.instruments.values()
         ])
 
-    def _visible_positions(self, account: str) -> list[VenuePosition]:
-        return self.venue.visible_positions(account, self.venue.faults.rest_position_lag_ms)
-
     def _position_json(self, account: str, position: VenuePosition) -> dict[str, Any]:
         instrument = self.venue.instrument(position.symbol)
         signed = position.contracts if position.side == "long" else -position.contracts
@@ -589,13 +575,13 @@ class BinanceEmulator:
         """``/fapi/v2/positionRisk`` (with ``leverage`` and ``marginType``)."""
         account, params = await self._signed(request)
         symbol = self._symbol(params, required=False)
-        positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
+        positions = [p for p in self.visible_positions(account) if symbol is None or p.symbol == symbol]
         return web.json_response([self._position_json(account, p) for p in positions])
 
     async def _position_risk_v3(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         symbol = self._symbol(params, required=False)
-        positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
+        positions = [p for p in self.visible_positions(account) if symbol is None or p.symbol == symbol]
         return web.json_response([self._position_json_v3(account, p) for p in positions])
 
     async def _account(self, request: web.Request) -> web.Response:
@@ -603,7 +589,7 @@ class BinanceEmulator:
         balance = self.venue.balance(account)
         total, available, upnl = _s(balance["total"]), _s(balance["available"]), _s(balance["unrealized_pnl"])
         positions = []
-        for p in self._visible_positions(account):
+        for p in self.visible_positions(account):
             signed = p.contracts if p.side == "long" else -p.contracts
             positions.append({
                 "symbol": self.venue.instrument(p.symbol).id, "initialMargin": "0", "maintMargin": "0",
@@ -635,10 +621,12 @@ class BinanceEmulator:
     def _client_id(self, order: VenueOrder) -> str:
         if order.client_order_id:
             return order.client_order_id
+        # "Event: Order Update": "starts with "autoclose-": liquidation order", ""adl_autoclose": ADL auto close
+        # order" (B21)
         if order.origin == "liquidation":
-            return f"autoclose-{order.id}"
+            return f"autoclose-{order.created_ms}"
         if order.origin == "adl":
-            return f"adl_autoclose-{order.id}"
+            return "adl_autoclose"
         parent = self._parent_of.get(order.id)
         if parent is not None:
             return f"algo-{parent.id}"
@@ -646,7 +634,12 @@ class BinanceEmulator:
 
     def _orig_type(self, order: VenueOrder) -> str:
         parent = self._parent_of.get(order.id)
-        return WIRE_TYPE[parent.type] if parent is not None else WIRE_TYPE[order.type]
+        return WIRE_TYPE[parent.type] if parent is not None else self._wire_type(order)
+
+    @staticmethod
+    def _wire_type(order: VenueOrder) -> str:
+        """Order type ``LIQUIDATION`` for the venue's forced closes (B21), the order's own otherwise."""
+        return "LIQUIDATION" if order.origin in FORCED else WIRE_TYPE[order.type]
 
     def _order_json(self, order: VenueOrder) -> dict[str, Any]:
         instrument = self.venue.instrument(order.symbol)
@@ -658,7 +651,7 @@ class BinanceEmulator:
             "origQty": _s(amount), "executedQty": _s(order.filled),
             "cumQuote": _s((order.average or Decimal(0)) * order.filled),
             "timeInForce": WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
-            "type": WIRE_TYPE[order.type], "reduceOnly": order.reduce_only, "closePosition": order.close_position,
+            "type": self._wire_type(order), "reduceOnly": order.reduce_only, "closePosition": order.close_position,
             "side": order.side.upper(), "positionSide": "BOTH",
             "stopPrice": _s(parent.trigger_price if parent is not None else order.trigger_price),
             "workingType": "MARK_PRICE" if parent is not None else "CONTRACT_PRICE", "priceProtect": False,
@@ -749,26 +742,16 @@ class BinanceEmulator:
 
     async def _answer_order(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         """Answer an accepted order, or (``timeout_after_accept_next``) never answer and drop the socket."""
-        faults = self.venue.faults
-        if faults.timeout_after_accept_next > 0:
-            faults.timeout_after_accept_next -= 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.accept_timeout_hold_s)
-            if request.transport is not None:
-                request.transport.close()
-            raise asyncio.CancelledError
+        await self.hold_if_unanswered(request)
         return web.json_response(body)
 
     async def _get_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         symbol = self._symbol(params)
-        try:
-            order = self.venue.get_order(
-                account, symbol, order_id=params.get("orderId") or None,
-                client_order_id=params.get("origClientOrderId") or None,
-            )
-        except VenueReject as reject:
-            raise _reject(reject) from None
+        order = self.venue.get_order(
+            account, symbol, order_id=params.get("orderId") or None,
+            client_order_id=params.get("origClientOrderId") or None,
+        )
         if order.conditional:
             raise BinanceApiError(400, -2013, "Order does not exist.")
         return web.json_response(self._order_json(order))
@@ -785,7 +768,7 @@ class BinanceEmulator:
                 raise VenueReject("order_not_found", "conditional orders live in the Algo Order API")
             order = self.venue.cancel_order(account, symbol, order_id=order.id)
         except VenueReject as reject:
-            raise _reject(reject, cancel=True) from None
+            raise _cancel_reject(reject) from None
         return web.json_response(self._order_json(order))
 
     async def _open_orders(self, request: web.Request) -> web.Response:
@@ -868,11 +851,7 @@ class BinanceEmulator:
 
     async def _get_algo_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
-        try:
-            order = self._find_algo(account, params)
-        except VenueReject as reject:
-            raise _reject(reject) from None
-        return web.json_response(self._algo_json(order))
+        return web.json_response(self._algo_json(self._find_algo(account, params)))
 
     async def _cancel_algo_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
@@ -880,7 +859,7 @@ class BinanceEmulator:
             order = self._find_algo(account, params)
             order = self.venue.cancel_order(account, order.symbol, order_id=order.id)
         except VenueReject as reject:
-            raise _reject(reject, cancel=True) from None
+            raise _cancel_reject(reject) from None
         return web.json_response(
             {"algoId": int(order.id), "clientAlgoId": order.client_order_id or f"web_{order.id}",
              "code": "200", "msg": "success"}
@@ -897,22 +876,24 @@ class BinanceEmulator:
     async def _listen_key_create(self, request: web.Request) -> web.Response:
         account = self._api_key_account(request)
         key = next((k for k, a in self._listen_keys.items() if a == account), None)
-        if key is None:  # Binance hands back the still-valid key of the account
+        if key is None:  # Binance hands back the still-valid key of the account, its validity extended
             key = secrets.token_urlsafe(48)
             self._listen_keys[key] = account
+        self._key_lifetimes.start(key, self.venue.now(), self.listen_key_ttl_ms)
         return web.json_response({"listenKey": key})
 
     async def _listen_key_keepalive(self, request: web.Request) -> web.Response:
         account = self._api_key_account(request)
         key = next((k for k, a in self._listen_keys.items() if a == account), None)
-        if key is None:
+        if key is None or not self._key_lifetimes.extend(key, self.venue.now(), self.listen_key_ttl_ms):
             raise BinanceApiError(400, -1125, "This listenKey does not exist.")
         return web.json_response({"listenKey": key})
 
     async def _listen_key_delete(self, request: web.Request) -> web.Response:
         account = self._api_key_account(request)
         for key in [k for k, a in self._listen_keys.items() if a == account]:
-            del self._listen_keys[key]
+            self._forget_key(key)
+            self._key_lifetimes.discard(key)
         return web.json_response({})
 
     # --- WebSocket -----------------------------------------------------------------------------------
@@ -922,38 +903,17 @@ class BinanceEmulator:
         key = request.match_info.get("key") or request.query.get("listenKey", "")
         if key not in self._listen_keys:
             return web.json_response({"code": -1125, "msg": "This listenKey does not exist."}, status=400)
-        events = request.query.get("events")
-        allowed = None if events is None else frozenset(e for e in events.split("/") if e)
-        ws = web.WebSocketResponse(heartbeat=None)
-        await ws.prepare(request)
-        sockets = self._user_sockets.setdefault(key, {})
-        sockets[ws] = allowed
-        try:
-            await self._drain(ws)
-        finally:
-            sockets.pop(ws, None)
-        return ws
+        events = request.query.get("events")  # an allow list of event types (none given: every event)
+        sock = StreamSocket(web.WebSocketResponse(), private=True, account=self._listen_keys[key], key=key,
+                            topics=(events or "").split("/"), all_topics=events is None)
+        return await self.serve_socket(request, sock)
 
     async def _ws_market(self, request: web.Request) -> web.StreamResponse:
         return await self._serve_marks(request, [request.match_info["stream"]], combined=False)
 
     async def _ws_legacy(self, request: web.Request) -> web.StreamResponse:
         """The retired ``/ws/...`` and ``/stream?...``: the handshake completes, then nothing (B2)."""
-        ws = web.WebSocketResponse(heartbeat=None)
-        await ws.prepare(request)
-        self._silent_sockets.add(ws)
-        try:
-            await self._drain(ws)
-        finally:
-            self._silent_sockets.discard(ws)
-        return ws
-
-    @staticmethod
-    async def _drain(ws: web.WebSocketResponse) -> None:
-        """Read (and ignore) what the client sends until it closes."""
-        async for msg in ws:
-            if msg.type == WSMsgType.ERROR:
-                break
+        return await self.serve_socket(request)
 
     async def _ws_combined(self, request: web.Request) -> web.StreamResponse:
         streams = [s for s in request.query.get("streams", "").split("/") if s]
@@ -969,19 +929,11 @@ class BinanceEmulator:
                 symbols.add(self.venue.instrument_by_id(native.upper()).symbol)
             except VenueReject:
                 return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
-        ws = web.WebSocketResponse(heartbeat=None)
-        await ws.prepare(request)
-        self._mark_sockets[ws] = (symbols, combined)
-        try:
-            for symbol in sorted(symbols):  # the first tick right away, like the 1 s stream would soon
-                with contextlib.suppress(LookupError):
-                    await ws.send_str(self._mark_frame(symbol, self.venue.mark_price(symbol), now_ms(), combined))
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self._mark_sockets.pop(ws, None)
-        return ws
+        sock = _MarkSocket(web.WebSocketResponse(), symbols, combined)
+        for symbol in sorted(symbols):  # the first tick right away, like the 1 s stream would soon
+            with contextlib.suppress(LookupError):
+                self.send(sock, self._mark_frame(symbol, self.venue.mark_price(symbol), now_ms(), combined))
+        return await self.serve_socket(request, sock)
 
     def _mark_frame(self, symbol: str, price: Decimal, ts: int, combined: bool) -> str:
         native = self.venue.instrument(symbol).id
@@ -993,24 +945,23 @@ class BinanceEmulator:
 
     # --- venue events → frames -----------------------------------------------------------------------
 
-    def _on_venue_event(self, event: VenueEvent) -> None:
+    def on_venue_event(self, event: VenueEvent) -> None:
         if isinstance(event, MarkPriceEvent):
-            for ws, (symbols, combined) in list(self._mark_sockets.items()):
-                if event.symbol in symbols:
-                    self._outbox.put_nowait(
-                        (f"mark:{id(ws)}", self._mark_frame(event.symbol, event.price, event.ts, combined), False)
-                    )
+            for sock in list(self.sockets):
+                if isinstance(sock, _MarkSocket) and sock.wants(event.symbol):
+                    self.send(sock, self._mark_frame(event.symbol, event.price, event.ts, sock.combined))
             return
         # A fill goes out as TRADE_LITE, ACCOUNT_UPDATE, then ORDER_TRADE_UPDATE, the last two with one T
         # (docs/conformance.md B4): the venue's order event is held until its position event has been sent.
         if isinstance(event, FillEvent):
             self._last_fill[event.order_id] = event
-            if event.origin not in ("liquidation", "adl"):  # TRADE_LITE: TRADE executions only
+            if event.origin not in FORCED:  # TRADE_LITE: TRADE executions only
                 self._send(event.account, self._trade_lite(event))
             return
         if isinstance(event, OrderEvent):
             order, fill = event.order, self._last_fill.get(event.order.id)
-            if not order.conditional and order.status == "filled" and fill is not None and fill.ts == event.ts:
+            if (not order.conditional and order.status in ("filled", "partially_filled") and fill is not None
+                    and fill.ts == event.ts):
                 self._held.setdefault(order.account, []).append((order, event.ts))
                 return
             for frame in self._order_frames(order, event.ts):
@@ -1023,6 +974,8 @@ class BinanceEmulator:
                 self._expire_close_position_orders(event.position.account, event.position.symbol)
         elif isinstance(event, BalanceEvent):  # a fill always moves a position first; never hold past it
             self._release_held(event.account, None)
+            if event.reason == "funding":
+                self._send(event.account, self._funding_update(event))
 
     def _expire_close_position_orders(self, account: str, symbol: str) -> None:
         """The position closed: Binance's system expires its close-position (GTE_GTC) algo orders (B7)."""
@@ -1031,7 +984,7 @@ class BinanceEmulator:
                 self.venue.cancel_order(account, symbol, order_id=order.id, expire=True)
 
     def _send(self, account: str, frame: str, closing: bool = False) -> None:
-        self._outbox.put_nowait((f"account:{account}", frame, closing))
+        self.publish(account, json.loads(frame)["e"], frame, closing)
 
     def _release_held(self, account: str, t: int | None) -> None:
         for order, ts in self._held.pop(account, []):
@@ -1074,6 +1027,14 @@ class BinanceEmulator:
         }
         return json.dumps(frame), position.contracts == 0, t
 
+    def _funding_update(self, event: BalanceEvent) -> str:
+        """``ACCOUNT_UPDATE`` ``m`` ``FUNDING_FEE`` of a cross position: the balance only ("Event: Balance and
+        Position Update"; ``"P": []`` as in a real 2026 capture, docs/conformance.md B19)."""
+        t = self._transaction_time(event.account, event.ts)
+        wallet = _s(self.venue.wallet(event.account))
+        return json.dumps({"e": "ACCOUNT_UPDATE", "T": t, "E": t, "a": {
+            "B": [{"a": "USDT", "wb": wallet, "cw": wallet, "bc": _s(event.change)}], "P": [], "m": "FUNDING_FEE"}})
+
     def _order_frames(self, order: VenueOrder, ts: int, t: int | None = None) -> list[str]:
         """``ORDER_TRADE_UPDATE`` (and the parent's ``ALGO_UPDATE`` FINISHED) at ``T = t`` (default ``ts``)."""
         ts = ts if t is None else t
@@ -1081,21 +1042,23 @@ class BinanceEmulator:
             return self._algo_frames(order, ts)
         frames = []
         parent = self._parent_of.get(order.id)
-        fill = self._last_fill.get(order.id) if order.status == "filled" else None
+        traded = order.status in ("filled", "partially_filled")
+        fill = self._last_fill.get(order.id) if traded else None
         if order.status == "new":
             execution = "NEW"
-        elif order.status == "filled":
-            execution = "CALCULATED" if order.origin in ("liquidation", "adl") else "TRADE"
+        elif traded:  # CALCULATED: "Liquidation Execution" (B21)
+            execution = "CALCULATED" if order.origin in FORCED else "TRADE"
         else:
             execution = ORDER_STATUS[order.status]
         status = ORDER_STATUS[order.status]
-        if order.origin == "adl" and order.status == "filled":
-            status = "NEW_ADL"
+        # "Expire Reason" 9: "Market order could not be filled completely, remaining quantity is canceled" (B20)
+        expire_reason = "9" if order.status == "expired" and order.type == "market" else "0"
         frames.append(json.dumps({
             "e": "ORDER_TRADE_UPDATE", "T": ts, "E": ts,
             "o": {
                 "s": self.venue.instrument(order.symbol).id, "c": self._client_id(order), "S": order.side.upper(),
-                "o": WIRE_TYPE[order.type], "f": WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
+                "o": self._wire_type(order),
+                "f": "IOC" if order.origin in FORCED else WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
                 "q": _s(order.amount), "p": _s(order.price), "ap": _s(order.average),
                 "sp": _s(parent.trigger_price if parent is not None else None), "x": execution, "X": status,
                 "i": int(order.id), "l": _s(fill.amount if fill else None), "z": _s(order.filled),
@@ -1105,7 +1068,7 @@ class BinanceEmulator:
                 # the key set of a real /private/ws capture (fixture order_update_new_private_ws_capture.json):
                 # AP / cr only on trailing orders, pm / gtd / er always
                 "ot": self._orig_type(order), "ps": "BOTH", "cp": False, "rp": _s(fill.realized_pnl if fill else None),
-                "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0, "er": "0",
+                "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0, "er": expire_reason,
             },
         }))
         if parent is not None and order.status == "filled":  # the algo order's market order is done
@@ -1137,39 +1100,3 @@ class BinanceEmulator:
                 "rm": "Reduce Only reject" if status == "EXPIRED" else "",
             },
         })
-
-    async def _pump(self) -> None:
-        """Deliver queued frames in order (the venue's listeners are synchronous)."""
-        while True:
-            target, frame, closing = await self._outbox.get()
-            kind, _, name = target.partition(":")
-            if kind == "mark":
-                sockets = [ws for ws in self._mark_sockets if str(id(ws)) == name]
-                for ws in sockets:
-                    with contextlib.suppress(Exception):
-                        await ws.send_str(frame)
-                continue
-            if kind == "key":
-                keys = [name]
-            else:
-                keys = [k for k, a in self._listen_keys.items() if a == name]
-            event_type = json.loads(frame).get("e")
-            for key in keys:
-                for ws, allowed in list(self._user_sockets.get(key, {}).items()):
-                    if ws.closed or (allowed is not None and event_type not in allowed):
-                        continue
-                    try:
-                        await self.shaper.send(ws.send_str, frame, closing=closing)
-                    except Exception as error:  # noqa: BLE001 - the client went away; it reconnects
-                        log.info("private frame not delivered: %s", error)
-
-    async def _disconnect_loop(self) -> None:
-        """``faults.disconnect_every_ms``: drop private sockets periodically."""
-        while True:
-            interval = self.venue.faults.disconnect_every_ms
-            if interval <= 0:
-                await asyncio.sleep(0.05)
-                continue
-            await asyncio.sleep(interval / 1000)
-            if self.venue.faults.disconnect_every_ms > 0:  # cleared while we slept: no late disconnect
-                await self.disconnect_streams()

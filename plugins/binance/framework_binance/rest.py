@@ -2,17 +2,16 @@
 
 Conditional orders (STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET) go to the Algo Order API
 ``POST /fapi/v1/algoOrder``; ccxt fetches and cancels them with ``params={'trigger': True}``.
-Binance errors are translated to :mod:`framework.errors` here (:func:`venue_errors`), from the venue's
-own code: on a loopback URL ccxt's per-market error tables do not apply.
+Binance errors are translated to :mod:`framework.errors` by the table :data:`ERRORS` (:func:`venue_errors`),
+from the venue's own code: on a loopback URL ccxt's per-market error tables do not apply.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import logging
 import secrets
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +19,8 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import stream_flat_since
+from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, stream_flat_since
+from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (
     OrderIncomplete,
     OrderNotFound,
@@ -28,11 +28,13 @@ from framework.errors import (
     OutcomeUnknown,
     PositionGone,
     RateLimited,
+    StreamError,
     VenueError,
     WouldTriggerImmediately,
 )
 from framework.models import DriverConfig, Order, Position
 from framework.protocols import StreamEvidence
+from framework_binance.decoder import ALGO_STATUS, ORDER_STATUS, unified_symbol
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,31 @@ def retry_after_ms(headers: object) -> int | None:
     return int(seconds * 1000) if seconds is not None and 0 <= seconds < 86_400 else None
 
 
+def used_weight_1m(headers: object) -> int | None:
+    """``X-MBX-USED-WEIGHT-1M`` (the IP's request weight used in the current minute) from response headers."""
+    if not isinstance(headers, dict):
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "x-mbx-used-weight-1m"), None)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 class BinanceUsdm(ccxt_async.binanceusdm):
-    """ccxt's client, raising :class:`BinanceApiError` with the venue's code for every error answer."""
+    """ccxt's client, raising :class:`BinanceApiError` with the venue's code for every error answer.
+
+    :ivar used_weight_1m: the IP's request weight used this minute, as the last answer said
+        (``X-MBX-USED-WEIGHT-1M``, sent with every response: Binance "General Info: Limits"); ``None``
+        before the first answer that carried it.
+    """
+
+    used_weight_1m: int | None = None
 
     def handle_errors(self, code, reason, url, method, headers, body, response, requestHeaders, requestBody):  # type: ignore[no-untyped-def]
+        weight = used_weight_1m(headers)
+        if weight is not None:
+            self.used_weight_1m = weight
         api_code = response.get("code") if isinstance(response, dict) else None
         try:
             api_code = int(api_code) if api_code is not None else None
@@ -88,49 +111,23 @@ class BinanceUsdm(ccxt_async.binanceusdm):
         return super().handle_errors(code, reason, url, method, headers, body, response, requestHeaders, requestBody)
 
 
-@contextlib.contextmanager
-def venue_errors(
-    action: str, *, symbol: str | None = None, order_id: str | None = None, creating: bool = False
-) -> Iterator[None]:
-    """Translate ccxt / Binance errors raised inside the block to :mod:`framework.errors`.
-
-    :param creating: the call creates an order: a timeout or 5xx then means :class:`OutcomeUnknown`
-        (the venue may have accepted it) and other refusals :class:`OrderRejected`.
-    """
-    where = {"venue": VENUE, "symbol": symbol, "order_id": order_id}
-    try:
-        yield
-    except BinanceApiError as exc:
-        message = f"{action}: Binance {exc.code} {exc.msg}"
-        code, status = exc.code, exc.status
-        if code == -2021:
-            raise WouldTriggerImmediately(message, code=code, **where) from exc
-        if code in (-2022, -4509):  # -4509: a closePosition stop with no open position (conformance B7)
-            raise PositionGone(message, code=code, **where) from exc
-        if code in (-2011, -2013):
-            raise OrderNotFound(message, code=code, **where) from exc
-        if code == -1003 or status in (418, 429):
-            raise RateLimited(message, code=code, retry_after_ms=exc.retry_after_ms, **where) from exc
-        if status >= 500 or code in (-1000, -1001, -1006, -1007, -1008):
-            if creating:
-                raise OutcomeUnknown(message, code=code, **where) from exc
-            raise VenueError(message, code=code, **where) from exc
-        if creating:
-            raise OrderRejected(message, code=code, **where) from exc
-        raise VenueError(message, code=code, **where) from exc
-    except ccxt.DDoSProtection as exc:
-        raise RateLimited(f"{action}: rate limited", **where) from exc
-    except (ccxt.RequestTimeout, ccxt.NetworkError) as exc:
-        message = f"{action}: no answer ({type(exc).__name__})"
-        if creating:
-            raise OutcomeUnknown(message, **where) from exc
-        raise VenueError(message, **where) from exc
-    except ccxt.InvalidOrder as exc:
-        if creating:
-            raise OrderRejected(f"{action}: {exc}", **where) from exc
-        raise VenueError(f"{action}: {exc}", **where) from exc
-    except ccxt.BaseError as exc:
-        raise VenueError(f"{action}: {type(exc).__name__}: {str(exc)[:300]}", **where) from exc
+#: Binance's errors (Binance "Error Codes"), applied by :func:`framework.driverkit.translate_error`
+ERRORS = ErrorTable(
+    venue=VENUE, answer=BinanceApiError, describe="{action}: Binance {code} {msg}",
+    exact={
+        -2021: WouldTriggerImmediately,
+        -2022: PositionGone, -4509: PositionGone,  # -4509: a closePosition stop with no position (B7)
+        -2011: OrderNotFound, -2013: OrderNotFound,
+        -1003: RateLimited,
+        # -4116 "clientOrderId is duplicated" is a refusal here; the caller resolves it by client id
+        **dict.fromkeys((-1000, -1001, -1006, -1007, -1008), UNKNOWN),
+    },
+    by_status={418: RateLimited, 429: RateLimited}, server_error=UNKNOWN,
+    by_type=((ccxt.DDoSProtection, RateLimited), (ccxt.NetworkError, UNKNOWN), (ccxt.InvalidOrder, REFUSED),
+             (ccxt.BaseError, VenueError)),
+)
+#: ``with venue_errors(action, write=..., symbol=..., order_id=...)``: ccxt / Binance errors → framework errors
+venue_errors = functools.partial(translate_errors_of, ERRORS)
 
 
 def make_exchange(config: DriverConfig) -> BinanceUsdm:
@@ -207,6 +204,72 @@ def to_order(raw: dict[str, Any]) -> Order:
     )
 
 
+#: Binance order type → ccxt's unified type (what ``binance.parse_order_type_by_market`` gives a contract)
+UNIFIED_TYPE = {"limit_maker": "limit", "stop": "limit", "stop_market": "market", "take_profit": "limit",
+                "take_profit_market": "market", "trailing_stop_market": "market"}
+#: Binance order / algo order statuses → ccxt's unified status (``binance.parse_order_status``)
+UNIFIED_STATUS = {**ORDER_STATUS, **ALGO_STATUS, "ACCEPTED": "open", "CANCELLED": "canceled",
+                  "PENDING_CANCEL": "canceling"}
+
+
+def _first(row: dict[str, Any], *keys: str) -> Any:
+    return next((row[key] for key in keys if row.get(key) is not None), None)
+
+
+def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
+    """A raw Binance order (``/fapi/v1/openOrders``, ``/fapi/v1/order``) or algo order
+    (``/fapi/v1/openAlgoOrders``) → :class:`Order`, with ccxt's decoding rules but without its unified
+    parser (the snapshot's hot path): id ``orderId`` / ``algoId``, status ``status`` / ``algoStatus``,
+    amount ``origQty`` / ``quantity``, trigger ``stopPrice`` / ``triggerPrice`` (``"0"``: none), a
+    ``closePosition`` order is reduce-only.
+
+    :raises OrderIncomplete: as :func:`to_order`; an unknown market id also (never guessed).
+    """
+    market_id = str(row.get("symbol") or "")
+    try:
+        symbol = unified_symbol(market_id, symbols) if market_id else None
+    except StreamError as exc:
+        raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_first(row, "orderId", "algoId"))) from exc
+    kind = str(_first(row, "type", "orderType") or "").lower()
+    status = _first(row, "status", "algoStatus")
+    order_id = _first(row, "orderId", "algoId")
+    return to_order({
+        "id": None if order_id is None else str(order_id), "symbol": symbol,
+        "clientOrderId": _first(row, "clientOrderId", "clientAlgoId"),
+        "side": str(row["side"]).lower() if row.get("side") else None,
+        "type": UNIFIED_TYPE.get(kind, kind) or None,
+        "status": None if status is None else UNIFIED_STATUS.get(status, status),
+        "amount": _first(row, "origQty", "quantity"), "filled": _first(row, "executedQty", "filledQty") or "0",
+        "average": _first(row, "avgPrice", "avgFilledPrice"), "triggerPrice": _first(row, "stopPrice", "triggerPrice"),
+        "reduceOnly": row.get("reduceOnly"),
+        "timestamp": _first(row, "time", "createTime", "workingTime", "transactTime", "updateTime"),
+        "info": {"closePosition": row.get("closePosition")},
+    })
+
+
+def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str]) -> Position | None:
+    """A raw ``/fapi/v3/positionRisk`` row → :class:`Position` (``None`` when flat), with ccxt's decoding
+    rules (``binance.parse_position_risk``) without its unified parser: contracts ``|positionAmt|``, side
+    from the sign of ``notional`` (else of ``positionAmt``), ``unRealizedProfit``, ``markPrice`` ``"0"``: none.
+
+    :raises OrderIncomplete: an open position of an unknown market id, or without a side.
+    """
+    amount = _decimal(row.get("positionAmt")) or Decimal(0)
+    if amount == 0:
+        return None
+    notional = _decimal(row.get("notional")) or Decimal(0)
+    try:
+        symbol = unified_symbol(str(row.get("symbol") or ""), symbols)
+    except StreamError as exc:
+        raise OrderIncomplete(f"open position: {exc.message}", venue=VENUE) from exc
+    side = "long" if notional > 0 else "short" if notional < 0 else None
+    return to_position({
+        "symbol": symbol, "contracts": abs(amount), "side": side,
+        "entryPrice": row.get("entryPrice"), "markPrice": row.get("markPrice"),
+        "unrealizedPnl": row.get("unRealizedProfit"), "info": {"positionAmt": amount},
+    }, account)
+
+
 def to_position(raw: dict[str, Any], account: str) -> Position | None:
     """A ccxt position → :class:`Position`, ``None`` when flat."""
     contracts = _decimal(raw.get("contracts")) or Decimal(0)
@@ -278,12 +341,12 @@ class BinanceConnection:
     async def create_market_order(
         self, symbol: str, side: str, amount: Decimal, client_order_id: str, reduce_only: bool = False
     ) -> dict[str, Any]:
-        """``POST /fapi/v1/order`` MARKET.  :raises: see :func:`venue_errors` (``creating=True``)."""
+        """``POST /fapi/v1/order`` MARKET.  :raises: see :func:`venue_errors` (``write=True``)."""
         params: dict[str, Any] = {"clientOrderId": client_order_id}
         if reduce_only:
             params["reduceOnly"] = True
         try:
-            with venue_errors("create market order", symbol=symbol, order_id=client_order_id, creating=True):
+            with venue_errors("create market order", symbol=symbol, order_id=client_order_id, write=True):
                 return await self.exchange.create_order(symbol, "market", side, str(amount), None, params)
         except OrderRejected as exc:
             if exc.code != DUPLICATE_CLIENT_ID:
@@ -328,7 +391,7 @@ class BinanceConnection:
         else:
             params["reduceOnly"] = True
         try:
-            with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, creating=True):
+            with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, write=True):
                 return await self.exchange.create_order(
                     symbol, "market", side, None if amount is None else str(amount), None, params
                 )
@@ -354,17 +417,20 @@ class BinanceConnection:
         with venue_errors("cancel conditional order", symbol=symbol, order_id=order_id):
             return await self.exchange.cancel_order(order_id, symbol, {"trigger": True})
 
-    async def fetch_positions(self) -> list[dict[str, Any]]:
-        """``GET /fapi/v3/positionRisk`` (one call for every symbol)."""
-        with venue_errors("fetch positions"):
-            return await self.exchange.fetch_positions()
+    async def position_rows(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """``GET /fapi/v3/positionRisk`` as Binance answers it (raw rows, see :func:`position_from_row`):
+        every symbol in one call, or only ``symbol`` (``symbol=``)."""
+        params = {} if symbol is None else {"symbol": self.market_id(symbol)}
+        with venue_errors("fetch positions", symbol=symbol):
+            return list(await self.exchange.fapiPrivateV3GetPositionRisk(params))
 
-    async def fetch_open_orders(self, conditional: bool) -> list[dict[str, Any]]:
-        """``GET /fapi/v1/openOrders`` or ``GET /fapi/v1/openAlgoOrders`` for every symbol (one call)."""
-        params: dict[str, Any] = {"trigger": True} if conditional else {}
-        self.exchange.options["fetchOpenOrders"] = {"warnWithoutSymbol": False}
+    async def open_order_rows(self, conditional: bool) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/openOrders`` or ``GET /fapi/v1/openAlgoOrders`` for every symbol (one call), as
+        Binance answers it (raw rows, see :func:`order_from_row`)."""
         with venue_errors("fetch open orders"):
-            return await self.exchange.fetch_open_orders(None, None, None, params)
+            if conditional:
+                return list(await self.exchange.fapiPrivateGetOpenAlgoOrders())
+            return list(await self.exchange.fapiPrivateGetOpenOrders())
 
     # --- listen key (user data stream) ---------------------------------------------------------------
 

@@ -51,8 +51,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from framework.app.http import serve_app
 from framework.hookspecs import hookimpl
-from framework.http import serve_app
 from framework.models import Alert, PositionEvent, StopEvent
 
 if TYPE_CHECKING:
