@@ -377,14 +377,14 @@ class Session:
                 await stack.enter_async_context(harness)
                 self.harnesses[venue] = harness
                 # An emulated venue's rows never mix with a real account's; an earlier emulated run's rows
-                # left open are found at start and closed by reconciliation (its venue is gone).
+                # left open are found at start and closed (its venue is gone: Engine empty_at_start).
                 configs[venue] = harness.config.model_copy(update={"account": self.emulated_account})
             if self.alerts is not None:  # closed last: the engine's stop may still alert
                 stack.push_async_callback(self.alerts.aclose)
             self.store = store = await Store.open(self.settings.database_url)
             stack.push_async_callback(store.close)
             self.engine = Engine(self.pm, store, drivers, configs, self.engine_settings,
-                                 lease_s=self.settings.lease_s)
+                                 lease_s=self.settings.lease_s, empty_at_start=set(self.harnesses))
             stack.push_async_callback(self._stop_engine)
             await self.engine.start()
         except BaseException:

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -30,7 +31,7 @@ from framework.engine.reconcile import Reconciler
 from framework.engine.settings import EngineSettings
 from framework.engine.trailing import TrailingManager
 from framework.errors import ConfigError, LeaseLost, VenueError
-from framework.models import DriverConfig, MarkPrice, OrderIntent, VenueSnapshot
+from framework.models import DriverConfig, MarkPrice, OrderIntent, PositionEvent, VenueSnapshot
 from framework.store import Store
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,15 @@ class Engine:
     :param owner: this instance's id in lease rows; with ``lease_s`` each venue account is managed only while
         this instance holds its lease (:mod:`framework.engine.lease`), else as a standby that takes over.
     :param lease_s: lease length in seconds; ``None``: no leases (a single instance, tests).
+    :param empty_at_start: venues known to start empty (an emulator this process just started): an open
+        row the database holds for their account is a previous run's, whose venue is gone; it is closed
+        (reason ``reconcile``) when the venue is first activated instead of after ``orphan_grace_ms``.
     """
 
     def __init__(
         self, pm: pluggy.PluginManager, store: Store, drivers: dict[str, Driver], configs: dict[str, DriverConfig],
         settings: EngineSettings | None = None, *, owner: str | None = None, lease_s: float | None = None,
+        empty_at_start: Collection[str] = (),
     ) -> None:
         missing = sorted(set(drivers) - set(configs))
         if missing:
@@ -125,6 +130,7 @@ class Engine:
         self.takeovers: Counter[str] = Counter()  # by venue: accounts this instance took over as a standby
         self.takeover_ms: dict[str, int] = {}  # by venue: the last takeover's reconcile time
         self._holders: dict[str, asyncio.Task[None]] = {}
+        self._empty_at_start = set(empty_at_start)
 
     def venue(self, name: str) -> VenueEngine:
         """The per-venue parts.  :raises ConfigError: unknown venue; :raises LeaseLost: this instance is a
@@ -180,6 +186,9 @@ class Engine:
         """Build the venue's parts, reconcile once (a restart or takeover: the DB rows are loaded, the venue
         decides), then start its tasks."""
         parts = self.venues[name] = self._build(name)
+        if name in self._empty_at_start:
+            self._empty_at_start.discard(name)  # once: later activations find this process's own positions
+            await self._close_rows_of_a_gone_venue(name)
         try:
             await parts.reconciler.reconcile()
         except VenueError as exc:  # a transient venue error: the reconcile loop tries again at once
@@ -190,6 +199,17 @@ class Engine:
             asyncio.create_task(self._supervise(name, "reconcile", parts.reconciler.run_forever)),
             asyncio.create_task(self._supervise(name, "marks", partial(self._watch_marks, parts))),
         ]
+
+    async def _close_rows_of_a_gone_venue(self, name: str) -> None:
+        account = self.configs[name].account
+        try:
+            for row in await self.store.open_positions(account, name):
+                await self.store.close_position(PositionEvent(
+                    event="closed", account=account, venue=name, symbol=row["symbol"], side=row["side"],
+                    contracts=Decimal(0), entry_price=row["entry_price"], reason="reconcile", source="reconcile"))
+                log.info("%s %s: open row of a previous run on a venue that is gone, closed", name, row["symbol"])
+        except Exception as exc:  # the database is away: reconciliation closes them after orphan_grace_ms
+            log.warning("%s: previous runs' rows not closed at start: %s", name, exc)
 
     async def _announce_standby(self, name: str, lease: LeaseKeeper) -> None:
         from framework.store.leases import holder

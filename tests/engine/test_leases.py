@@ -196,3 +196,17 @@ async def test_an_owner_that_loses_its_lease_stops_acting_and_says_so(env):
         [lost] = alerts(env, "lease of account default lost")
         assert lost.level == "critical" and "venue-side stops" in lost.message
         assert env.venue.is_protected("default", env.symbol)  # the position keeps its venue-side stop
+
+
+async def test_a_new_emulators_previous_rows_are_closed_at_start_not_adopted(env):
+    """A killed emulated run left a row open; the next run's emulator starts empty: the row is closed at
+    once (reason reconcile), not held in the book until the orphan grace runs out."""
+    await env.store.open_position(opened(env.venue_name, symbol=env.symbol))
+    engine = env.engine = Engine(env.pm, env.store, {env.venue_name: env.driver},
+                                 {env.venue_name: env.harness.config}, FAST, lease_s=LEASE_S,
+                                 empty_at_start={env.venue_name})
+    await engine.start()
+    assert engine.venue(env.venue_name).book.positions() == {}
+    assert await env.store.open_positions("default", env.venue_name) == []
+    [row] = await env.store.pool.fetch("SELECT close_reason, epoch FROM positions")
+    assert row["close_reason"] == "reconcile" and row["epoch"] == 1  # closed by the lease holder
