@@ -224,11 +224,19 @@ class Engine:
         """Keep the lease of ``name``'s account: renew it while owner; when it is lost, stop acting at once and
         wait as a standby; when it is acquired again, take over."""
         while True:
-            if lease.state != "owner":
-                await lease.wait_acquired()
-                await self._take_over(name, lease)
-            reason = await lease.keep()
+            try:
+                if lease.state != "owner":
+                    await lease.wait_acquired()
+                    await self._take_over(name, lease)
+                reason = await lease.keep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the holder must outlive any failure: without it nobody renews or stops
+                log.exception("%s: lease holder failed", name)
+                reason = f"lease holder failed: {exc!r}"
+                lease.state, lease.lost_reason = "lost", reason
             await self._deactivate(name, reason)
+            await asyncio.sleep(lease.poll_s)  # a failing takeover is not retried in a tight loop
 
     async def _take_over(self, name: str, lease: LeaseKeeper) -> None:
         """Act on an account whose lease this instance just acquired: reconcile at once (adopt, protect,
@@ -258,6 +266,7 @@ class Engine:
                   extra={"event": "lease_lost", "venue": name})
         await alert(self.pm, "critical", f"lease of account {lease.account} lost ({reason}): this instance stopped "
                     "acting on it; positions keep their venue-side stops", venue=name)
+        lease.state = "standby"  # from now on: waiting to acquire it again
 
     async def _connect(self, name: str, driver: Driver, config: DriverConfig) -> None:
         """Connect, retrying a venue error (a 5xx loading markets) ``CONNECT_ATTEMPTS`` times with backoff.
