@@ -19,9 +19,18 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework import driverkit, errors
 from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, stream_flat_since
-from framework.errors import OrderIncomplete, OrderNotFound, OrderRejected, OutcomeUnknown, VenueError
+from framework.driverkit import venue_errors as translate_errors_of
+from framework.errors import (
+    OrderIncomplete,
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    PositionGone,
+    RateLimited,
+    VenueError,
+    WouldTriggerImmediately,
+)
 from framework.models import DriverConfig, Order, Position
 from framework.protocols import StreamEvidence
 
@@ -83,19 +92,19 @@ class BinanceUsdm(ccxt_async.binanceusdm):
 ERRORS = ErrorTable(
     venue=VENUE, answer=BinanceApiError, describe="{action}: Binance {code} {msg}",
     exact={
-        -2021: errors.WouldTriggerImmediately,
-        -2022: errors.PositionGone, -4509: errors.PositionGone,  # -4509: a closePosition stop with no position (B7)
-        -2011: errors.OrderNotFound, -2013: errors.OrderNotFound,
-        -1003: errors.RateLimited,
+        -2021: WouldTriggerImmediately,
+        -2022: PositionGone, -4509: PositionGone,  # -4509: a closePosition stop with no position (B7)
+        -2011: OrderNotFound, -2013: OrderNotFound,
+        -1003: RateLimited,
         # -4116 "clientOrderId is duplicated" is a refusal here; the caller resolves it by client id
         **dict.fromkeys((-1000, -1001, -1006, -1007, -1008), UNKNOWN),
     },
-    by_status={418: errors.RateLimited, 429: errors.RateLimited}, server_error=UNKNOWN,
-    by_type=((ccxt.DDoSProtection, errors.RateLimited), (ccxt.NetworkError, UNKNOWN), (ccxt.InvalidOrder, REFUSED),
-             (ccxt.BaseError, errors.VenueError)),
+    by_status={418: RateLimited, 429: RateLimited}, server_error=UNKNOWN,
+    by_type=((ccxt.DDoSProtection, RateLimited), (ccxt.NetworkError, UNKNOWN), (ccxt.InvalidOrder, REFUSED),
+             (ccxt.BaseError, VenueError)),
 )
 #: ``with venue_errors(action, write=..., symbol=..., order_id=...)``: ccxt / Binance errors → framework errors
-venue_errors = functools.partial(driverkit.venue_errors, ERRORS)
+venue_errors = functools.partial(translate_errors_of, ERRORS)
 
 
 def make_exchange(config: DriverConfig) -> BinanceUsdm:
