@@ -215,6 +215,29 @@ class Ledger:
         """
         return self._account(account).wallet
 
+    def settle_funding(self, symbol: str, rate: Decimal) -> dict[str, Decimal]:
+        """Funding at ``rate`` (0.0001 = 0.01 %) on every open ``symbol`` position, valued at the mark: a long
+        pays ``contracts × mark × rate``, a short receives it (the reverse when ``rate`` < 0).  Only wallets
+        change: no order, no fill, no position event; one :class:`BalanceEvent` (``reason="funding"``) per
+        account charged.
+
+        :returns: ``{account: amount credited}`` (negative when paid), quote currency.
+        """
+        ts = self.tick()
+        mark = self._marks[symbol]
+        credited: dict[str, Decimal] = {}
+        for key in self._position_keys_by_symbol.get(symbol, []):
+            position = self._positions[key]
+            if not position.is_open:
+                continue
+            amount = -signed_contracts(position) * mark * rate
+            self._accounts[position.account].wallet += amount
+            credited[position.account] = credited.get(position.account, ZERO) + amount
+        for account, amount in credited.items():
+            self._outbox.append(BalanceEvent(account, self.balance(account), ts, "funding", amount))
+        self._after_change()
+        return credited
+
     def is_protected(self, account: str, symbol: str) -> bool:
         """True when an open position has an attached stop-loss / trailing stop, or an open reduce-only /
         close-position ``stop_market`` / ``trailing_stop_market`` order on its closing side."""
@@ -332,7 +355,10 @@ class Ledger:
                 f"margin is insufficient: needs {required:.4f}, available {available:.4f}",
             )
 
-    def _fill(self, order: VenueOrder, amount: Decimal, price: Decimal, ts: int, maker: bool = False) -> None:
+    def _fill(
+        self, order: VenueOrder, amount: Decimal, price: Decimal, ts: int, maker: bool = False, final: bool = True
+    ) -> None:
+        """One execution of ``order``; ``final``: the order is filled by it (else ``partially_filled``)."""
         account = self._accounts[order.account]
         position = self._position(order.account, order.symbol)
         before_side, before_contracts = position.side, position.contracts
@@ -388,7 +414,7 @@ class Ledger:
         order.filled += amount
         order.realized_pnl += realized
         order.fee += fee
-        order.status = "filled"
+        order.status = "filled" if final else "partially_filled"
         order.updated_ms = ts
         fill = FillEvent(
             order.account,

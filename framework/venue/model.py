@@ -249,11 +249,14 @@ class PositionEvent:
 
 @dataclass(frozen=True)
 class BalanceEvent:
-    """An account's balance after a fill: ``{"total", "available", "unrealized_pnl"}``."""
+    """An account's balance after a fill (``reason`` ``order``) or a funding settlement (``funding``, ``change``
+    the amount credited, negative when paid): ``{"total", "available", "unrealized_pnl"}``."""
 
     account: str
     balance: dict[str, Decimal]
     ts: int
+    reason: str = "order"
+    change: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)

@@ -429,13 +429,29 @@ class Orders(Ledger):
         return order
 
     def _execute_market(self, order: VenueOrder, ts: int) -> None:
-        """Fill a market order completely at the mark price (capped at the position for reduce-only)."""
+        """Fill a market order at the mark price (capped at the position for reduce-only).
+
+        A client's market order (origin ``order``) meets the book the fault knobs describe: it fills in
+        ``faults.market_fill_parts`` executions, and only ``faults.market_fill_ratio`` of it fills, the rest
+        ``expired`` (Binance price protection / thin book; Bybit's IOC remainder cancelled).
+        """
         position = self._position(order.account, order.symbol)
         amount = order.amount
         assert amount is not None
         if order.reduce_only:
             amount = min(amount, position.contracts)
-        self._fill(order, amount, self._marks[order.symbol], ts)
+        parts = [amount]
+        if order.origin == "order" and amount > 0:
+            step = self.instruments[order.symbol].step_size
+            fillable = amount if self.faults.market_fill_ratio >= 1 else (
+                amount * Decimal(str(self.faults.market_fill_ratio)) // step * step)
+            count = self.faults.market_fill_parts
+            share = fillable / count // step * step
+            parts = [p for p in [share] * (count - 1) + [fillable - share * (count - 1)] if p > 0]
+        for i, part in enumerate(parts):
+            self._fill(order, part, self._marks[order.symbol], ts, final=i == len(parts) - 1 and sum(parts) == amount)
+        if sum(parts) < amount:
+            self._end(order, "expired", ts)
 
     def _place_limit(self, order: VenueOrder, ts: int) -> None:
         """A new limit order: take at the mark when it is marketable (post-only: expire instead), else rest
