@@ -225,8 +225,8 @@ def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
         "type": UNIFIED_TYPE.get(kind, kind) or None,
         "status": None if status is None else UNIFIED_STATUS.get(status, status),
         "amount": _either(row, "origQty", "quantity"), "filled": _either(row, "executedQty", "filledQty") or "0",
-        "average": _either(row, "avgPrice", "avgFilledPrice"), "triggerPrice": _either(row, "stopPrice", "triggerPrice"),
-        "reduceOnly": row.get("reduceOnly"),
+        "average": _either(row, "avgPrice", "avgFilledPrice"),
+        "triggerPrice": _either(row, "stopPrice", "triggerPrice"), "reduceOnly": row.get("reduceOnly"),
         "timestamp": next((row[key] for key in _TIME_KEYS if row.get(key) is not None), None),
         "info": {"closePosition": row.get("closePosition")},
     })
