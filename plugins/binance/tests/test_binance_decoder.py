@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from binance_helpers import FIXTURES
+from framework_binance import decoder as decoder_module
 from framework_binance.decoder import BinanceDecoder, unified_symbol
 
 from framework.errors import StreamError
@@ -173,6 +174,44 @@ def test_unified_symbols():
     assert unified_symbol("XRPUSDT", {"XRPUSDT": "X/Y:Y"}) == "X/Y:Y"
     with pytest.raises(StreamError):
         unified_symbol("???")
+
+
+HOSTILE_FRAMES = [
+    b"not json", b"\xff\xfe", "[1, 2]", "", '{"e":"ACCOUNT_UPDATE","E":1,"T":Infinity,"a":{"m":"ORDER","B":[],"P":[]}}',
+    '{"e":"ACCOUNT_UPDATE","E":1,"T":NaN,"a":{"m":"ORDER","B":[],"P":[]}}',
+    '{"e":"ACCOUNT_UPDATE","E":1,"T":' + "9" * 30 + ',"a":{"m":"ORDER","B":[],"P":[]}}',
+    '{"e":"ACCOUNT_UPDATE","E":1,"T":2,"a":{"m":"ORDER","B":[],"P":[{"s":"XRPUSDT","pa":1.1,"ep":0.1,'
+    '"cr":"0","up":"0","mt":"cross","iw":"0","ps":"BOTH"}]}}',
+    "[" * 5000 + "]" * 5000,
+]
+
+
+def _decoded(raw: str | bytes) -> list | type[Exception]:
+    try:
+        return BinanceDecoder().decode(raw)
+    except Exception as exc:  # noqa: BLE001 - the type is what is compared
+        return type(exc)
+
+
+@pytest.mark.parametrize("path", sorted(p for d in ("user_data_json", "market_data_json")
+                                        for p in (FIXTURES / d).glob("*.json")), ids=lambda p: p.name)
+def test_orjson_decodes_every_fixture_as_the_standard_library_did(path, monkeypatch):
+    """Issue 17 item 6: the frame parser changed (orjson); every fixture gives the same events, Decimal values
+    exact, as with ``json.loads``."""
+    raw = path.read_bytes()
+    fast = _decoded(raw)
+    monkeypatch.setattr(decoder_module, "loads", json.loads)
+    assert fast == _decoded(raw)
+
+
+@pytest.mark.parametrize("raw", HOSTILE_FRAMES, ids=range(len(HOSTILE_FRAMES)))
+def test_orjson_keeps_malformed_frames_malformed(raw, monkeypatch):
+    fast = _decoded(raw)
+    monkeypatch.setattr(decoder_module, "loads", json.loads)
+    slow = _decoded(raw)
+    # same result, or a frame the standard library let through to a crash (Infinity, deep nesting: OverflowError,
+    # RecursionError; the stream counted those as malformed too) now refused as malformed by the parser itself
+    assert fast == slow or (fast is StreamError and not isinstance(slow, list))
 
 
 # --- issue 13 item 10: what the venue sends that is not a fill of ours (docs/conformance.md B19-B21) -------------

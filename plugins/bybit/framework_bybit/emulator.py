@@ -761,21 +761,22 @@ class BybitEmulator(WireEmulator):
 
     async def _position_list(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
-        visible = {p.symbol: p for p in self.visible_positions(account)}
-        if params.get("symbol"):
-            symbol = self._instrument(params).symbol
-            positions = [visible.get(symbol) or VenuePosition(account=account, symbol=symbol,
-                                                              mark_price=self.venue.mark_price(symbol))]
-        elif params.get("settleCoin") or params.get("baseCoin"):
-            positions = list(visible.values())
-        else:
+        symbol = self._instrument(params).symbol if params.get("symbol") else None
+        if symbol is None and not (params.get("settleCoin") or params.get("baseCoin")):
             raise BybitApiReject(10001, "params error: symbol or settleCoin is required")
+
+        def positions() -> list[VenuePosition]:  # taken once per listing: further pages come from the cursor
+            visible = {p.symbol: p for p in self.visible_positions(account)}
+            if symbol is None:
+                return list(visible.values())
+            return [visible.get(symbol) or VenuePosition(account=account, symbol=symbol,
+                                                         mark_price=self.venue.mark_price(symbol))]
 
         def row(position: VenuePosition) -> dict[str, Any]:
             fields = self._position_fields(position)
             return {key: fields[key] for key in self._REST_POSITION_KEYS}
 
-        rows, cursor = self._page(lambda: positions, row, params, default=20, maximum=200)
+        rows, cursor = self._page(positions, row, params, default=20, maximum=200)
         return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     async def _trading_stop(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:

@@ -626,6 +626,20 @@ async def _all_pages(conn: BybitConnection, method: str, limit: int) -> tuple[li
         params = {**params, "cursor": cursor}
 
 
+Rows = list[dict[str, Any]]
+
+
+async def snapshot_rows(conn: BybitConnection) -> tuple[tuple[Rows, int], tuple[Rows, int]]:
+    """The snapshot's answers as Bybit's raw rows, every page: ``(position rows, calls)``, ``(order rows,
+    calls)`` (what :func:`fetch_snapshot` decodes; ``framework bench`` times it as the floor)."""
+    page = conn.config.options.get("snapshot_page_limit")
+    try:
+        return (await _all_pages(conn, "privateGetV5PositionList", page or 200),
+                await _all_pages(conn, "privateGetV5OrderRealtime", page or 50))
+    except Exception as exc:
+        raise translate(exc, "snapshot") from exc
+
+
 async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
     """``/v5/position/list`` + ``/v5/order/realtime`` (settleCoin USDT): one call each per page of 200
     positions / 50 orders (``options['snapshot_page_limit']`` lowers both, for tests).
@@ -637,12 +651,7 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
     give the trigger when the position row does not show it yet.  Without an open position in this
     snapshot they are not reported: the venue cancels them with the position (``CancelByTpSlTsClear``).
     """
-    page = conn.config.options.get("snapshot_page_limit")
-    try:
-        position_rows, position_calls = await _all_pages(conn, "privateGetV5PositionList", page or 200)
-        order_rows, order_calls = await _all_pages(conn, "privateGetV5OrderRealtime", page or 50)
-    except Exception as exc:
-        raise translate(exc, "snapshot") from exc
+    (position_rows, position_calls), (order_rows, order_calls) = await snapshot_rows(conn)
     open_orders, stops = [], []
     system: dict[tuple[str, str], Decimal] = {}  # (symbol, kind) -> trigger of the position's TP/SL order
     for row in order_rows:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from bybit_helpers import FIXTURES, fixture_json, fixture_text
+from framework_bybit import decoder as decoder_module
 from framework_bybit.decoder import BybitDecoder, unified_symbol
 
 from framework.errors import StreamError
@@ -170,6 +171,45 @@ def test_symbol_mapping():
     assert unified_symbol("1000PEPEUSDT", {"1000PEPEUSDT": "1000PEPE/USDT:USDT"}) == "1000PEPE/USDT:USDT"
     with pytest.raises(StreamError):
         unified_symbol("ETH-30DEC22-1400-C")
+
+
+HOSTILE_FRAMES = [
+    b"not json", b"\xff\xfe", "[1, 2]", "",
+    '{"topic":"position","data":[{"symbol":"XRPUSDT","side":"Buy","size":"NaN","seq":Infinity}]}',
+    '{"topic":"position","data":[{"symbol":"XRPUSDT","side":"Buy","size":"1","seq":NaN}]}',
+    '{"topic":"position","data":[{"symbol":"XRPUSDT","side":"Buy","size":"1","seq":' + "9" * 30 + "}]}",
+    '{"topic":"position","creationTime":1,"data":[{"symbol":"XRPUSDT","side":"Buy","size":1.1,"seq":3,'
+    '"entryPrice":0.5,"markPrice":"0.5","updatedTime":"1"}]}',
+    "[" * 5000 + "]" * 5000,
+]
+
+
+def _decoded(raw: str | bytes) -> list | type[Exception]:
+    try:
+        return BybitDecoder().decode(raw)
+    except Exception as exc:  # noqa: BLE001 - the type is what is compared
+        return type(exc)
+
+
+@pytest.mark.parametrize("path", sorted([*FIXTURES.glob("ws_*.json"), *(FIXTURES / "docs").glob("ws_*.json")]),
+                         ids=lambda p: p.name)
+def test_orjson_decodes_every_fixture_as_the_standard_library_did(path, monkeypatch):
+    """Issue 17 item 6: the frame parser changed (orjson); every fixture gives the same events, Decimal values
+    exact, as with ``json.loads``."""
+    raw = path.read_bytes()
+    fast = _decoded(raw)
+    monkeypatch.setattr(decoder_module, "loads", json.loads)
+    assert fast == _decoded(raw)
+
+
+@pytest.mark.parametrize("raw", HOSTILE_FRAMES, ids=range(len(HOSTILE_FRAMES)))
+def test_orjson_keeps_malformed_frames_malformed(raw, monkeypatch):
+    fast = _decoded(raw)
+    monkeypatch.setattr(decoder_module, "loads", json.loads)
+    slow = _decoded(raw)
+    # same result, or a frame the standard library let through to a crash (Infinity, deep nesting: OverflowError,
+    # RecursionError; the stream counted those as malformed too) now refused as malformed by the parser itself
+    assert fast == slow or (fast is StreamError and not isinstance(slow, list))
 
 
 # --- issue 13 item 10 (docs/conformance.md Y14-Y16) -----------------------------------------------------------

@@ -146,6 +146,29 @@ async def test_paging_takes_the_listing_once_and_each_page_costs_its_rows(conn, 
     assert second["nextPageCursor"] == "" and again["list"] == second["list"]
 
 
+async def test_position_pages_take_the_listing_once(conn, venue, monkeypatch):
+    """O(page): the open positions are listed for the first page only; later pages come from its cursor."""
+    symbols = [s for s in venue.instruments if s != SYMBOL][:2] + [SYMBOL]
+    for symbol in symbols:
+        venue.place_order("default", symbol, "buy", amount=venue.instrument(symbol).min_amount)
+    listings = 0
+    real = venue.visible_positions
+
+    def counting(account: str, lag_ms: int) -> Any:
+        nonlocal listings
+        listings += 1
+        return real(account, lag_ms)
+
+    monkeypatch.setattr(venue, "visible_positions", counting)
+    query = {"category": "linear", "settleCoin": "USDT", "limit": 1}
+    rows, cursor = [], None
+    while cursor != "":
+        page = (await conn.client.private_get_v5_position_list({**query, **({"cursor": cursor} if cursor else {})}))
+        rows += page["result"]["list"]
+        cursor = page["result"]["nextPageCursor"]
+    assert listings == 1 and len(rows) == len(symbols)
+
+
 # --- signatures ---------------------------------------------------------------------------------------------
 
 
