@@ -26,6 +26,10 @@ Migration"; docs/conformance.md B1-B3):
 * market data: ``/market/ws/<symbol>@markPrice[@1s]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``).
 * the legacy ``/ws/...`` and ``/stream?...`` complete the handshake and then stay silent for market and
   user data (no error, no close), as the real venue does since the migration.
+
+Limits and lifetimes, on the venue's clock (docs/conformance.md B22-B24): every REST answer carries
+``X-MBX-USED-WEIGHT-1M`` (with ``faults.rate_limits``: 429 / 418 past 2400 a minute); a listen key lapses 60
+minutes after its last POST / PUT (``listenKeyExpired``); a stream connection is cut at 24 hours.
 """
 
 from __future__ import annotations
