@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from decimal import Decimal
+from typing import Any, Generic, Protocol, TypeVar
 
-from framework.errors import StreamError
-from framework.models import StreamEvent
+from framework.errors import StreamError, VenueError
+from framework.models import MarketLimits, StreamEvent
 from framework.protocols import StreamDecoder, StreamEvidence, StreamSink
 
 T = TypeVar("T")
@@ -197,3 +198,22 @@ async def poll_sources(
             await wake(pause_s)
         else:
             await asyncio.sleep(pause_s)
+
+
+def ccxt_market_limits(market: Mapping[str, Any], symbol: str) -> MarketLimits:
+    """:class:`~framework.models.MarketLimits` from a ccxt market (``exchange.market(symbol)``):
+    ``limits.amount.min``, ``precision.amount`` (the step: ccxt's TICK_SIZE mode for both venues) and
+    ``limits.cost.min``, ``precision.price`` (the tick).
+
+    :raises VenueError: the market gives no minimum size, step or tick.
+    """
+    limits = market.get("limits") or {}
+    minimum = (limits.get("amount") or {}).get("min")
+    precision = market.get("precision") or {}
+    step, tick = precision.get("amount"), precision.get("price")
+    cost = (limits.get("cost") or {}).get("min")
+    if not minimum or not step or not tick:
+        raise VenueError(f"the market listing gives no minimum size, step or tick (min {minimum}, step {step}, "
+                         f"tick {tick})", symbol=symbol)
+    return MarketLimits(symbol=symbol, min_contracts=Decimal(str(minimum)), contract_step=Decimal(str(step)),
+                        price_tick=Decimal(str(tick)), min_notional=Decimal(str(cost)) if cost else None)

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
+from framework.cassette import record_transport
 from framework.driverkit import stream_flat_since
 from framework.errors import (
     OrderIncomplete,
@@ -157,6 +158,7 @@ def make_exchange(config: DriverConfig) -> BinanceUsdm:
             exchange.urls["api"][name] = base + path
     elif config.testnet:
         exchange.set_sandbox_mode(True)
+    record_transport(exchange, VENUE)
     return exchange
 
 

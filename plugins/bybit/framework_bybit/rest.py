@@ -20,6 +20,7 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
+from framework.cassette import record_transport
 from framework.driverkit import wait_stream_change
 from framework.errors import (
     OrderIncomplete,
@@ -182,6 +183,7 @@ def make_client(config: DriverConfig) -> BybitClient:
         client.urls["api"] = {name: base for name in ("spot", "futures", "v2", "public", "private")}
     elif config.testnet:
         client.set_sandbox_mode(True)
+    record_transport(client, VENUE)
     return client
 
 
