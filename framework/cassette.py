@@ -284,7 +284,7 @@ def _redact_frame(text: str) -> str:
         frame = json.loads(text)
     except ValueError:
         return text
-    if isinstance(frame, dict) and frame.get("op") == "auth":
-        frame = {**frame, "args": [REDACTED for _ in frame.get("args") or []]}
     redacted = _redact(frame)
+    if isinstance(redacted, dict) and redacted.get("op") == "auth":
+        redacted = {**redacted, "args": [REDACTED for _ in redacted.get("args") or []]}
     return text if redacted == frame else json.dumps(redacted, separators=(",", ":"))

@@ -155,7 +155,7 @@ class Check:
         self.result = CheckResult(driver.venue, symbol, [Row(g) for g in GUARANTEES])
         self.sink = _Sink()
         self.connected = False
-        self.placed_ids: set[str] = set()  # venue order ids of triggers the check placed
+        self.placed: list[StopLoss] = []  # triggers the check placed with an order id (cancelled at the end)
         self.foreign_stop_ids: set[str] = set()  # triggers resting before the check: never touched
         self.opened = False
         self._stream: asyncio.Task[None] | None = None
@@ -280,8 +280,7 @@ class Check:
         else:
             how = "placed after the fill"
             self.stop = await self.driver.set_stop_loss(self.symbol, "long", order.filled, stop_price)
-            if self.stop.order_id:
-                self.placed_ids.add(self.stop.order_id)
+            self._placed(self.stop)
         self.record("open with a stop-loss", "pass",
                     f"order {order.id} ({intent.client_order_id}) filled {_fmt(order.filled)} at "
                     f"{_fmt(order.average)}; stop-loss at {_fmt(stop_price)} {how}")
@@ -319,8 +318,7 @@ class Check:
         new_price = on_tick(mark * (1 - MOVED_STOP_DISTANCE), limits.price_tick)
         old = self.stop.trigger_price
         self.stop = await self.driver.move_stop_loss(self.stop, new_price)
-        if self.stop.order_id:
-            self.placed_ids.add(self.stop.order_id)
+        self._placed(self.stop)
         self.record("move the stop-loss", "pass", f"{_fmt(old)} → {_fmt(self.stop.trigger_price)}")
 
         def moved(s: VenueSnapshot) -> bool:
@@ -335,8 +333,7 @@ class Check:
 
         tp_price = on_tick(mark * (1 + TAKE_PROFIT_DISTANCE), limits.price_tick)
         take = await self.driver.set_take_profit(self.symbol, "long", size, tp_price)
-        if take.order_id:
-            self.placed_ids.add(take.order_id)
+        self._placed(take)
         self.record("set a take-profit", "pass", f"take-profit at {_fmt(take.trigger_price)}")
         listed, snap = await self.until(lambda s: any(
             st.kind == "take_profit" and st.trigger_price == tp_price for st in self._own_stops(s)))
@@ -394,6 +391,10 @@ class Check:
             self.record("no-position answer", "fail", f"a close with no position answered order {again.id} "
                         f"{again.status} filled {_fmt(again.filled)}")
 
+    def _placed(self, stop: StopLoss) -> None:
+        if stop.order_id and all(p.order_id != stop.order_id for p in self.placed):
+            self.placed.append(stop)
+
     async def _filled(self, order: Order) -> Order:
         """The order once the venue says it is done (a market order may answer before its fill)."""
         deadline = time.monotonic() + self.budget_s
@@ -413,13 +414,18 @@ class Check:
     # --- cleanup ------------------------------------------------------------------------------------
 
     async def cleanup(self, rounds: int = 3) -> Row:
-        """Cancel every trigger the check placed on the symbol, close any position on it reduce-only, and
-        see the venue list it flat with none of them left (``rounds`` passes, each after the budget)."""
+        """Cancel every trigger the check placed on the symbol (by id, listed or not, then whatever the venue
+        lists beside those that rested before), close any position on it reduce-only, and see the venue
+        list it flat with none of them left (``rounds`` passes, each within the budget)."""
         row = self.result.cleanup
         cancelled, closed = 0, Decimal(0)
         snap: VenueSnapshot | None = None
         for _ in range(rounds):
             try:
+                while self.placed:
+                    with contextlib.suppress(PositionGone):
+                        cancelled += bool(await self.driver.cancel_stop_loss(self.placed[0]))
+                    self.placed.pop(0)
                 snap = await self.snapshot()
                 for stop in self._own_stops(snap):
                     with contextlib.suppress(PositionGone):

@@ -188,11 +188,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="framework plugins")
-    for column in ("name", "version", "venue", "capabilities", "hooks"):
+    for column in ("name", "version", "venue", "capabilities", "conformance", "hooks"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row.name, row.version, row.venue or "-", ", ".join(row.capabilities) or "-",
-                      ", ".join(row.hooks))
+                      f"conformance: {row.conformance}" if row.conformance else "-", ", ".join(row.hooks))
     Console().print(table if rows else "no plugins installed")
     return 0
 
@@ -411,9 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-secret", help="API secret the venue accepts (default: generated)")
     p.set_defaults(func=cmd_venue)
 
-    p = sub.add_parser("replay", help="feed a captured private-stream log through a plugin's decoder")
+    p = sub.add_parser("replay", help="feed a captured private-stream log or a cassette through a plugin's decoder")
     p.add_argument("--plugin", required=True, help="driver plugin whose decoder to use, e.g. bybit")
-    p.add_argument("file", help="one raw frame per line, exactly as the socket delivered it")
+    p.add_argument("file", help="one raw frame per line, exactly as the socket delivered it, or a cassette "
+                                "(--record FILE of framework run / check)")
     p.add_argument("--json", action="store_true", help="one JSON object per lifecycle event")
     p.set_defaults(func=cmd_replay)
 

@@ -642,6 +642,8 @@ class BybitEmulator:
                 orders = [o for o in orders if o.is_open]
             if params.get("orderFilter") == "StopOrder":
                 orders = [o for o in orders if o.conditional]
+            if self.venue.faults.list_no_stops and not by_id:
+                orders = [o for o in orders if not o.conditional]
             return orders[::-1]
 
         rows, cursor = self._page(listing, self._order_row, params, default=20, maximum=50)
@@ -832,6 +834,8 @@ class BybitEmulator:
 
         def row(position: VenuePosition) -> dict[str, Any]:
             fields = self._position_fields(position)
+            if self.venue.faults.list_no_stops:
+                fields.update(stopLoss="0", takeProfit="0")
             return {key: fields[key] for key in self._REST_POSITION_KEYS}
 
         rows, cursor = self._page(lambda: positions, row, params, default=20, maximum=200)
