@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from framework.app.check import GUARANTEES
 from framework.cassette import REDACTED, SECRET_FIELDS, read_cassette
-from framework.check import GUARANTEES
 from framework.driver import Driver
 from framework.plugins import load_plugins
 
@@ -29,7 +29,7 @@ VENUES = ("binance", "bybit")
 async def start_venue(name: str, *args: str) -> tuple[asyncio.subprocess.Process, dict]:
     """``framework venue NAME`` in its own process; its first stdout line (URLs)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "venue", name, "--speed", "10", "--api-key", KEY,
+        sys.executable, "-m", "framework.app.cli", "venue", name, "--speed", "10", "--api-key", KEY,
         "--api-secret", SECRET, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     return process, json.loads(await asyncio.wait_for(process.stdout.readline(), BOUND_S))
@@ -50,7 +50,7 @@ def check_env(name: str, rest_url: str, ws_url: str) -> dict[str, str]:
 
 
 def check_command(name: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "framework.cli", "check", "--plugin", name, *args]
+    return [sys.executable, "-m", "framework.app.cli", "check", "--plugin", name, *args]
 
 
 async def framework_check(name: str, info: dict, tmp_path: Path, *args: str) -> tuple[int, dict, str]:
