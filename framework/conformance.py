@@ -15,7 +15,8 @@ module, or names them as ``harness.cassettes`` (paths).  For each cassette:
     by type, not value.  A cassette assembled from separate documented examples (``"assembled": true`` in
     its meta line) says nothing of the order or number of frames: each of its frames must then find one of
     its kind, and shape, among the emulator's.  A request marked ``"frames_unrecorded": true`` (its source
-    shows no frames) has its frames not compared.  Public mark-price frames are not compared: they move the
+    shows no frames) has its frames not compared; one marked ``"response_unrecorded": true`` (no source shows
+    its answer: it is sent to bring the venue to the recorded state) has only its status compared.  Public mark-price frames are not compared: they move the
     emulated market (the harness's ground truth) to the recorded price before the next request.
 
 A plugin with no cassette is ``conformance: unverified`` (:func:`conformance_status`).
@@ -307,6 +308,8 @@ def _compare(endpoint: str, recorded: dict[str, Any], answer: dict[str, Any] | N
         return [Mismatch(endpoint, "answer", recorded["status"], "none")]
     if answer["status"] != recorded["status"]:
         return [Mismatch(endpoint, "status", recorded["status"], answer["status"])]
+    if recorded.get("response_unrecorded"):  # sent to bring the venue to the recorded state; no source shows it
+        return []
     return compare_shapes(endpoint, recorded["response"], answer["response"])
 
 
