@@ -203,3 +203,43 @@ async def test_a_recorded_check_holds_every_exchange_and_no_secret(name, tmp_pat
         assert auth["args"] == [REDACTED] * 3
     else:
         assert any(e["query"].get("signature") == REDACTED for e in rest)
+
+
+def test_mainnet_needs_i_understand_and_a_check_needs_keys(capsys, monkeypatch, tmp_path):
+    from framework.app.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name in [n for n in os.environ if n.startswith(("BINANCE_", "BYBIT_"))]:
+        monkeypatch.delenv(name)
+    assert main(["check", "--plugin", "bybit", "--mainnet"]) == 2
+    assert "--mainnet trades real money: add --i-understand" in capsys.readouterr().err
+    assert main(["check", "--plugin", "bybit"]) == 2
+    assert "set BYBIT_API_KEY and BYBIT_API_SECRET" in capsys.readouterr().err
+
+
+async def test_run_record_writes_both_venues_traffic_and_replay_reads_the_cassette(tmp_path, database_url):
+    """``framework run --record`` on the emulated venues; ``framework replay`` of that cassette gives the
+    lifecycle the run reported."""
+    cassette, report = tmp_path / "run.jsonl", tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE_", "BYBIT_", "FRAMEWORK_"))}
+    env["DATABASE_URL"] = database_url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framework.app.cli", "run", "--plugins", "binance,bybit", "--duration", "6",
+        "--no-tui", "--record", str(cassette), "--report", str(report), env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), BOUND_S)
+    assert process.returncode == 0, err.decode()[-3000:]
+    entries = read_cassette(cassette.read_text().splitlines())
+    assert {(e.get("venue"), e["kind"]) for e in entries if e["kind"] != "meta"} >= {
+        ("binance", "rest"), ("binance", "ws"), ("bybit", "rest"), ("bybit", "ws")}
+    opened = json.loads(report.read_text())["venues"]["bybit"]["opened"]
+    assert opened >= 1
+    replay = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framework.app.cli", "replay", "--plugin", "bybit", "--json", str(cassette),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(replay.communicate(), BOUND_S)
+    assert replay.returncode == 0, err.decode()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert sum(e["event"] == "opened" for e in events) == opened
+    assert {e["venue"] for e in events} == {"bybit"}
