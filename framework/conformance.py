@@ -16,8 +16,9 @@ module, or names them as ``harness.cassettes`` (paths).  For each cassette:
     its meta line) says nothing of the order or number of frames: each of its frames must then find one of
     its kind, and shape, among the emulator's.  A request marked ``"frames_unrecorded": true`` (its source
     shows no frames) has its frames not compared; one marked ``"response_unrecorded": true`` (no source shows
-    its answer: it is sent to bring the venue to the recorded state) has only its status compared.  Public mark-price frames are not compared: they move the
-    emulated market (the harness's ground truth) to the recorded price before the next request.
+    its answer: it is sent to bring the venue to the recorded state) has only its status compared.  Public
+    mark-price frames are not compared: they move the emulated market (the harness's ground truth) to the
+    recorded price before the next request.
 
 A plugin with no cassette is ``conformance: unverified`` (:func:`conformance_status`).
 """

@@ -11,8 +11,7 @@ from typing import Any
 
 import ccxt
 
-from framework import hookimpl
-from framework.driverkit import ccxt_market_limits
+from framework import ccxt_market_limits, hookimpl
 from framework.errors import VenueError
 from framework.models import (
     DriverConfig,

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.cassette import record_transport
+from framework import record_transport
 from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, stream_flat_since
 from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (

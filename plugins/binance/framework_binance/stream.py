@@ -21,7 +21,7 @@ from typing import Any
 
 import websockets
 
-from framework.cassette import ws_connect
+from framework import ws_connect
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError, VenueError
 from framework.protocols import StreamSink

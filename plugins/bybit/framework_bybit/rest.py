@@ -21,7 +21,7 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.cassette import record_transport
+from framework import record_transport
 from framework.driverkit import UNKNOWN, ErrorRule, ErrorTable, translate_error, wait_stream_change
 from framework.errors import (
     OrderIncomplete,

@@ -20,7 +20,7 @@ from typing import Any
 
 import websockets
 
-from framework.cassette import ws_connect
+from framework import ws_connect
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError
 from framework.models import now_ms
