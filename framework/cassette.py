@@ -45,6 +45,7 @@ REDACTED = "<redacted>"
 SECRET_FIELDS = frozenset(name.lower() for name in (
     "signature", "sign", "apiKey", "api_key", "X-MBX-APIKEY", "X-BAPI-API-KEY", "X-BAPI-SIGN", "listenKey",
     "secret", "uid", "userId", "user_id", "accountId", "account_id", "subUid", "subMemberId", "masterUid",
+    "parentUid", "inviterID", "affiliateID", "ips",
 ))
 
 
