@@ -109,11 +109,11 @@ async def check_lifecycle(pm: pluggy.PluginManager, plugin_name: str, entries: l
     problems = [f"malformed frame at line {n}: {error}" for n, error in result.malformed]
     opened = [e for e in result.events if e.event == "opened"]
     closed = [e for e in result.events if e.event == "closed"]
-    for event in opened:
-        if sum(1 for c in closed if c.symbol == event.symbol) != sum(1 for o in opened if o.symbol == event.symbol):
-            problems.append(f"{event.symbol}: opened {sum(1 for o in opened if o.symbol == event.symbol)} time(s), "
-                            f"closed {sum(1 for c in closed if c.symbol == event.symbol)} time(s)")
-            break
+    for symbol in sorted({e.symbol for e in opened + closed}):
+        opens = sum(1 for e in opened if e.symbol == symbol)
+        closes = sum(1 for e in closed if e.symbol == symbol)
+        if opens != closes:
+            problems.append(f"{symbol}: opened {opens} time(s), closed {closes} time(s)")
     expected = entries[0].get("lifecycle") if entries and entries[0]["kind"] == "meta" else None
     if expected is not None:
         got = [{"symbol": c.symbol, "side": c.side, "reason": c.reason,

@@ -157,7 +157,6 @@ class Check:
         self.connected = False
         self.placed: list[StopLoss] = []  # triggers the check placed with an order id (cancelled at the end)
         self.foreign_stop_ids: set[str] = set()  # triggers resting before the check: never touched
-        self.opened = False
         self._stream: asyncio.Task[None] | None = None
 
     def row(self, guarantee: str) -> Row:
@@ -266,7 +265,6 @@ class Check:
         intent = OrderIntent(account=self.config.account, venue=self.driver.venue, symbol=self.symbol, side="long",
                              contracts=size, stop_loss=stop_price, client_order_id=f"fw-k-{secrets.token_hex(6)}")
         self.intent = intent
-        self.opened = True  # from here on, cleanup looks for a position
         raw = await self.driver.create_entry(intent)
         order = await self._filled(await self.driver.normalize_order(raw, intent))
         self.entry = order

@@ -59,3 +59,20 @@ def test_a_copied_plugin_with_a_renamed_venue_and_no_cassettes_is_unverified(tmp
     finally:
         for name in [m for m in sys.modules if m.startswith("framework_okx")]:
             del sys.modules[name]
+
+
+async def test_frames_that_contradict_the_recorded_lifecycle_fail_the_lifecycle_check():
+    from framework.conformance import check_lifecycle, load
+
+    pm = load_plugins(["bybit"])
+    [path] = cassette_paths(pm, "bybit")
+    entries = load(path)
+    assert await check_lifecycle(pm, "bybit", entries) == []
+    wrong_reason = [{**entries[0], "lifecycle": [{**entries[0]["lifecycle"][0], "reason": "take_profit"}]},
+                    *entries[1:]]
+    [problem] = await check_lifecycle(pm, "bybit", wrong_reason)
+    assert "'reason': 'take_profit'" in problem and "'reason': 'stop_loss'" in problem
+    trigger = [i for i, e in enumerate(entries) if e["kind"] == "ws" and "tickers." in e["frame"]][-1]
+    never_closed = [e for e in entries[:trigger] if e["kind"] != "ws" or "tickers." not in e["frame"]]
+    problems = await check_lifecycle(pm, "bybit", never_closed)
+    assert "BTC/USDT:USDT: opened 1 time(s), closed 0 time(s)" in problems
