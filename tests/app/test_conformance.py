@@ -76,3 +76,15 @@ async def test_frames_that_contradict_the_recorded_lifecycle_fail_the_lifecycle_
     never_closed = [e for e in entries[:trigger] if e["kind"] != "ws" or "tickers." not in e["frame"]]
     problems = await check_lifecycle(pm, "bybit", never_closed)
     assert "BTC/USDT:USDT: opened 1 time(s), closed 0 time(s)" in problems
+
+
+def test_a_harness_may_name_its_cassettes_instead_of_the_folder(tmp_path):
+    pm = load_plugins(["binance"])
+    [shipped] = cassette_paths(pm, "binance")
+    assert shipped.parent.name == "cassettes" and shipped.suffix == ".jsonl"
+    declared = tmp_path / "recorded-on-testnet.jsonl"
+
+    class Harness:
+        cassettes = [str(declared)]
+
+    assert cassette_paths(pm, "binance", Harness()) == [declared]
