@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from framework.conformance import cassette_paths, verify_cassette
+from framework.driver import Driver
 from framework.errors import VenueError
 from framework.plugins import load_plugins
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.hooks("make_decoder", "venue_harness", "run_stream")
 async def test_conformance_the_emulator_and_decoder_agree_with_the_recorded_venue(contract_plugin):
     pm = load_plugins([contract_plugin])
-    paths = cassette_paths(pm, contract_plugin)
+    paths = cassette_paths(pm, contract_plugin, Driver(pm, contract_plugin).venue_harness({}))
     if not paths:
         pytest.skip(f"{contract_plugin}: conformance: unverified (the plugin ships no cassette)")
     problems = [p for path in paths for p in await verify_cassette(pm, contract_plugin, path)]

@@ -80,8 +80,13 @@ def cassette_paths(pm: pluggy.PluginManager, plugin_name: str, harness: object |
 
 
 def conformance_status(pm: pluggy.PluginManager, plugin_name: str) -> str:
-    """``verified by N cassette(s)`` or ``unverified`` (no cassette: nothing holds its emulator to the venue)."""
-    paths = cassette_paths(pm, plugin_name)
+    """``verified by N cassette(s)`` or ``unverified`` (no cassette: nothing holds its emulator to the venue).
+    The harness is built, never entered, to read its ``cassettes``."""
+    try:
+        harness: object | None = Driver(pm, plugin_name).venue_harness({})
+    except Exception:  # no harness: the folder alone says
+        harness = None
+    paths = cassette_paths(pm, plugin_name, harness)
     return f"verified by {len(paths)} cassette(s)" if paths else "unverified"
 
 
