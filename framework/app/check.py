@@ -205,7 +205,7 @@ class Check:
             self.progress("interrupted: cleaning up")
             await asyncio.shield(self._cleanup_and_close())
             raise
-        except FrameworkError as exc:
+        except Exception as exc:  # whatever broke the script, the cleanup still runs
             self.progress(f"stopped: {type(exc).__name__}: {exc}")
             self._fail_current(f"{type(exc).__name__}: {exc}")
         await self._cleanup_and_close()
@@ -435,7 +435,7 @@ class Check:
                                                          f"fw-k-{secrets.token_hex(6)}")
                         closed += position.contracts
                 done, snap = await self.until(lambda s: self._position(s) is None and not self._own_stops(s))
-            except FrameworkError as exc:
+            except Exception as exc:  # keep trying: the account must be left flat
                 row.evidence = f"{type(exc).__name__}: {exc}"
                 continue
             if done:

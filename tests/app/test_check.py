@@ -243,3 +243,27 @@ async def test_run_record_writes_both_venues_traffic_and_replay_reads_the_casset
     events = [json.loads(line) for line in out.decode().splitlines()]
     assert sum(e["event"] == "opened" for e in events) == opened
     assert {e["venue"] for e in events} == {"bybit"}
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_an_unexpected_error_half_way_still_leaves_the_account_flat(name, monkeypatch):
+    """A step that raises something no one expected: that row fails with the error, the cleanup runs
+    (in process, on the harness's ground truth)."""
+    from framework.app.check import Check
+
+    driver = Driver(load_plugins([name]), name)
+    async with driver.venue_harness({"seed": 0}) as harness:
+        async def broken_move(stop, trigger_price):
+            raise RuntimeError("a bug in move_stop_loss")
+
+        monkeypatch.setattr(driver, "move_stop_loss", broken_move)
+        result = await Check(driver, harness.config, harness.symbol, budget_s=5).run()
+        rows = {row.guarantee: row for row in result.rows}
+        assert rows["venue lists the stop-loss"].status == "pass"
+        assert rows["move the stop-loss"].status == "fail"
+        assert "RuntimeError: a bug in move_stop_loss" in rows["move the stop-loss"].evidence
+        assert rows["close reduce-only"].status == "not run"
+        assert result.cleanup.status == "pass" and not result.passed
+        venue = harness.venue
+        assert [p for p in venue.positions("default") if p.is_open] == []
+        assert venue.orders("default", open_only=True) == []
