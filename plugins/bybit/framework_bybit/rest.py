@@ -21,19 +21,18 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework import record_transport
-from framework.driverkit import UNKNOWN, ErrorRule, ErrorTable, translate_error, wait_stream_change
-from framework.errors import (
-    OrderIncomplete,
-    OrderNotFound,
-    OrderRejected,
-    OutcomeUnknown,
+from framework import (
+    UNKNOWN,
+    ErrorRule,
+    ErrorTable,
     PositionGone,
     RateLimited,
-    StreamError,
-    VenueError,
     WouldTriggerImmediately,
+    record_transport,
+    translate_error,
 )
+from framework.driverkit import wait_stream_change
+from framework.errors import OrderIncomplete, OrderNotFound, OrderRejected, OutcomeUnknown, StreamError, VenueError
 from framework.models import (
     DriverConfig,
     Order,
