@@ -134,13 +134,20 @@ async def test_a_closure_is_one_statement_on_the_held_connection(store: Store):
     position_id = await store.open_position(opened())
     await store.record_stop("default", StopLoss(venue="bybit", symbol="XRP/USDT:USDT", side="long",
                                                 trigger_price=Decimal("0.49")))
+    statements: list[str] = []
+    logged = asyncio.Event()
+
+    def log_query(record) -> None:  # asyncpg calls it soon after each statement
+        statements.append(record.query)
+        logged.set()
+
     async with store.hot() as conn:
-        statements: list[str] = []
-        conn.add_query_logger(lambda record: statements.append(record.query))
+        conn.add_query_logger(log_query)
     free_before = store.pool.get_idle_size()
     closed = PositionEvent(event="closed", venue="bybit", symbol="XRP/USDT:USDT", side="long", contracts=Decimal(0),
                            price=Decimal("0.48"), reason="stop_loss")
     assert await store.close_position(closed) is True
+    await asyncio.wait_for(logged.wait(), 5)
     assert len(statements) == 1 and statements[0].lstrip().startswith("WITH closed AS")
     assert store.pool.get_idle_size() == free_before
     row = await store.position(position_id)
