@@ -379,8 +379,9 @@ class Session:
                 harness = driver.venue_harness({"speed": self.speed, "seed": self.seed, "faults": self.faults})
                 await stack.enter_async_context(harness)
                 self.harnesses[venue] = harness
-                # An emulated venue's rows never mix with a real account's; an earlier emulated run's rows
-                # left open are found at start and closed (its venue is gone: Engine empty_at_start).
+                # An emulated venue's rows never mix with a real account's.  Under a label that outlives the
+                # run (an accounts file's emulated-<label>) an earlier emulator's open rows are closed at the
+                # first activation: that venue is gone (Engine empty_at_start).
                 configs[venue] = harness.config.model_copy(update={"account": self.emulated_account})
             if self.alerts is not None:  # closed last: the engine's stop may still alert
                 stack.push_async_callback(self.alerts.aclose)
