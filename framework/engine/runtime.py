@@ -163,6 +163,8 @@ class Engine:
                 await self._activate(name)
                 continue
             if await lease.try_acquire():
+                log.info("%s: owner of account %s (epoch %s)", name, lease.account, lease.epoch,
+                         extra={"event": "lease_owner", "venue": name})
                 await self._activate(name)
             else:
                 await self._announce_standby(name, lease)
