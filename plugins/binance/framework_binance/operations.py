@@ -11,13 +11,14 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from framework.driverkit import stream_flat_since
+from framework.driverkit import stream_flat_since, trailing_start
 from framework.errors import OrderIncomplete, OrderNotFound, PositionGone, VenueError
 from framework.models import (
     Order,
     OrderIntent,
     PositionSide,
     StopLoss,
+    TrailingSpec,
     VenueSnapshot,
     close_side,
     now_ms,
@@ -112,6 +113,36 @@ async def place_trigger(
         raise OrderIncomplete("algo order answered without an algoId", venue=VENUE, symbol=symbol)
     return StopLoss(
         venue=VENUE, symbol=symbol, side=side, kind=kind, trigger_price=trigger_price, order_id=str(raw["id"]),
+        contracts=contracts, placed_at=placed_at,
+    )
+
+
+async def place_trailing_stop(
+    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec,
+    reference_price: Decimal,
+) -> StopLoss:
+    """One ``POST /fapi/v1/algoOrder`` TRAILING_STOP_MARKET, reduce-only for ``contracts`` on the closing side
+    of ``side``; the position's closePosition stop-loss stays beside it (Binance cancels it when the trail
+    closes the position, docs/conformance.md B7).  No position lookup (I-4).
+
+    :raises PositionGone: the stream says the position is closed (no venue call), or -2022 / -4509.
+    :raises WouldTriggerImmediately: the activation price is already passed (-2021).
+    """
+    if conn.known_flat(symbol):
+        raise PositionGone("the stream reports the position closed: no trailing stop placed", venue=VENUE,
+                           symbol=symbol)
+    activation = None
+    if trailing.activation_price is not None:
+        activation = Decimal(conn.exchange.price_to_precision(symbol, str(trailing.activation_price)))
+    placed_at = now_ms()
+    raw = await conn.create_trailing(symbol, close_side(side), contracts, trailing.callback_rate, activation,
+                                     client_order_id=new_client_id("t"))
+    if raw.get("id") is None:
+        raise OrderIncomplete("algo order answered without an algoId", venue=VENUE, symbol=symbol)
+    start = trailing_start(side, trailing, reference_price)
+    return StopLoss(
+        venue=VENUE, symbol=symbol, side=side, kind="trailing_stop",
+        trigger_price=Decimal(conn.exchange.price_to_precision(symbol, str(start))), order_id=str(raw["id"]),
         contracts=contracts, placed_at=placed_at,
     )
 

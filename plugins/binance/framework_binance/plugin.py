@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from framework import hookimpl
+from framework.marksockets import WatchedSymbols
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -17,6 +18,8 @@ from framework.models import (
     OrderIntent,
     PositionSide,
     StopLoss,
+    TrailingLimits,
+    TrailingSpec,
     VenueSnapshot,
 )
 from framework.protocols import StreamDecoder, StreamSink, VenueHarness
@@ -31,8 +34,10 @@ def driver_info() -> DriverInfo:
         venue=VENUE,
         # No stop_before_entry: Binance refuses a closePosition stop with no position (-4509,
         # docs/conformance.md B7), so the stop goes on right after the entry fills.
-        capabilities=frozenset(),
+        capabilities=frozenset({"native_trailing_stop"}),
         description="Binance USDⓈ-M futures: ccxt binanceusdm, Algo Order API stops, user data stream",
+        # TRAILING_STOP_MARKET callbackRate: min 0.1, max 10, 1 for 1 % (docs/conformance.md B-T1)
+        trailing_limits=TrailingLimits(min_callback_rate=Decimal("0.1"), max_callback_rate=Decimal(10)),
     )
 
 
@@ -78,6 +83,14 @@ async def set_take_profit(
 
 
 @hookimpl
+async def set_trailing_stop(
+    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec,
+    reference_price: Decimal,
+) -> StopLoss:
+    return await operations.place_trailing_stop(conn, symbol, side, contracts, trailing, reference_price)
+
+
+@hookimpl
 async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
     return await operations.move_stop_loss(conn, stop, trigger_price)
 
@@ -112,7 +125,7 @@ async def run_stream(conn: BinanceConnection, sink: StreamSink) -> None:
 
 
 @hookimpl
-async def watch_mark_prices(conn: BinanceConnection, symbols: list[str], sink: StreamSink) -> None:
+async def watch_mark_prices(conn: BinanceConnection, symbols: list[str] | WatchedSymbols, sink: StreamSink) -> None:
     await stream.watch_marks(conn, symbols, sink)
 
 

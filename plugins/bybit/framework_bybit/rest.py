@@ -32,6 +32,7 @@ from framework.errors import (
     VenueError,
     WouldTriggerImmediately,
 )
+from framework.marksockets import MarkSocketPool
 from framework.models import (
     DriverConfig,
     Order,
@@ -39,6 +40,7 @@ from framework.models import (
     Position,
     PositionSide,
     StopLoss,
+    TrailingSpec,
     VenueSnapshot,
     close_side,
     now_ms,
@@ -119,6 +121,7 @@ class BybitConnection:
         self.stream_state: StreamEvidence | None = None
         self.symbols: dict[str, str] = {}
         self.decoder = BybitDecoder()
+        self.mark_pool: MarkSocketPool | None = None  # the public sockets while watch_mark_prices runs
         self.rest_calls = 0
         options = config.options
         self.ping_interval_s = float(options.get("ping_interval_s", 20.0))
@@ -522,6 +525,31 @@ async def set_trigger(
     return StopLoss(venue=VENUE, symbol=symbol, side=side, kind=kind, trigger_price=Decimal(price))  # type: ignore[arg-type]
 
 
+async def set_trailing(
+    conn: BybitConnection, symbol: str, side: PositionSide, trailing: TrailingSpec, reference_price: Decimal
+) -> StopLoss:
+    """Attach a trailing stop to the position: ``trailingStop`` (a price distance, ``callback_rate`` percent
+    of the activation price, else of ``reference_price``, rounded to the tick) and ``activePrice`` on
+    trading-stop.  The position's ``stopLoss`` is not sent, so it stays as it is (bybit docs
+    position/trading-stop.mdx; docs/conformance.md Y-T1).  The distance then stays fixed in price, where a
+    percentage trail would widen as the price runs.
+
+    :raises OrderRejected: the distance rounds to less than one tick (nothing was sent).
+    :raises PositionGone: 10001 zero position.
+    """
+    start = trailing.activation_price or reference_price
+    distance = Decimal(_price(conn, symbol, start * trailing.callback_rate / 100))
+    if distance <= 0:
+        raise OrderRejected(f"a {trailing.callback_rate} % trail of {start} is less than one tick", venue=VENUE,
+                            symbol=symbol)
+    fields = {"trailingStop": str(distance)}
+    if trailing.activation_price is not None:
+        fields["activePrice"] = _price(conn, symbol, trailing.activation_price)
+    await _trading_stop(conn, symbol, fields)
+    first = start - distance if side == "long" else start + distance
+    return StopLoss(venue=VENUE, symbol=symbol, side=side, kind="trailing_stop", trigger_price=first)
+
+
 async def cancel_trigger(conn: BybitConnection, stop: StopLoss) -> bool:
     """Remove a stop: a conditional order by id (``POST /v5/order/cancel``), an attached one with ``"0"``
     via trading-stop.  ``False`` when the venue no longer had it.
@@ -538,10 +566,9 @@ async def cancel_trigger(conn: BybitConnection, stop: StopLoss) -> bool:
                 return False
             raise error from exc
         return True
-    if stop.kind not in _TRIGGER_FIELDS:
-        raise VenueError(f"{stop.kind} is not supported by this driver", venue=VENUE, symbol=stop.symbol)
+    field = "trailingStop" if stop.kind == "trailing_stop" else _TRIGGER_FIELDS[stop.kind][0]
     try:
-        return await _trading_stop(conn, stop.symbol, {_TRIGGER_FIELDS[stop.kind][0]: "0"})
+        return await _trading_stop(conn, stop.symbol, {field: "0"})
     except PositionGone:
         return False
 
