@@ -7,8 +7,12 @@
 * ``wall``: ``--wall-s`` seconds of HTTP 429 on every REST call: entries tried and refused, rollbacks,
   critical and warning alerts, and whether the open position stayed protected.
 
-Usage: ``python tools/degraded.py [--outage-s 25] [--wall-s 40] [--plugins binance,bybit]``.  The
-re-protect time of a stop removed with the database up is ``framework bench``'s ``reprotect_ms``.
+* ``dead_receiver``: closure latency (asking for a close → ``on_position_closed``) without alerts and with
+  every open and close alerting to a receiver that is down, in alternating blocks of one run so that
+  drift of the machine hits both alike: p50 and p99 of each and their ratio (issue 18: within 10 %).
+
+Usage: ``python tools/degraded.py [--outage-s 25] [--wall-s 40] [--closes 200] [--plugins binance,bybit]``.
+The re-protect time of a stop removed with the database up is ``framework bench``'s ``reprotect_ms``.
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import time
 from decimal import Decimal
 from typing import Any
 
+from framework import Session
 from framework.bench import Rig, engine_rig
 from framework.errors import FrameworkError
+from framework.models import PositionEvent
+from framework.settings import Settings
 from framework.store import Store
 from framework.store.testing import TestDatabases
 
@@ -111,10 +119,77 @@ async def wall(databases: TestDatabases, name: str, wall_s: float) -> dict[str, 
         await store.close()
 
 
-async def main(plugins: list[str], outage_s: float, wall_s: float) -> dict[str, Any]:
+async def closure_latencies(name: str, database_url: str, alert_url: str | None,
+                            n: int) -> tuple[list[float], dict[str, int]]:
+    """Open and close ``n`` positions (long and short in turn) on venue ``name`` through a
+    :class:`Session`, every open and close alerting to ``alert_url`` when given.
+
+    :returns: the seconds from asking for each close to its ``on_position_closed``, and the alert
+        delivery counters (empty without ``alert_url``).
+    """
+    values: dict[str, str] = {"DATABASE_URL": database_url}
+    if alert_url:
+        values |= {"FRAMEWORK_ALERT_URLS": alert_url, "FRAMEWORK_ALERT_POSITIONS": "true"}
+    latencies = []
+    async with Session([name], settings=Settings(**values), speed=1) as session:
+        if session.alerts is not None:
+            session.alerts.backoff_s = 0.05
+        symbol = session.harnesses[name].symbol
+        for i in range(n):
+            await session.open(name, symbol, "long" if i % 2 == 0 else "short", "10", stop_loss_pct="2")
+            events = session.events()
+            started = time.perf_counter()
+            if not await session.close(name, symbol):
+                raise RuntimeError(f"close of {symbol} on {name} did nothing")
+            await session.wait_for(lambda e: isinstance(e, PositionEvent) and e.event == "closed", 30,
+                                   events=events)
+            latencies.append(time.perf_counter() - started)
+            events.close()
+        counters: dict[str, int] = {}
+        if session.alerts is not None:
+            await session.alerts.drained()
+            counters = dict(session.alerts.counters)
+    return latencies, counters
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def dead_alert_url() -> str:
+    """A json:// URL on a loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"json://127.0.0.1:{port}/hook/x"
+
+
+async def dead_receiver(databases: TestDatabases, name: str, closes: int, blocks: int = 4) -> dict[str, Any]:
+    """Closure latency without alerts and with a dead alert receiver, in alternating blocks."""
+    without: list[float] = []
+    dead: list[float] = []
+    failed = 0
+    for _ in range(blocks):
+        without += (await closure_latencies(name, await databases.create(), None, closes // blocks))[0]
+        latencies, counters = await closure_latencies(name, await databases.create(), dead_alert_url(),
+                                                      closes // blocks)
+        dead += latencies
+        failed += counters["failed"]
+
+    def figures(values: list[float]) -> dict[str, float]:
+        return {"p50_ms": round(percentile(values, 0.5) * 1000, 2), "p99_ms": round(percentile(values, 0.99) * 1000, 2)}
+
+    plain, broken = figures(without), figures(dead)
+    return {"closes_each": len(without), "without_alerts": plain, "dead_receiver": broken,
+            "alerts_failed": failed, "p99_ratio": round(broken["p99_ms"] / plain["p99_ms"], 3)}
+
+
+async def main(plugins: list[str], outage_s: float, wall_s: float, closes: int) -> dict[str, Any]:
     databases = await asyncio.to_thread(TestDatabases)
     try:
-        return {name: {"outage": await outage(databases, name, outage_s), "wall": await wall(databases, name, wall_s)}
+        return {name: {"outage": await outage(databases, name, outage_s), "wall": await wall(databases, name, wall_s),
+                       "dead_receiver": await dead_receiver(databases, name, closes)}
                 for name in plugins}
     finally:
         await databases.release()
@@ -124,6 +199,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--outage-s", type=float, default=25.0)
     parser.add_argument("--wall-s", type=float, default=40.0)
+    parser.add_argument("--closes", type=int, default=200, help="closes measured each way (dead_receiver)")
     parser.add_argument("--plugins", default="binance,bybit")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.plugins.split(","), args.outage_s, args.wall_s)), indent=1))
+    print(json.dumps(asyncio.run(main(args.plugins.split(","), args.outage_s, args.wall_s, args.closes)), indent=1))

@@ -67,8 +67,8 @@ async def close_on_venue(
             return await _close_once(book, driver, store, pm, symbol, reason)
         except RateLimited as exc:
             if attempt == attempts:
-                await alert(pm, "critical", f"close refused {attempts} times (rate limited), position still open: "
-                            f"{exc}", venue=book.venue, symbol=symbol)
+                await alert(pm, "critical", f"close refused {attempts} times (rate limited), position still open with "
+                            f"its stop: {exc}", venue=book.venue, symbol=symbol)
                 raise
             log.warning("%s %s: close rate limited (attempt %d of %d): %s", book.venue, symbol, attempt, attempts,
                         exc)
@@ -98,7 +98,8 @@ async def _close_once(
         raise
     except VenueError as exc:
         await store.update_order(book.account, book.venue, cid, state="unknown")
-        await alert(pm, "critical", f"close failed, position still open: {exc}", venue=book.venue, symbol=symbol)
+        await alert(pm, "critical", f"close failed, position still open with its stop; the close order is resolved by "
+                    f"client order id: {exc}", venue=book.venue, symbol=symbol)
         raise
     await store.update_order(book.account, book.venue, cid, state=order.status, venue_order_id=order.id,
                              filled=order.filled, average=order.average)

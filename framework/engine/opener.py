@@ -151,7 +151,7 @@ class Opener:
         except (OrderRejected, OpenNotVerified):
             raise
         except Exception as exc:  # failed before the position is protected: roll back
-            await self._rollback(intent, order, stop, exc)
+            await self._rollback(intent, order, stop, exc, stop_rests=stop is not None or attached)
             raise
         if verification.outcome == "absent":
             await cancel_quietly(self.driver, stop)
@@ -265,7 +265,8 @@ class Opener:
         except PositionGone:
             pass  # no position right now; reconciliation resolves the order
         except VenueError as exc:
-            await alert(self.pm, "critical", f"entry outcome unknown and no stop placed: {exc}",
+            await alert(self.pm, "critical", "entry outcome unknown and no stop placed; reconciliation resolves the "
+                        f"order by client order id and protects what it finds: {exc}",
                         venue=intent.venue, symbol=intent.symbol)
 
     # --- rollback -------------------------------------------------------------------------------------
@@ -283,7 +284,7 @@ class Opener:
             return None
 
     async def _rollback(self, intent: OrderIntent, order: Order | None, stop: StopLoss | None,
-                        cause: BaseException) -> None:
+                        cause: BaseException, stop_rests: bool) -> None:
         """Undo a failed open: reduce-only close from intent + observed fills, then prove the venue flat.
 
         :raises RollbackFailed: the venue could not be shown flat (the stop, if any, is left resting).
@@ -307,8 +308,9 @@ class Opener:
             if remaining:
                 flat = await self._close_for_rollback(intent, remaining)
         if not flat:
-            await alert(self.pm, "critical", "rollback could not show the venue flat; stop left resting",
-                        venue=intent.venue, symbol=symbol)
+            kept = "its stop left resting" if stop_rests else "no stop rests: the position may be open and unprotected"
+            await alert(self.pm, "critical", f"rollback could not show the venue flat; {kept}; reconciliation "
+                        "adopts and protects what it finds", venue=intent.venue, symbol=symbol)
             raise RollbackFailed("venue not shown flat after rollback", venue=intent.venue, symbol=symbol,
                                  order_id=intent.client_order_id) from cause
         await cancel_quietly(self.driver, stop)

@@ -90,7 +90,7 @@ class Protector:
             await self.record(symbol, stop, previous=None)
             return stop
         await alert(self.pm, "critical", f"position without stop-loss after {self.settings.protect_attempts} "
-                    f"attempts: {last_error}", venue=self.book.venue, symbol=symbol)
+                    f"attempts; reconciliation tries again: {last_error}", venue=self.book.venue, symbol=symbol)
         return None
 
     async def reprotect(self, symbol: str, removed_order_id: str | None) -> StopLoss | None:

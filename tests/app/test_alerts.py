@@ -3,69 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from framework import Session
 from framework.alerts import AlertDelivery, alert_kind
 from framework.engine.broadcast import alert
 from framework.errors import ConfigError
-from framework.models import PositionEvent
 from framework.settings import Settings
+from tests.alert_receiver import receiver
+from tools.degraded import closure_latencies, dead_alert_url
 
 SYMBOL = "XRP/USDT:USDT"
 BOUND_S = 30.0  # generous upper bound for a condition to become true
-
-
-class Receiver:
-    """An aiohttp server that records every JSON body POSTed to it (apprise's ``json://`` target)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.changed = asyncio.Event()
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(await request.json())
-        self.changed.set()
-        return web.json_response({"ok": True})
-
-    async def wait_for(self, predicate: Any, timeout_s: float = BOUND_S) -> None:
-        async def until() -> None:
-            while not predicate(self.bodies):
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(until(), timeout_s)
-
-
-@asynccontextmanager
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook/{token}", rec.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield rec, f"json://127.0.0.1:{port}/hook/tok-SENTINEL"
-    finally:
-        await runner.cleanup()
-
-
-def dead_url() -> str:
-    """A json:// URL on a loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"json://127.0.0.1:{port}/hook/x"
 
 
 def titles(bodies: list[dict[str, Any]]) -> list[str]:
@@ -141,52 +92,20 @@ async def test_min_level_filters_and_an_expired_incident_is_sent_again():
     assert sent[-1][0] == "resolved: bybit reconciliation failed"
 
 
-async def _closure_latencies(database_url: str, alert_url: str | None, n: int) -> tuple[list[float], dict[str, int]]:
-    """Open and close ``n`` positions; seconds from asking for the close to ``on_position_closed``."""
-    values: dict[str, str] = {"DATABASE_URL": database_url}
-    if alert_url:
-        values |= {"FRAMEWORK_ALERT_URLS": alert_url, "FRAMEWORK_ALERT_POSITIONS": "true"}
-    latencies = []
-    async with Session(["binance"], settings=Settings(**values), speed=1) as session:
-        if session.alerts is not None:
-            session.alerts.backoff_s = 0.05
-        for i in range(n):
-            side = "long" if i % 2 == 0 else "short"
-            await session.open("binance", SYMBOL, side, "10", stop_loss_pct="2")
-            events = session.events()
-            started = time.perf_counter()
-            assert await session.close("binance", SYMBOL)
-            await session.wait_for(lambda e: isinstance(e, PositionEvent) and e.event == "closed", BOUND_S,
-                                   events=events)
-            latencies.append(time.perf_counter() - started)
-            events.close()
-        counters: dict[str, int] = {}
-        if session.alerts is not None:
-            await session.alerts.drained()
-            counters = dict(session.alerts.counters)
-    return latencies, counters
-
-
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
-
-
 @pytest.mark.hooks("on_alert")
 async def test_a_dead_receiver_is_counted_and_the_engine_goes_on(database_url, databases):
     # One run, two sessions: no alerts, then every open and close alerting to a receiver that is down.
+    # (the latency comparison is a measurement, not a test: ``python tools/degraded.py``'s dead_receiver)
     n = 20
-    without, _ = await _closure_latencies(database_url, None, n)
-    with_dead, counters = await _closure_latencies(await databases.create(), dead_url(), n)
-    assert len(with_dead) == n  # every close completed
+    without, _ = await closure_latencies("binance", database_url, None, n)
+    with_dead, counters = await closure_latencies("binance", await databases.create(), dead_alert_url(), n)
+    assert len(without) == len(with_dead) == n  # every close completed
     assert counters["failed"] == counters["queued"] >= 2 * n and counters["sent"] == 0
     assert counters["retried"] == 2 * counters["failed"]  # three attempts each
-    print(f"\nclosure latency p99: {p99(without) * 1000:.1f} ms without alerts, "
-          f"{p99(with_dead) * 1000:.1f} ms with a dead receiver (n={n} each)")
 
 
 async def test_a_full_queue_drops_and_counts():
-    delivery = AlertDelivery([dead_url()], queue_size=2, retries=1)
+    delivery = AlertDelivery([dead_alert_url()], queue_size=2, retries=1)
     from framework.models import Alert
 
     for i in range(5):
