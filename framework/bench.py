@@ -70,10 +70,12 @@ DEFAULT_PLUGINS = ["binance", "bybit"]
 ACCOUNT = "default"
 WAIT_S = 10.0  # a bound on any single wait: a stuck run fails instead of hanging
 
-#: engine settings of the bench: no rate limit on trailing moves, no periodic reconcile during a figure
+#: engine settings of the bench: no rate limit on trailing moves, no periodic reconcile during a figure; the
+#: engine trails (the stop-move figures measure its moves), the native lifecycle turns the venue's trail on
 BENCH_SETTINGS = EngineSettings(
     verify_budget_ms=5_000, flat_budget_ms=2_000, reconcile_interval_s=3_600, orphan_grace_ms=0,
     protect_retry_ms=10, trailing_min_interval_ms=0, trailing_min_change_pct=Decimal("0.01"),
+    native_trailing_stop=False,
 )
 
 

@@ -23,7 +23,9 @@ Migration"; docs/conformance.md B1-B3):
 * user data: ``/private/ws?listenKey=K[&events=A/B/...]`` and (assumed, B3) ``/private/ws/<listenKey>``:
   ``TRADE_LITE``, ``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``, ``listenKeyExpired``.
   ``events`` is an allow list: a socket gets only the event types it names (none given: all of them).
-* market data: ``/market/ws/<symbol>@markPrice[@1s]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``).
+* market data: ``/market/ws[/<symbol>@markPrice[@1s]]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``);
+  ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` method frames on any of them, at most 200 streams
+  per connection and 10 incoming messages per second (beyond: disconnected) (docs/conformance.md B-M1).
 * the legacy ``/ws/...`` and ``/stream?...`` complete the handshake and then stay silent for market and
   user data (no error, no close), as the real venue does since the migration.
 """
@@ -39,12 +41,13 @@ import json
 import logging
 import re
 import secrets
-from collections import Counter
+import time
+from collections import Counter, deque
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from framework.models import now_ms
 from framework.venue import (
@@ -67,6 +70,10 @@ from framework.venue.market import synthetic_book, window_stats
 log = logging.getLogger(__name__)
 
 MAX_RECV_WINDOW_MS = 60_000
+#: "A single connection can listen to a maximum of 200 streams"; "WebSocket connections have a limit of 10
+#: incoming messages per second" (Binance USDⓈ-M "Websocket Market Streams"; docs/conformance.md B-M1)
+MARKET_STREAMS_PER_CONNECTION = 200
+MARKET_MESSAGES_PER_S = 10
 DEFAULT_RECV_WINDOW_MS = 5_000
 #: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
 ACCEPT_TIMEOUT_HOLD_S = 30.0
@@ -187,6 +194,9 @@ class BinanceEmulator:
         self._user_sockets: dict[str, dict[web.WebSocketResponse, frozenset[str] | None]] = {}
         self._silent_sockets: set[web.WebSocketResponse] = set()  # legacy paths: open, never fed
         self._mark_sockets: dict[web.WebSocketResponse, tuple[set[str], bool]] = {}
+        self.market_connections = 0  # market sockets opened
+        self.market_streams_per_connection = MARKET_STREAMS_PER_CONNECTION
+        self.market_messages_per_s = MARKET_MESSAGES_PER_S
         self._last_fill: dict[str, FillEvent] = {}
         self._held: dict[str, list[tuple[VenueOrder, int]]] = {}  # account -> fills' order events (B4)
         self._parent_of: dict[str, VenueOrder] = {}  # spawned market order id -> its conditional parent
@@ -225,6 +235,7 @@ class BinanceEmulator:
         r.add_delete("/fapi/v1/listenKey", self._listen_key_delete)
         r.add_get("/private/ws", self._ws_private)
         r.add_get("/private/ws/{key}", self._ws_private)
+        r.add_get("/market/ws", self._ws_market)
         r.add_get("/market/ws/{stream}", self._ws_market)
         r.add_get("/market/stream", self._ws_combined)
         r.add_get("/ws/{stream}", self._ws_legacy)
@@ -935,7 +946,8 @@ class BinanceEmulator:
         return ws
 
     async def _ws_market(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve_marks(request, [request.match_info["stream"]], combined=False)
+        stream = request.match_info.get("stream")
+        return await self._serve_marks(request, [stream] if stream else [], combined=False)
 
     async def _ws_legacy(self, request: web.Request) -> web.StreamResponse:
         """The retired ``/ws/...`` and ``/stream?...``: the handshake completes, then nothing (B2)."""
@@ -959,19 +971,29 @@ class BinanceEmulator:
         streams = [s for s in request.query.get("streams", "").split("/") if s]
         return await self._serve_marks(request, streams, combined=True)
 
+    def _mark_symbol(self, stream: str) -> str:
+        """The unified symbol of a ``<symbol>@markPrice[@1s]`` stream name.  :raises ValueError: another
+        stream or an unknown symbol."""
+        native, _, topic = str(stream).partition("@")
+        if not topic.startswith("markPrice"):
+            raise ValueError(f"unsupported stream {stream}")
+        try:
+            return self.venue.instrument_by_id(native.upper()).symbol
+        except VenueReject:
+            raise ValueError("Invalid symbol.") from None
+
     async def _serve_marks(self, request: web.Request, streams: list[str], combined: bool) -> web.StreamResponse:
-        symbols = set()
-        for stream in streams:
-            native, _, topic = stream.partition("@")
-            if not topic.startswith("markPrice"):
-                return web.json_response({"code": -1100, "msg": f"unsupported stream {stream}"}, status=400)
-            try:
-                symbols.add(self.venue.instrument_by_id(native.upper()).symbol)
-            except VenueReject:
-                return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        try:
+            symbols = {self._mark_symbol(stream) for stream in streams}
+        except ValueError as exc:
+            return web.json_response({"code": -1121 if "symbol" in str(exc) else -1100, "msg": str(exc)}, status=400)
+        if len(symbols) > self.market_streams_per_connection:
+            return web.json_response({"code": -1100, "msg": "too many streams"}, status=400)  # assumed (B-M1)
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
+        self.market_connections += 1
         self._mark_sockets[ws] = (symbols, combined)
+        received: deque[float] = deque()
         try:
             for symbol in sorted(symbols):  # the first tick right away, like the 1 s stream would soon
                 with contextlib.suppress(LookupError):
@@ -979,9 +1001,55 @@ class BinanceEmulator:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     break
+                now = time.monotonic()
+                received.append(now)
+                while received and now - received[0] >= 1.0:
+                    received.popleft()
+                if len(received) > self.market_messages_per_s:  # "will be disconnected" (B-M1)
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Too many requests")
+                    break
+                if msg.type == WSMsgType.TEXT:
+                    await self._market_request(ws, symbols, combined, msg.data)
         finally:
             self._mark_sockets.pop(ws, None)
         return ws
+
+    async def _market_request(self, ws: web.WebSocketResponse, symbols: set[str], combined: bool, text: str) -> None:
+        """One ``{"method": ..., "params": [...], "id": N}`` frame ("Live Subscribing/Unsubscribing to
+        streams"): ``{"result": null, "id": N}`` (``LIST_SUBSCRIPTIONS``: the stream names), or an error
+        ``{"code": C, "msg": M, "id": N}`` ("Error Messages")."""
+        try:
+            request = json.loads(text)
+            method, params, request_id = request["method"], request.get("params") or [], request["id"]
+            if not isinstance(params, list):
+                raise TypeError("params")
+        except (ValueError, KeyError, TypeError):
+            await ws.send_str(json.dumps({"code": 3, "msg": "Invalid JSON: expected a request object", "id": None}))
+            return
+        reply: dict[str, Any] = {"result": None, "id": request_id}
+        try:
+            wanted = {self._mark_symbol(stream) for stream in params}
+        except ValueError as exc:
+            await ws.send_str(json.dumps({"code": 2, "msg": f"Invalid request: {exc}", "id": request_id}))
+            return
+        if method == "SUBSCRIBE":
+            if len(symbols | wanted) > self.market_streams_per_connection:
+                await ws.send_str(json.dumps({"code": 2, "id": request_id, "msg": "Invalid request: too many "
+                                              f"streams (max {self.market_streams_per_connection})"}))  # assumed
+                return
+            symbols |= wanted
+            await ws.send_str(json.dumps(reply))
+            for symbol in sorted(wanted):
+                with contextlib.suppress(LookupError):
+                    await ws.send_str(self._mark_frame(symbol, self.venue.mark_price(symbol), now_ms(), combined))
+            return
+        if method == "UNSUBSCRIBE":
+            symbols -= wanted
+        elif method == "LIST_SUBSCRIPTIONS":
+            reply["result"] = sorted(f"{self.venue.instrument(s).id.lower()}@markPrice@1s" for s in symbols)
+        else:
+            reply = {"code": 2, "msg": f"Invalid request: unknown variant {method}", "id": request_id}
+        await ws.send_str(json.dumps(reply))
 
     def _mark_frame(self, symbol: str, price: Decimal, ts: int, combined: bool) -> str:
         native = self.venue.instrument(symbol).id

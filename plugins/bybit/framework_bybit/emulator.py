@@ -58,6 +58,9 @@ from framework_bybit.decoder import VENUE
 log = logging.getLogger(__name__)
 
 PRIVATE_TOPICS = ("position", "order", "execution", "wallet")
+#: "for one public connection, you cannot have length of "args" array over 21,000 characters" (bybit docs
+#: "WebSocket > Connect", Public channel - Args limits; docs/conformance.md Y-M1)
+PUBLIC_ARGS_CHARS = 21_000
 
 # VenueReject.reason -> (retCode, retMsg); retMsg None = the venue's own message (docs/venue-api.md table).
 REJECT_CODES: dict[str, tuple[int, str | None]] = {
@@ -172,6 +175,8 @@ class BybitEmulator:
         self.realtime_open_only = realtime_open_only
         self.rest_calls: collections.Counter[str] = collections.Counter()
         self.ws_ops: collections.Counter[str] = collections.Counter()  # WebSocket requests received, by op
+        self.ws_connections: collections.Counter[str] = collections.Counter()  # sockets opened: public / private
+        self.public_args_chars = PUBLIC_ARGS_CHARS
         self._ws_op_seen = asyncio.Event()
         self.shaper = FrameShaper(venue)
         self.sessions: set[_Session] = set()
@@ -875,6 +880,7 @@ class BybitEmulator:
         await ws.prepare(request)
         session = _Session(ws, private)
         self.sessions.add(session)
+        self.ws_connections["private" if private else "public"] += 1
         writer = self._spawn(self._write_loop(session))
         try:
             async for message in ws:
@@ -925,6 +931,8 @@ class BybitEmulator:
             await self._auth(session, message.get("args") or [])
         elif op == "subscribe":
             await self._subscribe(session, message.get("args") or [], req_id)
+        elif op == "unsubscribe":
+            await self._unsubscribe(session, message.get("args") or [], req_id)
         else:
             await self._reply(session, {"success": False, "ret_msg": f"Invalid op: {op!r}",
                                         "conn_id": session.conn_id, "req_id": req_id, "op": op})
@@ -960,7 +968,18 @@ class BybitEmulator:
         bad = [t for t in topics if not self._valid_topic(session, str(t))]
         if bad:
             await self._reply(session, {"success": False, "ret_msg": f"Invalid topic: {bad[0]}",
-                                        "conn_id": session.conn_id, "op": "subscribe"})
+                                        "conn_id": session.conn_id, "req_id": req_id, "op": "subscribe"})
+            return
+        again = [str(t) for t in topics if str(t) in session.topics]
+        if again:  # assumed wording (docs/conformance.md Y-M1)
+            await self._reply(session, {"success": False, "ret_msg": f"error:already subscribed,topic:{again[0]}",
+                                        "conn_id": session.conn_id, "req_id": req_id, "op": "subscribe"})
+            return
+        wanted = session.topics | {str(t) for t in topics}
+        if not session.private and len(json.dumps(sorted(wanted), separators=(",", ":"))) > self.public_args_chars:
+            await self._reply(session, {"success": False, "conn_id": session.conn_id, "req_id": req_id,
+                                        "ret_msg": f"args length over {self.public_args_chars} on this connection",
+                                        "op": "subscribe"})  # the limit is documented, the answer's wording assumed
             return
         session.topics.update(str(t) for t in topics)
         await self._reply(session, {"success": True, "ret_msg": "", "conn_id": session.conn_id,
@@ -969,6 +988,19 @@ class BybitEmulator:
             for topic in topics:
                 instrument = self.venue.instrument_by_id(str(topic).split(".", 1)[1])
                 session.queue.put_nowait((self._ticker_frame(instrument.symbol, snapshot=True), False))
+
+    async def _unsubscribe(self, session: _Session, topics: list[Any], req_id: str) -> None:
+        """``{"op": "unsubscribe", "args": [...]}``: the topics stop; answered like a subscribe (bybit docs
+        "WebSocket > Connect", How to Unsubscribe).  A topic this connection does not hold is refused
+        (assumed wording)."""
+        missing = [str(t) for t in topics if str(t) not in session.topics]
+        if missing:
+            await self._reply(session, {"success": False, "ret_msg": f"error:not subscribed,topic:{missing[0]}",
+                                        "conn_id": session.conn_id, "req_id": req_id, "op": "unsubscribe"})
+            return
+        session.topics.difference_update(str(t) for t in topics)
+        await self._reply(session, {"success": True, "ret_msg": "", "conn_id": session.conn_id,
+                                    "req_id": req_id, "op": "unsubscribe"})
 
     def _valid_topic(self, session: _Session, topic: str) -> bool:
         if session.private:

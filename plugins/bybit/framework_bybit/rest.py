@@ -538,7 +538,10 @@ async def set_trailing(
     :raises PositionGone: 10001 zero position.
     """
     start = trailing.activation_price or reference_price
-    distance = Decimal(_price(conn, symbol, start * trailing.callback_rate / 100))
+    try:  # ccxt refuses a price under one tick
+        distance = Decimal(_price(conn, symbol, start * trailing.callback_rate / 100))
+    except ccxt.InvalidOrder:
+        distance = Decimal(0)
     if distance <= 0:
         raise OrderRejected(f"a {trailing.callback_rate} % trail of {start} is less than one tick", venue=VENUE,
                             symbol=symbol)
