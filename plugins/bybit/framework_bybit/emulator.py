@@ -932,7 +932,7 @@ class BybitEmulator:
         elif op == "subscribe":
             await self._subscribe(session, message.get("args") or [], req_id)
         elif op == "unsubscribe":
-            await self._unsubscribe(session, message.get("args") or [], req_id)
+            await self._unsubscribe_topics(session, message.get("args") or [], req_id)
         else:
             await self._reply(session, {"success": False, "ret_msg": f"Invalid op: {op!r}",
                                         "conn_id": session.conn_id, "req_id": req_id, "op": op})
@@ -989,7 +989,7 @@ class BybitEmulator:
                 instrument = self.venue.instrument_by_id(str(topic).split(".", 1)[1])
                 session.queue.put_nowait((self._ticker_frame(instrument.symbol, snapshot=True), False))
 
-    async def _unsubscribe(self, session: _Session, topics: list[Any], req_id: str) -> None:
+    async def _unsubscribe_topics(self, session: _Session, topics: list[Any], req_id: str) -> None:
         """``{"op": "unsubscribe", "args": [...]}``: the topics stop; answered like a subscribe (bybit docs
         "WebSocket > Connect", How to Unsubscribe).  A topic this connection does not hold is refused
         (assumed wording)."""
