@@ -16,6 +16,7 @@ from framework.driverkit import (
     decode_frame,
     poll_sources,
     stream_flat_since,
+    trailing_start,
     wait_stream_change,
 )
 from framework.errors import (
@@ -36,6 +37,7 @@ from framework.errors import (
     WouldTriggerImmediately,
 )
 from framework.hookspecs import hookimpl, hookspec
+from framework.marksockets import Ack, MarkSocketPool, SubscriptionRules, WatchedSymbols, watched
 from framework.models import (
     Alert,
     Capability,
@@ -68,6 +70,7 @@ from framework.protocols import StreamDecoder, StreamEvidence, StreamSink, Venue
 __version__ = "0.1.0"
 __all__ = [
     "Session",
+    "Ack",
     "Alert",
     "Backoff",
     "Capability",
@@ -78,6 +81,7 @@ __all__ = [
     "DuplicateOpenPosition",
     "FrameworkError",
     "MarkPrice",
+    "MarkSocketPool",
     "Order",
     "OrderIncomplete",
     "OrderIntent",
@@ -104,12 +108,14 @@ __all__ = [
     "StreamEvent",
     "StreamEvidence",
     "StreamSink",
+    "SubscriptionRules",
     "TrailingLimits",
     "TrailingSpec",
     "VenueError",
     "VenueHarness",
     "VenueSnapshot",
     "Verification",
+    "WatchedSymbols",
     "WouldTriggerImmediately",
     "__version__",
     "attach_stream_state",
@@ -121,7 +127,9 @@ __all__ = [
     "now_ms",
     "poll_sources",
     "stream_flat_since",
+    "trailing_start",
     "wait_stream_change",
+    "watched",
 ]
 
 
