@@ -25,7 +25,7 @@ Migration"; docs/conformance.md B1-B3):
   ``events`` is an allow list: a socket gets only the event types it names (none given: all of them).
 * market data: ``/market/ws[/<symbol>@markPrice[@1s]]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``);
   ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` method frames on any of them, at most 200 streams
-  per connection and 10 incoming messages per second (beyond: disconnected) (docs/conformance.md B-M1).
+  per connection and 10 incoming messages per second (beyond: disconnected) (docs/conformance.md B20).
 * the legacy ``/ws/...`` and ``/stream?...`` complete the handshake and then stay silent for market and
   user data (no error, no close), as the real venue does since the migration.
 """
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 MAX_RECV_WINDOW_MS = 60_000
 #: "A single connection can listen to a maximum of 200 streams"; "WebSocket connections have a limit of 10
-#: incoming messages per second" (Binance USDⓈ-M "Websocket Market Streams"; docs/conformance.md B-M1)
+#: incoming messages per second" (Binance USDⓈ-M "Websocket Market Streams"; docs/conformance.md B20)
 MARKET_STREAMS_PER_CONNECTION = 200
 MARKET_MESSAGES_PER_S = 10
 DEFAULT_RECV_WINDOW_MS = 5_000
@@ -988,7 +988,7 @@ class BinanceEmulator:
         except ValueError as exc:
             return web.json_response({"code": -1121 if "symbol" in str(exc) else -1100, "msg": str(exc)}, status=400)
         if len(symbols) > self.market_streams_per_connection:
-            return web.json_response({"code": -1100, "msg": "too many streams"}, status=400)  # assumed (B-M1)
+            return web.json_response({"code": -1100, "msg": "too many streams"}, status=400)  # assumed (B20)
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
         self.market_connections += 1
@@ -1005,7 +1005,7 @@ class BinanceEmulator:
                 received.append(now)
                 while received and now - received[0] >= 1.0:
                     received.popleft()
-                if len(received) > self.market_messages_per_s:  # "will be disconnected" (B-M1)
+                if len(received) > self.market_messages_per_s:  # "will be disconnected" (B20)
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Too many requests")
                     break
                 if msg.type == WSMsgType.TEXT:

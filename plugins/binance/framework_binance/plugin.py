@@ -36,7 +36,7 @@ def driver_info() -> DriverInfo:
         # docs/conformance.md B7), so the stop goes on right after the entry fills.
         capabilities=frozenset({"native_trailing_stop"}),
         description="Binance USDⓈ-M futures: ccxt binanceusdm, Algo Order API stops, user data stream",
-        # TRAILING_STOP_MARKET callbackRate: min 0.1, max 10, 1 for 1 % (docs/conformance.md B-T1)
+        # TRAILING_STOP_MARKET callbackRate: min 0.1, max 10, 1 for 1 % (docs/conformance.md B19)
         trailing_limits=TrailingLimits(min_callback_rate=Decimal("0.1"), max_callback_rate=Decimal(10)),
     )
 

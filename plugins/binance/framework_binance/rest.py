@@ -421,7 +421,7 @@ class BinanceConnection:
         return f"{self.ws_base()}/market/stream?streams={'/'.join(streams)}"
 
     def market_socket_url(self) -> str:
-        """``<ws>/market/ws``: a market socket opened with no stream, streams added by ``SUBSCRIBE`` (B1, B-M1);
+        """``<ws>/market/ws``: a market socket opened with no stream, streams added by ``SUBSCRIBE`` (B1, B20);
         no URL that grows with the number of symbols."""
         return f"{self.ws_base()}/market/ws"
 

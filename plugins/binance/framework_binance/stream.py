@@ -129,7 +129,7 @@ async def _keep_alive(conn: BinanceConnection, ws: Any, interval_s: float) -> No
 
 
 #: Binance USDⓈ-M "Websocket Market Streams": "A single connection can listen to a maximum of 200 streams",
-#: "WebSocket connections have a limit of 10 incoming messages per second" (docs/conformance.md B-M1)
+#: "WebSocket connections have a limit of 10 incoming messages per second" (docs/conformance.md B20)
 MAX_STREAMS_PER_CONNECTION = 200
 MAX_MESSAGES_PER_S = 10
 

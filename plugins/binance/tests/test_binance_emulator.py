@@ -358,7 +358,7 @@ async def test_mark_price_streams(venue, harness):
 
 
 async def test_market_socket_subscribe_unsubscribe_and_its_limits(venue, harness, monkeypatch):
-    """B-M1: a bare ``/market/ws`` takes ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` method frames,
+    """B20: a bare ``/market/ws`` takes ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` method frames,
     each answered ``{"result": ..., "id": N}``; past the streams-per-connection limit a SUBSCRIBE is refused
     with an error naming its id; more than 10 incoming messages in a second close the connection."""
     monkeypatch.setattr(harness.emulator, "market_streams_per_connection", 1)

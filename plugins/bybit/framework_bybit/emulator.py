@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 PRIVATE_TOPICS = ("position", "order", "execution", "wallet")
 #: "for one public connection, you cannot have length of "args" array over 21,000 characters" (bybit docs
-#: "WebSocket > Connect", Public channel - Args limits; docs/conformance.md Y-M1)
+#: "WebSocket > Connect", Public channel - Args limits; docs/conformance.md Y15)
 PUBLIC_ARGS_CHARS = 21_000
 
 # VenueReject.reason -> (retCode, retMsg); retMsg None = the venue's own message (docs/venue-api.md table).
@@ -971,7 +971,7 @@ class BybitEmulator:
                                         "conn_id": session.conn_id, "req_id": req_id, "op": "subscribe"})
             return
         again = [str(t) for t in topics if str(t) in session.topics]
-        if again:  # assumed wording (docs/conformance.md Y-M1)
+        if again:  # assumed wording (docs/conformance.md Y15)
             await self._reply(session, {"success": False, "ret_msg": f"error:already subscribed,topic:{again[0]}",
                                         "conn_id": session.conn_id, "req_id": req_id, "op": "subscribe"})
             return

@@ -531,7 +531,7 @@ async def set_trailing(
     """Attach a trailing stop to the position: ``trailingStop`` (a price distance, ``callback_rate`` percent
     of the activation price, else of ``reference_price``, rounded to the tick) and ``activePrice`` on
     trading-stop.  The position's ``stopLoss`` is not sent, so it stays as it is (bybit docs
-    position/trading-stop.mdx; docs/conformance.md Y-T1).  The distance then stays fixed in price, where a
+    position/trading-stop.mdx; docs/conformance.md Y14).  The distance then stays fixed in price, where a
     percentage trail would widen as the price runs.
 
     :raises OrderRejected: the distance rounds to less than one tick (nothing was sent).

@@ -247,7 +247,7 @@ async def test_public_ticker_snapshot_matches_the_fixture(harness):
 
 
 async def test_public_unsubscribe_and_the_args_limit_per_connection(harness, monkeypatch):
-    """Y-M1: ``unsubscribe`` is answered like ``subscribe`` (``op`` ``unsubscribe``, the ``req_id``); a
+    """Y15: ``unsubscribe`` is answered like ``subscribe`` (``op`` ``unsubscribe``, the ``req_id``); a
     connection whose topics would pass the args-length limit is refused the subscription; unsubscribing a
     topic not held is refused."""
     monkeypatch.setattr(harness.emulator, "public_args_chars", len('["tickers.XRPUSDT"]'))
