@@ -10,13 +10,19 @@ specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :m
 from typing import Any
 
 from framework.driverkit import (
+    REFUSED,
+    UNKNOWN,
     Backoff,
+    ErrorRule,
+    ErrorTable,
     PollSource,
     attach_stream_state,
     decode_frame,
     poll_sources,
     stream_flat_since,
     trailing_start,
+    translate_error,
+    venue_errors,
     wait_stream_change,
 )
 from framework.errors import (
@@ -69,8 +75,14 @@ from framework.protocols import StreamDecoder, StreamEvidence, StreamSink, Venue
 
 __version__ = "0.1.0"
 __all__ = [
+    "REFUSED",
+    "UNKNOWN",
     "Session",
     "Ack",
+    "ErrorRule",
+    "ErrorTable",
+    "translate_error",
+    "venue_errors",
     "Alert",
     "Backoff",
     "Capability",

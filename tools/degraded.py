@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from framework import Session
-from framework.bench import Rig, engine_rig
+from framework.app.bench import Rig, engine_rig
 from framework.errors import FrameworkError
 from framework.models import PositionEvent
 from framework.settings import Settings

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from framework import __version__
-from framework.cli import main
+from framework.app.cli import main
 
 
 def one_line_error(capsys) -> str:
@@ -45,7 +45,7 @@ def test_a_malformed_database_url_names_the_variable_not_its_value(monkeypatch, 
 
 
 def test_a_missing_signal_file_is_refused(tmp_path):
-    from framework.app import read_signals
+    from framework.app.run import read_signals
     from framework.errors import ConfigError
 
     with pytest.raises(ConfigError, match="nope.jsonl: cannot read the signal file"):
@@ -69,7 +69,7 @@ def test_replay_on_a_missing_file(tmp_path, capsys):
 
 async def cli(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", *args,
+        sys.executable, "-m", "framework.app.cli", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
@@ -94,13 +94,13 @@ async def test_verbose_is_honoured_by_run_and_piped_output_logs_events_line_by_l
                                    "stop_loss_pct": "2"}) + "\n")
     env = {**os.environ, "DATABASE_URL": database_url}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "-v", "run", "--plugins", "bybit", "--signals", str(signals),
+        sys.executable, "-m", "framework.app.cli", "-v", "run", "--plugins", "bybit", "--signals", str(signals),
         "--duration", "3", "--speed", "1", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,  # piped: no live view
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     text = err.decode()
     assert " DEBUG " in text  # -v
-    assert "INFO framework.app: opened bybit XRP/USDT:USDT long 5" in text  # one plain line per event
+    assert "INFO framework.app.run: opened bybit XRP/USDT:USDT long 5" in text  # one plain line per event
     assert "\x1b[" not in out.decode() + text  # no terminal drawing
     assert json.loads(out.decode().splitlines()[-1])["positions"]["opened"] == 1

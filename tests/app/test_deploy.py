@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from framework.app import DRAIN_TIMEOUT_S
-from framework.cli import build_parser
+from framework.app.cli import build_parser
+from framework.app.run import DRAIN_TIMEOUT_S
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -84,8 +84,8 @@ def test_the_compose_file():
 async def test_framework_health_answers_0_for_a_running_api_and_1_otherwise(database_url, monkeypatch, capsys):
     import asyncio
 
-    from framework.app import Run, RunOptions
-    from framework.cli import main
+    from framework.app.cli import main
+    from framework.app.run import Run, RunOptions
     from framework.settings import Settings
     from tests.app.test_alerts import dead_url
 

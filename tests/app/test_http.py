@@ -8,9 +8,9 @@ from decimal import Decimal
 import aiohttp
 import pytest
 
-from framework.app import Run, RunOptions
+from framework.app.http import from_tradingview
+from framework.app.run import Run, RunOptions
 from framework.errors import ConfigError
-from framework.http import from_tradingview
 from framework.settings import Settings
 
 TOKEN = "test-token-1234"

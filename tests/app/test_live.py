@@ -24,7 +24,7 @@ KEY, SECRET = "k" * 16, "s" * 32
 
 async def start_venue(name: str) -> tuple[asyncio.subprocess.Process, dict]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "venue", name, "--speed", "10", "--api-key", KEY,
+        sys.executable, "-m", "framework.app.cli", "venue", name, "--speed", "10", "--api-key", KEY,
         "--api-secret", SECRET, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     return process, json.loads(await asyncio.wait_for(process.stdout.readline(), READ_BOUND_S))
@@ -53,7 +53,7 @@ def live_env(database_url: str, venues: dict, **extra: str) -> dict[str, str]:
 
 async def framework_run(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "run", *args, env=env,
+        sys.executable, "-m", "framework.app.cli", "run", *args, env=env,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -190,7 +190,7 @@ async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
 async def test_stdin_signals_act_as_they_arrive_and_ctrl_c_reports_what_is_left(venues, database_url, tmp_path):
     report_path = tmp_path / "r.json"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "run", "--plugins", "binance,bybit", "--live", "--signals", "-",
+        sys.executable, "-m", "framework.app.cli", "run", "--plugins", "binance,bybit", "--live", "--signals", "-",
         "--no-tui", "--report", str(report_path), env=live_env(database_url, venues),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -231,7 +231,7 @@ async def test_live_signals_by_http_retried_webhook_and_stdin_each_open_one_prot
     report_path = tmp_path / "r.json"
     env = live_env(database_url, venues, FRAMEWORK_HTTP_TOKEN="tok-123")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "run", "--plugins", "binance,bybit", "--live", "--signals", "-",
+        sys.executable, "-m", "framework.app.cli", "run", "--plugins", "binance,bybit", "--live", "--signals", "-",
         "--http", "0", "--no-tui", "--report", str(report_path), env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

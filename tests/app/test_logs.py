@@ -12,7 +12,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from framework.logs import ContextFilter, Redactor, configure_logging, secrets_of
+from framework.app.logs import ContextFilter, Redactor, configure_logging, secrets_of
 from framework.settings import Settings
 from tests.app.test_alerts import dead_url
 
@@ -60,7 +60,7 @@ def test_secrets_of_the_settings():
 
 async def start_venue(name: str) -> tuple[asyncio.subprocess.Process, dict]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "venue", name, "--speed", "10", "--api-key", KEY,
+        sys.executable, "-m", "framework.app.cli", "venue", name, "--speed", "10", "--api-key", KEY,
         "--api-secret", SECRET, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     assert process.stdout is not None
@@ -104,7 +104,7 @@ async def test_a_sentinel_secret_is_nowhere_in_logs_report_metrics_or_database(d
         path.write_text("".join(json.dumps(s) + "\n" for s in signals))
         report_path = tmp_path / "r.json"
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "framework.cli", "-v", "run", "--plugins", ",".join(venues), "--live",
+            sys.executable, "-m", "framework.app.cli", "-v", "run", "--plugins", ",".join(venues), "--live",
             "--signals", str(path), "--duration", "8", "--no-tui", "--log-format", "json", "--report",
             str(report_path), "--metrics-port", "0", "--http", "0", env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

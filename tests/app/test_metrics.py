@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from framework.app import Run, RunOptions
-from framework.metrics import Metrics
+from framework.app.metrics import Metrics
+from framework.app.run import Run, RunOptions
 from framework.models import PositionEvent, Signal, StopEvent
 from framework.settings import Settings
 from tests.app.test_alerts import dead_url
@@ -101,7 +101,7 @@ async def test_metrics_during_a_run_are_scraped_and_parsed(database_url, side):
 
 
 def documented_metrics() -> list[str]:
-    import framework.metrics as module
+    import framework.app.metrics as module
 
     assert module.__doc__ is not None
     return sorted(set(re.findall(r"``(framework_[a-z_]+)", module.__doc__)))

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 import websockets
 
-from framework.cli import main
+from framework.app.cli import main
 from framework.driver import Driver
 from framework.plugins import load_plugins
 

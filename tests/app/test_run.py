@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from framework.app import Run, RunOptions, closure_latencies, intent_from_signal, read_signals
-from framework.cli import main
+from framework.app.cli import main
+from framework.app.report import FILL_TO_STOP_MS
+from framework.app.run import Run, RunOptions, closure_latencies, intent_from_signal, read_signals
 from framework.errors import ConfigError
 from framework.models import PositionEvent, Signal
-from framework.report import FILL_TO_STOP_MS
 from framework.settings import Settings
 from framework.venue.truth import Closure
 

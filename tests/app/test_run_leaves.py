@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import pytest
 
-from framework.app import Run, RunMonitor, RunOptions
+from framework.app.report import left_lines
+from framework.app.run import Run, RunMonitor, RunOptions
 from framework.hookspecs import hookimpl
 from framework.models import Alert, PositionEvent
-from framework.report import left_lines
 from framework.settings import Settings
 
 
@@ -81,8 +81,8 @@ async def test_a_fatal_error_ends_the_run_with_a_report(database_url, tmp_path):
 def test_the_view_header_shows_live_mode_network_account_and_streams():
     from pydantic import SecretStr
 
+    from framework.app.view import header, pnl_line
     from framework.models import DriverConfig
-    from framework.view import header, pnl_line
 
     run = Run(RunOptions(plugins=["binance"]))
     run.session.live_venues["binance"] = DriverConfig(account="main", api_key=SecretStr("k"),
@@ -95,7 +95,7 @@ def test_the_view_header_shows_live_mode_network_account_and_streams():
 
 
 def test_the_report_command_lists_what_was_left_and_the_failed_signals(tmp_path, capsys):
-    from framework.cli import main
+    from framework.app.cli import main
 
     report = {
         "positions": {"opened": 1, "closed": 0, "open": 1}, "venues": {}, "errors": ["binance x failed"],

@@ -37,7 +37,7 @@ async def test_sigterm_finishes_the_open_under_way_leaves_it_protected_and_exits
     env["DATABASE_URL"] = database_url
     # the venue is slow to show the new position and its frames arrive late: the open takes seconds
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "run", "--plugins", "bybit", "--no-tui", "--speed", "1",
+        sys.executable, "-m", "framework.app.cli", "run", "--plugins", "bybit", "--no-tui", "--speed", "1",
         "--signals", str(signals), "--report", str(report_path), "--log-format", "json",
         "--faults", "stream_delay_ms=2000,order_visibility_lag_ms=2000,rest_position_lag_ms=2000",
         env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from framework.app import read_signals
+from framework.app.run import read_signals
 from framework.errors import ConfigError
 
 OPEN = {"at_ms": 0, "venue": "binance", "symbol": "XRP/USDT:USDT", "action": "open", "side": "long",

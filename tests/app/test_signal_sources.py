@@ -6,7 +6,7 @@ import asyncio
 import io
 import json
 
-from framework.app import Run, RunOptions, stdin_signals
+from framework.app.run import Run, RunOptions, stdin_signals
 from framework.errors import ConfigError
 from framework.models import PositionEvent
 from framework.settings import Settings

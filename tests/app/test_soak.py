@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from framework.cli import main
-from framework.report import FILL_TO_STOP_MS
+from framework.app.cli import main
+from framework.app.report import FILL_TO_STOP_MS
+from framework.app.soak import DEFAULT_FAULTS, rss_mib, soak
 from framework.settings import Settings
-from framework.soak import DEFAULT_FAULTS, rss_mib, soak
 
 
 async def test_a_short_soak_samples_over_time_and_stays_safe(database_url):

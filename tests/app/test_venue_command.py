@@ -13,7 +13,7 @@ import pytest
 @pytest.mark.parametrize("name", ["binance", "bybit"])
 async def test_venue_command_prints_its_urls_first_and_serves_ccxt(name):
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "venue", name, "--speed", "10", "--seed", "1",
+        sys.executable, "-m", "framework.app.cli", "venue", name, "--speed", "10", "--seed", "1",
         "--faults", "rest_position_lag_ms=1000", "--api-key", "k" * 16, "--api-secret", "s" * 32,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -35,7 +35,7 @@ async def test_venue_command_prints_its_urls_first_and_serves_ccxt(name):
 
 async def test_venue_command_rejects_a_bad_fault_spec():
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.cli", "venue", "bybit", "--faults", "no_such_knob=1",
+        sys.executable, "-m", "framework.app.cli", "venue", "bybit", "--faults", "no_such_knob=1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(process.communicate(), 30)

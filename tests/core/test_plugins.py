@@ -9,7 +9,7 @@ import types
 import pytest
 
 from framework import hookimpl
-from framework.cli import main
+from framework.app.cli import main
 from framework.driver import Driver
 from framework.errors import ConfigError, PluginNotFound, RateLimited
 from framework.models import DriverInfo, VenueSnapshot

@@ -50,10 +50,10 @@ def venue_connections(env) -> int:
 
 def held_by_the_venue(env) -> list[set[str]]:
     """The symbols each open mark socket holds, as the emulator sees them."""
-    emulator = env.harness.emulator
+    public = [s for s in env.harness.emulator.sockets if not s.private]
     if env.venue_name == "binance":
-        return [set(symbols) for symbols, _ in emulator._mark_sockets.values()]
-    return [{t.split(".", 1)[1] for t in s.topics} for s in emulator.sessions if not s.private]
+        return [set(s.topics) for s in public if hasattr(s, "combined")]
+    return [{t.split(".", 1)[1] for t in s.topics} for s in public]
 
 
 def native(env, symbol: str) -> str:

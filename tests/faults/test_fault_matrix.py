@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from framework.bench import cross_stop_price, engine_rig
+from framework.app.bench import cross_stop_price, engine_rig
 from framework.engine import EngineSettings
 from framework.errors import FrameworkError
 from framework.models import TrailingSpec

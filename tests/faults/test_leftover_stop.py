@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from framework.bench import BENCH_SETTINGS, engine_rig
+from framework.app.bench import BENCH_SETTINGS, engine_rig
 
 
 @pytest.mark.hooks("set_stop_loss", "create_entry", "on_position_closed")

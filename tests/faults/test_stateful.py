@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framework.bench import engine_rig
+from framework.app.bench import engine_rig
 from framework.errors import FrameworkError
 from framework.venue import VenueReject
 from tests.faults.invariants import assert_invariants, converge, quick_reconciler

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from framework import __version__
+from framework.app.logs import configure_logging
 from framework.errors import ConfigError, FrameworkError
-from framework.logs import configure_logging
 
 if TYPE_CHECKING:
     from framework.venue import Faults
@@ -53,7 +53,7 @@ def _check_speed(speed: float) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from framework.app import RunOptions, run_main
+    from framework.app.run import RunOptions, run_main
     from framework.settings import load_settings
 
     _check_speed(args.speed)
@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
     settings = load_settings()
-    from framework.logs import secrets_of
+    from framework.app.logs import secrets_of
     from framework.plugins import installed_plugins
 
     args.redact.add(secrets_of(settings, installed_plugins()))  # masked in every log line from here on
@@ -148,8 +148,8 @@ def cmd_venue(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from framework.app.replay import event_json, replay
     from framework.plugins import load_plugins
-    from framework.replay import event_json, replay
 
     pm = load_plugins([args.plugin])
     try:
@@ -188,7 +188,7 @@ def _utc(ms: int) -> str:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    from framework.soak import run_soak
+    from framework.app.soak import run_soak
 
     if not (math.isfinite(args.minutes) and args.minutes > 0):
         raise ConfigError(f"--minutes must be above 0, not {args.minutes}")
@@ -231,7 +231,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from framework.report import print_report
+    from framework.app.report import print_report
 
     try:
         report = json.loads(Path(args.path).read_text(encoding="utf-8"))
@@ -249,7 +249,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from framework.bench import run_bench
+    from framework.app.bench import run_bench
 
     return run_bench(quick=args.quick, json_path=args.json, plugins=_split(args.plugins))
 
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", help="comma-separated driver plugins (default: binance,bybit)")
     p.set_defaults(func=cmd_bench)
 
-    from framework.soak import DEFAULT_FAULTS
+    from framework.app.soak import DEFAULT_FAULTS
 
     p = sub.add_parser("soak", help="run N minutes at 100x on the emulators with faults on; report memory, tasks, "
                                     "alerts and safety over time")

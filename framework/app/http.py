@@ -41,7 +41,7 @@ from framework.models import Signal
 from framework.session import PositionInfo, SignalRejected
 
 if TYPE_CHECKING:
-    from framework.app import Run
+    from framework.app.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _fields(exc: ValidationError) -> list[dict[str, str]]:
 
 
 class Api:
-    """The routes over a running :class:`~framework.app.Run` (its session, store and monitor)."""
+    """The routes over a running :class:`~framework.app.run.Run` (its session, store and monitor)."""
 
     def __init__(self, run: Run, token: str) -> None:
         self.run = run

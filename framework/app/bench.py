@@ -1,6 +1,6 @@
 """``framework bench``: one measured run of the whole stack on the emulators (loopback, real prices).
 
-Every figure comes from ONE run; percentiles by nearest rank (:func:`framework.report.latency_summary`).
+Every figure comes from ONE run; percentiles by nearest rank (:func:`framework.app.report.latency_summary`).
 What each figure means and how it is measured: ``docs/benchmarks.md``.  Keys of the JSON (``--json``),
 per venue where they differ::
 
@@ -37,6 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from framework.app.report import latency_summary
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.book import BookPosition, PositionBook
@@ -58,7 +59,6 @@ from framework.models import (
     TrailingSpec,
 )
 from framework.plugins import load_plugins, register
-from framework.report import latency_summary
 from framework.store import Store
 from framework.venue import FrameShaper, Instrument, Venue
 from framework.venue.harness import EmulatorHarness
@@ -809,7 +809,7 @@ async def soak(seconds: float, speed: float, plugins: list[str] | None = None,
                sample_every_s: float = 1.0) -> SoakResult:
     """``framework run`` (demo signals, emulated venues, no view) for ``seconds``, sampling tracemalloc's
     current size and ``len(asyncio.all_tasks())`` every ``sample_every_s``."""
-    from framework.app import Run, RunOptions
+    from framework.app.run import Run, RunOptions
 
     result = SoakResult()
     run = Run(RunOptions(plugins=plugins, duration_s=seconds, speed=speed, tui=False))

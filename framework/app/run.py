@@ -29,11 +29,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from rich.text import Text
 
+from framework.app.metrics import Metrics, serve_metrics
+from framework.app.report import latency_summary
 from framework.errors import ConfigError, FrameworkError
 from framework.hookspecs import hookimpl
-from framework.metrics import Metrics, serve_metrics
 from framework.models import Alert, OrderIntent, PositionEvent, Signal, StopEvent
-from framework.report import latency_summary
 from framework.session import PositionAlreadyOpen, Session, current_mark, intent_from_signal, quote_currency
 from framework.settings import Settings
 
@@ -460,12 +460,12 @@ class Run:
         return True
 
     async def _view(self) -> None:
-        from framework.view import live_view
+        from framework.app.view import live_view
 
         await live_view(self)
 
     async def _serve_http(self) -> None:
-        from framework.http import serve
+        from framework.app.http import serve
 
         assert self.options.http_port is not None
         async with serve(self, self.options.http_port) as url:
@@ -506,7 +506,7 @@ class Run:
         reverse.  Fills ``venue_stops`` with the symbols the venue lists a stop-loss for."""
         assert self.engine is not None
         orphans = 0
-        for name in sorted(self.session.live_venues):
+        for name in sorted(set(self.session.live_venues) & set(self.engine.venues)):
             try:
                 snapshot = await self.engine.snapshot(name)
             except FrameworkError as exc:
@@ -519,7 +519,7 @@ class Run:
         return orphans
 
     async def report(self, store: Any = None) -> dict[str, Any]:
-        """The run report (keys documented in :mod:`framework.report`)."""
+        """The run report (keys documented in :mod:`framework.app.report`)."""
         assert self.engine is not None
         store = store or self.session.store
         venues: dict[str, dict[str, Any]] = {}
@@ -531,7 +531,7 @@ class Run:
         rest_calls: Counter[str] = Counter()
         for name, harness in self.harnesses.items():
             venue = harness.venue
-            if venue is None:
+            if venue is None or name not in self.engine.venues:  # standby: another instance reports it
                 continue
             truth = venue.truth
             latencies += closure_latencies(truth.closures, [e for e in self.monitor.closed_events if e.venue == name])
@@ -562,6 +562,7 @@ class Run:
             "stream_reconnects": dict(self.monitor.stream_reconnects),
             "reconciliation": dict(sorted(self.monitor.reconciliation.items())),
             "stream_states": dict(sorted(self.monitor.stream_states.items())),
+            "leases": {name: self.engine.lease_state(name) for name in sorted(self.engine.leases)},
             "open_positions": self.left_open(venue_stops),
             "failed_signals": list(self.monitor.failed_signals),
             "listener_errors": list(self.monitor.listener_errors),
@@ -596,10 +597,10 @@ def run_main(options: RunOptions, settings: Settings | None = None) -> int:
     """Entry point of ``framework run``: run, write the report, print what the run leaves.
 
     :returns: 0; 1 on a safety failure (orphan, wrong-side order, a position unprotected longer than
-        :data:`~framework.report.FILL_TO_STOP_MS`), an error (failed signal, listener error, critical alert)
+        :data:`~framework.app.report.FILL_TO_STOP_MS`), an error (failed signal, listener error, critical alert)
         or a fatal error.
     """
-    from framework.report import FILL_TO_STOP_MS, print_left
+    from framework.app.report import FILL_TO_STOP_MS, print_left
 
     report = asyncio.run(Run(options, settings).execute())
     if options.report is not None:

@@ -52,7 +52,7 @@ async def soak(minutes: float, *, plugins: list[str] | None = None, faults: str 
         "safety": {"orphans", "wrong_side_orders", "unprotected_ms", "closure_latency_ms", "positions",
         "errors", "open_positions"}}``.
     """
-    from framework.app import Run, RunOptions  # not at import: the CLI reads DEFAULT_FAULTS for --help
+    from framework.app.run import Run, RunOptions  # not at import: the CLI reads DEFAULT_FAULTS for --help
 
     run = Run(RunOptions(plugins=plugins, duration_s=minutes * 60, speed=speed, seed=seed, faults=faults,
                          tui=False), settings)
@@ -98,9 +98,9 @@ def run_soak(minutes: float, *, plugins: list[str] | None = None, faults: str | 
     """``framework soak``: print the figures (JSON with ``json_path``).
 
     :returns: 0; 1 on a safety failure (orphan, wrong-side order, a position unprotected longer than
-        :data:`~framework.report.FILL_TO_STOP_MS`), as ``framework run``.
+        :data:`~framework.app.report.FILL_TO_STOP_MS`), as ``framework run``.
     """
-    from framework.report import FILL_TO_STOP_MS
+    from framework.app.report import FILL_TO_STOP_MS
 
     result = asyncio.run(soak(minutes, plugins=plugins, faults=faults, sample_s=sample_s))
     if json_path is not None:

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from framework.app import Run
+    from framework.app.run import Run
 
 REFRESH_S = 0.25
 
