@@ -61,8 +61,8 @@ async def test_a_trailing_stop_is_one_reduce_only_trailing_stop_market_algo_orde
     stop = await driver.set_stop_loss(SYMBOL, side, order.filled, entry.stop_loss)
     mark = venue.mark_price(SYMBOL)
     activation = (mark * (Decimal("1.01") if side == "long" else Decimal("0.99"))).quantize(Decimal("0.0001"))
-    trail = await driver.set_trailing_stop(SYMBOL, side, order.filled,
-                                           TrailingSpec(callback_rate=Decimal("0.5"), activation_price=activation), mark)
+    spec = TrailingSpec(callback_rate=Decimal("0.5"), activation_price=activation)
+    trail = await driver.set_trailing_stop(SYMBOL, side, order.filled, spec, mark)
     [resting] = [o for o in venue.orders("default", SYMBOL, conditional=True) if o.type == "trailing_stop_market"]
     assert (resting.side, resting.reduce_only, resting.amount) == ({"long": "sell", "short": "buy"}[side], True,
                                                                   order.filled)
