@@ -116,7 +116,7 @@ class TrailingLimits(Model):
     """The trailing stops a venue runs itself (capability ``native_trailing_stop``), as its docs bound them.
 
     :ivar min_callback_rate / max_callback_rate: the callback rates it accepts, in percent (Binance
-        ``callbackRate`` 0.1 … 10, docs/conformance.md B19; Bybit documents no bound on its price distance
+        ``callbackRate`` 0.1 … 10, docs/conformance.md B25; Bybit documents no bound on its price distance
         but one tick, which the driver checks when placing).
     """
 

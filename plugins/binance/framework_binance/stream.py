@@ -27,6 +27,7 @@ from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError, VenueError
 from framework.marksockets import Ack, MarkSocketPool, SubscriptionRules, WatchedSymbols, watched
 from framework.protocols import StreamSink
+from framework_binance import decoder as decoding
 from framework_binance.decoder import BinanceDecoder
 from framework_binance.rest import VENUE, BinanceConnection
 
@@ -98,7 +99,7 @@ async def _user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
 
 async def _handle_frame(conn: BinanceConnection, decoder: BinanceDecoder, sink: StreamSink, raw: str | bytes) -> None:
     try:
-        message = json.loads(raw)
+        message = decoding.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: absurd nesting
         sink.on_malformed(raw, StreamError(f"frame is not JSON: {type(error).__name__}", venue="binance"))
         return
@@ -129,7 +130,7 @@ async def _keep_alive(conn: BinanceConnection, ws: Any, interval_s: float) -> No
 
 
 #: Binance USDⓈ-M "Websocket Market Streams": "A single connection can listen to a maximum of 200 streams",
-#: "WebSocket connections have a limit of 10 incoming messages per second" (docs/conformance.md B20)
+#: "WebSocket connections have a limit of 10 incoming messages per second" (docs/conformance.md B26)
 MAX_STREAMS_PER_CONNECTION = 200
 MAX_MESSAGES_PER_S = 10
 

@@ -47,7 +47,7 @@ async def open_position(driver, venue, side="long", contracts="10"):
 
 def test_driver_info_declares_only_what_is_tested(driver):
     assert driver.venue == "binance"
-    # no stop_before_entry: -4509 with no position (B7); TRAILING_STOP_MARKET with callbackRate 0.1 … 10 (B19)
+    # no stop_before_entry: -4509 with no position (B7); TRAILING_STOP_MARKET with callbackRate 0.1 … 10 (B25)
     assert driver.info.capabilities == frozenset({"native_trailing_stop"})
     limits = driver.info.trailing_limits
     assert (limits.min_callback_rate, limits.max_callback_rate) == (Decimal("0.1"), Decimal(10))
@@ -55,7 +55,7 @@ def test_driver_info_declares_only_what_is_tested(driver):
 
 @pytest.mark.parametrize("side", ["long", "short"])
 async def test_a_trailing_stop_is_one_reduce_only_trailing_stop_market_algo_order_beside_the_stop(driver, venue, side):
-    """B19: ``TRAILING_STOP_MARKET`` with ``callbackRate`` (percent) and ``activatePrice``, reduce-only for the
+    """B25: ``TRAILING_STOP_MARKET`` with ``callbackRate`` (percent) and ``activatePrice``, reduce-only for the
     position's size on its closing side; the closePosition stop stays."""
     entry, order = await open_position(driver, venue, side)
     stop = await driver.set_stop_loss(SYMBOL, side, order.filled, entry.stop_loss)
@@ -198,7 +198,7 @@ async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue, "3"))
     start = venue.now()
     moved = await driver.move_stop_loss(stop, below(venue, "2"))
-    assert moved.contracts == Decimal(10)  # reduce-only, sized from REST positionRisk
+    assert moved.contracts == Decimal(10)  # reduce-only, sized from the stream (the book): no positionRisk
     moved_again = await driver.move_stop_loss(moved, below(venue, "1"))
     assert moved_again.contracts is None  # back to closePosition
     open_stops = venue.orders("default", SYMBOL, conditional=True)
@@ -229,7 +229,8 @@ async def test_move_on_a_closed_position_raises_position_gone_and_places_nothing
 
 
 async def test_move_when_the_old_stop_fired_unseen_places_nothing(driver, venue, stream):
-    """I-5: the stream is 2 s late; REST, asked right before placing, shows no position: nothing placed."""
+    """I-5: the stream is 2 s late and still shows the position: the venue refuses the new stop for want of a
+    position (-2022), nothing is placed and the move fails."""
     await open_position(driver, venue)
     await stream.wait_for(shows_open(stream, 10))
     stop = StopLoss(venue="binance", symbol=SYMBOL, side="long", trigger_price=below(venue, "1"),

@@ -128,7 +128,7 @@ async def _deliver(conn: BybitConnection, sink: StreamSink, raw: str | bytes) ->
 
 
 #: Bybit "WebSocket > Connect", "Public channel - Args limits": "for one public connection, you cannot have
-#: length of "args" array over 21,000 characters"; "No args limit for Futures" per request (conformance Y15)
+#: length of "args" array over 21,000 characters"; "No args limit for Futures" per request (conformance Y20)
 MAX_ARGS_CHARS = 21_000
 
 

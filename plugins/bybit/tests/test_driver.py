@@ -33,7 +33,7 @@ def test_driver_info_declares_only_tested_capabilities(driver):
 
 @pytest.mark.parametrize("side", ["long", "short"])
 async def test_a_trailing_stop_is_a_price_distance_beside_the_stop_loss(driver, venue, side):
-    """Y14: ``trailingStop`` = ``callback_rate`` % of the activation price, rounded to the tick, with
+    """Y19: ``trailingStop`` = ``callback_rate`` % of the activation price, rounded to the tick, with
     ``activePrice``; the position's ``stopLoss`` is left as it was."""
     mark = venue.mark_price(SYMBOL)
     stop_loss = (mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))).quantize(Decimal("0.0001"))
