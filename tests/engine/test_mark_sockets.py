@@ -9,7 +9,9 @@ import time
 from decimal import Decimal
 
 from framework.engine.broadcast import client_order_id
-from framework.models import OrderIntent, TrailingSpec
+from framework.marksockets import WatchedSymbols, args_chars
+from framework.models import MarkPrice, OrderIntent, TrailingSpec
+from framework.venue import Instrument
 from tests.engine.conftest import FAST
 
 BTC = "BTC/USDT:USDT"
@@ -87,3 +89,59 @@ async def test_past_the_per_connection_limit_a_second_socket_opens_and_nothing_i
     assert pool.counters["connects"] == 2 and venue_connections(env) == 2 and pool.counters["refused"] == 0
     # both sockets deliver: the first tick of each symbol moves its stop (1 % behind, the stop was 2 %)
     await until(lambda: env.parts.trailing.moves[env.symbol] >= 1 and env.parts.trailing.moves[BTC] >= 1)
+
+
+class MarkSink:
+    """A StreamSink keeping the symbols whose mark price arrived."""
+
+    def __init__(self) -> None:
+        self.symbols: set[str] = set()
+
+    async def on_event(self, event) -> None:
+        if isinstance(event, MarkPrice):
+            self.symbols.add(event.symbol)
+
+    async def on_connected(self, reconnect: bool) -> None:
+        return None
+
+    async def on_disconnected(self, detail: str) -> None:
+        return None
+
+    def on_malformed(self, raw, error) -> None:
+        raise AssertionError(f"malformed mark frame {raw!r}: {error}")
+
+
+async def test_symbols_added_one_at_a_time_stay_within_the_venue_s_limits(env):
+    """30 symbols added one after another, each waited for: 30 subscribe frames on two sockets of 15 streams.
+    Binance disconnects a socket past 10 incoming messages a second (B26): the driver paces its frames;
+    Bybit's limit is the characters of one connection's topics (Y20)."""
+    symbols = []
+    for i in range(30):
+        symbol = f"M{i:03d}/USDT:USDT"
+        env.venue.instruments[symbol] = Instrument(symbol, f"M{i:03d}USDT", Decimal("0.0001"), Decimal(1),
+                                                   Decimal(1), 50)
+        env.venue.set_mark_price(symbol, Decimal("1.0000"))
+        symbols.append(symbol)
+    if env.venue_name == "binance":
+        env.harness.emulator.market_streams_per_connection = 15
+        options = {"mark_streams_per_connection": 15}
+    else:
+        limit = args_chars(f"tickers.M{i:03d}USDT" for i in range(15))
+        env.harness.emulator.public_args_chars = limit
+        options = {"mark_args_chars_per_connection": limit}
+    config = env.harness.config
+    await env.driver.connect(config.model_copy(update={"options": {**config.options, **options}}))
+    sink, watched = MarkSink(), WatchedSymbols()
+    watcher = asyncio.create_task(env.driver.watch_mark_prices(watched, sink))
+    try:
+        for n, symbol in enumerate(symbols, 1):
+            watched.set(symbols[:n])
+            await until(lambda s=symbol: s in sink.symbols)
+        pool = env.driver.conn.mark_pool
+        assert pool.counters["subscribe_frames"] == 30 and len(pool.connections) == 2
+        assert (pool.counters["connects"], pool.counters["disconnects"], pool.counters["refused"]) == (2, 0, 0)
+        assert sorted(len(t) for t in held_by_the_venue(env)) == [15, 15]
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await env.driver.disconnect()
