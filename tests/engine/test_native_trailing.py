@@ -111,3 +111,17 @@ async def test_rest_calls_per_lifecycle_with_the_venues_trail(env, side):
     total = sum(calls.values())
     print(f"{env.venue_name} {side}: {total} REST calls per lifecycle {calls}")
     assert total <= (8 if env.venue_name == "binance" else 6), calls
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_after_a_restart_the_venue_s_trail_is_recognised_and_not_trailed_again(env, side):
+    await env.start(NATIVE)
+    await env.engine.open(env.intent(side, trailing=TrailingSpec(callback_rate=Decimal(1))))
+    await env.engine.stop()
+    await env.start(NATIVE)  # a new process: the position comes back from the database, then reconciliation
+    await env.parts.reconciler.reconcile()
+    held = env.parts.book.get(env.symbol)
+    assert held is not None and held.native_trail is not None and not held.engine_trails
+    assert held.stop is not None and held.stop.kind == "stop_loss"
+    assert len(venue_trail(env)) == 1 and len(fixed_stops(env)) == 1  # nothing cancelled as a duplicate
+    await env.recorder.wait_for(lambda r: env.symbol not in env.parts.watched_marks.current())

@@ -250,11 +250,27 @@ async def snapshot_rows(conn: BinanceConnection) -> tuple[Rows, Rows, Rows]:
             await conn.open_order_rows(conditional=True))
 
 
+def _trailing_trigger(row: dict[str, Any], side: PositionSide, mark: Decimal | None) -> Decimal | None:
+    """Where a TRAILING_STOP_MARKET row's trail starts: ``callbackRate`` behind ``activatePrice``, else behind
+    ``mark``; ``None`` when the row gives no rate or neither price."""
+    try:
+        rate = Decimal(str(row.get("callbackRate") or ""))
+        activation = Decimal(str(row.get("activatePrice") or 0))
+    except (ArithmeticError, ValueError):
+        return None
+    reference = activation if activation > 0 else mark
+    if not 0 < rate <= 10 or reference is None:
+        return None
+    return trailing_start(side, TrailingSpec(callback_rate=rate), reference)
+
+
 async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
     """One ``positionRisk``, one ``openOrders`` and one ``openAlgoOrders`` call, each answer decoded from
     Binance's own rows (:func:`position_from_row`, :func:`order_from_row`; ccxt's implicit API for the
-    request only).  Stops: resting STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET algo orders with a
-    trigger price (``closePosition``: ``contracts None``)."""
+    request only).  Stops: resting STOP_MARKET / TAKE_PROFIT_MARKET algo orders with a trigger price
+    (``closePosition``: ``contracts None``), and TRAILING_STOP_MARKET ones, which carry no trigger price: theirs
+    is reported ``callbackRate`` behind their ``activatePrice``, else behind the position's mark price now (where
+    the trail starts, :func:`~framework.driverkit.trailing_start`; the venue's own best price is not given)."""
     taken_at = now_ms()
     position_rows, order_rows, algo_rows = await snapshot_rows(conn)
     account, symbols = conn.config.account, conn.symbols
@@ -266,15 +282,19 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
             conn.note_open(position.symbol, row.get("updateTime"))
     open_orders = [order_from_row(row, symbols) for row in order_rows]
     stops = []
+    marks = {p.symbol: p.mark_price for p in positions}
     for row in algo_rows:
         order = order_from_row(row, symbols)
         open_orders.append(order)
         kind = STOP_KINDS.get(str(row.get("orderType") or row.get("type")))
-        if kind is None or order.trigger_price is None:
-            continue  # e.g. a trailing stop before activation has no trigger price to report
+        side: PositionSide = "long" if order.side == "sell" else "short"
+        trigger = order.trigger_price
+        if kind == "trailing_stop" and trigger is None:
+            trigger = _trailing_trigger(row, side, marks.get(order.symbol))
+        if kind is None or trigger is None:
+            continue
         stops.append(StopLoss(
-            venue=VENUE, symbol=order.symbol, side="long" if order.side == "sell" else "short", kind=kind,
-            trigger_price=order.trigger_price, order_id=order.id,
+            venue=VENUE, symbol=order.symbol, side=side, kind=kind, trigger_price=trigger, order_id=order.id,
             contracts=None if row.get("closePosition") else order.amount,
         ))
     return VenueSnapshot(
