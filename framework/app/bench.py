@@ -9,6 +9,7 @@ per venue where they differ::
     unprotected_ms            {venue: {"p50", "p99", "max", "total", "moves"}} per trailing stop move
     reprotect_ms              {venue: {"p50", "p99", "max", "n"}} stop removed on the venue -> a new one resting
     rest_calls_per_lifecycle  {venue: {"<METHOD> <path>": n, "total": n}} open, protect, 10 moves, close
+    rest_calls_per_lifecycle_native  {venue: {...}} the same with the venue's own trailing stop
     stream_events_per_s       {venue: {"with_journal", "without_journal", "decoder_only", "frames", "events"}}
     memory_per_1000_positions {"bytes"}
     reconcile                 {venue: {"<n positions>": {"venue_calls", "cpu_ms", "wall_ms", "raw_cpu_ms"}}}
@@ -384,6 +385,38 @@ async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
     calls.subtract(before)
     result = {endpoint: n for endpoint, n in sorted(calls.items()) if n > 0}
     result["total"] = sum(result.values())
+    return result
+
+
+async def native_lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
+    """REST calls by endpoint for open + protect + the venue's trailing stop, ``moves`` 0.2 % steps the venue
+    trails (the engine makes no move), close and the clean-up of what rested.  ``rig`` runs with
+    ``native_trailing_stop``; the second of two lifecycles is counted (the first pays ccxt's one-off
+    account look-ups on Bybit)."""
+    venue, symbol, probe = rig.venue, rig.symbol, rig.probe
+    result: dict[str, int] = {}
+    for _ in range(2):
+        before = rig.harness.rest_calls()
+        base_mark = venue.mark_price(symbol)
+        tick = venue.instrument(symbol).tick_size
+        held = await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal(1))))
+        assert held.native_trail is not None, "the venue's trailing stop was not placed"
+        mark = base_mark
+        for _ in range(moves):
+            mark = (mark * Decimal("1.002")).quantize(tick)
+            venue.set_mark_price(symbol, mark)
+        await rig.engine.close(rig.name, symbol)
+        await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
+        deadline = time.monotonic() + WAIT_S  # the leftovers' clean-up runs in the background, unannounced
+        while venue.orders(rig.account, symbol, open_only=True, conditional=True):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the closed position's stops were not cleaned up")
+            await asyncio.sleep(0.01)
+        venue.set_mark_price(symbol, base_mark)
+        calls = rig.harness.rest_calls()
+        calls.subtract(before)
+        result = {endpoint: n for endpoint, n in sorted(calls.items()) if n > 0}
+        result["total"] = sum(result.values())
     return result
 
 
@@ -893,6 +926,7 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
 
     result: dict[str, Any] = {key: {} for key in (
         "closure_latency_ms", "fill_to_stop_ms", "unprotected_ms", "reprotect_ms", "rest_calls_per_lifecycle",
+        "rest_calls_per_lifecycle_native",
         "stream_events_per_s", "reconcile", "scale")}
     result["sizes"] = {"closures": sizes.closures, "moves": sizes.moves, "reconcile": list(sizes.reconcile),
                        "stream_rounds": sizes.stream_rounds, "scale": list(sizes.scale),
@@ -925,6 +959,9 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
                                                       "moves": len(per_move)}
                     result["reprotect_ms"][name] = _summary(await reprotect_figures(rig, REPROTECTS))
                     result["rest_calls_per_lifecycle"][name] = await lifecycle_rest_calls(rig)
+                native = BENCH_SETTINGS.model_copy(update={"native_trailing_stop": True})
+                async with engine_rig(name, store, native) as rig:
+                    result["rest_calls_per_lifecycle_native"][name] = await native_lifecycle_rest_calls(rig)
             finally:
                 await store.close()
             log.info("%s: stream throughput", name)
@@ -987,6 +1024,8 @@ def print_bench(result: dict[str, Any]) -> None:
     row("unprotected per stop move p50/p99/max ms", "unprotected_ms", pct)
     row("stop removed on the venue → re-protected p50/p99/max ms", "reprotect_ms", pct)
     row("REST calls per lifecycle", "rest_calls_per_lifecycle", lambda d: str(d.get("total")))
+    row("REST calls per lifecycle, venue's trailing stop", "rest_calls_per_lifecycle_native",
+        lambda d: str(d.get("total")))
     row("stream frames/s with journal", "stream_events_per_s", lambda d: str(d.get("with_journal")))
     row("stream frames/s without journal", "stream_events_per_s", lambda d: str(d.get("without_journal")))
     for count in result["sizes"]["reconcile"]:
@@ -1033,6 +1072,8 @@ def print_bench(result: dict[str, Any]) -> None:
     for venue in venues:
         for endpoint, n in result["rest_calls_per_lifecycle"][venue].items():
             calls.add_row(venue, endpoint, str(n))
+        for endpoint, n in result["rest_calls_per_lifecycle_native"].get(venue, {}).items():
+            calls.add_row(f"{venue} (venue's trail)", endpoint, str(n))
     console.print(calls)
     other = Table(title="process")
     other.add_column("figure")
