@@ -295,7 +295,7 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
             continue
         stops.append(StopLoss(
             venue=VENUE, symbol=order.symbol, side=side, kind=kind, trigger_price=trigger, order_id=order.id,
-            contracts=None if row.get("closePosition") else order.amount,
+            contracts=None if row.get("closePosition") else order.amount, placed_at=taken_at,
         ))
     return VenueSnapshot(
         venue=VENUE, account=account, positions=positions, open_orders=open_orders, stops=stops,

@@ -213,8 +213,14 @@ UNIFIED_STATUS = {**ORDER_STATUS, **ALGO_STATUS, "ACCEPTED": "open", "CANCELLED"
                   "PENDING_CANCEL": "canceling"}
 
 
-def _first(row: dict[str, Any], *keys: str) -> Any:
-    return next((row[key] for key in keys if row.get(key) is not None), None)
+def _either(row: dict[str, Any], key: str, other: str) -> Any:
+    """``row[key]``, else ``row[other]`` (an order's and an algo order's names for one field)."""
+    value = row.get(key)
+    return row.get(other) if value is None else value
+
+
+#: where a raw order's creation time is, first found wins (ccxt's order of keys)
+_TIME_KEYS = ("time", "createTime", "workingTime", "transactTime", "updateTime")
 
 
 def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
@@ -230,20 +236,20 @@ def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
     try:
         symbol = unified_symbol(market_id, symbols) if market_id else None
     except StreamError as exc:
-        raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_first(row, "orderId", "algoId"))) from exc
-    kind = str(_first(row, "type", "orderType") or "").lower()
-    status = _first(row, "status", "algoStatus")
-    order_id = _first(row, "orderId", "algoId")
+        raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_either(row, "orderId", "algoId"))) from exc
+    kind = str(_either(row, "type", "orderType") or "").lower()
+    status = _either(row, "status", "algoStatus")
+    order_id = _either(row, "orderId", "algoId")
     return to_order({
         "id": None if order_id is None else str(order_id), "symbol": symbol,
-        "clientOrderId": _first(row, "clientOrderId", "clientAlgoId"),
+        "clientOrderId": _either(row, "clientOrderId", "clientAlgoId"),
         "side": str(row["side"]).lower() if row.get("side") else None,
         "type": UNIFIED_TYPE.get(kind, kind) or None,
         "status": None if status is None else UNIFIED_STATUS.get(status, status),
-        "amount": _first(row, "origQty", "quantity"), "filled": _first(row, "executedQty", "filledQty") or "0",
-        "average": _first(row, "avgPrice", "avgFilledPrice"), "triggerPrice": _first(row, "stopPrice", "triggerPrice"),
-        "reduceOnly": row.get("reduceOnly"),
-        "timestamp": _first(row, "time", "createTime", "workingTime", "transactTime", "updateTime"),
+        "amount": _either(row, "origQty", "quantity"), "filled": _either(row, "executedQty", "filledQty") or "0",
+        "average": _either(row, "avgPrice", "avgFilledPrice"),
+        "triggerPrice": _either(row, "stopPrice", "triggerPrice"), "reduceOnly": row.get("reduceOnly"),
+        "timestamp": next((row[key] for key in _TIME_KEYS if row.get(key) is not None), None),
         "info": {"closePosition": row.get("closePosition")},
     })
 

@@ -17,6 +17,9 @@ WebSocket: ``/v5/private`` (auth ``[key, expires_ms, hex(HMAC_SHA256(secret, "GE
 topics ``position`` / ``order`` / ``execution`` / ``wallet``, ``{"op":"ping"}``) and
 ``/v5/public/linear`` (``tickers.<SYMBOL>``).  Every fault knob of ``venue.faults`` is applied here (REST lag,
 HTTP errors, timeouts after accept, periodic disconnects) or by :class:`framework.venue.FrameShaper`.
+Limits on the venue's clock (docs/conformance.md Y16, Y17): ``X-Bapi-Limit*`` on every private answer (with
+``faults.rate_limits``: 10006 per endpoint, "403, access too frequent" per IP); a private connection with no
+ping-pong and no data for ``max_active_time`` (10 minutes by default) is cut.
 """
 
 from __future__ import annotations

@@ -21,18 +21,17 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import UNKNOWN, ErrorRule, ErrorTable, translate_error, wait_stream_change
-from framework.errors import (
-    OrderIncomplete,
-    OrderNotFound,
-    OrderRejected,
-    OutcomeUnknown,
+from framework import (
+    UNKNOWN,
+    ErrorRule,
+    ErrorTable,
     PositionGone,
     RateLimited,
-    StreamError,
-    VenueError,
     WouldTriggerImmediately,
+    translate_error,
 )
+from framework.driverkit import wait_stream_change
+from framework.errors import OrderIncomplete, OrderNotFound, OrderRejected, OutcomeUnknown, StreamError, VenueError
 from framework.marksockets import MarkSocketPool
 from framework.models import (
     DriverConfig,
