@@ -410,3 +410,15 @@ async def test_zero_position_contradicting_a_fresh_fill_on_the_stream_is_asked_a
         conn.position_visible_grace_ms = grace
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_the_snapshot_reports_an_attached_trailing_stop_as_a_price_not_its_distance(driver, venue, side):
+    mark = venue.mark_price(SYMBOL)
+    stop_loss = (mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))).quantize(Decimal("0.0001"))
+    entry = intent(side=side, stop_loss=str(stop_loss))
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    await driver.set_trailing_stop(SYMBOL, side, entry.contracts, TrailingSpec(callback_rate=Decimal(1)), mark)
+    distance = venue.position("default", SYMBOL).trailing_stop
+    [trail] = [s for s in (await driver.fetch_snapshot()).stops if s.kind == "trailing_stop"]
+    assert trail.attached and trail.trigger_price == (mark - distance if side == "long" else mark + distance)
