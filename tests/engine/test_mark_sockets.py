@@ -145,3 +145,22 @@ async def test_symbols_added_one_at_a_time_stay_within_the_venue_s_limits(env):
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await env.driver.disconnect()
+
+
+async def test_a_dropped_mark_socket_comes_back_with_its_share_and_an_emptied_one_closes(env):
+    await env.start(FAST, **limit_to_one_symbol(env))
+    await env.engine.open(trailing_intent(env, env.symbol))
+    await env.engine.open(trailing_intent(env, BTC, "short"))
+    await until(lambda: sorted(map(sorted, held_by_the_venue(env))) == [[native(env, BTC)], [native(env, env.symbol)]])
+    pool = env.driver.conn.mark_pool
+    for sock in [s for s in env.harness.emulator.sockets if not s.private]:
+        await sock.ws.close()  # the venue drops both mark sockets
+    await until(lambda: pool.counters["connects"] == 4 and
+                sorted(map(sorted, held_by_the_venue(env))) == [[native(env, BTC)], [native(env, env.symbol)]])
+    moves = env.parts.trailing.moves[BTC]
+    mark = env.venue.mark_price(BTC)
+    env.venue.set_mark_price(BTC, (mark * Decimal("0.99")).quantize(Decimal("0.1")))  # 1 % better for the short
+    await until(lambda: env.parts.trailing.moves[BTC] > moves)  # its ticks flow again on the new socket
+    await env.engine.close(env.venue_name, BTC)
+    await until(lambda: len(pool.connections) == 1 and held_by_the_venue(env) == [{native(env, env.symbol)}])
+    assert pool.counters["refused"] == 0
