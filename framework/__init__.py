@@ -9,6 +9,7 @@ specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :m
 
 from typing import Any
 
+from framework.cassette import record_transport, ws_connect
 from framework.driverkit import (
     REFUSED,
     UNKNOWN,
@@ -17,6 +18,7 @@ from framework.driverkit import (
     ErrorTable,
     PollSource,
     attach_stream_state,
+    ccxt_market_limits,
     decode_frame,
     poll_sources,
     stream_flat_since,
@@ -50,6 +52,7 @@ from framework.models import (
     ClosureReason,
     DriverConfig,
     DriverInfo,
+    MarketLimits,
     MarkPrice,
     Order,
     OrderIntent,
@@ -75,6 +78,10 @@ from framework.protocols import StreamDecoder, StreamEvidence, StreamSink, Venue
 
 __version__ = "0.1.0"
 __all__ = [
+    "record_transport",
+    "ws_connect",
+    "ccxt_market_limits",
+    "MarketLimits",
     "REFUSED",
     "UNKNOWN",
     "Session",

@@ -25,10 +25,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from framework.errors import OrderRejected, OutcomeUnknown, RateLimited, StreamError, VenueError
-from framework.models import PositionSide, StreamEvent, TrailingSpec
+from framework.models import MarketLimits, PositionSide, StreamEvent, TrailingSpec
 from framework.protocols import StreamDecoder, StreamEvidence, StreamSink
 
 T = TypeVar("T")
@@ -322,3 +322,22 @@ def venue_errors(table: ErrorTable, action: str, *, write: bool = False, symbol:
         if isinstance(exc, VenueError) or not table.handles(exc):
             raise
         raise translate_error(table, exc, action, write=write, symbol=symbol, order_id=order_id) from exc
+
+
+def ccxt_market_limits(market: Mapping[str, Any], symbol: str) -> MarketLimits:
+    """:class:`~framework.models.MarketLimits` from a ccxt market (``exchange.market(symbol)``):
+    ``limits.amount.min``, ``precision.amount`` (the step: ccxt's TICK_SIZE mode for both venues) and
+    ``limits.cost.min``, ``precision.price`` (the tick).
+
+    :raises VenueError: the market gives no minimum size, step or tick.
+    """
+    limits = market.get("limits") or {}
+    minimum = (limits.get("amount") or {}).get("min")
+    precision = market.get("precision") or {}
+    step, tick = precision.get("amount"), precision.get("price")
+    cost = (limits.get("cost") or {}).get("min")
+    if not minimum or not step or not tick:
+        raise VenueError(f"the market listing gives no minimum size, step or tick (min {minimum}, step {step}, "
+                         f"tick {tick})", symbol=symbol)
+    return MarketLimits(symbol=symbol, min_contracts=Decimal(str(minimum)), contract_step=Decimal(str(step)),
+                        price_tick=Decimal(str(tick)), min_notional=Decimal(str(cost)) if cost else None)

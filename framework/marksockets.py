@@ -25,6 +25,7 @@ from typing import Any
 
 import websockets
 
+from framework.cassette import ws_connect
 from framework.driverkit import Backoff
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class _Connection:
         rules = self.pool.rules
         while True:
             try:
-                async with websockets.connect(rules.url, ping_interval=None, max_size=2**22) as ws:
+                async with ws_connect(rules.url, self.pool.name, ping_interval=None, max_size=2**22) as ws:
                     self.pool.counters["connects"] += 1
                     backoff.reset()
                     self.live, self.pending = set(), {}

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
+from framework import record_transport
 from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, stream_flat_since
 from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (
@@ -155,6 +156,7 @@ def make_exchange(config: DriverConfig) -> BinanceUsdm:
             exchange.urls["api"][name] = base + path
     elif config.testnet:
         exchange.set_sandbox_mode(True)
+    record_transport(exchange, VENUE)
     return exchange
 
 

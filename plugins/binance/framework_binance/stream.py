@@ -23,13 +23,14 @@ from typing import Any
 
 import websockets
 
+from framework import ws_connect
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError, VenueError
 from framework.marksockets import Ack, MarkSocketPool, SubscriptionRules, WatchedSymbols, watched
 from framework.protocols import StreamSink
 from framework_binance import decoder as decoding
-from framework_binance.decoder import BinanceDecoder
-from framework_binance.rest import VENUE, BinanceConnection
+from framework_binance.decoder import VENUE, BinanceDecoder
+from framework_binance.rest import BinanceConnection
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ async def _user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
         detail = ""
         try:
             key = await conn.listen_key()
-            async with websockets.connect(conn.user_stream_url(key), max_size=2**22) as ws:
+            async with ws_connect(conn.user_stream_url(key), VENUE, max_size=2**22) as ws:
                 backoff.reset()
                 await sink.on_connected(reconnect)
                 keepalive = asyncio.create_task(_keep_alive(conn, ws, keepalive_s), name="binance-listenkey")

@@ -28,6 +28,7 @@ from framework import (
     PositionGone,
     RateLimited,
     WouldTriggerImmediately,
+    record_transport,
     translate_error,
 )
 from framework.driverkit import wait_stream_change
@@ -220,6 +221,7 @@ def make_client(config: DriverConfig) -> BybitClient:
         client.urls["api"] = {name: base for name in ("spot", "futures", "v2", "public", "private")}
     elif config.testnet:
         client.set_sandbox_mode(True)
+    record_transport(client, VENUE)
     return client
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import websockets
 
+from framework import ws_connect
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError
 from framework.marksockets import Ack, MarkSocketPool, SubscriptionRules, WatchedSymbols, watched
@@ -86,7 +87,7 @@ async def _private_stream(conn: BybitConnection, sink: StreamSink) -> None:
     connected_before = False
     while True:
         try:
-            async with websockets.connect(url, ping_interval=None, open_timeout=timeout_s) as ws:
+            async with ws_connect(url, VENUE, ping_interval=None, open_timeout=timeout_s) as ws:
                 expires = now_ms() + AUTH_VALID_MS
                 await ws.send(auth_message(conn.config.api_key.get_secret_value(),
                                            conn.config.api_secret.get_secret_value(), expires))
