@@ -312,6 +312,18 @@ def translate_error(table: ErrorTable, exc: BaseException, action: str, *, write
     return error(message, code=code, **where)
 
 
+def header_number(headers: object, name: str) -> float | None:
+    """Response header ``name`` (any case) as a number; ``None`` when absent, not a mapping, or not a number
+    (the venues' rate-limit headers: ``Retry-After``, ``X-MBX-USED-WEIGHT-1M``, ``X-Bapi-Limit-Reset-Timestamp``)."""
+    if not isinstance(headers, Mapping):
+        return None
+    value = next((v for k, v in headers.items() if str(k).lower() == name.lower()), None)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def venue_errors(table: ErrorTable, action: str, *, write: bool = False, symbol: str | None = None,
                  order_id: str | None = None) -> Iterator[None]:
