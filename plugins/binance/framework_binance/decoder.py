@@ -4,7 +4,8 @@ Source: Binance USDⓈ-M futures "User Data Streams" (``ACCOUNT_UPDATE``, ``ORDE
 ``ALGO_UPDATE``, ``TRADE_LITE``, ``listenKeyExpired``) and "Mark Price Stream" (``markPriceUpdate``);
 payload shapes as in ``plugins/binance/tests/fixtures/`` (Binance's documented examples and real captures).
 
-* ``ACCOUNT_UPDATE`` → one :class:`PositionUpdate` per symbol of ``P``.  ``"pa":"0"`` is a *flat* update
+* ``ACCOUNT_UPDATE`` → one :class:`PositionUpdate` per symbol of ``P`` (none for a balance-only update:
+  ``FUNDING_FEE`` on a cross position, a deposit, a transfer).  ``"pa":"0"`` is a *flat* update
   (``contracts=0``, ``side=None``), never dropped (docs/incidents.md I-1, I-2) — unless another entry of
   the same frame shows that symbol open (a zero ``LONG`` / ``SHORT`` entry beside the ``BOTH`` one).
   ``sequence`` is the transaction time ``T`` (strictly increasing per account on the venue).
@@ -154,7 +155,9 @@ class BinanceDecoder:
     def _account_update(self, message: dict[str, Any]) -> list[StreamEvent]:
         transaction_time = int(message["T"])
         updates: list[PositionUpdate] = []
-        for entry in message["a"]["P"]:
+        # A cross-margin FUNDING_FEE update carries the balance only: no "P" at all per the docs, "P": [] in a
+        # real capture (docs/conformance.md B19); neither is a position change.
+        for entry in message["a"].get("P") or []:
             amount = _decimal(entry["pa"], "pa")
             hedge_side = entry.get("ps", "BOTH")
             if amount == 0:

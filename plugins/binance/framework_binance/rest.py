@@ -74,10 +74,31 @@ def retry_after_ms(headers: object) -> int | None:
     return int(seconds * 1000) if seconds is not None and 0 <= seconds < 86_400 else None
 
 
+def used_weight_1m(headers: object) -> int | None:
+    """``X-MBX-USED-WEIGHT-1M`` (the IP's request weight used in the current minute) from response headers."""
+    if not isinstance(headers, dict):
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "x-mbx-used-weight-1m"), None)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 class BinanceUsdm(ccxt_async.binanceusdm):
-    """ccxt's client, raising :class:`BinanceApiError` with the venue's code for every error answer."""
+    """ccxt's client, raising :class:`BinanceApiError` with the venue's code for every error answer.
+
+    :ivar used_weight_1m: the IP's request weight used this minute, as the last answer said
+        (``X-MBX-USED-WEIGHT-1M``, sent with every response: Binance "General Info: Limits"); ``None``
+        before the first answer that carried it.
+    """
+
+    used_weight_1m: int | None = None
 
     def handle_errors(self, code, reason, url, method, headers, body, response, requestHeaders, requestBody):  # type: ignore[no-untyped-def]
+        weight = used_weight_1m(headers)
+        if weight is not None:
+            self.used_weight_1m = weight
         api_code = response.get("code") if isinstance(response, dict) else None
         try:
             api_code = int(api_code) if api_code is not None else None

@@ -111,3 +111,4 @@ def intent(venue, side: str = "long", contracts: str = "10", **extra: Any):
     stop = below(venue) if side == "long" else above(venue)
     return OrderIntent(venue="binance", symbol=SYMBOL, side=side, contracts=Decimal(contracts), stop_loss=stop,
                        client_order_id=f"fw-e-{secrets.token_hex(8)}", **extra)
+

@@ -21,18 +21,17 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import UNKNOWN, ErrorRule, ErrorTable, translate_error, wait_stream_change
-from framework.errors import (
-    OrderIncomplete,
-    OrderNotFound,
-    OrderRejected,
-    OutcomeUnknown,
+from framework import (
+    UNKNOWN,
+    ErrorRule,
+    ErrorTable,
     PositionGone,
     RateLimited,
-    StreamError,
-    VenueError,
     WouldTriggerImmediately,
+    translate_error,
 )
+from framework.driverkit import wait_stream_change
+from framework.errors import OrderIncomplete, OrderNotFound, OrderRejected, OutcomeUnknown, StreamError, VenueError
 from framework.models import (
     DriverConfig,
     Order,
@@ -63,6 +62,9 @@ ORDER_NOT_EXIST = 110001
 REDUCE_ONLY_SAME_SIDE = 110017
 DUPLICATE_ORDER_LINK_ID = 110072
 MIN_NOTIONAL = 110094  # "Order notional value below the lower limit"
+#: "403, access too frequent": the IP exceeded 600 requests in 5 s; "wait for at least 10 minutes" (Bybit v5
+#: "Rate Limit Rules", HTTP IP limit).  The core caps the pause it takes from this (framework.driver).
+IP_BAN_MS = 600_000
 
 _TRIGGER_FIELDS = {"stop_loss": ("stopLoss", "slTriggerBy"), "take_profit": ("takeProfit", "tpTriggerBy")}
 
@@ -105,10 +107,27 @@ def limit_reset_ms(headers: object) -> int | None:
         return None
 
 
+class BybitIpBanned(BybitApiError):
+    """HTTP 403 "access too frequent": the venue refuses every request from this IP for at least 10 minutes
+    (its ``code`` is the HTTP status: the answer carries no retCode)."""
+
+    status = 403
+
+    def __init__(self, body: str) -> None:
+        super().__init__(403, f"HTTP 403: {body[:200]}")
+
+    @property
+    def retry_after_ms(self) -> int:
+        return IP_BAN_MS
+
+
 class BybitClient(ccxt_async.bybit):
-    """ccxt's bybit, raising :class:`BybitApiError` (with the retCode) for every non-zero retCode."""
+    """ccxt's bybit, raising :class:`BybitApiError` (with the retCode) for every non-zero retCode and
+    :class:`BybitIpBanned` for a 403."""
 
     def handle_errors(self, httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody):
+        if httpCode == 403:
+            raise BybitIpBanned(str(body or reason))
         if isinstance(response, dict):
             code = response.get("retCode", response.get("ret_code"))
             if code is not None and str(code) not in ("0", "30084"):
@@ -240,6 +259,7 @@ ERRORS = ErrorTable(
         DUPLICATE_ORDER_LINK_ID: ErrorRule(OutcomeUnknown, note="; an order with this client order id exists"),
         **dict.fromkeys((TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN), VenueError),  # never an order's refusal
     },
+    by_status={403: RateLimited},  # BybitIpBanned: "403, access too frequent", wait 10 minutes
     by_type=((ccxt.RateLimitExceeded, RateLimited), (ccxt.DDoSProtection, RateLimited),
              (ccxt.NetworkError, UNKNOWN)),  # timeouts, connection drops, 5xx
 )

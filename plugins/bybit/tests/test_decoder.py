@@ -210,3 +210,31 @@ def test_orjson_keeps_malformed_frames_malformed(raw, monkeypatch):
     # same result, or a frame the standard library let through to a crash (Infinity, deep nesting: OverflowError,
     # RecursionError; the stream counted those as malformed too) now refused as malformed by the parser itself
     assert fast == slow or (fast is StreamError and not isinstance(slow, list))
+
+
+# --- issue 13 item 10 (docs/conformance.md Y14-Y16) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("create_type", "origin"),
+    [("CreateByLiq", "liquidation"), ("CreateByTakeOver_PassThrough", "liquidation"),
+     ("CreateByAdl_PassThrough", "adl")],
+)
+def test_forced_close_orders_are_attributed_by_create_type(create_type, origin):
+    # enum.mdx createType: "CreateByLiq" laddered liquidation, "CreateByTakeOver_PassThrough" takeover,
+    # "CreateByAdl_PassThrough" auto-deleveraging
+    frame = fixture_json("ws_account_order_filled.json")
+    frame["data"][0].update({"createType": create_type, "orderLinkId": "", "stopOrderType": "", "reduceOnly": True})
+    [update] = decoder.decode(json.dumps(frame))
+    assert (update.origin, update.order.status) == (origin, "closed")
+
+
+def test_a_market_order_cancelled_after_a_partial_fill_reports_what_filled():
+    # enum.mdx orderStatus "Cancelled": "In derivatives, orders with this status may have an executed qty";
+    # create-order.mdx: a market order is an IOC limit order, "If there is insufficient liquidity, the order
+    # will be cancelled"
+    frame = fixture_json("ws_account_order_filled.json")
+    frame["data"][0].update({"orderType": "Market", "timeInForce": "IOC", "qty": "3", "cumExecQty": "2",
+                             "leavesQty": "0", "orderStatus": "Cancelled"})
+    [update] = decoder.decode(json.dumps(frame))
+    assert (update.order.status, update.order.filled, update.order.amount) == ("canceled", 2, 3)
