@@ -20,6 +20,7 @@ from framework.hookspecs import DRIVER_HOOKS
 from framework.models import (
     DriverConfig,
     DriverInfo,
+    MarketLimits,
     Order,
     OrderIntent,
     PositionSide,
@@ -195,6 +196,13 @@ class Driver:
     async def fetch_snapshot(self) -> VenueSnapshot:
         """Hook ``fetch_snapshot``."""
         return await self._call("fetch_snapshot", VenueSnapshot, conn=self.conn)
+
+    def market_limits(self, symbol: str) -> MarketLimits:
+        """Hook ``market_limits``."""
+        limits = self._hooks["market_limits"](conn=self.conn, symbol=symbol)
+        if not isinstance(limits, MarketLimits):
+            raise ConfigError(f"plugin {self.plugin_name!r} does not implement market_limits", venue=self.venue)
+        return limits
 
     async def run_stream(self, sink: StreamSink) -> None:
         """Hook ``run_stream``: returns only when cancelled."""

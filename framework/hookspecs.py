@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         Alert,
         DriverConfig,
         DriverInfo,
+        MarketLimits,
         Order,
         OrderIntent,
         PositionEvent,
@@ -61,6 +62,7 @@ DRIVER_HOOKS = (
     "close_position",
     "fetch_order",
     "fetch_snapshot",
+    "market_limits",
     "run_stream",
     "watch_mark_prices",
     "make_decoder",
@@ -271,6 +273,18 @@ async def fetch_snapshot(conn: Any) -> VenueSnapshot:
 
     :param conn: the driver's connection.
     :returns: a :class:`~framework.models.VenueSnapshot`.
+    """
+
+
+@hookspec(firstresult=True)
+def market_limits(conn: Any, symbol: str) -> MarketLimits:
+    """The smallest order the venue takes on ``symbol``, from the markets loaded by :func:`connect`
+    (no REST call): ``framework check`` trades exactly that size.
+
+    :param conn: the driver's connection.
+    :param symbol: unified symbol.
+    :returns: a :class:`~framework.models.MarketLimits`.
+    :raises framework.errors.VenueError: the venue lists no such market.
     """
 
 

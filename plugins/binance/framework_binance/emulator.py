@@ -875,6 +875,8 @@ class BinanceEmulator(WireEmulator):
         account, params = await self._signed(request)
         symbol = self._symbol(params, required=False)
         orders = self.venue.orders(account, symbol, open_only=True, conditional=True)
+        if self.venue.faults.list_no_stops:
+            orders = []
         return web.json_response([self._algo_json(o) for o in orders])
 
     # --- listen keys ---------------------------------------------------------------------------------

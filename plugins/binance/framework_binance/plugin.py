@@ -9,10 +9,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from framework import hookimpl
+import ccxt
+
+from framework import ccxt_market_limits, hookimpl
+from framework.errors import VenueError
 from framework.models import (
     DriverConfig,
     DriverInfo,
+    MarketLimits,
     Order,
     OrderIntent,
     PositionSide,
@@ -104,6 +108,15 @@ async def fetch_order(
 @hookimpl
 async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
     return await operations.fetch_snapshot(conn)
+
+
+@hookimpl
+def market_limits(conn: BinanceConnection, symbol: str) -> MarketLimits:
+    try:
+        market = conn.exchange.market(symbol)
+    except ccxt.BadSymbol as exc:
+        raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
+    return ccxt_market_limits(market, symbol)
 
 
 @hookimpl

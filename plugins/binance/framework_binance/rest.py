@@ -19,7 +19,8 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, stream_flat_since
+from framework import record_transport
+from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, header_number, stream_flat_since
 from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (
     OrderIncomplete,
@@ -66,23 +67,14 @@ class BinanceApiError(ccxt.ExchangeError):
 
 def retry_after_ms(headers: object) -> int | None:
     """``Retry-After`` (seconds) from response headers, in ms; ``None`` when absent or not a number."""
-    value = headers.get("Retry-After") or headers.get("retry-after") if isinstance(headers, dict) else None
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
+    seconds = header_number(headers, "Retry-After")
     return int(seconds * 1000) if seconds is not None and 0 <= seconds < 86_400 else None
 
 
 def used_weight_1m(headers: object) -> int | None:
     """``X-MBX-USED-WEIGHT-1M`` (the IP's request weight used in the current minute) from response headers."""
-    if not isinstance(headers, dict):
-        return None
-    value = next((v for k, v in headers.items() if k.lower() == "x-mbx-used-weight-1m"), None)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    weight = header_number(headers, "X-MBX-USED-WEIGHT-1M")
+    return None if weight is None else int(weight)
 
 
 class BinanceUsdm(ccxt_async.binanceusdm):
@@ -154,6 +146,7 @@ def make_exchange(config: DriverConfig) -> BinanceUsdm:
             exchange.urls["api"][name] = base + path
     elif config.testnet:
         exchange.set_sandbox_mode(True)
+    record_transport(exchange, VENUE)
     return exchange
 
 

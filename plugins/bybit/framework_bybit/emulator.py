@@ -585,6 +585,8 @@ class BybitEmulator(WireEmulator):
                 orders = [o for o in orders if o.is_open]
             if params.get("orderFilter") == "StopOrder":
                 orders = [o for o in orders if o.conditional]
+            if self.venue.faults.list_no_stops and not by_id:
+                orders = [o for o in orders if not o.conditional]
             return orders[::-1]
 
         rows, cursor = self._page(listing, self._order_row, params, default=20, maximum=50)
@@ -777,6 +779,8 @@ class BybitEmulator(WireEmulator):
 
         def row(position: VenuePosition) -> dict[str, Any]:
             fields = self._position_fields(position)
+            if self.venue.faults.list_no_stops:
+                fields.update(stopLoss="0", takeProfit="0")
             return {key: fields[key] for key in self._REST_POSITION_KEYS}
 
         rows, cursor = self._page(positions, row, params, default=20, maximum=200)

@@ -6,10 +6,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from framework import VenueHarness, hookimpl
+import ccxt
+
+from framework import VenueHarness, ccxt_market_limits, hookimpl
+from framework.errors import VenueError
 from framework.models import (
     DriverConfig,
     DriverInfo,
+    MarketLimits,
     Order,
     OrderIntent,
     PositionSide,
@@ -95,6 +99,15 @@ async def fetch_order(
 @hookimpl
 async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
     return await rest.fetch_snapshot(conn)
+
+
+@hookimpl
+def market_limits(conn: BybitConnection, symbol: str) -> MarketLimits:
+    try:
+        market = conn.client.market(symbol)
+    except ccxt.BadSymbol as exc:
+        raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
+    return ccxt_market_limits(market, symbol)
 
 
 @hookimpl
