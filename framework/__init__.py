@@ -23,6 +23,7 @@ from framework.driverkit import (
     header_number,
     poll_sources,
     stream_flat_since,
+    trailing_start,
     translate_error,
     venue_errors,
     wait_stream_change,
@@ -45,6 +46,7 @@ from framework.errors import (
     WouldTriggerImmediately,
 )
 from framework.hookspecs import hookimpl, hookspec
+from framework.marksockets import Ack, MarkSocketPool, SubscriptionRules, WatchedSymbols, watched
 from framework.models import (
     Alert,
     Capability,
@@ -65,6 +67,7 @@ from framework.models import (
     StopEvent,
     StopLoss,
     StreamEvent,
+    TrailingLimits,
     TrailingSpec,
     VenueSnapshot,
     Verification,
@@ -83,6 +86,7 @@ __all__ = [
     "REFUSED",
     "UNKNOWN",
     "Session",
+    "Ack",
     "ErrorRule",
     "ErrorTable",
     "header_number",
@@ -98,6 +102,7 @@ __all__ = [
     "DuplicateOpenPosition",
     "FrameworkError",
     "MarkPrice",
+    "MarkSocketPool",
     "Order",
     "OrderIncomplete",
     "OrderIntent",
@@ -124,11 +129,14 @@ __all__ = [
     "StreamEvent",
     "StreamEvidence",
     "StreamSink",
+    "SubscriptionRules",
+    "TrailingLimits",
     "TrailingSpec",
     "VenueError",
     "VenueHarness",
     "VenueSnapshot",
     "Verification",
+    "WatchedSymbols",
     "WouldTriggerImmediately",
     "__version__",
     "attach_stream_state",
@@ -140,7 +148,9 @@ __all__ = [
     "now_ms",
     "poll_sources",
     "stream_flat_since",
+    "trailing_start",
     "wait_stream_change",
+    "watched",
 ]
 
 

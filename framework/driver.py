@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from framework.errors import ConfigError, RateLimited
 from framework.hookspecs import DRIVER_HOOKS
+from framework.marksockets import WatchedSymbols
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -25,6 +26,7 @@ from framework.models import (
     OrderIntent,
     PositionSide,
     StopLoss,
+    TrailingSpec,
     VenueSnapshot,
     Verification,
 )
@@ -37,7 +39,8 @@ T = TypeVar("T")
 
 #: hooks that call the venue's REST API, and so wait out a rate-limit pause
 PAUSABLE = frozenset({"create_entry", "normalize_order", "set_stop_loss", "set_take_profit", "move_stop_loss",
-                      "cancel_stop_loss", "verify_position", "close_position", "fetch_order", "fetch_snapshot"})
+                      "set_trailing_stop", "cancel_stop_loss", "verify_position", "close_position", "fetch_order",
+                      "fetch_snapshot"})
 RATE_LIMIT_CAP_S = 60.0
 
 
@@ -163,6 +166,21 @@ class Driver:
         """Hook ``move_stop_loss``."""
         return await self._call("move_stop_loss", StopLoss, conn=self.conn, stop=stop, trigger_price=trigger_price)
 
+    async def set_trailing_stop(
+        self, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec, reference_price: Decimal
+    ) -> StopLoss:
+        """Hook ``set_trailing_stop`` (capability ``native_trailing_stop``)."""
+        return await self._call(
+            "set_trailing_stop", StopLoss, conn=self.conn, symbol=symbol, side=side, contracts=contracts,
+            trailing=trailing, reference_price=reference_price,
+        )
+
+    def native_trailing_fits(self, trailing: TrailingSpec) -> bool:
+        """Whether the venue can run ``trailing`` itself: the driver declares ``native_trailing_stop`` and
+        the spec is within its :attr:`~framework.models.DriverInfo.trailing_limits`."""
+        limits = self.info.trailing_limits
+        return self.supports("native_trailing_stop") and limits is not None and limits.fits(trailing)
+
     async def cancel_stop_loss(self, stop: StopLoss) -> bool:
         """Hook ``cancel_stop_loss``."""
         return await self._call("cancel_stop_loss", bool, conn=self.conn, stop=stop)
@@ -208,7 +226,7 @@ class Driver:
         """Hook ``run_stream``: returns only when cancelled."""
         await self._call("run_stream", type(None), conn=self.conn, sink=sink)
 
-    async def watch_mark_prices(self, symbols: list[str], sink: StreamSink) -> None:
+    async def watch_mark_prices(self, symbols: list[str] | WatchedSymbols, sink: StreamSink) -> None:
         """Hook ``watch_mark_prices``: returns only when cancelled."""
         await self._call("watch_mark_prices", type(None), conn=self.conn, symbols=symbols, sink=sink)
 

@@ -31,6 +31,7 @@ from framework.engine.reconcile import Reconciler
 from framework.engine.settings import EngineSettings
 from framework.engine.trailing import TrailingManager
 from framework.errors import ConfigError, LeaseLost, VenueError
+from framework.marksockets import WatchedSymbols
 from framework.models import DriverConfig, MarkPrice, OrderIntent, PositionEvent, VenueSnapshot
 from framework.store import Store
 
@@ -53,6 +54,7 @@ class VenueEngine:
     trailing: TrailingManager
     reconciler: Reconciler
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    watched_marks: WatchedSymbols | None = None  # the symbols the mark-price stream follows
 
 
 class VenueWiring(BookListener):
@@ -424,24 +426,24 @@ class Engine:
                 await asyncio.sleep(delay_s)
 
     async def _watch_marks(self, parts: VenueEngine) -> None:
-        """Keep ``watch_mark_prices`` running for the symbols whose positions trail."""
-        watcher: asyncio.Task[None] | None = None
-        watched: list[str] = []
+        """Keep one ``watch_mark_prices`` running for the symbols whose stops the engine trails: the set
+        changes as positions come and go, and the driver follows it on the sockets it has open (subscribe /
+        unsubscribe), never reconnecting for it (issue 17 item 5).  Positions whose trailing stop the venue
+        runs need no mark price."""
+        watched = WatchedSymbols()
+        parts.watched_marks = watched
+        watcher = asyncio.create_task(parts.driver.watch_mark_prices(watched, parts.trailing))
         try:
             while True:
                 parts.book.positions_changed.clear()
-                wanted = sorted(s for s, p in parts.book.positions().items() if p.trailing is not None)
-                if wanted != watched:
-                    if watcher is not None:
-                        watcher.cancel()
-                        await asyncio.gather(watcher, return_exceptions=True)
-                        watcher = None
-                    watched = wanted
-                    if wanted:
-                        watcher = asyncio.create_task(parts.driver.watch_mark_prices(wanted, parts.trailing))
-                await parts.book.positions_changed.wait()
+                watched.set(s for s, p in parts.book.positions().items() if p.engine_trails)
+                waiter = asyncio.ensure_future(parts.book.positions_changed.wait())
+                await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if watcher.done():
+                    waiter.cancel()
+                    watcher.result()  # raises what ended it, for the supervisor to restart
+                    return
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
 

@@ -18,7 +18,7 @@ from tests.engine.recorder import Recorder
 
 FAST = EngineSettings(verify_budget_ms=3_000, flat_budget_ms=1_000, reconcile_interval_s=3_600,
                       orphan_grace_ms=60_000, protect_retry_ms=10, trailing_min_interval_ms=0,
-                      trailing_min_change_pct=Decimal("0.01"))
+                      trailing_min_change_pct=Decimal("0.01"), native_trailing_stop=False)
 
 
 # For tests without REST lag whose orphan must be closed by the first snapshot that misses it.

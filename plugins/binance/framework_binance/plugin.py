@@ -13,6 +13,7 @@ import ccxt
 
 from framework import ccxt_market_limits, hookimpl
 from framework.errors import VenueError
+from framework.marksockets import WatchedSymbols
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -21,6 +22,8 @@ from framework.models import (
     OrderIntent,
     PositionSide,
     StopLoss,
+    TrailingLimits,
+    TrailingSpec,
     VenueSnapshot,
 )
 from framework.protocols import StreamDecoder, StreamSink, VenueHarness
@@ -35,8 +38,10 @@ def driver_info() -> DriverInfo:
         venue=VENUE,
         # No stop_before_entry: Binance refuses a closePosition stop with no position (-4509,
         # docs/conformance.md B7), so the stop goes on right after the entry fills.
-        capabilities=frozenset(),
+        capabilities=frozenset({"native_trailing_stop"}),
         description="Binance USDⓈ-M futures: ccxt binanceusdm, Algo Order API stops, user data stream",
+        # TRAILING_STOP_MARKET callbackRate: min 0.1, max 10, 1 for 1 % (docs/conformance.md B25)
+        trailing_limits=TrailingLimits(min_callback_rate=Decimal("0.1"), max_callback_rate=Decimal(10)),
     )
 
 
@@ -79,6 +84,14 @@ async def set_take_profit(
     conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
 ) -> StopLoss:
     return await operations.place_trigger(conn, symbol, side, "take_profit", trigger_price)
+
+
+@hookimpl
+async def set_trailing_stop(
+    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec,
+    reference_price: Decimal,
+) -> StopLoss:
+    return await operations.place_trailing_stop(conn, symbol, side, contracts, trailing, reference_price)
 
 
 @hookimpl
@@ -125,7 +138,7 @@ async def run_stream(conn: BinanceConnection, sink: StreamSink) -> None:
 
 
 @hookimpl
-async def watch_mark_prices(conn: BinanceConnection, symbols: list[str], sink: StreamSink) -> None:
+async def watch_mark_prices(conn: BinanceConnection, symbols: list[str] | WatchedSymbols, sink: StreamSink) -> None:
     await stream.watch_marks(conn, symbols, sink)
 
 

@@ -10,6 +10,7 @@ import ccxt
 
 from framework import VenueHarness, ccxt_market_limits, hookimpl
 from framework.errors import VenueError
+from framework.marksockets import WatchedSymbols
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -18,13 +19,15 @@ from framework.models import (
     OrderIntent,
     PositionSide,
     StopLoss,
+    TrailingLimits,
+    TrailingSpec,
     VenueSnapshot,
 )
 from framework_bybit import rest, stream
 from framework_bybit.decoder import VENUE, BybitDecoder
 from framework_bybit.rest import BybitConnection
 
-CAPABILITIES = frozenset({"attached_stop_on_entry", "amend_stop_in_place"})
+CAPABILITIES = frozenset({"attached_stop_on_entry", "amend_stop_in_place", "native_trailing_stop"})
 
 
 @hookimpl
@@ -33,6 +36,9 @@ def driver_info() -> DriverInfo:
         venue=VENUE,
         capabilities=CAPABILITIES,
         description="Bybit v5 linear perpetuals: ccxt REST, /v5/position/trading-stop stops, private WebSocket",
+        # trailingStop is a price distance with no documented bound but the tick (checked when placing);
+        # 10 % is the TrailingSpec's own bound (docs/conformance.md Y19)
+        trailing_limits=TrailingLimits(min_callback_rate=Decimal(0), max_callback_rate=Decimal(10)),
     )
 
 
@@ -68,6 +74,14 @@ async def set_take_profit(
     conn: BybitConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
 ) -> StopLoss:
     return await rest.set_trigger(conn, symbol, side, trigger_price, "take_profit")
+
+
+@hookimpl
+async def set_trailing_stop(
+    conn: BybitConnection, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec,
+    reference_price: Decimal,
+) -> StopLoss:
+    return await rest.set_trailing(conn, symbol, side, trailing, reference_price)
 
 
 @hookimpl
@@ -116,7 +130,7 @@ async def run_stream(conn: BybitConnection, sink: Any) -> None:
 
 
 @hookimpl
-async def watch_mark_prices(conn: BybitConnection, symbols: list[str], sink: Any) -> None:
+async def watch_mark_prices(conn: BybitConnection, symbols: list[str] | WatchedSymbols, sink: Any) -> None:
     await stream.watch_mark_prices(conn, symbols, sink)
 
 
