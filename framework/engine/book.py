@@ -633,10 +633,9 @@ class PositionBook:
         if self.store is None:
             await announce(True)
             return
-        done = await self.writes.journal(f"update {symbol}", self.store.update_row(
-            self.account, self.venue, symbol, event=event, contracts=contracts, entry_price=entry_price), announce)
-        if wait:
-            await done
+        await self.writes.journal(f"update {symbol}", self.store.update_row(
+            self.account, self.venue, symbol, event=event, contracts=contracts, entry_price=entry_price), announce,
+            wait=wait)
 
     async def close(
         self, symbol: str, reason: str, price: Decimal | None = None, realized_pnl: Decimal | None = None,
@@ -704,8 +703,6 @@ class PositionBook:
         if self.store is None:
             await announce(True)
             return True
-        done = await self.writes.journal(f"close {symbol} ({reason})", self.store.close_row(event), announce)
-        if wait:
-            await done
+        await self.writes.journal(f"close {symbol} ({reason})", self.store.close_row(event), announce, wait=wait)
         return True
 
