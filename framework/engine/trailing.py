@@ -126,6 +126,11 @@ class TrailingManager:
     def on_malformed(self, raw: str | bytes, error: Exception) -> None:
         log.warning("%s: malformed mark-price frame: %s", self.book.venue, error)
 
+    def gate_price(self, symbol: str) -> Decimal | None:
+        """The last mark price of ``symbol`` accepted (``None`` before its first tick)."""
+        gate = self._marks.get(symbol)
+        return gate.accepted if gate is not None else None
+
     async def on_mark_price(self, symbol: str, price: Decimal) -> None:
         """Feed one mark price by hand (replay, tests): same as a :class:`MarkPrice` tick."""
         await self.on_mark(MarkPrice(venue=self.book.venue, symbol=symbol, price=price, timestamp=now_ms()))

@@ -5,25 +5,15 @@ second socket opens; the venue refuses nothing.  Both venues, the emulators enfo
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 
 from framework.engine.broadcast import client_order_id
 from framework.marksockets import WatchedSymbols, args_chars
 from framework.models import MarkPrice, OrderIntent, TrailingSpec
 from framework.venue import Instrument
-from tests.engine.conftest import FAST
+from tests.engine.conftest import FAST, until
 
 BTC = "BTC/USDT:USDT"
-
-
-async def until(predicate, timeout_s: float = 10.0) -> None:
-    """Wait for ``predicate()`` to hold, polling; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
 
 
 def trailing_intent(env, symbol: str, side: str = "long") -> OrderIntent:

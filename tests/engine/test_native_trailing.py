@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from framework.models import TrailingSpec
-from tests.engine.conftest import FAST
+from tests.engine.conftest import FAST, until
 
 SIDES = ["long", "short"]
 TICK = Decimal("0.0001")
@@ -57,7 +57,7 @@ async def test_the_venue_trails_beside_the_fixed_stop_and_the_closure_is_one_tra
     event = env.recorder.closed()[0]
     assert closure.origin == "trailing_stop" and event.reason == "trailing_stop"
     assert event.price == closure.price
-    await env.recorder.wait_for(lambda r: not env.venue.orders("default", env.symbol, conditional=True))
+    await until(lambda: not env.venue.orders("default", env.symbol, conditional=True))
     assert env.venue.truth.unprotected_ms("default", env.symbol)["total"] == 0 or not env.stop_rests_by_the_fill
     assert len(env.recorder.closed()) == 1
 
@@ -70,7 +70,7 @@ async def test_a_spec_outside_the_venue_limits_is_trailed_by_the_engine(env, sid
     await env.engine.open(env.intent(side, trailing=TrailingSpec(callback_rate=rate)))
     held = env.parts.book.get(env.symbol)
     assert held.native_trail is None and held.engine_trails and venue_trail(env) == []
-    await env.recorder.wait_for(lambda r: env.symbol in env.parts.watched_marks.current())
+    await until(lambda: env.symbol in env.parts.watched_marks.current())
     if env.venue_name == "bybit":  # refused by the driver: said so, and the fixed stop protects the position
         assert any("trailing stop was not placed" in a.message for a in env.recorder.seen["on_alert"])
         assert env.venue.is_protected("default", env.symbol)
@@ -93,7 +93,7 @@ async def lifecycle(env, side: str) -> dict[str, int]:
     closed = len(env.recorder.closed())
     await env.engine.close(env.venue_name, env.symbol)
     await env.recorder.wait_for(lambda r: len(r.closed()) == closed + 1)
-    await env.recorder.wait_for(lambda r: not env.venue.orders("default", env.symbol, conditional=True))
+    await until(lambda: not env.venue.orders("default", env.symbol, conditional=True))
     env.venue.set_mark_price(env.symbol, mark)
     calls = env.harness.rest_calls()
     calls.subtract(before)
@@ -124,4 +124,4 @@ async def test_after_a_restart_the_venue_s_trail_is_recognised_and_not_trailed_a
     assert held is not None and held.native_trail is not None and not held.engine_trails
     assert held.stop is not None and held.stop.kind == "stop_loss"
     assert len(venue_trail(env)) == 1 and len(fixed_stops(env)) == 1  # nothing cancelled as a duplicate
-    await env.recorder.wait_for(lambda r: env.symbol not in env.parts.watched_marks.current())
+    await until(lambda: env.symbol not in env.parts.watched_marks.current())
