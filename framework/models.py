@@ -153,8 +153,9 @@ class OrderIntent(Model):
 class Order(Model):
     """A complete order: every field the engine relies on is established, none is guessed.
 
-    Produced by the driver hook ``normalize_order``; a response lacking side, amount or status is
-    completed from the venue or rejected with :class:`~framework.errors.OrderIncomplete`.
+    Produced by the session operation ``normalize_order`` (:class:`~framework.protocols.DriverSession`); a
+    response lacking side, amount or status is completed from the venue or rejected with
+    :class:`~framework.errors.OrderIncomplete`.
 
     :ivar id: the venue's order id.
     :ivar amount: ordered size in contracts.

@@ -1,7 +1,8 @@
-"""Hook implementations of the Binance USDⓈ-M driver (entry point ``binance``).
+"""Hook implementations of the Binance USDⓈ-M driver (entry point ``binance``) and its
+:class:`BinanceSession`.
 
-Each hook forwards to :mod:`framework_binance.operations` (safety logic), :mod:`.rest` (ccxt),
-:mod:`.stream` (websockets) or :mod:`.emulator` (the wire façade used by ``venue_harness``).
+The session's operations are :mod:`framework_binance.operations` (safety logic) over :mod:`.rest` (ccxt)
+and :mod:`.stream` (websockets); ``venue_harness`` serves :mod:`.emulator` (the wire façade).
 """
 
 from __future__ import annotations
@@ -10,16 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 from framework import hookimpl
-from framework.models import (
-    DriverConfig,
-    DriverInfo,
-    Order,
-    OrderIntent,
-    PositionSide,
-    StopLoss,
-    VenueSnapshot,
-)
-from framework.protocols import StreamDecoder, StreamSink, VenueHarness
+from framework.models import DriverConfig, DriverInfo, PositionSide, StopLoss
+from framework.protocols import StreamDecoder, VenueHarness
 from framework_binance import operations, stream
 from framework_binance.decoder import BinanceDecoder
 from framework_binance.rest import VENUE, BinanceConnection, make_exchange
@@ -36,84 +29,44 @@ def driver_info() -> DriverInfo:
     )
 
 
+class BinanceSession(BinanceConnection):
+    """The Binance connection as a :class:`~framework.protocols.DriverSession`: each operation is the
+    function of :mod:`.operations` / :mod:`.stream` that does it (their first argument is this
+    connection)."""
+
+    create_entry = operations.create_entry
+    normalize_order = operations.normalize_order
+    move_stop_loss = operations.move_stop_loss
+    cancel_stop_loss = operations.cancel_stop_loss
+    close_position = operations.close_position
+    fetch_order = operations.fetch_order
+    fetch_snapshot = operations.fetch_snapshot
+    run_stream = stream.run_user_stream
+    watch_mark_prices = stream.watch_marks
+
+    async def set_stop_loss(
+        self, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
+    ) -> StopLoss:
+        return await operations.place_trigger(self, symbol, side, "stop_loss", trigger_price)
+
+    async def set_take_profit(
+        self, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
+    ) -> StopLoss:
+        return await operations.place_trigger(self, symbol, side, "take_profit", trigger_price)
+
+    async def disconnect(self) -> None:
+        await self.close()
+
+
 @hookimpl
-async def connect(config: DriverConfig) -> BinanceConnection:
-    conn = BinanceConnection(config, make_exchange(config))
+async def connect(config: DriverConfig) -> BinanceSession:
+    session = BinanceSession(config, make_exchange(config))
     try:
-        await conn.open()
+        await session.open()
     except BaseException:
-        await conn.close()
+        await session.close()
         raise
-    return conn
-
-
-@hookimpl
-async def disconnect(conn: BinanceConnection) -> bool:
-    await conn.close()
-    return True
-
-
-@hookimpl
-async def create_entry(conn: BinanceConnection, intent: OrderIntent) -> dict[str, Any]:
-    return await operations.create_entry(conn, intent)
-
-
-@hookimpl
-async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: OrderIntent | None) -> Order:
-    return await operations.normalize_order(conn, raw, intent)
-
-
-@hookimpl
-async def set_stop_loss(
-    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
-) -> StopLoss:
-    return await operations.place_trigger(conn, symbol, side, "stop_loss", trigger_price)
-
-
-@hookimpl
-async def set_take_profit(
-    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
-) -> StopLoss:
-    return await operations.place_trigger(conn, symbol, side, "take_profit", trigger_price)
-
-
-@hookimpl
-async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
-    return await operations.move_stop_loss(conn, stop, trigger_price)
-
-
-@hookimpl
-async def cancel_stop_loss(conn: BinanceConnection, stop: StopLoss) -> bool:
-    return await operations.cancel_stop_loss(conn, stop)
-
-
-@hookimpl
-async def close_position(
-    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, client_order_id: str
-) -> Order:
-    return await operations.close_position(conn, symbol, side, contracts, client_order_id)
-
-
-@hookimpl
-async def fetch_order(
-    conn: BinanceConnection, symbol: str, order_id: str | None, client_order_id: str | None
-) -> Order:
-    return await operations.fetch_order(conn, symbol, order_id, client_order_id)
-
-
-@hookimpl
-async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
-    return await operations.fetch_snapshot(conn)
-
-
-@hookimpl
-async def run_stream(conn: BinanceConnection, sink: StreamSink) -> None:
-    await stream.run_user_stream(conn, sink)
-
-
-@hookimpl
-async def watch_mark_prices(conn: BinanceConnection, symbols: list[str], sink: StreamSink) -> None:
-    await stream.watch_marks(conn, symbols, sink)
+    return session
 
 
 @hookimpl
