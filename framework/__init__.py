@@ -11,12 +11,18 @@ specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :m
 from typing import Any
 
 from framework.driverkit import (
+    REFUSED,
+    UNKNOWN,
     Backoff,
+    ErrorRule,
+    ErrorTable,
     PollSource,
     attach_stream_state,
     decode_frame,
     poll_sources,
     stream_flat_since,
+    translate_error,
+    venue_errors,
     wait_stream_change,
 )
 from framework.errors import (
@@ -67,7 +73,13 @@ from framework.protocols import DriverSession, EntryEvidence, StreamDecoder, Str
 
 __version__ = "0.1.0"
 __all__ = [
+    "REFUSED",
+    "UNKNOWN",
     "Session",
+    "ErrorRule",
+    "ErrorTable",
+    "translate_error",
+    "venue_errors",
     "Alert",
     "Backoff",
     "Capability",

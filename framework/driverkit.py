@@ -8,6 +8,9 @@
 * :func:`decode_frame` — decode one frame; any failure is a counted malformed frame, never a stream restart.
 * :func:`poll_sources` — ask several sources in order, again and again, within a time budget, waking up
   early when the stream changes (``verify_position``).
+* :class:`ErrorTable`, :func:`translate_error`, :func:`venue_errors` — a venue's errors declared as a table
+  (code → framework error, exact and by message, like ccxt's ``exceptions`` exact / broad tables) and the one
+  function that applies it.
 
 Nothing here knows an exchange; times are milliseconds since the epoch (UTC) unless named ``*_s``.
 """
@@ -18,11 +21,11 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar, cast
 
-from framework.errors import StreamError
+from framework.errors import OrderRejected, OutcomeUnknown, RateLimited, StreamError, VenueError
 from framework.models import StreamEvent
 from framework.protocols import StreamDecoder, StreamEvidence, StreamSink
 
@@ -197,3 +200,115 @@ async def poll_sources(
             await wake(pause_s)
         else:
             await asyncio.sleep(pause_s)
+
+
+# --- venue errors ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """What one venue error means: ``error`` when the call wrote (created an order), ``on_read`` (default:
+    the same) when it only read; ``note`` is added to the message."""
+
+    error: type[VenueError]
+    on_read: type[VenueError] | None = None
+    note: str = ""
+
+    def error_for(self, write: bool) -> type[VenueError]:
+        return self.error if write or self.on_read is None else self.on_read
+
+
+#: the request may have been executed (timeout, 5xx): :class:`OutcomeUnknown` for a write
+UNKNOWN = ErrorRule(OutcomeUnknown, on_read=VenueError)
+#: the venue refused: :class:`OrderRejected` for a write
+REFUSED = ErrorRule(OrderRejected, on_read=VenueError)
+
+Rule = type[VenueError] | ErrorRule
+
+
+class VenueAnswer(Protocol):
+    """An error answer of the venue as the driver's client raised it."""
+
+    @property
+    def code(self) -> int | None: ...
+    @property
+    def msg(self) -> str: ...
+    @property
+    def status(self) -> int | None: ...  # HTTP status, when known
+    @property
+    def retry_after_ms(self) -> int | None: ...  # how long the venue asked to wait, when it said
+
+
+@dataclass(frozen=True)
+class ErrorTable:
+    """A venue's errors, declared (after ccxt's ``exceptions`` exact / broad tables).
+
+    An error answer (an instance of ``answer``, a :class:`VenueAnswer`) is looked up: ``broad`` (code →
+    message substring → rule) first, then ``exact`` (code → rule), then ``by_status`` (HTTP status → rule),
+    then ``server_error`` for a status of 500 or more, then ``fallback``.  Any other exception goes through
+    ``by_type`` (the first class it is an instance of; transport failures), else a :class:`VenueError`.
+
+    :ivar describe: the message of an error answer, formatted with ``action``, ``code`` and ``msg``.
+    """
+
+    venue: str
+    answer: type[BaseException]
+    describe: str
+    exact: Mapping[int, Rule]
+    broad: Mapping[int, Mapping[str, Rule]] = field(default_factory=dict)
+    by_status: Mapping[int, Rule] = field(default_factory=dict)
+    server_error: Rule | None = None
+    fallback: Rule = REFUSED
+    by_type: Sequence[tuple[type[BaseException], Rule]] = ()
+
+    def rule_for(self, answer: VenueAnswer) -> ErrorRule:
+        code, status = answer.code, answer.status
+        found = next((rule for text, rule in self.broad.get(code, {}).items() if text in answer.msg), None) \
+            if code is not None else None
+        if found is None and code is not None:
+            found = self.exact.get(code)
+        if found is None and status is not None:
+            found = self.by_status.get(status) or (self.server_error if status >= 500 else None)
+        found = found or self.fallback
+        return found if isinstance(found, ErrorRule) else ErrorRule(found)
+
+    def handles(self, exc: BaseException) -> bool:
+        return isinstance(exc, (VenueError, self.answer, *(kind for kind, _ in self.by_type)))
+
+
+def translate_error(table: ErrorTable, exc: BaseException, action: str, *, write: bool = False,
+                    symbol: str | None = None, order_id: str | None = None) -> VenueError:
+    """``exc`` (raised by ``action``) as a :mod:`framework.errors` error, by ``table``; a :class:`VenueError`
+    is returned as it is.
+
+    :param write: the call may have changed the venue (order creation): a timeout / 5xx is then
+        :class:`OutcomeUnknown` and a refusal :class:`OrderRejected` (see :data:`UNKNOWN`, :data:`REFUSED`).
+    """
+    if isinstance(exc, VenueError):
+        return exc
+    where: dict[str, str | None] = {"venue": table.venue, "symbol": symbol, "order_id": order_id}
+    retry_after_ms, code = None, None
+    if isinstance(exc, table.answer):
+        answer = cast(VenueAnswer, exc)
+        rule, code, retry_after_ms = table.rule_for(answer), answer.code, answer.retry_after_ms
+        message = table.describe.format(action=action, code=code, msg=answer.msg) + rule.note
+    else:
+        found = next((rule for kind, rule in table.by_type if isinstance(exc, kind)), VenueError)
+        rule = found if isinstance(found, ErrorRule) else ErrorRule(found)
+        message = f"{action}: {type(exc).__name__}: {str(exc)[:300]}"
+    error = rule.error_for(write)
+    if issubclass(error, RateLimited):
+        return error(message, code=code, retry_after_ms=retry_after_ms, **where)
+    return error(message, code=code, **where)
+
+
+@contextlib.contextmanager
+def venue_errors(table: ErrorTable, action: str, *, write: bool = False, symbol: str | None = None,
+                 order_id: str | None = None) -> Iterator[None]:
+    """:func:`translate_error` for what the block raises (only what ``table`` handles; others pass)."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, VenueError) or not table.handles(exc):
+            raise
+        raise translate_error(table, exc, action, write=write, symbol=symbol, order_id=order_id) from exc

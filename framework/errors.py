@@ -149,3 +149,8 @@ class StreamError(VenueError):
 
 class RollbackFailed(VenueError):
     """A rollback ran but the venue could not be shown flat afterwards: a human must look."""
+
+
+class LeaseLost(FrameworkError):
+    """This instance does not hold (or can no longer prove it holds) the lease of a venue account: it must
+    not act on that account (``framework.engine.lease``)."""

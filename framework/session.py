@@ -47,6 +47,7 @@ from framework.store import Store
 log = logging.getLogger(__name__)
 
 MARK_TIMEOUT_S = 5.0
+EMULATED_ACCOUNT = "emulated"  # the account label of the emulated venues' rows
 
 
 class SignalRejected(FrameworkError):
@@ -312,7 +313,8 @@ class Session:
         self._idle.set()
         self._opening: set[tuple[str, str]] = set()
         self._stack: contextlib.AsyncExitStack | None = None
-        self.emulated_account = f"emulated-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        # Stable: the same account always has the same label (a restart finds its rows), never the clock.
+        self.emulated_account = EMULATED_ACCOUNT
 
     # --- lifecycle ---
 
@@ -373,14 +375,15 @@ class Session:
                 harness = driver.venue_harness({"speed": self.speed, "seed": self.seed, "faults": self.faults})
                 await stack.enter_async_context(harness)
                 self.harnesses[venue] = harness
-                # A new emulated venue starts empty: its rows get an account label of their own, so they
-                # never mix with a real account's or an earlier run's.
+                # An emulated venue's rows never mix with a real account's; an earlier emulated run's rows
+                # left open are found at start and closed by reconciliation (its venue is gone).
                 configs[venue] = harness.config.model_copy(update={"account": self.emulated_account})
             if self.alerts is not None:  # closed last: the engine's stop may still alert
                 stack.push_async_callback(self.alerts.aclose)
             self.store = store = await Store.open(self.settings.database_url)
             stack.push_async_callback(store.close)
-            self.engine = Engine(self.pm, store, drivers, configs, self.engine_settings)
+            self.engine = Engine(self.pm, store, drivers, configs, self.engine_settings,
+                                 lease_s=self.settings.lease_s)
             stack.push_async_callback(self._stop_engine)
             await self.engine.start()
         except BaseException:
@@ -551,8 +554,14 @@ class Session:
                 "last_reconciliation": self._tap.last_reconciliation.get(name),
                 "open": len(positions),
                 "unprotected": [p.symbol for p in positions if not p.protected],
+                "lease": engine.lease_state(name),
             }
-        return {"venues": venues}
+        for name in sorted(set(engine.drivers) - set(venues)):  # standby: another instance holds the lease
+            venues[name] = {"mode": "live" if name in self.live_venues else "emulated",
+                            "account": engine.configs[name].account, "stream": "standby",
+                            "last_reconciliation": None, "open": 0, "unprotected": [],
+                            "lease": engine.lease_state(name)}
+        return {"venues": dict(sorted(venues.items()))}
 
     def stream_states(self) -> dict[str, str]:
         """The latest state of each venue's private stream."""

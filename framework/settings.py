@@ -10,7 +10,10 @@ variable                          meaning
                                   the venue's own (a ``framework venue`` process, a proxy); live path
 ``FRAMEWORK_LIVE``                ``true`` → confirm live mode (same as ``--live``)
 ``FRAMEWORK_TESTNET``             ``true`` → live plugins use the venue's test network (``--testnet``)
-``FRAMEWORK_ACCOUNT``             account label stored with every row (default ``default``)
+``FRAMEWORK_ACCOUNT``             account label stored with every row (default ``default``); the same
+                                  account must keep the same label (a restart finds its rows by it)
+``FRAMEWORK_LEASE_S``             lease of each venue account in the database, seconds (default 10): one
+                                  instance acts on an account, others wait as standby (docs/scaling.md)
 ``FRAMEWORK_MAX_CONTRACTS``       client-side limit: contracts per open signal (default: none)
 ``FRAMEWORK_MAX_NOTIONAL``        client-side limit: contracts × mark price per open, quote currency
 ``FRAMEWORK_MAX_OPEN_POSITIONS``  client-side limit: open positions per venue account (default 10)
@@ -71,7 +74,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL", repr=False)
     live: bool = Field(default=False, validation_alias="FRAMEWORK_LIVE")
     testnet: bool = Field(default=False, validation_alias="FRAMEWORK_TESTNET")
-    account: str = Field(default="default", validation_alias="FRAMEWORK_ACCOUNT")
+    account: str = Field(default="default", min_length=1, validation_alias="FRAMEWORK_ACCOUNT")
+    lease_s: float = Field(default=10.0, ge=1, le=300, validation_alias="FRAMEWORK_LEASE_S")
     max_contracts: Decimal | None = Field(default=None, gt=0, validation_alias="FRAMEWORK_MAX_CONTRACTS")
     max_notional: Decimal | None = Field(default=None, gt=0, validation_alias="FRAMEWORK_MAX_NOTIONAL")
     max_open_positions: int | None = Field(default=10, gt=0, validation_alias="FRAMEWORK_MAX_OPEN_POSITIONS")

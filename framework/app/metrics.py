@@ -33,6 +33,10 @@ metric                                             what
 ``framework_alert_deliveries_total{result}``       alert messages sent, failed, dropped, suppressed (with
                                                    ``FRAMEWORK_ALERT_URLS`` set)
 ``framework_signals_total{result}``                signals accepted, rejected (limits, one-way) or failed
+``framework_lease_owner{venue,account}``           1 while this instance holds the account's lease, 0 standby
+``framework_lease_takeovers_total{venue,account}`` accounts this instance took over from another (or itself
+                                                   after a lost lease)
+``framework_fenced_writes_total{venue}``           writes the database refused: stale lease epoch
 =================================================  =============================================================
 """
 
@@ -86,8 +90,17 @@ class _StateCollector(Collector):
         deliveries = CounterMetricFamily("framework_alert_deliveries", "Alert messages by outcome",
                                          labels=["result"])
         signals = CounterMetricFamily("framework_signals", "Signals by outcome", labels=["result"])
+        owner = GaugeMetricFamily("framework_lease_owner", "1 while this instance holds the account's lease",
+                                  labels=["venue", "account"])
+        takeovers = CounterMetricFamily("framework_lease_takeovers", "Accounts taken over as a standby",
+                                        labels=["venue", "account"])
+        fenced = CounterMetricFamily("framework_fenced_writes", "Writes refused: stale lease epoch", labels=["venue"])
         states = session.stream_states()
         if engine is not None:
+            for name, lease in sorted(engine.leases.items()):
+                owner.add_metric([name, lease.account], 1 if lease.holds() else 0)
+                takeovers.add_metric([name, lease.account], engine.takeovers[name])
+
             for name, parts in sorted(engine.venues.items()):
                 held = parts.book.positions()
                 open_.add_metric([name], len(held))
@@ -97,6 +110,7 @@ class _StateCollector(Collector):
                 waits.add_metric([name], parts.driver.counters["rate_limit_waits"])
                 malformed.add_metric([name], parts.book.counters["malformed_frames"])
                 pending.add_metric([name], parts.book.writes.pending)
+                fenced.add_metric([name], parts.book.writes.fenced)
                 harness = session.harnesses.get(name)
                 if harness is not None:
                     for endpoint, n in sorted(harness.rest_calls().items()):
@@ -113,7 +127,7 @@ class _StateCollector(Collector):
         for result in ("accepted", "rejected", "failed"):
             signals.add_metric([result], session.signals[result])
         yield from (open_, unprotected, stream_up, rest, limited, waits, malformed, pending, restarts, deliveries,
-                    signals)
+                    signals, owner, takeovers, fenced)
 
 
 class Metrics:

@@ -506,7 +506,7 @@ class Run:
         reverse.  Fills ``venue_stops`` with the symbols the venue lists a stop-loss for."""
         assert self.engine is not None
         orphans = 0
-        for name in sorted(self.session.live_venues):
+        for name in sorted(set(self.session.live_venues) & set(self.engine.venues)):
             try:
                 snapshot = await self.engine.snapshot(name)
             except FrameworkError as exc:
@@ -531,7 +531,7 @@ class Run:
         rest_calls: Counter[str] = Counter()
         for name, harness in self.harnesses.items():
             venue = harness.venue
-            if venue is None:
+            if venue is None or name not in self.engine.venues:  # standby: another instance reports it
                 continue
             truth = venue.truth
             latencies += closure_latencies(truth.closures, [e for e in self.monitor.closed_events if e.venue == name])
@@ -562,6 +562,7 @@ class Run:
             "stream_reconnects": dict(self.monitor.stream_reconnects),
             "reconciliation": dict(sorted(self.monitor.reconciliation.items())),
             "stream_states": dict(sorted(self.monitor.stream_states.items())),
+            "leases": {name: self.engine.lease_state(name) for name in sorted(self.engine.leases)},
             "open_positions": self.left_open(venue_stops),
             "failed_signals": list(self.monitor.failed_signals),
             "listener_errors": list(self.monitor.listener_errors),

@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from framework.engine.broadcast import alert
+from framework.store.leases import is_fenced
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class WriteBehind:
         self._drained.set()
         self.failed_attempts = 0
         self.dropped = 0
+        self.fenced = 0  # writes the database refused: stale lease epoch
 
     @property
     def pending(self) -> int:
@@ -66,6 +68,9 @@ class WriteBehind:
                 await op()
                 return True
             except Exception as exc:  # any failure: the database cannot take it now
+                if is_fenced(exc):
+                    await self._refused(what, exc)
+                    return False
                 self.failed_attempts += 1
                 await alert(self.pm, "critical", f"database write failed, queued for replay ({what}): {exc!r}",
                             venue=self.venue)
@@ -92,6 +97,10 @@ class WriteBehind:
             try:
                 await op()
             except Exception as exc:
+                if is_fenced(exc):  # never to be accepted: replaying it would only block the queue
+                    self._queue.popleft()
+                    await self._refused(what, exc)
+                    continue
                 self.failed_attempts += 1
                 log.warning("%s: replay of %s failed (%d queued), retrying in %.1f s: %s", self.venue, what,
                             len(self._queue), pause, exc)
@@ -103,6 +112,14 @@ class WriteBehind:
             if not self._queue:
                 await alert(self.pm, "info", "database back: every queued write replayed", venue=self.venue)
         self._drained.set()
+
+    async def _refused(self, what: str, exc: BaseException) -> None:
+        """The database refused a write from a stale lease epoch: another instance owns the account now,
+        and its reconciliation records what the venue holds.  Dropped, counted, alerted."""
+        self.fenced += 1
+        log.error("%s: write refused, stale lease epoch (%s): %s", self.venue, what, exc)
+        await alert(self.pm, "critical", f"database refused a write from a stale lease epoch ({what}): another "
+                    "instance owns this account", venue=self.venue)
 
     async def wait_drained(self, timeout_s: float) -> bool:
         """Wait until nothing is queued.  :returns: ``False`` when writes are still waiting after ``timeout_s``."""

@@ -23,12 +23,13 @@ from framework.driverkit import Backoff
 from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.engine.broadcast import alert
 from framework.engine.closing import cancel_leftovers, close_on_venue
+from framework.engine.lease import LeaseKeeper, guarded
 from framework.engine.opener import Opener
 from framework.engine.protection import Protector
 from framework.engine.reconcile import Reconciler
 from framework.engine.settings import EngineSettings
 from framework.engine.trailing import TrailingManager
-from framework.errors import ConfigError, VenueError
+from framework.errors import ConfigError, LeaseLost, VenueError
 from framework.models import DriverConfig, MarkPrice, OrderIntent, VenueSnapshot
 from framework.store import Store
 
@@ -93,11 +94,14 @@ class Engine:
     :param drivers: driver per venue name.
     :param configs: connection settings per venue name.
     :param settings: budgets and rate limits.
+    :param owner: this instance's id in lease rows; with ``lease_s`` each venue account is managed only while
+        this instance holds its lease (:mod:`framework.engine.lease`), else as a standby that takes over.
+    :param lease_s: lease length in seconds; ``None``: no leases (a single instance, tests).
     """
 
     def __init__(
         self, pm: pluggy.PluginManager, store: Store, drivers: dict[str, Driver], configs: dict[str, DriverConfig],
-        settings: EngineSettings | None = None,
+        settings: EngineSettings | None = None, *, owner: str | None = None, lease_s: float | None = None,
     ) -> None:
         missing = sorted(set(drivers) - set(configs))
         if missing:
@@ -111,38 +115,128 @@ class Engine:
         self._cleanups: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.restarts: Counter[str] = Counter()  # by "<venue> <task>": what _supervise restarted
+        self.leases: dict[str, LeaseKeeper] = {}
+        if lease_s is not None:
+            from framework.engine.lease import instance_id
+
+            self.owner = owner or instance_id()
+            self.leases = {name: LeaseKeeper(store, name, configs[name].account, self.owner, lease_s)
+                           for name in drivers}
+        self.takeovers: Counter[str] = Counter()  # by venue: accounts this instance took over as a standby
+        self.takeover_ms: dict[str, int] = {}  # by venue: the last takeover's reconcile time
+        self._holders: dict[str, asyncio.Task[None]] = {}
 
     def venue(self, name: str) -> VenueEngine:
-        """The per-venue parts.  :raises ConfigError: unknown venue."""
+        """The per-venue parts.  :raises ConfigError: unknown venue; :raises LeaseLost: this instance is a
+        standby for that venue's account."""
         try:
             return self.venues[name]
         except KeyError:
+            lease = self.leases.get(name)
+            if lease is not None:
+                raise LeaseLost(f"standby: account {lease.account!r} is managed by another instance",
+                                venue=name) from None
             raise ConfigError(f"venue {name!r} is not running; running: {sorted(self.venues)}") from None
 
+    def lease_state(self, name: str) -> dict[str, Any] | None:
+        """The lease of ``name``'s account as this instance sees it (``None``: no leases)."""
+        lease = self.leases.get(name)
+        if lease is None:
+            return None
+        return {**lease.describe(), "takeovers": self.takeovers[name], "last_takeover_ms": self.takeover_ms.get(name)}
+
     async def start(self) -> None:
-        """Connect every driver, reconcile once, then start the streams, watchers and reconcile loop."""
+        """Connect every driver; for each venue account whose lease this instance gets (or without leases):
+        reconcile once, then start the streams, watchers and reconcile loop.  The other accounts wait as a
+        standby and are taken over when their lease expires."""
         for name, driver in self.drivers.items():
-            config = self.configs[name]
-            await self._connect(name, driver, config)
-            wiring = VenueWiring(self, name, driver)
-            book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms, wiring)
-            protector = Protector(book, driver, self.store, self.pm, self.settings)
-            trailing = TrailingManager(book, driver, self.store, self.pm, protector, self.settings)
-            reconciler = Reconciler(book, driver, self.store, self.pm, protector, self.settings)
-            wiring.reconciler, wiring.trailing, wiring.protector = reconciler, trailing, protector
-            self.venues[name] = VenueEngine(driver, book, Opener(book, driver, self.store, self.pm, self.settings),
-                                            protector, trailing, reconciler)
-        for name, parts in self.venues.items():
-            try:
-                await parts.reconciler.reconcile()
-            except VenueError as exc:  # a transient venue error: the reconcile loop tries again at once
-                await alert(self.pm, "warning", f"start-up reconciliation failed, retrying: {exc}", venue=name)
-                parts.reconciler.request()
-            parts.tasks = [
-                asyncio.create_task(self._supervise(name, "stream", partial(parts.driver.run_stream, parts.book))),
-                asyncio.create_task(self._supervise(name, "reconcile", parts.reconciler.run_forever)),
-                asyncio.create_task(self._supervise(name, "marks", partial(self._watch_marks, parts))),
-            ]
+            await self._connect(name, driver, self.configs[name])
+        for name in self.drivers:
+            lease = self.leases.get(name)
+            if lease is None:
+                await self._activate(name)
+                continue
+            if await lease.try_acquire():
+                await self._activate(name)
+            else:
+                await self._announce_standby(name, lease)
+            self._holders[name] = asyncio.create_task(self._hold(name, lease), name=f"lease-{name}")
+
+    def _build(self, name: str) -> VenueEngine:
+        """Fresh parts for one venue, acting through a driver that checks the lease before any venue action."""
+        driver, config = self.drivers[name], self.configs[name]
+        acting = guarded(driver, self.leases.get(name))
+        wiring = VenueWiring(self, name, acting)
+        book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms, wiring)
+        protector = Protector(book, acting, self.store, self.pm, self.settings)
+        trailing = TrailingManager(book, acting, self.store, self.pm, protector, self.settings)
+        reconciler = Reconciler(book, acting, self.store, self.pm, protector, self.settings)
+        wiring.reconciler, wiring.trailing, wiring.protector = reconciler, trailing, protector
+        return VenueEngine(acting, book, Opener(book, acting, self.store, self.pm, self.settings), protector,
+                           trailing, reconciler)
+
+    async def _activate(self, name: str) -> None:
+        """Build the venue's parts, reconcile once (a restart or takeover: the DB rows are loaded, the venue
+        decides), then start its tasks."""
+        parts = self.venues[name] = self._build(name)
+        try:
+            await parts.reconciler.reconcile()
+        except VenueError as exc:  # a transient venue error: the reconcile loop tries again at once
+            await alert(self.pm, "warning", f"start-up reconciliation failed, retrying: {exc}", venue=name)
+            parts.reconciler.request()
+        parts.tasks = [
+            asyncio.create_task(self._supervise(name, "stream", partial(parts.driver.run_stream, parts.book))),
+            asyncio.create_task(self._supervise(name, "reconcile", parts.reconciler.run_forever)),
+            asyncio.create_task(self._supervise(name, "marks", partial(self._watch_marks, parts))),
+        ]
+
+    async def _announce_standby(self, name: str, lease: LeaseKeeper) -> None:
+        from framework.store.leases import holder
+
+        row = await holder(self.store.pool, name, lease.account)
+        by = f" (owner {row['owner']}, epoch {row['epoch']})" if row is not None else ""
+        log.warning("%s: standby for account %s%s: taking over when its lease expires", name, lease.account, by,
+                    extra={"event": "lease_standby", "venue": name})
+        await alert(self.pm, "info", f"standby for account {lease.account}{by}", venue=name)
+
+    async def _hold(self, name: str, lease: LeaseKeeper) -> None:
+        """Keep the lease of ``name``'s account: renew it while owner; when it is lost, stop acting at once and
+        wait as a standby; when it is acquired again, take over."""
+        while True:
+            if lease.state != "owner":
+                await lease.wait_acquired()
+                await self._take_over(name, lease)
+            reason = await lease.keep()
+            await self._deactivate(name, reason)
+
+    async def _take_over(self, name: str, lease: LeaseKeeper) -> None:
+        """Act on an account whose lease this instance just acquired: reconcile at once (adopt, protect,
+        resolve unknown orders by client id, resume trailing from the persisted spec and stop), announce it."""
+        started = time.monotonic()
+        await self._activate(name)
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        self.takeovers[name] += 1
+        self.takeover_ms[name] = elapsed_ms
+        held = len(self.venues[name].book.positions())
+        log.warning("%s: took over account %s at epoch %s; reconciled in %d ms, %d position(s) held", name,
+                    lease.account, lease.epoch, elapsed_ms, held, extra={"event": "lease_takeover", "venue": name})
+        await alert(self.pm, "warning", f"took over account {lease.account} (epoch {lease.epoch}): reconciled in "
+                    f"{elapsed_ms} ms, {held} position(s) held", venue=name)
+
+    async def _deactivate(self, name: str, reason: str) -> None:
+        """Stop acting on ``name`` at once (the lease is lost): its tasks end, queued writes are dropped (the
+        database would refuse their epoch), positions keep their venue-side stops."""
+        parts = self.venues.pop(name, None)
+        if parts is not None:
+            for task in parts.tasks:
+                task.cancel()
+            await asyncio.gather(*parts.tasks, return_exceptions=True)
+            await parts.book.writes.stop()
+        lease = self.leases[name]
+        log.error("%s: lease of account %s lost (%s): stopped acting; standby", name, lease.account, reason,
+                  extra={"event": "lease_lost", "venue": name})
+        await alert(self.pm, "critical", f"lease of account {lease.account} lost ({reason}): this instance stopped "
+                    "acting on it; positions keep their venue-side stops", venue=name)
 
     async def _connect(self, name: str, driver: Driver, config: DriverConfig) -> None:
         """Connect, retrying a venue error (a 5xx loading markets) ``CONNECT_ATTEMPTS`` times with backoff.
@@ -236,11 +330,13 @@ class Engine:
         task.add_done_callback(lambda done: self._cleanups.pop(key, None) if self._cleanups.get(key) is done else None)
 
     async def stop(self, flatten: bool = False) -> None:
-        """Stop every task and disconnect; positions stay open and protected unless ``flatten``."""
+        """Stop every task and disconnect; positions stay open and protected unless ``flatten``; leases held
+        are released (a standby takes over at once)."""
+        await self._stop_holders(lambda name: self.leases[name].state != "owner")  # no takeover from here on
         pending = set(self._cleanups.values()) | self._background
         if pending:
             await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
-        for name, parts in self.venues.items():
+        for name, parts in list(self.venues.items()):
             if flatten:
                 for symbol in parts.book.positions():
                     try:
@@ -257,10 +353,23 @@ class Engine:
             await parts.book.flush()  # a flat frame seen before its fill is a closure all the same
             await parts.book.writes.wait_drained(STOP_TIMEOUT_S)
             await parts.book.writes.stop()
+        await self._stop_holders(lambda name: True)  # the owners' heartbeats ran until their work was done
+        for name, driver in self.drivers.items():
+            lease = self.leases.get(name)
+            if lease is not None:
+                await lease.release()
             try:
-                await asyncio.wait_for(parts.driver.disconnect(), STOP_TIMEOUT_S)
+                await asyncio.wait_for(driver.disconnect(), STOP_TIMEOUT_S)
             except TimeoutError:
                 await alert(self.pm, "warning", "driver disconnect timed out", venue=name)
+
+    async def _stop_holders(self, which: Callable[[str], bool]) -> None:
+        stopping = {name: task for name, task in self._holders.items() if which(name)}
+        for task in stopping.values():
+            task.cancel()
+        await asyncio.gather(*stopping.values(), return_exceptions=True)
+        for name in stopping:
+            del self._holders[name]
 
     async def _supervise(self, venue: str, what: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run ``run`` until cancelled; after an unexpected error: log, alert, count (``restarts``) and

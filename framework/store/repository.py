@@ -28,6 +28,22 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._epochs: dict[tuple[str, str], int] = {}
+
+    def fence(self, account: str, venue: str, epoch: int | None) -> None:
+        """Stamp every later write for ``account`` on ``venue`` with the lease ``epoch`` (``None``: unstamped).
+
+        The database refuses a write whose epoch is not the lease's current one
+        (``framework/store/migrations/0003_leases.sql``): :func:`is_fenced` tells that error apart.
+        """
+        if epoch is None:
+            self._epochs.pop((account, venue), None)
+        else:
+            self._epochs[(account, venue)] = epoch
+
+    def epoch(self, account: str, venue: str) -> int | None:
+        """The lease epoch stamped on writes for ``account`` on ``venue`` (``None``: none)."""
+        return self._epochs.get((account, venue))
 
     @classmethod
     async def open(cls, url: str | None = None, **pool_options: Any) -> Store:
@@ -67,11 +83,11 @@ class Store:
         try:
             await self.pool.execute(
                 """INSERT INTO orders (account, venue, symbol, client_order_id, purpose, side, contracts,
-                                       reduce_only, state, intent, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'intent', $9, $10, $10)""",
+                                       reduce_only, state, intent, created_at, updated_at, epoch)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'intent', $9, $10, $10, $11)""",
                 intent.account, intent.venue, intent.symbol, client_order_id or intent.client_order_id,
                 purpose, side or intent.order_side, contracts or intent.contracts, reduce_only,
-                _jsonable(intent), ts,
+                _jsonable(intent), ts, self.epoch(intent.account, intent.venue),
             )
         except asyncpg.UniqueViolationError as exc:
             raise StoreError(
@@ -93,9 +109,11 @@ class Store:
         """Move an order to ``state`` (``submitted``, ``unknown``, ``open``, ``closed``, ``rejected``…)."""
         await self.pool.execute(
             """UPDATE orders SET state = $4, venue_order_id = COALESCE($5, venue_order_id),
-                      filled = COALESCE($6, filled), average = COALESCE($7, average), updated_at = $8
+                      filled = COALESCE($6, filled), average = COALESCE($7, average), updated_at = $8,
+                      epoch = $9
                WHERE account = $1 AND venue = $2 AND client_order_id = $3""",
             account, venue, client_order_id, state, venue_order_id, filled, average, now_ms(),
+            self.epoch(account, venue),
         )
 
     async def unresolved_orders(self, account: str, venue: str) -> list[asyncpg.Record]:
@@ -128,10 +146,11 @@ class Store:
                 position_id = await conn.fetchval(
                     """INSERT INTO positions (account, venue, symbol, side, contracts, entry_price, stop_loss,
                                               take_profit, trailing_spec, status, source, entry_client_order_id,
-                                              opened_at, updated_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $12) RETURNING id""",
+                                              opened_at, updated_at, epoch)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $12, $13) RETURNING id""",
                     event.account, event.venue, event.symbol, event.side, event.contracts, event.entry_price,
                     stop_loss, take_profit, trailing, event.source, entry_client_order_id, event.timestamp,
+                    self.epoch(event.account, event.venue),
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise DuplicateOpenPosition(
@@ -153,9 +172,10 @@ class Store:
             position_id = await conn.fetchval(
                 """UPDATE positions SET contracts = COALESCE($4, contracts),
                           entry_price = COALESCE($5, entry_price), stop_loss = COALESCE($6, stop_loss),
-                          take_profit = COALESCE($7, take_profit), updated_at = $8
+                          take_profit = COALESCE($7, take_profit), updated_at = $8, epoch = $9
                    WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id""",
                 account, venue, symbol, contracts, entry_price, stop_loss, take_profit, now_ms(),
+                self.epoch(account, venue),
             )
             if position_id is None:
                 return False
@@ -171,17 +191,17 @@ class Store:
         async with self.pool.acquire() as conn, conn.transaction():
             position_id = await conn.fetchval(
                 """UPDATE positions SET status = 'closed', contracts = 0, closed_at = $4, updated_at = $4,
-                          close_reason = $5, close_price = $6, realized_pnl = $7
+                          close_reason = $5, close_price = $6, realized_pnl = $7, epoch = $8
                    WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id""",
                 event.account, event.venue, event.symbol, event.timestamp, event.reason, event.price,
-                event.realized_pnl,
+                event.realized_pnl, self.epoch(event.account, event.venue),
             )
             if position_id is None:
                 return False
             await conn.execute(
-                """UPDATE stops SET status = 'gone', ended_at = $2
+                """UPDATE stops SET status = 'gone', ended_at = $2, epoch = $3
                    WHERE position_id = $1 AND status = 'resting'""",
-                position_id, event.timestamp,
+                position_id, event.timestamp, self.epoch(event.account, event.venue),
             )
             await self._journal(conn, event.account, event.venue, event.symbol, position_id, "closed", event)
         return True
@@ -201,6 +221,7 @@ class Store:
 
     async def record_stop(self, account: str, stop: StopLoss) -> None:
         """Record ``stop`` as resting and mark the previous resting one of its kind ``replaced``."""
+        epoch = self.epoch(account, stop.venue)
         async with self.pool.acquire() as conn, conn.transaction():
             position_id = await conn.fetchval(
                 """SELECT id FROM positions WHERE account = $1 AND venue = $2 AND symbol = $3
@@ -208,21 +229,21 @@ class Store:
                 account, stop.venue, stop.symbol,
             )
             await conn.execute(
-                """UPDATE stops SET status = 'replaced', ended_at = $5
+                """UPDATE stops SET status = 'replaced', ended_at = $5, epoch = $6
                    WHERE account = $1 AND venue = $2 AND symbol = $3 AND kind = $4 AND status = 'resting'""",
-                account, stop.venue, stop.symbol, stop.kind, stop.placed_at,
+                account, stop.venue, stop.symbol, stop.kind, stop.placed_at, epoch,
             )
             await conn.execute(
                 """INSERT INTO stops (account, venue, symbol, position_id, kind, trigger_price, venue_order_id,
-                                      status, placed_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'resting', $8)""",
+                                      status, placed_at, epoch)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'resting', $8, $9)""",
                 account, stop.venue, stop.symbol, position_id, stop.kind, stop.trigger_price, stop.order_id,
-                stop.placed_at,
+                stop.placed_at, epoch,
             )
             if stop.kind == "stop_loss" and position_id is not None:
                 await conn.execute(
-                    "UPDATE positions SET stop_loss = $2, updated_at = $3 WHERE id = $1",
-                    position_id, stop.trigger_price, stop.placed_at,
+                    "UPDATE positions SET stop_loss = $2, updated_at = $3, epoch = $4 WHERE id = $1",
+                    position_id, stop.trigger_price, stop.placed_at, epoch,
                 )
 
     async def resting_stops(self, account: str, venue: str, symbol: str) -> list[asyncpg.Record]:
@@ -250,15 +271,15 @@ class Store:
             position_id, venue,
         )
 
-    @staticmethod
     async def _journal(
-        conn: Connection, account: str, venue: str, symbol: str | None, position_id: int | None,
+        self, conn: Connection, account: str, venue: str, symbol: str | None, position_id: int | None,
         kind: str, payload: Any,
     ) -> None:
         await conn.execute(
-            """INSERT INTO events (account, venue, symbol, position_id, kind, payload, at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            """INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
             account, venue, symbol, position_id, kind, _jsonable(payload), now_ms(),
+            self.epoch(account, venue),
         )
 
     # --- signals received from outside (HTTP API): persisted on receipt, idempotent by client id ---------

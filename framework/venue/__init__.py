@@ -18,6 +18,7 @@ from framework.venue.faults import Faults, FrameShaper, parse_faults
 from framework.venue.harness import EmulatorHarness
 from framework.venue.prices import Candle, PricePath, PricePoint, Replayer, candles
 from framework.venue.truth import Closure, GroundTruth, OrderRecord
+from framework.venue.wire import StreamSocket, WireEmulator, WireError
 
 __all__ = [
     "BalanceEvent",
@@ -36,11 +37,14 @@ __all__ = [
     "PricePath",
     "PricePoint",
     "Replayer",
+    "StreamSocket",
     "Venue",
     "VenueEvent",
     "VenueOrder",
     "VenuePosition",
     "VenueReject",
+    "WireEmulator",
+    "WireError",
     "candles",
     "default_instruments",
     "parse_faults",

@@ -30,39 +30,23 @@ Migration"; docs/conformance.md B1-B3):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import hmac
 import json
 import logging
 import re
 import secrets
-from collections import Counter
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from framework.models import now_ms
-from framework.venue import (
-    BalanceEvent,
-    Candle,
-    FillEvent,
-    FrameShaper,
-    MarkPriceEvent,
-    OrderEvent,
-    PositionEvent,
-    Venue,
-    VenueEvent,
-    VenueOrder,
-    VenuePosition,
-    VenueReject,
-    candles,
-)
+from framework.venue import Candle, Venue, VenueOrder, VenuePosition, VenueReject, candles
+from framework.venue.core import BalanceEvent, FillEvent, MarkPriceEvent, OrderEvent, PositionEvent, VenueEvent
 from framework.venue.market import synthetic_book, window_stats
+from framework.venue.wire import StreamSocket, WireEmulator, WireError, decimal_param, signature_ok
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +57,7 @@ ACCEPT_TIMEOUT_HOLD_S = 30.0
 RETRY_AFTER_S = 1  # what a 418 / 429 asks the client to wait (assumed value; the header is documented)
 
 #: venue reject reason → (Binance code, message); all HTTP 400
-REJECT_CODES: dict[str, tuple[int, str]] = {
+REJECT_CODES: dict[str, tuple[int, str | None]] = {
     "would_trigger_immediately": (-2021, "Order would immediately trigger."),
     "reduce_only_rejected": (-2022, "ReduceOnly Order is rejected."),
     "zero_position": (-2022, "ReduceOnly Order is rejected."),
@@ -117,19 +101,16 @@ TIME_IN_FORCE = {"GTC": "gtc", "GTX": "post_only", "IOC": "ioc", "FOK": "fok"}
 WIRE_TIME_IN_FORCE = {v: k for k, v in TIME_IN_FORCE.items()}
 
 
-class BinanceApiError(Exception):
+class BinanceApiError(WireError):
     """An error answer: ``{"code": code, "msg": msg}`` with HTTP ``status``."""
 
     def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(f"{status} {code} {msg}")
-        self.status, self.code, self.msg = status, code, msg
+        super().__init__(code, msg, status)
 
 
-def _reject(reject: VenueReject, *, cancel: bool = False) -> BinanceApiError:
-    if reject.reason == "order_not_found" and cancel:
-        return BinanceApiError(400, -2011, "Unknown order sent.")
-    code, msg = REJECT_CODES.get(reject.reason, (-1000, "An unknown error occurred while processing the request."))
-    return BinanceApiError(400, code, msg)
+def _cancel_reject(reject: VenueReject) -> VenueReject | BinanceApiError:
+    """A cancel of an order the venue does not know is -2011, not -2013."""
+    return BinanceApiError(400, -2011, "Unknown order sent.") if reject.reason == "order_not_found" else reject
 
 
 def _s(value: Decimal | None) -> str:
@@ -156,52 +137,42 @@ def _client_id_param(params: dict[str, str], name: str) -> str | None:
     return value
 
 
+def _illegal(name: str) -> BinanceApiError:
+    return BinanceApiError(400, -1100, f"Illegal characters found in parameter '{name}'.")
+
+
 def _decimal_param(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
-    raw = params.get(name)
-    if raw in (None, ""):
-        if required:
-            raise _missing(name)
-        return None
-    try:
-        return Decimal(raw)
-    except ArithmeticError:
-        raise BinanceApiError(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
+    value = decimal_param(params, name, _illegal)
+    if value is None and required:
+        raise _missing(name)
+    return value
 
 
-class BinanceEmulator:
-    """Serves Binance USDⓈ-M REST + WebSocket for ``venue`` on ``host:port`` (0 = a free port).
+class _MarkSocket(StreamSocket):
+    """A ``/market`` socket: the symbols of its streams, and whether frames come wrapped (``/market/stream``)."""
 
-    :ivar rest_calls: ``Counter`` of every REST call by ``"METHOD /path"``.
-    :ivar shaper: the :class:`~framework.venue.FrameShaper` applying stream faults to private frames.
-    """
+    def __init__(self, ws: web.WebSocketResponse, symbols: set[str], combined: bool) -> None:
+        super().__init__(ws, private=False, topics=symbols)
+        self.combined = combined
+
+
+class BinanceEmulator(WireEmulator):
+    """Serves Binance USDⓈ-M REST + WebSocket for ``venue`` on ``host:port`` (0 = a free port); see
+    :class:`~framework.venue.wire.WireEmulator` for ``rest_calls``, ``shaper`` and the controls."""
+
+    reject_codes = REJECT_CODES
+    unknown_reject = (-1000, "An unknown error occurred while processing the request.")
 
     def __init__(self, venue: Venue, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.venue = venue
+        super().__init__(venue, host, port, accept_timeout_hold_s=ACCEPT_TIMEOUT_HOLD_S)
         venue.client_id_scope = "open"  # Binance: a client order id is unique among open orders only (B9)
-        self.host, self.port = host, port
-        self.rest_calls: Counter[str] = Counter()
-        self.shaper = FrameShaper(venue)
-        self.accept_timeout_hold_s = ACCEPT_TIMEOUT_HOLD_S
         self._listen_keys: dict[str, str] = {}  # valid key -> account
-        #: listen key -> {socket: allowed event types, ``None`` = every event}
-        self._user_sockets: dict[str, dict[web.WebSocketResponse, frozenset[str] | None]] = {}
-        self._silent_sockets: set[web.WebSocketResponse] = set()  # legacy paths: open, never fed
-        self._mark_sockets: dict[web.WebSocketResponse, tuple[set[str], bool]] = {}
         self._last_fill: dict[str, FillEvent] = {}
         self._held: dict[str, list[tuple[VenueOrder, int]]] = {}  # account -> fills' order events (B4)
         self._parent_of: dict[str, VenueOrder] = {}  # spawned market order id -> its conditional parent
         self._last_transaction_ms: dict[str, int] = {}
-        self._outbox: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._unsubscribe: Any = None
 
-    # --- lifecycle -----------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        app = web.Application(middlewares=[self._middleware])
-        r = app.router
+    def add_routes(self, r: web.UrlDispatcher) -> None:
         r.add_get("/fapi/v1/ping", self._ping)
         r.add_get("/fapi/v1/time", self._time)
         r.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
@@ -229,94 +200,40 @@ class BinanceEmulator:
         r.add_get("/market/stream", self._ws_combined)
         r.add_get("/ws/{stream}", self._ws_legacy)
         r.add_get("/stream", self._ws_legacy)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._unsubscribe = self.venue.subscribe(self._on_venue_event)
-        self._tasks = [
-            asyncio.create_task(self._pump(), name="binance-emulator-pump"),
-            asyncio.create_task(self._disconnect_loop(), name="binance-emulator-disconnects"),
-        ]
-
-    async def stop(self) -> None:
-        self._closing.set()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.shaper.close()
-        for ws in [*self._mark_sockets, *self._silent_sockets,
-                   *(s for group in self._user_sockets.values() for s in group)]:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    async def disconnect_streams(self) -> None:
-        """Drop every private stream socket now (clients must reconnect)."""
-        for sockets in self._user_sockets.values():
-            for ws in list(sockets):
-                with contextlib.suppress(Exception):
-                    await ws.close(code=1001, message=b"server going away")
-
-    async def inject_private_frame(self, frame: str) -> None:
-        """Send ``frame`` as is on every private socket (tests: malformed frames)."""
-        for sockets in self._user_sockets.values():
-            for ws in list(sockets):
-                with contextlib.suppress(Exception):
-                    await ws.send_str(frame)
 
     def expire_listen_keys(self) -> None:
         """Send ``listenKeyExpired`` on every private socket and invalidate every listen key."""
         for key in list(self._listen_keys):
-            account = self._listen_keys.pop(key)
             frame = json.dumps({"e": "listenKeyExpired", "E": str(now_ms()), "listenKey": key})
-            self._outbox.put_nowait((f"key:{key}", frame, False))
-            log.info("listen key of account %s expired", account)
+            for sock in self._key_sockets(key):
+                if sock.wants("listenKeyExpired"):
+                    self.send(sock, frame)
+            log.info("listen key of account %s expired", self._forget_key(key))
+
+    def _key_sockets(self, key: str) -> list[StreamSocket]:
+        return [sock for sock in self.sockets if sock.key == key]
+
+    def _forget_key(self, key: str) -> str:
+        """Invalidate ``key``: its sockets stay open but get no account data any more; returns its account."""
+        for sock in self._key_sockets(key):
+            sock.account = None
+        return self._listen_keys.pop(key)
 
     # --- HTTP plumbing -------------------------------------------------------------------------------
 
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(("/ws/", "/stream", "/private/", "/market/")):
-            return await handler(request)
-        self.rest_calls[f"{request.method} {request.path}"] += 1
-        faults = self.venue.faults
-        try:
-            if faults.http_error_next > 0:
-                faults.http_error_next -= 1
-                status = faults.http_error_status
-                if status in (418, 429):
-                    raise BinanceApiError(
-                        status, -1003, "Too many requests; current limit is 2400 requests per minute."
-                    )
-                if status >= 500:
-                    raise BinanceApiError(
-                        status, -1001, "Internal error; unable to process your request. Please try again."
-                    )
-                raise BinanceApiError(status, -1000, "An unknown error occurred while processing the request.")
-            return await handler(request)
-        except BinanceApiError as error:
-            # Binance sends Retry-After (seconds) with every 418 / 429 ("General Info: Limits")
-            headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (418, 429) else None
-            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status, headers=headers)
-        except VenueReject as reject:
-            error = _reject(reject)
-            return web.json_response({"code": error.code, "msg": error.msg}, status=error.status)
+    def http_fault_response(self, status: int) -> web.StreamResponse:
+        if status in (418, 429):
+            error = BinanceApiError(status, -1003, "Too many requests; current limit is 2400 requests per minute.")
+        elif status >= 500:
+            error = BinanceApiError(status, -1001, "Internal error; unable to process your request. Please try again.")
+        else:
+            error = BinanceApiError(status, -1000, "An unknown error occurred while processing the request.")
+        return self.error_response(error)
+
+    def error_response(self, error: WireError) -> web.StreamResponse:
+        # Binance sends Retry-After (seconds) with every 418 / 429 ("General Info: Limits")
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (418, 429) else None
+        return web.json_response({"code": error.code, "msg": error.message}, status=error.status, headers=headers)
 
     async def _signed(self, request: web.Request) -> tuple[str, dict[str, str]]:
         """Check API key, timestamp, recvWindow and HMAC-SHA256 signature; returns (account, params)."""
@@ -340,9 +257,7 @@ class BinanceEmulator:
         params.pop("signature", None)
         if signature is None:
             raise _missing("signature")
-        secret = self.venue.account_secret(account).encode()
-        expected = hmac.new(secret, "".join(unsigned_parts).encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature.lower()):
+        if not signature_ok(self.venue.account_secret(account), "".join(unsigned_parts), signature.lower()):
             raise BinanceApiError(400, -1022, "Signature for this request is not valid.")
         try:
             timestamp = int(params["timestamp"])
@@ -550,9 +465,6 @@ class BinanceEmulator:
             for i in self.venue.instruments.values()
         ])
 
-    def _visible_positions(self, account: str) -> list[VenuePosition]:
-        return self.venue.visible_positions(account, self.venue.faults.rest_position_lag_ms)
-
     def _position_json(self, account: str, position: VenuePosition) -> dict[str, Any]:
         instrument = self.venue.instrument(position.symbol)
         signed = position.contracts if position.side == "long" else -position.contracts
@@ -589,13 +501,13 @@ class BinanceEmulator:
         """``/fapi/v2/positionRisk`` (with ``leverage`` and ``marginType``)."""
         account, params = await self._signed(request)
         symbol = self._symbol(params, required=False)
-        positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
+        positions = [p for p in self.visible_positions(account) if symbol is None or p.symbol == symbol]
         return web.json_response([self._position_json(account, p) for p in positions])
 
     async def _position_risk_v3(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         symbol = self._symbol(params, required=False)
-        positions = [p for p in self._visible_positions(account) if symbol is None or p.symbol == symbol]
+        positions = [p for p in self.visible_positions(account) if symbol is None or p.symbol == symbol]
         return web.json_response([self._position_json_v3(account, p) for p in positions])
 
     async def _account(self, request: web.Request) -> web.Response:
@@ -603,7 +515,7 @@ class BinanceEmulator:
         balance = self.venue.balance(account)
         total, available, upnl = _s(balance["total"]), _s(balance["available"]), _s(balance["unrealized_pnl"])
         positions = []
-        for p in self._visible_positions(account):
+        for p in self.visible_positions(account):
             signed = p.contracts if p.side == "long" else -p.contracts
             positions.append({
                 "symbol": self.venue.instrument(p.symbol).id, "initialMargin": "0", "maintMargin": "0",
@@ -749,26 +661,16 @@ class BinanceEmulator:
 
     async def _answer_order(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         """Answer an accepted order, or (``timeout_after_accept_next``) never answer and drop the socket."""
-        faults = self.venue.faults
-        if faults.timeout_after_accept_next > 0:
-            faults.timeout_after_accept_next -= 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.accept_timeout_hold_s)
-            if request.transport is not None:
-                request.transport.close()
-            raise asyncio.CancelledError
+        await self.hold_if_unanswered(request)
         return web.json_response(body)
 
     async def _get_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
         symbol = self._symbol(params)
-        try:
-            order = self.venue.get_order(
-                account, symbol, order_id=params.get("orderId") or None,
-                client_order_id=params.get("origClientOrderId") or None,
-            )
-        except VenueReject as reject:
-            raise _reject(reject) from None
+        order = self.venue.get_order(
+            account, symbol, order_id=params.get("orderId") or None,
+            client_order_id=params.get("origClientOrderId") or None,
+        )
         if order.conditional:
             raise BinanceApiError(400, -2013, "Order does not exist.")
         return web.json_response(self._order_json(order))
@@ -785,7 +687,7 @@ class BinanceEmulator:
                 raise VenueReject("order_not_found", "conditional orders live in the Algo Order API")
             order = self.venue.cancel_order(account, symbol, order_id=order.id)
         except VenueReject as reject:
-            raise _reject(reject, cancel=True) from None
+            raise _cancel_reject(reject) from None
         return web.json_response(self._order_json(order))
 
     async def _open_orders(self, request: web.Request) -> web.Response:
@@ -868,11 +770,7 @@ class BinanceEmulator:
 
     async def _get_algo_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
-        try:
-            order = self._find_algo(account, params)
-        except VenueReject as reject:
-            raise _reject(reject) from None
-        return web.json_response(self._algo_json(order))
+        return web.json_response(self._algo_json(self._find_algo(account, params)))
 
     async def _cancel_algo_order(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
@@ -880,7 +778,7 @@ class BinanceEmulator:
             order = self._find_algo(account, params)
             order = self.venue.cancel_order(account, order.symbol, order_id=order.id)
         except VenueReject as reject:
-            raise _reject(reject, cancel=True) from None
+            raise _cancel_reject(reject) from None
         return web.json_response(
             {"algoId": int(order.id), "clientAlgoId": order.client_order_id or f"web_{order.id}",
              "code": "200", "msg": "success"}
@@ -912,7 +810,7 @@ class BinanceEmulator:
     async def _listen_key_delete(self, request: web.Request) -> web.Response:
         account = self._api_key_account(request)
         for key in [k for k, a in self._listen_keys.items() if a == account]:
-            del self._listen_keys[key]
+            self._forget_key(key)
         return web.json_response({})
 
     # --- WebSocket -----------------------------------------------------------------------------------
@@ -922,38 +820,17 @@ class BinanceEmulator:
         key = request.match_info.get("key") or request.query.get("listenKey", "")
         if key not in self._listen_keys:
             return web.json_response({"code": -1125, "msg": "This listenKey does not exist."}, status=400)
-        events = request.query.get("events")
-        allowed = None if events is None else frozenset(e for e in events.split("/") if e)
-        ws = web.WebSocketResponse(heartbeat=None)
-        await ws.prepare(request)
-        sockets = self._user_sockets.setdefault(key, {})
-        sockets[ws] = allowed
-        try:
-            await self._drain(ws)
-        finally:
-            sockets.pop(ws, None)
-        return ws
+        events = request.query.get("events")  # an allow list of event types (none given: every event)
+        sock = StreamSocket(web.WebSocketResponse(), private=True, account=self._listen_keys[key], key=key,
+                            topics=(events or "").split("/"), all_topics=events is None)
+        return await self.serve_socket(request, sock)
 
     async def _ws_market(self, request: web.Request) -> web.StreamResponse:
         return await self._serve_marks(request, [request.match_info["stream"]], combined=False)
 
     async def _ws_legacy(self, request: web.Request) -> web.StreamResponse:
         """The retired ``/ws/...`` and ``/stream?...``: the handshake completes, then nothing (B2)."""
-        ws = web.WebSocketResponse(heartbeat=None)
-        await ws.prepare(request)
-        self._silent_sockets.add(ws)
-        try:
-            await self._drain(ws)
-        finally:
-            self._silent_sockets.discard(ws)
-        return ws
-
-    @staticmethod
-    async def _drain(ws: web.WebSocketResponse) -> None:
-        """Read (and ignore) what the client sends until it closes."""
-        async for msg in ws:
-            if msg.type == WSMsgType.ERROR:
-                break
+        return await self.serve_socket(request)
 
     async def _ws_combined(self, request: web.Request) -> web.StreamResponse:
         streams = [s for s in request.query.get("streams", "").split("/") if s]
@@ -969,19 +846,11 @@ class BinanceEmulator:
                 symbols.add(self.venue.instrument_by_id(native.upper()).symbol)
             except VenueReject:
                 return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
-        ws = web.WebSocketResponse(heartbeat=None)
-        await ws.prepare(request)
-        self._mark_sockets[ws] = (symbols, combined)
-        try:
-            for symbol in sorted(symbols):  # the first tick right away, like the 1 s stream would soon
-                with contextlib.suppress(LookupError):
-                    await ws.send_str(self._mark_frame(symbol, self.venue.mark_price(symbol), now_ms(), combined))
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self._mark_sockets.pop(ws, None)
-        return ws
+        sock = _MarkSocket(web.WebSocketResponse(), symbols, combined)
+        for symbol in sorted(symbols):  # the first tick right away, like the 1 s stream would soon
+            with contextlib.suppress(LookupError):
+                self.send(sock, self._mark_frame(symbol, self.venue.mark_price(symbol), now_ms(), combined))
+        return await self.serve_socket(request, sock)
 
     def _mark_frame(self, symbol: str, price: Decimal, ts: int, combined: bool) -> str:
         native = self.venue.instrument(symbol).id
@@ -993,13 +862,11 @@ class BinanceEmulator:
 
     # --- venue events → frames -----------------------------------------------------------------------
 
-    def _on_venue_event(self, event: VenueEvent) -> None:
+    def on_venue_event(self, event: VenueEvent) -> None:
         if isinstance(event, MarkPriceEvent):
-            for ws, (symbols, combined) in list(self._mark_sockets.items()):
-                if event.symbol in symbols:
-                    self._outbox.put_nowait(
-                        (f"mark:{id(ws)}", self._mark_frame(event.symbol, event.price, event.ts, combined), False)
-                    )
+            for sock in list(self.sockets):
+                if isinstance(sock, _MarkSocket) and sock.wants(event.symbol):
+                    self.send(sock, self._mark_frame(event.symbol, event.price, event.ts, sock.combined))
             return
         # A fill goes out as TRADE_LITE, ACCOUNT_UPDATE, then ORDER_TRADE_UPDATE, the last two with one T
         # (docs/conformance.md B4): the venue's order event is held until its position event has been sent.
@@ -1031,7 +898,7 @@ class BinanceEmulator:
                 self.venue.cancel_order(account, symbol, order_id=order.id, expire=True)
 
     def _send(self, account: str, frame: str, closing: bool = False) -> None:
-        self._outbox.put_nowait((f"account:{account}", frame, closing))
+        self.publish(account, json.loads(frame)["e"], frame, closing)
 
     def _release_held(self, account: str, t: int | None) -> None:
         for order, ts in self._held.pop(account, []):
@@ -1137,39 +1004,3 @@ class BinanceEmulator:
                 "rm": "Reduce Only reject" if status == "EXPIRED" else "",
             },
         })
-
-    async def _pump(self) -> None:
-        """Deliver queued frames in order (the venue's listeners are synchronous)."""
-        while True:
-            target, frame, closing = await self._outbox.get()
-            kind, _, name = target.partition(":")
-            if kind == "mark":
-                sockets = [ws for ws in self._mark_sockets if str(id(ws)) == name]
-                for ws in sockets:
-                    with contextlib.suppress(Exception):
-                        await ws.send_str(frame)
-                continue
-            if kind == "key":
-                keys = [name]
-            else:
-                keys = [k for k, a in self._listen_keys.items() if a == name]
-            event_type = json.loads(frame).get("e")
-            for key in keys:
-                for ws, allowed in list(self._user_sockets.get(key, {}).items()):
-                    if ws.closed or (allowed is not None and event_type not in allowed):
-                        continue
-                    try:
-                        await self.shaper.send(ws.send_str, frame, closing=closing)
-                    except Exception as error:  # noqa: BLE001 - the client went away; it reconnects
-                        log.info("private frame not delivered: %s", error)
-
-    async def _disconnect_loop(self) -> None:
-        """``faults.disconnect_every_ms``: drop private sockets periodically."""
-        while True:
-            interval = self.venue.faults.disconnect_every_ms
-            if interval <= 0:
-                await asyncio.sleep(0.05)
-                continue
-            await asyncio.sleep(interval / 1000)
-            if self.venue.faults.disconnect_every_ms > 0:  # cleared while we slept: no late disconnect
-                await self.disconnect_streams()

@@ -2,17 +2,16 @@
 
 Conditional orders (STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET) go to the Algo Order API
 ``POST /fapi/v1/algoOrder``; ccxt fetches and cancels them with ``params={'trigger': True}``.
-Binance errors are translated to :mod:`framework.errors` here (:func:`venue_errors`), from the venue's
-own code: on a loopback URL ccxt's per-market error tables do not apply.
+Binance errors are translated to :mod:`framework.errors` by the table :data:`ERRORS` (:func:`venue_errors`),
+from the venue's own code: on a loopback URL ccxt's per-market error tables do not apply.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import logging
 import secrets
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +19,8 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import stream_flat_since
+from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, stream_flat_since
+from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (
     OrderIncomplete,
     OrderNotFound,
@@ -88,49 +88,23 @@ class BinanceUsdm(ccxt_async.binanceusdm):
         return super().handle_errors(code, reason, url, method, headers, body, response, requestHeaders, requestBody)
 
 
-@contextlib.contextmanager
-def venue_errors(
-    action: str, *, symbol: str | None = None, order_id: str | None = None, creating: bool = False
-) -> Iterator[None]:
-    """Translate ccxt / Binance errors raised inside the block to :mod:`framework.errors`.
-
-    :param creating: the call creates an order: a timeout or 5xx then means :class:`OutcomeUnknown`
-        (the venue may have accepted it) and other refusals :class:`OrderRejected`.
-    """
-    where = {"venue": VENUE, "symbol": symbol, "order_id": order_id}
-    try:
-        yield
-    except BinanceApiError as exc:
-        message = f"{action}: Binance {exc.code} {exc.msg}"
-        code, status = exc.code, exc.status
-        if code == -2021:
-            raise WouldTriggerImmediately(message, code=code, **where) from exc
-        if code in (-2022, -4509):  # -4509: a closePosition stop with no open position (conformance B7)
-            raise PositionGone(message, code=code, **where) from exc
-        if code in (-2011, -2013):
-            raise OrderNotFound(message, code=code, **where) from exc
-        if code == -1003 or status in (418, 429):
-            raise RateLimited(message, code=code, retry_after_ms=exc.retry_after_ms, **where) from exc
-        if status >= 500 or code in (-1000, -1001, -1006, -1007, -1008):
-            if creating:
-                raise OutcomeUnknown(message, code=code, **where) from exc
-            raise VenueError(message, code=code, **where) from exc
-        if creating:
-            raise OrderRejected(message, code=code, **where) from exc
-        raise VenueError(message, code=code, **where) from exc
-    except ccxt.DDoSProtection as exc:
-        raise RateLimited(f"{action}: rate limited", **where) from exc
-    except (ccxt.RequestTimeout, ccxt.NetworkError) as exc:
-        message = f"{action}: no answer ({type(exc).__name__})"
-        if creating:
-            raise OutcomeUnknown(message, **where) from exc
-        raise VenueError(message, **where) from exc
-    except ccxt.InvalidOrder as exc:
-        if creating:
-            raise OrderRejected(f"{action}: {exc}", **where) from exc
-        raise VenueError(f"{action}: {exc}", **where) from exc
-    except ccxt.BaseError as exc:
-        raise VenueError(f"{action}: {type(exc).__name__}: {str(exc)[:300]}", **where) from exc
+#: Binance's errors (Binance "Error Codes"), applied by :func:`framework.driverkit.translate_error`
+ERRORS = ErrorTable(
+    venue=VENUE, answer=BinanceApiError, describe="{action}: Binance {code} {msg}",
+    exact={
+        -2021: WouldTriggerImmediately,
+        -2022: PositionGone, -4509: PositionGone,  # -4509: a closePosition stop with no position (B7)
+        -2011: OrderNotFound, -2013: OrderNotFound,
+        -1003: RateLimited,
+        # -4116 "clientOrderId is duplicated" is a refusal here; the caller resolves it by client id
+        **dict.fromkeys((-1000, -1001, -1006, -1007, -1008), UNKNOWN),
+    },
+    by_status={418: RateLimited, 429: RateLimited}, server_error=UNKNOWN,
+    by_type=((ccxt.DDoSProtection, RateLimited), (ccxt.NetworkError, UNKNOWN), (ccxt.InvalidOrder, REFUSED),
+             (ccxt.BaseError, VenueError)),
+)
+#: ``with venue_errors(action, write=..., symbol=..., order_id=...)``: ccxt / Binance errors → framework errors
+venue_errors = functools.partial(translate_errors_of, ERRORS)
 
 
 def make_exchange(config: DriverConfig) -> BinanceUsdm:
@@ -278,12 +252,12 @@ class BinanceConnection:
     async def create_market_order(
         self, symbol: str, side: str, amount: Decimal, client_order_id: str, reduce_only: bool = False
     ) -> dict[str, Any]:
-        """``POST /fapi/v1/order`` MARKET.  :raises: see :func:`venue_errors` (``creating=True``)."""
+        """``POST /fapi/v1/order`` MARKET.  :raises: see :func:`venue_errors` (``write=True``)."""
         params: dict[str, Any] = {"clientOrderId": client_order_id}
         if reduce_only:
             params["reduceOnly"] = True
         try:
-            with venue_errors("create market order", symbol=symbol, order_id=client_order_id, creating=True):
+            with venue_errors("create market order", symbol=symbol, order_id=client_order_id, write=True):
                 return await self.exchange.create_order(symbol, "market", side, str(amount), None, params)
         except OrderRejected as exc:
             if exc.code != DUPLICATE_CLIENT_ID:
@@ -328,7 +302,7 @@ class BinanceConnection:
         else:
             params["reduceOnly"] = True
         try:
-            with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, creating=True):
+            with venue_errors(f"place {kind}", symbol=symbol, order_id=client_order_id, write=True):
                 return await self.exchange.create_order(
                     symbol, "market", side, None if amount is None else str(amount), None, params
                 )

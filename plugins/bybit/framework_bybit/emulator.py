@@ -21,38 +21,22 @@ HTTP errors, timeouts after accept, periodic disconnects) or by :class:`framewor
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Self
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from framework.models import now_ms
-from framework.venue import (
-    BalanceEvent,
-    Candle,
-    FillEvent,
-    FrameShaper,
-    MarkPriceEvent,
-    OrderEvent,
-    PositionEvent,
-    Venue,
-    VenueOrder,
-    VenuePosition,
-    VenueReject,
-    candles,
-)
+from framework.venue import Candle, Venue, VenueOrder, VenuePosition, VenueReject, candles
+from framework.venue.core import BalanceEvent, FillEvent, MarkPriceEvent, OrderEvent, PositionEvent, VenueEvent
 from framework.venue.harness import EmulatorHarness
 from framework.venue.market import synthetic_book, window_stats
+from framework.venue.wire import StreamSocket, WireEmulator, WireError, decimal_param, signature_ok
 from framework_bybit.decoder import VENUE
 
 log = logging.getLogger(__name__)
@@ -120,41 +104,31 @@ def num(value: Decimal | int | None, empty: str = "0") -> str:
     return text
 
 
-class BybitApiReject(Exception):
+class BybitApiReject(WireError):
     """An answer with a non-zero retCode (and the HTTP status Bybit uses for it)."""
 
     def __init__(self, code: int, message: str, status: int = 200) -> None:
-        self.code, self.message, self.status = code, message, status
-        super().__init__(f"{code}: {message}")
+        super().__init__(code, message, status)
 
 
-def _sign(secret: str, payload: str) -> str:
-    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+def _not_a_number(key: str) -> BybitApiReject:
+    return BybitApiReject(10001, f"params error: {key} is not a number")
 
 
-class _Session:
-    """One WebSocket connection: its account (private, once authenticated), topics and send queue."""
-
-    def __init__(self, ws: web.WebSocketResponse, private: bool) -> None:
-        self.ws = ws
-        self.private = private
-        self.conn_id = uuid.uuid4().hex[:20]
-        self.account: str | None = None
-        self.topics: set[str] = set()
-        self.queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
-
-
-class BybitEmulator:
-    """Bybit v5 wire façade (see the module docstring).
+class BybitEmulator(WireEmulator):
+    """Bybit v5 wire façade (see the module docstring and :class:`~framework.venue.wire.WireEmulator`).
 
     :param venue: the simulated venue.
     :param timeout_hold_s: how long an order creation hit by ``timeout_after_accept_next`` is held before
         its connection is dropped (longer than the client's timeout).
     :param realtime_open_only: ``/v5/order/realtime`` answers open orders only, even queried by id (so a
         client has to fall back to ``/v5/order/history``).
-    :ivar rest_calls: every REST call by ``"METHOD /path"``.
-    :ivar shaper: the :class:`FrameShaper` applied to private frames (``shaper.stats``).
     """
+
+    reject_codes = REJECT_CODES
+    unknown_reject = (10001, None)
+    reject_status = 200  # Bybit answers a refusal with HTTP 200 and its retCode
+    topics_unordered = True  # Bybit documents no order between topics (docs/conformance.md Y6)
 
     def __init__(
         self,
@@ -165,20 +139,8 @@ class BybitEmulator:
         timeout_hold_s: float = 30.0,
         realtime_open_only: bool = False,
     ) -> None:
-        self.venue = venue
-        self.host = host
-        self.port = port
-        self.timeout_hold_s = timeout_hold_s
+        super().__init__(venue, host, port, accept_timeout_hold_s=timeout_hold_s)
         self.realtime_open_only = realtime_open_only
-        self.rest_calls: collections.Counter[str] = collections.Counter()
-        self.ws_ops: collections.Counter[str] = collections.Counter()  # WebSocket requests received, by op
-        self._ws_op_seen = asyncio.Event()
-        self.shaper = FrameShaper(venue)
-        self.sessions: set[_Session] = set()
-        self._runner: web.AppRunner | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-        self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         # The positions' TP / SL / trailing stops as system conditional orders (docs/conformance.md Y1-Y5):
         # every such order by id, the open one per (account, symbol, kind), and their cancelType.
         self._tpsl: dict[str, VenueOrder] = {}
@@ -188,8 +150,6 @@ class BybitEmulator:
         self._trigger_children: set[str] = set()
         self._tpsl_alias: dict[str, str] = {}  # market order of a fired TP/SL -> the system order's id
         self._cursors: dict[str, tuple[list[Any], int]] = {}  # next-page cursor -> (listing, offset)
-        self._burst: list[tuple[_Session, str, str, bool]] = []  # frames held for faults.shuffle_topics
-        self.burst_topics: collections.deque[list[str]] = collections.deque(maxlen=100)  # order sent, shuffled bursts
         self._routes: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], bool]] = {
             ("GET", "/v5/market/time"): (self._time, False),
             ("GET", "/v5/market/instruments-info"): (self._instruments, False),
@@ -209,125 +169,50 @@ class BybitEmulator:
             ("GET", "/v5/account/wallet-balance"): (self._wallet_balance, True),
         }
 
-    def __repr__(self) -> str:
-        return f"BybitEmulator(port={self.port}, sessions={len(self.sessions)})"
-
     @property
-    def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def timeout_hold_s(self) -> float:
+        """How long an order creation hit by ``timeout_after_accept_next`` is held."""
+        return self.accept_timeout_hold_s
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+    @timeout_hold_s.setter
+    def timeout_hold_s(self, value: float) -> None:
+        self.accept_timeout_hold_s = value
 
-    # --- lifecycle -----------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/v5/private", self._private_ws)
-        app.router.add_get("/v5/public/linear", self._public_ws)
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/v5/private", self._private_ws)
+        router.add_get("/v5/public/linear", self._public_ws)
         for method, path in self._routes:
-            app.router.add_route(method, path, self._rest)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._unsubscribe = self.venue.subscribe(self._on_venue_event)
-        self._spawn(self._disconnect_periodically())
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        await self.disconnect_streams()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self.shaper.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def disconnect_streams(self) -> None:
-        """Drop every private stream socket now (the client must reconnect and resubscribe)."""
-        for session in [s for s in self.sessions if s.private]:
-            with contextlib.suppress(Exception):
-                await session.ws.close(code=1001, message=b"emulator disconnect")
-
-    async def wait_for_ws_ops(self, op: str, count: int, timeout_s: float = 5.0) -> None:
-        """Wait until ``count`` WebSocket requests ``op`` were received (tests: keep-alive pings).
-
-        :raises TimeoutError: not within ``timeout_s``.
-        """
-        async with asyncio.timeout(timeout_s):
-            while self.ws_ops[op] < count:
-                await self._ws_op_seen.wait()
-
-    async def drain_streams(self) -> None:
-        """Wait until every frame queued so far went through the shaper (sent, dropped, held or delayed)."""
-        self._flush_burst()
-        await asyncio.gather(*(session.queue.join() for session in list(self.sessions)))
-
-    async def inject_private_frame(self, frame: str) -> None:
-        """Send ``frame`` as is to every authenticated private session (tests: malformed frames)."""
-        for session in [s for s in self.sessions if s.private and s.account is not None]:
-            await session.ws.send_str(frame)
-
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _disconnect_periodically(self) -> None:
-        while True:
-            interval_ms = self.venue.faults.disconnect_every_ms
-            if interval_ms <= 0:
-                await asyncio.sleep(0.05)
-                continue
-            await asyncio.sleep(interval_ms / 1000)
-            if self.venue.faults.disconnect_every_ms > 0:
-                await self.disconnect_streams()
+            router.add_route(method, path, self._rest)
 
     # --- REST plumbing ---------------------------------------------------------------------------------
 
     def _envelope(self, code: int, message: str, result: Any) -> dict[str, Any]:
         return {"retCode": code, "retMsg": message, "result": result, "retExtInfo": {}, "time": now_ms()}
 
+    def http_fault_response(self, status: int) -> web.StreamResponse:
+        if status == 429:  # with the documented limit headers (Bybit v5 "Rate Limit"); the reset is assumed 1 s on
+            headers = {"X-Bapi-Limit-Status": "0", "X-Bapi-Limit": "10",
+                       "X-Bapi-Limit-Reset-Timestamp": str(now_ms() + 1_000)}
+            return self.error_response(BybitApiReject(10006, "Too many visits!", 429), headers)
+        return web.Response(status=status, text=f"{status} emulated gateway error")
+
+    def error_response(self, error: WireError, headers: dict[str, str] | None = None) -> web.StreamResponse:
+        return web.json_response(self._envelope(error.code, error.message, {}), status=error.status, headers=headers)
+
     async def _rest(self, request: web.Request) -> web.StreamResponse:
-        key = (request.method, request.path)
-        self.rest_calls[f"{request.method} {request.path}"] += 1
-        handler, private = self._routes[key]
-        faults = self.venue.faults
-        if faults.http_error_next > 0:
-            faults.http_error_next -= 1
-            status = faults.http_error_status
-            if status == 429:  # with the documented limit headers (Bybit v5 "Rate Limit"); the reset is assumed 1 s on
-                reset = now_ms() + 1_000
-                headers = {"X-Bapi-Limit-Status": "0", "X-Bapi-Limit": "10", "X-Bapi-Limit-Reset-Timestamp": str(reset)}
-                return web.json_response(self._envelope(10006, "Too many visits!", {}), status=429, headers=headers)
-            return web.Response(status=status, text=f"{status} emulated gateway error")
+        handler, private = self._routes[(request.method, request.path)]
         body = await request.text() if request.method == "POST" else ""
-        try:
-            if request.method == "POST":
-                try:
-                    params = json.loads(body) if body else {}
-                except ValueError:
-                    raise BybitApiReject(10001, "request body is not JSON") from None
-                if not isinstance(params, dict):
-                    raise BybitApiReject(10001, "request body is not a JSON object")
-            else:
-                params = dict(request.query)
-            account = self._authenticate(request, body) if private else None
-            result = await handler(params, account, request) if private else await handler(params)
-        except BybitApiReject as reject:
-            return web.json_response(self._envelope(reject.code, reject.message, {}), status=reject.status)
-        except VenueReject as reject:
-            code, message = REJECT_CODES.get(reject.reason, (10001, None))
-            return web.json_response(self._envelope(code, message or reject.message, {}))
+        if request.method == "POST":
+            try:
+                params = json.loads(body) if body else {}
+            except ValueError:
+                raise BybitApiReject(10001, "request body is not JSON") from None
+            if not isinstance(params, dict):
+                raise BybitApiReject(10001, "request body is not a JSON object")
+        else:
+            params = dict(request.query)
+        account = self._authenticate(request, body) if private else None
+        result = await handler(params, account, request) if private else await handler(params)
         if isinstance(result, web.StreamResponse):
             return result
         return web.json_response(self._envelope(0, "OK", result))
@@ -351,8 +236,7 @@ class BybitEmulator:
                 f"req_timestamp[{ts}],server_timestamp[{server}],recv_window[{window}]",
             )
         payload = timestamp + api_key + recv_window + (body if request.method == "POST" else request.query_string)
-        expected = _sign(self.venue.account_secret(account), payload)
-        if not hmac.compare_digest(expected, headers.get("X-BAPI-SIGN", "")):
+        if not signature_ok(self.venue.account_secret(account), payload, headers.get("X-BAPI-SIGN", "")):
             raise BybitApiReject(10004, "error sign! please check your signature generation", status=401)
         return account
 
@@ -364,13 +248,7 @@ class BybitEmulator:
 
     @staticmethod
     def _decimal(params: dict[str, Any], key: str) -> Decimal | None:
-        value = params.get(key)
-        if value is None or value == "":
-            return None
-        try:
-            return Decimal(str(value))
-        except InvalidOperation:
-            raise BybitApiReject(10001, f"params error: {key} is not a number") from None
+        return decimal_param(params, key, _not_a_number)
 
     @staticmethod
     def _linear_only(params: dict[str, Any]) -> None:
@@ -582,13 +460,7 @@ class BybitEmulator:
             if reject.reason == "would_trigger_immediately":
                 raise BybitApiReject(10001, self._crossed_message(params, side, instrument.symbol)) from None
             raise
-        if self.venue.faults.timeout_after_accept_next > 0:
-            self.venue.faults.timeout_after_accept_next -= 1
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.timeout_hold_s)
-            if request.transport is not None:
-                request.transport.close()
-            raise asyncio.CancelledError  # the answer never comes
+        await self.hold_if_unanswered(request)
         return {"orderId": order.id, "orderLinkId": order.client_order_id or ""}
 
     def _crossed_message(self, params: dict[str, Any], side_or_position: str, symbol: str) -> str:
@@ -623,21 +495,12 @@ class BybitEmulator:
         system = [o for o in system if o.is_open or not open_only]
         return sorted(orders + system, key=lambda o: o.created_ms) if system else orders
 
-    def _visible(self, orders: list[VenueOrder]) -> list[VenueOrder]:
-        """Orders created at least ``faults.order_visibility_lag_ms`` ago: order creation "is asynchronous"
-        (bybit docs ``order/create-order.mdx``) and the order history "may delay" (``order/order-list.mdx``)."""
-        lag = self.venue.faults.order_visibility_lag_ms
-        if lag <= 0:
-            return orders
-        horizon = self.venue.now() - lag
-        return [o for o in orders if o.created_ms <= horizon]
-
     async def _order_realtime(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
 
         def listing() -> list[VenueOrder]:
             by_id = bool(params.get("orderId") or params.get("orderLinkId"))
-            orders = self._visible(self._find_orders(params, account, open_only=not by_id))
+            orders = self.visible_orders(self._find_orders(params, account, open_only=not by_id))
             if not by_id or self.realtime_open_only:  # Bybit lists recent closed orders only when asked by id
                 orders = [o for o in orders if o.is_open]
             if params.get("orderFilter") == "StopOrder":
@@ -649,7 +512,7 @@ class BybitEmulator:
 
     async def _order_history(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
-        orders = [o for o in self._visible(self._find_orders(params, account)) if not o.is_open]
+        orders = [o for o in self.visible_orders(self._find_orders(params, account)) if not o.is_open]
         return {"list": [self._order_row(o) for o in orders[::-1]], "nextPageCursor": "", "category": "linear"}
 
     async def _order_cancel(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
@@ -819,8 +682,7 @@ class BybitEmulator:
 
     async def _position_list(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
-        lag = self.venue.faults.rest_position_lag_ms
-        visible = {p.symbol: p for p in self.venue.visible_positions(account, lag)}
+        visible = {p.symbol: p for p in self.visible_positions(account)}
         if params.get("symbol"):
             symbol = self._instrument(params).symbol
             positions = [visible.get(symbol) or VenuePosition(account=account, symbol=symbol,
@@ -871,65 +733,34 @@ class BybitEmulator:
         return await self._serve_ws(request, private=False)
 
     async def _serve_ws(self, request: web.Request, private: bool) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
-        session = _Session(ws, private)
-        self.sessions.add(session)
-        writer = self._spawn(self._write_loop(session))
-        try:
-            async for message in ws:
-                if message.type != WSMsgType.TEXT:
-                    continue
-                await self._on_ws_message(session, message.data)
-        finally:
-            self.sessions.discard(session)
-            writer.cancel()
-        return ws
+        sock = StreamSocket(web.WebSocketResponse(), private)
+        return await self.serve_socket(request, sock, on_text=self._on_ws_message)
 
-    async def _write_loop(self, session: _Session) -> None:
-        while True:
-            frame, closing = await session.queue.get()
-            try:
-                if session.private:
-                    await self.shaper.send(session.ws.send_str, frame, closing=closing)
-                else:
-                    await session.ws.send_str(frame)
-            except (ConnectionError, RuntimeError):
-                return
-            finally:
-                session.queue.task_done()
-
-    async def _reply(self, session: _Session, payload: dict[str, Any]) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await session.ws.send_str(json.dumps(payload))
-
-    async def _on_ws_message(self, session: _Session, text: str) -> None:
+    async def _on_ws_message(self, session: StreamSocket, text: str) -> None:
         try:
             message = json.loads(text)
             op = message.get("op")
         except (ValueError, AttributeError):
-            await self._reply(session, {"success": False, "ret_msg": "Invalid request", "conn_id": session.conn_id})
+            await self.reply(session, {"success": False, "ret_msg": "Invalid request", "conn_id": session.conn_id})
             return
         req_id = message.get("req_id", "")
-        self.ws_ops[str(op)] += 1
-        self._ws_op_seen.set()
-        self._ws_op_seen = asyncio.Event()
+        self.note_ws_op(str(op))
         if op == "ping":
             if session.private:
-                await self._reply(session, {"req_id": req_id, "op": "pong", "args": [str(now_ms())],
+                await self.reply(session, {"req_id": req_id, "op": "pong", "args": [str(now_ms())],
                                             "conn_id": session.conn_id})
             else:
-                await self._reply(session, {"success": True, "ret_msg": "pong", "conn_id": session.conn_id,
+                await self.reply(session, {"success": True, "ret_msg": "pong", "conn_id": session.conn_id,
                                             "req_id": req_id, "op": "ping"})
         elif op == "auth" and session.private:
             await self._auth(session, message.get("args") or [])
         elif op == "subscribe":
             await self._subscribe(session, message.get("args") or [], req_id)
         else:
-            await self._reply(session, {"success": False, "ret_msg": f"Invalid op: {op!r}",
+            await self.reply(session, {"success": False, "ret_msg": f"Invalid op: {op!r}",
                                         "conn_id": session.conn_id, "req_id": req_id, "op": op})
 
-    async def _auth(self, session: _Session, args: list[Any]) -> None:
+    async def _auth(self, session: StreamSocket, args: list[Any]) -> None:
         failure: tuple[int, str] | None = None
         account = self.venue.account_for_key(str(args[0])) if len(args) == 3 else None
         if account is None:
@@ -939,38 +770,37 @@ class BybitEmulator:
                 expires = int(args[1])
             except (TypeError, ValueError):
                 expires = 0
-            expected = _sign(self.venue.account_secret(account), f"GET/realtime{args[1]}")
             if expires <= now_ms():
                 failure = (10002, "Params Error: request expired")
-            elif not hmac.compare_digest(expected, str(args[2])):
+            elif not signature_ok(self.venue.account_secret(account), f"GET/realtime{args[1]}", str(args[2])):
                 failure = (10004, "Invalid sign")
         if failure is not None:
-            await self._reply(session, {"op": "auth", "success": False, "retCode": failure[0],
+            await self.reply(session, {"op": "auth", "success": False, "retCode": failure[0],
                                         "retMsg": failure[1], "connId": session.conn_id})
             await session.ws.close()
             return
         session.account = account
-        await self._reply(session, {"success": True, "ret_msg": "", "op": "auth", "conn_id": session.conn_id})
+        await self.reply(session, {"success": True, "ret_msg": "", "op": "auth", "conn_id": session.conn_id})
 
-    async def _subscribe(self, session: _Session, topics: list[Any], req_id: str) -> None:
+    async def _subscribe(self, session: StreamSocket, topics: list[Any], req_id: str) -> None:
         if session.private and session.account is None:
-            await self._reply(session, {"success": False, "ret_msg": "Request not authorized",
+            await self.reply(session, {"success": False, "ret_msg": "Request not authorized",
                                         "conn_id": session.conn_id, "op": "subscribe"})
             return
         bad = [t for t in topics if not self._valid_topic(session, str(t))]
         if bad:
-            await self._reply(session, {"success": False, "ret_msg": f"Invalid topic: {bad[0]}",
+            await self.reply(session, {"success": False, "ret_msg": f"Invalid topic: {bad[0]}",
                                         "conn_id": session.conn_id, "op": "subscribe"})
             return
         session.topics.update(str(t) for t in topics)
-        await self._reply(session, {"success": True, "ret_msg": "", "conn_id": session.conn_id,
+        await self.reply(session, {"success": True, "ret_msg": "", "conn_id": session.conn_id,
                                     "req_id": req_id, "op": "subscribe"})
         if not session.private:
             for topic in topics:
                 instrument = self.venue.instrument_by_id(str(topic).split(".", 1)[1])
-                session.queue.put_nowait((self._ticker_frame(instrument.symbol, snapshot=True), False))
+                self.send(session, self._ticker_frame(instrument.symbol, snapshot=True))
 
-    def _valid_topic(self, session: _Session, topic: str) -> bool:
+    def _valid_topic(self, session: StreamSocket, topic: str) -> bool:
         if session.private:
             return topic in PRIVATE_TOPICS
         if not topic.startswith("tickers."):
@@ -997,14 +827,14 @@ class BybitEmulator:
 
     # --- venue events -> frames ------------------------------------------------------------------------
 
-    def _on_venue_event(self, event: object) -> None:
+    def on_venue_event(self, event: VenueEvent) -> None:
         if isinstance(event, MarkPriceEvent):
             topic = f"tickers.{self.venue.instrument(event.symbol).id}"
-            subscribers = [s for s in self.sessions if not s.private and topic in s.topics]
+            subscribers = [s for s in self.sockets if not s.private and s.wants(topic)]
             if subscribers:
                 frame = self._ticker_frame(event.symbol, snapshot=False, ts=event.ts)
-                for session in subscribers:
-                    session.queue.put_nowait((frame, False))
+                for sock in subscribers:
+                    self.send(sock, frame)
             return
         if isinstance(event, PositionEvent):
             fields = self._position_fields(event.position)
@@ -1025,36 +855,10 @@ class BybitEmulator:
 
     def _publish(self, account: str, topic: str, data: dict[str, Any], ts: int, closing: bool = False) -> None:
         """Queue one private frame.  Default order: the venue's event order (execution, order, position,
-        wallet for a fill; assumed, docs/conformance.md Y6).  With ``faults.shuffle_topics`` the frames of
-        one burst (one venue change, sent in the same loop iteration) are interleaved across topics at
-        random, each topic's own frames kept in order: Bybit documents no order between topics."""
+        wallet for a fill; assumed, docs/conformance.md Y6); ``faults.shuffle_topics`` shuffles bursts."""
         frame = json.dumps({"id": f"{uuid.uuid4().hex[:12]}-{topic}", "topic": topic,
                             "creationTime": ts, "data": [data]})
-        for session in self.sessions:
-            if session.private and session.account == account and topic in session.topics:
-                if self.venue.faults.shuffle_topics or self._burst:
-                    if not self._burst:
-                        asyncio.get_running_loop().call_soon(self._flush_burst)
-                    self._burst.append((session, topic, frame, closing))
-                else:
-                    session.queue.put_nowait((frame, closing))
-
-    def _flush_burst(self) -> None:
-        """Send the held burst: per session, a random interleaving of its per-topic frame sequences."""
-        burst, self._burst = self._burst, []
-        for session in dict.fromkeys(s for s, *_ in burst):
-            by_topic: dict[str, list[tuple[str, bool]]] = {}
-            for s, topic, frame, closing in burst:
-                if s is session:
-                    by_topic.setdefault(topic, []).append((frame, closing))
-            order: list[str] = []
-            while by_topic:
-                topic = self.venue.rng.choice(sorted(by_topic))
-                order.append(topic)
-                session.queue.put_nowait(by_topic[topic].pop(0))
-                if not by_topic[topic]:
-                    del by_topic[topic]
-            self.burst_topics.append(order)
+        self.publish(account, topic, frame, closing)
 
     # --- the position's TP / SL / trailing stop as system conditional orders ---------------------------
 

@@ -11,6 +11,7 @@ Endpoints (Bybit v5 docs): ``POST /v5/order/create`` (answers only ids), ``GET /
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import wait_stream_change
+from framework.driverkit import UNKNOWN, ErrorRule, ErrorTable, translate_error, wait_stream_change
 from framework.errors import (
     OrderIncomplete,
     OrderNotFound,
@@ -71,11 +72,26 @@ class BybitApiError(ccxt.ExchangeError):
     ``reset_at_ms``: the ``X-Bapi-Limit-Reset-Timestamp`` header ("when your request limit resets if you
     have exceeded your rate_limit", Bybit v5 "Rate Limit") when the answer carried one."""
 
+    status = None  # Bybit answers with HTTP 200; transport failures are ccxt's
+
     def __init__(self, ret_code: int, ret_msg: str, reset_at_ms: int | None = None) -> None:
         self.ret_code = ret_code
         self.ret_msg = ret_msg
         self.reset_at_ms = reset_at_ms
         super().__init__(f"bybit retCode {ret_code}: {ret_msg}")
+
+    @property
+    def code(self) -> int:
+        return self.ret_code
+
+    @property
+    def msg(self) -> str:
+        return self.ret_msg
+
+    @property
+    def retry_after_ms(self) -> int | None:
+        """Until the limit resets, at most a minute."""
+        return None if self.reset_at_ms is None else max(0, min(self.reset_at_ms - now_ms(), 60_000))
 
 
 def limit_reset_ms(headers: object) -> int | None:
@@ -218,43 +234,25 @@ async def disconnect(conn: BybitConnection) -> bool:
 # --- errors -----------------------------------------------------------------------------------------
 
 
-def translate(exc: BaseException, action: str, *, write: bool = False, **where: str | None) -> VenueError:
-    """Map a ccxt / Bybit failure to :mod:`framework.errors`.
-
-    :param write: the call may have changed the venue (order creation): timeouts and 5xx become
-        :class:`OutcomeUnknown` instead of a plain :class:`VenueError`.
-    """
-    where = {"venue": VENUE, **where}
-    if isinstance(exc, VenueError):
-        return exc
-    if isinstance(exc, BybitApiError):
-        code, msg = exc.ret_code, exc.ret_msg
-        text = f"{action}: {msg} (retCode {code})"
-        if code == ZERO_POSITION_OR_PARAMS and "zero position" in msg:
-            return PositionGone(text, code=code, **where)
-        if code == ZERO_POSITION_OR_PARAMS and ("should lower than" in msg or "should higher than" in msg):
-            return WouldTriggerImmediately(text, code=code, **where)
-        if code == REDUCE_ONLY_SAME_SIDE:
-            return PositionGone(text, code=code, **where)
-        if code == ORDER_NOT_EXIST:
-            return OrderNotFound(text, code=code, **where)
-        if code == RATE_LIMIT:
-            wait = None if exc.reset_at_ms is None else max(0, min(exc.reset_at_ms - now_ms(), 60_000))
-            return RateLimited(text, code=code, retry_after_ms=wait, **where)
-        if code == MIN_NOTIONAL:
-            return OrderRejected(text + "; below the instrument's minNotionalValue", code=code, **where)
-        if code == DUPLICATE_ORDER_LINK_ID:
-            return OutcomeUnknown(text + "; an order with this client order id exists", code=code, **where)
-        if write and code not in (TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN):
-            return OrderRejected(text, code=code, **where)
-        return VenueError(text, code=code, **where)
-    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
-        return RateLimited(f"{action}: {exc}", **where)
-    if isinstance(exc, ccxt.NetworkError):  # timeouts, connection drops, 5xx
-        if write:
-            return OutcomeUnknown(f"{action}: no answer ({type(exc).__name__}: {exc})", **where)
-        return VenueError(f"{action}: venue unreachable ({type(exc).__name__}: {exc})", **where)
-    return VenueError(f"{action}: {type(exc).__name__}: {exc}", **where)
+#: Bybit's retCodes (Bybit v5 docs, "Error Codes"), applied by :func:`framework.driverkit.translate_error`;
+#: on a loopback URL ccxt's own tables cannot tell "zero position" from any other 10001
+ERRORS = ErrorTable(
+    venue=VENUE, answer=BybitApiError, describe="{action}: {msg} (retCode {code})",
+    broad={ZERO_POSITION_OR_PARAMS: {"zero position": PositionGone, "should lower than": WouldTriggerImmediately,
+                                     "should higher than": WouldTriggerImmediately}},
+    exact={
+        REDUCE_ONLY_SAME_SIDE: PositionGone,
+        ORDER_NOT_EXIST: OrderNotFound,
+        RATE_LIMIT: RateLimited,
+        MIN_NOTIONAL: ErrorRule(OrderRejected, note="; below the instrument's minNotionalValue"),
+        DUPLICATE_ORDER_LINK_ID: ErrorRule(OutcomeUnknown, note="; an order with this client order id exists"),
+        **dict.fromkeys((TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN), VenueError),  # never an order's refusal
+    },
+    by_type=((ccxt.RateLimitExceeded, RateLimited), (ccxt.DDoSProtection, RateLimited),
+             (ccxt.NetworkError, UNKNOWN)),  # timeouts, connection drops, 5xx
+)
+#: ``translate(exc, action, write=..., symbol=..., order_id=...)``: ccxt / Bybit errors → framework errors
+translate = functools.partial(translate_error, ERRORS)
 
 
 # --- orders -----------------------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""Bybit's error table (framework_bybit.rest.ERRORS) through the one translator in framework.driverkit."""
+
+from __future__ import annotations
+
+import ccxt
+import pytest
+from framework_bybit.rest import BybitApiError, translate
+
+from framework.errors import (
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    PositionGone,
+    RateLimited,
+    VenueError,
+    WouldTriggerImmediately,
+)
+from framework.models import now_ms
+
+
+@pytest.mark.parametrize(("code", "msg", "write", "expected"), [
+    (10001, "can not set tp/sl/ts for zero position", False, PositionGone),
+    (10001, "StopLoss:0.9 set for Sell position should higher than base_price:1??MarkPrice", True,
+     WouldTriggerImmediately),
+    (10001, "StopLoss:1.1 set for Buy position should lower than base_price:1??MarkPrice", False,
+     WouldTriggerImmediately),
+    (10001, "params error: side invalid", True, OrderRejected),
+    (10001, "params error: side invalid", False, VenueError),
+    (110017, "Reduce-only rule not satisfied", True, PositionGone),
+    (110001, "order not exists or too late to cancel", False, OrderNotFound),
+    (110094, "Order notional value below the lower limit", False, OrderRejected),
+    (110072, "OrderLinkedID is duplicate", True, OutcomeUnknown),
+    (10002, "invalid request, please check your timestamp", True, VenueError),
+    (10003, "API key is invalid.", True, VenueError),
+    (10004, "error sign!", True, VenueError),
+])
+def test_a_retcode_maps_by_message_then_code_and_write(code, msg, write, expected):
+    error = translate(BybitApiError(code, msg), "act", write=write, symbol="S", order_id="c1")
+    assert type(error) is expected
+    assert (error.code, error.venue, error.symbol, error.order_id) == (code, "bybit", "S", "c1")
+    assert error.message.startswith(f"act: {msg} (retCode {code})")
+
+
+def test_notes_name_what_the_code_means():
+    assert translate(BybitApiError(110094, "m"), "a").message.endswith("below the instrument's minNotionalValue")
+    assert translate(BybitApiError(110072, "m"), "a").message.endswith("an order with this client order id exists")
+
+
+@pytest.mark.parametrize(("reset_in_ms", "wait"), [(800, range(0, 801)), (-5, range(0, 1)), (None, None),
+                                                   (600_000, range(60_000, 60_001))])
+def test_a_rate_limit_waits_until_the_reset_at_most_a_minute(reset_in_ms, wait):
+    reset = None if reset_in_ms is None else now_ms() + reset_in_ms
+    error = translate(BybitApiError(10006, "Too many visits!", reset), "act")
+    assert isinstance(error, RateLimited)
+    assert error.retry_after_ms is None if wait is None else error.retry_after_ms in wait
+
+
+@pytest.mark.parametrize(("exc", "write", "expected"), [
+    (ccxt.RateLimitExceeded("x"), True, RateLimited),
+    (ccxt.DDoSProtection("x"), False, RateLimited),
+    (ccxt.RequestTimeout("x"), True, OutcomeUnknown),
+    (ccxt.ExchangeNotAvailable("x"), False, VenueError),
+    (ccxt.InvalidOrder("x"), True, VenueError),
+    (ValueError("x"), True, VenueError),
+])
+def test_other_failures_map_by_type(exc, write, expected):
+    assert type(translate(exc, "act", write=write)) is expected
+
+
+def test_a_framework_error_is_returned_as_it_is():
+    gone = PositionGone("gone", venue="bybit")
+    assert translate(gone, "act") is gone

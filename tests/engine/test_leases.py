@@ -1,0 +1,179 @@
+"""Leases (issue 19): one owner per (venue, account), a standby that takes over, fencing by epoch.
+
+Two engines on one database and one emulated venue stand for two instances; "killing" the owner is
+cancelling its heartbeat and letting its lease run out in the database, exactly what a standby sees of a
+``kill -9`` (the multi-process test with real SIGKILL / SIGSTOP is tests/app/test_takeover.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal
+
+import pytest
+
+from framework.driver import Driver
+from framework.engine import Engine
+from framework.engine.closing import close_on_venue
+from framework.engine.lease import ACTING_METHODS, READING_METHODS, LeaseKeeper
+from framework.errors import LeaseLost
+from framework.models import PositionEvent, TrailingSpec
+from framework.store import Store
+from framework.store import leases as rows
+from framework.store.leases import is_fenced
+from tests.engine.conftest import FAST
+
+LEASE_S = 5.0
+
+
+def opened(venue: str, account: str = "default", symbol: str = "XRP/USDT:USDT") -> PositionEvent:
+    return PositionEvent(event="opened", account=account, venue=venue, symbol=symbol, side="short",
+                         contracts=Decimal(5), entry_price=Decimal("0.5"), reason="engine", timestamp=1,
+                         source="engine")
+
+
+async def expire(store: Store, venue: str, account: str = "default") -> None:
+    """What the database sees when the owner is gone: nobody renews, the lease runs out."""
+    await store.pool.execute("UPDATE leases SET expires_at = now() WHERE venue = $1 AND account = $2", venue, account)
+
+
+def test_every_driver_method_is_either_acting_or_reading():
+    """A new driver method must be classified: an acting one unchecked would let a stale owner act."""
+    public = {name for name in dir(Driver) if not name.startswith("_")}
+    assert public <= ACTING_METHODS | READING_METHODS, public - ACTING_METHODS - READING_METHODS
+    assert not ACTING_METHODS & READING_METHODS
+
+
+async def test_one_of_several_instances_acquiring_at_once_gets_the_lease(store):
+    epochs = await asyncio.gather(*(rows.acquire(store.pool, "bybit", "default", f"i{n}", LEASE_S) for n in range(6)))
+    assert sorted(e for e in epochs if e is not None) == [1]
+    assert await rows.acquire(store.pool, "bybit", "other", "i0", LEASE_S) == 1  # another account: its own lease
+
+
+async def test_the_epoch_grows_at_each_change_of_owner_and_only_then(store):
+    assert await rows.acquire(store.pool, "binance", "default", "a", LEASE_S) == 1
+    assert await rows.acquire(store.pool, "binance", "default", "a", LEASE_S) == 1  # repeated: same epoch
+    assert await rows.acquire(store.pool, "binance", "default", "b", LEASE_S) is None  # held by a
+    assert await rows.renew(store.pool, "binance", "default", "a", 1, LEASE_S)
+    await expire(store, "binance")
+    assert not await rows.renew(store.pool, "binance", "default", "a", 1, LEASE_S)  # expired: not renewable
+    assert await rows.acquire(store.pool, "binance", "default", "b", LEASE_S) == 2
+    assert not await rows.renew(store.pool, "binance", "default", "a", 1, LEASE_S)
+    assert await rows.release(store.pool, "binance", "default", "b", 2)
+    assert await rows.acquire(store.pool, "binance", "default", "a", LEASE_S) == 3  # a restart: a new epoch
+
+
+async def test_the_database_refuses_every_write_of_a_stale_epoch(store):
+    old, new = Store(store.pool), Store(store.pool)  # two instances on one database
+    old.fence("default", "bybit", await rows.acquire(store.pool, "bybit", "default", "old", LEASE_S))
+    await old.open_position(opened("bybit"))
+    await expire(store, "bybit")
+    new.fence("default", "bybit", await rows.acquire(store.pool, "bybit", "default", "new", LEASE_S))
+    writes = {
+        "journal": old.append_event("default", "bybit", "note", {"x": 1}),
+        "update": old.update_position("default", "bybit", "XRP/USDT:USDT", contracts=Decimal(3)),
+        "close": old.close_position(opened("bybit").model_copy(update={"event": "closed", "timestamp": 2})),
+        "open elsewhere": old.open_position(opened("bybit", symbol="BTC/USDT:USDT")),
+    }
+    for what, write in writes.items():
+        with pytest.raises(Exception) as refused:
+            await write
+        assert is_fenced(refused.value), (what, refused.value)
+    [row] = await store.open_positions("default", "bybit")
+    assert row["contracts"] == 5 and row["epoch"] == 1  # nothing of the old owner's got through
+    assert [e["kind"] for e in await store.events()] == ["opened"]
+    assert await new.update_position("default", "bybit", "XRP/USDT:USDT", contracts=Decimal(3))  # the owner writes
+    assert (await store.position(row["id"]))["epoch"] == 2
+    await store.append_event("default", "binance", "note", {})  # an account nobody leases is not fenced
+
+
+async def test_a_lease_keeper_may_act_only_while_its_lease_is_locally_valid(store):
+    now = [100.0]
+    keeper = LeaseKeeper(store, "bybit", "default", "me", LEASE_S, clock=lambda: now[0])
+    with pytest.raises(LeaseLost, match="standby"):
+        keeper.check()
+    assert await keeper.try_acquire() and keeper.epoch == 1 and store.epoch("default", "bybit") == 1
+    keeper.check()
+    now[0] += LEASE_S - keeper.margin_s  # a paused process resumes: its clock has moved on, the lease has not
+    with pytest.raises(LeaseLost):
+        keeper.check()
+
+
+@contextlib.asynccontextmanager
+async def two_instances(env):
+    """Engines A (started first: owner) and B (standby) on one venue account, each with its own driver
+    connection and its own Store object (its own epoch) over the test's database."""
+    config = env.harness.config
+    engines = []
+    try:
+        for owner, driver in (("A", env.driver), ("B", Driver(env.pm, env.venue_name))):
+            engine = Engine(env.pm, Store(env.store.pool), {env.venue_name: driver}, {env.venue_name: config},
+                            FAST, owner=owner, lease_s=LEASE_S)
+            engines.append(engine)
+            await engine.start()
+        yield engines
+    finally:
+        for engine in engines:
+            await engine.stop()
+
+
+def alerts(env, words: str) -> list:
+    return [a for a in env.recorder.seen["on_alert"] if words in a.message]
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_standby_takes_over_a_dead_owner_at_once_and_the_old_owner_cannot_act(env, side):
+    async with two_instances(env) as (a, b):
+        assert env.venue_name in a.venues and env.venue_name not in b.venues
+        assert a.lease_state(env.venue_name)["state"] == "owner"
+        assert b.lease_state(env.venue_name)["state"] == "standby"
+        assert alerts(env, "standby for account default (owner A, epoch 1)")
+        with pytest.raises(LeaseLost, match="standby"):
+            b.venue(env.venue_name)
+        intent = env.intent(side=side, trailing=TrailingSpec(callback_rate=Decimal("0.5")))
+        await a.open(intent)
+        # A dies: its heartbeat stops (kill -9); the database lets the lease run out.
+        a._holders.pop(env.venue_name).cancel()
+        await expire(env.store, env.venue_name)
+        await env.recorder.wait_for(lambda r: alerts(env, "took over account default (epoch 2)"), 15)
+        parts = b.venue(env.venue_name)
+        held = parts.book.get(env.symbol)
+        assert held is not None and held.side == side and held.contracts == intent.contracts
+        assert held.trailing == intent.trailing  # trailing resumes from the persisted spec and stop
+        assert held.stop is not None and env.venue.is_protected("default", env.symbol)
+        assert b.takeovers[env.venue_name] == 1
+        assert len(env.recorder.opened(env.symbol)) == 1  # the takeover adopted A's row: no second open
+        # A, resumed after its lease expired: no venue action, no database write.
+        a.leases[env.venue_name].clock = lambda: float("inf")
+        a_parts = a.venue(env.venue_name)
+        orders_before = len(env.venue.truth.orders)
+        with pytest.raises(Exception) as refused:  # its close order's intent is refused first, by the database
+            await close_on_venue(a_parts.book, a_parts.driver, a.store, a.pm, env.symbol)
+        assert is_fenced(refused.value) or isinstance(refused.value, LeaseLost), refused.value
+        with pytest.raises(LeaseLost):
+            await a_parts.protector.driver.move_stop_loss(held.stop, held.stop.trigger_price)
+        assert len(env.venue.truth.orders) == orders_before
+        with pytest.raises(Exception) as refused:
+            await a.store.append_event("default", env.venue_name, "note", {})
+        assert is_fenced(refused.value)
+        assert env.venue.position("default", env.symbol).contracts == intent.contracts
+        # B acts: its close goes through, once.
+        assert await b.close(env.venue_name, env.symbol)
+        assert env.venue.position("default", env.symbol).contracts == 0
+        assert await env.store.open_positions("default", env.venue_name) == []
+
+
+async def test_an_owner_that_loses_its_lease_stops_acting_and_says_so(env):
+    async with two_instances(env) as (a, b):
+        intent = env.intent(side="short")
+        await a.open(intent)
+        # Another instance holds the lease now (B's heartbeat-less twin, say): A's next renewal fails.
+        b._holders.pop(env.venue_name).cancel()
+        await env.store.pool.execute("UPDATE leases SET owner = 'C', epoch = epoch + 1, expires_at = now() + "
+                                     "interval '1 hour' WHERE venue = $1", env.venue_name)
+        await env.recorder.wait_for(lambda r: alerts(env, "lease of account default lost"), 15)
+        assert env.venue_name not in a.venues and a.lease_state(env.venue_name)["state"] == "standby"
+        [lost] = alerts(env, "lease of account default lost")
+        assert lost.level == "critical" and "venue-side stops" in lost.message
+        assert env.venue.is_protected("default", env.symbol)  # the position keeps its venue-side stop
