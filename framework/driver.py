@@ -50,7 +50,7 @@ RATE_LIMIT_CAP_S = 60.0
 class Operation(Generic[P, R]):
     """A :class:`~framework.protocols.DriverSession` method as an attribute of :class:`Driver`: same
     parameters and answer (taken from the protocol, not written again), called through
-    :meth:`Driver.operate`."""
+    :meth:`Driver._operate`."""
 
     def __init__(self, method: Callable[Concatenate[DriverSession, P], Coroutine[Any, Any, R]]) -> None:
         self.name = method.__name__
@@ -69,7 +69,7 @@ class Operation(Generic[P, R]):
         name = self.name
 
         async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-            return typing.cast(R, await driver.operate(name, *args, **kwargs))
+            return typing.cast(R, await driver._operate(name, *args, **kwargs))
 
         call.__name__ = call.__qualname__ = name
         return call
@@ -149,7 +149,7 @@ class Driver:
                               f"not a {expected.__name__}", venue=self.venue)
         return result
 
-    async def operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    async def _operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call session operation ``name`` (one of :data:`OPERATIONS`) through the guard, its arguments
         bound to the protocol's parameters (defaults filled in); the typed way in is the attribute of the
         same name (``driver.fetch_snapshot()``).
@@ -181,7 +181,7 @@ class Driver:
     async def disconnect(self) -> None:
         """Close the session (operation ``disconnect``); nothing happens when not connected."""
         if self.session is not None:
-            await self.operate("disconnect")
+            await self._operate("disconnect")
             self.session = None
 
     create_entry = Operation(DriverSession.create_entry)

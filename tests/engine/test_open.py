@@ -19,9 +19,9 @@ async def test_open_is_protected_and_persisted(env):
     assert venue_position.contracts == Decimal("43") and venue_position.side == "long"
     env.assert_protected_but_for_the_fill_to_stop_window(intent)
     [row] = await env.store.open_positions("default", env.venue_name)
-    assert row["stop_loss"] == intent.stop_loss and row["entry_client_order_id"] == intent.client_order_id
+    assert row.stop_loss == intent.stop_loss and row.entry_client_order_id == intent.client_order_id
     order = await env.store.order("default", env.venue_name, intent.client_order_id)
-    assert order["state"] == "closed" and order["filled"] == Decimal("43")
+    assert order.state == "closed" and order.filled == Decimal("43")
     assert len(env.recorder.opened()) == 1 and env.recorder.seen["on_order_submitted"] == [intent]
 
 

@@ -74,7 +74,7 @@ async def test_restart_after_a_crash_converges(env, step):
     else:
         [held] = venue_positions
         assert held.contracts == intent.contracts and held.side == "long"
-        assert [r["symbol"] for r in open_rows] == [env.symbol]  # no orphan, no duplicate row
+        assert [r.symbol for r in open_rows] == [env.symbol]  # no orphan, no duplicate row
         assert book.holds(env.symbol) and book.get(env.symbol).stop is not None
         assert env.venue.is_protected("default", env.symbol)
         env.assert_protected_but_for_the_fill_to_stop_window(intent)
@@ -121,7 +121,7 @@ async def test_restart_after_a_crash_during_a_stop_move_converges(env, when):
     assert env.venue.is_protected("default", env.symbol)
     env.assert_protected_but_for_the_fill_to_stop_window(intent)
     assert env.parts.book.holds(env.symbol) and env.parts.book.get(env.symbol).stop is not None
-    assert [r["symbol"] for r in await env.store.open_positions("default", env.venue_name)] == [env.symbol]
+    assert [r.symbol for r in await env.store.open_positions("default", env.venue_name)] == [env.symbol]
     await env.parts.reconciler.reconcile()  # the backstop: duplicates left by the crash are cancelled
     resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
     assert len(resting) <= 1, f"duplicate stops left resting: {resting}"

@@ -126,5 +126,5 @@ async def test_a_rate_limited_entry_is_refused_not_rolled_back(store, side):
         assert isinstance(refused.value.__cause__, RateLimited)
         assert env.venue.truth.fills == [] and not env.venue.position("default", env.symbol).is_open
         assert not any(a.level == "critical" for a in env.recorder.seen["on_alert"])
-        assert (await env.store.order("default", "bybit", intent.client_order_id))["state"] == "rejected"
+        assert (await env.store.order("default", "bybit", intent.client_order_id)).state == "rejected"
         assert env.parts.driver.counters["rate_limited"] == 1 and env.parts.driver.paused_for_ms() > 0
