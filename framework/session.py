@@ -35,7 +35,7 @@ from framework.alerts import AlertDelivery
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.broadcast import client_order_id
-from framework.errors import ConfigError, FrameworkError
+from framework.errors import ConfigError, FrameworkError, LeaseLost
 from framework.hookspecs import hookimpl
 from framework.models import Alert, DriverConfig, MarkPrice, OrderIntent, PositionEvent, Signal, StopEvent, TrailingSpec
 from framework.plugins import driver_names, installed_plugins, load_plugins, register
@@ -43,6 +43,7 @@ from framework.plugins import drivers as load_drivers
 from framework.protocols import VenueHarness
 from framework.settings import Limits, Settings, load_settings
 from framework.store import Store
+from framework.store.leases import is_fenced
 
 log = logging.getLogger(__name__)
 
@@ -458,8 +459,12 @@ class Session:
         except SignalRejected:
             self.signals["rejected"] += 1
             raise
-        except Exception:  # a venue error, or an unexpected one: failed either way
+        except Exception as exc:  # a venue error, or an unexpected one: failed either way
             self.signals["failed"] += 1
+            fenced = exc if is_fenced(exc) else exc.__cause__ if is_fenced(exc.__cause__) else None
+            if fenced is not None:  # the database refused our epoch: another instance owns the account
+                raise LeaseLost(f"refused by the database, stale lease epoch: {fenced}", venue=sig.venue,
+                                symbol=sig.symbol) from exc
             raise
         finally:
             self._in_flight -= 1
@@ -490,6 +495,9 @@ class Session:
     async def _submit(self, sig: Signal) -> PositionInfo | None:
         engine = self._engine()
         if sig.venue not in engine.venues:
+            if sig.venue in engine.leases:  # another instance manages this account now
+                raise SignalRejected(f"standby: account {engine.configs[sig.venue].account!r} on {sig.venue} is "
+                                     "managed by another instance", venue=sig.venue, symbol=sig.symbol)
             raise SignalRejected(f"venue {sig.venue!r} is not running; running: {sorted(engine.venues)}",
                                  venue=sig.venue, symbol=sig.symbol)
         if sig.action == "close":

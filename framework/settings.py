@@ -111,8 +111,8 @@ class Settings(BaseSettings):
                 return raw.get_secret_value() if isinstance(raw, SecretStr) else raw
         extra = self.model_extra or {}
         for key in (name, name.lower()):
-            if extra.get(key):
-                return str(extra[key])
+            if key in extra:  # given here (an empty value too: an account of the accounts file without keys)
+                return str(extra[key]) or None
         return os.environ.get(name) or None
 
     def live_config(self, plugin: str) -> DriverConfig | None:

@@ -9,9 +9,13 @@ per venue where they differ::
     unprotected_ms            {venue: {"p50", "p99", "max", "total", "moves"}} per trailing stop move
     reprotect_ms              {venue: {"p50", "p99", "max", "n"}} stop removed on the venue -> a new one resting
     rest_calls_per_lifecycle  {venue: {"<METHOD> <path>": n, "total": n}} open, protect, 10 moves, close
-    stream_events_per_s       {venue: {"with_journal", "without_journal", "frames", "events"}}
+    stream_events_per_s       {venue: {"with_journal", "without_journal", "decoder_only", "frames", "events"}}
     memory_per_1000_positions {"bytes"}
-    reconcile                 {venue: {"<n positions>": {"venue_calls", "cpu_ms", "wall_ms"}}}
+    reconcile                 {venue: {"<n positions>": {"venue_calls", "cpu_ms", "wall_ms", "raw_cpu_ms"}}}
+    floor                     {"ws_frame_ms", "transaction_ms", "closure_ms", "insert_rows_per_s"} same run
+    ratios                    {venue: {"closure_p50_x_floor", ..., "reconcile_<n>_x_raw"}}  figure / floor
+    scale                     {venue: {"<n symbols>": {"moves_per_s", "cpu_ms_per_move", "mark_frames_per_s",
+                                                      "moves", "expected", "alerts", "rss_mb", ...}}}
     cold_start_ms             {"first_run": {...}, "restart": {...}}
     machine                   {"cpu", "cores", "python", "platform"}
 
@@ -37,7 +41,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from framework.app.report import latency_summary
+from framework.app.report import latency_summary, percentile
+from framework.app.soak import rss_mib
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.book import BookPosition, PositionBook
@@ -87,10 +92,14 @@ class Sizes:
     stream_rounds: int
     memory_positions: int = 1_000
     cold_start_positions: int = 10
+    scale: tuple[int, ...] = (10, 100, 1_000)
+    scale_rounds: int = 3
+    floor_samples: int = 1_000
 
 
 FULL = Sizes(closures=1_000, moves=1_000, reconcile=(10, 100, 1_000, 10_000), stream_rounds=300)
-QUICK = Sizes(closures=100, moves=100, reconcile=(10, 100, 1_000), stream_rounds=100)
+QUICK = Sizes(closures=100, moves=100, reconcile=(10, 100, 1_000), stream_rounds=100, scale=(10, 100),
+              floor_samples=300)
 
 
 # --- a lifecycle listener that timestamps what it hears ------------------------------------------------
@@ -304,25 +313,29 @@ def fill_to_stop(truth: Any, account: str, symbol: str, intents: list[OrderInten
 
 async def stop_move_figures(rig: Rig, n: int, per_position: int = 100) -> list[int]:
     """``n`` trailing stop moves driven by the mark-price stream; per move, the unprotected ms it caused
-    (ground truth).  A fresh position every ``per_position`` moves."""
+    (ground truth).  A fresh position every ``per_position`` moves, long and short in turn: a long trails
+    0.2 % rises, a short 0.2 % falls, so the mark comes back near where it started without a jump the
+    engine's mark-price gate would hold (``mark_jump_band_pct``)."""
     venue, symbol, probe = rig.venue, rig.symbol, rig.probe
-    base_mark = venue.mark_price(symbol)
     tick = venue.instrument(symbol).tick_size
     per_move: list[int] = []
+    long = True
     while len(per_move) < n:
-        await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal(1))))
-        mark = base_mark
+        side: PositionSide = "long" if long else "short"
+        step = Decimal("1.002") if long else Decimal("0.998")
+        await rig.engine.open(rig.intent(side=side, trailing=TrailingSpec(callback_rate=Decimal(1))))
+        mark = venue.mark_price(symbol)
         for _ in range(min(per_position, n - len(per_move))):
             before = venue.truth.unprotected_ms(rig.account, symbol)["total"]
             moves = len(probe.moved)
-            mark = (mark * Decimal("1.002")).quantize(tick)
+            mark = (mark * step).quantize(tick)
             venue.set_mark_price(symbol, mark)
             await probe.wait(lambda m=moves: len(probe.moved) > m)
             per_move.append(venue.truth.unprotected_ms(rig.account, symbol)["total"] - before)
         await rig.engine.close(rig.name, symbol)
-        venue.set_mark_price(symbol, base_mark)
         await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
+        long = not long
     return per_move
 
 
@@ -553,11 +566,13 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
     resting stop each and are held by the book (``book.load``); venue calls and CPU / wall ms of the pass.
 
     CPU is the process's (``time.process_time``): the emulator serving the snapshot runs in the same
-    process, so it is included.
+    process, so it is included.  ``raw_cpu_ms``: the floor, the same snapshot requests with the answers left
+    as parsed JSON (the plugin module's optional ``snapshot_rows(conn)``; absent when it has none).
     """
     results: dict[str, dict[str, float]] = {}
     pm = load_plugins([name])
     driver = Driver(pm, name)
+    raw_rows = getattr(pm.get_plugin(name), "snapshot_rows", None)  # optional: the plugin's raw snapshot
     biggest = max(counts)
     async with emulated(driver, {"seed": 7, "balance": "100000000"}) as harness:
         venue = venue_of(harness)
@@ -583,6 +598,10 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                     raise AssertionError(f"{name}: steady-state pass changed something: {report}")
                 results[str(count)] = {"venue_calls": calls, "cpu_ms": round(cpu * 1000, 1),
                                        "wall_ms": round(wall * 1000, 1)}
+                if raw_rows is not None:  # the floor: the same requests, answers left as parsed JSON
+                    cpu = time.process_time()
+                    await raw_rows(driver.conn)
+                    results[str(count)]["raw_cpu_ms"] = round((time.process_time() - cpu) * 1000, 1)
         finally:
             await driver.disconnect()
     return results
@@ -648,6 +667,217 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
+# --- the machine's floor, measured in the same run --------------------------------------------------------
+
+
+def _fine(values: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max in ms to the µs (the floor's figures are below latency_summary's 0.1 ms)."""
+    return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3),
+            "max": round(max(values, default=0.0), 3), "n": len(values)}
+
+
+#: a frame of a private stream's size (an ACCOUNT_UPDATE / position frame is 300-600 bytes)
+FLOOR_FRAME = "x" * 400
+
+
+async def ws_frame_floor(n: int) -> list[float]:
+    """One-way ms of one ~400-byte text frame over a loopback WebSocket (aiohttp server and client in this
+    process): the server stamps ``perf_counter`` into the frame, the client reads it on arrival."""
+    from aiohttp import ClientSession, WSMsgType, web
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await ws.send_str(f"{time.perf_counter()!r} {FLOOR_FRAME}")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    times: list[float] = []
+    try:
+        async with ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            for _ in range(n):
+                await ws.send_str("go")
+                frame = await ws.receive_str()
+                times.append((time.perf_counter() - float(frame.split(" ", 1)[0])) * 1000)
+    finally:
+        await runner.cleanup()
+    return times
+
+
+async def transaction_floor(store: Store, n: int) -> list[float]:
+    """ms of one transaction that closes a row and appends a journal row (BEGIN, UPDATE, INSERT, COMMIT) on
+    a held connection, on temporary tables shaped like ``positions`` / ``events``."""
+    times: list[float] = []
+    async with store.pool.acquire() as conn:
+        await conn.execute("CREATE TEMP TABLE floor_positions (id int PRIMARY KEY, status text NOT NULL, "
+                           "closed_at bigint, reason text)")
+        await conn.execute("CREATE TEMP TABLE floor_events (id bigserial PRIMARY KEY, position_id int NOT NULL, "
+                           "kind text NOT NULL, at bigint NOT NULL, payload jsonb NOT NULL)")
+        try:
+            await conn.executemany("INSERT INTO floor_positions (id, status) VALUES ($1, 'open')",
+                                   [(i,) for i in range(n)])
+            for i in range(n):
+                started = time.perf_counter()
+                async with conn.transaction():
+                    await conn.execute("UPDATE floor_positions SET status = 'closed', closed_at = $2, reason = $3 "
+                                       "WHERE id = $1", i, i, "manual")
+                    await conn.execute("INSERT INTO floor_events (position_id, kind, at, payload) "
+                                       "VALUES ($1, 'closed', $2, $3)", i, i, '{"reason": "manual"}')
+                times.append((time.perf_counter() - started) * 1000)
+        finally:
+            await conn.execute("DROP TABLE floor_positions, floor_events")
+    return times
+
+
+async def insert_rate_floor(store: Store, batches: int, per_batch: int = 100) -> dict[str, float]:
+    """Journal-shaped rows per second, ``per_batch`` rows per transaction: ``executemany`` (jsonb payload) and
+    ``COPY`` (text payload: asyncpg's binary COPY has no jsonb encoder)."""
+    rates: dict[str, float] = {}
+    async with store.pool.acquire() as conn:
+        for table, payload in (("floor_journal", "jsonb"), ("floor_copy", "text")):  # asyncpg COPYs no jsonb
+            await conn.execute(f"CREATE TEMP TABLE {table} (id bigserial PRIMARY KEY, venue text NOT NULL, symbol "
+                               f"text NOT NULL, kind text NOT NULL, at bigint NOT NULL, payload {payload} NOT NULL)")
+        try:
+            rows = [("binance", f"S{i:05d}/USDT:USDT", "size", i, '{"contracts": "10"}') for i in range(per_batch)]
+            started = time.perf_counter()
+            for _ in range(batches):
+                async with conn.transaction():
+                    await conn.executemany("INSERT INTO floor_journal (venue, symbol, kind, at, payload) "
+                                           "VALUES ($1, $2, $3, $4, $5)", rows)
+            rates["executemany"] = round(batches * per_batch / (time.perf_counter() - started))
+            started = time.perf_counter()
+            for _ in range(batches):
+                async with conn.transaction():
+                    await conn.copy_records_to_table("floor_copy", records=rows,
+                                                     columns=["venue", "symbol", "kind", "at", "payload"])
+            rates["copy"] = round(batches * per_batch / (time.perf_counter() - started))
+        finally:
+            await conn.execute("DROP TABLE floor_journal, floor_copy")
+    rates["rows_per_transaction"] = per_batch
+    return rates
+
+
+def decode_rate(name: str, groups: list[list[str]]) -> float:
+    """Frames per second of the plugin's decoder alone on the captured frames (no book, no journal)."""
+    decoder = Driver(load_plugins([name]), name).make_decoder()
+    frames = [raw for group in groups for raw in group]
+    started = time.perf_counter()
+    for raw in frames:
+        with contextlib.suppress(StreamError):
+            decoder.decode(raw)
+    elapsed = time.perf_counter() - started
+    return len(frames) / elapsed if elapsed else 0.0
+
+
+async def floor_figures(store: Store, samples: int) -> dict[str, Any]:
+    """The floor of the closure (one ws frame + one UPDATE+INSERT transaction) and of the journal."""
+    ws = await ws_frame_floor(samples)
+    transaction = await transaction_floor(store, samples)
+    ws_s, tx_s = _fine(ws), _fine(transaction)
+    return {
+        "ws_frame_ms": ws_s, "transaction_ms": tx_s,
+        "closure_ms": {q: round(ws_s[q] + tx_s[q], 3) for q in ("p50", "p99")},
+        "insert_rows_per_s": await insert_rate_floor(store, max(samples // 10, 10)),
+    }
+
+
+def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each venue figure as a ratio to the same run's floor (closure: x floor, lower is better; stream: share
+    of the floor's rate, higher is better; reconcile: x the raw snapshot's CPU, lower is better)."""
+    floor = result.get("floor") or {}
+    closure_floor = floor.get("closure_ms") or {}
+    insert = (floor.get("insert_rows_per_s") or {}).get("executemany")
+    out: dict[str, dict[str, Any]] = {}
+    for venue, closure in result["closure_latency_ms"].items():
+        stream = result["stream_events_per_s"].get(venue, {})
+        figures: dict[str, Any] = {
+            "closure_p50_x_floor": _ratio(closure.get("p50"), closure_floor.get("p50")),
+            "closure_p99_x_floor": _ratio(closure.get("p99"), closure_floor.get("p99")),
+            "stream_with_journal_of_insert_rate": _ratio(stream.get("with_journal"), insert, 3),
+            "stream_without_journal_of_decoder": _ratio(stream.get("without_journal"), stream.get("decoder_only"), 3),
+        }
+        for count, figure in result["reconcile"].get(venue, {}).items():
+            figures[f"reconcile_{count}_x_raw"] = _ratio(figure.get("cpu_ms"), figure.get("raw_cpu_ms"))
+        out[venue] = figures
+    return out
+
+
+def _ratio(value: float | None, floor: float | None, digits: int = 2) -> float | None:
+    return round(value / floor, digits) if value is not None and floor else None
+
+
+# --- scale: many trailing positions on one venue ----------------------------------------------------------
+
+
+async def scale_figures(name: str, store: Store, count: int, rounds: int) -> dict[str, Any]:
+    """``count`` positions, one per symbol, each with a 1 % trailing stop, opened through the engine; then
+    ``rounds`` times every symbol's mark price rises 0.2 % at once and the engine moves every stop.
+
+    Per round: moves/s (all of the round's moves over its wall time), CPU ms per move (this process:
+    engine, driver and the emulator serving it), mark frames/s reaching the engine.  ``moves`` / ``expected``
+    and ``alerts`` (raised while opening and trailing) say whether trailing kept up at all; a round waits at
+    most ``WAIT_S + count / 20`` s.  ``rss_mb``: the process's RSS (MiB) with the positions open and
+    ``rss_delta_mb`` its growth over opening them.  The venue's ground-truth bookkeeping is paused (it walks
+    every position on each change: O(count) per move that is not the engine's).
+    """
+    async with engine_rig(name, store, BENCH_SETTINGS, {"balance": "100000000"}, start=False) as rig:
+        venue = rig.venue
+        symbols = add_instruments(venue, count, prefix="T")
+        await rig.engine.start()
+        marks = 0
+        trailing = rig.parts.trailing
+        original = trailing.on_event
+
+        async def counting(event: StreamEvent) -> None:
+            nonlocal marks
+            marks += 1
+            await original(event)
+
+        trailing.on_event = counting  # type: ignore[method-assign]
+        gc.collect()
+        rss_before = rss_mib()
+        opened_at = time.perf_counter()
+        with truth_bookkeeping_suspended(venue):
+            for symbol in symbols:
+                await rig.engine.open(rig.intent(contracts="10", symbol=symbol,
+                                                 trailing=TrailingSpec(callback_rate=Decimal(1))))
+            open_s = time.perf_counter() - opened_at
+            gc.collect()
+            rss_after = rss_mib()
+            figures: list[dict[str, float]] = []
+            tick = venue.instrument(symbols[0]).tick_size
+            for _ in range(rounds):
+                before, marks_before = len(rig.probe.moved), marks
+                cpu, wall = time.process_time(), time.perf_counter()
+                for symbol in symbols:
+                    venue.set_mark_price(symbol, (venue.mark_price(symbol) * Decimal("1.002")).quantize(tick))
+                with contextlib.suppress(TimeoutError):
+                    await rig.probe.wait(lambda b=before: len(rig.probe.moved) >= b + count, WAIT_S + count / 20)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                figures.append({"moves": len(rig.probe.moved) - before, "wall_s": wall, "cpu_s": cpu,
+                                "marks": marks - marks_before})
+        alerts = len(rig.probe.alerts)
+    total = int(sum(f["moves"] for f in figures))
+    wall = sum(f["wall_s"] for f in figures)
+    cpu = sum(f["cpu_s"] for f in figures)
+    return {
+        "symbols": count, "expected": count * rounds, "moves": total,
+        "moves_per_s": round(total / wall, 1) if wall else 0.0,
+        "cpu_ms_per_move": round(cpu * 1000 / total, 2) if total else None,
+        "mark_frames_per_s": round(sum(f["marks"] for f in figures) / wall, 1) if wall else 0.0,
+        "open_s": round(open_s, 2), "alerts": alerts,
+        "rss_mb": round(rss_after, 1), "rss_delta_mb": round(rss_after - rss_before, 1),
+    }
+
+
 # --- the run -------------------------------------------------------------------------------------------
 
 
@@ -661,11 +891,18 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
 
     result: dict[str, Any] = {key: {} for key in (
         "closure_latency_ms", "fill_to_stop_ms", "unprotected_ms", "reprotect_ms", "rest_calls_per_lifecycle",
-        "stream_events_per_s", "reconcile")}
+        "stream_events_per_s", "reconcile", "scale")}
     result["sizes"] = {"closures": sizes.closures, "moves": sizes.moves, "reconcile": list(sizes.reconcile),
-                       "stream_rounds": sizes.stream_rounds}
+                       "stream_rounds": sizes.stream_rounds, "scale": list(sizes.scale),
+                       "scale_rounds": sizes.scale_rounds, "floor_samples": sizes.floor_samples}
     databases = await asyncio.to_thread(TestDatabases)
     try:
+        log.info("floor")
+        store = await databases.store()
+        try:
+            result["floor"] = await floor_figures(store, sizes.floor_samples)
+        finally:
+            await store.close()
         for name in plugins:
             log.info("%s: closures", name)
             store = await databases.store()
@@ -697,6 +934,7 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
                 await store.close()
             without_db, _, _ = await stream_throughput(name, groups, None)
             result["stream_events_per_s"][name] = {"with_journal": round(with_db), "without_journal": round(without_db),
+                                                   "decoder_only": round(decode_rate(name, groups)),
                                                    "frames": frames, "events": events}
             log.info("%s: reconcile", name)
             store = await databases.store()
@@ -704,12 +942,21 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
                 result["reconcile"][name] = await reconcile_figures(name, store, sizes.reconcile)
             finally:
                 await store.close()
+            for count in sizes.scale:
+                log.info("%s: scale, %d trailing symbols", name, count)
+                store = await databases.store()
+                try:
+                    result["scale"].setdefault(name, {})[str(count)] = await scale_figures(
+                        name, store, count, sizes.scale_rounds)
+                finally:
+                    await store.close()
         result["memory_per_1000_positions"] = {"bytes": await memory_per_positions(sizes.memory_positions)}
     finally:
         await databases.release()
     log.info("cold start")
     result["cold_start_ms"] = await cold_start(plugins, sizes.cold_start_positions)
     result["machine"] = machine()
+    result["ratios"] = ratios(result)
     return result
 
 
@@ -743,7 +990,40 @@ def print_bench(result: dict[str, Any]) -> None:
     for count in result["sizes"]["reconcile"]:
         row(f"reconcile {count} positions: calls / CPU ms", "reconcile",
             lambda d, c=str(count): f"{d.get(c, {}).get('venue_calls')} / {d.get(c, {}).get('cpu_ms')}")
+    row("stream frames/s, decoder alone", "stream_events_per_s", lambda d: str(d.get("decoder_only")))
+    for count in result["sizes"]["reconcile"]:
+        row(f"reconcile {count}: raw snapshot floor CPU ms", "reconcile",
+            lambda d, c=str(count): str(d.get(c, {}).get("raw_cpu_ms", "—")))
+    for key, label in (("closure_p50_x_floor", "closure p50 ÷ floor p50"),
+                       ("closure_p99_x_floor", "closure p99 ÷ floor p99"),
+                       ("stream_with_journal_of_insert_rate", "frames/s with journal ÷ batched insert rows/s"),
+                       ("stream_without_journal_of_decoder", "frames/s without journal ÷ decoder alone"),
+                       *((f"reconcile_{c}_x_raw", f"reconcile {c} CPU ÷ raw snapshot CPU")
+                         for c in result["sizes"]["reconcile"])):
+        row(label, "ratios", lambda d, k=key: str(d.get(k, "—")))
     console.print(table)
+    floor = result.get("floor")
+    if floor:
+        floors = Table(title="floor (same run): loopback ws frame, one UPDATE+INSERT transaction, batched inserts")
+        floors.add_column("figure")
+        floors.add_column("value", justify="right")
+        for key in ("ws_frame_ms", "transaction_ms"):
+            floors.add_row(f"{key} p50 / p99 / max", f"{floor[key]['p50']} / {floor[key]['p99']} / {floor[key]['max']}")
+        floors.add_row("closure floor ms p50 / p99", f"{floor['closure_ms']['p50']} / {floor['closure_ms']['p99']}")
+        rates = floor["insert_rows_per_s"]
+        floors.add_row(f"insert rows/s, {rates['rows_per_transaction']} per transaction: executemany / COPY",
+                       f"{rates['executemany']} / {rates['copy']}")
+        console.print(floors)
+    scale = Table(title="scale: N symbols trailing at once (moves/s, CPU ms per move, mark frames/s, RSS MB)")
+    for column in ("venue", "symbols", "moves / expected", "moves/s", "CPU ms/move", "mark frames/s", "RSS MB (+open)",
+                   "alerts"):
+        scale.add_column(column, justify="right")
+    for venue in venues:
+        for count, s in result.get("scale", {}).get(venue, {}).items():
+            scale.add_row(venue, count, f"{s['moves']} / {s['expected']}", str(s["moves_per_s"]),
+                          str(s["cpu_ms_per_move"]), str(s["mark_frames_per_s"]),
+                          f"{s['rss_mb']} (+{s['rss_delta_mb']})", str(s["alerts"]))
+    console.print(scale)
     calls = Table(title="REST calls per lifecycle (open, protect, 10 trailing moves, close)")
     calls.add_column("venue")
     calls.add_column("endpoint")

@@ -15,8 +15,9 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from framework import __version__
 from framework.app.logs import configure_logging
@@ -67,6 +68,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--metrics-port must be a TCP port (0-65535), not {args.metrics_port}")
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
+    if args.accounts is not None:
+        from framework.accounts import run_accounts_main
+
+        unsupported = [flag for flag, given in (("--signals", args.signals), ("--http", args.http is not None),
+                                                ("--metrics-port", args.metrics_port is not None),
+                                                ("--plugins", args.plugins)) if given]
+        if unsupported:
+            raise ConfigError(f"--accounts runs the listed accounts' positions (adopt, protect, trail, take over); "
+                              f"not with {', '.join(unsupported)} yet")
+        return run_accounts_main(args.accounts, args.duration, args.speed)
     settings = load_settings()
     from framework.app.logs import secrets_of
     from framework.plugins import installed_plugins
@@ -109,6 +120,36 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 # --- framework venue ---------------------------------------------------------------------------------
 
 
+def venue_truth(harness: Any) -> dict[str, Any]:
+    """What an emulated venue did, as JSON (``framework venue --truth PATH``): every order submitted, the
+    closures, the intervals a position had no stop (ms since the epoch, venue clock = wall clock), the
+    positions and resting conditional orders now."""
+    import dataclasses
+
+    venue, account = harness.venue, harness.config.account
+
+    def plain(record: Any) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Decimal) else v for k, v in dataclasses.asdict(record).items()}
+
+    return {
+        "account": account,
+        "now": venue.now(),
+        "orders": [plain(o) for o in venue.truth.orders],
+        "closures": [plain(c) for c in venue.truth.closures],
+        "unprotected": [list(i) for i in venue.truth.unprotected_intervals(account)],
+        "positions": [{"symbol": p.symbol, "side": p.side, "contracts": str(p.contracts),
+                       "protected": venue.is_protected(account, p.symbol)} for p in venue.positions(account)],
+        "resting_conditional": [plain(o) for o in venue.orders(account, conditional=True)],
+    }
+
+
+def _write_truth(path: Path, harness: Any) -> None:
+    """Write :func:`venue_truth` to ``path`` atomically (a reader never sees half a file)."""
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(venue_truth(harness), default=str), encoding="utf-8")
+    partial.replace(path)
+
+
 async def _serve_venue(args: argparse.Namespace) -> int:
     from framework.driver import Driver
     from framework.plugins import load_plugins
@@ -126,6 +167,8 @@ async def _serve_venue(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with harness:
+        if args.truth is not None:  # SIGUSR1: write it now too, the venue goes on
+            loop.add_signal_handler(signal.SIGUSR1, _write_truth, args.truth, harness)
         config = harness.config
         print(json.dumps({
             "venue": args.name,
@@ -136,6 +179,8 @@ async def _serve_venue(args: argparse.Namespace) -> int:
             "symbols": sorted(harness.venue.instruments) if harness.venue else [harness.symbol],
         }), flush=True)
         await stop.wait()
+        if args.truth is not None:  # ground truth for a test or benchmark driving this venue from outside
+            _write_truth(args.truth, harness)
     return 0
 
 
@@ -286,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="log lines as text (default) or one JSON object each (venue, symbol, client_order_id, "
                         "event fields)")
+    p.add_argument("--accounts", type=Path, metavar="FILE", help="TOML file of accounts to manage in this "
+                                                                 "process, shared with other instances by lease "
+                                                                 "(docs/scaling.md)")
     p.add_argument("--flatten-on-exit", action="store_true", help="close every position on exit")
     p.add_argument("--testnet", action="store_true", help="live plugins use the venue's test network")
     p.set_defaults(func=cmd_run)
@@ -303,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", help="fault knobs, e.g. rest_position_lag_ms=5000,drop_closing_frames=1")
     p.add_argument("--api-key", help="API key the venue accepts (default: generated)")
     p.add_argument("--api-secret", help="API secret the venue accepts (default: generated)")
+    p.add_argument("--truth", type=Path, help="on SIGUSR1 and on stop, write what the venue did here (JSON: "
+                                              "orders, closures, unprotected intervals, positions)")
     p.set_defaults(func=cmd_venue)
 
     p = sub.add_parser("replay", help="feed a captured private-stream log through a plugin's decoder")

@@ -482,7 +482,9 @@ class PositionBook:
         """Put an open, protected position in the book, persist it and fire ``on_position_open``.
 
         If the stream recorded the position flat after it opened (stop hit during the open), the
-        position is opened and closed at once, so both events fire exactly once.
+        position is opened and closed at once, so both events fire exactly once.  If the stream's newest
+        frame of the open shows another size (an entry filled in several parts, verified on an early one),
+        the position is opened as measured and updated to the stream's size at once.
 
         :returns: ``False`` when the symbol already holds a position (nothing done).
         """
@@ -510,6 +512,14 @@ class PositionBook:
             ):
                 await self._close_locked(state, position.symbol, "unknown", source="stream",
                                          timestamp=last.timestamp)
+            elif (  # an entry filled in parts: the stream's newest frame shows more than the open measured
+                last is not None and last.contracts > 0 and last.side == position.side
+                and seen_open is not None and last.timestamp >= position.opened_at
+                and (last.contracts != position.contracts
+                     or last.entry_price is not None and last.entry_price != position.entry_price)
+            ):
+                await self._update_locked(state, position.symbol, last.contracts, last.entry_price,
+                                          last.mark_price, "size_changed", last.timestamp)
         return True
 
     async def _persist_open(self, position: BookPosition, event: PositionEvent, trailing_json: Any) -> None:

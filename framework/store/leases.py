@@ -15,7 +15,7 @@ from framework.store.database import Connection
 FENCED_SQLSTATE = "FW409"
 
 
-def is_fenced(exc: BaseException) -> bool:
+def is_fenced(exc: BaseException | None) -> bool:
     """Whether ``exc`` is the database refusing a write from a stale lease epoch."""
     return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) == FENCED_SQLSTATE
 

@@ -258,11 +258,14 @@ class PositionEvent:
 
 @dataclass(frozen=True)
 class BalanceEvent:
-    """An account's balance after a fill: ``{"total", "available", "unrealized_pnl"}``."""
+    """An account's balance after a fill (``reason`` ``order``) or a funding settlement (``funding``, ``change``
+    the amount credited, negative when paid): ``{"total", "available", "unrealized_pnl"}``."""
 
     account: str
     balance: dict[str, Decimal]
     ts: int
+    reason: str = "order"
+    change: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -754,6 +757,29 @@ class Venue:
         """Auto-deleveraging closes the whole position.  :raises VenueReject: ``zero_position``."""
         return self._forced_close(account, symbol, "adl", None)
 
+    def settle_funding(self, symbol: str, rate: Decimal) -> dict[str, Decimal]:
+        """Funding at ``rate`` (0.0001 = 0.01 %) on every open ``symbol`` position, valued at the mark: a long
+        pays ``contracts × mark × rate``, a short receives it (the reverse when ``rate`` < 0).  Only wallets
+        change: no order, no fill, no position event; one :class:`BalanceEvent` (``reason="funding"``) per
+        account charged.
+
+        :returns: ``{account: amount credited}`` (negative when paid), quote currency.
+        """
+        ts = self.tick()
+        mark = self._marks[symbol]
+        credited: dict[str, Decimal] = {}
+        for key in self._position_keys_by_symbol.get(symbol, []):
+            position = self._positions[key]
+            if not position.is_open:
+                continue
+            amount = -_signed(position) * mark * rate
+            self._accounts[position.account].wallet += amount
+            credited[position.account] = credited.get(position.account, ZERO) + amount
+        for account, amount in credited.items():
+            self._outbox.append(BalanceEvent(account, self.balance(account), ts, "funding", amount))
+        self._after_change()
+        return credited
+
     def is_protected(self, account: str, symbol: str) -> bool:
         """True when an open position has an attached stop-loss / trailing stop, or an open reduce-only /
         close-position ``stop_market`` / ``trailing_stop_market`` order on its closing side."""
@@ -1050,13 +1076,29 @@ class Venue:
         return order
 
     def _execute_market(self, order: VenueOrder, ts: int) -> None:
-        """Fill a market order completely at the mark price (capped at the position for reduce-only)."""
+        """Fill a market order at the mark price (capped at the position for reduce-only).
+
+        A client's market order (origin ``order``) meets the book the fault knobs describe: it fills in
+        ``faults.market_fill_parts`` executions, and only ``faults.market_fill_ratio`` of it fills, the rest
+        ``expired`` (Binance price protection / thin book; Bybit's IOC remainder cancelled).
+        """
         position = self._position(order.account, order.symbol)
         amount = order.amount
         assert amount is not None
         if order.reduce_only:
             amount = min(amount, position.contracts)
-        self._fill(order, amount, self._marks[order.symbol], ts)
+        parts = [amount]
+        if order.origin == "order" and amount > 0:
+            step = self.instruments[order.symbol].step_size
+            fillable = amount if self.faults.market_fill_ratio >= 1 else (
+                amount * Decimal(str(self.faults.market_fill_ratio)) // step * step)
+            count = self.faults.market_fill_parts
+            share = fillable / count // step * step
+            parts = [p for p in [share] * (count - 1) + [fillable - share * (count - 1)] if p > 0]
+        for i, part in enumerate(parts):
+            self._fill(order, part, self._marks[order.symbol], ts, final=i == len(parts) - 1 and sum(parts) == amount)
+        if sum(parts) < amount:
+            self._end(order, "expired", ts)
 
     def _place_limit(self, order: VenueOrder, ts: int) -> None:
         """A new limit order: take at the mark when it is marketable (post-only: expire instead), else rest
@@ -1088,7 +1130,10 @@ class Venue:
         order.updated_ms = ts
         self._outbox.append(OrderEvent(dataclasses.replace(order), ts))
 
-    def _fill(self, order: VenueOrder, amount: Decimal, price: Decimal, ts: int, maker: bool = False) -> None:
+    def _fill(
+        self, order: VenueOrder, amount: Decimal, price: Decimal, ts: int, maker: bool = False, final: bool = True
+    ) -> None:
+        """One execution of ``order``; ``final``: the order is filled by it (else ``partially_filled``)."""
         account = self._accounts[order.account]
         position = self._position(order.account, order.symbol)
         before_side, before_contracts = position.side, position.contracts
@@ -1144,7 +1189,7 @@ class Venue:
         order.filled += amount
         order.realized_pnl += realized
         order.fee += fee
-        order.status = "filled"
+        order.status = "filled" if final else "partially_filled"
         order.updated_ms = ts
         fill = FillEvent(
             order.account,

@@ -1,7 +1,8 @@
 """Fault knobs of the simulated venue, their parser, and the stream shaper both façades share.
 
-The venue itself only reads :attr:`Faults.reject_next_orders`; every other knob is applied by the wire
-façades (REST lag, HTTP errors, timeouts) or by :class:`FrameShaper` (private-stream frames).
+The venue itself only reads :attr:`Faults.reject_next_orders` and the ``market_fill_*`` knobs; every other
+knob is applied by the wire façades (REST lag, HTTP errors, timeouts) or by :class:`FrameShaper`
+(private-stream frames).
 """
 
 from __future__ import annotations
@@ -67,6 +68,18 @@ class Faults(BaseModel):
     order_visibility_lag_ms: int = Field(
         default=0, ge=0, le=30_000,
         description="a new order (and the position it opens) is invisible to order queries / trading-stop, ms",
+    )
+    market_fill_parts: int = Field(
+        default=1, ge=1, le=20, description="a client's market order fills in this many executions (one tick)"
+    )
+    market_fill_ratio: float = Field(
+        default=1.0, ge=0, le=1,
+        description="share of a client's market order the book can fill; the rest expires (price protection)",
+    )
+    rate_limits: bool = Field(
+        default=False,
+        description="refuse what the venue's documented request limits refuse (Binance 429 / 418 on the IP's "
+        "weight, Bybit 10006 per endpoint and 403 per IP); the usage headers are sent either way",
     )
     shuffle_topics: bool = Field(
         default=False, description="interleave one burst's private frames across topics at random (venue.rng)"

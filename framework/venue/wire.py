@@ -4,10 +4,12 @@ One aiohttp server on loopback serves a venue's REST paths and WebSocket streams
 plumbing (``docs/venue-api.md``): start / stop and the URLs, REST call accounting (``rest_calls``), the fault
 knobs applied on the wire (``http_error_next``, ``timeout_after_accept_next``, ``disconnect_every_ms``, the
 REST lags, ``shuffle_topics``; the other stream knobs through :class:`~framework.venue.FrameShaper`), one
-registry of stream sockets each with its own ordered send queue, and the controls tests and the contract
-suite use (``disconnect_streams``, ``inject_private_frame``, ``drain_streams``, ``wait_for_ws_ops``).  A
-venue's façade adds its routes, payloads and error table (:attr:`WireEmulator.reject_codes`, and what an
-error answer looks like: :meth:`WireEmulator.error_response`).
+registry of stream sockets each with its own ordered send queue, hooks for the venue's request limits
+(:meth:`WireEmulator.admit`, :meth:`WireEmulator.usage_headers`) and for what lapses on the venue's clock
+(:meth:`WireEmulator.on_clock`: listen keys, connection lifetimes, silent connections), and the controls
+tests and the contract suite use (``disconnect_streams``, ``inject_private_frame``, ``drain_streams``,
+``wait_for_ws_ops``, ``clock_polled``).  A venue's façade adds its routes, payloads and error table
+(:attr:`WireEmulator.reject_codes`, and what an error answer looks like: :meth:`WireEmulator.error_response`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from framework.venue.faults import FrameShaper
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CLOCK_POLL_S = 0.05  # how often (real time) the venue's clock is looked at for what lapsed (:meth:`on_clock`)
 
 
 class WireError(Exception):
@@ -54,6 +57,8 @@ class StreamSocket:
         self.topics, self.all_topics = set(topics), all_topics
         self.conn_id = uuid.uuid4().hex[:20]
         self.queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        #: venue clock (ms): when the handshake completed, and the last message either way (keep-alive rules)
+        self.opened_ms = self.last_active_ms = 0
 
     def wants(self, topic: str) -> bool:
         return self.all_topics or topic in self.topics
@@ -108,6 +113,8 @@ class WireEmulator(ABC):
         self._unsubscribe: Callable[[], None] | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.clock_polls = 0  # looks taken at the venue's clock (:meth:`on_clock`)
+        self._polled = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(port={self.port}, sockets={len(self.sockets)})"
@@ -129,6 +136,18 @@ class WireEmulator(ABC):
     @abstractmethod
     def http_fault_response(self, status: int) -> web.StreamResponse:
         """The venue's (or its gateway's) answer of HTTP ``status`` (the ``http_error_next`` knob)."""
+
+    def admit(self, request: web.Request) -> web.StreamResponse | None:
+        """The venue's request limits, before the handler: its refusal, or ``None`` to serve the request."""
+        return None
+
+    def usage_headers(self, request: web.Request) -> Mapping[str, str]:
+        """Headers every answer to ``request`` carries (the venue's request-limit usage)."""
+        return {}
+
+    async def on_clock(self, now_ms: int) -> None:
+        """Called every :data:`CLOCK_POLL_S` with the venue's time: end what lapsed (keys, connections)."""
+        return None
 
     def wire_error(self, reject: VenueReject) -> WireError:
         code, message = self.reject_codes.get(reject.reason, self.unknown_reject)
@@ -154,6 +173,7 @@ class WireEmulator(ABC):
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._unsubscribe = self.venue.subscribe(self.on_venue_event)
         self.spawn(self._disconnect_loop())
+        self.spawn(self._clock_loop())
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -204,6 +224,18 @@ class WireEmulator(ABC):
             while self.ws_ops[op] < count:
                 await self._ws_op_seen.wait()
 
+    async def clock_polled(self) -> None:
+        """Wait for the next look at the venue's clock (tests: whatever had lapsed has ended by then)."""
+        await self._polled.wait()
+
+    async def _clock_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CLOCK_POLL_S)
+            await self.on_clock(self.venue.now())
+            self.clock_polls += 1
+            self._polled.set()
+            self._polled = asyncio.Event()
+
     def note_ws_op(self, op: str) -> None:
         self.ws_ops[op] += 1
         self._ws_op_seen.set()
@@ -228,7 +260,19 @@ class WireEmulator(ABC):
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await handler(request)
         self.rest_calls[f"{request.method} {request.path}"] += 1
+        response = await self._answer(request, handler)
+        if not response.prepared:
+            response.headers.update(self.usage_headers(request))
+        return response
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         faults = self.venue.faults
+        try:
+            refused = self.admit(request)
+        except WireError as error:
+            return self.error_response(error)
+        if refused is not None:
+            return refused
         if faults.http_error_next > 0:
             faults.http_error_next -= 1
             return self.http_fault_response(faults.http_error_status)
@@ -270,12 +314,14 @@ class WireEmulator(ABC):
         closes: its queue is written in order, what it sends goes to ``on_text``."""
         sock = sock or StreamSocket(web.WebSocketResponse(), private=False)
         await sock.ws.prepare(request)
+        sock.opened_ms = sock.last_active_ms = self.venue.now()
         self.sockets.add(sock)
         writer = self.spawn(self._write_loop(sock))
         try:
             async for message in sock.ws:
                 if message.type == WSMsgType.ERROR:
                     break
+                sock.last_active_ms = self.venue.now()
                 if message.type == WSMsgType.TEXT and on_text is not None:
                     await on_text(sock, message.data)
         finally:
@@ -325,6 +371,7 @@ class WireEmulator(ABC):
     async def _write_loop(self, sock: StreamSocket) -> None:
         while True:
             frame, closing = await sock.queue.get()
+            sock.last_active_ms = self.venue.now()
             try:
                 if sock.private:
                     await self.shaper.send(sock.ws.send_str, frame, closing=closing)

@@ -87,7 +87,7 @@ async def test_framework_health_answers_0_for_a_running_api_and_1_otherwise(data
     from framework.app.cli import main
     from framework.app.run import Run, RunOptions
     from framework.settings import Settings
-    from tests.app.test_alerts import dead_url
+    from tools.degraded import dead_alert_url
 
     run = Run(RunOptions(plugins=["binance"], http_port=0, tui=False, speed=1),
               Settings(DATABASE_URL=database_url, FRAMEWORK_HTTP_TOKEN="health-token"))
@@ -101,7 +101,7 @@ async def test_framework_health_answers_0_for_a_running_api_and_1_otherwise(data
         assert json.loads(capsys.readouterr().out)["venues"]["binance"]["mode"] == "emulated"
         monkeypatch.setenv("FRAMEWORK_HTTP_TOKEN", "wrong-token")
         assert await asyncio.to_thread(main, ["health", "--url", run.http_url]) == 1  # 401
-        down = dead_url().replace("json://", "http://").removesuffix("/hook/x")
+        down = dead_alert_url().replace("json://", "http://").removesuffix("/hook/x")
         assert await asyncio.to_thread(main, ["health", "--url", down]) == 1
         assert "wrong-token" not in capsys.readouterr().err
     finally:

@@ -14,7 +14,7 @@ import pytest
 
 from framework.app.logs import ContextFilter, Redactor, configure_logging, secrets_of
 from framework.settings import Settings
-from tests.app.test_alerts import dead_url
+from tools.degraded import dead_alert_url
 
 SENTINEL = "SENTINEL"
 KEY, SECRET = f"{SENTINEL}key0123456789", f"{SENTINEL}secret0123456789abcdef0123"
@@ -88,7 +88,7 @@ async def test_a_sentinel_secret_is_nowhere_in_logs_report_metrics_or_database(d
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE_", "BYBIT_", "FRAMEWORK_"))}
         env |= {"DATABASE_URL": database_url, "FRAMEWORK_HTTP_TOKEN": TOKEN, "FRAMEWORK_MAX_CONTRACTS": "100",
-                "FRAMEWORK_ALERT_URLS": dead_url().replace("/hook/x", f"/hook/{SENTINEL}alert0123")}
+                "FRAMEWORK_ALERT_URLS": dead_alert_url().replace("/hook/x", f"/hook/{SENTINEL}alert0123")}
         for _, info in started:
             prefix = info["venue"].upper()
             env |= {f"{prefix}_API_KEY": KEY, f"{prefix}_API_SECRET": SECRET,

@@ -15,7 +15,7 @@ from framework.app.metrics import Metrics
 from framework.app.run import Run, RunOptions
 from framework.models import PositionEvent, Signal, StopEvent
 from framework.settings import Settings
-from tests.app.test_alerts import dead_url
+from tools.degraded import dead_alert_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOL = "XRP/USDT:USDT"
@@ -44,7 +44,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 async def test_metrics_during_a_run_are_scraped_and_parsed(database_url, side):
     run = Run(RunOptions(plugins=["binance"], metrics_port=0, http_port=0, tui=False, speed=1),
               Settings(DATABASE_URL=database_url, FRAMEWORK_HTTP_TOKEN="t", FRAMEWORK_MAX_CONTRACTS="100",
-                       FRAMEWORK_ALERT_URLS=dead_url()))
+                       FRAMEWORK_ALERT_URLS=dead_alert_url()))
     task = asyncio.create_task(run.execute())
     ready = asyncio.create_task(run.metrics_ready.wait())
     await asyncio.wait({task, ready}, timeout=BOUND_S, return_when=asyncio.FIRST_COMPLETED)

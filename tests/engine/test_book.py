@@ -308,3 +308,23 @@ async def test_a_newer_frame_ends_the_wait_and_a_flush_closes_what_still_waits(p
     await again.on_event(flat(5))
     await again.flush()
     assert len(recorder.closed()) == 2 and not again.holds(SYMBOL)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_an_entry_filled_in_parts_takes_the_stream_s_newest_size_at_add(pm, store, recorder, side):
+    # A market entry filled in several parts (docs/conformance.md B20 / Y14): the open may be verified on the
+    # first part's frame while the later ones arrive before the position is added.
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)
+    intent = OrderIntent(venue=VENUE, symbol=SYMBOL, side=side, contracts=Decimal("43"),
+                         stop_loss=Decimal("1.0") if side == "long" else Decimal("1.2"),
+                         client_order_id="fw-o-00000000000c")
+    book.begin_open(intent)
+    for seq, contracts in enumerate(("10", "30", "40"), start=1):
+        await book.on_event(sized(seq, contracts, ts=1_000 + seq, side=side))
+    await book.add(BookPosition(SYMBOL, side, Decimal("10"), Decimal("1.1"), intent.stop_loss, opened_at=1_000))
+    assert book.get(SYMBOL).contracts == Decimal("40")
+    assert [e.contracts for e in recorder.opened()] == [Decimal("10")]
+    assert [e.contracts for e in recorder.seen["on_position_updated"]] == [Decimal("40")]
+    assert recorder.closed() == []
+    await book.on_event(sized(4, "40", ts=1_010, side=side))  # the same size again: nothing
+    assert len(recorder.seen["on_position_updated"]) == 1

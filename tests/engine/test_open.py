@@ -59,3 +59,28 @@ async def test_rejected_entry_leaves_nothing(env):
     assert not env.parts.book.opening(env.symbol)
     report = await env.parts.reconciler.reconcile()
     assert report["adopted"] == 0
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_an_entry_filled_in_parts_then_expired_protects_exactly_what_filled(env, side):
+    # issue 13 item 10 (docs/conformance.md B20 / Y14): a market entry filled in three executions, the rest
+    # EXPIRED (Binance) / Cancelled (Bybit): the position is what filled, protected, and nothing is guessed
+    await env.start()
+    env.venue.faults.market_fill_parts = 3
+    env.venue.faults.market_fill_ratio = 0.5
+    intent = env.intent(side, contracts="43", tp_pct="3")
+    position = await env.engine.open(intent)
+    await env.recorder.wait_for(lambda r: env.parts.book.get(env.symbol).contracts == Decimal("21.5"))
+    venue_position = env.venue.position("default", env.symbol)
+    assert (venue_position.side, venue_position.contracts) == (side, Decimal("21.5"))
+    assert position.side == side and env.venue.is_protected("default", env.symbol)
+    order = await env.store.order("default", env.venue_name, intent.client_order_id)
+    assert order["filled"] == Decimal("21.5") and order["state"] in ("expired", "canceled")
+    assert env.recorder.closed() == [] and len(env.recorder.opened()) == 1
+    assert not [a for a in env.recorder.seen["on_alert"] if a.level == "critical"]
+    sizes = [e.contracts for e in env.recorder.opened() + env.recorder.seen["on_position_updated"]]
+    assert max(sizes) == Decimal("21.5"), sizes  # never more than filled, at any moment
+    env.venue.faults.market_fill_ratio = 1.0
+    await env.parts.reconciler.reconcile()  # the venue and the book agree: nothing to adopt, close or cancel
+    assert env.parts.book.get(env.symbol).contracts == Decimal("21.5") and env.recorder.closed() == []
+    assert env.venue.is_protected("default", env.symbol)

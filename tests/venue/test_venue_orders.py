@@ -534,3 +534,51 @@ def test_listener_may_call_back_into_the_venue(venue):
     open_long(venue)
     assert seen == ["OrderEvent", "FillEvent", "OrderEvent", "PositionEvent", "BalanceEvent", "OrderEvent"]
     assert venue.is_protected(ACC, XRP)
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_a_market_order_fills_in_parts_and_its_unfilled_rest_expires(venue, events, side):
+    # issue 13 item 10 (docs/conformance.md B20 / Y14): several executions, then EXPIRED for what the book
+    # could not take; the position holds exactly what filled
+    venue.faults.market_fill_parts = 3
+    venue.faults.market_fill_ratio = 0.5
+    order = venue.place_order(ACC, XRP, side, amount=D("100"), client_order_id="p1")
+    assert (order.status, order.filled) == ("expired", D("50"))
+    fills = [e.amount for e in events if isinstance(e, FillEvent)]
+    assert fills == [D("16.6"), D("16.6"), D("16.8")]
+    statuses = [e.order.status for e in events if isinstance(e, OrderEvent)]
+    assert statuses == ["new", "partially_filled", "partially_filled", "partially_filled", "expired"]
+    assert [e.position.contracts for e in events if isinstance(e, PositionEvent)] == [D("16.6"), D("33.2"), D("50")]
+    position = venue.position(ACC, XRP)
+    assert (position.side, position.contracts) == ("long" if side == "buy" else "short", D("50"))
+
+
+def test_a_market_order_the_book_cannot_take_at_all_expires_with_nothing_filled(venue, events):
+    venue.faults.market_fill_ratio = 0.0
+    order = venue.place_order(ACC, XRP, "buy", amount=D("100"))
+    assert (order.status, order.filled) == ("expired", 0)
+    assert not [e for e in events if isinstance(e, FillEvent)] and not venue.position(ACC, XRP).is_open
+
+
+def test_fill_knobs_leave_closes_by_the_venue_whole(venue, events):
+    open_long(venue)
+    venue.faults.market_fill_ratio = 0.1
+    venue.faults.market_fill_parts = 4
+    close = venue.liquidate(ACC, XRP)
+    assert (close.status, close.filled) == ("filled", D("100"))
+
+
+def test_funding_moves_wallets_only_a_long_pays_a_short_receives(venue, events):
+    # issue 13 item 10 (docs/conformance.md B19 / Y15): funding is a balance change, never a position change
+    open_long(venue, "100")
+    venue.add_account("other", api_key="k2", api_secret="s2", balance=D("1000"))
+    venue.place_order("other", XRP, "sell", amount=D("50"))
+    wallets = {a: venue.wallet(a) for a in (ACC, "other")}
+    events.clear()
+    credited = venue.settle_funding(XRP, D("0.0001"))
+    assert credited == {ACC: D("-0.01"), "other": D("0.005")}  # 100 × 1.0000 × 0.01 %, 50 × …
+    assert {a: venue.wallet(a) - wallets[a] for a in wallets} == credited
+    assert [(type(e).__name__, e.reason, e.change) for e in events] == [
+        ("BalanceEvent", "funding", D("-0.01")), ("BalanceEvent", "funding", D("0.005"))]
+    assert venue.position(ACC, XRP).contracts == D("100")
+    assert venue.settle_funding(BTC, D("0.0001")) == {}  # nobody holds BTC

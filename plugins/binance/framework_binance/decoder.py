@@ -4,7 +4,8 @@ Source: Binance USDⓈ-M futures "User Data Streams" (``ACCOUNT_UPDATE``, ``ORDE
 ``ALGO_UPDATE``, ``TRADE_LITE``, ``listenKeyExpired``) and "Mark Price Stream" (``markPriceUpdate``);
 payload shapes as in ``plugins/binance/tests/fixtures/`` (Binance's documented examples and real captures).
 
-* ``ACCOUNT_UPDATE`` → one :class:`PositionUpdate` per symbol of ``P``.  ``"pa":"0"`` is a *flat* update
+* ``ACCOUNT_UPDATE`` → one :class:`PositionUpdate` per symbol of ``P`` (none for a balance-only update:
+  ``FUNDING_FEE`` on a cross position, a deposit, a transfer).  ``"pa":"0"`` is a *flat* update
   (``contracts=0``, ``side=None``), never dropped (docs/incidents.md I-1, I-2) — unless another entry of
   the same frame shows that symbol open (a zero ``LONG`` / ``SHORT`` entry beside the ``BOTH`` one).
   ``sequence`` is the transaction time ``T`` (strictly increasing per account on the venue).
@@ -15,15 +16,19 @@ payload shapes as in ``plugins/binance/tests/fixtures/`` (Binance's documented e
 
 from __future__ import annotations
 
-import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import orjson
 
 from framework.errors import StreamError
 from framework.models import MarkPrice, Order, OrderUpdate, PositionUpdate, StreamEvent
 
 VENUE = "binance"
+#: frame parser: orjson (numbers as today: ints int, fractions float; NaN / Infinity / ints past 64 bits are
+#: malformed frames); tests swap in ``json.loads`` to check both give the same events on every fixture
+loads = orjson.loads
 
 #: Binance order statuses (REST and stream) → ccxt unified status
 ORDER_STATUS = {
@@ -113,7 +118,7 @@ class BinanceDecoder:
         :raises StreamError: not JSON, not an object, or a required field missing / not a number.
         """
         try:
-            message = json.loads(raw)
+            message = loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise StreamError(f"frame is not JSON: {exc}", venue=VENUE) from exc
         return self.decode_message(message)
@@ -149,7 +154,9 @@ class BinanceDecoder:
     def _account_update(self, message: dict[str, Any]) -> list[StreamEvent]:
         transaction_time = int(message["T"])
         updates: list[PositionUpdate] = []
-        for entry in message["a"]["P"]:
+        # A cross-margin FUNDING_FEE update carries the balance only: no "P" at all per the docs, "P": [] in a
+        # real capture (docs/conformance.md B19); neither is a position change.
+        for entry in message["a"].get("P") or []:
             amount = _decimal(entry["pa"], "pa")
             hedge_side = entry.get("ps", "BOTH")
             if amount == 0:

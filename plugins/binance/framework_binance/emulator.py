@@ -45,6 +45,7 @@ from aiohttp import web
 from framework.models import now_ms
 from framework.venue import Candle, Venue, VenueOrder, VenuePosition, VenueReject, candles
 from framework.venue.core import BalanceEvent, FillEvent, MarkPriceEvent, OrderEvent, PositionEvent, VenueEvent
+from framework.venue.limits import Ban, FixedWindow, Lifetimes
 from framework.venue.market import synthetic_book, window_stats
 from framework.venue.wire import StreamSocket, WireEmulator, WireError, decimal_param, signature_ok
 
@@ -54,7 +55,14 @@ MAX_RECV_WINDOW_MS = 60_000
 DEFAULT_RECV_WINDOW_MS = 5_000
 #: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
 ACCEPT_TIMEOUT_HOLD_S = 30.0
-RETRY_AFTER_S = 1  # what a 418 / 429 asks the client to wait (assumed value; the header is documented)
+RETRY_AFTER_S = 1  # what a 418 / 429 fault asks the client to wait (assumed value; the header is documented)
+LISTEN_KEY_TTL_MS = 3_600_000  # "A User Data Stream listenKey is valid for 60 minutes after creation" (B23)
+CONNECTION_MAX_MS = 86_400_000  # "A single connection is only valid for 24 hours" (B24)
+WEIGHT_LIMIT_1M = 2400  # REQUEST_WEIGHT per minute per IP (exchangeInfo rateLimits)
+IP_BAN_MS = 120_000  # "IP bans are tracked and scale in duration for repeat offenders, from 2 minutes to 3 days"
+#: request weights from the endpoints' pages ("Request Weight"); any other endpoint: 1 (assumed, B22)
+REQUEST_WEIGHTS = {"/fapi/v2/positionRisk": 5, "/fapi/v3/positionRisk": 5, "/fapi/v2/account": 5,
+                   "/fapi/v3/account": 5, "/fapi/v1/exchangeInfo": 1}
 
 #: venue reject reason → (Binance code, message); all HTTP 400
 REJECT_CODES: dict[str, tuple[int, str | None]] = {
@@ -82,6 +90,7 @@ CONDITIONAL_WIRE_TYPES = {"STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MA
 VENUE_TYPE = {"MARKET": "market", "STOP_MARKET": "stop_market", "TAKE_PROFIT_MARKET": "take_profit_market",
               "TRAILING_STOP_MARKET": "trailing_stop_market"}
 WIRE_TYPE = {v: k for k, v in VENUE_TYPE.items()}
+FORCED = ("liquidation", "adl")  # the venue's own closes: order type LIQUIDATION, execution CALCULATED (B21)
 ORDER_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
                 "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED", "triggered": "FILLED"}
 ALGO_STATUS = {"new": "NEW", "canceled": "CANCELED", "rejected": "REJECTED", "expired": "EXPIRED",
@@ -104,8 +113,24 @@ WIRE_TIME_IN_FORCE = {v: k for k, v in TIME_IN_FORCE.items()}
 class BinanceApiError(WireError):
     """An error answer: ``{"code": code, "msg": msg}`` with HTTP ``status``."""
 
-    def __init__(self, status: int, code: int, msg: str) -> None:
+    def __init__(self, status: int, code: int, msg: str, retry_after_s: int | None = None) -> None:
         super().__init__(code, msg, status)
+        self.retry_after_s = retry_after_s
+
+
+def request_weight(request: web.Request) -> int:
+    """A request's IP weight: New Order 0 ("0 on IP rate limit"), Current All Open Orders 1 with a symbol and
+    40 without, Order Book 2 / 5 / 10 / 20 by ``limit``, 24hr Ticker 1 / 40; others from
+    :data:`REQUEST_WEIGHTS`."""
+    path, query = request.path, request.query
+    if request.method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
+        return 0  # the algo order's IP weight is assumed like New Order's
+    if path in ("/fapi/v1/openOrders", "/fapi/v1/ticker/24hr"):
+        return 1 if query.get("symbol") else 40
+    if path == "/fapi/v1/depth":
+        limit = int(query.get("limit", "500")) if query.get("limit", "500").isdigit() else 500
+        return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+    return REQUEST_WEIGHTS.get(path, 1)
 
 
 def _cancel_reject(reject: VenueReject) -> VenueReject | BinanceApiError:
@@ -167,6 +192,16 @@ class BinanceEmulator(WireEmulator):
         super().__init__(venue, host, port, accept_timeout_hold_s=ACCEPT_TIMEOUT_HOLD_S)
         venue.client_id_scope = "open"  # Binance: a client order id is unique among open orders only (B9)
         self._listen_keys: dict[str, str] = {}  # valid key -> account
+        #: a listen key lapses unless kept alive (POST / PUT extend it by ``listen_key_ttl_ms``), a connection is
+        #: cut ``connection_max_ms`` after it opened: on the venue's clock (B23, B24); tests may change both
+        self.listen_key_ttl_ms = LISTEN_KEY_TTL_MS
+        self.connection_max_ms = CONNECTION_MAX_MS
+        self._key_lifetimes: Lifetimes[str] = Lifetimes()
+        #: the IP's REQUEST_WEIGHT this minute (limit 2400, tests lower it), the 418 ban, and the end of the
+        #: minute in which a 429 was answered (B22)
+        self.request_weight = FixedWindow(60_000, WEIGHT_LIMIT_1M)
+        self.ip_ban = Ban()
+        self._warned_until = 0
         self._last_fill: dict[str, FillEvent] = {}
         self._held: dict[str, list[tuple[VenueOrder, int]]] = {}  # account -> fills' order events (B4)
         self._parent_of: dict[str, VenueOrder] = {}  # spawned market order id -> its conditional parent
@@ -201,14 +236,25 @@ class BinanceEmulator(WireEmulator):
         r.add_get("/ws/{stream}", self._ws_legacy)
         r.add_get("/stream", self._ws_legacy)
 
-    def expire_listen_keys(self) -> None:
-        """Send ``listenKeyExpired`` on every private socket and invalidate every listen key."""
-        for key in list(self._listen_keys):
-            frame = json.dumps({"e": "listenKeyExpired", "E": str(now_ms()), "listenKey": key})
+    def expire_listen_keys(self, keys: list[str] | None = None) -> None:
+        """Send ``listenKeyExpired`` on the private sockets of ``keys`` (default: every key) and invalidate them."""
+        for key in list(self._listen_keys) if keys is None else keys:
+            self._key_lifetimes.discard(key)
+            frame = json.dumps({"e": "listenKeyExpired", "E": str(self.venue.now()), "listenKey": key})
             for sock in self._key_sockets(key):
                 if sock.wants("listenKeyExpired"):
                     self.send(sock, frame)
             log.info("listen key of account %s expired", self._forget_key(key))
+
+    async def on_clock(self, now_ms: int) -> None:
+        """A listen key not kept alive expires (``listenKeyExpired``); a connection 24 h old is cut (B23, B24)."""
+        lapsed = [key for key in self._key_lifetimes.lapsed(now_ms) if key in self._listen_keys]
+        if lapsed:
+            self.expire_listen_keys(lapsed)
+        for sock in [s for s in self.sockets if s.key is not None or isinstance(s, _MarkSocket)]:
+            if now_ms - sock.opened_ms >= self.connection_max_ms:
+                with contextlib.suppress(Exception):
+                    await sock.ws.close(code=1000, message=b"24 hour connection limit")
 
     def _key_sockets(self, key: str) -> list[StreamSocket]:
         return [sock for sock in self.sockets if sock.key == key]
@@ -232,8 +278,36 @@ class BinanceEmulator(WireEmulator):
 
     def error_response(self, error: WireError) -> web.StreamResponse:
         # Binance sends Retry-After (seconds) with every 418 / 429 ("General Info: Limits")
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (418, 429) else None
+        wait = getattr(error, "retry_after_s", None) or RETRY_AFTER_S
+        headers = {"Retry-After": str(wait)} if error.status in (418, 429) else None
         return web.json_response({"code": error.code, "msg": error.message}, status=error.status, headers=headers)
+
+    def usage_headers(self, request: web.Request) -> dict[str, str]:
+        # "Every request will contain X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)" (B22)
+        return {"X-MBX-USED-WEIGHT-1M": str(self.request_weight.used)}
+
+    def admit(self, request: web.Request) -> web.StreamResponse | None:
+        """Charge the request's weight to the IP's minute (B22).  With ``faults.rate_limits``: over the limit
+        is 429 ``-1003`` with ``Retry-After`` (seconds to the minute's end); another request in that minute, or
+        any during a ban, is 418 and a ban of ``IP_BAN_MS`` ("Repeatedly violating rate limits and/or failing
+        to back off after receiving 429s will result in an automated IP ban (HTTP status 418)")."""
+        now = self.venue.now()
+        within = self.request_weight.charge(now, request_weight(request))
+        if not self.venue.faults.rate_limits:
+            return None
+        window = self.request_weight.reset_at(now)
+        if not self.ip_ban.active(now) and not within and self._warned_until == window:
+            self.ip_ban.impose(now, IP_BAN_MS)
+        if self.ip_ban.active(now):
+            raise BinanceApiError(418, -1003, f"Way too many requests; IP banned until {self.ip_ban.until_ms}. "
+                                  "Please use the websocket for live updates to avoid bans.",
+                                  self.ip_ban.remaining_s(now))
+        if not within:
+            self._warned_until = window
+            raise BinanceApiError(429, -1003, f"Too many requests; current limit of IP is {self.request_weight.limit} "
+                                  "requests per minute. Please use the websocket for live updates to avoid polling "
+                                  "the API.", max(1, -(-(window - now) // 1000)))
+        return None
 
     async def _signed(self, request: web.Request) -> tuple[str, dict[str, str]]:
         """Check API key, timestamp, recvWindow and HMAC-SHA256 signature; returns (account, params)."""
@@ -547,10 +621,12 @@ class BinanceEmulator(WireEmulator):
     def _client_id(self, order: VenueOrder) -> str:
         if order.client_order_id:
             return order.client_order_id
+        # "Event: Order Update": "starts with "autoclose-": liquidation order", ""adl_autoclose": ADL auto close
+        # order" (B21)
         if order.origin == "liquidation":
-            return f"autoclose-{order.id}"
+            return f"autoclose-{order.created_ms}"
         if order.origin == "adl":
-            return f"adl_autoclose-{order.id}"
+            return "adl_autoclose"
         parent = self._parent_of.get(order.id)
         if parent is not None:
             return f"algo-{parent.id}"
@@ -558,7 +634,12 @@ class BinanceEmulator(WireEmulator):
 
     def _orig_type(self, order: VenueOrder) -> str:
         parent = self._parent_of.get(order.id)
-        return WIRE_TYPE[parent.type] if parent is not None else WIRE_TYPE[order.type]
+        return WIRE_TYPE[parent.type] if parent is not None else self._wire_type(order)
+
+    @staticmethod
+    def _wire_type(order: VenueOrder) -> str:
+        """Order type ``LIQUIDATION`` for the venue's forced closes (B21), the order's own otherwise."""
+        return "LIQUIDATION" if order.origin in FORCED else WIRE_TYPE[order.type]
 
     def _order_json(self, order: VenueOrder) -> dict[str, Any]:
         instrument = self.venue.instrument(order.symbol)
@@ -570,7 +651,7 @@ class BinanceEmulator(WireEmulator):
             "origQty": _s(amount), "executedQty": _s(order.filled),
             "cumQuote": _s((order.average or Decimal(0)) * order.filled),
             "timeInForce": WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
-            "type": WIRE_TYPE[order.type], "reduceOnly": order.reduce_only, "closePosition": order.close_position,
+            "type": self._wire_type(order), "reduceOnly": order.reduce_only, "closePosition": order.close_position,
             "side": order.side.upper(), "positionSide": "BOTH",
             "stopPrice": _s(parent.trigger_price if parent is not None else order.trigger_price),
             "workingType": "MARK_PRICE" if parent is not None else "CONTRACT_PRICE", "priceProtect": False,
@@ -795,15 +876,16 @@ class BinanceEmulator(WireEmulator):
     async def _listen_key_create(self, request: web.Request) -> web.Response:
         account = self._api_key_account(request)
         key = next((k for k, a in self._listen_keys.items() if a == account), None)
-        if key is None:  # Binance hands back the still-valid key of the account
+        if key is None:  # Binance hands back the still-valid key of the account, its validity extended
             key = secrets.token_urlsafe(48)
             self._listen_keys[key] = account
+        self._key_lifetimes.start(key, self.venue.now(), self.listen_key_ttl_ms)
         return web.json_response({"listenKey": key})
 
     async def _listen_key_keepalive(self, request: web.Request) -> web.Response:
         account = self._api_key_account(request)
         key = next((k for k, a in self._listen_keys.items() if a == account), None)
-        if key is None:
+        if key is None or not self._key_lifetimes.extend(key, self.venue.now(), self.listen_key_ttl_ms):
             raise BinanceApiError(400, -1125, "This listenKey does not exist.")
         return web.json_response({"listenKey": key})
 
@@ -811,6 +893,7 @@ class BinanceEmulator(WireEmulator):
         account = self._api_key_account(request)
         for key in [k for k, a in self._listen_keys.items() if a == account]:
             self._forget_key(key)
+            self._key_lifetimes.discard(key)
         return web.json_response({})
 
     # --- WebSocket -----------------------------------------------------------------------------------
@@ -872,12 +955,13 @@ class BinanceEmulator(WireEmulator):
         # (docs/conformance.md B4): the venue's order event is held until its position event has been sent.
         if isinstance(event, FillEvent):
             self._last_fill[event.order_id] = event
-            if event.origin not in ("liquidation", "adl"):  # TRADE_LITE: TRADE executions only
+            if event.origin not in FORCED:  # TRADE_LITE: TRADE executions only
                 self._send(event.account, self._trade_lite(event))
             return
         if isinstance(event, OrderEvent):
             order, fill = event.order, self._last_fill.get(event.order.id)
-            if not order.conditional and order.status == "filled" and fill is not None and fill.ts == event.ts:
+            if (not order.conditional and order.status in ("filled", "partially_filled") and fill is not None
+                    and fill.ts == event.ts):
                 self._held.setdefault(order.account, []).append((order, event.ts))
                 return
             for frame in self._order_frames(order, event.ts):
@@ -890,6 +974,8 @@ class BinanceEmulator(WireEmulator):
                 self._expire_close_position_orders(event.position.account, event.position.symbol)
         elif isinstance(event, BalanceEvent):  # a fill always moves a position first; never hold past it
             self._release_held(event.account, None)
+            if event.reason == "funding":
+                self._send(event.account, self._funding_update(event))
 
     def _expire_close_position_orders(self, account: str, symbol: str) -> None:
         """The position closed: Binance's system expires its close-position (GTE_GTC) algo orders (B7)."""
@@ -941,6 +1027,14 @@ class BinanceEmulator(WireEmulator):
         }
         return json.dumps(frame), position.contracts == 0, t
 
+    def _funding_update(self, event: BalanceEvent) -> str:
+        """``ACCOUNT_UPDATE`` ``m`` ``FUNDING_FEE`` of a cross position: the balance only ("Event: Balance and
+        Position Update"; ``"P": []`` as in a real 2026 capture, docs/conformance.md B19)."""
+        t = self._transaction_time(event.account, event.ts)
+        wallet = _s(self.venue.wallet(event.account))
+        return json.dumps({"e": "ACCOUNT_UPDATE", "T": t, "E": t, "a": {
+            "B": [{"a": "USDT", "wb": wallet, "cw": wallet, "bc": _s(event.change)}], "P": [], "m": "FUNDING_FEE"}})
+
     def _order_frames(self, order: VenueOrder, ts: int, t: int | None = None) -> list[str]:
         """``ORDER_TRADE_UPDATE`` (and the parent's ``ALGO_UPDATE`` FINISHED) at ``T = t`` (default ``ts``)."""
         ts = ts if t is None else t
@@ -948,21 +1042,23 @@ class BinanceEmulator(WireEmulator):
             return self._algo_frames(order, ts)
         frames = []
         parent = self._parent_of.get(order.id)
-        fill = self._last_fill.get(order.id) if order.status == "filled" else None
+        traded = order.status in ("filled", "partially_filled")
+        fill = self._last_fill.get(order.id) if traded else None
         if order.status == "new":
             execution = "NEW"
-        elif order.status == "filled":
-            execution = "CALCULATED" if order.origin in ("liquidation", "adl") else "TRADE"
+        elif traded:  # CALCULATED: "Liquidation Execution" (B21)
+            execution = "CALCULATED" if order.origin in FORCED else "TRADE"
         else:
             execution = ORDER_STATUS[order.status]
         status = ORDER_STATUS[order.status]
-        if order.origin == "adl" and order.status == "filled":
-            status = "NEW_ADL"
+        # "Expire Reason" 9: "Market order could not be filled completely, remaining quantity is canceled" (B20)
+        expire_reason = "9" if order.status == "expired" and order.type == "market" else "0"
         frames.append(json.dumps({
             "e": "ORDER_TRADE_UPDATE", "T": ts, "E": ts,
             "o": {
                 "s": self.venue.instrument(order.symbol).id, "c": self._client_id(order), "S": order.side.upper(),
-                "o": WIRE_TYPE[order.type], "f": WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
+                "o": self._wire_type(order),
+                "f": "IOC" if order.origin in FORCED else WIRE_TIME_IN_FORCE.get(order.time_in_force or "", "GTC"),
                 "q": _s(order.amount), "p": _s(order.price), "ap": _s(order.average),
                 "sp": _s(parent.trigger_price if parent is not None else None), "x": execution, "X": status,
                 "i": int(order.id), "l": _s(fill.amount if fill else None), "z": _s(order.filled),
@@ -972,7 +1068,7 @@ class BinanceEmulator(WireEmulator):
                 # the key set of a real /private/ws capture (fixture order_update_new_private_ws_capture.json):
                 # AP / cr only on trailing orders, pm / gtd / er always
                 "ot": self._orig_type(order), "ps": "BOTH", "cp": False, "rp": _s(fill.realized_pnl if fill else None),
-                "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0, "er": "0",
+                "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0, "er": expire_reason,
             },
         }))
         if parent is not None and order.status == "filled":  # the algo order's market order is done

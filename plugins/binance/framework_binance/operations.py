@@ -22,7 +22,14 @@ from framework.models import (
     close_side,
     now_ms,
 )
-from framework_binance.rest import VENUE, BinanceConnection, new_client_id, to_order, to_position
+from framework_binance.rest import (
+    VENUE,
+    BinanceConnection,
+    new_client_id,
+    order_from_row,
+    position_from_row,
+    to_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +126,23 @@ async def place_trigger(
 
 
 async def _confirm_open(conn: BinanceConnection, stop: StopLoss) -> Decimal:
-    """Contracts of the position ``stop`` protects, confirmed on REST ``positionRisk`` right before a new
-    stop is placed: the stream state may be stale (a closing frame can be 30 s late, docs/incidents.md I-5).
+    """Contracts of the position ``stop`` protects, right before a new stop is placed: the stream's latest
+    update (the core's book) when it shows the position open on the stop's side — no venue call — else REST
+    ``positionRisk?symbol=`` (that symbol only).  A position the stream still shows open but the venue has
+    closed is caught by the venue itself: it refuses the new stop for want of a position (-4509 / -2022,
+    :func:`place_trigger` raises :class:`PositionGone`), and the old stop's fate is checked after cancelling.
 
     :raises PositionGone: REST shows no position and the stream reported it flat.
     :raises VenueError: REST shows no position but the stream did not say flat — REST lag is not absence,
         so nothing is placed and the old stop stays.
     """
-    for raw in await conn.fetch_positions():
-        if raw.get("symbol") == stop.symbol:
-            position = to_position(raw, conn.config.account)
-            if position is not None and position.side == stop.side:
-                return position.contracts
+    update = conn.stream_state.last_update(stop.symbol) if conn.stream_state is not None else None
+    if update is not None and update.contracts > 0 and update.side == stop.side:
+        return update.contracts
+    for row in await conn.position_rows(stop.symbol):
+        position = position_from_row(row, conn.config.account, conn.symbols)
+        if position is not None and position.symbol == stop.symbol and position.side == stop.side:
+            return position.contracts
     if conn.known_flat(stop.symbol):
         raise PositionGone("neither REST nor the stream shows the position: stop not moved", venue=VENUE,
                            symbol=stop.symbol, order_id=stop.order_id)
@@ -143,10 +155,10 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
 
     Binance refuses a second closePosition stop in one direction (-4130), so a closePosition stop is
     replaced by a reduce-only one and a reduce-only stop by a closePosition one.  Liveness: the stream
-    state (the core's book) first (no venue call when it says flat), then REST ``positionRisk`` right before
+    state (the core's book) first (no venue call when it says flat), then :func:`_confirm_open` right before
     placing (its size sizes a reduce-only replacement), then the stream state and the old stop's fate after
     cancelling.
-    A move costs three REST calls.
+    A move costs two REST calls (place, cancel) while the stream shows the position, three otherwise.
 
     :raises PositionGone: the position closed; whatever this call placed was cancelled again.
     :raises WouldTriggerImmediately: -2021; the old stop is untouched.
@@ -201,33 +213,44 @@ async def fetch_order(
         return to_order(await conn.fetch_raw_order(symbol, order_id, client_order_id, conditional=True))
 
 
+Rows = list[dict[str, Any]]
+
+
+async def snapshot_rows(conn: BinanceConnection) -> tuple[Rows, Rows, Rows]:
+    """The snapshot's three answers as Binance's raw rows: ``positionRisk``, ``openOrders``,
+    ``openAlgoOrders`` (what :func:`fetch_snapshot` decodes; ``framework bench`` times it as the floor)."""
+    return (await conn.position_rows(), await conn.open_order_rows(conditional=False),
+            await conn.open_order_rows(conditional=True))
+
+
 async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
-    """One ``positionRisk``, one ``openOrders`` and one ``openAlgoOrders`` call."""
+    """One ``positionRisk``, one ``openOrders`` and one ``openAlgoOrders`` call, each answer decoded from
+    Binance's own rows (:func:`position_from_row`, :func:`order_from_row`; ccxt's implicit API for the
+    request only).  Stops: resting STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET algo orders with a
+    trigger price (``closePosition``: ``contracts None``)."""
     taken_at = now_ms()
-    raw_positions = await conn.fetch_positions()
-    raw_orders = await conn.fetch_open_orders(conditional=False)
-    raw_algo = await conn.fetch_open_orders(conditional=True)
+    position_rows, order_rows, algo_rows = await snapshot_rows(conn)
+    account, symbols = conn.config.account, conn.symbols
     positions = []
-    for raw in raw_positions:
-        position = to_position(raw, conn.config.account)
+    for row in position_rows:
+        position = position_from_row(row, account, symbols)
         if position is not None:
             positions.append(position)
-            conn.note_open(position.symbol, (raw.get("info") or {}).get("updateTime") or raw.get("timestamp"))
+            conn.note_open(position.symbol, row.get("updateTime"))
+    open_orders = [order_from_row(row, symbols) for row in order_rows]
     stops = []
-    for raw in raw_algo:
-        info = raw.get("info") or {}
-        kind = STOP_KINDS.get(str(info.get("orderType") or info.get("type")))
-        trigger = raw.get("triggerPrice")
-        if kind is None or not trigger or raw.get("side") not in ("buy", "sell"):
+    for row in algo_rows:
+        order = order_from_row(row, symbols)
+        open_orders.append(order)
+        kind = STOP_KINDS.get(str(row.get("orderType") or row.get("type")))
+        if kind is None or order.trigger_price is None:
             continue  # e.g. a trailing stop before activation has no trigger price to report
-        close_position_ = bool(info.get("closePosition"))
         stops.append(StopLoss(
-            venue=VENUE, symbol=raw["symbol"], side="long" if raw["side"] == "sell" else "short", kind=kind,
-            trigger_price=Decimal(str(trigger)), order_id=str(raw["id"]),
-            contracts=None if close_position_ else Decimal(str(raw.get("amount") or 0)),
+            venue=VENUE, symbol=order.symbol, side="long" if order.side == "sell" else "short", kind=kind,
+            trigger_price=order.trigger_price, order_id=order.id,
+            contracts=None if row.get("closePosition") else order.amount,
         ))
     return VenueSnapshot(
-        venue=VENUE, account=conn.config.account, positions=positions,
-        open_orders=[to_order(raw) for raw in [*raw_orders, *raw_algo]], stops=stops, taken_at=taken_at,
-        rest_calls=3,
+        venue=VENUE, account=account, positions=positions, open_orders=open_orders, stops=stops,
+        taken_at=taken_at, rest_calls=3,
     )

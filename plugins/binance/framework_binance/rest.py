@@ -28,11 +28,13 @@ from framework.errors import (
     OutcomeUnknown,
     PositionGone,
     RateLimited,
+    StreamError,
     VenueError,
     WouldTriggerImmediately,
 )
 from framework.models import DriverConfig, Order, Position
 from framework.protocols import StreamEvidence
+from framework_binance.decoder import ALGO_STATUS, ORDER_STATUS, unified_symbol
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,31 @@ def retry_after_ms(headers: object) -> int | None:
     return int(seconds * 1000) if seconds is not None and 0 <= seconds < 86_400 else None
 
 
+def used_weight_1m(headers: object) -> int | None:
+    """``X-MBX-USED-WEIGHT-1M`` (the IP's request weight used in the current minute) from response headers."""
+    if not isinstance(headers, dict):
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "x-mbx-used-weight-1m"), None)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 class BinanceUsdm(ccxt_async.binanceusdm):
-    """ccxt's client, raising :class:`BinanceApiError` with the venue's code for every error answer."""
+    """ccxt's client, raising :class:`BinanceApiError` with the venue's code for every error answer.
+
+    :ivar used_weight_1m: the IP's request weight used this minute, as the last answer said
+        (``X-MBX-USED-WEIGHT-1M``, sent with every response: Binance "General Info: Limits"); ``None``
+        before the first answer that carried it.
+    """
+
+    used_weight_1m: int | None = None
 
     def handle_errors(self, code, reason, url, method, headers, body, response, requestHeaders, requestBody):  # type: ignore[no-untyped-def]
+        weight = used_weight_1m(headers)
+        if weight is not None:
+            self.used_weight_1m = weight
         api_code = response.get("code") if isinstance(response, dict) else None
         try:
             api_code = int(api_code) if api_code is not None else None
@@ -179,6 +202,72 @@ def to_order(raw: dict[str, Any]) -> Order:
         reduce_only=bool(raw.get("reduceOnly")) or close_position,
         trigger_price=trigger if trigger and trigger > 0 else None, timestamp=raw.get("timestamp"),
     )
+
+
+#: Binance order type → ccxt's unified type (what ``binance.parse_order_type_by_market`` gives a contract)
+UNIFIED_TYPE = {"limit_maker": "limit", "stop": "limit", "stop_market": "market", "take_profit": "limit",
+                "take_profit_market": "market", "trailing_stop_market": "market"}
+#: Binance order / algo order statuses → ccxt's unified status (``binance.parse_order_status``)
+UNIFIED_STATUS = {**ORDER_STATUS, **ALGO_STATUS, "ACCEPTED": "open", "CANCELLED": "canceled",
+                  "PENDING_CANCEL": "canceling"}
+
+
+def _first(row: dict[str, Any], *keys: str) -> Any:
+    return next((row[key] for key in keys if row.get(key) is not None), None)
+
+
+def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
+    """A raw Binance order (``/fapi/v1/openOrders``, ``/fapi/v1/order``) or algo order
+    (``/fapi/v1/openAlgoOrders``) → :class:`Order`, with ccxt's decoding rules but without its unified
+    parser (the snapshot's hot path): id ``orderId`` / ``algoId``, status ``status`` / ``algoStatus``,
+    amount ``origQty`` / ``quantity``, trigger ``stopPrice`` / ``triggerPrice`` (``"0"``: none), a
+    ``closePosition`` order is reduce-only.
+
+    :raises OrderIncomplete: as :func:`to_order`; an unknown market id also (never guessed).
+    """
+    market_id = str(row.get("symbol") or "")
+    try:
+        symbol = unified_symbol(market_id, symbols) if market_id else None
+    except StreamError as exc:
+        raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_first(row, "orderId", "algoId"))) from exc
+    kind = str(_first(row, "type", "orderType") or "").lower()
+    status = _first(row, "status", "algoStatus")
+    order_id = _first(row, "orderId", "algoId")
+    return to_order({
+        "id": None if order_id is None else str(order_id), "symbol": symbol,
+        "clientOrderId": _first(row, "clientOrderId", "clientAlgoId"),
+        "side": str(row["side"]).lower() if row.get("side") else None,
+        "type": UNIFIED_TYPE.get(kind, kind) or None,
+        "status": None if status is None else UNIFIED_STATUS.get(status, status),
+        "amount": _first(row, "origQty", "quantity"), "filled": _first(row, "executedQty", "filledQty") or "0",
+        "average": _first(row, "avgPrice", "avgFilledPrice"), "triggerPrice": _first(row, "stopPrice", "triggerPrice"),
+        "reduceOnly": row.get("reduceOnly"),
+        "timestamp": _first(row, "time", "createTime", "workingTime", "transactTime", "updateTime"),
+        "info": {"closePosition": row.get("closePosition")},
+    })
+
+
+def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str]) -> Position | None:
+    """A raw ``/fapi/v3/positionRisk`` row → :class:`Position` (``None`` when flat), with ccxt's decoding
+    rules (``binance.parse_position_risk``) without its unified parser: contracts ``|positionAmt|``, side
+    from the sign of ``notional`` (else of ``positionAmt``), ``unRealizedProfit``, ``markPrice`` ``"0"``: none.
+
+    :raises OrderIncomplete: an open position of an unknown market id, or without a side.
+    """
+    amount = _decimal(row.get("positionAmt")) or Decimal(0)
+    if amount == 0:
+        return None
+    notional = _decimal(row.get("notional")) or Decimal(0)
+    try:
+        symbol = unified_symbol(str(row.get("symbol") or ""), symbols)
+    except StreamError as exc:
+        raise OrderIncomplete(f"open position: {exc.message}", venue=VENUE) from exc
+    side = "long" if notional > 0 else "short" if notional < 0 else None
+    return to_position({
+        "symbol": symbol, "contracts": abs(amount), "side": side,
+        "entryPrice": row.get("entryPrice"), "markPrice": row.get("markPrice"),
+        "unrealizedPnl": row.get("unRealizedProfit"), "info": {"positionAmt": amount},
+    }, account)
 
 
 def to_position(raw: dict[str, Any], account: str) -> Position | None:
@@ -328,17 +417,20 @@ class BinanceConnection:
         with venue_errors("cancel conditional order", symbol=symbol, order_id=order_id):
             return await self.exchange.cancel_order(order_id, symbol, {"trigger": True})
 
-    async def fetch_positions(self) -> list[dict[str, Any]]:
-        """``GET /fapi/v3/positionRisk`` (one call for every symbol)."""
-        with venue_errors("fetch positions"):
-            return await self.exchange.fetch_positions()
+    async def position_rows(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """``GET /fapi/v3/positionRisk`` as Binance answers it (raw rows, see :func:`position_from_row`):
+        every symbol in one call, or only ``symbol`` (``symbol=``)."""
+        params = {} if symbol is None else {"symbol": self.market_id(symbol)}
+        with venue_errors("fetch positions", symbol=symbol):
+            return list(await self.exchange.fapiPrivateV3GetPositionRisk(params))
 
-    async def fetch_open_orders(self, conditional: bool) -> list[dict[str, Any]]:
-        """``GET /fapi/v1/openOrders`` or ``GET /fapi/v1/openAlgoOrders`` for every symbol (one call)."""
-        params: dict[str, Any] = {"trigger": True} if conditional else {}
-        self.exchange.options["fetchOpenOrders"] = {"warnWithoutSymbol": False}
+    async def open_order_rows(self, conditional: bool) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/openOrders`` or ``GET /fapi/v1/openAlgoOrders`` for every symbol (one call), as
+        Binance answers it (raw rows, see :func:`order_from_row`)."""
         with venue_errors("fetch open orders"):
-            return await self.exchange.fetch_open_orders(None, None, None, params)
+            if conditional:
+                return list(await self.exchange.fapiPrivateGetOpenAlgoOrders())
+            return list(await self.exchange.fapiPrivateGetOpenOrders())
 
     # --- listen key (user data stream) ---------------------------------------------------------------
 

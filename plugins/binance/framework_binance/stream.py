@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from typing import Any
@@ -24,6 +23,7 @@ import websockets
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError, VenueError
 from framework.protocols import StreamSink
+from framework_binance import decoder as decoding
 from framework_binance.decoder import BinanceDecoder
 from framework_binance.rest import BinanceConnection
 
@@ -95,7 +95,7 @@ async def _user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
 
 async def _handle_frame(conn: BinanceConnection, decoder: BinanceDecoder, sink: StreamSink, raw: str | bytes) -> None:
     try:
-        message = json.loads(raw)
+        message = decoding.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: absurd nesting
         sink.on_malformed(raw, StreamError(f"frame is not JSON: {type(error).__name__}", venue="binance"))
         return

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from binance_helpers import FIXTURES
+from framework_binance import decoder as decoder_module
 from framework_binance.decoder import BinanceDecoder, unified_symbol
 
 from framework.errors import StreamError
@@ -173,3 +174,98 @@ def test_unified_symbols():
     assert unified_symbol("XRPUSDT", {"XRPUSDT": "X/Y:Y"}) == "X/Y:Y"
     with pytest.raises(StreamError):
         unified_symbol("???")
+
+
+HOSTILE_FRAMES = [
+    b"not json", b"\xff\xfe", "[1, 2]", "", '{"e":"ACCOUNT_UPDATE","E":1,"T":Infinity,"a":{"m":"ORDER","B":[],"P":[]}}',
+    '{"e":"ACCOUNT_UPDATE","E":1,"T":NaN,"a":{"m":"ORDER","B":[],"P":[]}}',
+    '{"e":"ACCOUNT_UPDATE","E":1,"T":' + "9" * 30 + ',"a":{"m":"ORDER","B":[],"P":[]}}',
+    '{"e":"ACCOUNT_UPDATE","E":1,"T":2,"a":{"m":"ORDER","B":[],"P":[{"s":"XRPUSDT","pa":1.1,"ep":0.1,'
+    '"cr":"0","up":"0","mt":"cross","iw":"0","ps":"BOTH"}]}}',
+    "[" * 5000 + "]" * 5000,
+]
+
+
+def _decoded(raw: str | bytes) -> list | type[Exception]:
+    try:
+        return BinanceDecoder().decode(raw)
+    except Exception as exc:  # noqa: BLE001 - the type is what is compared
+        return type(exc)
+
+
+@pytest.mark.parametrize("path", sorted(p for d in ("user_data_json", "market_data_json")
+                                        for p in (FIXTURES / d).glob("*.json")), ids=lambda p: p.name)
+def test_orjson_decodes_every_fixture_as_the_standard_library_did(path, monkeypatch):
+    """Issue 17 item 6: the frame parser changed (orjson); every fixture gives the same events, Decimal values
+    exact, as with ``json.loads``."""
+    raw = path.read_bytes()
+    fast = _decoded(raw)
+    monkeypatch.setattr(decoder_module, "loads", json.loads)
+    assert fast == _decoded(raw)
+
+
+@pytest.mark.parametrize("raw", HOSTILE_FRAMES, ids=range(len(HOSTILE_FRAMES)))
+def test_orjson_keeps_malformed_frames_malformed(raw, monkeypatch):
+    fast = _decoded(raw)
+    monkeypatch.setattr(decoder_module, "loads", json.loads)
+    slow = _decoded(raw)
+    # same result, or a frame the standard library let through to a crash (Infinity, deep nesting: OverflowError,
+    # RecursionError; the stream counted those as malformed too) now refused as malformed by the parser itself
+    assert fast == slow or (fast is StreamError and not isinstance(slow, list))
+
+
+# --- issue 13 item 10: what the venue sends that is not a fill of ours (docs/conformance.md B19-B21) -------------
+
+FUNDING_CROSS = {  # "Event: Balance and Position Update": a cross position's funding carries B only, no P
+    "e": "ACCOUNT_UPDATE", "E": 1776787203246, "T": 1776787203246,
+    "a": {"m": "FUNDING_FEE", "B": [{"a": "USDT", "wb": "38.17806885", "cw": "38.17806885", "bc": "-0.00085067"}]},
+}
+
+
+@pytest.mark.parametrize("positions", [None, []], ids=["no P (the docs)", "empty P (a real capture)"])
+def test_a_cross_funding_fee_update_is_no_position_event_and_not_malformed(positions):
+    message = json.loads(json.dumps(FUNDING_CROSS))
+    if positions is not None:
+        message["a"]["P"] = positions
+    assert BinanceDecoder().decode(json.dumps(message)) == []
+
+
+@pytest.mark.parametrize(("amount", "side"), [("20", "long"), ("-20", "short")])
+def test_an_isolated_funding_fee_update_repeats_the_position_as_it_is(amount, side):
+    # isolated: B and the one position the fee was charged on, unchanged in size
+    message = json.loads(json.dumps(FUNDING_CROSS))
+    message["a"]["P"] = [{"s": "BTCUSDT", "pa": amount, "ep": "6563.6", "bep": "6563.559", "cr": "0", "up": "1.5",
+                          "mt": "isolated", "iw": "13200.7", "ps": "BOTH"}]
+    (update,) = BinanceDecoder().decode(json.dumps(message))
+    assert (update.side, update.contracts) == (side, Decimal(20))
+
+
+def _documented_forced_close(client_id: str, execution: str, status: str, filled: str) -> str:
+    """A liquidation / ADL order as "Event: Order Update" documents it: order type LIQUIDATION, execution
+    CALCULATED ("Liquidation Execution"), client id ``autoclose-…`` / ``adl_autoclose``, status NEW first."""
+    message = json.loads(frame("user_data_json/order_update_trade.json"))
+    message["o"].update({"c": client_id, "o": "LIQUIDATION", "ot": "LIQUIDATION", "f": "IOC", "q": "0.014",
+                         "x": execution, "X": status, "l": filled, "z": filled, "R": False})
+    return json.dumps(message)
+
+
+@pytest.mark.parametrize(
+    ("client_id", "origin"), [("autoclose-1609457999000", "liquidation"), ("adl_autoclose", "adl")]
+)
+def test_documented_liquidation_and_adl_orders_are_attributed_new_then_filled(client_id, origin):
+    decoder = BinanceDecoder()
+    (new,) = decoder.decode(_documented_forced_close(client_id, "NEW", "NEW", "0"))
+    (filled,) = decoder.decode(_documented_forced_close(client_id, "CALCULATED", "FILLED", "0.014"))
+    assert (new.origin, new.order.status, new.order.filled) == (origin, "open", 0)
+    assert (filled.origin, filled.order.status, filled.order.filled) == (origin, "closed", Decimal("0.014"))
+    assert filled.order.type == "liquidation"
+
+
+def test_a_market_order_expired_after_a_partial_fill_reports_what_filled():
+    # "Expire Reason" 9: "Market order could not be filled completely, remaining quantity is canceled"
+    message = json.loads(frame("user_data_json/order_update_trade.json"))
+    message["o"].update({"o": "MARKET", "ot": "MARKET", "f": "GTC", "q": "0.003", "x": "EXPIRED", "X": "EXPIRED",
+                         "l": "0", "z": "0.002", "er": "9"})
+    (update,) = BinanceDecoder().decode(json.dumps(message))
+    assert (update.order.status, update.order.filled, update.order.amount) == ("expired", Decimal("0.002"),
+                                                                               Decimal("0.003"))

@@ -174,7 +174,7 @@ async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue, "3"))
     start = venue.now()
     moved = await driver.move_stop_loss(stop, below(venue, "2"))
-    assert moved.contracts == Decimal(10)  # reduce-only, sized from REST positionRisk
+    assert moved.contracts == Decimal(10)  # reduce-only, sized from the stream (the book): no positionRisk
     moved_again = await driver.move_stop_loss(moved, below(venue, "1"))
     assert moved_again.contracts is None  # back to closePosition
     open_stops = venue.orders("default", SYMBOL, conditional=True)
@@ -205,7 +205,8 @@ async def test_move_on_a_closed_position_raises_position_gone_and_places_nothing
 
 
 async def test_move_when_the_old_stop_fired_unseen_places_nothing(driver, venue, stream):
-    """I-5: the stream is 2 s late; REST, asked right before placing, shows no position: nothing placed."""
+    """I-5: the stream is 2 s late and still shows the position: the venue refuses the new stop for want of a
+    position (-2022), nothing is placed and the move fails."""
     await open_position(driver, venue)
     await stream.wait_for(shows_open(stream, 10))
     stop = StopLoss(venue="binance", symbol=SYMBOL, side="long", trigger_price=below(venue, "1"),

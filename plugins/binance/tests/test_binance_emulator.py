@@ -12,12 +12,13 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import websockets
-from binance_helpers import SYMBOL, TEST_OPTIONS, Sink, below, fixture_json, intent
+from binance_helpers import SYMBOL, TEST_OPTIONS, FakeClock, Sink, below, fixture_json, intent
 from pydantic import SecretStr
 
 from framework.errors import VenueError
 from framework.models import MarkPrice, PositionUpdate, now_ms
 from framework.plugins import drivers, load_plugins
+from framework.venue import EmulatorHarness
 
 
 def same_shape(emitted, fixture, path="$", exact=True):
@@ -62,6 +63,7 @@ class Rest:
             else:
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
                 response = await session.request(method, f"{self.base}{path}", data=query, headers=headers)
+            self.headers = dict(response.headers)
             return response.status, await response.json()
 
 
@@ -480,3 +482,233 @@ async def test_venue_harness_hook(harness):
     async with drivers(pm)["binance"].venue_harness({"seed": 1, "faults": "rest_position_lag_ms=100"}) as h:
         assert h.venue.faults.rest_position_lag_ms == 100 and h.config.rest_url.startswith("http://127.0.0.1:")
         assert intent(h.venue).symbol == h.symbol
+
+
+# --- issue 13 item 10 (docs/conformance.md B20-B24) -------------------------------------------------------------
+
+
+async def _user_frames(rest, harness):
+    _, answer = await rest.call("POST", "/fapi/v1/listenKey", signed=False)
+    return websockets.connect(f"{harness.emulator.ws_url}/private/ws?listenKey={answer['listenKey']}")
+
+
+@pytest.mark.parametrize("side", ["BUY", "SELL"])
+async def test_a_market_order_fills_in_parts_then_expires_on_the_wire(rest, venue, harness, side):
+    """B20: several executions (TRADE_LITE, ACCOUNT_UPDATE, ORDER_TRADE_UPDATE PARTIALLY_FILLED each), then
+    EXPIRED with expire reason 9 for what the book could not take; the answer says what filled."""
+    venue.faults.market_fill_parts = 3
+    venue.faults.market_fill_ratio = 0.5
+    async with await _user_frames(rest, harness) as ws:
+        frames = Frames(ws)
+        status, order = await rest.call("POST", "/fapi/v1/order", {
+            "symbol": "XRPUSDT", "side": side, "type": "MARKET", "quantity": "100", "newOrderRespType": "RESULT"})
+        assert status == 200 and (order["status"], order["executedQty"]) == ("EXPIRED", "50")
+        mine = lambda f: f["e"] == "ORDER_TRADE_UPDATE" and f["o"]["i"] == order["orderId"]  # noqa: E731
+        await frames.until(lambda: any(mine(f) and f["o"]["X"] == "EXPIRED" for f in frames))
+    updates = [f["o"] for f in frames if mine(f)]
+    assert [(u["x"], u["X"], u["l"], u["z"]) for u in updates] == [
+        ("NEW", "NEW", "0", "0"), ("TRADE", "PARTIALLY_FILLED", "16.6", "16.6"),
+        ("TRADE", "PARTIALLY_FILLED", "16.6", "33.2"), ("TRADE", "PARTIALLY_FILLED", "16.8", "50"),
+        ("EXPIRED", "EXPIRED", "0", "50")]
+    assert updates[-1]["er"] == "9" and all(u["er"] == "0" for u in updates[:-1])
+    assert len([f for f in frames if f["e"] == "TRADE_LITE" and f["i"] == order["orderId"]]) == 3
+    sizes = [f["a"]["P"][0]["pa"] for f in frames if f["e"] == "ACCOUNT_UPDATE"]
+    sign = "" if side == "BUY" else "-"
+    assert sizes == [f"{sign}16.6", f"{sign}33.2", f"{sign}50"]
+    for i, f in enumerate(frames):  # each part: the position first, its order update next, one T (B4)
+        if mine(f) and f["o"]["x"] == "TRADE":
+            assert frames[i - 1]["e"] == "ACCOUNT_UPDATE" and frames[i - 1]["T"] == f["T"]
+
+
+@pytest.mark.parametrize(("how", "client_id"), [("liquidate", "autoclose-"), ("adl", "adl_autoclose")])
+async def test_liquidation_and_adl_orders_look_as_documented(rest, venue, harness, how, client_id):
+    """B21: "Event: Order Update": client id ``autoclose-…`` / ``adl_autoclose``, order type LIQUIDATION, NEW
+    then execution CALCULATED ("Liquidation Execution"); TRADE_LITE carries trades only."""
+    venue.place_order("default", SYMBOL, "sell", amount=Decimal(10))
+    async with await _user_frames(rest, harness) as ws:
+        frames = Frames(ws)
+        getattr(venue, how)("default", SYMBOL)
+        await frames.until(lambda: any(f["e"] == "ORDER_TRADE_UPDATE" and f["o"]["X"] == "FILLED" for f in frames))
+    updates = [f["o"] for f in frames if f["e"] == "ORDER_TRADE_UPDATE"]
+    assert [(u["x"], u["X"]) for u in updates] == [("NEW", "NEW"), ("CALCULATED", "FILLED")]
+    for update in updates:
+        assert update["c"].startswith(client_id) and (update["o"], update["ot"], update["f"]) == (
+            "LIQUIDATION", "LIQUIDATION", "IOC")
+    assert updates[0]["c"] == updates[1]["c"] and (client_id != "adl_autoclose" or updates[0]["c"] == client_id)
+    assert not [f for f in frames if f["e"] == "TRADE_LITE"]
+
+
+async def test_funding_is_an_account_update_with_the_balance_only(rest, venue, harness):
+    """B19: "When FUNDING FEE occurs in a crossed position, ACCOUNT_UPDATE will be pushed with only the balance
+    B … without any position P message" (a real 2026 capture shows ``"P": []``)."""
+    venue.place_order("default", SYMBOL, "buy", amount=Decimal(10))
+    async with await _user_frames(rest, harness) as ws:
+        frames = Frames(ws)
+        [paid] = venue.settle_funding(SYMBOL, Decimal("0.0001")).values()
+        await frames.until(lambda: any(f["e"] == "ACCOUNT_UPDATE" for f in frames))
+    [update] = [f for f in frames if f["e"] == "ACCOUNT_UPDATE"]
+    assert (update["a"]["m"], update["a"]["P"]) == ("FUNDING_FEE", [])
+    assert Decimal(update["a"]["B"][0]["bc"]) == paid < 0
+    assert Decimal(update["a"]["B"][0]["wb"]) == venue.wallet("default")
+    assert [f["e"] for f in frames] == ["ACCOUNT_UPDATE"]
+
+
+@pytest.fixture
+async def clocked():
+    """A venue of its own on a fake clock (its minutes, bans and lifetimes pass when the test says)."""
+    from framework_binance.emulator import BinanceEmulator
+
+    clock = FakeClock()
+    clock.advance(50_000)  # 10 s before a minute ends
+    async with EmulatorHarness("binance", BinanceEmulator, {"seed": 3, "clock": clock}) as h:
+        h.clock = clock
+        yield h
+
+
+async def test_every_answer_carries_the_ip_s_used_weight_of_the_minute(clocked):
+    """B22: "Every request will contain X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)"; weights as the
+    endpoints document them (positionRisk 5, New Order 0 on the IP limit)."""
+    rest = Rest(clocked)
+    await rest.call("GET", "/fapi/v1/exchangeInfo", signed=False)
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    await rest.call("GET", "/fapi/v3/positionRisk")
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "6"
+    status, _ = await rest.call("POST", "/fapi/v1/order", {"symbol": "XRPUSDT", "side": "BUY", "type": "MARKET",
+                                                          "quantity": "10"})
+    assert status == 200 and rest.headers["X-MBX-USED-WEIGHT-1M"] == "6"
+    await rest.call("GET", "/fapi/v1/openOrders")  # every symbol: 40
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "46"
+    clocked.clock.advance(10_000)  # a new minute
+    await rest.call("GET", "/fapi/v1/time", signed=False)
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+
+
+async def test_over_the_weight_429_with_retry_after_then_418_banned_for_not_backing_off(clocked):
+    """B22: 429 -1003 with Retry-After (seconds to wait "to prevent a ban"); a client that keeps going in that
+    minute gets 418 and Retry-After "until the ban is over" (2 minutes, the documented minimum)."""
+    clocked.venue.faults.rate_limits = True
+    clocked.emulator.request_weight.limit = 12
+    rest = Rest(clocked)
+    for _ in range(2):
+        assert (await rest.call("GET", "/fapi/v3/positionRisk"))[0] == 200
+    status, body = await rest.call("GET", "/fapi/v3/positionRisk")
+    assert (status, body["code"], rest.headers["Retry-After"]) == (429, -1003, "10")
+    assert rest.headers["X-MBX-USED-WEIGHT-1M"] == "15"
+    status, body = await rest.call("GET", "/fapi/v1/time", signed=False)
+    assert (status, body["code"], rest.headers["Retry-After"]) == (418, -1003, "120") and "banned" in body["msg"]
+    clocked.clock.advance(119_500)
+    assert (await rest.call("GET", "/fapi/v1/time", signed=False))[0] == 418
+    assert rest.headers["Retry-After"] == "1"
+    clocked.clock.advance(1_000)
+    assert (await rest.call("GET", "/fapi/v1/time", signed=False))[0] == 200
+
+
+async def test_a_client_that_backs_off_after_a_429_is_never_banned(clocked):
+    clocked.venue.faults.rate_limits = True
+    clocked.emulator.request_weight.limit = 5
+    rest = Rest(clocked)
+    assert (await rest.call("GET", "/fapi/v3/positionRisk"))[0] == 200
+    assert (await rest.call("GET", "/fapi/v3/positionRisk"))[0] == 429
+    clocked.clock.advance(int(rest.headers["Retry-After"]) * 1000)  # waited as told
+    assert (await rest.call("GET", "/fapi/v3/positionRisk"))[0] == 200
+
+
+async def test_the_driver_reads_the_used_weight_and_waits_out_a_429_without_being_banned(clocked):
+    """B22, driver side: the weight of every answer is read (``used_weight_1m``); a 429's Retry-After pauses the
+    venue's calls, after which the next call succeeds (no 418)."""
+    from framework.errors import RateLimited
+
+    pm = load_plugins(["binance"])
+    drv = drivers(pm)["binance"]
+    await drv.connect(clocked.config.model_copy(update={"options": dict(TEST_OPTIONS)}))
+    try:
+        await drv.fetch_snapshot()
+        emulator = clocked.emulator
+        assert drv.conn.exchange.used_weight_1m == emulator.request_weight.used > 0
+        clocked.clock.advance(9_000)  # 1 s before the minute ends
+        clocked.venue.faults.rate_limits = True
+        emulator.request_weight.limit = emulator.request_weight.used + 1
+        with pytest.raises(RateLimited) as refused:
+            await drv.fetch_snapshot()
+        assert refused.value.retry_after_ms == 1_000 and 0 < drv.paused_for_ms() <= 1_000
+        clocked.clock.advance(1_000)  # the venue's minute passes while the driver waits
+        await drv.fetch_snapshot()
+        assert drv.counters["rate_limit_waits"] == 1 and not emulator.ip_ban.active(clocked.venue.now())
+    finally:
+        await drv.disconnect()
+
+
+async def until(emulator, predicate, timeout_s: float = 10.0) -> None:
+    """Wait for a condition nothing signals (the emulator's counters), checked at each look the emulator takes at
+    the venue's clock, with a generous bound."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await emulator.clock_polled()
+
+
+async def _clocked_stream(clocked, **options):
+    pm = load_plugins(["binance"])
+    drv = drivers(pm)["binance"]
+    await drv.connect(clocked.config.model_copy(update={"options": {**TEST_OPTIONS, **options}}))
+    sink = Sink()
+    task = asyncio.create_task(drv.run_stream(sink))
+    await sink.wait_for(lambda: sink.connected == [False])
+    return drv, sink, task
+
+
+async def _stop(drv, task):
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await drv.disconnect()
+
+
+async def test_a_listen_key_lapses_after_60_minutes_without_keepalive_and_the_driver_gets_a_new_one(clocked):
+    """B23: "A User Data Stream listenKey is valid for 60 minutes after creation"; when it lapses the stream
+    says ``listenKeyExpired``; the driver takes a new key and reconnects (and its sink resnapshots)."""
+    drv, sink, task = await _clocked_stream(clocked, listen_key_keepalive_s=3600)  # never keeps it alive
+    try:
+        emulator = clocked.emulator
+        [first] = emulator._listen_keys
+        clocked.clock.advance(3_599_000)
+        polls = emulator.clock_polls
+        await until(emulator, lambda: emulator.clock_polls >= polls + 2)  # it looked: nothing lapses before the hour
+        assert sink.connected == [False] and first in emulator._listen_keys
+        clocked.clock.advance(2_000)
+        await sink.wait_for(lambda: sink.connected == [False, True])
+        assert "listen key expired" in sink.disconnected[0] and first not in emulator._listen_keys
+        assert emulator.rest_calls["POST /fapi/v1/listenKey"] == 2
+    finally:
+        await _stop(drv, task)
+
+
+async def test_keepalive_puts_keep_the_key_past_its_hour(clocked):
+    """B23: "Doing a PUT on a listenKey will extend its validity for 60 minutes" — the driver's keep-alive
+    (every ``listen_key_keepalive_s``; 30 min by default) keeps one key and one connection for 5 hours."""
+    drv, sink, task = await _clocked_stream(clocked, listen_key_keepalive_s=0.05)
+    try:
+        emulator = clocked.emulator
+        for _ in range(10):  # 10 × 30 min of venue time, a keep-alive PUT seen after each step
+            seen = emulator.rest_calls["PUT /fapi/v1/listenKey"]
+            clocked.clock.advance(1_800_000)
+            await until(emulator, lambda seen=seen: emulator.rest_calls["PUT /fapi/v1/listenKey"] > seen)
+        assert sink.connected == [False] and emulator.rest_calls["POST /fapi/v1/listenKey"] == 1
+    finally:
+        await _stop(drv, task)
+
+
+async def test_a_connection_is_cut_at_24_hours_and_the_driver_reconnects(clocked):
+    """B24: "A single connection is only valid for 24 hours; expect to be disconnected at the 24 hour mark";
+    the driver reconnects at once with its (still valid) key and tells its sink (which resnapshots)."""
+    clocked.emulator.listen_key_ttl_ms = 48 * 3_600_000  # this test is about the connection, not the key
+    drv, sink, task = await _clocked_stream(clocked, listen_key_keepalive_s=3600)
+    try:
+        clocked.clock.advance(86_400_000 - 1_000)
+        polls = clocked.emulator.clock_polls
+        await until(clocked.emulator, lambda: clocked.emulator.clock_polls >= polls + 2)  # it looked: not cut early
+        assert sink.connected == [False]
+        clocked.clock.advance(2_000)
+        await sink.wait_for(lambda: sink.connected == [False, True])
+        assert "socket closed (1000)" in sink.disconnected[0]
+    finally:
+        await _stop(drv, task)

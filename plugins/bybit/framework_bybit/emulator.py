@@ -21,6 +21,7 @@ HTTP errors, timeouts after accept, periodic disconnects) or by :class:`framewor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -35,6 +36,7 @@ from framework.models import now_ms
 from framework.venue import Candle, Venue, VenueOrder, VenuePosition, VenueReject, candles
 from framework.venue.core import BalanceEvent, FillEvent, MarkPriceEvent, OrderEvent, PositionEvent, VenueEvent
 from framework.venue.harness import EmulatorHarness
+from framework.venue.limits import Ban, FixedWindow
 from framework.venue.market import synthetic_book, window_stats
 from framework.venue.wire import StreamSocket, WireEmulator, WireError, decimal_param, signature_ok
 from framework_bybit.decoder import VENUE
@@ -42,6 +44,16 @@ from framework_bybit.decoder import VENUE
 log = logging.getLogger(__name__)
 
 PRIVATE_TOPICS = ("position", "order", "execution", "wallet")
+MAX_ACTIVE_MS = 600_000  # a private connection without ping-pong or data is cut after 10 minutes (Y17)
+# Bybit v5 "Rate Limit Rules" (docs/v5/rate-limit/rate-limit.mdx): per IP, and per account and endpoint per second
+# (the linear column of the table; an endpoint not listed here is assumed 10/s)
+IP_REQUESTS_PER_5S = 600
+BAPI_LIMIT = web.RequestKey("bapi_limit", dict[str, str])  # a private request's limit headers
+IP_BAN_MS = 600_000  # "wait for at least 10 minutes. The ban will be lifted automatically"
+API_LIMITS = {"/v5/order/create": 10, "/v5/order/amend": 10, "/v5/order/cancel": 10, "/v5/order/cancel-all": 10,
+              "/v5/order/realtime": 50, "/v5/order/history": 50, "/v5/execution/list": 50, "/v5/position/list": 50,
+              "/v5/position/set-leverage": 10, "/v5/position/trading-stop": 10, "/v5/account/wallet-balance": 50,
+              "/v5/account/info": 50, "/v5/account/fee-rate": 5}
 
 # VenueReject.reason -> (retCode, retMsg); retMsg None = the venue's own message (docs/venue-api.md table).
 REJECT_CODES: dict[str, tuple[int, str | None]] = {
@@ -94,6 +106,26 @@ _OCO_CANCEL_TYPE = {("take_profit", "stop_loss"): "CancelByOCOTpCanceledBySlTrig
                     ("stop_loss", "take_profit"): "CancelByOCOSlCanceledByTpTriggered"}
 _TPSL_KINDS = {"stop_loss": ("stop_market", "StopLoss"), "take_profit": ("take_profit_market", "TakeProfit"),
                "trailing_stop": ("trailing_stop_market", "TrailingStop")}
+
+
+def _max_active_ms(value: str | None) -> int:
+    """``max_active_time`` of a private connection ("30s" … "600s", "1m" …, default 10 minutes); a value out of
+    that range is clamped into it (assumed: the docs give the range, not the answer to a value outside it)."""
+    if not value:
+        return MAX_ACTIVE_MS
+    number, unit = value[:-1], value[-1:]
+    if not number.isdigit() or unit not in ("s", "m"):
+        return MAX_ACTIVE_MS
+    ms = int(number) * (60_000 if unit == "m" else 1_000)
+    return min(max(ms, 30_000), MAX_ACTIVE_MS)
+
+
+class _PrivateSocket(StreamSocket):
+    """A ``/v5/private`` connection and how long it may stay silent (``max_active_time``)."""
+
+    def __init__(self, ws: web.WebSocketResponse, max_active_ms: int) -> None:
+        super().__init__(ws, private=True)
+        self.max_active_ms = max_active_ms
 
 
 def num(value: Decimal | int | None, empty: str = "0") -> str:
@@ -149,6 +181,12 @@ class BybitEmulator(WireEmulator):
         self._tpsl_fired: set[tuple[str, str, str]] = set()
         self._trigger_children: set[str] = set()
         self._tpsl_alias: dict[str, str] = {}  # market order of a fired TP/SL -> the system order's id
+        self._executed: dict[str, Decimal] = {}  # order id -> contracts executed so far, while it executes
+        #: the IP's requests per 5 s ("600 requests within a 5-second window per IP"), the ban past it, and each
+        #: (account, endpoint)'s requests per second (the "API Rate Limit Table"); tests lower the limits
+        self.ip_requests = FixedWindow(5_000, IP_REQUESTS_PER_5S)
+        self.ip_ban = Ban()
+        self._api_windows: dict[tuple[str, str], FixedWindow] = {}
         self._cursors: dict[str, tuple[list[Any], int]] = {}  # next-page cursor -> (listing, offset)
         self._routes: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], bool]] = {
             ("GET", "/v5/market/time"): (self._time, False),
@@ -199,6 +237,43 @@ class BybitEmulator(WireEmulator):
     def error_response(self, error: WireError, headers: dict[str, str] | None = None) -> web.StreamResponse:
         return web.json_response(self._envelope(error.code, error.message, {}), status=error.status, headers=headers)
 
+    def admit(self, request: web.Request) -> web.StreamResponse | None:
+        """Y16: with ``faults.rate_limits``, more than ``ip_requests`` allows from the IP is "403, access too
+        frequent" and a 10-minute ban (counted either way)."""
+        now = self.venue.now()
+        within = self.ip_requests.charge(now)
+        if not self.venue.faults.rate_limits:
+            return None
+        if not within and not self.ip_ban.active(now):
+            self.ip_ban.impose(now, IP_BAN_MS)
+        if self.ip_ban.active(now):
+            return web.Response(status=403, text="403, access too frequent")  # the body is assumed
+        return None
+
+    def usage_headers(self, request: web.Request) -> dict[str, str]:
+        """Y16: a private answer carries its endpoint's ``X-Bapi-Limit`` / ``-Status`` / ``-Reset-Timestamp``."""
+        return request.get(BAPI_LIMIT, {})
+
+    def _charge_api_limit(self, request: web.Request, account: str) -> None:
+        """:raises BybitApiReject: 10006 when ``account`` is over the endpoint's limit this second (with
+        ``faults.rate_limits``)."""
+        now = self.venue.now()
+        window = self._api_windows.setdefault((account, request.path),
+                                              FixedWindow(1000, API_LIMITS.get(request.path, 10)))
+        within = window.charge(now)
+        request[BAPI_LIMIT] = {"X-Bapi-Limit": str(window.limit), "X-Bapi-Limit-Status": str(window.remaining()),
+                                 "X-Bapi-Limit-Reset-Timestamp": str(now if within else window.reset_at(now))}
+        if not within and self.venue.faults.rate_limits:
+            raise BybitApiReject(10006, "Too many visits!", 429)
+
+    async def on_clock(self, now_ms: int) -> None:
+        """Y17: "if there is no "ping-pong" and no stream data sent from server end, the connection will be cut
+        off after 10 minutes" (or ``max_active_time``), on the venue's clock."""
+        for sock in [s for s in self.sockets if isinstance(s, _PrivateSocket)]:
+            if now_ms - sock.last_active_ms > sock.max_active_ms:
+                with contextlib.suppress(Exception):
+                    await sock.ws.close(code=1000, message=b"no ping-pong: connection cut")
+
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         handler, private = self._routes[(request.method, request.path)]
         body = await request.text() if request.method == "POST" else ""
@@ -212,6 +287,8 @@ class BybitEmulator(WireEmulator):
         else:
             params = dict(request.query)
         account = self._authenticate(request, body) if private else None
+        if account is not None:
+            self._charge_api_limit(request, account)
         result = await handler(params, account, request) if private else await handler(params)
         if isinstance(result, web.StreamResponse):
             return result
@@ -539,7 +616,7 @@ class BybitEmulator(WireEmulator):
             "filled": "Filled",
             "canceled": "Deactivated" if order.conditional else "Cancelled",
             "rejected": "Rejected",
-            "expired": "Deactivated",
+            "expired": "Deactivated" if order.conditional else "Cancelled",
             "triggered": "Triggered",
         }[order.status]
         stop_order_type = _STOP_ORDER_TYPE.get(order.type) or _ORIGIN_STOP_ORDER_TYPE.get(order.origin, "")
@@ -559,6 +636,8 @@ class BybitEmulator(WireEmulator):
                 reject_reason = _EXPIRED_REJECT_REASON[order.time_in_force]  # at once: post-only / IOC / FOK
             else:
                 cancel_type = "CancelByReduceOnly"  # a reduce-only one with nothing left to reduce
+        elif order.type == "market" and order.status == "expired":  # the IOC remainder the book could not take
+            reject_reason = "EC_NoEnoughQtyToFill"  # assumed (docs/conformance.md Y14)
         fields = {
             "category": "linear", "symbol": instrument.id, "orderId": order.id,
             "orderLinkId": order.client_order_id or "", "blockTradeId": "", "side": _SIDE[order.side],
@@ -682,21 +761,22 @@ class BybitEmulator(WireEmulator):
 
     async def _position_list(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
         self._linear_only(params)
-        visible = {p.symbol: p for p in self.visible_positions(account)}
-        if params.get("symbol"):
-            symbol = self._instrument(params).symbol
-            positions = [visible.get(symbol) or VenuePosition(account=account, symbol=symbol,
-                                                              mark_price=self.venue.mark_price(symbol))]
-        elif params.get("settleCoin") or params.get("baseCoin"):
-            positions = list(visible.values())
-        else:
+        symbol = self._instrument(params).symbol if params.get("symbol") else None
+        if symbol is None and not (params.get("settleCoin") or params.get("baseCoin")):
             raise BybitApiReject(10001, "params error: symbol or settleCoin is required")
+
+        def positions() -> list[VenuePosition]:  # taken once per listing: further pages come from the cursor
+            visible = {p.symbol: p for p in self.visible_positions(account)}
+            if symbol is None:
+                return list(visible.values())
+            return [visible.get(symbol) or VenuePosition(account=account, symbol=symbol,
+                                                         mark_price=self.venue.mark_price(symbol))]
 
         def row(position: VenuePosition) -> dict[str, Any]:
             fields = self._position_fields(position)
             return {key: fields[key] for key in self._REST_POSITION_KEYS}
 
-        rows, cursor = self._page(lambda: positions, row, params, default=20, maximum=200)
+        rows, cursor = self._page(positions, row, params, default=20, maximum=200)
         return {"list": rows, "nextPageCursor": cursor, "category": "linear"}
 
     async def _trading_stop(self, params: dict[str, Any], account: str, request: web.Request) -> dict[str, Any]:
@@ -733,7 +813,8 @@ class BybitEmulator(WireEmulator):
         return await self._serve_ws(request, private=False)
 
     async def _serve_ws(self, request: web.Request, private: bool) -> web.WebSocketResponse:
-        sock = StreamSocket(web.WebSocketResponse(), private)
+        sock = _PrivateSocket(web.WebSocketResponse(), _max_active_ms(request.query.get("max_active_time"))) \
+            if private else StreamSocket(web.WebSocketResponse(), private)
         return await self.serve_socket(request, sock, on_text=self._on_ws_message)
 
     async def _on_ws_message(self, session: StreamSocket, text: str) -> None:
@@ -951,6 +1032,11 @@ class BybitEmulator(WireEmulator):
     def _execution_fields(self, fill: FillEvent) -> dict[str, Any]:
         order = self.venue.get_order(fill.account, fill.symbol, fill.order_id)
         amount = order.amount if order.amount is not None else fill.amount
+        # leavesQty as of this execution (an order filled in parts: the venue's order is already final here)
+        executed = self._executed[fill.order_id] = self._executed.get(fill.order_id, Decimal(0)) + fill.amount
+        leaves = Decimal(0) if order.status == "filled" and executed >= order.filled else amount - executed
+        if not order.is_open and executed >= order.filled:
+            del self._executed[fill.order_id]  # its last execution
         return {
             "category": "linear", "symbol": self.venue.instrument(fill.symbol).id,
             "closedSize": num(fill.amount) if fill.realized_pnl != 0 or order.reduce_only else "0",
@@ -959,7 +1045,7 @@ class BybitEmulator(WireEmulator):
             "execValue": num(fill.amount * fill.price), "feeRate": "0.0002" if fill.maker else "0.0005",
             "tradeIv": "", "markIv": "",
             "blockTradeId": "", "markPrice": num(fill.price), "indexPrice": "", "underlyingPrice": "",
-            "leavesQty": num(amount - order.filled if order.is_open else Decimal(0)),
+            "leavesQty": num(leaves),
             "orderId": self._tpsl_alias.get(fill.order_id, fill.order_id), "orderLinkId": fill.client_order_id or "",
             "orderPrice": num(order.price or fill.price),
             "orderQty": num(amount), "orderType": "Limit" if order.type == "limit" else "Market",
@@ -972,8 +1058,8 @@ class BybitEmulator(WireEmulator):
 
 
 class BybitHarness(EmulatorHarness):
-    """The Bybit emulator on loopback (``venue_harness``); it has no rate limit, so ccxt's client-side
-    throttling is off."""
+    """The Bybit emulator on loopback (``venue_harness``); it refuses nothing for rate unless
+    ``faults.rate_limits`` (a test's own choice), so ccxt's client-side throttling is off."""
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(VENUE, BybitEmulator, options)

@@ -74,3 +74,7 @@ def venue_harness(options: dict[str, Any]) -> VenueHarness:
     from framework_bybit.emulator import BybitHarness
 
     return BybitHarness(options)
+
+
+#: not a hook: the snapshot's raw answers, timed by ``framework bench`` as the floor of a reconciliation
+snapshot_rows = rest.snapshot_rows

@@ -63,6 +63,9 @@ ORDER_NOT_EXIST = 110001
 REDUCE_ONLY_SAME_SIDE = 110017
 DUPLICATE_ORDER_LINK_ID = 110072
 MIN_NOTIONAL = 110094  # "Order notional value below the lower limit"
+#: "403, access too frequent": the IP exceeded 600 requests in 5 s; "wait for at least 10 minutes" (Bybit v5
+#: "Rate Limit Rules", HTTP IP limit).  The core caps the pause it takes from this (framework.driver).
+IP_BAN_MS = 600_000
 
 _TRIGGER_FIELDS = {"stop_loss": ("stopLoss", "slTriggerBy"), "take_profit": ("takeProfit", "tpTriggerBy")}
 
@@ -105,10 +108,27 @@ def limit_reset_ms(headers: object) -> int | None:
         return None
 
 
+class BybitIpBanned(BybitApiError):
+    """HTTP 403 "access too frequent": the venue refuses every request from this IP for at least 10 minutes
+    (its ``code`` is the HTTP status: the answer carries no retCode)."""
+
+    status = 403
+
+    def __init__(self, body: str) -> None:
+        super().__init__(403, f"HTTP 403: {body[:200]}")
+
+    @property
+    def retry_after_ms(self) -> int:
+        return IP_BAN_MS
+
+
 class BybitClient(ccxt_async.bybit):
-    """ccxt's bybit, raising :class:`BybitApiError` (with the retCode) for every non-zero retCode."""
+    """ccxt's bybit, raising :class:`BybitApiError` (with the retCode) for every non-zero retCode and
+    :class:`BybitIpBanned` for a 403."""
 
     def handle_errors(self, httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody):
+        if httpCode == 403:
+            raise BybitIpBanned(str(body or reason))
         if isinstance(response, dict):
             code = response.get("retCode", response.get("ret_code"))
             if code is not None and str(code) not in ("0", "30084"):
@@ -248,6 +268,7 @@ ERRORS = ErrorTable(
         DUPLICATE_ORDER_LINK_ID: ErrorRule(OutcomeUnknown, note="; an order with this client order id exists"),
         **dict.fromkeys((TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN), VenueError),  # never an order's refusal
     },
+    by_status={403: RateLimited},  # BybitIpBanned: "403, access too frequent", wait 10 minutes
     by_type=((ccxt.RateLimitExceeded, RateLimited), (ccxt.DDoSProtection, RateLimited),
              (ccxt.NetworkError, UNKNOWN)),  # timeouts, connection drops, 5xx
 )
@@ -615,6 +636,20 @@ async def _all_pages(conn: BybitConnection, method: str, limit: int) -> tuple[li
         params = {**params, "cursor": cursor}
 
 
+Rows = list[dict[str, Any]]
+
+
+async def snapshot_rows(conn: BybitConnection) -> tuple[tuple[Rows, int], tuple[Rows, int]]:
+    """The snapshot's answers as Bybit's raw rows, every page: ``(position rows, calls)``, ``(order rows,
+    calls)`` (what :func:`fetch_snapshot` decodes; ``framework bench`` times it as the floor)."""
+    page = conn.config.options.get("snapshot_page_limit")
+    try:
+        return (await _all_pages(conn, "privateGetV5PositionList", page or 200),
+                await _all_pages(conn, "privateGetV5OrderRealtime", page or 50))
+    except Exception as exc:
+        raise translate(exc, "snapshot") from exc
+
+
 async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
     """``/v5/position/list`` + ``/v5/order/realtime`` (settleCoin USDT): one call each per page of 200
     positions / 50 orders (``options['snapshot_page_limit']`` lowers both, for tests).
@@ -626,12 +661,7 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
     give the trigger when the position row does not show it yet.  Without an open position in this
     snapshot they are not reported: the venue cancels them with the position (``CancelByTpSlTsClear``).
     """
-    page = conn.config.options.get("snapshot_page_limit")
-    try:
-        position_rows, position_calls = await _all_pages(conn, "privateGetV5PositionList", page or 200)
-        order_rows, order_calls = await _all_pages(conn, "privateGetV5OrderRealtime", page or 50)
-    except Exception as exc:
-        raise translate(exc, "snapshot") from exc
+    (position_rows, position_calls), (order_rows, order_calls) = await snapshot_rows(conn)
     open_orders, stops = [], []
     system: dict[tuple[str, str], Decimal] = {}  # (symbol, kind) -> trigger of the position's TP/SL order
     for row in order_rows:

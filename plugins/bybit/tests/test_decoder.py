@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from bybit_helpers import FIXTURES, fixture_json, fixture_text
+from framework_bybit import decoder as decoder_module
 from framework_bybit.decoder import BybitDecoder, unified_symbol
 
 from framework.errors import StreamError
@@ -170,3 +171,70 @@ def test_symbol_mapping():
     assert unified_symbol("1000PEPEUSDT", {"1000PEPEUSDT": "1000PEPE/USDT:USDT"}) == "1000PEPE/USDT:USDT"
     with pytest.raises(StreamError):
         unified_symbol("ETH-30DEC22-1400-C")
+
+
+HOSTILE_FRAMES = [
+    b"not json", b"\xff\xfe", "[1, 2]", "",
+    '{"topic":"position","data":[{"symbol":"XRPUSDT","side":"Buy","size":"NaN","seq":Infinity}]}',
+    '{"topic":"position","data":[{"symbol":"XRPUSDT","side":"Buy","size":"1","seq":NaN}]}',
+    '{"topic":"position","data":[{"symbol":"XRPUSDT","side":"Buy","size":"1","seq":' + "9" * 30 + "}]}",
+    '{"topic":"position","creationTime":1,"data":[{"symbol":"XRPUSDT","side":"Buy","size":1.1,"seq":3,'
+    '"entryPrice":0.5,"markPrice":"0.5","updatedTime":"1"}]}',
+    "[" * 5000 + "]" * 5000,
+]
+
+
+def _decoded(raw: str | bytes) -> list | type[Exception]:
+    try:
+        return BybitDecoder().decode(raw)
+    except Exception as exc:  # noqa: BLE001 - the type is what is compared
+        return type(exc)
+
+
+@pytest.mark.parametrize("path", sorted([*FIXTURES.glob("ws_*.json"), *(FIXTURES / "docs").glob("ws_*.json")]),
+                         ids=lambda p: p.name)
+def test_orjson_decodes_every_fixture_as_the_standard_library_did(path, monkeypatch):
+    """Issue 17 item 6: the frame parser changed (orjson); every fixture gives the same events, Decimal values
+    exact, as with ``json.loads``."""
+    raw = path.read_bytes()
+    fast = _decoded(raw)
+    monkeypatch.setattr(decoder_module, "loads", json.loads)
+    assert fast == _decoded(raw)
+
+
+@pytest.mark.parametrize("raw", HOSTILE_FRAMES, ids=range(len(HOSTILE_FRAMES)))
+def test_orjson_keeps_malformed_frames_malformed(raw, monkeypatch):
+    fast = _decoded(raw)
+    monkeypatch.setattr(decoder_module, "loads", json.loads)
+    slow = _decoded(raw)
+    # same result, or a frame the standard library let through to a crash (Infinity, deep nesting: OverflowError,
+    # RecursionError; the stream counted those as malformed too) now refused as malformed by the parser itself
+    assert fast == slow or (fast is StreamError and not isinstance(slow, list))
+
+
+# --- issue 13 item 10 (docs/conformance.md Y14-Y16) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("create_type", "origin"),
+    [("CreateByLiq", "liquidation"), ("CreateByTakeOver_PassThrough", "liquidation"),
+     ("CreateByAdl_PassThrough", "adl")],
+)
+def test_forced_close_orders_are_attributed_by_create_type(create_type, origin):
+    # enum.mdx createType: "CreateByLiq" laddered liquidation, "CreateByTakeOver_PassThrough" takeover,
+    # "CreateByAdl_PassThrough" auto-deleveraging
+    frame = fixture_json("ws_account_order_filled.json")
+    frame["data"][0].update({"createType": create_type, "orderLinkId": "", "stopOrderType": "", "reduceOnly": True})
+    [update] = decoder.decode(json.dumps(frame))
+    assert (update.origin, update.order.status) == (origin, "closed")
+
+
+def test_a_market_order_cancelled_after_a_partial_fill_reports_what_filled():
+    # enum.mdx orderStatus "Cancelled": "In derivatives, orders with this status may have an executed qty";
+    # create-order.mdx: a market order is an IOC limit order, "If there is insufficient liquidity, the order
+    # will be cancelled"
+    frame = fixture_json("ws_account_order_filled.json")
+    frame["data"][0].update({"orderType": "Market", "timeInForce": "IOC", "qty": "3", "cumExecQty": "2",
+                             "leavesQty": "0", "orderStatus": "Cancelled"})
+    [update] = decoder.decode(json.dumps(frame))
+    assert (update.order.status, update.order.filled, update.order.amount) == ("canceled", 2, 3)

@@ -15,7 +15,7 @@ import aiohttp
 import ccxt
 import pytest
 import websockets
-from bybit_helpers import SYMBOL, RecordingSink, assert_same_shape, fixture_json, intent
+from bybit_helpers import SYMBOL, TEST_OPTIONS, RecordingSink, assert_same_shape, fixture_json, intent
 from framework_bybit import rest, stream
 from framework_bybit.rest import BybitApiError
 from pydantic import SecretStr
@@ -144,6 +144,29 @@ async def test_paging_takes_the_listing_once_and_each_page_costs_its_rows(conn, 
     ids = [row["orderId"] for row in first["list"] + second["list"]]
     assert ids == placed[::-1] and late not in ids  # newest first, the listing of the first page
     assert second["nextPageCursor"] == "" and again["list"] == second["list"]
+
+
+async def test_position_pages_take_the_listing_once(conn, venue, monkeypatch):
+    """O(page): the open positions are listed for the first page only; later pages come from its cursor."""
+    symbols = [s for s in venue.instruments if s != SYMBOL][:2] + [SYMBOL]
+    for symbol in symbols:
+        venue.place_order("default", symbol, "buy", amount=venue.instrument(symbol).min_amount)
+    listings = 0
+    real = venue.visible_positions
+
+    def counting(account: str, lag_ms: int) -> Any:
+        nonlocal listings
+        listings += 1
+        return real(account, lag_ms)
+
+    monkeypatch.setattr(venue, "visible_positions", counting)
+    query = {"category": "linear", "settleCoin": "USDT", "limit": 1}
+    rows, cursor = [], None
+    while cursor != "":
+        page = (await conn.client.private_get_v5_position_list({**query, **({"cursor": cursor} if cursor else {})}))
+        rows += page["result"]["list"]
+        cursor = page["result"]["nextPageCursor"]
+    assert listings == 1 and len(rows) == len(symbols)
 
 
 # --- signatures ---------------------------------------------------------------------------------------------
@@ -476,3 +499,194 @@ async def test_shuffle_topics_interleaves_a_burst_across_topics_keeping_each_top
         assert sizes == [10, 20, 30, 40, 50, 60, 70]  # one topic's frames keep their order
     finally:
         await ws.close()
+
+
+# --- issue 13 item 10 (docs/conformance.md Y14-Y18) ----------------------------------------------------------
+
+
+async def read_topics(ws, done, timeout_s: float = 5.0) -> dict[str, list[dict[str, Any]]]:
+    """Items by topic until ``done(items)`` holds."""
+    items: dict[str, list[dict[str, Any]]] = {}
+    async with asyncio.timeout(timeout_s):
+        while not done(items):
+            frame = json.loads(await ws.recv())
+            if "topic" in frame:
+                items.setdefault(frame["topic"], []).extend(frame["data"])
+    return items
+
+
+@pytest.mark.parametrize("side", ["Buy", "Sell"])
+async def test_a_market_order_fills_in_several_executions_and_its_ioc_rest_is_cancelled(harness, conn, venue,
+                                                                                       side):
+    """Y14: create-order.mdx (a market order is an IOC limit order, "If there is insufficient liquidity, the
+    order will be cancelled"); enum.mdx ("Cancelled: In derivatives, orders with this status may have an
+    executed qty"); each execution's leavesQty as of that execution."""
+    venue.faults.market_fill_parts = 3
+    venue.faults.market_fill_ratio = 0.5
+    ws, _ = await private_socket(harness, topics=("order", "execution"))
+    try:
+        venue.place_order("default", SYMBOL, side.lower(), amount=Decimal(100), client_order_id=f"parts-{side}")
+        items = await read_topics(ws, lambda i: any(o["orderStatus"] == "Cancelled" for o in i.get("order", []))
+                                  and len(i.get("execution", [])) == 3)
+    finally:
+        await ws.close()
+    orders = [(o["orderStatus"], o["cumExecQty"], o["leavesQty"]) for o in items["order"]]
+    assert orders == [("New", "0", "100"), ("PartiallyFilled", "16.6", "83.4"), ("PartiallyFilled", "33.2", "66.8"),
+                      ("PartiallyFilled", "50", "50"), ("Cancelled", "50", "0")]
+    assert items["order"][-1]["rejectReason"] == "EC_NoEnoughQtyToFill"
+    executions = [(e["execQty"], e["leavesQty"], e["execType"]) for e in items["execution"]]
+    assert executions == [("16.6", "83.4", "Trade"), ("16.6", "66.8", "Trade"), ("16.8", "50", "Trade")]
+    decoded = [conn.decoder.decode(json.dumps({"topic": "execution", "data": [e]}))[0] for e in items["execution"]]
+    assert [(u.order.filled, u.order.status) for u in decoded] == [
+        (Decimal("16.6"), "open"), (Decimal("33.2"), "open"), (Decimal("50"), "open")]  # never more than filled
+
+
+async def test_funding_is_a_wallet_message_only(harness, venue, emulator):
+    """Y15: funding moves the wallet; no position, order or execution message (a ``Funding`` execution is
+    listed by /v5/execution/list per enum.mdx ``execType``, not modelled)."""
+    venue.place_order("default", SYMBOL, "sell", amount=Decimal(10))
+    ws, _ = await private_socket(harness)
+    try:
+        await emulator.drain_streams()
+        [received] = venue.settle_funding(SYMBOL, Decimal("0.0001")).values()
+        items = await read_topics(ws, lambda i: "wallet" in i)
+    finally:
+        await ws.close()
+    assert set(items) == {"wallet"} and received > 0
+    assert Decimal(items["wallet"][0]["coin"][0]["walletBalance"]) == venue.wallet("default")
+
+
+class FakeClock:
+    def __init__(self, start: int = 1_800_000_000_000) -> None:
+        self.ms = start
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+
+@pytest.fixture
+async def clocked():
+    """A venue of its own on a fake clock (its seconds, bans and connection timeouts pass when the test says)."""
+    from framework_bybit.emulator import BybitHarness
+
+    clock = FakeClock()
+    async with BybitHarness({"seed": 5, "clock": clock}) as h:
+        h.clock = clock
+        yield h
+
+
+async def test_private_answers_carry_the_endpoint_s_limit_headers_and_10006_over_it(clocked):
+    """Y16: "Every request to the API returns" ``X-Bapi-Limit``, ``X-Bapi-Limit-Status`` (remaining) and
+    ``X-Bapi-Limit-Reset-Timestamp`` (now, or when the limit resets once exceeded); the linear limits of the
+    table (``/v5/position/list`` 50/s); over it retCode 10006 "Too many visits!"."""
+    clocked.venue.faults.rate_limits = True
+    now = clocked.venue.now()
+
+    async def positions() -> tuple[int, dict[str, Any], dict[str, str]]:
+        query = "category=linear&settleCoin=USDT"
+        key, secret = clocked.config.api_key.get_secret_value(), clocked.config.api_secret.get_secret_value()
+        ts = str(int(time.time() * 1000))
+        sign = hmac.new(secret.encode(), f"{ts}{key}5000{query}".encode(), hashlib.sha256).hexdigest()
+        headers = {"X-BAPI-API-KEY": key, "X-BAPI-TIMESTAMP": ts, "X-BAPI-RECV-WINDOW": "5000", "X-BAPI-SIGN": sign}
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{clocked.config.rest_url}/v5/position/list?{query}", headers=headers) as response:
+            return response.status, await response.json(), dict(response.headers)
+
+    status, body, headers = await positions()
+    assert (status, body["retCode"]) == (200, 0)
+    assert (headers["X-Bapi-Limit"], headers["X-Bapi-Limit-Status"]) == ("50", "49")
+    assert abs(int(headers["X-Bapi-Limit-Reset-Timestamp"]) - now) < 100
+    for _ in range(49):
+        await positions()
+    status, body, headers = await positions()
+    assert (body["retCode"], body["retMsg"], headers["X-Bapi-Limit-Status"]) == (10006, "Too many visits!", "0")
+    assert int(headers["X-Bapi-Limit-Reset-Timestamp"]) == now - now % 1000 + 1000
+    clocked.clock.advance(1_000)
+    assert (await positions())[1]["retCode"] == 0
+
+
+async def test_too_many_requests_from_the_ip_is_403_and_a_ten_minute_ban(clocked):
+    """Y16: "If you encounter the error "403, access too frequent" … wait for at least 10 minutes. The ban will
+    be lifted automatically"; the driver takes it as RateLimited with that wait (the core caps its pause)."""
+    from framework.errors import RateLimited
+    from framework.plugins import drivers, load_plugins
+
+    pm = load_plugins(["bybit"])
+    drv = drivers(pm)["bybit"]
+    await drv.connect(clocked.config)
+    try:
+        clocked.venue.faults.rate_limits = True
+        clocked.emulator.ip_requests.limit = clocked.emulator.ip_requests.used  # the next request is one too many
+        with pytest.raises(RateLimited) as refused:
+            await drv.fetch_snapshot()
+        assert (refused.value.code, refused.value.retry_after_ms) == (403, 600_000)
+        assert 0 < drv.paused_for_ms() <= 60_000  # the core's cap
+        clocked.clock.advance(598_000)
+        assert clocked.emulator.ip_ban.active(clocked.venue.now())
+        clocked.clock.advance(3_000)
+        assert not clocked.emulator.ip_ban.active(clocked.venue.now())
+    finally:
+        await drv.disconnect()
+
+
+async def _silent_private_socket(clocked, query: str = ""):
+    ws = await websockets.connect(f"{clocked.config.ws_url}/v5/private{query}")
+    await ws.send(stream.auth_message(clocked.config.api_key.get_secret_value(),
+                                      clocked.config.api_secret.get_secret_value(), int(time.time() * 1000) + 10_000))
+    assert json.loads(await ws.recv())["success"] is True
+    return ws
+
+
+async def _looks(emulator, count: int = 2) -> None:
+    """Let the emulator look at the venue's clock ``count`` times."""
+    async with asyncio.timeout(5):
+        for _ in range(count):
+            await emulator.clock_polled()
+
+
+@pytest.mark.parametrize(("query", "alive_ms"), [("", 600_000), ("?max_active_time=30s", 30_000),
+                                                 ("?max_active_time=1m", 60_000)])
+async def test_a_silent_private_connection_is_cut_after_its_active_time(clocked, query, alive_ms):
+    """Y17: "if there is no "ping-pong" and no stream data sent from server end, the connection will be cut off
+    after 10 minutes"; ``max_active_time`` (30 s … 600 s) sets it."""
+    ws = await _silent_private_socket(clocked, query)
+    try:
+        clocked.clock.advance(alive_ms - 1_000)
+        await _looks(clocked.emulator)
+        assert ws.state is websockets.protocol.State.OPEN
+        await ws.send(json.dumps({"op": "ping"}))  # ping-pong: the time starts again
+        assert json.loads(await ws.recv())["op"] == "pong"
+        clocked.clock.advance(alive_ms - 1_000)
+        await _looks(clocked.emulator)
+        assert ws.state is websockets.protocol.State.OPEN
+        clocked.clock.advance(2_000)
+        async with asyncio.timeout(5):
+            await ws.wait_closed()
+        assert ws.close_code == 1000
+    finally:
+        await ws.close()
+
+
+async def test_the_driver_s_pings_keep_its_private_stream_for_an_hour(clocked):
+    """Y17, driver side: ``{"op":"ping"}`` every ``ping_interval_s`` (20 s by default, "we recommend that you
+    send the ping heartbeat packet every 20 seconds") keeps the one connection alive."""
+    config = clocked.config.model_copy(update={"options": {**clocked.config.options, **TEST_OPTIONS}})
+    conn = await rest.connect(config)
+    sink = RecordingSink()
+    task = asyncio.create_task(stream.run_stream(conn, sink))
+    try:
+        await sink.wait_for(lambda: sink.connected == [False])
+        for _ in range(6):  # 6 × 9.5 minutes of venue time, a ping received after each step
+            pings = clocked.emulator.ws_ops["ping"]
+            clocked.clock.advance(570_000)
+            await clocked.emulator.wait_for_ws_ops("ping", pings + 1)
+            await _looks(clocked.emulator)
+        assert sink.connected == [False] and sink.disconnected == []
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await rest.disconnect(conn)

@@ -1,0 +1,186 @@
+"""Many accounts per instance: a TOML file, validated by pydantic, lists the accounts an instance may
+manage; ``framework run --accounts FILE`` runs one session per account in one process, and several
+processes (on several machines) given the same file share one PostgreSQL and split the accounts by lease
+(docs/scaling.md).
+
+::
+
+    lease_s = 10                       # optional, seconds (FRAMEWORK_LEASE_S otherwise)
+
+    [[accounts]]
+    venue = "binance"
+    label = "main"                     # stable: the same account always has the same label
+    key_env = "BINANCE_MAIN_API_KEY"   # names of variables holding the key and secret, never the secrets
+    secret_env = "BINANCE_MAIN_API_SECRET"
+    max_notional = 5000                # optional client-side limits, as FRAMEWORK_MAX_*
+    max_open_positions = 5
+
+    [[accounts]]
+    venue = "bybit"
+    label = "hedge"                    # no key_env: an emulated venue (a demo)
+
+An account without ``key_env`` runs against its plugin's emulator (rows labelled ``emulated-<label>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from framework.errors import ConfigError
+from framework.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class AccountConfig(BaseModel):
+    """One venue account: where, its stable label, the variables holding its keys, its limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    venue: str = Field(min_length=1, description="driver plugin name: binance, bybit…")
+    label: str = Field(pattern=LABEL, description="stored with every row; never change it for an account")
+    key_env: str | None = Field(default=None, pattern=ENV_NAME)
+    secret_env: str | None = Field(default=None, pattern=ENV_NAME)
+    rest_url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    ws_url_env: str | None = Field(default=None, pattern=ENV_NAME)
+    testnet: bool = False
+    max_contracts: Decimal | None = Field(default=None, gt=0)
+    max_notional: Decimal | None = Field(default=None, gt=0)
+    max_open_positions: int | None = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> AccountConfig:
+        if (self.key_env is None) != (self.secret_env is None):
+            raise ValueError("key_env and secret_env go together")
+        if (self.rest_url_env is None) != (self.ws_url_env is None):
+            raise ValueError("rest_url_env and ws_url_env go together")
+        if self.rest_url_env is not None and self.key_env is None:
+            raise ValueError("an endpoint (rest_url_env) needs key_env / secret_env")
+        return self
+
+    @property
+    def live(self) -> bool:
+        return self.key_env is not None
+
+    def settings(self, base: Settings) -> Settings:
+        """Process settings for this account: its label, keys (read from the variables named), endpoint
+        and limits on top of ``base``.
+
+        :raises ConfigError: a variable named here is not set (named, never its value).
+        """
+        prefix = self.venue.upper().replace("-", "_")
+        values: dict[str, str] = {}
+        pairs = {"API_KEY": self.key_env, "API_SECRET": self.secret_env, "REST_URL": self.rest_url_env,
+                 "WS_URL": self.ws_url_env}
+        for suffix, variable in pairs.items():
+            if variable is None:
+                values[f"{prefix}_{suffix}"] = ""  # not the process-wide variable: this account's only
+                continue
+            value = base.value(variable)
+            if not value:
+                raise ConfigError(f"account {self.venue}/{self.label}: {variable} is not set")
+            values[f"{prefix}_{suffix}"] = value
+        settings = base.model_copy(update={"account": self.label, "max_contracts": self.max_contracts,
+                                           "max_notional": self.max_notional,
+                                           "max_open_positions": self.max_open_positions,
+                                           "testnet": self.testnet or base.testnet}, deep=True)
+        extra = settings.model_extra
+        assert extra is not None  # Settings allows extras: the plugin variables
+        extra.update(values)
+        return settings
+
+
+class AccountsFile(BaseModel):
+    """The accounts file: ``lease_s`` (optional) and ``[[accounts]]``; (venue, label) unique."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_s: float | None = Field(default=None, ge=1, le=300)
+    accounts: list[AccountConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AccountsFile:
+        seen: set[tuple[str, str]] = set()
+        for account in self.accounts:
+            key = (account.venue, account.label)
+            if key in seen:
+                raise ValueError(f"account {account.venue}/{account.label} is listed twice")
+            seen.add(key)
+        return self
+
+
+def load_accounts(path: Path) -> AccountsFile:
+    """Read and validate an accounts file.
+
+    :raises ConfigError: unreadable, not TOML, or invalid (naming the file, the entry and the field).
+    """
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the accounts file: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a TOML file: {exc}") from None
+    try:
+        return AccountsFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise ConfigError(f"{path}: invalid accounts file: {problems}") from None
+
+
+async def run_accounts(config: AccountsFile, *, base: Settings | None = None, duration_s: float | None = None,
+                       speed: float = 100.0, ready: asyncio.Event | None = None,
+                       stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """Run one :class:`~framework.session.Session` per account in this process until ``duration_s`` passes
+    or ``stop`` is set (SIGTERM / Ctrl-C too): each account is managed while this process holds its lease
+    (adopted, protected, trailed, reconciled) and waited for as a standby otherwise.
+
+    :returns: ``{"venue/label": health}`` at the end (see :meth:`Session.health`).
+    """
+    from framework.session import Session
+
+    base = base or load_settings()
+    if config.lease_s is not None:
+        base = base.model_copy(update={"lease_s": config.lease_s})
+    sessions: dict[str, Session] = {}
+    for account in config.accounts:
+        session = Session([account.venue], settings=account.settings(base), live=account.live, speed=speed)
+        session.emulated_account = f"emulated-{account.label}"
+        sessions[f"{account.venue}/{account.label}"] = session
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        for name, session in sessions.items():
+            await stack.enter_async_context(session)
+            state = session.health()["venues"][session.plugins[0] if session.plugins else ""]["lease"]
+            print(f"account {name}: {state['state'] if state else 'no lease'}", file=sys.stderr, flush=True)
+        if ready is not None:
+            ready.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration_s)
+        return {name: session.health()["venues"] for name, session in sessions.items()}
+
+
+def run_accounts_main(path: Path, duration_s: float | None, speed: float) -> int:
+    """``framework run --accounts FILE``: :func:`run_accounts`, the final health printed as JSON."""
+    config = load_accounts(path)
+    result = asyncio.run(run_accounts(config, duration_s=duration_s, speed=speed))
+    print(json.dumps(result, default=str))
+    return 0

@@ -1,0 +1,79 @@
+"""The accounts file (issue 19): validated by pydantic, one process runs several accounts, several
+processes given the same file split the accounts by lease, two files with other accounts share one
+database without interference."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from framework.accounts import AccountsFile, load_accounts, run_accounts
+from framework.errors import ConfigError
+from framework.settings import Settings
+
+TWO = """
+lease_s = 5
+[[accounts]]
+venue = "binance"
+label = "{first}"
+[[accounts]]
+venue = "bybit"
+label = "{second}"
+"""
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("[[accounts]]\nvenue = 'binance'\nlabel = 'a'\n[[accounts]]\nvenue = 'binance'\nlabel = 'a'\n",
+     "binance/a is listed twice"),
+    ("[[accounts]]\nvenue = 'binance'\nlabel = 'no spaces'\n", "accounts.0.label"),
+    ("[[accounts]]\nvenue = 'binance'\nlabel = 'a'\nkey_env = 'K'\n", "key_env and secret_env go together"),
+    ("[[accounts]]\nvenue = 'binance'\nlabel = 'a'\napi_key = 'secret'\n", "accounts.0.api_key: Extra inputs"),
+    ("accounts = [\n", "not a TOML file"),
+    ("lease_s = 5\n", "accounts: Field required"),
+])
+def test_an_invalid_accounts_file_is_refused_naming_the_field(tmp_path, text, words):
+    path = tmp_path / "accounts.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=words):
+        load_accounts(path)
+
+
+def test_an_account_takes_its_keys_from_the_variables_named_and_never_echoes_them(tmp_path):
+    path = tmp_path / "accounts.toml"
+    path.write_text("[[accounts]]\nvenue = 'binance'\nlabel = 'main'\nkey_env = 'MAIN_KEY'\n"
+                    "secret_env = 'MAIN_SECRET'\nmax_notional = 500\n[[accounts]]\nvenue = 'bybit'\nlabel = 'demo'\n")
+    config = load_accounts(path)
+    base = Settings(MAIN_KEY="k" * 16, MAIN_SECRET="s" * 32, BYBIT_API_KEY="process-wide")
+    live = config.accounts[0].settings(base)
+    assert live.account == "main" and live.limits().max_notional == 500
+    assert live.live_config("binance").api_key.get_secret_value() == "k" * 16
+    assert config.accounts[1].settings(base).live_config("bybit") is None  # no key_env: emulated, not the env's
+    with pytest.raises(ConfigError, match="MAIN_KEY is not set") as missing:
+        config.accounts[0].settings(Settings(MAIN_SECRET="s" * 32))
+    assert "s" * 32 not in str(missing.value)
+
+
+async def test_instances_given_one_accounts_file_split_its_accounts_and_others_do_not_interfere(database_url):
+    base = Settings(DATABASE_URL=database_url)
+    same = AccountsFile.model_validate({"lease_s": 5, "accounts": [{"venue": "binance", "label": "a"},
+                                                                    {"venue": "bybit", "label": "b"}]})
+    other = AccountsFile.model_validate({"lease_s": 5, "accounts": [{"venue": "binance", "label": "c"},
+                                                                     {"venue": "bybit", "label": "d"}]})
+    stop = asyncio.Event()
+    runs, readies = [], []
+    for config in (same, same, other):  # started one after the other: the first of `same` gets its leases
+        ready = asyncio.Event()
+        runs.append(asyncio.create_task(run_accounts(config, base=base, ready=ready, stop=stop, speed=10)))
+        await asyncio.wait_for(ready.wait(), 120)
+        readies.append(ready)
+    stop.set()
+    first, second, third = [await asyncio.wait_for(run, 120) for run in runs]
+
+    def states(result):
+        return {name: venues[name.split("/")[0]]["lease"]["state"] for name, venues in result.items()}
+
+    assert states(first) == {"binance/a": "owner", "bybit/b": "owner"}
+    assert states(second) == {"binance/a": "standby", "bybit/b": "standby"}
+    assert states(third) == {"binance/c": "owner", "bybit/d": "owner"}
+    assert first["binance/a"]["binance"]["account"] == "emulated-a"

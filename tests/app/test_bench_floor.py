@@ -1,0 +1,48 @@
+"""``framework bench`` measures the machine's floor in the same run and gives each figure as a ratio to it;
+its scale section trails many symbols at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from framework.app.bench import floor_figures, ratios, reconcile_figures, scale_figures, ws_frame_floor
+
+
+async def test_ws_frame_floor_measures_each_frame():
+    times = await ws_frame_floor(20)
+    assert len(times) == 20 and all(0 < t < 1_000 for t in times)
+
+
+async def test_floor_figures_close_and_journal(store):
+    floor = await floor_figures(store, 20)
+    assert floor["closure_ms"]["p50"] == round(floor["ws_frame_ms"]["p50"] + floor["transaction_ms"]["p50"], 3)
+    assert floor["transaction_ms"]["n"] == 20 and floor["transaction_ms"]["p50"] > 0
+    rates = floor["insert_rows_per_s"]
+    assert rates["executemany"] > 0 and rates["copy"] > 0 and rates["rows_per_transaction"] == 100
+    leftovers = await store.pool.fetchval("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'floor_%'")
+    assert leftovers == 0
+
+
+def test_ratios_divide_each_figure_by_its_floor():
+    result = {
+        "floor": {"closure_ms": {"p50": 0.5, "p99": 2.0}, "insert_rows_per_s": {"executemany": 20_000}},
+        "closure_latency_ms": {"v": {"p50": 1.0, "p99": 3.0}},
+        "stream_events_per_s": {"v": {"with_journal": 10_000, "without_journal": 30_000, "decoder_only": 60_000}},
+        "reconcile": {"v": {"10": {"cpu_ms": 3.0, "raw_cpu_ms": 2.0}, "100": {"cpu_ms": 3.0}}},
+    }
+    assert ratios(result) == {"v": {
+        "closure_p50_x_floor": 2.0, "closure_p99_x_floor": 1.5, "stream_with_journal_of_insert_rate": 0.5,
+        "stream_without_journal_of_decoder": 0.5, "reconcile_10_x_raw": 1.5, "reconcile_100_x_raw": None}}
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit"])
+async def test_reconcile_reports_the_raw_snapshot_floor(store, venue):
+    figures = await reconcile_figures(venue, store, (10,))
+    assert figures["10"]["raw_cpu_ms"] > 0 and figures["10"]["cpu_ms"] > 0
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit"])
+async def test_scale_moves_every_trailing_stop(store, venue):
+    figures = await scale_figures(venue, store, 3, rounds=1)
+    assert (figures["moves"], figures["expected"], figures["alerts"]) == (3, 3, 0)
+    assert figures["moves_per_s"] > 0 and figures["cpu_ms_per_move"] > 0 and figures["mark_frames_per_s"] > 0
