@@ -198,3 +198,15 @@ async def test_a_wrong_answer_type_names_the_plugin_and_the_hook():
     await driver.connect(CONFIG)
     with pytest.raises(ConfigError, match="'odd' answered fetch_snapshot with a dict"):
         await driver.fetch_snapshot()
+
+
+def test_an_unhashable_plugin_is_refused_naming_it():
+    class Listener:
+        __hash__ = None  # what a @dataclass without eq=False is
+
+        @hookimpl
+        def on_alert(self, alert):
+            return None
+
+    with pytest.raises(ConfigError, match="'unhashable' is not hashable"):
+        register(new_plugin_manager(), Listener(), "unhashable")
