@@ -5,11 +5,14 @@ What each figure means and how it is measured: ``docs/benchmarks.md``.  Keys of 
 per venue where they differ::
 
     closure_latency_ms        {venue: {"p50", "p99", "max", "n"}}   venue close -> on_position_closed (DB row closed)
+    closure_floor_ms          {venue: {"p50", "p99", "max", "n", "ws_frame", "db_transaction", "closure_ratio"}}
+                              loopback ws frame + one UPDATE+INSERT transaction on a held connection, same run
     fill_to_stop_ms           {venue: {"p50", "p99", "max", "min", "n"}} entry fill -> stop resting (<= 0: stop first)
     unprotected_ms            {venue: {"p50", "p99", "max", "total", "moves"}} per trailing stop move
     reprotect_ms              {venue: {"p50", "p99", "max", "n"}} stop removed on the venue -> a new one resting
     rest_calls_per_lifecycle  {venue: {"<METHOD> <path>": n, "total": n}} open, protect, 10 moves, close
-    stream_events_per_s       {venue: {"with_journal", "without_journal", "decoder_only", "frames", "events"}}
+    stream_events_per_s       {venue: {"with_journal", "without_journal", "decoder_only", "frames", "events",
+                                        "journal_rows"}}
     memory_per_1000_positions {"bytes"}
     reconcile                 {venue: {"<n positions>": {"venue_calls", "cpu_ms", "wall_ms", "raw_cpu_ms"}}}
     floor                     {"ws_frame_ms", "transaction_ms", "closure_ms", "insert_rows_per_s"} same run
@@ -35,11 +38,14 @@ import platform
 import tempfile
 import time
 import tracemalloc
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import websockets
 
 from framework.app.report import latency_summary, percentile
 from framework.app.soak import rss_mib
@@ -257,9 +263,10 @@ def cross_stop_price(intent: OrderIntent) -> Decimal:
 # --- figures ----------------------------------------------------------------------------------------------
 
 
-async def closure_figures(rig: Rig, n: int) -> tuple[list[float], list[int]]:
+async def closure_figures(rig: Rig, n: int, floor: ClosureFloor | None = None) -> tuple[list[float], list[int]]:
     """Open ``n`` positions through the engine and close each on the venue (even: ``manual_close``, odd:
-    the mark price moved through the stop, then put back).
+    the mark price moved through the stop, then put back).  ``floor``: one floor sample right before each
+    closure.
 
     :returns: ``(closure latencies ms, fill-to-stop ms)``.
     """
@@ -271,6 +278,8 @@ async def closure_figures(rig: Rig, n: int) -> tuple[list[float], list[int]]:
         intent = rig.intent(side="long" if i % 4 < 2 else "short")
         await rig.engine.open(intent)
         intents.append(intent)
+        if floor is not None:
+            await floor.sample()
         closed_before = len(probe.closed)
         started = time.perf_counter()
         if i % 2 == 0:
@@ -284,6 +293,67 @@ async def closure_figures(rig: Rig, n: int) -> tuple[list[float], list[int]]:
         await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
     return latencies, fill_to_stop(venue.truth, rig.account, symbol, intents)
+
+
+class ClosureFloor:
+    """The floor of a closure on this machine, sampled in the same run and the same loop as the closures
+    (one sample right before each, so both see the same load and the same idle gaps): a loopback websocket
+    frame (a 700-byte text frame, server send → client receive, ``websockets``), then one transaction of
+    UPDATE positions + INSERT events (BEGIN, UPDATE, INSERT, COMMIT) on a connection held for the whole run
+    (no pool acquire / release), on a throwaway position row.  Use inside ``async with``.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ws_ms: list[float] = []
+        self.db_ms: list[float] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._frame = json.dumps({"e": "ORDER_TRADE_UPDATE", "pad": "x" * 660})
+
+    async def __aenter__(self) -> ClosureFloor:
+        accepted: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def serve(ws: Any) -> None:
+            await accepted.put(ws)
+            await ws.wait_closed()
+
+        stack = self._stack
+        server = await stack.enter_async_context(websockets.serve(serve, "127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        self._client = await stack.enter_async_context(websockets.connect(f"ws://127.0.0.1:{port}"))
+        self._sender = await asyncio.wait_for(accepted.get(), WAIT_S)
+        self._conn = await stack.enter_async_context(self.store.pool.acquire())
+        self._symbol = f"FLOOR-{uuid.uuid4().hex[:8]}"
+        self._position_id = await self._conn.fetchval(
+            """INSERT INTO positions (account, venue, symbol, side, contracts, status, source, opened_at, updated_at)
+               VALUES ('bench', 'floor', $1, 'long', 1, 'open', 'engine', 1, 1) RETURNING id""", self._symbol)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def sample(self) -> None:
+        """One frame and one transaction, timed."""
+        i = len(self.ws_ms)
+        started = time.perf_counter()
+        await self._sender.send(self._frame)
+        await self._client.recv()
+        received = time.perf_counter()
+        async with self._conn.transaction():
+            await self._conn.execute("UPDATE positions SET updated_at = $2 WHERE id = $1", self._position_id, i)
+            await self._conn.execute(
+                """INSERT INTO events (account, venue, symbol, position_id, kind, payload, at)
+                   VALUES ('bench', 'floor', $1, $2, 'floor', $3, $4)""", self._symbol, self._position_id, {"i": i}, i)
+        done = time.perf_counter()
+        self.ws_ms.append((received - started) * 1000)
+        self.db_ms.append((done - received) * 1000)
+
+    def summary(self, closures: dict[str, Any]) -> dict[str, Any]:
+        """Percentiles of the per-sample sum (ms), of each part, and ``closure_ratio``: the closures'
+        p50 / p99 over the floor's."""
+        total = _summary([a + b for a, b in zip(self.ws_ms, self.db_ms, strict=True)])
+        return {**total, "ws_frame": latency_summary(self.ws_ms), "db_transaction": latency_summary(self.db_ms),
+                "closure_ratio": {q: round(closures[q] / total[q], 2) if total[q] else None for q in ("p50", "p99")}}
 
 
 def fill_to_stop(truth: Any, account: str, symbol: str, intents: list[OrderIntent]) -> list[int]:
@@ -473,24 +543,35 @@ def _is_flat(event: StreamEvent) -> bool:
 
 async def stream_throughput(name: str, groups: list[list[str]], store: Store | None) -> tuple[float, int, int]:
     """Decode every captured frame with the plugin's decoder and dispatch it through a PositionBook
-    (``store=None``: no journal).  Before each round the book holds the position (``book.add``, not
-    timed), so size changes and the closure are persisted and broadcast.
+    (``store=None``: no journal), as one stream of many symbols: each captured lifecycle is given a symbol
+    of its own (``B00000USDT``…: the exchange id renamed in its raw frames, before timing) and the book
+    holds all their positions first (``book.add``, not timed), so size changes and closures are persisted
+    and broadcast.  Then every frame of every lifecycle is decoded and dispatched, one event-loop turn per
+    frame as from a socket.
+
+    The book group-commits the journal as the engine's does (``group_commit=True``: the rows queued while a
+    commit is in flight go in the next one); the time includes waiting, at the end, until every row is
+    committed and announced.
 
     :returns: ``(frames per second, frames, decoded events)``.
     """
     pm = load_plugins([name])
     driver = Driver(pm, name)
     decoder = driver.make_decoder()
-    book = PositionBook(name, f"bench-{client_order_id('o')[5:]}", pm, store)
-    elapsed = 0.0
-    frames = events = 0
-    for group in groups:
+    book = PositionBook(name, f"bench-{client_order_id('o')[5:]}", pm, store, group_commit=True)
+    rounds: list[tuple[str, list[str]]] = []
+    for i, group in enumerate(groups):
         first = [e for raw in group[:3] for e in decoder.decode(raw) if isinstance(e, PositionUpdate | OrderUpdate)]
         opened_at = min((e.timestamp for e in first), default=2)
-        symbol = next((e.symbol for e in first if isinstance(e, PositionUpdate)), "XRP/USDT:USDT")
+        captured = next((e.symbol for e in first if isinstance(e, PositionUpdate)), "XRP/USDT:USDT")
+        native = captured.split(":")[0].replace("/", "")  # XRP/USDT:USDT -> XRPUSDT (both venues' linear ids)
+        symbol = f"B{i:05d}/USDT:USDT"
         await book.add(BookPosition(symbol=symbol, side="long", contracts=Decimal(10), entry_price=None,
                                     stop_price=None, opened_at=max(opened_at - 1, 1)))
-        started = time.perf_counter()
+        rounds.append((symbol, [raw.replace(f'"{native}"', f'"B{i:05d}USDT"') for raw in group]))
+    frames = events = 0
+    started = time.perf_counter()
+    for _, group in rounds:
         for raw in group:
             try:
                 decoded = decoder.decode(raw)
@@ -501,9 +582,12 @@ async def stream_throughput(name: str, groups: list[list[str]], store: Store | N
                 await book.on_event(event)
             frames += 1
             events += len(decoded)
-        elapsed += time.perf_counter() - started
-        if book.holds(symbol):  # the round's flat frame must have closed it
-            raise AssertionError(f"{name}: captured round did not close the position in the book")
+            await asyncio.sleep(0)  # the next frame comes from the socket: the journal's commits run meanwhile
+    if not await book.writes.wait_drained(WAIT_S):  # timed: every row committed and announced
+        raise AssertionError(f"{name}: the journal did not catch up")
+    elapsed = time.perf_counter() - started
+    if any(book.holds(symbol) for symbol, _ in rounds):  # each lifecycle's flat frame must have closed it
+        raise AssertionError(f"{name}: a captured lifecycle did not close its position in the book")
     return (frames / elapsed if elapsed else 0.0), frames, events
 
 
@@ -890,8 +974,8 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
     from framework.store.testing import TestDatabases
 
     result: dict[str, Any] = {key: {} for key in (
-        "closure_latency_ms", "fill_to_stop_ms", "unprotected_ms", "reprotect_ms", "rest_calls_per_lifecycle",
-        "stream_events_per_s", "reconcile", "scale")}
+        "closure_latency_ms", "closure_floor_ms", "fill_to_stop_ms", "unprotected_ms", "reprotect_ms",
+        "rest_calls_per_lifecycle", "stream_events_per_s", "reconcile", "scale")}
     result["sizes"] = {"closures": sizes.closures, "moves": sizes.moves, "reconcile": list(sizes.reconcile),
                        "stream_rounds": sizes.stream_rounds, "scale": list(sizes.scale),
                        "scale_rounds": sizes.scale_rounds, "floor_samples": sizes.floor_samples}
@@ -907,8 +991,8 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
             log.info("%s: closures", name)
             store = await databases.store()
             try:
-                async with engine_rig(name, store) as rig:
-                    latencies, fill_gaps = await closure_figures(rig, sizes.closures)
+                async with ClosureFloor(store) as floor, engine_rig(name, store) as rig:
+                    latencies, fill_gaps = await closure_figures(rig, sizes.closures, floor)
                     closed_rows = await store.pool.fetchval(
                         "SELECT count(*) FROM positions WHERE venue = $1 AND status = 'closed'", name)
                     journal = await store.pool.fetchval(
@@ -916,6 +1000,7 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
                     result["closure_latency_ms"][name] = {**_summary(latencies), "db_rows_closed": closed_rows,
                                                           "journal_closed_rows": journal,
                                                           "venue_closures": len(rig.venue.truth.closures)}
+                    result["closure_floor_ms"][name] = floor.summary(result["closure_latency_ms"][name])
                     result["fill_to_stop_ms"][name] = {**_summary(fill_gaps), "min": min(fill_gaps, default=0)}
                     log.info("%s: stop moves", name)
                     per_move = await stop_move_figures(rig, sizes.moves)
@@ -930,12 +1015,13 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
             store = await databases.store()
             try:
                 with_db, frames, events = await stream_throughput(name, groups, store)
+                journal_rows = await store.pool.fetchval("SELECT count(*) FROM events WHERE kind <> 'opened'")
             finally:
                 await store.close()
             without_db, _, _ = await stream_throughput(name, groups, None)
             result["stream_events_per_s"][name] = {"with_journal": round(with_db), "without_journal": round(without_db),
                                                    "decoder_only": round(decode_rate(name, groups)),
-                                                   "frames": frames, "events": events}
+                                                   "frames": frames, "events": events, "journal_rows": journal_rows}
             log.info("%s: reconcile", name)
             store = await databases.store()
             try:
@@ -981,11 +1067,15 @@ def print_bench(result: dict[str, Any]) -> None:
         return f"{d.get('p50')} / {d.get('p99')} / {d.get('max')} (n={d.get('n', d.get('moves'))})"
 
     row("closure latency p50/p99/max ms", "closure_latency_ms", pct)
+    row("closure floor (ws frame + UPDATE+INSERT transaction) p50/p99/max ms", "closure_floor_ms", pct)
+    row("closure / floor p50, p99", "closure_floor_ms",
+        lambda d: f"{d.get('closure_ratio', {}).get('p50')}× / {d.get('closure_ratio', {}).get('p99')}×")
     row("fill → stop resting p50/p99/max ms", "fill_to_stop_ms", pct)
     row("unprotected per stop move p50/p99/max ms", "unprotected_ms", pct)
     row("stop removed on the venue → re-protected p50/p99/max ms", "reprotect_ms", pct)
     row("REST calls per lifecycle", "rest_calls_per_lifecycle", lambda d: str(d.get("total")))
-    row("stream frames/s with journal", "stream_events_per_s", lambda d: str(d.get("with_journal")))
+    row("stream frames/s with journal (group commit)", "stream_events_per_s", lambda d: str(d.get("with_journal")))
+    row("journal rows written (size changes, closures)", "stream_events_per_s", lambda d: str(d.get("journal_rows")))
     row("stream frames/s without journal", "stream_events_per_s", lambda d: str(d.get("without_journal")))
     for count in result["sizes"]["reconcile"]:
         row(f"reconcile {count} positions: calls / CPU ms", "reconcile",

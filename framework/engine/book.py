@@ -42,7 +42,7 @@ OWN_CLOSE_PREFIXES = ("fw-c-", "fw-r-")
 MAX_FUTURE_MS = 24 * 3600 * 1000  # a frame stamped further ahead of our clock is malformed, not news
 
 
-@dataclass
+@dataclass(slots=True)
 class BookPosition:
     """An open position as the book holds it.
 
@@ -65,7 +65,7 @@ class BookPosition:
     trailed: bool = False  # the trailing manager moved its stop: a stop-loss fill is a trailing_stop exit
 
 
-@dataclass
+@dataclass(slots=True)
 class _ClosingFill:
     origin: str
     client_order_id: str | None
@@ -74,8 +74,11 @@ class _ClosingFill:
     timestamp: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _SymbolState:
+    """Per symbol; slotted and without an event of its own until someone waits on it (issue 17: the memory
+    of 1,000 book positions)."""
+
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     position: BookPosition | None = None
     last_sequence: int | None = None
@@ -84,13 +87,20 @@ class _SymbolState:
     closing_fill: _ClosingFill | None = None
     opening: OrderIntent | None = None
     opening_seen_open: int | None = None  # sequence of the last non-flat update seen during the open
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event | None = None  # made by the first waiter (wait_changed / wait_for)
     closed_at: int | None = None  # local ms of the last closure
     # A flat frame that came before the closing fill that explains it (Binance sends ACCOUNT_UPDATE before
     # ORDER_TRADE_UPDATE; Bybit orders no topics): the closure waits up to fill_grace_ms for the fill.
     pending_flat: PositionUpdate | None = None
     pending_timer: asyncio.TimerHandle | None = None
     opening_orders: dict[str, OrderUpdate] = field(default_factory=dict)  # by client id, during an open
+
+
+def _changed(state: _SymbolState) -> asyncio.Event:
+    """``state``'s change event, made on first use."""
+    if state.changed is None:
+        state.changed = asyncio.Event()
+    return state.changed
 
 
 def _removes_stop(position: BookPosition, update: OrderUpdate) -> bool:
@@ -153,10 +163,14 @@ class PositionBook:
         closure carries its reason and price whatever order the venue sends them in (docs/conformance.md
         B4, Y6); past it the closure fires with reason ``unknown``.  A fill that arrives first closes at once.
     :param listener: the engine parts the book hands work to (:class:`BookListener`); none by default.
+    :param group_commit: the stream does not wait for its journal rows: :meth:`on_event` returns once the
+        book changed, its rows are written in group commits and ``on_position_updated`` /
+        ``on_position_closed`` fire after their batch committed (the engine's book).  ``False``: every
+        write is awaited before :meth:`on_event` returns (replay, tests that read hooks right after).
     """
 
     def __init__(self, venue: str, account: str, pm: pluggy.PluginManager, store: Store | None,
-                 fill_grace_ms: int = 500, listener: BookListener | None = None) -> None:
+                 fill_grace_ms: int = 500, listener: BookListener | None = None, group_commit: bool = False) -> None:
         self.venue = venue
         self.account = account
         self.pm = pm
@@ -167,7 +181,9 @@ class PositionBook:
         self.counters: Counter[str] = Counter(closures=0, ignored_stale_updates=0, malformed_frames=0)
         self._stop_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.listener: BookListener = listener or BookListener()
-        self.writes = WriteBehind(pm, venue)  # journal writes survive a database outage, in order
+        self.group_commit = group_commit
+        # journal writes survive a database outage, in order; the stream's are group-committed
+        self.writes = WriteBehind(pm, venue, write_rows=store.write_rows if store is not None else None)
         self.positions_changed = asyncio.Event()  # set on every add / close (mark-price watcher restarts)
 
     # --- reading --------------------------------------------------------------------------------------
@@ -221,10 +237,10 @@ class PositionBook:
 
     async def wait_changed(self, symbol: str, timeout_s: float) -> None:
         """Return when a stream update for ``symbol`` is applied or recorded, or after ``timeout_s``."""
-        state = self._state(symbol)
-        state.changed.clear()
+        changed = _changed(self._state(symbol))
+        changed.clear()
         try:
-            await asyncio.wait_for(state.changed.wait(), timeout_s)
+            await asyncio.wait_for(changed.wait(), timeout_s)
         except TimeoutError:
             pass
 
@@ -256,17 +272,18 @@ class PositionBook:
         :returns: ``False`` on timeout.
         """
         state = self._state(symbol)
+        changed = _changed(state)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not predicate(state.last_update):
-            state.changed.clear()
+            changed.clear()
             if predicate(state.last_update):
                 break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(state.changed.wait(), remaining)
+                await asyncio.wait_for(changed.wait(), remaining)
             except TimeoutError:
                 return predicate(state.last_update)
         return True
@@ -335,13 +352,15 @@ class PositionBook:
             state.last_sequence = update.sequence
             state.last_update = update
             state.last_update_at = now_ms()
-            state.changed.set()
+            if state.changed is not None:
+                state.changed.set()
             if state.opening is not None:
                 if update.contracts > 0:
                     state.opening_seen_open = update.sequence
                 return  # recorded for the opener (verification / rollback evidence)
+            wait = not self.group_commit
             if state.pending_flat is not None:  # a newer frame: the flat one waited long enough
-                await self._close_pending_locked(state, update.symbol)
+                await self._close_pending_locked(state, update.symbol, wait)
                 position = state.position
             if position is None:
                 if update.contracts > 0:
@@ -351,19 +370,19 @@ class PositionBook:
                 if state.closing_fill is None and self.fill_grace_ms > 0:
                     self._hold_flat(state, update)
                     return
-                await self._close_on_flat_locked(state, update)
+                await self._close_on_flat_locked(state, update, wait)
                 return
             if update.side != position.side:
                 # flipped through zero without a flat frame: the old position is closed.
                 await self._close_locked(state, update.symbol, "unknown", source="stream",
-                                         timestamp=update.timestamp)
+                                         timestamp=update.timestamp, wait=wait)
                 self.listener.unknown_position(update.symbol)
                 return
             if update.contracts != position.contracts or (
                 update.entry_price is not None and update.entry_price != position.entry_price
             ):
                 await self._update_locked(state, update.symbol, update.contracts, update.entry_price,
-                                          update.mark_price, "size_changed", update.timestamp)
+                                          update.mark_price, "size_changed", update.timestamp, wait)
 
     def _hold_flat(self, state: _SymbolState, update: PositionUpdate) -> None:
         """Keep a flat frame until its closing fill arrives or ``fill_grace_ms`` passes."""
@@ -396,9 +415,9 @@ class PositionBook:
                 async with state.lock:
                     await self._close_pending_locked(state, symbol)
 
-    async def _close_pending_locked(self, state: _SymbolState, symbol: str) -> None:
+    async def _close_pending_locked(self, state: _SymbolState, symbol: str, wait: bool = True) -> None:
         if state.pending_flat is not None and state.position is not None:
-            await self._close_on_flat_locked(state, state.pending_flat)
+            await self._close_on_flat_locked(state, state.pending_flat, wait)
         self._clear_pending(state)
 
     @staticmethod
@@ -408,7 +427,7 @@ class PositionBook:
             state.pending_timer.cancel()
             state.pending_timer = None
 
-    async def _close_on_flat_locked(self, state: _SymbolState, update: PositionUpdate) -> None:
+    async def _close_on_flat_locked(self, state: _SymbolState, update: PositionUpdate, wait: bool = True) -> None:
         """Close on a flat frame, with the reason and price of the closing fill the book holds (if any)."""
         fill = state.closing_fill
         trailed = state.position is not None and state.position.trailed
@@ -417,7 +436,7 @@ class PositionBook:
             price=fill.price if fill else None,
             realized_pnl=update.realized_pnl if update.realized_pnl is not None
             else (fill.realized_pnl if fill else None),
-            source="stream", timestamp=update.timestamp,
+            source="stream", timestamp=update.timestamp, wait=wait,
         )
 
     async def _apply_order_update(self, update: OrderUpdate) -> None:
@@ -427,7 +446,8 @@ class PositionBook:
             opening = state.opening
             if opening is not None and order.client_order_id == opening.client_order_id:
                 state.opening_orders[order.client_order_id] = update
-                state.changed.set()
+                if state.changed is not None:
+                    state.changed.set()
             position = state.position
             if position is not None and _removes_stop(position, update) and state.pending_flat is None:
                 # not while a flat frame says it closed; the protector lets the closing frames settle first
@@ -440,8 +460,9 @@ class PositionBook:
                 price=update.last_fill_price or order.average, realized_pnl=update.realized_pnl,
                 timestamp=update.timestamp,
             )
+            wait = not self.group_commit
             if state.pending_flat is not None:  # the fill that explains the flat frame already held
-                await self._close_on_flat_locked(state, state.pending_flat)
+                await self._close_on_flat_locked(state, state.pending_flat, wait)
                 return
             # A fully filled closing order closes the position even if the flat frame is lost (I-1), unless
             # the position frame of the same fill came first and shows it still open (Binance sends
@@ -453,7 +474,7 @@ class PositionBook:
                 await self._close_locked(
                     state, order.symbol, closure_reason(update.origin, order.client_order_id, position.trailed),
                     price=state.closing_fill.price, realized_pnl=update.realized_pnl, source="order",
-                    timestamp=update.timestamp,
+                    timestamp=update.timestamp, wait=wait,
                 )
 
     # --- opening (used by the opener and the reconciler) ----------------------------------------------
@@ -470,7 +491,8 @@ class PositionBook:
         state.opening = intent
         state.opening_seen_open = None
         state.opening_orders.clear()
-        state.changed.clear()
+        if state.changed is not None:
+            state.changed.clear()
 
     def end_open(self, symbol: str) -> None:
         """Clear the in-progress mark (after a failed or abandoned open)."""
@@ -578,7 +600,7 @@ class PositionBook:
 
     async def _update_locked(
         self, state: _SymbolState, symbol: str, contracts: Decimal, entry_price: Decimal | None,
-        mark_price: Decimal | None, reason: str, timestamp: int,
+        mark_price: Decimal | None, reason: str, timestamp: int, wait: bool = True,
     ) -> None:
         position = state.position
         assert position is not None
@@ -590,11 +612,17 @@ class PositionBook:
             contracts=contracts, entry_price=position.entry_price, price=mark_price, reason=reason,
             timestamp=timestamp, source="stream",
         )
-        store = self.store
-        if store is not None:
-            await self.writes.write(f"update {symbol}", lambda: store.update_position(
-                self.account, self.venue, symbol, event=event, contracts=contracts, entry_price=entry_price))
-        await broadcast(self.pm, "on_position_updated", event=event)
+
+        async def announce(persisted: bool) -> None:
+            await broadcast(self.pm, "on_position_updated", event=event)
+
+        if self.store is None:
+            await announce(True)
+            return
+        done = await self.writes.journal(f"update {symbol}", self.store.update_row(
+            self.account, self.venue, symbol, event=event, contracts=contracts, entry_price=entry_price), announce)
+        if wait:
+            await done
 
     async def close(
         self, symbol: str, reason: str, price: Decimal | None = None, realized_pnl: Decimal | None = None,
@@ -617,11 +645,17 @@ class PositionBook:
 
     async def _close_locked(
         self, state: _SymbolState, symbol: str, reason: str, *, price: Decimal | None = None,
-        realized_pnl: Decimal | None = None, source: str, timestamp: int | None,
+        realized_pnl: Decimal | None = None, source: str, timestamp: int | None, wait: bool = True,
     ) -> bool:
+        """The one close path, under ``state.lock``.  ``wait=False`` (the stream, group commit): return once
+        the book changed; the DB row and ``on_position_closed`` follow when its batch commits."""
         position = state.position
         if position is None:
-            if self.store is None or self.writes.pending:  # queued writes first: the DB is behind the book
+            if self.store is None:
+                return False
+            if self.writes.pending:  # queued writes first: the DB is behind the book
+                if wait:  # a closure of it the stream queued is announced before this call says "already closed"
+                    await self.writes.announced()
                 return False
             # Not in the book: a DB row may still be open (restart before the book was loaded).
             try:
@@ -645,13 +679,19 @@ class PositionBook:
             entry_price=entry, price=price, reason=reason, realized_pnl=realized_pnl,
             timestamp=timestamp or now_ms(), source=source,
         )
-        store = self.store
-        if store is not None:
-            await self.writes.write(f"close {symbol} ({reason})", lambda: store.close_position(event))
         self.counters["closures"] += 1
         log.info("%s %s: %s position of %s closed (%s, via %s)", self.venue, symbol, side, contracts, reason, source)
-        await broadcast(self.pm, "on_position_closed", event=event)
-        if position is not None:
-            self.listener.on_closed(position)
+
+        async def announce(persisted: bool) -> None:  # durable first (unless the database is down)
+            await broadcast(self.pm, "on_position_closed", event=event)
+            if position is not None:
+                self.listener.on_closed(position)
+
+        if self.store is None:
+            await announce(True)
+            return True
+        done = await self.writes.journal(f"close {symbol} ({reason})", self.store.close_row(event), announce)
+        if wait:
+            await done
         return True
 

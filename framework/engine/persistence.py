@@ -1,10 +1,22 @@
-"""Write-behind for the book's journal: what the venue did is persisted even across a database outage.
+"""Write-behind for the book's journal: what the venue did is persisted even across a database outage, and
+the stream's state changes are written in group commits.
 
-The venue and the book are the truth of the moment; the database is their record.  A write that fails
-(the database is down, a connection was cut) is not lost and does not stop the close path: it is queued,
-in order, and replayed when the database answers again, so a closure is persisted exactly once with its
-real reason and price, and the next position of the symbol is unaffected (docs/incidents.md, issue 14).
-While anything is queued, later writes queue behind it: an open is never overtaken by its own close.
+The venue and the book are the truth of the moment; the database is their record.  Every write goes
+through one ordered queue, so an open is never overtaken by its own close:
+
+* :meth:`WriteBehind.write` runs a write of its own (an open, a stop, an order's state) at once when
+  nothing is queued, else queued behind what is;
+* :meth:`WriteBehind.journal` queues a stream-driven journal row (a size change, a closure); one drainer
+  writes every row queued meanwhile (up to ``batch_rows``) as ONE group commit
+  (:meth:`framework.store.Store.write_rows`), then runs each row's ``after`` (the lifecycle broadcast) in
+  order.  Nothing is announced before the batch that holds it has committed, so a crash loses no row that
+  was announced (``tests/engine/test_group_commit.py`` kills a process between batches).
+
+A write that fails (the database is down, a connection was cut) is not lost and does not stop the close
+path: the queue turns *degraded* (a critical alert), every queued write is announced as not persisted
+(``after(False)``, as the close path did before), and the queue is replayed, in order, when the database
+answers again, so a closure is persisted exactly once with its real reason and price (docs/incidents.md,
+issue 14).
 
 The queue lives in memory and is bounded: past ``limit`` writes a critical alert is raised and further
 writes are logged in full and dropped (the venue and a restart's reconciliation still hold the truth).
@@ -22,10 +34,28 @@ import pluggy
 
 from framework.engine.broadcast import alert
 from framework.store.leases import is_fenced
+from framework.store.repository import JournalRow
 
 log = logging.getLogger(__name__)
 
 Write = Callable[[], Awaitable[Any]]
+#: writes a batch of journal rows as one transaction (``Store.write_rows``)
+WriteRows = Callable[[list[JournalRow]], Awaitable[Any]]
+#: what runs once a queued write's first attempt is over: ``persisted`` says whether it is in the database
+After = Callable[[bool], Awaitable[None]]
+
+
+class _Queued:
+    """One queued write: a write of its own (``op``) or a journal row to group-commit (``row``)."""
+
+    __slots__ = ("what", "op", "row", "after", "done")
+
+    def __init__(self, what: str, op: Write | None, row: JournalRow | None, after: After | None) -> None:
+        self.what = what
+        self.op = op
+        self.row = row
+        self.after = after
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
 
 class WriteBehind:
@@ -33,23 +63,30 @@ class WriteBehind:
 
     :param pm: plugin manager, for alerts.
     :param venue: venue name, for alerts.
+    :param write_rows: group commit of journal rows (``Store.write_rows``); needed by :meth:`journal`.
     :param limit: most writes held during an outage.
     :param retry_s: first pause between replays; doubles up to ``retry_cap_s``.
+    :param batch_rows: most journal rows in one group commit.
     """
 
-    def __init__(self, pm: pluggy.PluginManager, venue: str, *, limit: int = 10_000, retry_s: float = 0.2,
-                 retry_cap_s: float = 5.0) -> None:
+    def __init__(self, pm: pluggy.PluginManager, venue: str, *, write_rows: WriteRows | None = None,
+                 limit: int = 10_000, retry_s: float = 0.2, retry_cap_s: float = 5.0, batch_rows: int = 500) -> None:
         self.pm = pm
         self.venue = venue
+        self.write_rows = write_rows
         self.limit = limit
         self.retry_s = retry_s
         self.retry_cap_s = retry_cap_s
-        self._queue: deque[tuple[str, Write]] = deque()
+        self.batch_rows = batch_rows
+        self._queue: deque[_Queued] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self._drained.set()
+        self._degraded = False  # a write failed and the queue has not been replayed whole since
         self.failed_attempts = 0
         self.dropped = 0
+        self.batches = 0  # group commits of journal rows
+        self.batched_rows = 0
         self.fenced = 0  # writes the database refused: stale lease epoch
 
     @property
@@ -60,8 +97,9 @@ class WriteBehind:
     async def write(self, what: str, op: Write) -> bool:
         """Run ``op`` now, or queue it behind earlier writes that are still waiting.
 
-        :param what: a short description for logs and alerts (``close XRP/USDT:USDT``).
-        :returns: ``True`` when written now, ``False`` when queued (or dropped past the limit).
+        :param what: a short description for logs and alerts (``open XRP/USDT:USDT``).
+        :returns: ``True`` when written (now, or after the writes queued before it), ``False`` when queued
+            for replay (the database is unreachable) or dropped past the limit.
         """
         if not self._queue:
             try:
@@ -72,46 +110,114 @@ class WriteBehind:
                     await self._refused(what, exc)
                     return False
                 self.failed_attempts += 1
-                await alert(self.pm, "critical", f"database write failed, queued for replay ({what}): {exc!r}",
-                            venue=self.venue)
-        await self._enqueue(what, op)
-        return False
+                await self._degrade(what, exc)
+        item = await self._enqueue(_Queued(what, op, None, None))
+        return await item.done if item is not None else False
 
-    async def _enqueue(self, what: str, op: Write) -> None:
+    async def journal(self, what: str, row: JournalRow, after: After) -> asyncio.Future[bool]:
+        """Queue a journal row for the next group commit; ``after(persisted)`` runs once its batch committed
+        (``True``) or failed (``False``: queued for replay), in queue order, and before the returned future
+        resolves.  Await the future to wait for both; the stream does not (so its rows batch up).
+
+        :param what: a short description for logs and alerts (``close XRP/USDT:USDT (manual)``).
+        """
+        if not self._degraded and len(self._queue) >= 2 * self.batch_rows:  # back-pressure on a fast stream
+            await asyncio.shield(self._queue[0].done)
+        item = await self._enqueue(_Queued(what, None, row, after))
+        if item is None:  # dropped: announced all the same, as not persisted
+            await after(False)
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            done.set_result(False)
+            return done
+        return item.done
+
+    async def _degrade(self, what: str, exc: Exception) -> None:
+        if not self._degraded:
+            self._degraded = True
+            await alert(self.pm, "critical", f"database write failed, queued for replay ({what}): {exc!r}",
+                        venue=self.venue)
+
+    async def _enqueue(self, item: _Queued) -> _Queued | None:
         if len(self._queue) >= self.limit:
             self.dropped += 1
-            log.error("%s: write-behind queue full (%d), dropped: %s", self.venue, self.limit, what)
+            log.error("%s: write-behind queue full (%d), dropped: %s", self.venue, self.limit, item.what)
             if self.dropped == 1:
                 await alert(self.pm, "critical", f"write-behind queue full ({self.limit}): database writes are "
                             "being dropped until it returns", venue=self.venue)
-            return
-        self._queue.append((what, op))
+            return None
+        self._queue.append(item)
         self._drained.clear()
+        if self._degraded:  # the database is down: announce now, write on replay
+            await self._settle(item, False)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name=f"write-behind-{self.venue}")
+        return item
+
+    async def _settle(self, item: _Queued, persisted: bool) -> None:
+        if item.done.done():
+            return
+        try:
+            if item.after is not None:
+                await item.after(persisted)
+        except Exception:  # a broadcast never stops the journal
+            log.exception("%s: after-write of %s failed", self.venue, item.what)
+        finally:
+            item.done.set_result(persisted)
+
+    def _next_batch(self) -> list[_Queued]:
+        head = self._queue[0]
+        if head.row is None:
+            return [head]
+        batch: list[_Queued] = []
+        for item in self._queue:
+            if item.row is None or len(batch) >= self.batch_rows:
+                break
+            batch.append(item)
+        return batch
 
     async def _drain(self) -> None:
         pause = self.retry_s
         while self._queue:
-            what, op = self._queue[0]
+            batch = self._next_batch()
             try:
-                await op()
+                if batch[0].op is not None:
+                    await batch[0].op()
+                else:
+                    assert self.write_rows is not None, "journal rows need write_rows"
+                    await self.write_rows([item.row for item in batch if item.row is not None])
+                    self.batches += 1
+                    self.batched_rows += len(batch)
             except Exception as exc:
                 if is_fenced(exc):  # never to be accepted: replaying it would only block the queue
-                    self._queue.popleft()
-                    await self._refused(what, exc)
+                    for item in batch:
+                        self._queue.popleft()
+                        await self._settle(item, False)
+                    await self._refused(batch[0].what, exc)
                     continue
                 self.failed_attempts += 1
-                log.warning("%s: replay of %s failed (%d queued), retrying in %.1f s: %s", self.venue, what,
+                await self._degrade(batch[0].what, exc)
+                log.warning("%s: write of %s failed (%d queued), retrying in %.1f s: %s", self.venue, batch[0].what,
                             len(self._queue), pause, exc)
+                for item in list(self._queue):  # announced now as not persisted; written on replay
+                    await self._settle(item, False)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.retry_cap_s)
                 continue
-            self._queue.popleft()
+            for _ in batch:
+                self._queue.popleft()
             pause = self.retry_s
-            if not self._queue:
+            for item in batch:
+                await self._settle(item, True)
+            if not self._queue and self._degraded:
+                self._degraded = False
                 await alert(self.pm, "info", "database back: every queued write replayed", venue=self.venue)
         self._drained.set()
+
+    async def announced(self) -> None:
+        """Return once every write queued so far had its first attempt and its ``after`` ran (a closure the
+        stream queued has been announced, persisted or not)."""
+        if self._queue:
+            await asyncio.shield(self._queue[-1].done)
 
     async def _refused(self, what: str, exc: BaseException) -> None:
         """The database refused a write from a stale lease epoch: another instance owns the account now,
@@ -134,5 +240,7 @@ class WriteBehind:
         if self._drainer is not None:
             self._drainer.cancel()
             await asyncio.gather(self._drainer, return_exceptions=True)
-        for what, _ in self._queue:
-            log.error("%s: not persisted at shutdown: %s", self.venue, what)
+        for item in self._queue:
+            log.error("%s: not persisted at shutdown: %s", self.venue, item.what)
+            if not item.done.done():
+                item.done.set_result(False)

@@ -167,7 +167,8 @@ class Engine:
         driver, config = self.drivers[name], self.configs[name]
         acting = guarded(driver, self.leases.get(name))
         wiring = VenueWiring(self, name, acting)
-        book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms, wiring)
+        book = PositionBook(name, config.account, self.pm, self.store, self.settings.fill_grace_ms, wiring,
+                            group_commit=True)
         protector = Protector(book, acting, self.store, self.pm, self.settings)
         trailing = TrailingManager(book, acting, self.store, self.pm, protector, self.settings)
         reconciler = Reconciler(book, acting, self.store, self.pm, protector, self.settings)

@@ -3,13 +3,18 @@
 Reads return typed rows (:mod:`framework.store.rows`), never ``asyncpg.Record``.
 
 Every write that changes a position's state and its journal entry happen in one transaction, so the
-journal never disagrees with the ``positions`` table.
+journal never disagrees with the ``positions`` table.  The stream-driven ones (a size change, a closure)
+are each ONE statement (data-modifying CTEs, atomic on their own) on a connection held for that hot path,
+so a closure costs one round trip: no BEGIN / COMMIT, no pool acquire and release reset (issue 17).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -23,6 +28,55 @@ def _jsonable(model: Any) -> Any:
     return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
 
 
+# Close the open position, end its resting stops and journal ``closed``: one statement, one round trip.
+# $1 account, $2 venue, $3 symbol, $4 closed_at (ms), $5 reason, $6 price, $7 realized pnl, $8 payload, $9 at,
+# $10 lease epoch (Store.fence).
+CLOSE_SQL = """
+WITH closed AS (
+    UPDATE positions SET status = 'closed', contracts = 0, closed_at = $4, updated_at = $4,
+           close_reason = $5, close_price = $6, realized_pnl = $7, epoch = $10
+    WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id
+), gone AS (
+    UPDATE stops SET status = 'gone', ended_at = $4, epoch = $10
+    WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'resting'
+      AND position_id IN (SELECT id FROM closed)
+), journal AS (
+    INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
+    SELECT $1::text, $2::text, $3::text, id, 'closed', $8::jsonb, $9::bigint, $10::bigint FROM closed
+)
+SELECT id FROM closed"""
+
+# Update the open position's size / prices and journal the event (none when $9 is NULL): one statement.
+# $1 account, $2 venue, $3 symbol, $4 contracts, $5 entry price, $6 stop, $7 take-profit, $8 updated_at,
+# $9 event kind, $10 payload, $11 at, $12 lease epoch (Store.fence).
+UPDATE_SQL = """
+WITH moved AS (
+    UPDATE positions SET contracts = COALESCE($4, contracts), entry_price = COALESCE($5, entry_price),
+           stop_loss = COALESCE($6, stop_loss), take_profit = COALESCE($7, take_profit), updated_at = $8,
+           epoch = $12
+    WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id
+), journal AS (
+    INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
+    SELECT $1::text, $2::text, $3::text, id, $9::text, $10::jsonb, $11::bigint, $12::bigint FROM moved
+    WHERE $9::text IS NOT NULL
+)
+SELECT id FROM moved"""
+
+#: a stream-driven journal row for :meth:`Store.write_rows` (made by :meth:`Store.close_row` /
+#: :meth:`Store.update_row`): ``("close" | "update", statement arguments)``
+JournalRow = tuple[Literal["close", "update"], tuple[Any, ...]]
+_ROW_SQL = {"close": CLOSE_SQL, "update": UPDATE_SQL}
+
+
+
+
+def _usable(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # the pool took it back when its connection was lost
+        return False
+
+
 class Store:
     """Repository over an asyncpg pool.  Create with :meth:`open`, release with :meth:`close`.
 
@@ -31,6 +85,9 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # held for the hot path (closures, the batched journal)
+        self._hot: asyncpg.pool.PoolConnectionProxy | None = None
+        self._hot_lock = asyncio.Lock()  # one statement at a time on it
         self._epochs: dict[tuple[str, str], int] = {}
 
     def fence(self, account: str, venue: str, epoch: int | None) -> None:
@@ -61,7 +118,38 @@ class Store:
         return cls(pool)
 
     async def close(self) -> None:
+        async with self._hot_lock:
+            await self._drop_hot()
         await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def hot(self) -> AsyncIterator[Connection]:
+        """The connection held for the hot path, one user at a time; taken from the pool on first use and
+        kept (no acquire / release reset per write).  A connection that broke (the database went away) is
+        given back and the next use takes a fresh one.
+
+        :raises OSError | asyncpg.PostgresError | asyncpg.InterfaceError: the database is unreachable.
+        """
+        async with self._hot_lock:
+            if self._hot is None or not _usable(self._hot):
+                await self._drop_hot()
+                self._hot = await self.pool.acquire()
+            conn = self._hot
+            try:
+                yield conn
+            except asyncpg.PostgresError:
+                if not _usable(conn):  # e.g. the server terminated it
+                    await self._drop_hot()
+                raise
+            except BaseException:  # cut mid-statement or cancelled: its state is unknown
+                await self._drop_hot()
+                raise
+
+    async def _drop_hot(self) -> None:
+        conn, self._hot = self._hot, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn, timeout=1)
 
     # --- orders: the intent is written before the order is submitted ---------------------------------
 
@@ -173,43 +261,59 @@ class Store:
 
         :returns: ``False`` when no position is open for that symbol.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            position_id = await conn.fetchval(
-                """UPDATE positions SET contracts = COALESCE($4, contracts),
-                          entry_price = COALESCE($5, entry_price), stop_loss = COALESCE($6, stop_loss),
-                          take_profit = COALESCE($7, take_profit), updated_at = $8, epoch = $9
-                   WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id""",
-                account, venue, symbol, contracts, entry_price, stop_loss, take_profit, now_ms(),
-                self.epoch(account, venue),
-            )
-            if position_id is None:
-                return False
-            if event is not None:
-                await self._journal(conn, account, venue, symbol, position_id, event.event, event)
-        return True
+        kind, args = self.update_row(account, venue, symbol, event=event, contracts=contracts,
+                                     entry_price=entry_price, stop_loss=stop_loss, take_profit=take_profit)
+        async with self.hot() as conn:
+            return await conn.fetchval(_ROW_SQL[kind], *args) is not None
 
     async def close_position(self, event: PositionEvent) -> bool:
         """Close the open position named by ``event`` and journal it, in one transaction.
 
         Idempotent: a second call for the same position finds no open row and returns ``False``.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            position_id = await conn.fetchval(
-                """UPDATE positions SET status = 'closed', contracts = 0, closed_at = $4, updated_at = $4,
-                          close_reason = $5, close_price = $6, realized_pnl = $7, epoch = $8
-                   WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id""",
-                event.account, event.venue, event.symbol, event.timestamp, event.reason, event.price,
-                event.realized_pnl, self.epoch(event.account, event.venue),
-            )
-            if position_id is None:
-                return False
-            await conn.execute(
-                """UPDATE stops SET status = 'gone', ended_at = $2, epoch = $3
-                   WHERE position_id = $1 AND status = 'resting'""",
-                position_id, event.timestamp, self.epoch(event.account, event.venue),
-            )
-            await self._journal(conn, event.account, event.venue, event.symbol, position_id, "closed", event)
-        return True
+        kind, args = self.close_row(event)
+        async with self.hot() as conn:
+            return await conn.fetchval(_ROW_SQL[kind], *args) is not None
+
+    def close_row(self, event: PositionEvent) -> JournalRow:
+        """The row that closes ``event``'s open position, ends its stops and journals it (:data:`CLOSE_SQL`),
+        stamped with the lease epoch held now, for :meth:`write_rows`."""
+        return ("close", (event.account, event.venue, event.symbol, event.timestamp, event.reason, event.price,
+                          event.realized_pnl, _jsonable(event), now_ms(), self.epoch(event.account, event.venue)))
+
+    def update_row(
+        self, account: str, venue: str, symbol: str, *, event: PositionEvent | None = None,
+        contracts: Decimal | None = None, entry_price: Decimal | None = None, stop_loss: Decimal | None = None,
+        take_profit: Decimal | None = None,
+    ) -> JournalRow:
+        """The row that updates the open position and journals ``event`` if given (:data:`UPDATE_SQL`),
+        stamped with the lease epoch held now, for :meth:`write_rows`."""
+        ts = now_ms()
+        return ("update", (account, venue, symbol, contracts, entry_price, stop_loss, take_profit, ts,
+                           event.event if event is not None else None,
+                           _jsonable(event) if event is not None else None, ts, self.epoch(account, venue)))
+
+    async def write_rows(self, rows: Sequence[JournalRow]) -> None:
+        """Write stream-driven journal rows (:meth:`close_row`, :meth:`update_row`) as one group commit, in
+        order: one pipelined ``executemany`` per run of rows of one kind, all in one transaction (a batch is
+        committed whole or not at all, so a replay after a failure never writes a row twice).
+
+        :raises OSError | asyncpg.PostgresError | asyncpg.InterfaceError: nothing of the batch was written.
+        """
+        runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for row_kind, args in rows:
+            kind: str = row_kind
+            if runs and runs[-1][0] == kind:
+                runs[-1][1].append(args)
+            else:
+                runs.append((kind, [args]))
+        async with self.hot() as conn:
+            if len(runs) == 1 and len(runs[0][1]) == 1:  # one statement is atomic by itself: one round trip
+                await conn.execute(_ROW_SQL[runs[0][0]], *runs[0][1][0])
+                return
+            async with conn.transaction():
+                for kind, batch in runs:
+                    await conn.executemany(_ROW_SQL[kind], batch)
 
     async def open_positions(self, account: str | None = None, venue: str | None = None) -> list[PositionRow]:
         """Open positions, optionally for one account / venue."""

@@ -328,3 +328,10 @@ async def test_an_entry_filled_in_parts_takes_the_stream_s_newest_size_at_add(pm
     assert recorder.closed() == []
     await book.on_event(sized(4, "40", ts=1_010, side=side))  # the same size again: nothing
     assert len(recorder.seen["on_position_updated"]) == 1
+
+
+async def test_a_thousand_book_positions_hold_under_0_7_mb():
+    # issue 17: slotted records and no asyncio.Event per symbol until something waits on it (tracemalloc bytes)
+    from framework.app.bench import memory_per_positions
+
+    assert await memory_per_positions(1_000) <= 700_000

@@ -1,0 +1,83 @@
+"""The stream's journal rows are group-committed (issue 17): nothing is announced before its batch committed,
+so a process killed between batches (``kill -9``) loses no announced row; rows queued while the database is
+busy are written together, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from framework.engine.book import BookPosition, PositionBook
+from framework.models import PositionUpdate
+from framework.plugins import new_plugin_manager, register
+from tests.engine.recorder import Recorder
+
+ROOT = Path(__file__).resolve().parents[2]
+BOUND_S = 60.0
+SYMBOL = "XRP/USDT:USDT"
+
+
+async def test_a_process_killed_between_group_commits_loses_no_announced_row(databases, store):
+    url = await databases.create()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.engine.journal_writer", url, cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    acks: list[tuple[str, str, int, int]] = []
+    try:
+        async with asyncio.timeout(BOUND_S):
+            assert (await proc.stdout.readline()).strip() == b"ready"
+            while len(acks) < 2_000:  # several batches committed, more rows queued behind them
+                _, kind, symbol, ts, batches = (await proc.stdout.readline()).decode().split()
+                acks.append((kind, symbol, int(ts), int(batches)))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = await proc.communicate()  # what it had printed before it died was announced too
+    assert proc.returncode == -signal.SIGKILL, "the writer stopped before it was killed"
+    for line in rest.decode().splitlines():
+        if line.count(" ") == 4:  # a line cut by the kill is not an announcement
+            _, kind, symbol, ts, batches = line.split()
+            acks.append((kind, symbol, int(ts), int(batches)))
+    from framework.store import Store
+
+    after = await Store.open(url, max_size=1)
+    try:
+        rows = await after.pool.fetch("SELECT kind, symbol, (payload->>'timestamp')::bigint AS ts FROM events "
+                                      "WHERE kind IN ('updated', 'closed')")
+    finally:
+        await after.close()
+    in_db = {(r["kind"], r["symbol"], r["ts"]) for r in rows}
+    announced = {(kind, symbol, ts) for kind, symbol, ts, _ in acks}
+    assert announced - in_db == set(), "rows announced as persisted are missing after the crash"
+    assert any(kind == "closed" for kind, *_ in announced)
+    assert max(b for *_, b in acks) < len(acks) / 2, "rows were not group-committed"
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_rows_queued_while_the_database_is_busy_commit_together_and_announce_in_order(store, side):
+    recorder = Recorder()
+    pm = new_plugin_manager()
+    register(pm, recorder, "recorder")
+    book = PositionBook("bybit", "default", pm, store, fill_grace_ms=0, group_commit=True)
+    await book.add(BookPosition(SYMBOL, side, Decimal(1), Decimal("1.1"), None, opened_at=1_000))
+    async with store.hot():  # the journal's connection is busy: the stream goes on, nothing is announced
+        for seq in range(1, 50):
+            await book.on_event(PositionUpdate(venue="bybit", symbol=SYMBOL, side=side, contracts=Decimal(seq + 1),
+                                               sequence=seq, timestamp=1_000 + seq))
+        await book.on_event(PositionUpdate(venue="bybit", symbol=SYMBOL, side=None, contracts=Decimal(0),
+                                           sequence=50, timestamp=1_050))
+        assert not book.holds(SYMBOL), "the book changes at once"
+        assert recorder.seen["on_position_updated"] == [] and recorder.closed() == []
+        assert book.writes.pending == 50
+    assert await book.writes.wait_drained(BOUND_S)
+    assert [e.contracts for e in recorder.seen["on_position_updated"]] == [Decimal(n + 1) for n in range(1, 50)]
+    assert [e.reason for e in recorder.closed()] == ["unknown"]
+    assert book.writes.batches <= 2 and book.writes.batched_rows == 50
+    rows = await store.pool.fetch("SELECT kind FROM events ORDER BY id")
+    assert [r["kind"] for r in rows] == ["opened"] + ["updated"] * 49 + ["closed"]
+    status = await store.pool.fetchval("SELECT status FROM positions WHERE symbol = $1", SYMBOL)
+    assert status == "closed"
