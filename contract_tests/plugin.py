@@ -70,3 +70,20 @@ def pytest_generate_tests(metafunc):
         )
         return
     metafunc.parametrize(PLUGIN_ARGNAME, names, ids=names, scope="session")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line per driver plugin: ``conformance: verified by N cassette(s)`` or ``conformance: unverified``."""
+    names = config.getoption("plugin") or getattr(config, "_framework_contract_plugins", None)
+    if not names:
+        return
+    from framework.conformance import conformance_status
+    from framework.plugins import load_plugins
+
+    terminalreporter.section("framework conformance")
+    for name in names:
+        try:
+            status = conformance_status(load_plugins([name]), name)
+        except Exception as exc:  # a plugin that does not load already failed its tests
+            status = f"unknown ({type(exc).__name__})"
+        terminalreporter.write_line(f"{name}: conformance: {status}")

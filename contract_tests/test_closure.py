@@ -51,6 +51,13 @@ async def test_liquidation_fires_one_closure(contract):
     await contract.expect_one_closure("liquidation", reason="liquidation")
 
 
+@pytest.mark.hooks(*CLOSED_HOOKS)
+async def test_adl_fires_one_closure(contract):
+    await contract.open("long")
+    contract.require_venue().adl(contract.account, contract.symbol)
+    await contract.expect_one_closure("auto-deleveraging", reason="adl")
+
+
 @pytest.mark.hooks(*CLOSED_HOOKS, "close_position")
 async def test_reduce_only_close_by_us_fires_one_closure(contract):
     await contract.open("long")

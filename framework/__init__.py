@@ -10,6 +10,7 @@ specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :m
 
 from typing import Any
 
+from framework.cassette import record_transport, ws_connect
 from framework.driverkit import (
     REFUSED,
     UNKNOWN,
@@ -18,7 +19,9 @@ from framework.driverkit import (
     ErrorTable,
     PollSource,
     attach_stream_state,
+    ccxt_market_limits,
     decode_frame,
+    header_number,
     poll_sources,
     stream_flat_since,
     translate_error,
@@ -49,6 +52,7 @@ from framework.models import (
     ClosureReason,
     DriverConfig,
     DriverInfo,
+    MarketLimits,
     MarkPrice,
     Order,
     OrderIntent,
@@ -73,11 +77,16 @@ from framework.protocols import DriverSession, EntryEvidence, StreamDecoder, Str
 
 __version__ = "0.1.0"
 __all__ = [
+    "record_transport",
+    "ws_connect",
+    "ccxt_market_limits",
+    "MarketLimits",
     "REFUSED",
     "UNKNOWN",
     "Session",
     "ErrorRule",
     "ErrorTable",
+    "header_number",
     "translate_error",
     "venue_errors",
     "Alert",

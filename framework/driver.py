@@ -75,6 +75,31 @@ class Operation(Generic[P, R]):
         return call
 
 
+class SyncOperation(Generic[P, R]):
+    """A plain (not coroutine) :class:`~framework.protocols.DriverSession` method as an attribute of
+    :class:`Driver` (``market_limits``): the answer is checked, no rate-limit pause (no REST call)."""
+
+    def __init__(self, method: Callable[Concatenate[DriverSession, P], R]) -> None:
+        self.name = method.__name__
+
+    @overload
+    def __get__(self, driver: None, owner: type[Driver]) -> SyncOperation[P, R]: ...
+
+    @overload
+    def __get__(self, driver: Driver, owner: type[Driver]) -> Callable[P, R]: ...
+
+    def __get__(self, driver: Driver | None, owner: type[Driver]) -> SyncOperation[P, R] | Callable[P, R]:
+        if driver is None:
+            return self
+        name = self.name
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return typing.cast(R, driver._operate_now(name, *args, **kwargs))
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+
 class Driver:
     """One venue's driver plugin, called through its own subset of the hook relay, and its session.
 
@@ -119,6 +144,13 @@ class Driver:
             self.counters["rate_limit_waits"] += 1
             await asyncio.sleep(wait_ms / 1000)
 
+    def _checked(self, name: str, expected: type, result: object) -> Any:
+        """``result``, when it is an ``expected``.  :raises ConfigError: naming the plugin and ``name``."""
+        if not isinstance(result, expected):
+            raise ConfigError(f"plugin {self.plugin_name!r} answered {name} with a {type(result).__name__}, "
+                              f"not a {expected.__name__}", venue=self.venue)
+        return result
+
     async def _guarded(self, name: str, expected: type, call: Callable[[], object]) -> Any:
         """Run ``call`` (a hook or a session operation named ``name``); its answer must be an ``expected``.
 
@@ -144,10 +176,22 @@ class Driver:
                 self._paused_until = max(self._paused_until, time.monotonic() + min(pause_s, RATE_LIMIT_CAP_S))
                 raise
             self._backoff_s = 0.0
-        if not isinstance(result, expected):
-            raise ConfigError(f"plugin {self.plugin_name!r} answered {name} with a {type(result).__name__}, "
-                              f"not a {expected.__name__}", venue=self.venue)
-        return result
+        return self._checked(name, expected, result)
+
+    def _session_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], object]:
+        """Operation ``name`` of the session, its arguments bound to the protocol's parameters (defaults
+        filled in), ready to call.  :raises ConfigError: not connected.  :raises TypeError: bad arguments."""
+        session = self.session
+        if session is None:
+            raise ConfigError(f"plugin {self.plugin_name!r} is not connected", venue=self.venue)
+        call = SIGNATURES[name].bind(session, *args, **kwargs)
+        call.apply_defaults()
+        method = getattr(session, name)
+        return lambda: method(*call.args[1:], **call.kwargs)
+
+    def _operate_now(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call plain session operation ``name`` and check its answer (see :class:`SyncOperation`)."""
+        return self._checked(name, ANSWERS[name], self._session_call(name, args, kwargs)())
 
     async def _operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call session operation ``name`` (one of :data:`OPERATIONS`) through the guard, its arguments
@@ -157,13 +201,7 @@ class Driver:
         :raises ConfigError: the driver is not connected, or answered something else.
         :raises TypeError: the arguments do not fit the operation's parameters.
         """
-        session = self.session
-        if session is None:
-            raise ConfigError(f"plugin {self.plugin_name!r} is not connected", venue=self.venue)
-        call = SIGNATURES[name].bind(session, *args, **kwargs)
-        call.apply_defaults()
-        method = getattr(session, name)
-        return await self._guarded(name, ANSWERS[name], lambda: method(*call.args[1:], **call.kwargs))
+        return await self._guarded(name, ANSWERS[name], self._session_call(name, args, kwargs))
 
     async def connect(self, config: DriverConfig) -> DriverSession:
         """Connect (hook ``connect``) and keep the session for the operations.
@@ -193,6 +231,7 @@ class Driver:
     close_position = Operation(DriverSession.close_position)
     fetch_order = Operation(DriverSession.fetch_order)
     fetch_snapshot = Operation(DriverSession.fetch_snapshot)
+    market_limits = SyncOperation(DriverSession.market_limits)
     run_stream = Operation(DriverSession.run_stream)
     watch_mark_prices = Operation(DriverSession.watch_mark_prices)
 

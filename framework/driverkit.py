@@ -23,10 +23,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar, cast
+from decimal import Decimal
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from framework.errors import OrderRejected, OutcomeUnknown, RateLimited, StreamError, VenueError
-from framework.models import StreamEvent
+from framework.models import MarketLimits, StreamEvent
 from framework.protocols import StreamDecoder, StreamEvidence, StreamSink
 
 T = TypeVar("T")
@@ -302,6 +303,18 @@ def translate_error(table: ErrorTable, exc: BaseException, action: str, *, write
     return error(message, code=code, **where)
 
 
+def header_number(headers: object, name: str) -> float | None:
+    """Response header ``name`` (any case) as a number; ``None`` when absent, not a mapping, or not a number
+    (the venues' rate-limit headers: ``Retry-After``, ``X-MBX-USED-WEIGHT-1M``, ``X-Bapi-Limit-Reset-Timestamp``)."""
+    if not isinstance(headers, Mapping):
+        return None
+    value = next((v for k, v in headers.items() if str(k).lower() == name.lower()), None)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def venue_errors(table: ErrorTable, action: str, *, write: bool = False, symbol: str | None = None,
                  order_id: str | None = None) -> Iterator[None]:
@@ -312,3 +325,22 @@ def venue_errors(table: ErrorTable, action: str, *, write: bool = False, symbol:
         if isinstance(exc, VenueError) or not table.handles(exc):
             raise
         raise translate_error(table, exc, action, write=write, symbol=symbol, order_id=order_id) from exc
+
+
+def ccxt_market_limits(market: Mapping[str, Any], symbol: str) -> MarketLimits:
+    """:class:`~framework.models.MarketLimits` from a ccxt market (``exchange.market(symbol)``):
+    ``limits.amount.min``, ``precision.amount`` (the step: ccxt's TICK_SIZE mode for both venues) and
+    ``limits.cost.min``, ``precision.price`` (the tick).
+
+    :raises VenueError: the market gives no minimum size, step or tick.
+    """
+    limits = market.get("limits") or {}
+    minimum = (limits.get("amount") or {}).get("min")
+    precision = market.get("precision") or {}
+    step, tick = precision.get("amount"), precision.get("price")
+    cost = (limits.get("cost") or {}).get("min")
+    if not minimum or not step or not tick:
+        raise VenueError(f"the market listing gives no minimum size, step or tick (min {minimum}, step {step}, "
+                         f"tick {tick})", symbol=symbol)
+    return MarketLimits(symbol=symbol, min_contracts=Decimal(str(minimum)), contract_step=Decimal(str(step)),
+                        price_tick=Decimal(str(tick)), min_notional=Decimal(str(cost)) if cost else None)

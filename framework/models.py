@@ -437,6 +437,23 @@ class VenueSnapshot(Model):
     rest_calls: int = 0
 
 
+class MarketLimits(Model):
+    """The smallest order a venue takes on one symbol (session operation ``market_limits``), from its market
+    listing (Binance ``GET /fapi/v1/exchangeInfo`` LOT_SIZE / MIN_NOTIONAL, Bybit
+    ``GET /v5/market/instruments-info`` ``lotSizeFilter``), as ccxt loaded it.
+
+    :ivar min_contracts: minimum order size in contracts; ``contract_step``: sizes are multiples of it.
+    :ivar min_notional: minimum contracts × price in the quote currency (``None`` when the venue sets none).
+    :ivar price_tick: prices are multiples of it (quote currency).
+    """
+
+    symbol: str
+    min_contracts: Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT)]
+    contract_step: Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT)]
+    price_tick: Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT)]
+    min_notional: Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT)] | None = None
+
+
 class DriverInfo(Model):
     """What a driver plugin says about itself (driver hook ``driver_info``)."""
 

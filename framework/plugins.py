@@ -24,13 +24,15 @@ ENTRY_POINT_GROUP = "framework"
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """One row of ``framework plugins``: name, distribution version, venue, capabilities, hooks."""
+    """One row of ``framework plugins``: name, distribution version, venue, capabilities, hooks, and for a
+    driver its conformance (``verified by N cassette(s)`` / ``unverified``: :mod:`framework.conformance`)."""
 
     name: str
     version: str
     venue: str | None
     capabilities: list[str]
     hooks: list[str]
+    conformance: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +41,7 @@ class PluginInfo:
             "venue": self.venue,
             "capabilities": self.capabilities,
             "hooks": self.hooks,
+            "conformance": self.conformance,
         }
 
 
@@ -160,11 +163,14 @@ def describe(pm: pluggy.PluginManager, include_core: bool = False) -> list[Plugi
         if plugin is None or (name.startswith(CORE_PREFIX) and not include_core):
             continue
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or ())
-        venue, capabilities = None, []
+        venue, capabilities, conformance = None, [], None
         if "driver_info" in hooks:
+            from framework.conformance import conformance_status
+
             info = Driver(pm, name).info
             venue, capabilities = info.venue, sorted(str(c) for c in info.capabilities)
+            conformance = conformance_status(pm, name)
         ep = eps.get(name)
         version = ep.dist.version if ep is not None and ep.dist is not None else "builtin"
-        rows.append(PluginInfo(name, version, venue, capabilities, hooks))
+        rows.append(PluginInfo(name, version, venue, capabilities, hooks, conformance))
     return sorted(rows, key=lambda row: row.name)

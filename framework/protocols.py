@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from framework.models import (
     DriverConfig,
+    MarketLimits,
     Order,
     OrderIntent,
     OrderUpdate,
@@ -99,7 +100,8 @@ class DriverSession(Protocol):
     asks of that connection.
 
     The core calls these through :class:`framework.driver.Driver`, which waits out a rate-limit pause
-    before every REST operation and checks each answer's type against the return annotation here.  A
+    before every REST operation and checks each answer's type against the return annotation here.  All
+    are coroutines but :meth:`market_limits`, which reads what ``connect`` loaded.  A
     driver implements them as methods of its connection class (checked at ``connect``: a missing one is a
     :class:`~framework.errors.ConfigError` naming it).  Prices in quote currency, sizes in contracts,
     symbols unified (``XRP/USDT:USDT``).
@@ -229,6 +231,16 @@ class DriverSession(Protocol):
         number of positions (reconciliation backstop).
 
         :returns: a :class:`~framework.models.VenueSnapshot`.
+        """
+        ...
+
+    def market_limits(self, symbol: str) -> MarketLimits:
+        """The smallest order the venue takes on ``symbol``, from the markets loaded by ``connect`` (no
+        REST call): ``framework check`` trades exactly that size.
+
+        :param symbol: unified symbol.
+        :returns: a :class:`~framework.models.MarketLimits`.
+        :raises framework.errors.VenueError: the venue lists no such market.
         """
         ...
 

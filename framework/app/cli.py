@@ -1,4 +1,4 @@
-"""``framework`` command line: run | plugins | venue | replay | report | bench.
+"""``framework`` command line: run | check | plugins | venue | replay | report | bench.
 
 Every sub-command is a thin layer over the library; exit status 0 on success, 2 on bad usage or
 configuration (unknown plugin, bad fault spec), 1 on a failed run.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,12 +87,102 @@ def cmd_run(args: argparse.Namespace) -> int:
     tui = args.tui and sys.stdout.isatty()  # piped output logs events line by line instead
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING if tui else logging.INFO)
-    return run_main(RunOptions(
+    options = RunOptions(
         plugins=_split(args.plugins), disabled_plugins=args.disable_plugin, duration_s=args.duration,
         speed=args.speed, seed=args.seed, signals=args.signals, follow=args.follow, faults=args.faults,
         report=args.report, tui=tui, flatten_on_exit=args.flatten_on_exit, testnet=args.testnet, live=args.live,
         http_port=args.http, metrics_port=args.metrics_port,
-    ), settings)
+    )
+    with _recording(args.record, "framework run"):
+        return run_main(options, settings)
+
+
+@contextlib.contextmanager
+def _recording(path: Path | None, source: str) -> Iterator[None]:
+    """Record every REST exchange and WebSocket frame into ``path`` (``--record``) while the block runs."""
+    from framework.cassette import recording
+
+    with contextlib.ExitStack() as stack:
+        if path is not None:
+            try:
+                stack.enter_context(recording(path, source=source))
+            except OSError as exc:
+                raise ConfigError(f"--record {path}: cannot write: {exc.strerror or exc}") from None
+        yield
+
+
+# --- framework check ---------------------------------------------------------------------------------
+
+
+async def _run_check(args: argparse.Namespace) -> int:
+    from framework.app.check import Check
+    from framework.app.logs import secrets_of
+    from framework.driver import Driver
+    from framework.plugins import installed_plugins, load_plugins
+    from framework.settings import load_settings
+
+    settings = load_settings()
+    args.redact.add(secrets_of(settings, installed_plugins()))
+    pm = load_plugins([args.plugin])
+    config = settings.live_config(args.plugin)
+    if config is None:
+        prefix = args.plugin.upper()
+        raise ConfigError(f"framework check trades on an account: set {prefix}_API_KEY and {prefix}_API_SECRET "
+                          f"(a test-network account by default)")
+    config = config.model_copy(update={"testnet": not args.mainnet})
+    driver = Driver(pm, args.plugin)
+    where = config.rest_url or ("mainnet" if args.mainnet else "test network")
+    print(f"framework check: {args.plugin} account {config.account} on {where}, {args.symbol}", file=sys.stderr)
+    check = Check(driver, config, args.symbol, budget_s=args.budget,
+                  progress=lambda line: print(f"check: {line}", file=sys.stderr, flush=True))
+    task = asyncio.ensure_future(check.run())
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:  # the first signal stops the steps; the cleanup always runs to its end
+        if check.result.interrupted or task.done():
+            print("check: cleaning up, please wait", file=sys.stderr, flush=True)
+            return
+        check.result.interrupted = True
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    result = check.result
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"framework check: {result.venue} {result.symbol}"
+                        + (" (interrupted)" if result.interrupted else ""))
+    for column in ("guarantee", "result", "evidence"):
+        table.add_column(column, overflow="fold")
+    styles = {"pass": "green", "fail": "bold red", "not supported": "yellow", "not run": "dim"}
+    for row in (*result.rows, result.cleanup):
+        table.add_row(row.guarantee, f"[{styles[row.status]}]{row.status}[/]", row.evidence)
+    Console(width=160).print(table)
+    if result.interrupted:
+        return 130
+    return 0 if result.passed else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.mainnet and not args.i_understand:
+        raise ConfigError("--mainnet trades real money: add --i-understand to confirm")
+    if args.testnet and args.mainnet:
+        raise ConfigError("--testnet and --mainnet exclude each other")
+    if not (math.isfinite(args.budget) and 0 < args.budget <= 300):
+        raise ConfigError(f"--budget must be above 0 and at most 300 seconds, not {args.budget}")
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # the steps and the table, not every request
+    with _recording(args.record, f"framework check --plugin {args.plugin}"):
+        return asyncio.run(_run_check(args))
 
 
 # --- framework plugins -------------------------------------------------------------------------------
@@ -108,11 +199,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="framework plugins")
-    for column in ("name", "version", "venue", "capabilities", "hooks"):
+    for column in ("name", "version", "venue", "capabilities", "conformance", "hooks"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row.name, row.version, row.venue or "-", ", ".join(row.capabilities) or "-",
-                      ", ".join(row.hooks))
+                      f"conformance: {row.conformance}" if row.conformance else "-", ", ".join(row.hooks))
     Console().print(table if rows else "no plugins installed")
     return 0
 
@@ -336,7 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "(docs/scaling.md)")
     p.add_argument("--flatten-on-exit", action="store_true", help="close every position on exit")
     p.add_argument("--testnet", action="store_true", help="live plugins use the venue's test network")
+    p.add_argument("--record", type=Path, metavar="FILE", help="write every REST exchange and WebSocket frame "
+                                                               "here (JSONL cassette, secrets removed)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="walk a scripted lifecycle at the venue's minimum size and print each "
+                                     "guarantee as pass / fail / not supported (keys required)")
+    p.add_argument("--plugin", required=True, help="driver plugin to check, e.g. binance or bybit")
+    p.add_argument("--symbol", default="XRP/USDT:USDT", help="unified symbol to trade (default XRP/USDT:USDT)")
+    p.add_argument("--testnet", action="store_true", help="the venue's test network (the default)")
+    p.add_argument("--mainnet", action="store_true", help="the real venue: needs --i-understand")
+    p.add_argument("--i-understand", action="store_true", help="confirm --mainnet: real orders, real fees")
+    p.add_argument("--budget", type=float, default=10.0,
+                   help="seconds the venue may take to list what was done before a row fails (default 10)")
+    p.add_argument("--record", type=Path, metavar="FILE", help="write a cassette of the session here")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the rows as JSON here")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("plugins", help="list installed plugins: name, version, venue, capabilities, hooks")
     p.add_argument("--plugins", help="comma-separated names to load (default: every installed plugin)")
@@ -355,9 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
                                               "orders, closures, unprotected intervals, positions)")
     p.set_defaults(func=cmd_venue)
 
-    p = sub.add_parser("replay", help="feed a captured private-stream log through a plugin's decoder")
+    p = sub.add_parser("replay", help="feed a captured private-stream log or a cassette through a plugin's decoder")
     p.add_argument("--plugin", required=True, help="driver plugin whose decoder to use, e.g. bybit")
-    p.add_argument("file", help="one raw frame per line, exactly as the socket delivered it")
+    p.add_argument("file", help="one raw frame per line, exactly as the socket delivered it, or a cassette "
+                                "(--record FILE of framework run / check)")
     p.add_argument("--json", action="store_true", help="one JSON object per lifecycle event")
     p.set_defaults(func=cmd_replay)
 

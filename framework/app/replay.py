@@ -1,7 +1,8 @@
 """``framework replay``: a captured private-stream log through a plugin's decoder and a PositionBook.
 
 The post-mortem tool the incidents lacked: feed the frames exactly as the socket delivered them (one raw
-frame per line) and see which lifecycle events the framework derives — an opened position, its updates,
+frame per line), or a cassette (``framework run|check --record``: its received frames of the plugin's venue),
+and see which lifecycle events the framework derives — an opened position, its updates,
 and exactly one closure — without a socket, a venue or a database.
 
 Positions the log shows open are adopted as they appear (``reason='replay'``); a malformed line is
@@ -10,12 +11,14 @@ counted and reported, and the replay goes on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
+from framework.cassette import is_cassette_line
 from framework.driver import Driver
 from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.errors import StreamError
@@ -54,8 +57,9 @@ async def replay(pm: pluggy.PluginManager, plugin_name: str, lines: Iterable[str
 
     :param pm: a plugin manager with the plugin loaded.
     :param plugin_name: the driver plugin whose decoder to use.
-    :param lines: raw frames, one per line; blank lines are skipped.
-    :returns: the lifecycle events and the malformed lines.
+    :param lines: raw frames, one per line, or a cassette's lines (told apart by the first line);
+        blank lines are skipped.
+    :returns: the lifecycle events and the malformed lines (numbered as lines of the file).
     """
     result = ReplayResult()
     driver = Driver(pm, plugin_name)
@@ -65,10 +69,7 @@ async def replay(pm: pluggy.PluginManager, plugin_name: str, lines: Iterable[str
     try:
         unknown = _Unknown()
         book = PositionBook(driver.venue, "replay", pm, store=None, listener=unknown)
-        for number, line in enumerate(lines, start=1):
-            line = line.strip()
-            if not line:
-                continue
+        for number, line in _frames(lines, driver.venue):
             result.frames += 1
             try:
                 stream_events = decoder.decode(line)
@@ -84,6 +85,26 @@ async def replay(pm: pluggy.PluginManager, plugin_name: str, lines: Iterable[str
     finally:
         pm.unregister(recorder)
     return result
+
+
+def _frames(lines: Iterable[str], venue: str) -> Iterator[tuple[int, str]]:
+    """``(line number, frame)``: every non-blank line of a raw log, or a cassette's frames received from
+    ``venue``."""
+    numbered = ((n, line.strip()) for n, line in enumerate(lines, start=1))
+    numbered = ((n, line) for n, line in numbered if line)
+    first = next(numbered, None)
+    if first is None:
+        return
+    if not is_cassette_line(first[1]):
+        yield first
+        yield from numbered
+        return
+    for number, line in (first, *numbered):
+        entry = json.loads(line) if is_cassette_line(line) else None
+        if entry is None:
+            yield number, line  # not an entry: the decoder reports it as malformed
+        elif entry["kind"] == "ws" and entry.get("dir") == "recv" and entry.get("venue") in (None, venue):
+            yield number, str(entry["frame"])
 
 
 class _Unknown(BookListener):

@@ -56,15 +56,26 @@ async def close_on_venue(
     The order side comes from the book's position side (:func:`framework.models.close_side`).  A
     ``PositionGone`` answer closes the book's position (reason ``position_gone``).  A rate-limit refusal
     (not executed) is tried again, up to ``attempts`` orders in all, each after the venue's pause
-    (:meth:`Driver.rate_limit_pause`).
+    (:meth:`Driver.rate_limit_pause`); so is a close that filled only part of the position (its rest
+    expired): the book keeps the position at the size the stream shows until the rest is closed.
 
-    :returns: ``True`` when the position left the book through this call or was already gone.
+    :returns: ``True`` when the position left the book through this call or was already gone; ``False``
+        when it is still held after ``attempts`` orders (partly filled each time).
     :raises VenueError: the venue refused the close for another reason, or kept rate-limiting it (the
         position stays in the book, still protected by its stop; a critical alert says so).
     """
     for attempt in range(1, attempts + 1):
         try:
-            return await _close_once(book, driver, store, pm, symbol, reason)
+            if await _close_once(book, driver, store, pm, symbol, reason):
+                return True
+            if not book.holds(symbol):  # not held at the first attempt; gone meanwhile after a partial close
+                return attempt > 1
+            if attempt == attempts:
+                return False
+            # the market order filled part of the position (the book took the rest: price protection, a thin
+            # book; docs/conformance.md B20 / Y14): close what is left, reduce-only, never more than is held
+            log.warning("%s %s: close filled part of the position (attempt %d of %d); closing the rest",
+                        book.venue, symbol, attempt, attempts)
         except RateLimited as exc:
             if attempt == attempts:
                 await alert(pm, "critical", f"close refused {attempts} times (rate limited), position still open with "
@@ -81,14 +92,15 @@ async def _close_once(
     position = book.get(symbol)
     if position is None:
         return False
+    contracts = position.contracts  # as sent: the book's record may shrink under us while the close executes
     cid = client_order_id("c")
     await store.record_order(
         intent_of(book.venue, book.account, position, cid), purpose="close", client_order_id=cid,
-        side=close_side(position.side), contracts=position.contracts, reduce_only=True,
+        side=close_side(position.side), contracts=contracts, reduce_only=True,
     )
     await store.update_order(book.account, book.venue, cid, state="submitted")
     try:
-        order = await driver.close_position(symbol, position.side, position.contracts, cid)
+        order = await driver.close_position(symbol, position.side, contracts, cid)
     except PositionGone:
         await store.update_order(book.account, book.venue, cid, state="rejected")
         await book.close(symbol, "position_gone", source="error")
@@ -103,6 +115,6 @@ async def _close_once(
         raise
     await store.update_order(book.account, book.venue, cid, state=order.status, venue_order_id=order.id,
                              filled=order.filled, average=order.average)
-    if order.filled >= position.contracts:  # leftover stops are cancelled by the book's on_closed
+    if order.filled >= contracts:  # leftover stops are cancelled by the book's on_closed
         await book.close(symbol, reason, price=order.average, source="engine", timestamp=order.timestamp)
     return not book.holds(symbol)

@@ -36,7 +36,7 @@ ACTING_METHODS = frozenset({"create_entry", "set_stop_loss", "set_take_profit", 
 #: Driver methods that only read, connect or describe: allowed without the lease (a standby looks).
 READING_METHODS = frozenset({"connect", "disconnect", "normalize_order", "verify_position", "fetch_order",
                              "fetch_snapshot", "run_stream", "watch_mark_prices", "make_decoder", "venue_harness",
-                             "supports", "paused_for_ms", "rate_limit_pause"})
+                             "supports", "paused_for_ms", "rate_limit_pause", "market_limits"})
 
 
 def instance_id() -> str:

@@ -77,6 +77,10 @@ def _usable(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
         return False
 
 
+#: seconds without a hot-path write after which the held connection goes back to the pool
+HOT_IDLE_S = 1.0
+
+
 class Store:
     """Repository over an asyncpg pool.  Create with :meth:`open`, release with :meth:`close`.
 
@@ -88,6 +92,8 @@ class Store:
         # held for the hot path (closures, the batched journal)
         self._hot: asyncpg.pool.PoolConnectionProxy | None = None
         self._hot_lock = asyncio.Lock()  # one statement at a time on it
+        self._hot_idle: asyncio.TimerHandle | None = None
+        self._hot_release: asyncio.Task[None] | None = None
         self._epochs: dict[tuple[str, str], int] = {}
 
     def fence(self, account: str, venue: str, epoch: int | None) -> None:
@@ -118,19 +124,21 @@ class Store:
         return cls(pool)
 
     async def close(self) -> None:
-        async with self._hot_lock:
-            await self._drop_hot()
+        await self._release_hot()
         await self.pool.close()
 
     @contextlib.asynccontextmanager
     async def hot(self) -> AsyncIterator[Connection]:
         """The connection held for the hot path, one user at a time; taken from the pool on first use and
-        kept (no acquire / release reset per write).  A connection that broke (the database went away) is
-        given back and the next use takes a fresh one.
+        kept while writes keep coming (no acquire / release reset per write), given back after
+        ``HOT_IDLE_S`` without one (so the pool, which other ``Store`` objects may share, can close).  A
+        connection that broke (the database went away) is given back and the next use takes a fresh one.
 
         :raises OSError | asyncpg.PostgresError | asyncpg.InterfaceError: the database is unreachable.
         """
         async with self._hot_lock:
+            if self._hot_idle is not None:
+                self._hot_idle.cancel()
             if self._hot is None or not _usable(self._hot):
                 await self._drop_hot()
                 self._hot = await self.pool.acquire()
@@ -144,6 +152,21 @@ class Store:
             except BaseException:  # cut mid-statement or cancelled: its state is unknown
                 await self._drop_hot()
                 raise
+            finally:
+                if self._hot is not None:
+                    self._hot_idle = asyncio.get_running_loop().call_later(HOT_IDLE_S, self._on_idle)
+
+    def _on_idle(self) -> None:
+        self._hot_idle = None
+        if self._hot is not None and not self._hot_lock.locked():
+            self._hot_release = asyncio.get_running_loop().create_task(self._release_hot())
+
+    async def _release_hot(self) -> None:
+        async with self._hot_lock:
+            if self._hot_idle is not None:
+                self._hot_idle.cancel()
+                self._hot_idle = None
+            await self._drop_hot()
 
     async def _drop_hot(self) -> None:
         conn, self._hot = self._hot, None

@@ -69,6 +69,11 @@ class Faults(BaseModel):
         default=0, ge=0, le=30_000,
         description="a new order (and the position it opens) is invisible to order queries / trading-stop, ms",
     )
+    list_no_stops: bool = Field(
+        default=False,
+        description="REST listings omit resting stops and take-profits (Binance open algo orders, Bybit a "
+        "position's stopLoss / takeProfit): a venue that lists no stop after placing it",
+    )
     market_fill_parts: int = Field(
         default=1, ge=1, le=20, description="a client's market order fills in this many executions (one tick)"
     )

@@ -25,6 +25,23 @@ DEFAULT_SYMBOL = "XRP/USDT:USDT"
 ACCOUNT = "default"
 
 
+class FakeClock:
+    """A millisecond clock for a :class:`Venue` (the harness option ``clock``) that moves only when told to:
+    tests spend an hour of venue time (listen keys, connection lifetimes, request windows) without waiting.
+
+    :param start: ms since the epoch (default: a minute boundary, 2027-01-15).
+    """
+
+    def __init__(self, start: int = 1_800_000_000_000) -> None:
+        self.ms = start
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+
 class EmulatorHarness:
     """A simulated venue plus its wire façade, started on loopback.
 

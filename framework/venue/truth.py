@@ -11,7 +11,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from framework.venue.core import FillEvent, Venue
+    from framework.venue.ledger import Ledger
+    from framework.venue.model import FillEvent
 
 #: client order id prefixes the framework uses for closes (``fw-c-``) and rollbacks (``fw-r-``)
 REDUCING_CLIENT_PREFIXES = ("fw-c-", "fw-r-")
@@ -89,7 +90,7 @@ class GroundTruth:
         self._intervals: list[tuple[str, str, int, int]] = []
         self.suspended = False
         self._open_since: dict[tuple[str, str], int] = {}
-        self._venue: Venue | None = None
+        self._venue: Ledger | None = None
 
     # --- fed by the venue ---------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class GroundTruth:
     def record_closure(self, closure: Closure) -> None:
         self.closures.append(closure)
 
-    def observe(self, venue: Venue, ts: int) -> None:
+    def observe(self, venue: Ledger, ts: int) -> None:
         """Open or close unprotected intervals from the venue's state at ``ts`` (nothing while
         ``suspended``: a benchmark seeding thousands of positions, O(n²) bookkeeping it does not measure)."""
         if self.suspended:

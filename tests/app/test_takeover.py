@@ -36,6 +36,7 @@ async def test_an_owner_sigstopped_and_resumed_after_the_takeover_does_nothing_o
     trial = await fencing_trial("binance", 5, database_url, LEASE_S)
     assert trial["orders_after_resume"] == [], trial["orders_after_resume"]
     assert "lease of account default lost" in trial["a_log"]
+    assert "failed signals: 1" in trial["a_log"]  # its close fell due after the resume, and was refused
     assert all(p["protected"] for p in trial["positions"]), trial
 
 

@@ -1,6 +1,6 @@
 """The seams issue 12 asks for, kept by reading the sources (``ast``): the library imports neither a
 driver plugin nor the application, ``framework.driver`` does not load the simulated venue, and no module
-uses another module's ``_private`` name."""
+uses another module's ``_private`` name (``self._x`` is the object's own, whichever base class set it)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def private_uses_from_elsewhere(path: Path) -> list[str]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0].startswith("framework"):
             names = [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue  # the object's own state, defined in its class or a base class
             names = [(node.lineno, node.attr)]
         for line, name in names:
             dunder = name.startswith("__") and name.endswith("__")

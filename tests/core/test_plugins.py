@@ -147,6 +147,7 @@ def test_describe_lists_venue_capabilities_and_hooks():
     assert row.as_dict() == {
         "name": "a", "version": "builtin", "venue": "venue-a",
         "capabilities": ["amend_stop_in_place"], "hooks": ["connect", "driver_info"],
+        "conformance": "unverified",  # a driver without cassettes
     }
 
 
@@ -155,7 +156,7 @@ def test_cli_plugins_json_lists_installed_drivers(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert isinstance(rows, list)
     for row in rows:
-        assert set(row) == {"name", "version", "venue", "capabilities", "hooks"}
+        assert set(row) == {"name", "version", "venue", "capabilities", "hooks", "conformance"}
     assert {row["name"] for row in rows} == set(installed_plugins())
 
 

@@ -140,3 +140,31 @@ async def test_reads_return_typed_rows_not_asyncpg_records(store: Store):
     assert isinstance(order, OrderRow) and order.intent == intent and order.side == "sell"
     for row in [position, order, *(await store.events())]:
         assert not isinstance(row, asyncpg.Record)
+
+
+async def test_a_closure_is_one_statement_on_the_held_connection(store: Store):
+    # issue 17: position closed, its stops ended and the journal row appended in ONE round trip, with no
+    # BEGIN / COMMIT and no pool acquire / release (reset) per closure
+    position_id = await store.open_position(opened())
+    await store.record_stop("default", StopLoss(venue="bybit", symbol="XRP/USDT:USDT", side="long",
+                                                trigger_price=Decimal("0.49")))
+    statements: list[str] = []
+    logged = asyncio.Event()
+
+    def log_query(record) -> None:  # asyncpg calls it soon after each statement
+        statements.append(record.query)
+        logged.set()
+
+    async with store.hot() as conn:
+        conn.add_query_logger(log_query)
+    free_before = store.pool.get_idle_size()
+    closed = PositionEvent(event="closed", venue="bybit", symbol="XRP/USDT:USDT", side="long", contracts=Decimal(0),
+                           price=Decimal("0.48"), reason="stop_loss")
+    assert await store.close_position(closed) is True
+    await asyncio.wait_for(logged.wait(), 5)
+    assert len(statements) == 1 and statements[0].lstrip().startswith("WITH closed AS")
+    assert store.pool.get_idle_size() == free_before
+    row = await store.position(position_id)
+    assert (row.status, row.close_reason, row.close_price) == ("closed", "stop_loss", Decimal("0.48"))
+    assert await store.resting_stops("default", "bybit", "XRP/USDT:USDT") == []
+    assert [e.kind for e in await store.events(position_id=position_id)] == ["opened", "closed"]

@@ -157,6 +157,10 @@ async def test_a_standby_takes_over_a_dead_owner_at_once_and_the_old_owner_canno
         with pytest.raises(Exception) as refused:
             await a.store.append_event("default", env.venue_name, "note", {})
         assert is_fenced(refused.value)
+        writes = a_parts.book.writes  # through the write-behind queue: dropped, counted, never replayed
+        assert not await writes.write("note", lambda: a.store.append_event("default", env.venue_name, "note", {}))
+        assert writes.pending == 0 and writes.fenced == 1
+        assert alerts(env, "database refused a write from a stale lease epoch")
         assert env.venue.position("default", env.symbol).contracts == intent.contracts
         # B acts: its close goes through, once.
         assert await b.close(env.venue_name, env.symbol)

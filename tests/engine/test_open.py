@@ -84,3 +84,18 @@ async def test_an_entry_filled_in_parts_then_expired_protects_exactly_what_fille
     await env.parts.reconciler.reconcile()  # the venue and the book agree: nothing to adopt, close or cancel
     assert env.parts.book.get(env.symbol).contracts == Decimal("21.5") and env.recorder.closed() == []
     assert env.venue.is_protected("default", env.symbol)
+
+
+async def test_an_entry_the_book_cannot_fill_at_all_is_refused_and_leaves_nothing(env):
+    # B20 / Y14: EXPIRED (Binance) / Cancelled (Bybit) with nothing filled: refused, no position, no stop resting
+    from framework.errors import OrderRejected
+
+    await env.start()
+    env.venue.faults.market_fill_ratio = 0.0
+    intent = env.intent("short")
+    with pytest.raises(OrderRejected):
+        await env.engine.open(intent)
+    assert env.venue.positions("default") == [] and env.venue.orders("default", open_only=True) == []
+    order = await env.store.order("default", env.venue_name, intent.client_order_id)
+    assert order["state"] in ("expired", "canceled") and order["filled"] == 0
+    assert not env.parts.book.holds(env.symbol) and env.recorder.opened() == []

@@ -36,3 +36,23 @@ async def test_a_forced_close_is_reported_once_with_its_reason(env, side, how, r
     assert (closed.reason, closed.price) == (reason, close.average)
     await env.parts.reconciler.reconcile()
     assert len(env.recorder.closed()) == 1 and not env.parts.book.holds(env.symbol)
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_close_the_book_only_partly_fills_is_never_reported_as_a_closure(env, side):
+    # B20 / Y14 on the way out: each close order fills half and its rest expires. The book follows the stream's
+    # size and tries again (up to CLOSE_ATTEMPTS orders), never firing a closure for a position still held.
+    await env.start()
+    await env.engine.open(env.intent(side, contracts="43"))
+    await env.settled()
+    env.venue.faults.market_fill_ratio = 0.5
+    assert await env.engine.close(env.venue_name, env.symbol) is False
+    held = env.venue.position("default", env.symbol)
+    assert (held.side, held.contracts) == (side, Decimal("5.4"))  # 43 → 21.5 → 10.8 → 5.4
+    await env.recorder.wait_for(lambda r: env.parts.book.get(env.symbol).contracts == Decimal("5.4"))
+    assert env.recorder.closed() == [] and env.venue.is_protected("default", env.symbol)
+    env.venue.faults.market_fill_ratio = 1.0
+    assert await env.engine.close(env.venue_name, env.symbol) is True
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1)
+    assert [e.reason for e in env.recorder.closed()] == ["reduce_only_close"]
+    assert not env.venue.position("default", env.symbol).is_open

@@ -7,28 +7,16 @@ from decimal import Decimal
 import pytest
 
 from framework.venue import Venue
+from framework.venue.harness import FakeClock
 
 XRP = "XRP/USDT:USDT"
 BTC = "BTC/USDT:USDT"
 START_MS = 1_700_000_000_000
 
 
-class FakeClock:
-    """A millisecond clock that moves only when the test says so."""
-
-    def __init__(self, start: int = START_MS) -> None:
-        self.ms = start
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, ms: int) -> None:
-        self.ms += ms
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START_MS)
 
 
 @pytest.fixture

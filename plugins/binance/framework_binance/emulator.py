@@ -26,6 +26,10 @@ Migration"; docs/conformance.md B1-B3):
 * market data: ``/market/ws/<symbol>@markPrice[@1s]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``).
 * the legacy ``/ws/...`` and ``/stream?...`` complete the handshake and then stay silent for market and
   user data (no error, no close), as the real venue does since the migration.
+
+Limits and lifetimes, on the venue's clock (docs/conformance.md B22-B24): every REST answer carries
+``X-MBX-USED-WEIGHT-1M`` (with ``faults.rate_limits``: 429 / 418 past 2400 a minute); a listen key lapses 60
+minutes after its last POST / PUT (``listenKeyExpired``); a stream connection is cut at 24 hours.
 """
 
 from __future__ import annotations
@@ -120,16 +124,18 @@ class BinanceApiError(WireError):
 
 def request_weight(request: web.Request) -> int:
     """A request's IP weight: New Order 0 ("0 on IP rate limit"), Current All Open Orders 1 with a symbol and
-    40 without, Order Book 2 / 5 / 10 / 20 by ``limit``, 24hr Ticker 1 / 40; others from
-    :data:`REQUEST_WEIGHTS`."""
+    40 without, Order Book 2 / 5 / 10 / 20 and klines 1 / 2 / 5 / 10 by ``limit``, 24hr Ticker 1 / 40; others
+    from :data:`REQUEST_WEIGHTS`."""
     path, query = request.path, request.query
     if request.method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
         return 0  # the algo order's IP weight is assumed like New Order's
     if path in ("/fapi/v1/openOrders", "/fapi/v1/ticker/24hr"):
         return 1 if query.get("symbol") else 40
+    limit = int(query.get("limit", "500")) if query.get("limit", "500").isdigit() else 500
     if path == "/fapi/v1/depth":
-        limit = int(query.get("limit", "500")) if query.get("limit", "500").isdigit() else 500
         return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+    if path in ("/fapi/v1/klines", "/fapi/v1/markPriceKlines"):  # "[1,100) 1, [100,500) 2, [500,1000] 5, >1000 10"
+        return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
     return REQUEST_WEIGHTS.get(path, 1)
 
 
@@ -869,6 +875,8 @@ class BinanceEmulator(WireEmulator):
         account, params = await self._signed(request)
         symbol = self._symbol(params, required=False)
         orders = self.venue.orders(account, symbol, open_only=True, conditional=True)
+        if self.venue.faults.list_no_stops:
+            orders = []
         return web.json_response([self._algo_json(o) for o in orders])
 
     # --- listen keys ---------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
         stops.append(StopLoss(
             venue=VENUE, symbol=order.symbol, side="long" if order.side == "sell" else "short", kind=kind,
             trigger_price=order.trigger_price, order_id=order.id,
-            contracts=None if row.get("closePosition") else order.amount,
+            contracts=None if row.get("closePosition") else order.amount, placed_at=taken_at,
         ))
     return VenueSnapshot(
         venue=VENUE, account=account, positions=positions, open_orders=open_orders, stops=stops,

@@ -10,8 +10,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from framework import hookimpl
-from framework.models import DriverConfig, DriverInfo, PositionSide, StopLoss
+import ccxt
+
+from framework import ccxt_market_limits, hookimpl
+from framework.errors import VenueError
+from framework.models import DriverConfig, DriverInfo, MarketLimits, PositionSide, StopLoss
 from framework.protocols import StreamDecoder, VenueHarness
 from framework_binance import operations, stream
 from framework_binance.decoder import BinanceDecoder
@@ -53,6 +56,13 @@ class BinanceSession(BinanceConnection):
         self, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
     ) -> StopLoss:
         return await operations.place_trigger(self, symbol, side, "take_profit", trigger_price)
+
+    def market_limits(self, symbol: str) -> MarketLimits:
+        try:
+            market = self.exchange.market(symbol)
+        except ccxt.BadSymbol as exc:
+            raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
+        return ccxt_market_limits(market, symbol)
 
     async def disconnect(self) -> None:
         await self.close()

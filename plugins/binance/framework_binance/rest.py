@@ -19,7 +19,8 @@ from urllib.parse import quote
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, stream_flat_since
+from framework import record_transport
+from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, header_number, stream_flat_since
 from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (
     OrderIncomplete,
@@ -66,23 +67,14 @@ class BinanceApiError(ccxt.ExchangeError):
 
 def retry_after_ms(headers: object) -> int | None:
     """``Retry-After`` (seconds) from response headers, in ms; ``None`` when absent or not a number."""
-    value = headers.get("Retry-After") or headers.get("retry-after") if isinstance(headers, dict) else None
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
+    seconds = header_number(headers, "Retry-After")
     return int(seconds * 1000) if seconds is not None and 0 <= seconds < 86_400 else None
 
 
 def used_weight_1m(headers: object) -> int | None:
     """``X-MBX-USED-WEIGHT-1M`` (the IP's request weight used in the current minute) from response headers."""
-    if not isinstance(headers, dict):
-        return None
-    value = next((v for k, v in headers.items() if k.lower() == "x-mbx-used-weight-1m"), None)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    weight = header_number(headers, "X-MBX-USED-WEIGHT-1M")
+    return None if weight is None else int(weight)
 
 
 class BinanceUsdm(ccxt_async.binanceusdm):
@@ -154,6 +146,7 @@ def make_exchange(config: DriverConfig) -> BinanceUsdm:
             exchange.urls["api"][name] = base + path
     elif config.testnet:
         exchange.set_sandbox_mode(True)
+    record_transport(exchange, VENUE)
     return exchange
 
 
@@ -212,8 +205,14 @@ UNIFIED_STATUS = {**ORDER_STATUS, **ALGO_STATUS, "ACCEPTED": "open", "CANCELLED"
                   "PENDING_CANCEL": "canceling"}
 
 
-def _first(row: dict[str, Any], *keys: str) -> Any:
-    return next((row[key] for key in keys if row.get(key) is not None), None)
+def _either(row: dict[str, Any], key: str, other: str) -> Any:
+    """``row[key]``, else ``row[other]`` (an order's and an algo order's names for one field)."""
+    value = row.get(key)
+    return row.get(other) if value is None else value
+
+
+#: where a raw order's creation time is, first found wins (ccxt's order of keys)
+_TIME_KEYS = ("time", "createTime", "workingTime", "transactTime", "updateTime")
 
 
 def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
@@ -229,20 +228,20 @@ def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
     try:
         symbol = unified_symbol(market_id, symbols) if market_id else None
     except StreamError as exc:
-        raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_first(row, "orderId", "algoId"))) from exc
-    kind = str(_first(row, "type", "orderType") or "").lower()
-    status = _first(row, "status", "algoStatus")
-    order_id = _first(row, "orderId", "algoId")
+        raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_either(row, "orderId", "algoId"))) from exc
+    kind = str(_either(row, "type", "orderType") or "").lower()
+    status = _either(row, "status", "algoStatus")
+    order_id = _either(row, "orderId", "algoId")
     return to_order({
         "id": None if order_id is None else str(order_id), "symbol": symbol,
-        "clientOrderId": _first(row, "clientOrderId", "clientAlgoId"),
+        "clientOrderId": _either(row, "clientOrderId", "clientAlgoId"),
         "side": str(row["side"]).lower() if row.get("side") else None,
         "type": UNIFIED_TYPE.get(kind, kind) or None,
         "status": None if status is None else UNIFIED_STATUS.get(status, status),
-        "amount": _first(row, "origQty", "quantity"), "filled": _first(row, "executedQty", "filledQty") or "0",
-        "average": _first(row, "avgPrice", "avgFilledPrice"), "triggerPrice": _first(row, "stopPrice", "triggerPrice"),
-        "reduceOnly": row.get("reduceOnly"),
-        "timestamp": _first(row, "time", "createTime", "workingTime", "transactTime", "updateTime"),
+        "amount": _either(row, "origQty", "quantity"), "filled": _either(row, "executedQty", "filledQty") or "0",
+        "average": _either(row, "avgPrice", "avgFilledPrice"),
+        "triggerPrice": _either(row, "stopPrice", "triggerPrice"), "reduceOnly": row.get("reduceOnly"),
+        "timestamp": next((row[key] for key in _TIME_KEYS if row.get(key) is not None), None),
         "info": {"closePosition": row.get("closePosition")},
     })
 

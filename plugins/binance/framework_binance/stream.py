@@ -20,11 +20,12 @@ from typing import Any
 
 import websockets
 
+from framework import ws_connect
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError, VenueError
 from framework.protocols import StreamSink
 from framework_binance import decoder as decoding
-from framework_binance.decoder import BinanceDecoder
+from framework_binance.decoder import VENUE, BinanceDecoder
 from framework_binance.rest import BinanceConnection
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ async def _user_stream(conn: BinanceConnection, sink: StreamSink) -> None:
         detail = ""
         try:
             key = await conn.listen_key()
-            async with websockets.connect(conn.user_stream_url(key), max_size=2**22) as ws:
+            async with ws_connect(conn.user_stream_url(key), VENUE, max_size=2**22) as ws:
                 backoff.reset()
                 await sink.on_connected(reconnect)
                 keepalive = asyncio.create_task(_keep_alive(conn, ws, keepalive_s), name="binance-listenkey")
@@ -134,7 +135,7 @@ async def watch_marks(conn: BinanceConnection, symbols: list[str], sink: StreamS
     backoff = _backoff(conn)
     while True:
         try:
-            async with websockets.connect(url) as ws:
+            async with ws_connect(url, VENUE) as ws:
                 backoff.reset()
                 async for raw in ws:
                     for event in decode_frame(decoder, raw, sink):

@@ -112,16 +112,3 @@ def intent(venue, side: str = "long", contracts: str = "10", **extra: Any):
     return OrderIntent(venue="binance", symbol=SYMBOL, side=side, contracts=Decimal(contracts), stop_loss=stop,
                        client_order_id=f"fw-e-{secrets.token_hex(8)}", **extra)
 
-
-class FakeClock:
-    """A millisecond clock for the venue that moves only when the test says so (listen keys, 24 h cuts and
-    rate-limit windows without waiting for them)."""
-
-    def __init__(self, start: int = 1_800_000_000_000) -> None:  # a minute boundary
-        self.ms = start
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, ms: int) -> None:
-        self.ms += ms

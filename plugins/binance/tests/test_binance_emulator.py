@@ -12,13 +12,14 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import websockets
-from binance_helpers import SYMBOL, TEST_OPTIONS, FakeClock, Sink, below, fixture_json, intent
+from binance_helpers import SYMBOL, TEST_OPTIONS, Sink, below, fixture_json, intent
 from pydantic import SecretStr
 
 from framework.errors import VenueError
 from framework.models import MarkPrice, PositionUpdate, now_ms
 from framework.plugins import drivers, load_plugins
 from framework.venue import EmulatorHarness
+from framework.venue.harness import FakeClock
 
 
 def same_shape(emitted, fixture, path="$", exact=True):

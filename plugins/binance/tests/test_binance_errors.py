@@ -66,3 +66,10 @@ def test_other_exceptions_and_framework_errors_pass_through():
     with pytest.raises(PositionGone) as raised, venue_errors("act", write=True):
         raise gone
     assert raised.value is gone
+
+
+def test_rate_limit_headers_are_read_in_any_case_and_garbage_is_none():
+    from framework_binance.rest import retry_after_ms, used_weight_1m
+
+    assert retry_after_ms({"retry-after": "2"}) == 2_000 and retry_after_ms({"Retry-After": "x"}) is None
+    assert used_weight_1m({"X-MBX-USED-WEIGHT-1M": "37"}) == 37 and used_weight_1m(None) is None

@@ -17,6 +17,9 @@ WebSocket: ``/v5/private`` (auth ``[key, expires_ms, hex(HMAC_SHA256(secret, "GE
 topics ``position`` / ``order`` / ``execution`` / ``wallet``, ``{"op":"ping"}``) and
 ``/v5/public/linear`` (``tickers.<SYMBOL>``).  Every fault knob of ``venue.faults`` is applied here (REST lag,
 HTTP errors, timeouts after accept, periodic disconnects) or by :class:`framework.venue.FrameShaper`.
+Limits on the venue's clock (docs/conformance.md Y16, Y17): ``X-Bapi-Limit*`` on every private answer (with
+``faults.rate_limits``: 10006 per endpoint, "403, access too frequent" per IP); a private connection with no
+ping-pong and no data for ``max_active_time`` (10 minutes by default) is cut.
 """
 
 from __future__ import annotations
@@ -582,6 +585,8 @@ class BybitEmulator(WireEmulator):
                 orders = [o for o in orders if o.is_open]
             if params.get("orderFilter") == "StopOrder":
                 orders = [o for o in orders if o.conditional]
+            if self.venue.faults.list_no_stops and not by_id:
+                orders = [o for o in orders if not o.conditional]
             return orders[::-1]
 
         rows, cursor = self._page(listing, self._order_row, params, default=20, maximum=50)
@@ -774,6 +779,8 @@ class BybitEmulator(WireEmulator):
 
         def row(position: VenuePosition) -> dict[str, Any]:
             fields = self._position_fields(position)
+            if self.venue.faults.list_no_stops:
+                fields.update(stopLoss="0", takeProfit="0")
             return {key: fields[key] for key in self._REST_POSITION_KEYS}
 
         rows, cursor = self._page(positions, row, params, default=20, maximum=200)

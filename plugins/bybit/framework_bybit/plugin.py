@@ -6,8 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from framework import VenueHarness, hookimpl
-from framework.models import DriverConfig, DriverInfo, PositionSide, StopLoss
+import ccxt
+
+from framework import VenueHarness, ccxt_market_limits, hookimpl
+from framework.errors import VenueError
+from framework.models import DriverConfig, DriverInfo, MarketLimits, PositionSide, StopLoss
 from framework_bybit import rest, stream
 from framework_bybit.decoder import VENUE, BybitDecoder
 from framework_bybit.rest import BybitConnection
@@ -51,6 +54,13 @@ class BybitSession(BybitConnection):
         # trading-stop amends the attached stop in place: no moment without a stop, and the venue itself
         # refuses a flat position (10001 -> PositionGone), so no stop is ever placed for a closed one.
         return await rest.set_trigger(self, stop.symbol, stop.side, trigger_price, stop.kind)
+
+    def market_limits(self, symbol: str) -> MarketLimits:
+        try:
+            market = self.client.market(symbol)
+        except ccxt.BadSymbol as exc:
+            raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
+        return ccxt_market_limits(market, symbol)
 
     async def disconnect(self) -> None:
         await rest.disconnect(self)

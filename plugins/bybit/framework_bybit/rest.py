@@ -21,18 +21,18 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
-from framework.driverkit import UNKNOWN, ErrorRule, ErrorTable, translate_error, wait_stream_change
-from framework.errors import (
-    OrderIncomplete,
-    OrderNotFound,
-    OrderRejected,
-    OutcomeUnknown,
+from framework import (
+    UNKNOWN,
+    ErrorRule,
+    ErrorTable,
     PositionGone,
     RateLimited,
-    StreamError,
-    VenueError,
     WouldTriggerImmediately,
+    record_transport,
+    translate_error,
 )
+from framework.driverkit import header_number, wait_stream_change
+from framework.errors import OrderIncomplete, OrderNotFound, OrderRejected, OutcomeUnknown, StreamError, VenueError
 from framework.models import (
     DriverConfig,
     Order,
@@ -99,13 +99,8 @@ class BybitApiError(ccxt.ExchangeError):
 
 def limit_reset_ms(headers: object) -> int | None:
     """``X-Bapi-Limit-Reset-Timestamp`` (ms since the epoch) from response headers, if present and a number."""
-    if not isinstance(headers, dict):
-        return None
-    value = next((v for k, v in headers.items() if k.lower() == "x-bapi-limit-reset-timestamp"), None)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    reset = header_number(headers, "X-Bapi-Limit-Reset-Timestamp")
+    return None if reset is None else int(reset)
 
 
 class BybitIpBanned(BybitApiError):
@@ -218,6 +213,7 @@ def make_client(config: DriverConfig) -> BybitClient:
         client.urls["api"] = {name: base for name in ("spot", "futures", "v2", "public", "private")}
     elif config.testnet:
         client.set_sandbox_mode(True)
+    record_transport(client, VENUE)
     return client
 
 

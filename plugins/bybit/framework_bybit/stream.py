@@ -20,6 +20,7 @@ from typing import Any
 
 import websockets
 
+from framework import ws_connect
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError
 from framework.models import now_ms
@@ -84,7 +85,7 @@ async def _private_stream(conn: BybitConnection, sink: StreamSink) -> None:
     connected_before = False
     while True:
         try:
-            async with websockets.connect(url, ping_interval=None, open_timeout=timeout_s) as ws:
+            async with ws_connect(url, VENUE, ping_interval=None, open_timeout=timeout_s) as ws:
                 expires = now_ms() + AUTH_VALID_MS
                 await ws.send(auth_message(conn.config.api_key.get_secret_value(),
                                            conn.config.api_secret.get_secret_value(), expires))
@@ -133,7 +134,7 @@ async def watch_mark_prices(conn: BybitConnection, symbols: list[str], sink: Str
     url = f"{conn.ws_url}/v5/public/linear"
     while True:
         try:
-            async with websockets.connect(url, ping_interval=None) as ws:
+            async with ws_connect(url, VENUE, ping_interval=None) as ws:
                 await ws.send(json.dumps({"op": "subscribe", "args": topics}))
                 backoff.reset()
                 pinger = asyncio.create_task(_keepalive(ws, conn.ping_interval_s), name="bybit-public-ping")

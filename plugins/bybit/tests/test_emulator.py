@@ -21,6 +21,7 @@ from framework_bybit.rest import BybitApiError
 from pydantic import SecretStr
 
 from framework.models import PositionUpdate
+from framework.venue.harness import FakeClock
 
 
 async def signed_get(harness, path: str, query: str, secret: str | None = None, key: str | None = None,
@@ -554,17 +555,6 @@ async def test_funding_is_a_wallet_message_only(harness, venue, emulator):
         await ws.close()
     assert set(items) == {"wallet"} and received > 0
     assert Decimal(items["wallet"][0]["coin"][0]["walletBalance"]) == venue.wallet("default")
-
-
-class FakeClock:
-    def __init__(self, start: int = 1_800_000_000_000) -> None:
-        self.ms = start
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, ms: int) -> None:
-        self.ms += ms
 
 
 @pytest.fixture

@@ -70,3 +70,10 @@ def test_other_failures_map_by_type(exc, write, expected):
 def test_a_framework_error_is_returned_as_it_is():
     gone = PositionGone("gone", venue="bybit")
     assert translate(gone, "act") is gone
+
+
+def test_the_limit_reset_header_is_read_in_any_case_and_garbage_is_none():
+    from framework_bybit.rest import limit_reset_ms
+
+    assert limit_reset_ms({"x-bapi-limit-reset-timestamp": "1733200000123"}) == 1_733_200_000_123
+    assert limit_reset_ms({"X-Bapi-Limit-Reset-Timestamp": "soon"}) is None and limit_reset_ms([]) is None
