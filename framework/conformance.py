@@ -107,7 +107,7 @@ async def check_lifecycle(pm: pluggy.PluginManager, plugin_name: str, entries: l
     Every position the frames show must open once and close once; with a ``lifecycle`` in the meta line,
     each closure must have the stated symbol, side, reason and price.
     """
-    from framework.app.replay import replay
+    from framework.replay import replay
 
     lines = [json.dumps(e) for e in entries]
     result = await replay(pm, plugin_name, lines)
