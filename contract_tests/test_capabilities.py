@@ -86,20 +86,34 @@ async def test_amend_stop_in_place_moves_without_new_orders(contract):
 
 
 @pytest.mark.capability("native_trailing_stop")
-@pytest.mark.hooks("create_entry", "on_position_closed", "driver_info")
-async def test_native_trailing_stop_is_run_by_the_venue(contract):
+@pytest.mark.hooks("set_trailing_stop", "on_position_closed", "driver_info")
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_native_trailing_stop_is_run_by_the_venue_beside_the_fixed_stop(contract, side):
     _require(contract, "native_trailing_stop")
+    limits = contract.driver.info.trailing_limits
+    spec = TrailingSpec(callback_rate=Decimal(1))
+    if limits is None or not limits.fits(spec):
+        contract.fail(f"declares native_trailing_stop; its trailing_limits {limits!r} do not admit a 1 % callback")
+    opened = await contract.open(side, stop_pct="5")
     start = contract.mark()
-    await contract.open("long", stop_pct="5", trailing=TrailingSpec(callback_rate=Decimal(1)))
     venue = contract.require_venue()
+    try:
+        trail = await contract.driver.set_trailing_stop(contract.symbol, side, opened.verification.contracts, spec,
+                                                        start)
+    except Exception as exc:
+        contract.fail(f"declares native_trailing_stop; set_trailing_stop raised {exc!r}")
+        raise  # unreachable: fail() raises
     position = contract.venue_position()
     trailing_orders = [o for o in contract.open_stops_on_venue() if o.type == "trailing_stop_market"]
-    if position.trailing_stop is None and not trailing_orders:
-        contract.fail("declares native_trailing_stop, but an entry with a trailing spec left no trailing stop "
-                      "on the venue")
-    contract.move_mark(contract.price_at(3, up=True))
-    contract.move_mark(contract.price_at(2, up=False))
+    if trail.kind != "trailing_stop" or (position.trailing_stop is None and not trailing_orders):
+        contract.fail(f"set_trailing_stop returned {trail!r} and left no trailing stop on the venue")
+    fixed = [o for o in contract.open_stops_on_venue() if o.type == "stop_market"]
+    if position.stop_loss is None and not fixed:
+        contract.fail("set_trailing_stop removed the fixed stop-loss: the trail must rest beside it")
+    long = side == "long"
+    contract.move_mark(contract.price_at(3, up=long))
+    contract.move_mark(contract.price_at(2, up=not long))
     if not venue.truth.closures_for(contract.account, contract.symbol):
-        contract.fail(f"declares native_trailing_stop; the mark went {start} -> +3 % -> -2 % and the venue's "
-                      f"trailing stop did not close the position")
+        contract.fail(f"declares native_trailing_stop; the mark went {start} -> 3 % better -> 2 % back and the "
+                      f"venue's trailing stop did not close the {side} position")
     await contract.expect_one_closure("native trailing stop", reason="trailing_stop")

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from contract_tests.support import CLOSE_BOUND_S, CONNECT_BOUND_S, Journal
 from framework.driver import Driver
 from framework.errors import StreamError, VenueError
+from framework.marksockets import WatchedSymbols
 from framework.models import MarkPrice
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -171,6 +172,57 @@ async def test_mark_prices_are_streamed(contract):
                 return
         contract.fail(f"the venue moved the mark price 5 times; watch_mark_prices delivered no matching MarkPrice "
                       f"(got {[e for e in journal.events][-3:]!r})")
+    finally:
+        watch.cancel()
+        with contextlib.suppress(BaseException):
+            await watch
+
+
+@pytest.mark.hooks("watch_mark_prices")
+async def test_mark_prices_follow_a_changing_symbol_set(contract):
+    """``symbols`` may be a :class:`~framework.marksockets.WatchedSymbols` that changes while the watch runs (the
+    engine adds and removes symbols as trailing positions come and go): a symbol added gets ticks without the
+    watch being restarted, and a symbol removed gets none after it."""
+    venue = contract.require_venue()
+    other = next((s for s in venue.instruments if s != contract.symbol), None)
+    if other is None:
+        pytest.skip("the harness venue lists one symbol only")
+    journal = Journal()
+    watched = WatchedSymbols([contract.symbol])
+    watch = asyncio.ensure_future(contract.driver.watch_mark_prices(watched, _JournalSink(journal)))
+
+    async def tick_of(symbol: str) -> bool:
+        for step in range(1, 6):  # the venue moves the mark until a tick of that price arrives
+            target = contract.price_at(Decimal(step) / 10, symbol, up=True)
+            contract.move_mark(target, symbol)
+            if await journal.wait_for(
+                lambda t=target: any(isinstance(e, MarkPrice) and e.symbol == symbol and e.price == t
+                                     for e in journal.events) or watch.done(), CLOSE_BOUND_S / 2):
+                break
+        if watch.done():
+            contract.fail(f"watch_mark_prices ended: {watch.exception() if not watch.cancelled() else 'cancelled'}")
+        return any(isinstance(e, MarkPrice) and e.symbol == symbol for e in journal.events)
+
+    try:
+        if not await tick_of(contract.symbol):
+            contract.fail("watch_mark_prices delivered no tick of the one symbol watched")
+        watched.set([contract.symbol, other])
+        if not await tick_of(other):
+            contract.fail(f"{other} was added to the watched symbols; watch_mark_prices delivered none of its ticks")
+        watched.set([other])
+        if not await tick_of(other):
+            contract.fail(f"after {contract.symbol} was removed, {other}'s ticks stopped")
+        late: list[MarkPrice] = []
+        for _ in range(5):  # the unsubscription may take a moment: one round in five must pass quiet
+            barrier = len(journal.events)
+            contract.move_mark(contract.price_at(1, up=False))
+            await tick_of(other)  # a later tick of the symbol still watched: the removed one had its chance
+            late = [e for e in journal.events[barrier:] if isinstance(e, MarkPrice) and e.symbol == contract.symbol]
+            if not late:
+                break
+        if late:
+            contract.fail(f"{contract.symbol} was removed from the watched symbols, yet its ticks kept coming: "
+                          f"{late[:3]!r}")
     finally:
         watch.cancel()
         with contextlib.suppress(BaseException):

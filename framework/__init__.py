@@ -24,6 +24,7 @@ from framework.driverkit import (
     header_number,
     poll_sources,
     stream_flat_since,
+    trailing_start,
     translate_error,
     venue_errors,
     wait_stream_change,
@@ -46,6 +47,7 @@ from framework.errors import (
     WouldTriggerImmediately,
 )
 from framework.hookspecs import hookimpl, hookspec
+from framework.marksockets import Ack, MarkSocketPool, SubscriptionRules, WatchedSymbols, watched
 from framework.models import (
     Alert,
     Capability,
@@ -66,6 +68,7 @@ from framework.models import (
     StopEvent,
     StopLoss,
     StreamEvent,
+    TrailingLimits,
     TrailingSpec,
     VenueSnapshot,
     Verification,
@@ -84,6 +87,7 @@ __all__ = [
     "REFUSED",
     "UNKNOWN",
     "Session",
+    "Ack",
     "ErrorRule",
     "ErrorTable",
     "header_number",
@@ -101,6 +105,7 @@ __all__ = [
     "EntryEvidence",
     "FrameworkError",
     "MarkPrice",
+    "MarkSocketPool",
     "Order",
     "OrderIncomplete",
     "OrderIntent",
@@ -127,11 +132,14 @@ __all__ = [
     "StreamEvent",
     "StreamEvidence",
     "StreamSink",
+    "SubscriptionRules",
+    "TrailingLimits",
     "TrailingSpec",
     "VenueError",
     "VenueHarness",
     "VenueSnapshot",
     "Verification",
+    "WatchedSymbols",
     "WouldTriggerImmediately",
     "__version__",
     "attach_stream_state",
@@ -143,7 +151,9 @@ __all__ = [
     "now_ms",
     "poll_sources",
     "stream_flat_since",
+    "trailing_start",
     "wait_stream_change",
+    "watched",
 ]
 
 

@@ -18,9 +18,11 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from framework import protocols
 from framework.errors import ConfigError, RateLimited
 from framework.hookspecs import DRIVER_HOOKS
-from framework.models import DriverConfig, DriverInfo, Order, OrderIntent, Verification
+from framework.marksockets import WatchedSymbols
+from framework.models import DriverConfig, DriverInfo, Order, OrderIntent, TrailingSpec, Verification
 from framework.protocols import DriverSession, EntryEvidence, StreamDecoder, StreamEvidence, VenueHarness
 
 if TYPE_CHECKING:
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: what the protocol's annotations name (``WatchedSymbols`` is imported there only for type checking)
+PROTOCOL_NAMES = {**vars(protocols), "WatchedSymbols": WatchedSymbols}
 #: the per-connection operations: every method of :class:`~framework.protocols.DriverSession`
 OPERATIONS = tuple(
     name for name, value in vars(DriverSession).items() if not name.startswith("_") and inspect.isfunction(value)
@@ -39,11 +43,12 @@ SIGNATURES = {name: inspect.signature(getattr(DriverSession, name)) for name in 
 ANSWERS: dict[str, type] = {
     name: typing.get_origin(answer) or answer
     for name in OPERATIONS
-    for answer in [typing.get_type_hints(getattr(DriverSession, name))["return"]]
+    for answer in [typing.get_type_hints(getattr(DriverSession, name), globalns=PROTOCOL_NAMES)["return"]]
 }
 #: operations (and hooks) that call the venue's REST API, and so wait out a rate-limit pause
 PAUSABLE = frozenset({"create_entry", "normalize_order", "set_stop_loss", "set_take_profit", "move_stop_loss",
-                      "cancel_stop_loss", "verify_position", "close_position", "fetch_order", "fetch_snapshot"})
+                      "set_trailing_stop", "cancel_stop_loss", "verify_position", "close_position", "fetch_order",
+                      "fetch_snapshot"})
 RATE_LIMIT_CAP_S = 60.0
 
 
@@ -133,6 +138,12 @@ class Driver:
     def supports(self, capability: str) -> bool:
         """Whether the driver declares ``capability``."""
         return capability in self.info.capabilities
+
+    def native_trailing_fits(self, trailing: TrailingSpec) -> bool:
+        """Whether the venue can run ``trailing`` itself: the driver declares ``native_trailing_stop`` and
+        the spec is within its :attr:`~framework.models.DriverInfo.trailing_limits`."""
+        limits = self.info.trailing_limits
+        return self.supports("native_trailing_stop") and limits is not None and limits.fits(trailing)
 
     def paused_for_ms(self) -> int:
         """How long calls to this venue still wait because it rate-limited us (0 when not paused)."""
@@ -226,6 +237,7 @@ class Driver:
     normalize_order = Operation(DriverSession.normalize_order)
     set_stop_loss = Operation(DriverSession.set_stop_loss)
     set_take_profit = Operation(DriverSession.set_take_profit)
+    set_trailing_stop = Operation(DriverSession.set_trailing_stop)
     move_stop_loss = Operation(DriverSession.move_stop_loss)
     cancel_stop_loss = Operation(DriverSession.cancel_stop_loss)
     close_position = Operation(DriverSession.close_position)

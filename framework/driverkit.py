@@ -6,6 +6,7 @@
   stream state, a driver keeps no copy.  :func:`stream_flat_since` and :func:`wait_stream_change` ask it
   (liveness checks before a venue action, waits that wake on stream updates), conservatively without it.
 * :func:`decode_frame` — decode one frame; any failure is a counted malformed frame, never a stream restart.
+* :func:`trailing_start` — where a trailing stop placed now would first rest.
 * :func:`poll_sources` — ask several sources in order, again and again, within a time budget, waking up
   early when the stream changes (``verify_position``).
 * :class:`ErrorTable`, :func:`translate_error`, :func:`venue_errors` — a venue's errors declared as a table
@@ -27,7 +28,7 @@ from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from framework.errors import OrderRejected, OutcomeUnknown, RateLimited, StreamError, VenueError
-from framework.models import MarketLimits, StreamEvent
+from framework.models import MarketLimits, PositionSide, StreamEvent, TrailingSpec
 from framework.protocols import StreamDecoder, StreamEvidence, StreamSink
 
 T = TypeVar("T")
@@ -127,6 +128,14 @@ def decode_frame(decoder: StreamDecoder, raw: str | bytes, sink: StreamSink) -> 
     except Exception as exc:  # a decoder bug or a hostile frame: the stream must go on
         sink.on_malformed(raw, StreamError(f"undecodable frame: {type(exc).__name__}: {str(exc)[:200]}"))
     return []
+
+
+def trailing_start(side: PositionSide, trailing: TrailingSpec, reference_price: Decimal) -> Decimal:
+    """The stop of a trailing stop placed now: ``callback_rate`` percent behind its activation price, else
+    behind ``reference_price`` (below for a long, above for a short), in quote currency."""
+    start = trailing.activation_price or reference_price
+    offset = start * trailing.callback_rate / 100
+    return start - offset if side == "long" else start + offset
 
 
 @dataclass

@@ -112,6 +112,22 @@ class TrailingSpec(Model):
     callback_rate: Annotated[Decimal, Field(gt=0, le=10)]
 
 
+class TrailingLimits(Model):
+    """The trailing stops a venue runs itself (capability ``native_trailing_stop``), as its docs bound them.
+
+    :ivar min_callback_rate / max_callback_rate: the callback rates it accepts, in percent (Binance
+        ``callbackRate`` 0.1 … 10, docs/conformance.md B25; Bybit documents no bound on its price distance
+        but one tick, which the driver checks when placing).
+    """
+
+    min_callback_rate: Annotated[Decimal, Field(ge=0)]
+    max_callback_rate: Annotated[Decimal, Field(gt=0)]
+
+    def fits(self, trailing: TrailingSpec) -> bool:
+        """Whether the venue can run ``trailing`` as it is."""
+        return self.min_callback_rate <= trailing.callback_rate <= self.max_callback_rate
+
+
 class OrderIntent(Model):
     """What we mean to do, persisted *before* the order is submitted (docs/incidents.md I-3).
 
@@ -460,6 +476,7 @@ class DriverInfo(Model):
     venue: str
     capabilities: frozenset[Capability] = frozenset()
     description: str = ""
+    trailing_limits: TrailingLimits | None = None  # with ``native_trailing_stop``: what the venue's trail accepts
 
     @field_validator("capabilities", mode="before")
     @classmethod

@@ -21,10 +21,12 @@ from framework.models import (
     PositionUpdate,
     StopLoss,
     StreamEvent,
+    TrailingSpec,
     VenueSnapshot,
 )
 
 if TYPE_CHECKING:
+    from framework.marksockets import WatchedSymbols
     from framework.venue import Venue
 
 
@@ -172,6 +174,33 @@ class DriverSession(Protocol):
         """
         ...
 
+    async def set_trailing_stop(
+        self, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec, reference_price: Decimal
+    ) -> StopLoss:
+        """Have the venue trail a stop behind the best mark price itself (capability
+        ``native_trailing_stop``), *beside* the position's fixed stop-loss, which stays as the floor: the
+        position is never without a stop.
+
+        Binance: ``POST /fapi/v1/algoOrder`` ``TRAILING_STOP_MARKET`` (``callbackRate`` in percent,
+        ``activatePrice``, reduce-only for ``contracts``, on the mark price).  Bybit: ``trailingStop`` (a
+        price distance: ``callback_rate`` percent of ``activation_price``, else of ``reference_price``) and
+        ``activePrice`` on ``/v5/position/trading-stop``, which leaves ``stopLoss`` in place.  The engine
+        calls it only when ``trailing`` fits :attr:`~framework.models.DriverInfo.trailing_limits`.
+
+        :param symbol: unified symbol.
+        :param side: side of the position.
+        :param contracts: position size in contracts.
+        :param trailing: callback rate (percent) and optional activation price (quote currency).
+        :param reference_price: the mark price now (quote currency): where the trail starts without an
+            activation price.
+        :returns: the resting trailing stop, ``kind='trailing_stop'``, ``trigger_price`` where it would fire
+            from the start (``callback_rate`` behind the activation / reference price).
+        :raises framework.errors.PositionGone: the venue says there is no position.
+        :raises framework.errors.WouldTriggerImmediately: the activation price is already passed.
+        :raises framework.errors.OrderRejected: the venue refused the trail (its limits): nothing rests.
+        """
+        ...
+
     async def move_stop_loss(self, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
         """Move a resting stop to ``trigger_price`` leaving no moment without a stop on the venue.
 
@@ -264,13 +293,17 @@ class DriverSession(Protocol):
         """
         ...
 
-    async def watch_mark_prices(self, symbols: list[str], sink: StreamSink) -> None:
+    async def watch_mark_prices(self, symbols: list[str] | WatchedSymbols, sink: StreamSink) -> None:
         """Stream mark prices of ``symbols`` to ``sink.on_event`` as :class:`~framework.models.MarkPrice`
         until cancelled (Binance ``<symbol>@markPrice@1s``, Bybit public ``tickers.<symbol>``).
 
-        The trailing-stop manager restarts it when the set of open symbols changes.
+        ``symbols`` may change while it runs (a :class:`~framework.marksockets.WatchedSymbols`: the engine
+        adds and removes symbols as trailing positions come and go): follow it with the venue's subscribe /
+        unsubscribe frames on the sockets already open, opening another socket only past the venue's
+        per-connection limits (:class:`~framework.marksockets.MarkSocketPool`), never reconnecting for a
+        change.
 
-        :param symbols: unified symbols to watch.
+        :param symbols: unified symbols to watch, fixed (a list) or changing.
         :param sink: where ticks go.
         :returns: only when cancelled.
         """

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -48,7 +49,7 @@ from framework.store.leases import is_fenced
 log = logging.getLogger(__name__)
 
 MARK_TIMEOUT_S = 5.0
-EMULATED_ACCOUNT = "emulated"  # the account label of the emulated venues' rows
+EMULATED_ACCOUNT = "emulated"  # the account label of the emulated venues' rows, before the instance suffix
 
 
 class SignalRejected(FrameworkError):
@@ -314,8 +315,10 @@ class Session:
         self._idle.set()
         self._opening: set[tuple[str, str]] = set()
         self._stack: contextlib.AsyncExitStack | None = None
-        # Stable: the same account always has the same label (a restart finds its rows), never the clock.
-        self.emulated_account = EMULATED_ACCOUNT
+        # A real account's label is stable (a restart finds its rows). An in-process emulated venue is a new,
+        # empty account in every run: rows an earlier emulator left open are not this account's positions
+        # (loading them made the second `framework run` close them as orphans and exit 1).
+        self.emulated_account = f"{EMULATED_ACCOUNT}-{secrets.token_hex(4)}"
 
     # --- lifecycle ---
 
@@ -376,15 +379,16 @@ class Session:
                 harness = driver.venue_harness({"speed": self.speed, "seed": self.seed, "faults": self.faults})
                 await stack.enter_async_context(harness)
                 self.harnesses[venue] = harness
-                # An emulated venue's rows never mix with a real account's; an earlier emulated run's rows
-                # left open are found at start and closed by reconciliation (its venue is gone).
+                # An emulated venue's rows never mix with a real account's.  Under a label that outlives the
+                # run (an accounts file's emulated-<label>) an earlier emulator's open rows are closed at the
+                # first activation: that venue is gone (Engine empty_at_start).
                 configs[venue] = harness.config.model_copy(update={"account": self.emulated_account})
             if self.alerts is not None:  # closed last: the engine's stop may still alert
                 stack.push_async_callback(self.alerts.aclose)
             self.store = store = await Store.open(self.settings.database_url)
             stack.push_async_callback(store.close)
             self.engine = Engine(self.pm, store, drivers, configs, self.engine_settings,
-                                 lease_s=self.settings.lease_s)
+                                 lease_s=self.settings.lease_s, empty_at_start=set(self.harnesses))
             stack.push_async_callback(self._stop_engine)
             await self.engine.start()
         except BaseException:

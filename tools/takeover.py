@@ -297,7 +297,7 @@ async def fencing_trial(plugin: str, seed: int, database_url: str, lease_s: floa
     be A's.  (A pause that lands *during* a venue request is another case: docs/scaling.md.)"""
     rng = random.Random(seed)
     signals = [{"venue": plugin, "symbol": SYMBOL, "action": "open", "side": rng.choice(["long", "short"]),
-                "contracts": "20", "stop_loss_pct": "2", "at_ms": 0},
+                "contracts": "20", "stop_loss_pct": "5", "at_ms": 0},  # wide: still open when the close is due
                {"venue": plugin, "symbol": SYMBOL, "action": "close", "at_ms": int(close_at_s * 1000)}]
     with tempfile.TemporaryDirectory(prefix="fencing-") as tmp:
         async with instances(plugin, seed, database_url, lease_s, Path(tmp), signals) as (venue, a, b, _):

@@ -11,11 +11,12 @@ per venue where they differ::
     unprotected_ms            {venue: {"p50", "p99", "max", "total", "moves"}} per trailing stop move
     reprotect_ms              {venue: {"p50", "p99", "max", "n"}} stop removed on the venue -> a new one resting
     rest_calls_per_lifecycle  {venue: {"<METHOD> <path>": n, "total": n}} open, protect, 10 moves, close
+    rest_calls_per_lifecycle_native  {venue: {...}} the same with the venue's own trailing stop
     stream_events_per_s       {venue: {"with_journal", "without_journal", "decoder_only", "frames", "events",
                                         "journal_rows"}}
     memory_per_1000_positions {"bytes"}
     reconcile                 {venue: {"<n positions>": {"venue_calls", "cpu_ms", "wall_ms", "raw_cpu_ms"}}}
-    floor                     {"ws_frame_ms", "transaction_ms", "closure_ms", "insert_rows_per_s"} same run
+    floor                     {"insert_rows_per_s": {"executemany", "copy", "rows_per_transaction"}} same run
     ratios                    {venue: {"closure_p50_x_floor", ..., "reconcile_<n>_x_raw"}}  figure / floor
     scale                     {venue: {"<n symbols>": {"moves_per_s", "cpu_ms_per_move", "mark_frames_per_s",
                                                       "moves", "expected", "alerts", "rss_mb", ...}}}
@@ -47,7 +48,7 @@ from typing import Any
 
 import websockets
 
-from framework.app.report import latency_summary, percentile
+from framework.app.report import latency_summary
 from framework.app.soak import rss_mib
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
@@ -81,10 +82,12 @@ DEFAULT_PLUGINS = ["binance", "bybit"]
 ACCOUNT = "default"
 WAIT_S = 10.0  # a bound on any single wait: a stuck run fails instead of hanging
 
-#: engine settings of the bench: no rate limit on trailing moves, no periodic reconcile during a figure
+#: engine settings of the bench: no rate limit on trailing moves, no periodic reconcile during a figure; the
+#: engine trails (the stop-move figures measure its moves), the native lifecycle turns the venue's trail on
 BENCH_SETTINGS = EngineSettings(
     verify_budget_ms=5_000, flat_budget_ms=2_000, reconcile_interval_s=3_600, orphan_grace_ms=0,
     protect_retry_ms=10, trailing_min_interval_ms=0, trailing_min_change_pct=Decimal("0.01"),
+    native_trailing_stop=False,
 )
 
 
@@ -455,6 +458,38 @@ async def lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
     return result
 
 
+async def native_lifecycle_rest_calls(rig: Rig, moves: int = 10) -> dict[str, int]:
+    """REST calls by endpoint for open + protect + the venue's trailing stop, ``moves`` 0.2 % steps the venue
+    trails (the engine makes no move), close and the clean-up of what rested.  ``rig`` runs with
+    ``native_trailing_stop``; the second of two lifecycles is counted (the first pays ccxt's one-off
+    account look-ups on Bybit)."""
+    venue, symbol, probe = rig.venue, rig.symbol, rig.probe
+    result: dict[str, int] = {}
+    for _ in range(2):
+        before = rig.harness.rest_calls()
+        base_mark = venue.mark_price(symbol)
+        tick = venue.instrument(symbol).tick_size
+        held = await rig.engine.open(rig.intent(trailing=TrailingSpec(callback_rate=Decimal(1))))
+        assert held.native_trail is not None, "the venue's trailing stop was not placed"
+        mark = base_mark
+        for _ in range(moves):
+            mark = (mark * Decimal("1.002")).quantize(tick)
+            venue.set_mark_price(symbol, mark)
+        await rig.engine.close(rig.name, symbol)
+        await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
+        deadline = time.monotonic() + WAIT_S  # the leftovers' clean-up runs in the background, unannounced
+        while venue.orders(rig.account, symbol, open_only=True, conditional=True):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the closed position's stops were not cleaned up")
+            await asyncio.sleep(0.01)
+        venue.set_mark_price(symbol, base_mark)
+        calls = rig.harness.rest_calls()
+        calls.subtract(before)
+        result = {endpoint: n for endpoint, n in sorted(calls.items()) if n > 0}
+        result["total"] = sum(result.values())
+    return result
+
+
 class RecordingShaper(FrameShaper):
     """The emulator's own :class:`FrameShaper`, keeping a copy of every private frame it is given."""
 
@@ -754,73 +789,6 @@ def machine() -> dict[str, Any]:
 # --- the machine's floor, measured in the same run --------------------------------------------------------
 
 
-def _fine(values: Sequence[float]) -> dict[str, float]:
-    """p50 / p99 / max in ms to the µs (the floor's figures are below latency_summary's 0.1 ms)."""
-    return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3),
-            "max": round(max(values, default=0.0), 3), "n": len(values)}
-
-
-#: a frame of a private stream's size (an ACCOUNT_UPDATE / position frame is 300-600 bytes)
-FLOOR_FRAME = "x" * 400
-
-
-async def ws_frame_floor(n: int) -> list[float]:
-    """One-way ms of one ~400-byte text frame over a loopback WebSocket (aiohttp server and client in this
-    process): the server stamps ``perf_counter`` into the frame, the client reads it on arrival."""
-    from aiohttp import ClientSession, WSMsgType, web
-
-    async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for message in ws:
-            if message.type == WSMsgType.TEXT:
-                await ws.send_str(f"{time.perf_counter()!r} {FLOOR_FRAME}")
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    times: list[float] = []
-    try:
-        async with ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            for _ in range(n):
-                await ws.send_str("go")
-                frame = await ws.receive_str()
-                times.append((time.perf_counter() - float(frame.split(" ", 1)[0])) * 1000)
-    finally:
-        await runner.cleanup()
-    return times
-
-
-async def transaction_floor(store: Store, n: int) -> list[float]:
-    """ms of one transaction that closes a row and appends a journal row (BEGIN, UPDATE, INSERT, COMMIT) on
-    a held connection, on temporary tables shaped like ``positions`` / ``events``."""
-    times: list[float] = []
-    async with store.pool.acquire() as conn:
-        await conn.execute("CREATE TEMP TABLE floor_positions (id int PRIMARY KEY, status text NOT NULL, "
-                           "closed_at bigint, reason text)")
-        await conn.execute("CREATE TEMP TABLE floor_events (id bigserial PRIMARY KEY, position_id int NOT NULL, "
-                           "kind text NOT NULL, at bigint NOT NULL, payload jsonb NOT NULL)")
-        try:
-            await conn.executemany("INSERT INTO floor_positions (id, status) VALUES ($1, 'open')",
-                                   [(i,) for i in range(n)])
-            for i in range(n):
-                started = time.perf_counter()
-                async with conn.transaction():
-                    await conn.execute("UPDATE floor_positions SET status = 'closed', closed_at = $2, reason = $3 "
-                                       "WHERE id = $1", i, i, "manual")
-                    await conn.execute("INSERT INTO floor_events (position_id, kind, at, payload) "
-                                       "VALUES ($1, 'closed', $2, $3)", i, i, '{"reason": "manual"}')
-                times.append((time.perf_counter() - started) * 1000)
-        finally:
-            await conn.execute("DROP TABLE floor_positions, floor_events")
-    return times
-
-
 async def insert_rate_floor(store: Store, batches: int, per_batch: int = 100) -> dict[str, float]:
     """Journal-shaped rows per second, ``per_batch`` rows per transaction: ``executemany`` (jsonb payload) and
     ``COPY`` (text payload: asyncpg's binary COPY has no jsonb encoder)."""
@@ -862,29 +830,22 @@ def decode_rate(name: str, groups: list[list[str]]) -> float:
 
 
 async def floor_figures(store: Store, samples: int) -> dict[str, Any]:
-    """The floor of the closure (one ws frame + one UPDATE+INSERT transaction) and of the journal."""
-    ws = await ws_frame_floor(samples)
-    transaction = await transaction_floor(store, samples)
-    ws_s, tx_s = _fine(ws), _fine(transaction)
-    return {
-        "ws_frame_ms": ws_s, "transaction_ms": tx_s,
-        "closure_ms": {q: round(ws_s[q] + tx_s[q], 3) for q in ("p50", "p99")},
-        "insert_rows_per_s": await insert_rate_floor(store, max(samples // 10, 10)),
-    }
+    """The journal's floor: batched insert rates (the closure's floor is :class:`ClosureFloor`, sampled
+    beside each closure)."""
+    return {"insert_rows_per_s": await insert_rate_floor(store, max(samples // 10, 10))}
 
 
 def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each venue figure as a ratio to the same run's floor (closure: x floor, lower is better; stream: share
-    of the floor's rate, higher is better; reconcile: x the raw snapshot's CPU, lower is better)."""
-    floor = result.get("floor") or {}
-    closure_floor = floor.get("closure_ms") or {}
-    insert = (floor.get("insert_rows_per_s") or {}).get("executemany")
+    """Each venue figure as a ratio to the same run's floor (closure: x :class:`ClosureFloor`, lower is
+    better; stream: share of the floor's rate, higher is better; reconcile: x the raw snapshot's CPU, lower
+    is better)."""
+    insert = ((result.get("floor") or {}).get("insert_rows_per_s") or {}).get("executemany")
     out: dict[str, dict[str, Any]] = {}
-    for venue, closure in result["closure_latency_ms"].items():
+    for venue in result["closure_latency_ms"]:
+        closure = (result.get("closure_floor_ms", {}).get(venue) or {}).get("closure_ratio") or {}
         stream = result["stream_events_per_s"].get(venue, {})
         figures: dict[str, Any] = {
-            "closure_p50_x_floor": _ratio(closure.get("p50"), closure_floor.get("p50")),
-            "closure_p99_x_floor": _ratio(closure.get("p99"), closure_floor.get("p99")),
+            "closure_p50_x_floor": closure.get("p50"), "closure_p99_x_floor": closure.get("p99"),
             "stream_with_journal_of_insert_rate": _ratio(stream.get("with_journal"), insert, 3),
             "stream_without_journal_of_decoder": _ratio(stream.get("without_journal"), stream.get("decoder_only"), 3),
         }
@@ -975,7 +936,7 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
 
     result: dict[str, Any] = {key: {} for key in (
         "closure_latency_ms", "closure_floor_ms", "fill_to_stop_ms", "unprotected_ms", "reprotect_ms",
-        "rest_calls_per_lifecycle", "stream_events_per_s", "reconcile", "scale")}
+        "rest_calls_per_lifecycle", "rest_calls_per_lifecycle_native", "stream_events_per_s", "reconcile", "scale")}
     result["sizes"] = {"closures": sizes.closures, "moves": sizes.moves, "reconcile": list(sizes.reconcile),
                        "stream_rounds": sizes.stream_rounds, "scale": list(sizes.scale),
                        "scale_rounds": sizes.scale_rounds, "floor_samples": sizes.floor_samples}
@@ -1008,6 +969,9 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
                                                       "moves": len(per_move)}
                     result["reprotect_ms"][name] = _summary(await reprotect_figures(rig, REPROTECTS))
                     result["rest_calls_per_lifecycle"][name] = await lifecycle_rest_calls(rig)
+                native = BENCH_SETTINGS.model_copy(update={"native_trailing_stop": True})
+                async with engine_rig(name, store, native) as rig:
+                    result["rest_calls_per_lifecycle_native"][name] = await native_lifecycle_rest_calls(rig)
             finally:
                 await store.close()
             log.info("%s: stream throughput", name)
@@ -1074,6 +1038,8 @@ def print_bench(result: dict[str, Any]) -> None:
     row("unprotected per stop move p50/p99/max ms", "unprotected_ms", pct)
     row("stop removed on the venue → re-protected p50/p99/max ms", "reprotect_ms", pct)
     row("REST calls per lifecycle", "rest_calls_per_lifecycle", lambda d: str(d.get("total")))
+    row("REST calls per lifecycle, venue's trailing stop", "rest_calls_per_lifecycle_native",
+        lambda d: str(d.get("total")))
     row("stream frames/s with journal (group commit)", "stream_events_per_s", lambda d: str(d.get("with_journal")))
     row("journal rows written (size changes, closures)", "stream_events_per_s", lambda d: str(d.get("journal_rows")))
     row("stream frames/s without journal", "stream_events_per_s", lambda d: str(d.get("without_journal")))
@@ -1084,26 +1050,16 @@ def print_bench(result: dict[str, Any]) -> None:
     for count in result["sizes"]["reconcile"]:
         row(f"reconcile {count}: raw snapshot floor CPU ms", "reconcile",
             lambda d, c=str(count): str(d.get(c, {}).get("raw_cpu_ms", "—")))
-    for key, label in (("closure_p50_x_floor", "closure p50 ÷ floor p50"),
-                       ("closure_p99_x_floor", "closure p99 ÷ floor p99"),
-                       ("stream_with_journal_of_insert_rate", "frames/s with journal ÷ batched insert rows/s"),
+    for key, label in (("stream_with_journal_of_insert_rate", "frames/s with journal ÷ batched insert rows/s"),
                        ("stream_without_journal_of_decoder", "frames/s without journal ÷ decoder alone"),
                        *((f"reconcile_{c}_x_raw", f"reconcile {c} CPU ÷ raw snapshot CPU")
                          for c in result["sizes"]["reconcile"])):
         row(label, "ratios", lambda d, k=key: str(d.get(k, "—")))
     console.print(table)
-    floor = result.get("floor")
-    if floor:
-        floors = Table(title="floor (same run): loopback ws frame, one UPDATE+INSERT transaction, batched inserts")
-        floors.add_column("figure")
-        floors.add_column("value", justify="right")
-        for key in ("ws_frame_ms", "transaction_ms"):
-            floors.add_row(f"{key} p50 / p99 / max", f"{floor[key]['p50']} / {floor[key]['p99']} / {floor[key]['max']}")
-        floors.add_row("closure floor ms p50 / p99", f"{floor['closure_ms']['p50']} / {floor['closure_ms']['p99']}")
-        rates = floor["insert_rows_per_s"]
-        floors.add_row(f"insert rows/s, {rates['rows_per_transaction']} per transaction: executemany / COPY",
-                       f"{rates['executemany']} / {rates['copy']}")
-        console.print(floors)
+    rates = (result.get("floor") or {}).get("insert_rows_per_s")
+    if rates:
+        console.print(f"floor (same run): journal-shaped insert rows/s, {rates['rows_per_transaction']} per "
+                      f"transaction: executemany {rates['executemany']}, COPY {rates['copy']}")
     scale = Table(title="scale: N symbols trailing at once (moves/s, CPU ms per move, mark frames/s, RSS MB)")
     for column in ("venue", "symbols", "moves / expected", "moves/s", "CPU ms/move", "mark frames/s", "RSS MB (+open)",
                    "alerts"):
@@ -1121,6 +1077,8 @@ def print_bench(result: dict[str, Any]) -> None:
     for venue in venues:
         for endpoint, n in result["rest_calls_per_lifecycle"][venue].items():
             calls.add_row(venue, endpoint, str(n))
+        for endpoint, n in result["rest_calls_per_lifecycle_native"].get(venue, {}).items():
+            calls.add_row(f"{venue} (venue's trail)", endpoint, str(n))
     console.print(calls)
     other = Table(title="process")
     other.add_column("figure")

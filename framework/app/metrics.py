@@ -25,7 +25,11 @@ metric                                             what
 ``framework_stream_reconnects_total{venue}``       private-stream reconnects
 ``framework_malformed_frames_total{venue}``        private-stream frames that could not be decoded
 ``framework_task_restarts_total{venue,task}``      supervised engine tasks restarted after an error
-``framework_pending_db_writes{venue}``             database writes queued while the database is away
+``framework_pending_db_writes{venue}``             database writes not yet committed: queued while the database
+                                                   is away, or waiting for the next group commit
+``framework_journal_commits_total{venue}``         group commits of the stream's journal rows (size changes,
+                                                   closures; each one statement per row, one round trip)
+``framework_journal_rows_total{venue}``            journal rows written by those group commits
 ``framework_reconciliations_total{venue}``         reconciliation passes
 ``framework_reconciliation_duration_seconds``      duration of a pass (``elapsed_ms`` of its report)
 ``framework_reconciliation_actions_total``         ``{venue,action}``: closed, adopted, reprotected, resolved
@@ -95,6 +99,9 @@ class _StateCollector(Collector):
         takeovers = CounterMetricFamily("framework_lease_takeovers", "Accounts taken over as a standby",
                                         labels=["venue", "account"])
         fenced = CounterMetricFamily("framework_fenced_writes", "Writes refused: stale lease epoch", labels=["venue"])
+        commits = CounterMetricFamily("framework_journal_commits", "Group commits of journal rows", labels=["venue"])
+        journal_rows = CounterMetricFamily("framework_journal_rows", "Journal rows group-committed",
+                                           labels=["venue"])
         states = session.stream_states()
         if engine is not None:
             for name, lease in sorted(engine.leases.items()):
@@ -111,6 +118,8 @@ class _StateCollector(Collector):
                 malformed.add_metric([name], parts.book.counters["malformed_frames"])
                 pending.add_metric([name], parts.book.writes.pending)
                 fenced.add_metric([name], parts.book.writes.fenced)
+                commits.add_metric([name], parts.book.writes.batches)
+                journal_rows.add_metric([name], parts.book.writes.batched_rows)
                 harness = session.harnesses.get(name)
                 if harness is not None:
                     for endpoint, n in sorted(harness.rest_calls().items()):
@@ -127,7 +136,7 @@ class _StateCollector(Collector):
         for result in ("accepted", "rejected", "failed"):
             signals.add_metric([result], session.signals[result])
         yield from (open_, unprotected, stream_up, rest, limited, waits, malformed, pending, restarts, deliveries,
-                    signals, owner, takeovers, fenced)
+                    signals, owner, takeovers, fenced, commits, journal_rows)
 
 
 class Metrics:

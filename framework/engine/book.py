@@ -49,6 +49,8 @@ class BookPosition:
     :ivar opened_at: venue time (ms) of the fill that opened it; a flat update older than this is stale.
     :ivar intent_id: client order id of the entry, ``None`` for an adopted position.
     :ivar trailed: the trailing manager has moved its stop, so a stop-loss fill closes it as ``trailing_stop``.
+    :ivar native_trail: the trailing stop the venue runs itself, beside :attr:`stop` (which stays as the
+        floor); while it rests the engine does not trail this position.
     """
 
     symbol: str
@@ -63,6 +65,13 @@ class BookPosition:
     source: str = "engine"
     opened_at: int = 0
     trailed: bool = False  # the trailing manager moved its stop: a stop-loss fill is a trailing_stop exit
+    native_trail: StopLoss | None = None
+
+    @property
+    def engine_trails(self) -> bool:
+        """Whether the engine's trailing manager moves this position's stop (a trail spec, and no trailing
+        stop run by the venue)."""
+        return self.trailing is not None and self.native_trail is None
 
 
 @dataclass(slots=True)
@@ -112,6 +121,8 @@ def _removes_stop(position: BookPosition, update: OrderUpdate) -> bool:
         return False
     if stop.order_id is not None:
         return order.id == stop.order_id
+    if update.origin == "trailing_stop" and position.native_trail is not None:
+        return False  # the venue's own trailing stop, not the fixed stop beside it
     return update.origin in ("stop_loss", "trailing_stop") and order.side == close_side(position.side)
 
 
@@ -561,7 +572,7 @@ class PositionBook:
             except DuplicateOpenPosition:
                 log.info("%s %s: already open in the DB (restart), keeping that row", self.venue, position.symbol)
                 return
-            for stop in (position.stop, position.take_profit):
+            for stop in (position.stop, position.take_profit, position.native_trail):
                 if stop is not None:
                     await store.record_stop(self.account, stop)
 
@@ -588,12 +599,15 @@ class PositionBook:
         return self._stop_locks[symbol]
 
     def set_stop(self, symbol: str, stop: StopLoss | None) -> None:
-        """Record the stop (or take-profit, by ``stop.kind``) now resting for ``symbol``."""
+        """Record the stop (or take-profit, or the venue's trailing stop, by ``stop.kind``) now resting for
+        ``symbol``."""
         position = self.get(symbol)
         if position is None or stop is None:
             return
         if stop.kind == "take_profit":
             position.take_profit = stop
+        elif stop.kind == "trailing_stop":
+            position.native_trail = stop
         else:
             position.stop = stop
             position.stop_price = stop.trigger_price
@@ -619,10 +633,9 @@ class PositionBook:
         if self.store is None:
             await announce(True)
             return
-        done = await self.writes.journal(f"update {symbol}", self.store.update_row(
-            self.account, self.venue, symbol, event=event, contracts=contracts, entry_price=entry_price), announce)
-        if wait:
-            await done
+        await self.writes.journal(f"update {symbol}", self.store.update_row(
+            self.account, self.venue, symbol, event=event, contracts=contracts, entry_price=entry_price), announce,
+            wait=wait)
 
     async def close(
         self, symbol: str, reason: str, price: Decimal | None = None, realized_pnl: Decimal | None = None,
@@ -690,8 +703,6 @@ class PositionBook:
         if self.store is None:
             await announce(True)
             return True
-        done = await self.writes.journal(f"close {symbol} ({reason})", self.store.close_row(event), announce)
-        if wait:
-            await done
+        await self.writes.journal(f"close {symbol} ({reason})", self.store.close_row(event), announce, wait=wait)
         return True
 

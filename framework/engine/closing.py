@@ -41,9 +41,9 @@ async def cancel_quietly(driver: Driver, stop: StopLoss | None) -> None:
 
 
 async def cancel_leftovers(driver: Driver, position: BookPosition) -> None:
-    """After ``position`` closed, cancel its order-based stop and take-profit still resting on the venue
-    (a Binance close-position order outlives its position and would refuse the next stop with -4130)."""
-    for stop in (position.stop, position.take_profit):
+    """After ``position`` closed, cancel its order-based stop, take-profit and trailing stop still resting on
+    the venue (a Binance close-position order outlives its position and would refuse the next stop with -4130)."""
+    for stop in (position.stop, position.take_profit, position.native_trail):
         await cancel_quietly(driver, stop)
 
 

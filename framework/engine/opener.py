@@ -26,6 +26,7 @@ from framework.engine.book import BookPosition, PositionBook
 from framework.engine.broadcast import alert, broadcast, client_order_id
 from framework.engine.closing import cancel_quietly
 from framework.engine.settings import EngineSettings
+from framework.engine.trailing import place_native_trail
 from framework.errors import (
     ConfigError,
     OrderNotFound,
@@ -167,6 +168,12 @@ class Opener:
             entry_price=verification.entry_price or order.average, stop_price=stop.trigger_price, stop=stop,
             take_profit=take_profit, trailing=intent.trailing, intent_id=cid, opened_at=order.timestamp or 0,
         )
+        reference = position.entry_price or intent.stop_loss
+        if not gone and intent.trailing is not None:
+            try:  # beside the fixed stop, which stays: a failure here leaves the trailing to the engine
+                await place_native_trail(self.driver, self.pm, self.settings, position, reference)
+            except PositionGone:
+                gone = True
         await self.book.add(position)
         if gone:
             await self.book.close(intent.symbol, "position_gone", source="error")

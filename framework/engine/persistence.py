@@ -8,9 +8,11 @@ through one ordered queue, so an open is never overtaken by its own close:
   nothing is queued, else queued behind what is;
 * :meth:`WriteBehind.journal` queues a stream-driven journal row (a size change, a closure); one drainer
   writes every row queued meanwhile (up to ``batch_rows``) as ONE group commit
-  (:meth:`framework.store.Store.write_rows`), then runs each row's ``after`` (the lifecycle broadcast) in
-  order.  Nothing is announced before the batch that holds it has committed, so a crash loses no row that
-  was announced (``tests/engine/test_group_commit.py`` kills a process between batches).
+  (:meth:`framework.store.Store.write_rows`: one statement per row, one round trip); then each row's
+  ``after`` (the lifecycle broadcast) runs, in queue order: in an announcer task of its own for the
+  stream's rows (a listener may await writes of its own meanwhile), in the caller's task for a row it
+  waits for.  Nothing is announced before the batch that holds it has committed, so a crash loses no row
+  that was announced (``tests/engine/test_group_commit.py`` kills a process between batches).
 
 A write that fails (the database is down, a connection was cut) is not lost and does not stop the close
 path: the queue turns *degraded* (a critical alert), every queued write is announced as not persisted
@@ -82,6 +84,13 @@ class WriteBehind:
         self._drainer: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self._drained.set()
+        # the stream's announcements (``after``), run in order by their own task so that a listener may await
+        # writes of its own (close another symbol) without waiting on the drainer that would write them
+        self._announcing: deque[tuple[After, bool]] = deque()
+        self._announcer: asyncio.Task[None] | None = None
+        self._announce_queued = 0
+        self._announce_done = 0
+        self._announce_progress = asyncio.Event()
         self._degraded = False  # a write failed and the queue has not been replayed whole since
         self.failed_attempts = 0
         self.dropped = 0
@@ -114,22 +123,57 @@ class WriteBehind:
         item = await self._enqueue(_Queued(what, op, None, None))
         return await item.done if item is not None else False
 
-    async def journal(self, what: str, row: JournalRow, after: After) -> asyncio.Future[bool]:
+    async def journal(self, what: str, row: JournalRow, after: After, *, wait: bool) -> None:
         """Queue a journal row for the next group commit; ``after(persisted)`` runs once its batch committed
-        (``True``) or failed (``False``: queued for replay), in queue order, and before the returned future
-        resolves.  Await the future to wait for both; the stream does not (so its rows batch up).
+        (``True``) or failed (``False``: queued for replay), after the announcements queued before it.
 
         :param what: a short description for logs and alerts (``close XRP/USDT:USDT (manual)``).
+        :param wait: return only once ``after`` ran (it runs in this task).  ``False`` (the stream): return at
+            once, so rows batch up; ``after`` runs in the announcer task, in queue order.
         """
         if not self._degraded and len(self._queue) >= 2 * self.batch_rows:  # back-pressure on a fast stream
             await asyncio.shield(self._queue[0].done)
-        item = await self._enqueue(_Queued(what, None, row, after))
-        if item is None:  # dropped: announced all the same, as not persisted
-            await after(False)
-            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            done.set_result(False)
-            return done
-        return item.done
+        item = await self._enqueue(_Queued(what, None, row, None if wait else after))
+        if not wait:
+            if item is None:  # dropped: announced all the same, as not persisted
+                self._announce(after, False)
+            return
+        persisted = await asyncio.shield(item.done) if item is not None else False
+        await self._caught_up()
+        await after(persisted)
+
+    def _announce(self, after: After, persisted: bool) -> None:
+        self._announcing.append((after, persisted))
+        self._announce_queued += 1
+        self._drained.clear()
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.create_task(self._announce_all(), name=f"journal-announcer-{self.venue}")
+
+    async def _announce_all(self) -> None:
+        while self._announcing:
+            after, persisted = self._announcing[0]
+            try:
+                await after(persisted)
+            except Exception:  # a broadcast never stops the journal
+                log.exception("%s: announcing a journal row failed", self.venue)
+            self._announcing.popleft()
+            self._announce_done += 1
+            self._announce_progress.set()
+        self._check_drained()
+
+    async def _caught_up(self) -> None:
+        """Wait until the announcements queued so far ran (not from the announcer itself: a listener's own
+        write must not wait for the listener)."""
+        target = self._announce_queued
+        if asyncio.current_task() is self._announcer:
+            return
+        while self._announce_done < target:
+            self._announce_progress.clear()
+            await self._announce_progress.wait()
+
+    def _check_drained(self) -> None:
+        if not self._queue and not self._announcing:
+            self._drained.set()
 
     async def _degrade(self, what: str, exc: Exception) -> None:
         if not self._degraded:
@@ -148,21 +192,18 @@ class WriteBehind:
         self._queue.append(item)
         self._drained.clear()
         if self._degraded:  # the database is down: announce now, write on replay
-            await self._settle(item, False)
+            self._settle(item, False)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name=f"write-behind-{self.venue}")
         return item
 
-    async def _settle(self, item: _Queued, persisted: bool) -> None:
+    def _settle(self, item: _Queued, persisted: bool) -> None:
+        """The first attempt of ``item`` is over: resolve it and queue its announcement (if the stream's)."""
         if item.done.done():
             return
-        try:
-            if item.after is not None:
-                await item.after(persisted)
-        except Exception:  # a broadcast never stops the journal
-            log.exception("%s: after-write of %s failed", self.venue, item.what)
-        finally:
-            item.done.set_result(persisted)
+        if item.after is not None:
+            self._announce(item.after, persisted)
+        item.done.set_result(persisted)
 
     def _next_batch(self) -> list[_Queued]:
         head = self._queue[0]
@@ -191,7 +232,7 @@ class WriteBehind:
                 if is_fenced(exc):  # never to be accepted: replaying it would only block the queue
                     for item in batch:
                         self._queue.popleft()
-                        await self._settle(item, False)
+                        self._settle(item, False)
                     await self._refused(batch[0].what, exc)
                     continue
                 self.failed_attempts += 1
@@ -199,7 +240,7 @@ class WriteBehind:
                 log.warning("%s: write of %s failed (%d queued), retrying in %.1f s: %s", self.venue, batch[0].what,
                             len(self._queue), pause, exc)
                 for item in list(self._queue):  # announced now as not persisted; written on replay
-                    await self._settle(item, False)
+                    self._settle(item, False)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.retry_cap_s)
                 continue
@@ -207,17 +248,18 @@ class WriteBehind:
                 self._queue.popleft()
             pause = self.retry_s
             for item in batch:
-                await self._settle(item, True)
+                self._settle(item, True)
             if not self._queue and self._degraded:
                 self._degraded = False
                 await alert(self.pm, "info", "database back: every queued write replayed", venue=self.venue)
-        self._drained.set()
+        self._check_drained()
 
     async def announced(self) -> None:
         """Return once every write queued so far had its first attempt and its ``after`` ran (a closure the
         stream queued has been announced, persisted or not)."""
         if self._queue:
             await asyncio.shield(self._queue[-1].done)
+        await self._caught_up()
 
     async def _refused(self, what: str, exc: BaseException) -> None:
         """The database refused a write from a stale lease epoch: another instance owns the account now,
@@ -237,9 +279,10 @@ class WriteBehind:
 
     async def stop(self) -> None:
         """Stop replaying (shutdown); what is still queued is logged, and a restart's reconciliation repairs it."""
-        if self._drainer is not None:
-            self._drainer.cancel()
-            await asyncio.gather(self._drainer, return_exceptions=True)
+        for task in (self._drainer, self._announcer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for item in self._queue:
             log.error("%s: not persisted at shutdown: %s", self.venue, item.what)
             if not item.done.done():

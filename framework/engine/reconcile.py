@@ -34,7 +34,7 @@ from framework.store import Store
 
 log = logging.getLogger(__name__)
 
-PROTECTIVE = ("stop_loss", "trailing_stop")
+PROTECTIVE = ("stop_loss",)  # a trailing stop rests beside the fixed stop, never instead of it
 T = TypeVar("T")
 
 
@@ -183,7 +183,10 @@ class Reconciler:
             report["closed"] += 1
             self.request()
             return
+        # The fixed stop-loss is the position's protection; a trailing stop the venue runs rests beside it
+        # (BookPosition.native_trail) and is neither a duplicate nor a replacement for it.
         protective = [s for s in found if s.kind in PROTECTIVE]
+        trails = [s for s in found if s.kind == "trailing_stop"]
         if held is None:
             if self.book.closed_since(symbol, requested_at):
                 return  # closed while the snapshot was in flight: it predates the closure (next pass decides)
@@ -200,6 +203,7 @@ class Reconciler:
                 stop_price=stop.trigger_price if stop else (intent.stop_loss if intent else venue_position.stop_loss),
                 stop=stop, take_profit=take_profit, trailing=intent.trailing if intent else None,
                 intent_id=intent.client_order_id if intent else None, opened_at=venue_position.opened_at or 0,
+                native_trail=trails[0] if trails else None,
             ), source="adopted")
             report["adopted"] += 1
             held = self.book.get(symbol)
@@ -208,6 +212,8 @@ class Reconciler:
         elif held.contracts != venue_position.contracts:
             log.info("%s %s: snapshot size %s, book %s (stream decides)", self.book.venue, symbol,
                      venue_position.contracts, held.contracts)
+        if trails and held.native_trail is None:  # read back after a restart: the venue trails, not the engine
+            self.book.set_stop(symbol, trails[0])
         if protective:
             if held.stop is None or all(s.order_id != held.stop.order_id for s in protective):
                 self.book.set_stop(symbol, protective[0])

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -30,7 +31,8 @@ from framework.engine.reconcile import Reconciler
 from framework.engine.settings import EngineSettings
 from framework.engine.trailing import TrailingManager
 from framework.errors import ConfigError, LeaseLost, VenueError
-from framework.models import DriverConfig, MarkPrice, OrderIntent, VenueSnapshot
+from framework.marksockets import WatchedSymbols
+from framework.models import DriverConfig, MarkPrice, OrderIntent, PositionEvent, VenueSnapshot
 from framework.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class VenueEngine:
     trailing: TrailingManager
     reconciler: Reconciler
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    watched_marks: WatchedSymbols | None = None  # the symbols the mark-price stream follows
 
 
 class VenueWiring(BookListener):
@@ -97,11 +100,15 @@ class Engine:
     :param owner: this instance's id in lease rows; with ``lease_s`` each venue account is managed only while
         this instance holds its lease (:mod:`framework.engine.lease`), else as a standby that takes over.
     :param lease_s: lease length in seconds; ``None``: no leases (a single instance, tests).
+    :param empty_at_start: venues known to start empty (an emulator this process just started): an open
+        row the database holds for their account is a previous run's, whose venue is gone; it is closed
+        (reason ``reconcile``) when the venue is first activated instead of after ``orphan_grace_ms``.
     """
 
     def __init__(
         self, pm: pluggy.PluginManager, store: Store, drivers: dict[str, Driver], configs: dict[str, DriverConfig],
         settings: EngineSettings | None = None, *, owner: str | None = None, lease_s: float | None = None,
+        empty_at_start: Collection[str] = (),
     ) -> None:
         missing = sorted(set(drivers) - set(configs))
         if missing:
@@ -125,6 +132,7 @@ class Engine:
         self.takeovers: Counter[str] = Counter()  # by venue: accounts this instance took over as a standby
         self.takeover_ms: dict[str, int] = {}  # by venue: the last takeover's reconcile time
         self._holders: dict[str, asyncio.Task[None]] = {}
+        self._empty_at_start = set(empty_at_start)
 
     def venue(self, name: str) -> VenueEngine:
         """The per-venue parts.  :raises ConfigError: unknown venue; :raises LeaseLost: this instance is a
@@ -157,6 +165,8 @@ class Engine:
                 await self._activate(name)
                 continue
             if await lease.try_acquire():
+                log.info("%s: owner of account %s (epoch %s)", name, lease.account, lease.epoch,
+                         extra={"event": "lease_owner", "venue": name})
                 await self._activate(name)
             else:
                 await self._announce_standby(name, lease)
@@ -180,6 +190,9 @@ class Engine:
         """Build the venue's parts, reconcile once (a restart or takeover: the DB rows are loaded, the venue
         decides), then start its tasks."""
         parts = self.venues[name] = self._build(name)
+        if name in self._empty_at_start:
+            self._empty_at_start.discard(name)  # once: later activations find this process's own positions
+            await self._close_rows_of_a_gone_venue(name)
         try:
             await parts.reconciler.reconcile()
         except VenueError as exc:  # a transient venue error: the reconcile loop tries again at once
@@ -190,6 +203,17 @@ class Engine:
             asyncio.create_task(self._supervise(name, "reconcile", parts.reconciler.run_forever)),
             asyncio.create_task(self._supervise(name, "marks", partial(self._watch_marks, parts))),
         ]
+
+    async def _close_rows_of_a_gone_venue(self, name: str) -> None:
+        account = self.configs[name].account
+        try:
+            for row in await self.store.open_positions(account, name):
+                await self.store.close_position(PositionEvent(
+                    event="closed", account=account, venue=name, symbol=row.symbol, side=row.side,
+                    contracts=Decimal(0), entry_price=row.entry_price, reason="reconcile", source="reconcile"))
+                log.info("%s %s: open row of a previous run on a venue that is gone, closed", name, row.symbol)
+        except Exception as exc:  # the database is away: reconciliation closes them after orphan_grace_ms
+            log.warning("%s: previous runs' rows not closed at start: %s", name, exc)
 
     async def _announce_standby(self, name: str, lease: LeaseKeeper) -> None:
         from framework.store.leases import holder
@@ -204,11 +228,19 @@ class Engine:
         """Keep the lease of ``name``'s account: renew it while owner; when it is lost, stop acting at once and
         wait as a standby; when it is acquired again, take over."""
         while True:
-            if lease.state != "owner":
-                await lease.wait_acquired()
-                await self._take_over(name, lease)
-            reason = await lease.keep()
+            try:
+                if lease.state != "owner":
+                    await lease.wait_acquired()
+                    await self._take_over(name, lease)
+                reason = await lease.keep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the holder must outlive any failure: without it nobody renews or stops
+                log.exception("%s: lease holder failed", name)
+                reason = f"lease holder failed: {exc!r}"
+                lease.state, lease.lost_reason = "lost", reason
             await self._deactivate(name, reason)
+            await asyncio.sleep(lease.poll_s)  # a failing takeover is not retried in a tight loop
 
     async def _take_over(self, name: str, lease: LeaseKeeper) -> None:
         """Act on an account whose lease this instance just acquired: reconcile at once (adopt, protect,
@@ -238,6 +270,7 @@ class Engine:
                   extra={"event": "lease_lost", "venue": name})
         await alert(self.pm, "critical", f"lease of account {lease.account} lost ({reason}): this instance stopped "
                     "acting on it; positions keep their venue-side stops", venue=name)
+        lease.state = "standby"  # from now on: waiting to acquire it again
 
     async def _connect(self, name: str, driver: Driver, config: DriverConfig) -> None:
         """Connect, retrying a venue error (a 5xx loading markets) ``CONNECT_ATTEMPTS`` times with backoff.
@@ -393,24 +426,24 @@ class Engine:
                 await asyncio.sleep(delay_s)
 
     async def _watch_marks(self, parts: VenueEngine) -> None:
-        """Keep ``watch_mark_prices`` running for the symbols whose positions trail."""
-        watcher: asyncio.Task[None] | None = None
-        watched: list[str] = []
+        """Keep one ``watch_mark_prices`` running for the symbols whose stops the engine trails: the set
+        changes as positions come and go, and the driver follows it on the sockets it has open (subscribe /
+        unsubscribe), never reconnecting for it (issue 17 item 5).  Positions whose trailing stop the venue
+        runs need no mark price."""
+        watched = WatchedSymbols()
+        parts.watched_marks = watched
+        watcher = asyncio.create_task(parts.driver.watch_mark_prices(watched, parts.trailing))
         try:
             while True:
                 parts.book.positions_changed.clear()
-                wanted = sorted(s for s, p in parts.book.positions().items() if p.trailing is not None)
-                if wanted != watched:
-                    if watcher is not None:
-                        watcher.cancel()
-                        await asyncio.gather(watcher, return_exceptions=True)
-                        watcher = None
-                    watched = wanted
-                    if wanted:
-                        watcher = asyncio.create_task(parts.driver.watch_mark_prices(wanted, parts.trailing))
-                await parts.book.positions_changed.wait()
+                watched.set(s for s, p in parts.book.positions().items() if p.engine_trails)
+                waiter = asyncio.ensure_future(parts.book.positions_changed.wait())
+                await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if watcher.done():
+                    waiter.cancel()
+                    watcher.result()  # raises what ended it, for the supervisor to restart
+                    return
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
 

@@ -23,6 +23,9 @@ class EngineSettings(BaseModel):
     :ivar adopt_stop_pct: stop distance (percent of the mark / entry price) for an adopted position
         whose intended stop is unknown.
     :ivar trailing_min_interval_ms / trailing_min_change_pct: rate limit of trailing-stop moves.
+    :ivar native_trailing_stop: let the venue run a position's trailing stop when the driver declares
+        ``native_trailing_stop`` and the spec fits its limits (it then trails while this process is down);
+        ``False``: the engine always trails.
     :ivar reprotect_settle_ms: after the stream reports a position's stop gone, how long the frames of a
         closure may take to arrive (a venue cancels a closed position's stops) before a new stop is placed.
     :ivar mark_jump_band_pct / mark_confirm_ticks: a mark price more than the band away from the last
@@ -43,6 +46,7 @@ class EngineSettings(BaseModel):
     adopt_stop_pct: Annotated[Decimal, Field(gt=0, lt=100)] = Decimal("2")
     trailing_min_interval_ms: Annotated[int, Field(ge=0)] = 1_000
     trailing_min_change_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0.05")
+    native_trailing_stop: bool = True
     fill_grace_ms: Annotated[int, Field(ge=0)] = 500
     reprotect_settle_ms: Annotated[int, Field(ge=0)] = 200
     mark_jump_band_pct: Annotated[Decimal, Field(gt=0)] = Decimal("5")

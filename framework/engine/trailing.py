@@ -1,5 +1,8 @@
 """Trailing stops run by the engine: the stop follows the best mark price, only ever tightening.
 
+A position whose trailing stop the venue runs itself (``BookPosition.native_trail``, placed by the opener
+when the spec fits the venue's limits: :func:`place_native_trail`) is left to the venue.
+
 Fed with :class:`~framework.models.MarkPrice` ticks (``driver.watch_mark_prices`` with this manager as
 sink).  A move uses the driver's ``move_stop_loss`` (amend in place, or new-before-cancel: no window
 without a stop, docs/incidents.md I-5), is rate-limited, and never happens for a symbol the book no longer
@@ -55,6 +58,35 @@ def proposed_stop(position: BookPosition, best: Decimal) -> Decimal:
     return best * (1 - rate) if position.side == "long" else best * (1 + rate)
 
 
+async def place_native_trail(
+    driver: Driver, pm: pluggy.PluginManager, settings: EngineSettings, position: BookPosition,
+    reference_price: Decimal,
+) -> bool:
+    """Have the venue run ``position``'s trailing stop (``position.native_trail``) when the settings allow it,
+    the driver declares ``native_trailing_stop`` and the spec fits its limits.  The fixed stop-loss stays
+    beside it as the floor, so the position is protected whatever becomes of the trail.
+
+    :param reference_price: the mark price now (quote currency), where a trail without activation starts.
+    :returns: whether the venue's trailing stop rests; ``False`` leaves the trailing to the engine (a refusal
+        is alerted as a warning: the fixed stop still protects the position).
+    :raises PositionGone: the venue says the position is gone.
+    """
+    trailing = position.trailing
+    if trailing is None or not settings.native_trailing_stop or not driver.native_trailing_fits(trailing):
+        return False
+    try:
+        position.native_trail = await driver.set_trailing_stop(
+            position.symbol, position.side, position.contracts, trailing, reference_price
+        )
+    except PositionGone:
+        raise
+    except VenueError as exc:
+        await alert(pm, "warning", f"the venue's trailing stop was not placed ({exc}); the engine trails instead",
+                    venue=driver.venue, symbol=position.symbol)
+        return False
+    return True
+
+
 class TrailingManager:
     """Moves the stops of positions that carry a :class:`~framework.models.TrailingSpec`.
 
@@ -93,6 +125,11 @@ class TrailingManager:
 
     def on_malformed(self, raw: str | bytes, error: Exception) -> None:
         log.warning("%s: malformed mark-price frame: %s", self.book.venue, error)
+
+    def gate_price(self, symbol: str) -> Decimal | None:
+        """The last mark price of ``symbol`` accepted (``None`` before its first tick)."""
+        gate = self._marks.get(symbol)
+        return gate.accepted if gate is not None else None
 
     async def on_mark_price(self, symbol: str, price: Decimal) -> None:
         """Feed one mark price by hand (replay, tests): same as a :class:`MarkPrice` tick."""
@@ -139,7 +176,7 @@ class TrailingManager:
 
     async def _follow(self, tick: MarkPrice) -> None:
         position = self.book.get(tick.symbol)
-        if position is None or position.trailing is None or position.stop is None:
+        if position is None or position.trailing is None or position.stop is None or not position.engine_trails:
             self._trails.pop(tick.symbol, None)
             return
         key = (position.intent_id, position.opened_at)

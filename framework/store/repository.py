@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
@@ -28,46 +28,39 @@ def _jsonable(model: Any) -> Any:
     return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
 
 
-# Close the open position, end its resting stops and journal ``closed``: one statement, one round trip.
-# $1 account, $2 venue, $3 symbol, $4 closed_at (ms), $5 reason, $6 price, $7 realized pnl, $8 payload, $9 at,
-# $10 lease epoch (Store.fence).
-CLOSE_SQL = """
+# One statement for every stream-driven journal row, so that a batch of any mix is ONE pipelined
+# ``executemany`` (atomic by itself: no BEGIN / COMMIT) and a lone closure one round trip.  By $1:
+# ``close``: close the open position, end its resting stops, journal ``closed``;
+# ``update``: update the open position's size / prices, journal $13 (none when NULL).
+# $2 account, $3 venue, $4 symbol, $5 ms (closed_at, or updated_at), $6 close reason, $7 close price,
+# $8 realized pnl, $9 contracts, $10 entry price, $11 stop, $12 take-profit, $13 journal kind, $14 payload,
+# $15 journal at, $16 lease epoch (Store.fence).  Only one of the two UPDATEs can match (by $1).
+JOURNAL_SQL = """
 WITH closed AS (
-    UPDATE positions SET status = 'closed', contracts = 0, closed_at = $4, updated_at = $4,
-           close_reason = $5, close_price = $6, realized_pnl = $7, epoch = $10
-    WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id
+    UPDATE positions SET status = 'closed', contracts = 0, closed_at = $5, updated_at = $5,
+           close_reason = $6, close_price = $7, realized_pnl = $8, epoch = $16
+    WHERE $1::text = 'close' AND account = $2 AND venue = $3 AND symbol = $4 AND status = 'open' RETURNING id
+), moved AS (
+    UPDATE positions SET contracts = COALESCE($9, contracts), entry_price = COALESCE($10, entry_price),
+           stop_loss = COALESCE($11, stop_loss), take_profit = COALESCE($12, take_profit), updated_at = $5,
+           epoch = $16
+    WHERE $1::text = 'update' AND account = $2 AND venue = $3 AND symbol = $4 AND status = 'open' RETURNING id
 ), gone AS (
-    UPDATE stops SET status = 'gone', ended_at = $4, epoch = $10
-    WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'resting'
+    UPDATE stops SET status = 'gone', ended_at = $5, epoch = $16
+    WHERE account = $2 AND venue = $3 AND symbol = $4 AND status = 'resting'
       AND position_id IN (SELECT id FROM closed)
+), touched AS (
+    SELECT id FROM closed UNION ALL SELECT id FROM moved
 ), journal AS (
     INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
-    SELECT $1::text, $2::text, $3::text, id, 'closed', $8::jsonb, $9::bigint, $10::bigint FROM closed
+    SELECT $2::text, $3::text, $4::text, id, $13::text, $14::jsonb, $15::bigint, $16::bigint FROM touched
+    WHERE $13::text IS NOT NULL
 )
-SELECT id FROM closed"""
+SELECT id FROM touched"""
 
-# Update the open position's size / prices and journal the event (none when $9 is NULL): one statement.
-# $1 account, $2 venue, $3 symbol, $4 contracts, $5 entry price, $6 stop, $7 take-profit, $8 updated_at,
-# $9 event kind, $10 payload, $11 at, $12 lease epoch (Store.fence).
-UPDATE_SQL = """
-WITH moved AS (
-    UPDATE positions SET contracts = COALESCE($4, contracts), entry_price = COALESCE($5, entry_price),
-           stop_loss = COALESCE($6, stop_loss), take_profit = COALESCE($7, take_profit), updated_at = $8,
-           epoch = $12
-    WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'open' RETURNING id
-), journal AS (
-    INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
-    SELECT $1::text, $2::text, $3::text, id, $9::text, $10::jsonb, $11::bigint, $12::bigint FROM moved
-    WHERE $9::text IS NOT NULL
-)
-SELECT id FROM moved"""
-
-#: a stream-driven journal row for :meth:`Store.write_rows` (made by :meth:`Store.close_row` /
-#: :meth:`Store.update_row`): ``("close" | "update", statement arguments)``
-JournalRow = tuple[Literal["close", "update"], tuple[Any, ...]]
-_ROW_SQL = {"close": CLOSE_SQL, "update": UPDATE_SQL}
-
-
+#: a stream-driven journal row for :meth:`Store.write_rows`: the arguments of :data:`JOURNAL_SQL` (made by
+#: :meth:`Store.close_row` / :meth:`Store.update_row`)
+JournalRow = tuple[Any, ...]
 
 
 def _usable(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
@@ -284,59 +277,51 @@ class Store:
 
         :returns: ``False`` when no position is open for that symbol.
         """
-        kind, args = self.update_row(account, venue, symbol, event=event, contracts=contracts,
-                                     entry_price=entry_price, stop_loss=stop_loss, take_profit=take_profit)
+        row = self.update_row(account, venue, symbol, event=event, contracts=contracts, entry_price=entry_price,
+                              stop_loss=stop_loss, take_profit=take_profit)
         async with self.hot() as conn:
-            return await conn.fetchval(_ROW_SQL[kind], *args) is not None
+            return await conn.fetchval(JOURNAL_SQL, *row) is not None
 
     async def close_position(self, event: PositionEvent) -> bool:
         """Close the open position named by ``event`` and journal it, in one transaction.
 
         Idempotent: a second call for the same position finds no open row and returns ``False``.
         """
-        kind, args = self.close_row(event)
+        row = self.close_row(event)
         async with self.hot() as conn:
-            return await conn.fetchval(_ROW_SQL[kind], *args) is not None
+            return await conn.fetchval(JOURNAL_SQL, *row) is not None
 
     def close_row(self, event: PositionEvent) -> JournalRow:
-        """The row that closes ``event``'s open position, ends its stops and journals it (:data:`CLOSE_SQL`),
+        """The row that closes ``event``'s open position, ends its stops and journals it (:data:`JOURNAL_SQL`),
         stamped with the lease epoch held now, for :meth:`write_rows`."""
-        return ("close", (event.account, event.venue, event.symbol, event.timestamp, event.reason, event.price,
-                          event.realized_pnl, _jsonable(event), now_ms(), self.epoch(event.account, event.venue)))
+        return ("close", event.account, event.venue, event.symbol, event.timestamp, event.reason, event.price,
+                event.realized_pnl, None, None, None, None, "closed", _jsonable(event), now_ms(),
+                self.epoch(event.account, event.venue))
 
     def update_row(
         self, account: str, venue: str, symbol: str, *, event: PositionEvent | None = None,
         contracts: Decimal | None = None, entry_price: Decimal | None = None, stop_loss: Decimal | None = None,
         take_profit: Decimal | None = None,
     ) -> JournalRow:
-        """The row that updates the open position and journals ``event`` if given (:data:`UPDATE_SQL`),
+        """The row that updates the open position and journals ``event`` if given (:data:`JOURNAL_SQL`),
         stamped with the lease epoch held now, for :meth:`write_rows`."""
         ts = now_ms()
-        return ("update", (account, venue, symbol, contracts, entry_price, stop_loss, take_profit, ts,
-                           event.event if event is not None else None,
-                           _jsonable(event) if event is not None else None, ts, self.epoch(account, venue)))
+        return ("update", account, venue, symbol, ts, None, None, None, contracts, entry_price, stop_loss,
+                take_profit, event.event if event is not None else None,
+                _jsonable(event) if event is not None else None, ts, self.epoch(account, venue))
 
     async def write_rows(self, rows: Sequence[JournalRow]) -> None:
         """Write stream-driven journal rows (:meth:`close_row`, :meth:`update_row`) as one group commit, in
-        order: one pipelined ``executemany`` per run of rows of one kind, all in one transaction (a batch is
-        committed whole or not at all, so a replay after a failure never writes a row twice).
+        order: one pipelined ``executemany`` of :data:`JOURNAL_SQL`, atomic (a batch is committed whole or
+        not at all, so a replay after a failure never writes a row twice); one round trip.
 
         :raises OSError | asyncpg.PostgresError | asyncpg.InterfaceError: nothing of the batch was written.
         """
-        runs: list[tuple[str, list[tuple[Any, ...]]]] = []
-        for row_kind, args in rows:
-            kind: str = row_kind
-            if runs and runs[-1][0] == kind:
-                runs[-1][1].append(args)
-            else:
-                runs.append((kind, [args]))
         async with self.hot() as conn:
-            if len(runs) == 1 and len(runs[0][1]) == 1:  # one statement is atomic by itself: one round trip
-                await conn.execute(_ROW_SQL[runs[0][0]], *runs[0][1][0])
-                return
-            async with conn.transaction():
-                for kind, batch in runs:
-                    await conn.executemany(_ROW_SQL[kind], batch)
+            if len(rows) == 1:
+                await conn.execute(JOURNAL_SQL, *rows[0])
+            else:
+                await conn.executemany(JOURNAL_SQL, rows)
 
     async def open_positions(self, account: str | None = None, venue: str | None = None) -> list[PositionRow]:
         """Open positions, optionally for one account / venue."""

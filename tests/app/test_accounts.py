@@ -77,3 +77,15 @@ async def test_instances_given_one_accounts_file_split_its_accounts_and_others_d
     assert states(second) == {"binance/a": "standby", "bybit/b": "standby"}
     assert states(third) == {"binance/c": "owner", "bybit/d": "owner"}
     assert first["binance/a"]["binance"]["account"] == "emulated-a"
+
+
+def test_framework_run_accounts_refuses_a_bad_file_and_options_it_does_not_take(tmp_path, capsys):
+    from framework.app.cli import main
+
+    path = tmp_path / "accounts.toml"
+    path.write_text("[[accounts]]\nvenue = 'binance'\nlabel = 'a'\n")
+    assert main(["run", "--accounts", str(path), "--signals", str(path)]) == 2
+    assert "not with --signals" in capsys.readouterr().err
+    path.write_text("[[accounts]]\nvenue = 'binance'\n")
+    assert main(["run", "--accounts", str(path)]) == 2
+    assert "accounts.0.label: Field required" in capsys.readouterr().err

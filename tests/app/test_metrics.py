@@ -88,6 +88,8 @@ async def test_metrics_during_a_run_are_scraped_and_parsed(database_url, side):
         assert count == 1 and 0 <= total < 30
         assert value(after, "framework_closure_latency_seconds_bucket", venue="binance", le="+Inf") == 1
         assert value(after, "framework_stop_moves_total", venue="binance") == 1
+        commits = value(after, "framework_journal_commits_total", venue="binance")  # the closure's row at least
+        assert commits >= 1 and value(after, "framework_journal_rows_total", venue="binance") >= commits
         assert value(after, "framework_alerts_total", level="warning") == 1  # "stop … removed on the venue"
         assert value(after, "framework_alerts_total", level="critical") == 0
         assert value(after, "framework_task_restarts_total", venue="binance", task="stream") == 0

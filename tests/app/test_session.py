@@ -8,6 +8,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from framework import Session
@@ -86,3 +87,23 @@ async def test_the_example_strategy_runs_against_the_emulators(database_url):
     assert "opened: binance XRP/USDT:USDT long 20" in text and "opened: bybit XRP/USDT:USDT short 20" in text
     assert "protected True" in text and "'event': 'opened'" in text
     assert text.rstrip().endswith("left open: 0")
+
+
+async def test_a_new_emulated_venue_does_not_inherit_an_earlier_emulator_s_open_rows(database_url):
+    # An in-process emulator is a new, empty account in every run: a position the first run left open (and
+    # protected) on its emulator is no position of the second run's emulator, which must neither adopt it
+    # nor close it as an orphan (the second `framework run` on one database used to exit 1 on that).
+    async with Session(["bybit"], settings=Settings(DATABASE_URL=database_url), speed=1) as first:
+        await first.open("bybit", SYMBOL, "long", "15", stop_loss_pct="1")
+        first_account = first.emulated_account
+    async with Session(["bybit"], settings=Settings(DATABASE_URL=database_url), speed=1) as second:
+        assert second.engine is not None
+        await second.engine.reconcile_all()
+        assert second.emulated_account != first_account
+        assert second.positions() == [] and second.health()["venues"]["bybit"]["open"] == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT account, status FROM positions")
+    finally:
+        await conn.close()
+    assert [(r["account"], r["status"]) for r in rows] == [(first_account, "open")]  # left as the first run left it

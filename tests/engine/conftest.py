@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -18,7 +20,17 @@ from tests.engine.recorder import Recorder
 
 FAST = EngineSettings(verify_budget_ms=3_000, flat_budget_ms=1_000, reconcile_interval_s=3_600,
                       orphan_grace_ms=60_000, protect_retry_ms=10, trailing_min_interval_ms=0,
-                      trailing_min_change_pct=Decimal("0.01"))
+                      trailing_min_change_pct=Decimal("0.01"), native_trailing_stop=False)
+
+
+async def until(predicate, timeout_s: float = 10.0) -> None:
+    """Wait for ``predicate()`` to hold, polling (for state no hook announces: venue orders, sockets);
+    fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
 
 
 # For tests without REST lag whose orphan must be closed by the first snapshot that misses it.

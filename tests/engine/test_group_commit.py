@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from framework import hookimpl
 from framework.engine.book import BookPosition, PositionBook
 from framework.models import PositionUpdate
 from framework.plugins import new_plugin_manager, register
@@ -81,3 +82,31 @@ async def test_rows_queued_while_the_database_is_busy_commit_together_and_announ
     assert [r["kind"] for r in rows] == ["opened"] + ["updated"] * 49 + ["closed"]
     status = await store.pool.fetchval("SELECT status FROM positions WHERE symbol = $1", SYMBOL)
     assert status == "closed"
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_listener_may_close_another_position_when_the_stream_closes_one(store, side):
+    # the stream's announcements run apart from the drainer: a listener awaiting a write of its own (the
+    # other position's closure) must not wait on the announcement it is running
+    other = "BTC/USDT:USDT"
+    recorder = Recorder()
+    pm = new_plugin_manager()
+    register(pm, recorder, "recorder")
+    book = PositionBook("bybit", "default", pm, store, fill_grace_ms=0, group_commit=True)
+
+    class CloseTheOther:
+        @hookimpl
+        async def on_position_closed(self, event):
+            if event.symbol == SYMBOL:
+                assert await book.close(other, "manual") is True
+
+    register(pm, CloseTheOther(), "close-the-other")
+    for symbol in (SYMBOL, other):
+        await book.add(BookPosition(symbol, side, Decimal(1), Decimal("1.1"), None, opened_at=1_000))
+    await book.on_event(PositionUpdate(venue="bybit", symbol=SYMBOL, side=None, contracts=Decimal(0), sequence=1,
+                                       timestamp=1_100))
+    await recorder.wait_for(lambda r: len(r.closed()) == 2, BOUND_S)
+    assert [e.symbol for e in recorder.closed()] == [other, SYMBOL]  # the nested closure is announced within
+    assert await book.writes.wait_drained(BOUND_S)
+    rows = await store.pool.fetch("SELECT symbol, status FROM positions ORDER BY symbol")
+    assert [(r["symbol"], r["status"]) for r in rows] == [(other, "closed"), (SYMBOL, "closed")]

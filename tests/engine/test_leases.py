@@ -33,6 +33,13 @@ def opened(venue: str, account: str = "default", symbol: str = "XRP/USDT:USDT") 
                          source="engine")
 
 
+async def let_go(*stores: Store) -> None:
+    """Give back the hot-path connections of Store objects sharing the fixture's pool (in a real deployment
+    each instance has a pool of its own), so the fixture can close the pool."""
+    for store in stores:
+        await store._drop_hot()
+
+
 async def expire(store: Store, venue: str, account: str = "default") -> None:
     """What the database sees when the owner is gone: nobody renews, the lease runs out."""
     await store.pool.execute("UPDATE leases SET expires_at = now() WHERE venue = $1 AND account = $2", venue, account)
@@ -66,6 +73,13 @@ async def test_the_epoch_grows_at_each_change_of_owner_and_only_then(store):
 
 async def test_the_database_refuses_every_write_of_a_stale_epoch(store):
     old, new = Store(store.pool), Store(store.pool)  # two instances on one database
+    try:
+        await refused_writes(store, old, new)
+    finally:
+        await let_go(old, new)
+
+
+async def refused_writes(store: Store, old: Store, new: Store) -> None:
     old.fence("default", "bybit", await rows.acquire(store.pool, "bybit", "default", "old", LEASE_S))
     await old.open_position(opened("bybit"))
     await expire(store, "bybit")
@@ -116,6 +130,7 @@ async def two_instances(env):
     finally:
         for engine in engines:
             await engine.stop()
+        await let_go(*(engine.store for engine in engines))
 
 
 def alerts(env, words: str) -> list:
@@ -181,3 +196,17 @@ async def test_an_owner_that_loses_its_lease_stops_acting_and_says_so(env):
         [lost] = alerts(env, "lease of account default lost")
         assert lost.level == "critical" and "venue-side stops" in lost.message
         assert env.venue.is_protected("default", env.symbol)  # the position keeps its venue-side stop
+
+
+async def test_a_new_emulators_previous_rows_are_closed_at_start_not_adopted(env):
+    """A killed emulated run left a row open; the next run's emulator starts empty: the row is closed at
+    once (reason reconcile), not held in the book until the orphan grace runs out."""
+    await env.store.open_position(opened(env.venue_name, symbol=env.symbol))
+    engine = env.engine = Engine(env.pm, env.store, {env.venue_name: env.driver},
+                                 {env.venue_name: env.harness.config}, FAST, lease_s=LEASE_S,
+                                 empty_at_start={env.venue_name})
+    await engine.start()
+    assert engine.venue(env.venue_name).book.positions() == {}
+    assert await env.store.open_positions("default", env.venue_name) == []
+    [row] = await env.store.pool.fetch("SELECT close_reason, epoch FROM positions")
+    assert row["close_reason"] == "reconcile" and row["epoch"] == 1  # closed by the lease holder

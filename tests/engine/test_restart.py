@@ -10,7 +10,7 @@ import pytest
 
 from framework import hookimpl
 from framework.models import TrailingSpec
-from tests.engine.conftest import venue_env
+from tests.engine.conftest import until, venue_env
 from tests.engine.intercept import SessionWrapper
 
 
@@ -123,7 +123,11 @@ async def test_restart_after_a_crash_during_a_stop_move_converges(env, when):
     assert env.parts.book.holds(env.symbol) and env.parts.book.get(env.symbol).stop is not None
     assert [r.symbol for r in await env.store.open_positions("default", env.venue_name)] == [env.symbol]
     await env.parts.reconciler.reconcile()  # the backstop: duplicates left by the crash are cancelled
-    resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
+    # The restarted engine's mark socket subscribes, then its first tick may move the stop (new, then cancel
+    # old): judge the resting stops once that tick was handled and with no move in flight.
+    await until(lambda: env.parts.trailing.gate_price(env.symbol) is not None)
+    async with env.parts.book.stop_lock(env.symbol):
+        resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
     assert len(resting) <= 1, f"duplicate stops left resting: {resting}"
     assert env.venue.is_protected("default", env.symbol)
     assert env.venue.truth.wrong_side_orders() == []

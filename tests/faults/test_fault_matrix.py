@@ -26,7 +26,7 @@ STEPS = 8
 #: REST lag stays under the orphan grace: "not visible yet" must never be taken for "absent"
 SETTINGS = EngineSettings(verify_budget_ms=1_500, flat_budget_ms=1_000, reconcile_interval_s=3_600,
                           orphan_grace_ms=600, protect_retry_ms=10, trailing_min_interval_ms=0,
-                          trailing_min_change_pct=Decimal("0.01"))
+                          trailing_min_change_pct=Decimal("0.01"), native_trailing_stop=False)
 # ccxt timeout: timeout_after_accept costs this, not 10 s; above what a loaded 2-core machine takes to answer
 # an ordinary loopback call, so only the injected timeouts time out.
 CLIENT_TIMEOUT_MS = 1_500

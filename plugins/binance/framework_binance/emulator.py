@@ -23,7 +23,9 @@ Migration"; docs/conformance.md B1-B3):
 * user data: ``/private/ws?listenKey=K[&events=A/B/...]`` and (assumed, B3) ``/private/ws/<listenKey>``:
   ``TRADE_LITE``, ``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``, ``ALGO_UPDATE``, ``listenKeyExpired``.
   ``events`` is an allow list: a socket gets only the event types it names (none given: all of them).
-* market data: ``/market/ws/<symbol>@markPrice[@1s]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``).
+* market data: ``/market/ws[/<symbol>@markPrice[@1s]]`` and ``/market/stream?streams=a/b`` (``markPriceUpdate``);
+  ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` method frames on any of them, at most 200 streams
+  per connection and 10 incoming messages per second (beyond: disconnected) (docs/conformance.md B26).
 * the legacy ``/ws/...`` and ``/stream?...`` complete the handshake and then stay silent for market and
   user data (no error, no close), as the real venue does since the migration.
 
@@ -40,11 +42,13 @@ import json
 import logging
 import re
 import secrets
+import time
+from collections import deque
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from framework.models import now_ms
 from framework.venue import Candle, Venue, VenueOrder, VenuePosition, VenueReject, candles
@@ -56,6 +60,10 @@ from framework.venue.wire import StreamSocket, WireEmulator, WireError, decimal_
 log = logging.getLogger(__name__)
 
 MAX_RECV_WINDOW_MS = 60_000
+#: "A single connection can listen to a maximum of 200 streams"; "WebSocket connections have a limit of 10
+#: incoming messages per second" (Binance USDⓈ-M "Websocket Market Streams"; docs/conformance.md B26)
+MARKET_STREAMS_PER_CONNECTION = 200
+MARKET_MESSAGES_PER_S = 10
 DEFAULT_RECV_WINDOW_MS = 5_000
 #: how long a ``timeout_after_accept_next`` answer is held before the connection is dropped
 ACCEPT_TIMEOUT_HOLD_S = 30.0
@@ -185,6 +193,7 @@ class _MarkSocket(StreamSocket):
     def __init__(self, ws: web.WebSocketResponse, symbols: set[str], combined: bool) -> None:
         super().__init__(ws, private=False, topics=symbols)
         self.combined = combined
+        self.received: deque[float] = deque()  # when its last messages came (the 10 per second limit, B26)
 
 
 class BinanceEmulator(WireEmulator):
@@ -198,6 +207,9 @@ class BinanceEmulator(WireEmulator):
         super().__init__(venue, host, port, accept_timeout_hold_s=ACCEPT_TIMEOUT_HOLD_S)
         venue.client_id_scope = "open"  # Binance: a client order id is unique among open orders only (B9)
         self._listen_keys: dict[str, str] = {}  # valid key -> account
+        self.market_connections = 0  # market sockets opened
+        self.market_streams_per_connection = MARKET_STREAMS_PER_CONNECTION
+        self.market_messages_per_s = MARKET_MESSAGES_PER_S
         #: a listen key lapses unless kept alive (POST / PUT extend it by ``listen_key_ttl_ms``), a connection is
         #: cut ``connection_max_ms`` after it opened: on the venue's clock (B23, B24); tests may change both
         self.listen_key_ttl_ms = LISTEN_KEY_TTL_MS
@@ -237,6 +249,7 @@ class BinanceEmulator(WireEmulator):
         r.add_delete("/fapi/v1/listenKey", self._listen_key_delete)
         r.add_get("/private/ws", self._ws_private)
         r.add_get("/private/ws/{key}", self._ws_private)
+        r.add_get("/market/ws", self._ws_market)
         r.add_get("/market/ws/{stream}", self._ws_market)
         r.add_get("/market/stream", self._ws_combined)
         r.add_get("/ws/{stream}", self._ws_legacy)
@@ -917,7 +930,8 @@ class BinanceEmulator(WireEmulator):
         return await self.serve_socket(request, sock)
 
     async def _ws_market(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve_marks(request, [request.match_info["stream"]], combined=False)
+        stream = request.match_info.get("stream")
+        return await self._serve_marks(request, [stream] if stream else [], combined=False)
 
     async def _ws_legacy(self, request: web.Request) -> web.StreamResponse:
         """The retired ``/ws/...`` and ``/stream?...``: the handshake completes, then nothing (B2)."""
@@ -927,21 +941,77 @@ class BinanceEmulator(WireEmulator):
         streams = [s for s in request.query.get("streams", "").split("/") if s]
         return await self._serve_marks(request, streams, combined=True)
 
+    def _mark_symbol(self, stream: str) -> str:
+        """The unified symbol of a ``<symbol>@markPrice[@1s]`` stream name.  :raises ValueError: another
+        stream or an unknown symbol."""
+        native, _, topic = str(stream).partition("@")
+        if not topic.startswith("markPrice"):
+            raise ValueError(f"unsupported stream {stream}")
+        try:
+            return self.venue.instrument_by_id(native.upper()).symbol
+        except VenueReject:
+            raise ValueError("Invalid symbol.") from None
+
     async def _serve_marks(self, request: web.Request, streams: list[str], combined: bool) -> web.StreamResponse:
-        symbols = set()
-        for stream in streams:
-            native, _, topic = stream.partition("@")
-            if not topic.startswith("markPrice"):
-                return web.json_response({"code": -1100, "msg": f"unsupported stream {stream}"}, status=400)
-            try:
-                symbols.add(self.venue.instrument_by_id(native.upper()).symbol)
-            except VenueReject:
-                return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        try:
+            symbols = {self._mark_symbol(stream) for stream in streams}
+        except ValueError as exc:
+            return web.json_response({"code": -1121 if "symbol" in str(exc) else -1100, "msg": str(exc)}, status=400)
+        if len(symbols) > self.market_streams_per_connection:
+            return web.json_response({"code": -1100, "msg": "too many streams"}, status=400)  # assumed (B26)
         sock = _MarkSocket(web.WebSocketResponse(), symbols, combined)
+        self.market_connections += 1
         for symbol in sorted(symbols):  # the first tick right away, like the 1 s stream would soon
             with contextlib.suppress(LookupError):
                 self.send(sock, self._mark_frame(symbol, self.venue.mark_price(symbol), now_ms(), combined))
-        return await self.serve_socket(request, sock)
+        return await self.serve_socket(request, sock, on_text=self._market_request)
+
+    async def _market_request(self, sock: StreamSocket, text: str) -> None:
+        """One ``{"method": ..., "params": [...], "id": N}`` frame ("Live Subscribing/Unsubscribing to
+        streams"): ``{"result": null, "id": N}`` (``LIST_SUBSCRIPTIONS``: the stream names), or an error
+        ``{"code": C, "msg": M, "id": N}`` ("Error Messages").  More than ``market_messages_per_s`` messages
+        within a second close the socket (B26)."""
+        assert isinstance(sock, _MarkSocket)
+        now = time.monotonic()
+        sock.received.append(now)
+        while now - sock.received[0] >= 1.0:
+            sock.received.popleft()
+        if len(sock.received) > self.market_messages_per_s:
+            await sock.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Too many requests")
+            return
+        try:
+            request = json.loads(text)
+            method, params, request_id = request["method"], request.get("params") or [], request["id"]
+            if not isinstance(params, list):
+                raise TypeError("params")
+        except (ValueError, KeyError, TypeError):
+            await self.reply(sock, {"code": 3, "msg": "Invalid JSON: expected a request object", "id": None})
+            return
+        self.note_ws_op(str(method))
+        try:
+            wanted = {self._mark_symbol(stream) for stream in params}
+        except ValueError as exc:
+            await self.reply(sock, {"code": 2, "msg": f"Invalid request: {exc}", "id": request_id})
+            return
+        reply: dict[str, Any] = {"result": None, "id": request_id}
+        if method == "SUBSCRIBE":
+            if len(sock.topics | wanted) > self.market_streams_per_connection:
+                await self.reply(sock, {"code": 2, "id": request_id, "msg": "Invalid request: too many streams "
+                                        f"(max {self.market_streams_per_connection})"})  # wording assumed (B26)
+                return
+            sock.topics |= wanted
+            await self.reply(sock, reply)
+            for symbol in sorted(wanted):
+                with contextlib.suppress(LookupError):
+                    self.send(sock, self._mark_frame(symbol, self.venue.mark_price(symbol), now_ms(), sock.combined))
+            return
+        if method == "UNSUBSCRIBE":
+            sock.topics -= wanted
+        elif method == "LIST_SUBSCRIPTIONS":
+            reply["result"] = sorted(f"{self.venue.instrument(s).id.lower()}@markPrice@1s" for s in sock.topics)
+        else:
+            reply = {"code": 2, "msg": f"Invalid request: unknown variant {method}", "id": request_id}
+        await self.reply(sock, reply)
 
     def _mark_frame(self, symbol: str, price: Decimal, ts: int, combined: bool) -> str:
         native = self.venue.instrument(symbol).id

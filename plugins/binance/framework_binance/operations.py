@@ -11,13 +11,14 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from framework.driverkit import stream_flat_since
+from framework.driverkit import stream_flat_since, trailing_start
 from framework.errors import OrderIncomplete, OrderNotFound, PositionGone, VenueError
 from framework.models import (
     Order,
     OrderIntent,
     PositionSide,
     StopLoss,
+    TrailingSpec,
     VenueSnapshot,
     close_side,
     now_ms,
@@ -125,6 +126,36 @@ async def place_trigger(
     )
 
 
+async def place_trailing_stop(
+    conn: BinanceConnection, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec,
+    reference_price: Decimal,
+) -> StopLoss:
+    """One ``POST /fapi/v1/algoOrder`` TRAILING_STOP_MARKET, reduce-only for ``contracts`` on the closing side
+    of ``side``; the position's closePosition stop-loss stays beside it (Binance cancels it when the trail
+    closes the position, docs/conformance.md B7).  No position lookup (I-4).
+
+    :raises PositionGone: the stream says the position is closed (no venue call), or -2022 / -4509.
+    :raises WouldTriggerImmediately: the activation price is already passed (-2021).
+    """
+    if conn.known_flat(symbol):
+        raise PositionGone("the stream reports the position closed: no trailing stop placed", venue=VENUE,
+                           symbol=symbol)
+    activation = None
+    if trailing.activation_price is not None:
+        activation = Decimal(conn.exchange.price_to_precision(symbol, str(trailing.activation_price)))
+    placed_at = now_ms()
+    raw = await conn.create_trailing(symbol, close_side(side), contracts, trailing.callback_rate, activation,
+                                     client_order_id=new_client_id("t"))
+    if raw.get("id") is None:
+        raise OrderIncomplete("algo order answered without an algoId", venue=VENUE, symbol=symbol)
+    start = trailing_start(side, trailing, reference_price)
+    return StopLoss(
+        venue=VENUE, symbol=symbol, side=side, kind="trailing_stop",
+        trigger_price=Decimal(conn.exchange.price_to_precision(symbol, str(start))), order_id=str(raw["id"]),
+        contracts=contracts, placed_at=placed_at,
+    )
+
+
 async def _confirm_open(conn: BinanceConnection, stop: StopLoss) -> Decimal:
     """Contracts of the position ``stop`` protects, right before a new stop is placed: the stream's latest
     update (the core's book) when it shows the position open on the stop's side — no venue call — else REST
@@ -223,11 +254,27 @@ async def snapshot_rows(conn: BinanceConnection) -> tuple[Rows, Rows, Rows]:
             await conn.open_order_rows(conditional=True))
 
 
+def _trailing_trigger(row: dict[str, Any], side: PositionSide, mark: Decimal | None) -> Decimal | None:
+    """Where a TRAILING_STOP_MARKET row's trail starts: ``callbackRate`` behind ``activatePrice``, else behind
+    ``mark``; ``None`` when the row gives no rate or neither price."""
+    try:
+        rate = Decimal(str(row.get("callbackRate") or ""))
+        activation = Decimal(str(row.get("activatePrice") or 0))
+    except (ArithmeticError, ValueError):
+        return None
+    reference = activation if activation > 0 else mark
+    if not 0 < rate <= 10 or reference is None:
+        return None
+    return trailing_start(side, TrailingSpec(callback_rate=rate), reference)
+
+
 async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
     """One ``positionRisk``, one ``openOrders`` and one ``openAlgoOrders`` call, each answer decoded from
     Binance's own rows (:func:`position_from_row`, :func:`order_from_row`; ccxt's implicit API for the
-    request only).  Stops: resting STOP_MARKET / TAKE_PROFIT_MARKET / TRAILING_STOP_MARKET algo orders with a
-    trigger price (``closePosition``: ``contracts None``)."""
+    request only).  Stops: resting STOP_MARKET / TAKE_PROFIT_MARKET algo orders with a trigger price
+    (``closePosition``: ``contracts None``), and TRAILING_STOP_MARKET ones, which carry no trigger price: theirs
+    is reported ``callbackRate`` behind their ``activatePrice``, else behind the position's mark price now (where
+    the trail starts, :func:`~framework.driverkit.trailing_start`; the venue's own best price is not given)."""
     taken_at = now_ms()
     position_rows, order_rows, algo_rows = await snapshot_rows(conn)
     account, symbols = conn.config.account, conn.symbols
@@ -239,15 +286,19 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
             conn.note_open(position.symbol, row.get("updateTime"))
     open_orders = [order_from_row(row, symbols) for row in order_rows]
     stops = []
+    marks = {p.symbol: p.mark_price for p in positions}
     for row in algo_rows:
         order = order_from_row(row, symbols)
         open_orders.append(order)
         kind = STOP_KINDS.get(str(row.get("orderType") or row.get("type")))
-        if kind is None or order.trigger_price is None:
-            continue  # e.g. a trailing stop before activation has no trigger price to report
+        side: PositionSide = "long" if order.side == "sell" else "short"
+        trigger = order.trigger_price
+        if kind == "trailing_stop" and trigger is None:
+            trigger = _trailing_trigger(row, side, marks.get(order.symbol))
+        if kind is None or trigger is None:
+            continue
         stops.append(StopLoss(
-            venue=VENUE, symbol=order.symbol, side="long" if order.side == "sell" else "short", kind=kind,
-            trigger_price=order.trigger_price, order_id=order.id,
+            venue=VENUE, symbol=order.symbol, side=side, kind=kind, trigger_price=trigger, order_id=order.id,
             contracts=None if row.get("closePosition") else order.amount, placed_at=taken_at,
         ))
     return VenueSnapshot(

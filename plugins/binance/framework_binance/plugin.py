@@ -14,7 +14,15 @@ import ccxt
 
 from framework import ccxt_market_limits, hookimpl
 from framework.errors import VenueError
-from framework.models import DriverConfig, DriverInfo, MarketLimits, PositionSide, StopLoss
+from framework.models import (
+    DriverConfig,
+    DriverInfo,
+    MarketLimits,
+    PositionSide,
+    StopLoss,
+    TrailingLimits,
+    TrailingSpec,
+)
 from framework.protocols import StreamDecoder, VenueHarness
 from framework_binance import operations, stream
 from framework_binance.decoder import BinanceDecoder
@@ -27,7 +35,9 @@ def driver_info() -> DriverInfo:
         venue=VENUE,
         # No stop_before_entry: Binance refuses a closePosition stop with no position (-4509,
         # docs/conformance.md B7), so the stop goes on right after the entry fills.
-        capabilities=frozenset(),
+        capabilities=frozenset({"native_trailing_stop"}),
+        # TRAILING_STOP_MARKET callbackRate: min 0.1, max 10, 1 for 1 % (docs/conformance.md B25)
+        trailing_limits=TrailingLimits(min_callback_rate=Decimal("0.1"), max_callback_rate=Decimal(10)),
         description="Binance USDⓈ-M futures: ccxt binanceusdm, Algo Order API stops, user data stream",
     )
 
@@ -63,6 +73,11 @@ class BinanceSession(BinanceConnection):
         except ccxt.BadSymbol as exc:
             raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
         return ccxt_market_limits(market, symbol)
+
+    async def set_trailing_stop(
+        self, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec, reference_price: Decimal
+    ) -> StopLoss:
+        return await operations.place_trailing_stop(self, symbol, side, contracts, trailing, reference_price)
 
     async def disconnect(self) -> None:
         await self.close()

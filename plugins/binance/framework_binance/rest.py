@@ -33,6 +33,7 @@ from framework.errors import (
     VenueError,
     WouldTriggerImmediately,
 )
+from framework.marksockets import MarkSocketPool
 from framework.models import DriverConfig, Order, Position
 from framework.protocols import StreamEvidence
 from framework_binance.decoder import ALGO_STATUS, ORDER_STATUS, unified_symbol
@@ -306,6 +307,7 @@ class BinanceConnection:
         self.stream_state: StreamEvidence | None = None
         self.symbols: dict[str, str] = {}
         self.opened_at: dict[str, int] = {}  # symbol -> latest venue time (ms) a fill / snapshot showed it open
+        self.mark_pool: MarkSocketPool | None = None  # the mark-price sockets while watch_mark_prices runs
 
     # --- what the driver knows about a symbol without asking the venue ---------------------------
 
@@ -385,6 +387,24 @@ class BinanceConnection:
         price_key = "takeProfitPrice" if kind == "take_profit" else "triggerPrice"
         params: dict[str, Any] = {price_key: str(trigger_price), "workingType": "MARK_PRICE",
                                   "clientAlgoId": client_order_id}
+        return await self._create_algo(symbol, side, kind, params, amount, client_order_id)
+
+    async def create_trailing(
+        self, symbol: str, side: str, amount: Decimal, callback_rate: Decimal, activation_price: Decimal | None,
+        *, client_order_id: str,
+    ) -> dict[str, Any]:
+        """``POST /fapi/v1/algoOrder`` TRAILING_STOP_MARKET on the mark price, reduce-only for ``amount``
+        (``closePosition`` is for STOP_MARKET / TAKE_PROFIT_MARKET only): ``callbackRate`` in percent,
+        ``activatePrice`` when given (ccxt's ``trailingPercent`` / ``trailingTriggerPrice``)."""
+        params: dict[str, Any] = {"trailingPercent": str(callback_rate), "workingType": "MARK_PRICE",
+                                  "clientAlgoId": client_order_id}
+        if activation_price is not None:
+            params["trailingTriggerPrice"] = str(activation_price)
+        return await self._create_algo(symbol, side, "trailing_stop", params, amount, client_order_id)
+
+    async def _create_algo(
+        self, symbol: str, side: str, kind: str, params: dict[str, Any], amount: Decimal | None, client_order_id: str
+    ) -> dict[str, Any]:
         if amount is None:
             params["closePosition"] = True
         else:
@@ -464,6 +484,11 @@ class BinanceConnection:
     def market_stream_url(self, streams: list[str]) -> str:
         """``<ws>/market/stream?streams=a/b`` (combined; mark prices live under ``/market``, B1)."""
         return f"{self.ws_base()}/market/stream?streams={'/'.join(streams)}"
+
+    def market_socket_url(self) -> str:
+        """``<ws>/market/ws``: a market socket opened with no stream, streams added by ``SUBSCRIBE`` (B1, B26);
+        no URL that grows with the number of symbols."""
+        return f"{self.ws_base()}/market/ws"
 
 
 def error_body(exc: BaseException) -> str:

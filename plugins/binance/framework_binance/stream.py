@@ -2,7 +2,8 @@
 
 User data (source: Binance "User Data Streams" and the 2026 "Base URL Split" notice):
 ``POST /fapi/v1/listenKey`` gives a key, the socket is ``<ws>/private/ws?listenKey=K&events=...``
-(:meth:`BinanceConnection.user_stream_url`; mark prices: ``<ws>/market/stream``).  The key is kept alive
+(:meth:`BinanceConnection.user_stream_url`; mark prices: ``<ws>/market/ws`` and subscribe frames).
+The key is kept alive
 with ``PUT /fapi/v1/listenKey`` (Binance: at least every 60 min; default here every 30 min,
 ``DriverConfig.options['listen_key_keepalive_s']``), and a ``listenKeyExpired`` event means: get a new
 key and reconnect.  Every (re)connect awaits ``sink.on_connected(reconnect)``; reconnects back off
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import websockets
@@ -23,6 +26,7 @@ import websockets
 from framework import ws_connect
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError, VenueError
+from framework.marksockets import Ack, MarkSocketPool, SubscriptionRules, WatchedSymbols, watched
 from framework.protocols import StreamSink
 from framework_binance import decoder as decoding
 from framework_binance.decoder import VENUE, BinanceDecoder
@@ -126,22 +130,51 @@ async def _keep_alive(conn: BinanceConnection, ws: Any, interval_s: float) -> No
             return
 
 
-async def watch_marks(conn: BinanceConnection, symbols: list[str], sink: StreamSink) -> None:
-    """Stream ``<symbol>@markPrice@1s`` of ``symbols`` (combined stream) to ``sink.on_event`` until cancelled."""
-    if not symbols:
-        await asyncio.Event().wait()  # nothing to watch: idle until cancelled
-    url = conn.market_stream_url([f"{conn.market_id(symbol).lower()}@markPrice@1s" for symbol in symbols])
+#: Binance USDⓈ-M "Websocket Market Streams": "A single connection can listen to a maximum of 200 streams",
+#: "WebSocket connections have a limit of 10 incoming messages per second" (docs/conformance.md B26)
+MAX_STREAMS_PER_CONNECTION = 200
+MAX_MESSAGES_PER_S = 10
+
+
+def _method_frame(method: str) -> Callable[[list[str], str], str]:
+    def frame(streams: list[str], request_id: str) -> str:
+        return json.dumps({"method": method, "params": streams, "id": int(request_id)})
+    return frame
+
+
+def _ack(message: Any) -> Ack | None:
+    """``{"result": null, "id": N}`` accepts a request; ``{"code": C, "msg": M, "id": N}`` (or an ``error``
+    object) refuses it ("Live Subscribing/Unsubscribing to streams", "Error Messages")."""
+    if not isinstance(message, dict) or "id" not in message or "e" in message or "stream" in message:
+        return None
+    if "result" in message and "code" not in message and "error" not in message:
+        return Ack(str(message["id"]), True)
+    error = message.get("error") if isinstance(message.get("error"), dict) else message
+    return Ack(str(message["id"]), False, f"{error.get('code')} {error.get('msg')}")
+
+
+def mark_rules(conn: BinanceConnection) -> SubscriptionRules:
+    """Mark-price sockets at ``<ws>/market/ws`` with ``SUBSCRIBE`` / ``UNSUBSCRIBE`` method frames, at most
+    200 streams each and 10 frames per second (options ``mark_streams_per_connection``,
+    ``mark_messages_per_s`` lower them, for tests)."""
+    options = conn.config.options
+    return SubscriptionRules(
+        url=conn.market_socket_url(), subscribe=_method_frame("SUBSCRIBE"), unsubscribe=_method_frame("UNSUBSCRIBE"),
+        ack=_ack, max_topics=int(options.get("mark_streams_per_connection", MAX_STREAMS_PER_CONNECTION)),
+        max_messages_per_s=int(options.get("mark_messages_per_s", MAX_MESSAGES_PER_S)),
+    )
+
+
+async def watch_marks(conn: BinanceConnection, symbols: list[str] | WatchedSymbols, sink: StreamSink) -> None:
+    """Stream ``<symbol>@markPrice@1s`` of ``symbols`` to ``sink.on_event`` until cancelled: one socket per
+    200 streams, kept in step with ``symbols`` (a :class:`~framework.marksockets.WatchedSymbols` that may
+    change) by ``SUBSCRIBE`` / ``UNSUBSCRIBE``, never reconnected because the set changed."""
     decoder = BinanceDecoder(conn.symbols)
-    backoff = _backoff(conn)
-    while True:
-        try:
-            async with ws_connect(url, VENUE) as ws:
-                backoff.reset()
-                async for raw in ws:
-                    for event in decode_frame(decoder, raw, sink):
-                        await sink.on_event(event)
-        except asyncio.CancelledError:
-            raise
-        except (OSError, websockets.WebSocketException) as error:
-            log.info("binance mark-price stream down: %s", error)
-        await asyncio.sleep(backoff.next_delay())
+
+    async def deliver(raw: str | bytes) -> None:
+        for event in decode_frame(decoder, raw, sink):
+            await sink.on_event(event)
+
+    pool = MarkSocketPool(VENUE, mark_rules(conn), deliver, lambda: _backoff(conn))
+    conn.mark_pool = pool
+    await pool.follow(watched(symbols), lambda symbol: f"{conn.market_id(symbol).lower()}@markPrice@1s")

@@ -18,7 +18,7 @@ from framework.errors import (
     VenueError,
     WouldTriggerImmediately,
 )
-from framework.models import OrderUpdate, StopLoss
+from framework.models import OrderUpdate, StopLoss, TrailingSpec
 
 
 def calls(harness, key: str) -> int:
@@ -47,7 +47,31 @@ async def open_position(driver, venue, side="long", contracts="10"):
 
 def test_driver_info_declares_only_what_is_tested(driver):
     assert driver.venue == "binance"
-    assert driver.info.capabilities == frozenset()  # no stop_before_entry: -4509 with no position (B7)
+    # no stop_before_entry: -4509 with no position (B7); TRAILING_STOP_MARKET with callbackRate 0.1 … 10 (B25)
+    assert driver.info.capabilities == frozenset({"native_trailing_stop"})
+    limits = driver.info.trailing_limits
+    assert (limits.min_callback_rate, limits.max_callback_rate) == (Decimal("0.1"), Decimal(10))
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_trailing_stop_is_one_reduce_only_trailing_stop_market_algo_order_beside_the_stop(driver, venue, side):
+    """B25: ``TRAILING_STOP_MARKET`` with ``callbackRate`` (percent) and ``activatePrice``, reduce-only for the
+    position's size on its closing side; the closePosition stop stays."""
+    entry, order = await open_position(driver, venue, side)
+    stop = await driver.set_stop_loss(SYMBOL, side, order.filled, entry.stop_loss)
+    mark = venue.mark_price(SYMBOL)
+    activation = (mark * (Decimal("1.01") if side == "long" else Decimal("0.99"))).quantize(Decimal("0.0001"))
+    spec = TrailingSpec(callback_rate=Decimal("0.5"), activation_price=activation)
+    trail = await driver.set_trailing_stop(SYMBOL, side, order.filled, spec, mark)
+    [resting] = [o for o in venue.orders("default", SYMBOL, conditional=True) if o.type == "trailing_stop_market"]
+    assert (resting.side, resting.reduce_only, resting.amount) == ({"long": "sell", "short": "buy"}[side], True,
+                                                                  order.filled)
+    assert (resting.callback_rate, resting.activation_price) == (Decimal("0.5"), activation)
+    assert trail.kind == "trailing_stop" and trail.order_id == resting.id and trail.contracts == order.filled
+    offset = activation * Decimal("0.005")
+    expected = activation - offset if side == "long" else activation + offset
+    assert trail.trigger_price == expected.quantize(Decimal("0.0001"))
+    assert venue.get_order("default", order_id=stop.order_id).is_open  # beside the fixed stop, not instead
 
 
 async def test_entry_is_a_complete_market_order(driver, venue, harness):

@@ -360,6 +360,33 @@ async def test_mark_price_streams(venue, harness):
         assert json.loads(await asyncio.wait_for(single.recv(), 5))["p"] == "1.2345"
 
 
+async def test_market_socket_subscribe_unsubscribe_and_its_limits(venue, harness, monkeypatch):
+    """B26: a bare ``/market/ws`` takes ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` method frames,
+    each answered ``{"result": ..., "id": N}``; past the streams-per-connection limit a SUBSCRIBE is refused
+    with an error naming its id; more than 10 incoming messages in a second close the connection."""
+    monkeypatch.setattr(harness.emulator, "market_streams_per_connection", 1)
+    async with websockets.connect(f"{harness.emulator.ws_url}/market/ws") as ws:
+        await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["xrpusdt@markPrice@1s"], "id": 1}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": None, "id": 1}
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["e"] == "markPriceUpdate"
+        await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@markPrice@1s"], "id": 2}))
+        refused = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert refused["id"] == 2 and refused["code"] == 2 and "too many streams" in refused["msg"]
+        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 3}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": ["xrpusdt@markPrice@1s"], "id": 3}
+        await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["xrpusdt@markPrice@1s"], "id": 4}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": None, "id": 4}
+        venue.set_mark_price(SYMBOL, Decimal("1.2345"))
+        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 5}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": [], "id": 5}  # no tick came first
+        for n in range(6, 12):  # 11 messages within a second in all
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": n}))
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1008
+
+
 async def assert_silent(ws) -> None:
     """Nothing was sent on ``ws``: a pong comes after every frame sent before it, and none is queued."""
     await asyncio.wait_for(await ws.ping(), 5)

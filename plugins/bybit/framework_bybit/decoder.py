@@ -20,8 +20,9 @@ from framework.errors import StreamError
 from framework.models import MarkPrice, Order, OrderUpdate, PositionUpdate, StreamEvent
 
 VENUE = "bybit"
-#: frame parser: orjson (numbers as today: ints int, fractions float; NaN / Infinity / ints past 64 bits are
-#: malformed frames); tests swap in ``json.loads`` to check both give the same events on every fixture
+#: frame parser: orjson (numbers as json.loads gives them: ints int, fractions float, Decimal(str(x)) exact;
+#: NaN / Infinity are malformed frames, ints past 64 bits become floats); tests swap in ``json.loads`` and
+#: check both give the same events on every fixture
 loads = orjson.loads
 
 _POSITION_SIDES = {"Buy": "long", "Sell": "short"}

@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
@@ -47,6 +48,9 @@ from framework_bybit.decoder import VENUE
 log = logging.getLogger(__name__)
 
 PRIVATE_TOPICS = ("position", "order", "execution", "wallet")
+#: "for one public connection, you cannot have length of "args" array over 21,000 characters" (bybit docs
+#: "WebSocket > Connect", Public channel - Args limits; docs/conformance.md Y20)
+PUBLIC_ARGS_CHARS = 21_000
 MAX_ACTIVE_MS = 600_000  # a private connection without ping-pong or data is cut after 10 minutes (Y17)
 # Bybit v5 "Rate Limit Rules" (docs/v5/rate-limit/rate-limit.mdx): per IP, and per account and endpoint per second
 # (the linear column of the table; an endpoint not listed here is assumed 10/s)
@@ -176,6 +180,8 @@ class BybitEmulator(WireEmulator):
     ) -> None:
         super().__init__(venue, host, port, accept_timeout_hold_s=timeout_hold_s)
         self.realtime_open_only = realtime_open_only
+        self.ws_connections: Counter[str] = Counter()  # sockets opened: public / private
+        self.public_args_chars = PUBLIC_ARGS_CHARS
         # The positions' TP / SL / trailing stops as system conditional orders (docs/conformance.md Y1-Y5):
         # every such order by id, the open one per (account, symbol, kind), and their cancelType.
         self._tpsl: dict[str, VenueOrder] = {}
@@ -822,6 +828,7 @@ class BybitEmulator(WireEmulator):
     async def _serve_ws(self, request: web.Request, private: bool) -> web.WebSocketResponse:
         sock = _PrivateSocket(web.WebSocketResponse(), _max_active_ms(request.query.get("max_active_time"))) \
             if private else StreamSocket(web.WebSocketResponse(), private)
+        self.ws_connections["private" if private else "public"] += 1
         return await self.serve_socket(request, sock, on_text=self._on_ws_message)
 
     async def _on_ws_message(self, session: StreamSocket, text: str) -> None:
@@ -844,6 +851,8 @@ class BybitEmulator(WireEmulator):
             await self._auth(session, message.get("args") or [])
         elif op == "subscribe":
             await self._subscribe(session, message.get("args") or [], req_id)
+        elif op == "unsubscribe":
+            await self._unsubscribe_topics(session, message.get("args") or [], req_id)
         else:
             await self.reply(session, {"success": False, "ret_msg": f"Invalid op: {op!r}",
                                         "conn_id": session.conn_id, "req_id": req_id, "op": op})
@@ -878,7 +887,18 @@ class BybitEmulator(WireEmulator):
         bad = [t for t in topics if not self._valid_topic(session, str(t))]
         if bad:
             await self.reply(session, {"success": False, "ret_msg": f"Invalid topic: {bad[0]}",
-                                        "conn_id": session.conn_id, "op": "subscribe"})
+                                        "conn_id": session.conn_id, "req_id": req_id, "op": "subscribe"})
+            return
+        again = [str(t) for t in topics if str(t) in session.topics]
+        if again:  # assumed wording (docs/conformance.md Y20)
+            await self.reply(session, {"success": False, "ret_msg": f"error:already subscribed,topic:{again[0]}",
+                                        "conn_id": session.conn_id, "req_id": req_id, "op": "subscribe"})
+            return
+        wanted = session.topics | {str(t) for t in topics}
+        if not session.private and len(json.dumps(sorted(wanted), separators=(",", ":"))) > self.public_args_chars:
+            await self.reply(session, {"success": False, "conn_id": session.conn_id, "req_id": req_id,
+                                        "ret_msg": f"args length over {self.public_args_chars} on this connection",
+                                        "op": "subscribe"})  # the limit is documented, the answer's wording assumed
             return
         session.topics.update(str(t) for t in topics)
         await self.reply(session, {"success": True, "ret_msg": "", "conn_id": session.conn_id,
@@ -887,6 +907,19 @@ class BybitEmulator(WireEmulator):
             for topic in topics:
                 instrument = self.venue.instrument_by_id(str(topic).split(".", 1)[1])
                 self.send(session, self._ticker_frame(instrument.symbol, snapshot=True))
+
+    async def _unsubscribe_topics(self, session: StreamSocket, topics: list[Any], req_id: str) -> None:
+        """``{"op": "unsubscribe", "args": [...]}``: the topics stop; answered like a subscribe (bybit docs
+        "WebSocket > Connect", How to Unsubscribe).  A topic this connection does not hold is refused
+        (assumed wording)."""
+        missing = [str(t) for t in topics if str(t) not in session.topics]
+        if missing:
+            await self.reply(session, {"success": False, "ret_msg": f"error:not subscribed,topic:{missing[0]}",
+                                        "conn_id": session.conn_id, "req_id": req_id, "op": "unsubscribe"})
+            return
+        session.topics.difference_update(str(t) for t in topics)
+        await self.reply(session, {"success": True, "ret_msg": "", "conn_id": session.conn_id,
+                                    "req_id": req_id, "op": "unsubscribe"})
 
     def _valid_topic(self, session: StreamSocket, topic: str) -> bool:
         if session.private:

@@ -10,12 +10,20 @@ import ccxt
 
 from framework import VenueHarness, ccxt_market_limits, hookimpl
 from framework.errors import VenueError
-from framework.models import DriverConfig, DriverInfo, MarketLimits, PositionSide, StopLoss
+from framework.models import (
+    DriverConfig,
+    DriverInfo,
+    MarketLimits,
+    PositionSide,
+    StopLoss,
+    TrailingLimits,
+    TrailingSpec,
+)
 from framework_bybit import rest, stream
 from framework_bybit.decoder import VENUE, BybitDecoder
 from framework_bybit.rest import BybitConnection
 
-CAPABILITIES = frozenset({"attached_stop_on_entry", "amend_stop_in_place"})
+CAPABILITIES = frozenset({"attached_stop_on_entry", "amend_stop_in_place", "native_trailing_stop"})
 
 
 @hookimpl
@@ -23,6 +31,9 @@ def driver_info() -> DriverInfo:
     return DriverInfo(
         venue=VENUE,
         capabilities=CAPABILITIES,
+        # trailingStop is a price distance with no documented bound but the tick (checked when placing);
+        # 10 % is the TrailingSpec's own bound (docs/conformance.md Y19)
+        trailing_limits=TrailingLimits(min_callback_rate=Decimal(0), max_callback_rate=Decimal(10)),
         description="Bybit v5 linear perpetuals: ccxt REST, /v5/position/trading-stop stops, private WebSocket",
     )
 
@@ -61,6 +72,11 @@ class BybitSession(BybitConnection):
         except ccxt.BadSymbol as exc:
             raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
         return ccxt_market_limits(market, symbol)
+
+    async def set_trailing_stop(
+        self, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec, reference_price: Decimal
+    ) -> StopLoss:
+        return await rest.set_trailing(self, symbol, side, trailing, reference_price)
 
     async def disconnect(self) -> None:
         await rest.disconnect(self)

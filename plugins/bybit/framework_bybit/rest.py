@@ -33,6 +33,7 @@ from framework import (
 )
 from framework.driverkit import header_number, wait_stream_change
 from framework.errors import OrderIncomplete, OrderNotFound, OrderRejected, OutcomeUnknown, StreamError, VenueError
+from framework.marksockets import MarkSocketPool
 from framework.models import (
     DriverConfig,
     Order,
@@ -40,6 +41,7 @@ from framework.models import (
     Position,
     PositionSide,
     StopLoss,
+    TrailingSpec,
     VenueSnapshot,
     close_side,
     now_ms,
@@ -150,6 +152,7 @@ class BybitConnection:
         self.stream_state: StreamEvidence | None = None
         self.symbols: dict[str, str] = {}
         self.decoder = BybitDecoder()
+        self.mark_pool: MarkSocketPool | None = None  # the public sockets while watch_mark_prices runs
         self.rest_calls = 0
         options = config.options
         self.ping_interval_s = float(options.get("ping_interval_s", 20.0))
@@ -547,6 +550,34 @@ async def set_trigger(
     return StopLoss(venue=VENUE, symbol=symbol, side=side, kind=kind, trigger_price=Decimal(price))  # type: ignore[arg-type]
 
 
+async def set_trailing(
+    conn: BybitConnection, symbol: str, side: PositionSide, trailing: TrailingSpec, reference_price: Decimal
+) -> StopLoss:
+    """Attach a trailing stop to the position: ``trailingStop`` (a price distance, ``callback_rate`` percent
+    of the activation price, else of ``reference_price``, rounded to the tick) and ``activePrice`` on
+    trading-stop.  The position's ``stopLoss`` is not sent, so it stays as it is (bybit docs
+    position/trading-stop.mdx; docs/conformance.md Y19).  The distance then stays fixed in price, where a
+    percentage trail would widen as the price runs.
+
+    :raises OrderRejected: the distance rounds to less than one tick (nothing was sent).
+    :raises PositionGone: 10001 zero position.
+    """
+    start = trailing.activation_price or reference_price
+    try:  # ccxt refuses a price under one tick
+        distance = Decimal(_price(conn, symbol, start * trailing.callback_rate / 100))
+    except ccxt.InvalidOrder:
+        distance = Decimal(0)
+    if distance <= 0:
+        raise OrderRejected(f"a {trailing.callback_rate} % trail of {start} is less than one tick", venue=VENUE,
+                            symbol=symbol)
+    fields = {"trailingStop": str(distance)}
+    if trailing.activation_price is not None:
+        fields["activePrice"] = _price(conn, symbol, trailing.activation_price)
+    await _trading_stop(conn, symbol, fields)
+    first = start - distance if side == "long" else start + distance
+    return StopLoss(venue=VENUE, symbol=symbol, side=side, kind="trailing_stop", trigger_price=first)
+
+
 async def cancel_trigger(conn: BybitConnection, stop: StopLoss) -> bool:
     """Remove a stop: a conditional order by id (``POST /v5/order/cancel``), an attached one with ``"0"``
     via trading-stop.  ``False`` when the venue no longer had it.
@@ -563,10 +594,9 @@ async def cancel_trigger(conn: BybitConnection, stop: StopLoss) -> bool:
                 return False
             raise error from exc
         return True
-    if stop.kind not in _TRIGGER_FIELDS:
-        raise VenueError(f"{stop.kind} is not supported by this driver", venue=VENUE, symbol=stop.symbol)
+    field = "trailingStop" if stop.kind == "trailing_stop" else _TRIGGER_FIELDS[stop.kind][0]
     try:
-        return await _trading_stop(conn, stop.symbol, {_TRIGGER_FIELDS[stop.kind][0]: "0"})
+        return await _trading_stop(conn, stop.symbol, {field: "0"})
     except PositionGone:
         return False
 
@@ -646,12 +676,24 @@ async def snapshot_rows(conn: BybitConnection) -> tuple[tuple[Rows, int], tuple[
         raise translate(exc, "snapshot") from exc
 
 
+def _trail_start(row: Mapping[str, Any], position: Position, distance: Decimal) -> Decimal | None:
+    """Where an attached trailing stop (a price ``distance``, docs/conformance.md Y19) starts: that far behind
+    ``activePrice``, else behind the mark price; ``None`` when neither is known or the result is not a price."""
+    start = positive_or_none(row.get("activePrice")) or position.mark_price
+    if start is None:
+        return None
+    price = start - distance if position.side == "long" else start + distance
+    return price if price > 0 else None
+
+
 async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
     """``/v5/position/list`` + ``/v5/order/realtime`` (settleCoin USDT): one call each per page of 200
     positions / 50 orders (``options['snapshot_page_limit']`` lowers both, for tests).
 
     Stops: every position's attached stop-loss / take-profit / trailing stop, once each, as attached
-    (``order_id None``: removed through trading-stop), plus resting reduce-only conditional orders.  The
+    (``order_id None``: removed through trading-stop), plus resting reduce-only conditional orders.  A
+    trailing stop's ``trailingStop`` is a distance: it is reported at that distance behind ``activePrice``,
+    else behind the mark price now.  The
     ``Untriggered`` system orders Bybit lists for the attached ones (``stopOrderType`` ``StopLoss`` /
     ``TakeProfit`` / ``TrailingStop``) are the same stops, not more: they stay in ``open_orders`` only, and
     give the trigger when the position row does not show it yet.  Without an open position in this
@@ -682,6 +724,8 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
         positions.append(position)
         for kind, field in _ATTACHED_FIELDS:
             price = positive_or_none(row.get(field)) or system.get((position.symbol, kind))
+            if price is not None and kind == "trailing_stop":
+                price = _trail_start(row, position, price)
             if price is not None:
                 stops.append(StopLoss(venue=VENUE, symbol=position.symbol, side=position.side, kind=kind,  # type: ignore[arg-type]
                                       trigger_price=price))

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import websockets
@@ -23,6 +24,7 @@ import websockets
 from framework import ws_connect
 from framework.driverkit import Backoff, attach_stream_state, decode_frame
 from framework.errors import StreamError
+from framework.marksockets import Ack, MarkSocketPool, SubscriptionRules, WatchedSymbols, watched
 from framework.models import now_ms
 from framework.protocols import StreamSink
 from framework_bybit.decoder import VENUE
@@ -126,26 +128,46 @@ async def _deliver(conn: BybitConnection, sink: StreamSink, raw: str | bytes) ->
         await sink.on_event(event)
 
 
-async def watch_mark_prices(conn: BybitConnection, symbols: list[str], sink: StreamSink) -> None:
-    """Stream :class:`~framework.models.MarkPrice` ticks of ``symbols`` until cancelled
-    (public ``tickers.<SYMBOL>``; deltas without ``markPrice`` yield nothing)."""
-    topics = [f"tickers.{conn.market_id(symbol)}" for symbol in symbols]
-    backoff = _backoff(conn)
-    url = f"{conn.ws_url}/v5/public/linear"
-    while True:
-        try:
-            async with ws_connect(url, VENUE, ping_interval=None) as ws:
-                await ws.send(json.dumps({"op": "subscribe", "args": topics}))
-                backoff.reset()
-                pinger = asyncio.create_task(_keepalive(ws, conn.ping_interval_s), name="bybit-public-ping")
-                try:
-                    async for raw in ws:
-                        for event in decode_frame(conn.decoder, raw, sink):
-                            await sink.on_event(event)
-                finally:
-                    pinger.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await pinger
-        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-            log.info("bybit public stream: %s: %s", type(exc).__name__, exc)
-        await asyncio.sleep(backoff.next_delay())
+#: Bybit "WebSocket > Connect", "Public channel - Args limits": "for one public connection, you cannot have
+#: length of "args" array over 21,000 characters"; "No args limit for Futures" per request (conformance Y20)
+MAX_ARGS_CHARS = 21_000
+
+
+def _op_frame(op: str) -> Callable[[list[str], str], str]:
+    def frame(topics: list[str], request_id: str) -> str:
+        return json.dumps({"req_id": request_id, "op": op, "args": topics})
+    return frame
+
+
+def _ack(message: Any) -> Ack | None:
+    """``{"success": true, "ret_msg": "", "conn_id": …, "req_id": …, "op": "subscribe"}`` answers a request;
+    a pong (``op`` ``ping`` / ``pong``) and data frames are not answers."""
+    if not isinstance(message, dict) or message.get("op") not in ("subscribe", "unsubscribe"):
+        return None
+    return Ack(str(message.get("req_id")), bool(message.get("success")), str(message.get("ret_msg") or ""))
+
+
+def mark_rules(conn: BybitConnection) -> SubscriptionRules:
+    """Public sockets at ``<ws>/v5/public/linear`` with ``subscribe`` / ``unsubscribe`` ops, at most 21,000
+    characters of topics each (option ``mark_args_chars_per_connection`` lowers it, for tests), an
+    application ``ping`` every ``ping_interval_s``."""
+    return SubscriptionRules(
+        url=f"{conn.ws_url}/v5/public/linear", subscribe=_op_frame("subscribe"), unsubscribe=_op_frame("unsubscribe"),
+        ack=_ack, max_args_chars=int(conn.config.options.get("mark_args_chars_per_connection", MAX_ARGS_CHARS)),
+        ping=lambda: json.dumps({"op": "ping", "req_id": str(now_ms())}), ping_interval_s=conn.ping_interval_s,
+    )
+
+
+async def watch_mark_prices(conn: BybitConnection, symbols: list[str] | WatchedSymbols, sink: StreamSink) -> None:
+    """Stream :class:`~framework.models.MarkPrice` ticks of ``symbols`` until cancelled (public
+    ``tickers.<SYMBOL>``; deltas without ``markPrice`` yield nothing): as few public sockets as the
+    per-connection args limit allows, kept in step with ``symbols`` (a
+    :class:`~framework.marksockets.WatchedSymbols` that may change) by ``subscribe`` / ``unsubscribe``."""
+
+    async def deliver(raw: str | bytes) -> None:
+        for event in decode_frame(conn.decoder, raw, sink):
+            await sink.on_event(event)
+
+    pool = MarkSocketPool(VENUE, mark_rules(conn), deliver, lambda: _backoff(conn))
+    conn.mark_pool = pool
+    await pool.follow(watched(symbols), lambda symbol: f"tickers.{conn.market_id(symbol)}")

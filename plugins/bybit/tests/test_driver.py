@@ -22,12 +22,32 @@ from framework.errors import (
     VenueError,
     WouldTriggerImmediately,
 )
-from framework.models import PositionUpdate, StopLoss
+from framework.models import PositionUpdate, StopLoss, TrailingSpec
 
 
 def test_driver_info_declares_only_tested_capabilities(driver):
     assert driver.venue == "bybit"
-    assert set(driver.info.capabilities) == {"attached_stop_on_entry", "amend_stop_in_place"}
+    assert set(driver.info.capabilities) == {"attached_stop_on_entry", "amend_stop_in_place", "native_trailing_stop"}
+    assert driver.info.trailing_limits is not None  # the price distance is checked against the tick when placed
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_trailing_stop_is_a_price_distance_beside_the_stop_loss(driver, venue, side):
+    """Y19: ``trailingStop`` = ``callback_rate`` % of the activation price, rounded to the tick, with
+    ``activePrice``; the position's ``stopLoss`` is left as it was."""
+    mark = venue.mark_price(SYMBOL)
+    stop_loss = (mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))).quantize(Decimal("0.0001"))
+    entry = intent(side=side, stop_loss=str(stop_loss))
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    activation = (mark * (Decimal("1.02") if side == "long" else Decimal("0.98"))).quantize(Decimal("0.0001"))
+    trail = await driver.set_trailing_stop(SYMBOL, side, entry.contracts,
+                                           TrailingSpec(callback_rate=Decimal(1), activation_price=activation), mark)
+    position = venue.position("default", SYMBOL)
+    distance = (activation / 100).quantize(Decimal("0.0001"))
+    assert (position.trailing_stop, position.trailing_active_price) == (distance, activation)
+    assert position.stop_loss == stop_loss
+    assert trail.kind == "trailing_stop" and trail.attached
+    assert trail.trigger_price == (activation - distance if side == "long" else activation + distance)
 
 
 async def open_long(driver, venue, contracts="43", stop_loss="0.95"):
@@ -390,3 +410,15 @@ async def test_zero_position_contradicting_a_fresh_fill_on_the_stream_is_asked_a
         conn.position_visible_grace_ms = grace
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_the_snapshot_reports_an_attached_trailing_stop_as_a_price_not_its_distance(driver, venue, side):
+    mark = venue.mark_price(SYMBOL)
+    stop_loss = (mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))).quantize(Decimal("0.0001"))
+    entry = intent(side=side, stop_loss=str(stop_loss))
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    await driver.set_trailing_stop(SYMBOL, side, entry.contracts, TrailingSpec(callback_rate=Decimal(1)), mark)
+    distance = venue.position("default", SYMBOL).trailing_stop
+    [trail] = [s for s in (await driver.fetch_snapshot()).stops if s.kind == "trailing_stop"]
+    assert trail.attached and trail.trigger_price == (mark - distance if side == "long" else mark + distance)

@@ -270,6 +270,28 @@ async def test_public_ticker_snapshot_matches_the_fixture(harness):
         assert_same_shape(json.loads(await ws.recv()), fixture_json("docs/ws_auth_2.json"), "public pong")
 
 
+async def test_public_unsubscribe_and_the_args_limit_per_connection(harness, monkeypatch):
+    """Y20: ``unsubscribe`` is answered like ``subscribe`` (``op`` ``unsubscribe``, the ``req_id``); a
+    connection whose topics would pass the args-length limit is refused the subscription; unsubscribing a
+    topic not held is refused."""
+    monkeypatch.setattr(harness.emulator, "public_args_chars", len('["tickers.XRPUSDT"]'))
+    opened = harness.emulator.ws_connections["public"]
+    async with websockets.connect(f"{harness.config.ws_url}/v5/public/linear") as ws:
+        await ws.send(json.dumps({"req_id": "1", "op": "subscribe", "args": ["tickers.XRPUSDT"]}))
+        ack = json.loads(await ws.recv())
+        assert ack["success"] is True and ack["req_id"] == "1" and ack["op"] == "subscribe"
+        assert json.loads(await ws.recv())["topic"] == "tickers.XRPUSDT"
+        await ws.send(json.dumps({"req_id": "2", "op": "subscribe", "args": ["tickers.BTCUSDT"]}))
+        refused = json.loads(await ws.recv())
+        assert refused["success"] is False and refused["req_id"] == "2" and "args length" in refused["ret_msg"]
+        await ws.send(json.dumps({"req_id": "3", "op": "unsubscribe", "args": ["tickers.XRPUSDT"]}))
+        assert json.loads(await ws.recv()) == {"success": True, "ret_msg": "", "conn_id": ack["conn_id"],
+                                               "req_id": "3", "op": "unsubscribe"}
+        await ws.send(json.dumps({"req_id": "4", "op": "unsubscribe", "args": ["tickers.XRPUSDT"]}))
+        assert json.loads(await ws.recv())["success"] is False
+    assert harness.emulator.ws_connections["public"] == opened + 1
+
+
 # --- fault knobs --------------------------------------------------------------------------------------------
 
 
