@@ -342,9 +342,11 @@ class Store:
         """Record ``stop`` as resting and mark the previous resting one of its kind ``replaced``."""
         epoch = self.epoch(account, stop.venue)
         async with self.pool.acquire() as conn, conn.transaction():
+            # The position row first, locked: every writer takes positions before stops (a closure ends the
+            # stops after closing the row), so a stop recorded during a closure waits instead of deadlocking.
             position_id = await conn.fetchval(
                 """SELECT id FROM positions WHERE account = $1 AND venue = $2 AND symbol = $3
-                   AND status = 'open'""",
+                   AND status = 'open' FOR NO KEY UPDATE""",
                 account, stop.venue, stop.symbol,
             )
             await conn.execute(
