@@ -5,6 +5,7 @@ uses another module's ``_private`` name (``self._x`` is the object's own, whiche
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,20 @@ APPLICATION = sorted((FRAMEWORK / "app").rglob("*.py"))
 DRIVERS = sorted(ROOT.glob("plugins/*/framework_*/*.py"))
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+# Parsed at collection, before any test runs (see tests/core/test_hookspecs.py: ast.parse on CPython 3.11.7).
+for _path in LIBRARY + APPLICATION + DRIVERS:
+    parsed(_path)
+
+
 def imported_modules(path: Path) -> set[str]:
     """Every module ``path`` imports, at the top or inside a function (absolute names)."""
     modules = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -63,7 +74,7 @@ def defined_private_names(tree: ast.Module) -> set[str]:
 
 
 def private_uses_from_elsewhere(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parsed(path)
     own = defined_private_names(tree)
     found = []
     for node in ast.walk(tree):
