@@ -23,7 +23,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     # Registered here too so a third-party project running the suite with --strict-markers needs no ini.
     config.addinivalue_line(
-        "markers", "hooks(*names): the test exercises these hooks (every hook needs one: tests/core/test_hookspecs.py)"
+        "markers", "hooks(*names): the test exercises these hooks or session operations (every one needs a test: "
+        "tests/core/test_hookspecs.py)"
     )
     config.addinivalue_line("markers", "capability(name): the test exercises an optional driver capability")
 

@@ -2,7 +2,8 @@
 
 A strategy in the same process uses :class:`framework.Session` (:mod:`framework.session`).  The public
 surface for plugin authors is this module's ``__all__``: the hook markers, the models in
-ccxt's vocabulary, the exception tree, the protocols between the core and a driver, and the driver kit.
+ccxt's vocabulary, the exception tree, the protocols between the core and a driver (a driver's ``connect``
+returns a :class:`DriverSession`), and the driver kit.
 Exchange drivers and lifecycle plugins are found through entry-point group ``framework``; the hooks are
 specified in :mod:`framework.hookspecs`.  A driver's venue emulator builds on :mod:`framework.venue`.
 """
@@ -75,7 +76,7 @@ from framework.models import (
     entry_side,
     now_ms,
 )
-from framework.protocols import StreamDecoder, StreamEvidence, StreamSink, VenueHarness
+from framework.protocols import DriverSession, EntryEvidence, StreamDecoder, StreamEvidence, StreamSink, VenueHarness
 
 __version__ = "0.1.0"
 __all__ = [
@@ -99,7 +100,9 @@ __all__ = [
     "ConfigError",
     "DriverConfig",
     "DriverInfo",
+    "DriverSession",
     "DuplicateOpenPosition",
+    "EntryEvidence",
     "FrameworkError",
     "MarkPrice",
     "MarkSocketPool",

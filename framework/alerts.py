@@ -65,7 +65,7 @@ class _Incident:
     repeats: int = 0
 
 
-@dataclass
+@dataclass(eq=False)  # a plugin is compared and hashed by identity (pluggy keeps plugins in sets)
 class AlertDelivery:
     """The ``framework.alerts`` lifecycle plugin.
 

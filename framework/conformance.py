@@ -107,7 +107,7 @@ async def check_lifecycle(pm: pluggy.PluginManager, plugin_name: str, entries: l
     Every position the frames show must open once and close once; with a ``lifecycle`` in the meta line,
     each closure must have the stated symbol, side, reason and price.
     """
-    from framework.app.replay import replay
+    from framework.replay import replay
 
     lines = [json.dumps(e) for e in entries]
     result = await replay(pm, plugin_name, lines)
@@ -266,7 +266,7 @@ async def check_requests(driver: Driver, harness: VenueHarness, entries: list[di
         stream = asyncio.create_task(driver.run_stream(sink))
         try:
             await asyncio.wait_for(sink.connected.wait(), frame_bound_s)
-            client = _ccxt_client(driver.conn)
+            client = _ccxt_client(driver.session)
             for segment in segments:
                 request = segment["request"]
                 start = len(buffer.getvalue().splitlines())

@@ -1,8 +1,11 @@
 """The core's typed handle on one venue's driver plugin (the protocols a driver talks to are in
 :mod:`framework.protocols`).
 
-:class:`Driver` wraps ``pm.subset_hook_caller`` for every driver hook, so the engine calls
-``await driver.set_stop_loss(...)`` and only that venue's plugin answers.
+:class:`Driver` calls the driver hooks through ``pm.subset_hook_caller``, so only that venue's plugin
+answers, and keeps the :class:`~framework.protocols.DriverSession` its ``connect`` returned.  Every session
+operation is available on the driver itself (``await driver.set_stop_loss(...)``), typed from the
+protocol and called through one guard: the rate-limit pause before a REST operation, the rate-limit
+bookkeeping, and the check of the answer's type against the protocol's return annotation.
 """
 
 from __future__ import annotations
@@ -10,55 +13,106 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import typing
 from collections import Counter
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from framework import protocols
 from framework.errors import ConfigError, RateLimited
 from framework.hookspecs import DRIVER_HOOKS
 from framework.marksockets import WatchedSymbols
-from framework.models import (
-    DriverConfig,
-    DriverInfo,
-    MarketLimits,
-    Order,
-    OrderIntent,
-    PositionSide,
-    StopLoss,
-    TrailingSpec,
-    VenueSnapshot,
-    Verification,
-)
-from framework.protocols import StreamDecoder, StreamEvidence, StreamSink, VenueHarness
+from framework.models import DriverConfig, DriverInfo, Order, OrderIntent, TrailingSpec, Verification
+from framework.protocols import DriverSession, EntryEvidence, StreamDecoder, StreamEvidence, VenueHarness
 
 if TYPE_CHECKING:
     import pluggy
 
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
-#: hooks that call the venue's REST API, and so wait out a rate-limit pause
+#: what the protocol's annotations name (``WatchedSymbols`` is imported there only for type checking)
+PROTOCOL_NAMES = {**vars(protocols), "WatchedSymbols": WatchedSymbols}
+#: the per-connection operations: every method of :class:`~framework.protocols.DriverSession`
+OPERATIONS = tuple(
+    name for name, value in vars(DriverSession).items() if not name.startswith("_") and inspect.isfunction(value)
+)
+#: each operation's parameters: a call is bound to them, defaults included, before it reaches the session
+SIGNATURES = {name: inspect.signature(getattr(DriverSession, name)) for name in OPERATIONS}
+#: what each operation must answer, from the protocol's return annotation (``dict[str, Any]`` → ``dict``)
+ANSWERS: dict[str, type] = {
+    name: typing.get_origin(answer) or answer
+    for name in OPERATIONS
+    for answer in [typing.get_type_hints(getattr(DriverSession, name), globalns=PROTOCOL_NAMES)["return"]]
+}
+#: operations (and hooks) that call the venue's REST API, and so wait out a rate-limit pause
 PAUSABLE = frozenset({"create_entry", "normalize_order", "set_stop_loss", "set_take_profit", "move_stop_loss",
                       "set_trailing_stop", "cancel_stop_loss", "verify_position", "close_position", "fetch_order",
                       "fetch_snapshot"})
 RATE_LIMIT_CAP_S = 60.0
 
 
-@dataclass(frozen=True)
-class EntryEvidence:
-    """What ``verify_position`` may consult besides the venue connection: the venue's :class:`Driver`
-    (order status, snapshots) and its stream state."""
+class Operation(Generic[P, R]):
+    """A :class:`~framework.protocols.DriverSession` method as an attribute of :class:`Driver`: same
+    parameters and answer (taken from the protocol, not written again), called through
+    :meth:`Driver._operate`."""
 
-    driver: Driver
-    stream: StreamEvidence
+    def __init__(self, method: Callable[Concatenate[DriverSession, P], Coroutine[Any, Any, R]]) -> None:
+        self.name = method.__name__
+
+    @overload
+    def __get__(self, driver: None, owner: type[Driver]) -> Operation[P, R]: ...
+
+    @overload
+    def __get__(self, driver: Driver, owner: type[Driver]) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    def __get__(
+        self, driver: Driver | None, owner: type[Driver]
+    ) -> Operation[P, R] | Callable[P, Coroutine[Any, Any, R]]:
+        if driver is None:
+            return self
+        name = self.name
+
+        async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return typing.cast(R, await driver._operate(name, *args, **kwargs))
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+
+class SyncOperation(Generic[P, R]):
+    """A plain (not coroutine) :class:`~framework.protocols.DriverSession` method as an attribute of
+    :class:`Driver` (``market_limits``): the answer is checked, no rate-limit pause (no REST call)."""
+
+    def __init__(self, method: Callable[Concatenate[DriverSession, P], R]) -> None:
+        self.name = method.__name__
+
+    @overload
+    def __get__(self, driver: None, owner: type[Driver]) -> SyncOperation[P, R]: ...
+
+    @overload
+    def __get__(self, driver: Driver, owner: type[Driver]) -> Callable[P, R]: ...
+
+    def __get__(self, driver: Driver | None, owner: type[Driver]) -> SyncOperation[P, R] | Callable[P, R]:
+        if driver is None:
+            return self
+        name = self.name
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return typing.cast(R, driver._operate_now(name, *args, **kwargs))
+
+        call.__name__ = call.__qualname__ = name
+        return call
 
 
 class Driver:
-    """One venue's driver plugin, called through its own subset of the hook relay.
+    """One venue's driver plugin, called through its own subset of the hook relay, and its session.
 
     :param pm: the plugin manager.
     :param plugin_name: the name the driver plugin was registered under (e.g. ``bybit``).
     :raises ConfigError: the plugin does not implement ``driver_info``.
+    :ivar session: the connection ``connect`` returned (``None`` before :meth:`connect` and after
+        :meth:`disconnect`).
     """
 
     def __init__(self, pm: pluggy.PluginManager, plugin_name: str) -> None:
@@ -73,7 +127,7 @@ class Driver:
             raise ConfigError(f"plugin {plugin_name!r} does not implement driver_info")
         self.info: DriverInfo = info
         self.venue: str = info.venue
-        self.conn: Any = None
+        self.session: DriverSession | None = None
         self.counters: Counter[str] = Counter(rate_limited=0, rate_limit_waits=0)
         self._paused_until = 0.0  # time.monotonic() until which venue calls wait
         self._backoff_s = 0.0
@@ -85,6 +139,12 @@ class Driver:
         """Whether the driver declares ``capability``."""
         return capability in self.info.capabilities
 
+    def native_trailing_fits(self, trailing: TrailingSpec) -> bool:
+        """Whether the venue can run ``trailing`` itself: the driver declares ``native_trailing_stop`` and
+        the spec is within its :attr:`~framework.models.DriverInfo.trailing_limits`."""
+        limits = self.info.trailing_limits
+        return self.supports("native_trailing_stop") and limits is not None and limits.fits(trailing)
+
     def paused_for_ms(self) -> int:
         """How long calls to this venue still wait because it rate-limited us (0 when not paused)."""
         return max(0, int((self._paused_until - time.monotonic()) * 1000))
@@ -95,21 +155,28 @@ class Driver:
             self.counters["rate_limit_waits"] += 1
             await asyncio.sleep(wait_ms / 1000)
 
-    async def _call(self, hook: str, expected: type[T], **kwargs: Any) -> T:
-        """Call ``hook`` on this venue's plugin; the answer must be an ``expected``.
+    def _checked(self, name: str, expected: type, result: object) -> Any:
+        """``result``, when it is an ``expected``.  :raises ConfigError: naming the plugin and ``name``."""
+        if not isinstance(result, expected):
+            raise ConfigError(f"plugin {self.plugin_name!r} answered {name} with a {type(result).__name__}, "
+                              f"not a {expected.__name__}", venue=self.venue)
+        return result
+
+    async def _guarded(self, name: str, expected: type, call: Callable[[], object]) -> Any:
+        """Run ``call`` (a hook or a session operation named ``name``); its answer must be an ``expected``.
 
         While the venue has rate-limited us, a venue call first waits out the pause (one pause for the
         whole venue: every request would be refused anyway).
 
-        :raises ConfigError: the plugin does not implement the hook, or answered something else.
+        :raises ConfigError: the plugin does not implement it, or answered something else.
         :raises RateLimited: the venue refused the call; later calls wait ``retry_after_ms`` (or a
             backoff of 0.5 s doubling to 60 s while refusals continue).
         """
-        if hook in PAUSABLE:
+        if name in PAUSABLE:
             await self.rate_limit_pause()
-        result = self._hooks[hook](**kwargs)
-        if result is None:
-            raise ConfigError(f"plugin {self.plugin_name!r} does not implement {hook}", venue=self.venue)
+        result = call()
+        if result is None and expected is not type(None):
+            raise ConfigError(f"plugin {self.plugin_name!r} does not implement {name}", venue=self.venue)
         if inspect.isawaitable(result):
             try:
                 result = await result
@@ -120,115 +187,74 @@ class Driver:
                 self._paused_until = max(self._paused_until, time.monotonic() + min(pause_s, RATE_LIMIT_CAP_S))
                 raise
             self._backoff_s = 0.0
-        if not isinstance(result, expected):
-            raise ConfigError(f"plugin {self.plugin_name!r} answered {hook} with a {type(result).__name__}, "
-                              f"not a {expected.__name__}", venue=self.venue)
-        return result
+        return self._checked(name, expected, result)
 
-    async def connect(self, config: DriverConfig) -> Any:
-        """Connect (see hook ``connect``) and keep the connection for later calls."""
-        self.conn = await self._call("connect", object, config=config)
-        return self.conn
+    def _session_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], object]:
+        """Operation ``name`` of the session, its arguments bound to the protocol's parameters (defaults
+        filled in), ready to call.  :raises ConfigError: not connected.  :raises TypeError: bad arguments."""
+        session = self.session
+        if session is None:
+            raise ConfigError(f"plugin {self.plugin_name!r} is not connected", venue=self.venue)
+        call = SIGNATURES[name].bind(session, *args, **kwargs)
+        call.apply_defaults()
+        method = getattr(session, name)
+        return lambda: method(*call.args[1:], **call.kwargs)
+
+    def _operate_now(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call plain session operation ``name`` and check its answer (see :class:`SyncOperation`)."""
+        return self._checked(name, ANSWERS[name], self._session_call(name, args, kwargs)())
+
+    async def _operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call session operation ``name`` (one of :data:`OPERATIONS`) through the guard, its arguments
+        bound to the protocol's parameters (defaults filled in); the typed way in is the attribute of the
+        same name (``driver.fetch_snapshot()``).
+
+        :raises ConfigError: the driver is not connected, or answered something else.
+        :raises TypeError: the arguments do not fit the operation's parameters.
+        """
+        return await self._guarded(name, ANSWERS[name], self._session_call(name, args, kwargs))
+
+    async def connect(self, config: DriverConfig) -> DriverSession:
+        """Connect (hook ``connect``) and keep the session for the operations.
+
+        :raises ConfigError: the plugin does not implement ``connect``, or its session lacks an operation
+            (named in the message).
+        """
+        session = await self._guarded("connect", object, lambda: self._hooks["connect"](config=config))
+        if missing := [name for name in OPERATIONS if not callable(getattr(session, name, None))]:
+            raise ConfigError(f"plugin {self.plugin_name!r} does not implement {', '.join(missing)} "
+                              f"(its session is a {type(session).__name__})", venue=self.venue)
+        self.session = typing.cast(DriverSession, session)
+        return self.session
 
     async def disconnect(self) -> None:
-        """Close the connection (hook ``disconnect``)."""
-        if self.conn is not None:
-            await self._call("disconnect", bool, conn=self.conn)
-            self.conn = None
+        """Close the session (operation ``disconnect``); nothing happens when not connected."""
+        if self.session is not None:
+            await self._operate("disconnect")
+            self.session = None
 
-    async def create_entry(self, intent: OrderIntent) -> dict[str, Any]:
-        """Hook ``create_entry``."""
-        return await self._call("create_entry", dict, conn=self.conn, intent=intent)
-
-    async def normalize_order(self, raw: dict[str, Any], intent: OrderIntent | None = None) -> Order:
-        """Hook ``normalize_order``."""
-        return await self._call("normalize_order", Order, conn=self.conn, raw=raw, intent=intent)
-
-    async def set_stop_loss(
-        self, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
-    ) -> StopLoss:
-        """Hook ``set_stop_loss``."""
-        return await self._call(
-            "set_stop_loss", StopLoss, conn=self.conn, symbol=symbol, side=side, contracts=contracts,
-            trigger_price=trigger_price,
-        )
-
-    async def set_take_profit(
-        self, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal
-    ) -> StopLoss:
-        """Hook ``set_take_profit``."""
-        return await self._call(
-            "set_take_profit", StopLoss, conn=self.conn, symbol=symbol, side=side, contracts=contracts,
-            trigger_price=trigger_price,
-        )
-
-    async def move_stop_loss(self, stop: StopLoss, trigger_price: Decimal) -> StopLoss:
-        """Hook ``move_stop_loss``."""
-        return await self._call("move_stop_loss", StopLoss, conn=self.conn, stop=stop, trigger_price=trigger_price)
-
-    async def set_trailing_stop(
-        self, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec, reference_price: Decimal
-    ) -> StopLoss:
-        """Hook ``set_trailing_stop`` (capability ``native_trailing_stop``)."""
-        return await self._call(
-            "set_trailing_stop", StopLoss, conn=self.conn, symbol=symbol, side=side, contracts=contracts,
-            trailing=trailing, reference_price=reference_price,
-        )
-
-    def native_trailing_fits(self, trailing: TrailingSpec) -> bool:
-        """Whether the venue can run ``trailing`` itself: the driver declares ``native_trailing_stop`` and
-        the spec is within its :attr:`~framework.models.DriverInfo.trailing_limits`."""
-        limits = self.info.trailing_limits
-        return self.supports("native_trailing_stop") and limits is not None and limits.fits(trailing)
-
-    async def cancel_stop_loss(self, stop: StopLoss) -> bool:
-        """Hook ``cancel_stop_loss``."""
-        return await self._call("cancel_stop_loss", bool, conn=self.conn, stop=stop)
+    create_entry = Operation(DriverSession.create_entry)
+    normalize_order = Operation(DriverSession.normalize_order)
+    set_stop_loss = Operation(DriverSession.set_stop_loss)
+    set_take_profit = Operation(DriverSession.set_take_profit)
+    set_trailing_stop = Operation(DriverSession.set_trailing_stop)
+    move_stop_loss = Operation(DriverSession.move_stop_loss)
+    cancel_stop_loss = Operation(DriverSession.cancel_stop_loss)
+    close_position = Operation(DriverSession.close_position)
+    fetch_order = Operation(DriverSession.fetch_order)
+    fetch_snapshot = Operation(DriverSession.fetch_snapshot)
+    market_limits = SyncOperation(DriverSession.market_limits)
+    run_stream = Operation(DriverSession.run_stream)
+    watch_mark_prices = Operation(DriverSession.watch_mark_prices)
 
     async def verify_position(
         self, intent: OrderIntent, order: Order, budget_ms: int, stream: StreamEvidence
     ) -> Verification:
         """Hook ``verify_position`` (answered by the core unless the driver adds a source)."""
-        return await self._call(
-            "verify_position", Verification, conn=self.conn, intent=intent, order=order, budget_ms=budget_ms,
-            evidence=EntryEvidence(self, stream),
-        )
-
-    async def close_position(
-        self, symbol: str, side: PositionSide, contracts: Decimal, client_order_id: str
-    ) -> Order:
-        """Hook ``close_position``."""
-        return await self._call(
-            "close_position", Order, conn=self.conn, symbol=symbol, side=side, contracts=contracts,
-            client_order_id=client_order_id,
-        )
-
-    async def fetch_order(
-        self, symbol: str, order_id: str | None = None, client_order_id: str | None = None
-    ) -> Order:
-        """Hook ``fetch_order``."""
-        return await self._call(
-            "fetch_order", Order, conn=self.conn, symbol=symbol, order_id=order_id, client_order_id=client_order_id
-        )
-
-    async def fetch_snapshot(self) -> VenueSnapshot:
-        """Hook ``fetch_snapshot``."""
-        return await self._call("fetch_snapshot", VenueSnapshot, conn=self.conn)
-
-    def market_limits(self, symbol: str) -> MarketLimits:
-        """Hook ``market_limits``."""
-        limits = self._hooks["market_limits"](conn=self.conn, symbol=symbol)
-        if not isinstance(limits, MarketLimits):
-            raise ConfigError(f"plugin {self.plugin_name!r} does not implement market_limits", venue=self.venue)
-        return limits
-
-    async def run_stream(self, sink: StreamSink) -> None:
-        """Hook ``run_stream``: returns only when cancelled."""
-        await self._call("run_stream", type(None), conn=self.conn, sink=sink)
-
-    async def watch_mark_prices(self, symbols: list[str] | WatchedSymbols, sink: StreamSink) -> None:
-        """Hook ``watch_mark_prices``: returns only when cancelled."""
-        await self._call("watch_mark_prices", type(None), conn=self.conn, symbols=symbols, sink=sink)
+        evidence = EntryEvidence(self, stream)
+        result = await self._guarded("verify_position", Verification, lambda: self._hooks["verify_position"](
+            session=self.session, intent=intent, order=order, budget_ms=budget_ms, evidence=evidence))
+        return typing.cast(Verification, result)
 
     def make_decoder(self) -> StreamDecoder:
         """Hook ``make_decoder``."""

@@ -169,8 +169,9 @@ class OrderIntent(Model):
 class Order(Model):
     """A complete order: every field the engine relies on is established, none is guessed.
 
-    Produced by the driver hook ``normalize_order``; a response lacking side, amount or status is
-    completed from the venue or rejected with :class:`~framework.errors.OrderIncomplete`.
+    Produced by the session operation ``normalize_order`` (:class:`~framework.protocols.DriverSession`); a
+    response lacking side, amount or status is completed from the venue or rejected with
+    :class:`~framework.errors.OrderIncomplete`.
 
     :ivar id: the venue's order id.
     :ivar amount: ordered size in contracts.
@@ -453,7 +454,7 @@ class VenueSnapshot(Model):
 
 
 class MarketLimits(Model):
-    """The smallest order a venue takes on one symbol (driver hook ``market_limits``), from its market
+    """The smallest order a venue takes on one symbol (session operation ``market_limits``), from its market
     listing (Binance ``GET /fapi/v1/exchangeInfo`` LOT_SIZE / MIN_NOTIONAL, Bybit
     ``GET /v5/market/instruments-info`` ``lotSizeFilter``), as ccxt loaded it.
 

@@ -67,7 +67,15 @@ def installed_plugins() -> dict[str, EntryPoint]:
 def register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
     """Register ``plugin`` under ``name``, turning pluggy's validation error into a :class:`ConfigError`
     that names the plugin (e.g. an implementation with an argument the hookspec does not have).
+
+    :raises ConfigError: the plugin is invalid, or not hashable (pluggy's subset callers, through which
+        the core calls one venue's driver or one listener, keep plugins in sets; a ``@dataclass`` plugin
+        needs ``eq=False``).
     """
+    try:
+        hash(plugin)
+    except TypeError as exc:
+        raise ConfigError(f"plugin {name!r} is not hashable (a @dataclass plugin needs eq=False)") from exc
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:

@@ -719,7 +719,7 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                                        "wall_ms": round(wall * 1000, 1)}
                 if raw_rows is not None:  # the floor: the same requests, answers left as parsed JSON
                     cpu = time.process_time()
-                    await raw_rows(driver.conn)
+                    await raw_rows(driver.session)
                     results[str(count)]["raw_cpu_ms"] = round((time.process_time() - cpu) * 1000, 1)
         finally:
             await driver.disconnect()

@@ -284,8 +284,8 @@ def cmd_venue(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from framework.app.replay import event_json, replay
     from framework.plugins import load_plugins
+    from framework.replay import event_json, replay
 
     pm = load_plugins([args.plugin])
     try:

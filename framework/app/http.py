@@ -146,11 +146,11 @@ class Api:
         stored = sig.model_dump(mode="json")
         earlier = await store.receive_signal(request_signal.id, source, stored)
         if earlier is not None:
-            if earlier["body"] != stored:
+            if earlier.body != stored:
                 return _problem(409, f"id {request_signal.id!r} was already used for a different signal",
                                 id=request_signal.id)
-            return web.json_response({"id": request_signal.id, "state": earlier["state"], "duplicate": True,
-                                      "result": earlier["result"]}, status=200)
+            return web.json_response({"id": request_signal.id, "state": earlier.state, "duplicate": True,
+                                      "result": earlier.result}, status=200)
         try:
             position = await self.session.submit(sig)
         except SignalRejected as exc:

@@ -513,7 +513,7 @@ class Run:
                 self.monitor.errors.append(f"{name}: the final snapshot failed: {exc}")
                 continue
             venue_stops[name] = {s.symbol for s in snapshot.stops if s.kind in ("stop_loss", "trailing_stop")}
-            db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
+            db_open = {r.symbol for r in await store.open_positions(self.engine.configs[name].account, name)}
             book_open = set(self.engine.positions(name)[name])
             orphans += len((db_open | book_open) ^ {p.symbol for p in snapshot.positions})
         return orphans
@@ -541,7 +541,7 @@ class Run:
             wrong_side += len(truth.wrong_side_orders())
             for endpoint, n in harness.rest_calls().items():
                 rest_calls[f"{name} {endpoint}"] += n
-            db_open = {r["symbol"] for r in await store.open_positions(self.engine.configs[name].account, name)}
+            db_open = {r.symbol for r in await store.open_positions(self.engine.configs[name].account, name)}
             book_open = set(self.engine.positions(name)[name])
             venue_open = {p.symbol for p in venue.positions(harness.config.account)}
             orphans += len((db_open | book_open) ^ venue_open)

@@ -672,14 +672,14 @@ class PositionBook:
                 return False
             # Not in the book: a DB row may still be open (restart before the book was loaded).
             try:
-                rows = [r for r in await self.store.open_positions(self.account, self.venue) if r["symbol"] == symbol]
+                rows = [r for r in await self.store.open_positions(self.account, self.venue) if r.symbol == symbol]
             except Exception as exc:  # the database is unreachable: nothing this book holds to close
                 log.warning("%s %s: DB not readable for a close of a position the book does not hold: %s",
                             self.venue, symbol, exc)
                 return False
             if not rows:
                 return False
-            side, contracts, entry = rows[0]["side"], rows[0]["contracts"], rows[0]["entry_price"]
+            side, contracts, entry = rows[0].side, rows[0].contracts, rows[0].entry_price
         else:
             side, contracts, entry = position.side, position.contracts, position.entry_price
         state.position = None

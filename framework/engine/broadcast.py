@@ -1,8 +1,10 @@
 """Calling lifecycle hooks (``on_*``) so that one failing listener never stops the others.
 
-pluggy stops a broadcast at the first listener that raises; the close path must not, so every
-listener is called on its own, awaited when it returns an awaitable, and a failure is logged and
-turned into an ``on_alert`` (itself guarded, so a failing alert listener is only logged).
+pluggy stops a hook call at the first listener that raises; the close path must not, so every listener
+is called on its own, in pluggy's order, through a pluggy subset caller holding that one listener (and
+every wrapper of the hook, which so wraps each listener's call; tracing and call monitoring see each
+call), awaited when it returns an awaitable.  A failure is logged and turned into an ``on_alert`` (itself
+guarded, so a failing alert listener is only logged).
 """
 
 from __future__ import annotations
@@ -22,19 +24,18 @@ log = logging.getLogger(__name__)
 async def broadcast(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[Any]:
     """Call every implementation of lifecycle hook ``hook_name`` with ``kwargs``.
 
-    :returns: the results of the listeners that succeeded, in call order.
+    :returns: the results (not ``None``) of the listeners that succeeded, in call order.
     """
     hook = getattr(pm.hook, hook_name)
-    results = []
     # pluggy's own order: last registered first, tryfirst/trylast respected by get_hookimpls' sort.
-    for impl in reversed(hook.get_hookimpls()):
-        if impl.hookwrapper or impl.wrapper:
-            continue
+    listeners = [impl for impl in reversed(hook.get_hookimpls()) if not (impl.hookwrapper or impl.wrapper)]
+    plugins = [impl.plugin for impl in listeners]
+    results = []
+    for impl in listeners:
+        one = pm.subset_hook_caller(hook_name, remove_plugins=[p for p in plugins if p is not impl.plugin])
         try:
-            result = impl.function(*[kwargs[name] for name in impl.argnames])
-            if inspect.isawaitable(result):
-                result = await result
-            results.append(result)
+            for result in one(**kwargs):
+                results.append(await result if inspect.isawaitable(result) else result)
         except Exception as exc:  # a listener must never break the caller (close path)
             log.exception("listener %s of %s raised", impl.plugin_name, hook_name)
             if hook_name != "on_alert":

@@ -29,7 +29,7 @@ from framework.engine.closing import cancel_quietly
 from framework.engine.protection import Protector
 from framework.engine.settings import EngineSettings
 from framework.errors import OrderNotFound, VenueError
-from framework.models import OrderIntent, Position, StopLoss, TrailingSpec, now_ms
+from framework.models import OrderIntent, Position, StopLoss, now_ms
 from framework.store import Store
 
 log = logging.getLogger(__name__)
@@ -121,15 +121,15 @@ class Reconciler:
         """Resolve orders of unknown outcome by client order id; return the intents of filled entries."""
         filled_entries: dict[str, OrderIntent] = {}
         for row in await self.store.unresolved_orders(self.book.account, self.book.venue):
-            symbol, cid = row["symbol"], row["client_order_id"]
+            symbol, cid = row.symbol, row.client_order_id
             if self.book.opening(symbol):
                 continue  # the opener is still deciding
             try:
-                order = await self.driver.fetch_order(symbol, row["venue_order_id"], cid)
+                order = await self.driver.fetch_order(symbol, row.venue_order_id, cid)
             except OrderNotFound:
                 # 'intent' was never sent; otherwise give the venue time to show it.
-                too_old = self.clock() - row["created_at"] > self.settings.unresolved_order_grace_ms
-                if row["state"] == "intent" or too_old:
+                too_old = self.clock() - row.created_at > self.settings.unresolved_order_grace_ms
+                if row.state == "intent" or too_old:
                     await self.store.update_order(self.book.account, self.book.venue, cid, state="expired")
                     report["resolved"] += 1
                 continue
@@ -139,23 +139,21 @@ class Reconciler:
             await self.store.update_order(self.book.account, self.book.venue, cid, state=order.status,
                                           venue_order_id=order.id, filled=order.filled, average=order.average)
             report["resolved"] += 1
-            if row["purpose"] == "entry" and order.filled > 0:
-                filled_entries[symbol] = OrderIntent.model_validate(row["intent"])
+            if row.purpose == "entry" and order.filled > 0:
+                filled_entries[symbol] = row.intent
         return filled_entries
 
     async def _load_from_db(self) -> None:
         if self.book.writes.pending:  # the DB is behind the book: its rows are no news
             return
         for row in await self.store.open_positions(self.book.account, self.book.venue):
-            symbol = row["symbol"]
+            symbol = row.symbol
             if self.book.holds(symbol) or self.book.opening(symbol):
                 continue
-            spec = row.get("trailing_spec") or row.get("trailing")
-            trailing = TrailingSpec.model_validate(spec) if spec else None
             self.book.load(BookPosition(
-                symbol=symbol, side=row["side"], contracts=row["contracts"], entry_price=row["entry_price"],
-                stop_price=row["stop_loss"], trailing=trailing, intent_id=row["entry_client_order_id"],
-                source=row["source"], opened_at=row["opened_at"],
+                symbol=symbol, side=row.side, contracts=row.contracts, entry_price=row.entry_price,
+                stop_price=row.stop_loss, trailing=row.trailing_spec, intent_id=row.entry_client_order_id,
+                source=row.source, opened_at=row.opened_at,
             ))
 
     async def _close_orphans(self, on_venue: dict[str, Position], taken_at: int, report: Counter[str]) -> None:

@@ -209,9 +209,9 @@ class Engine:
         try:
             for row in await self.store.open_positions(account, name):
                 await self.store.close_position(PositionEvent(
-                    event="closed", account=account, venue=name, symbol=row["symbol"], side=row["side"],
-                    contracts=Decimal(0), entry_price=row["entry_price"], reason="reconcile", source="reconcile"))
-                log.info("%s %s: open row of a previous run on a venue that is gone, closed", name, row["symbol"])
+                    event="closed", account=account, venue=name, symbol=row.symbol, side=row.side,
+                    contracts=Decimal(0), entry_price=row.entry_price, reason="reconcile", source="reconcile"))
+                log.info("%s %s: open row of a previous run on a venue that is gone, closed", name, row.symbol)
         except Exception as exc:  # the database is away: reconciliation closes them after orphan_grace_ms
             log.warning("%s: previous runs' rows not closed at start: %s", name, exc)
 

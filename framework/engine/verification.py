@@ -29,8 +29,7 @@ from framework.hookspecs import hookimpl
 from framework.models import Order, OrderIntent, Verification
 
 if TYPE_CHECKING:
-    from framework.driver import Driver, EntryEvidence
-    from framework.protocols import StreamEvidence
+    from framework.protocols import DriverSession, EntryEvidence, StreamEvidence
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def _judge(order: Order | None, source: str) -> Verification | None:
 
 
 async def verify_entry(
-    driver: Driver, stream: StreamEvidence, intent: OrderIntent, order: Order, budget_ms: int, *,
+    driver: DriverSession, stream: StreamEvidence, intent: OrderIntent, order: Order, budget_ms: int, *,
     round_ms: int = ROUND_MS, order_every_ms: int = ORDER_EVERY_MS, rest_every_ms: int = REST_EVERY_MS,
 ) -> Verification:
     """Decide whether the entry ``order`` of ``intent`` produced a position, within ``budget_ms``.

@@ -1,5 +1,7 @@
 """The framework's records in PostgreSQL: positions, orders (intent first), stops, the event journal.
 
+Reads return typed rows (:mod:`framework.store.rows`), never ``asyncpg.Record``.
+
 Every write that changes a position's state and its journal entry happen in one transaction, so the
 journal never disagrees with the ``positions`` table.  The stream-driven ones (a size change, a closure)
 are each ONE statement (data-modifying CTEs, atomic on their own) on a connection held for that hot path,
@@ -19,6 +21,7 @@ import asyncpg
 from framework.errors import DuplicateOpenPosition, StoreError
 from framework.models import OrderIntent, PositionEvent, StopLoss, now_ms
 from framework.store.database import Connection, create_pool, database_url
+from framework.store.rows import EventRow, OrderRow, PositionRow, SignalRow, StopRow
 
 
 def _jsonable(model: Any) -> Any:
@@ -220,19 +223,21 @@ class Store:
             self.epoch(account, venue),
         )
 
-    async def unresolved_orders(self, account: str, venue: str) -> list[asyncpg.Record]:
+    async def unresolved_orders(self, account: str, venue: str) -> list[OrderRow]:
         """Orders whose outcome we do not know yet (``intent``, ``submitted``, ``unknown``)."""
-        return await self.pool.fetch(
+        return OrderRow.all_of(await self.pool.fetch(
             """SELECT * FROM orders WHERE account = $1 AND venue = $2
                AND state IN ('intent', 'submitted', 'unknown') ORDER BY id""",
             account, venue,
-        )
+        ))
 
-    async def order(self, account: str, venue: str, client_order_id: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
+    async def order(self, account: str, venue: str, client_order_id: str) -> OrderRow | None:
+        """The order with this client order id, or ``None``."""
+        record = await self.pool.fetchrow(
             "SELECT * FROM orders WHERE account = $1 AND venue = $2 AND client_order_id = $3",
             account, venue, client_order_id,
         )
+        return None if record is None else OrderRow.of(record)
 
     # --- positions ------------------------------------------------------------------------------------
 
@@ -318,16 +323,18 @@ class Store:
             else:
                 await conn.executemany(JOURNAL_SQL, rows)
 
-    async def open_positions(self, account: str | None = None, venue: str | None = None) -> list[asyncpg.Record]:
+    async def open_positions(self, account: str | None = None, venue: str | None = None) -> list[PositionRow]:
         """Open positions, optionally for one account / venue."""
-        return await self.pool.fetch(
+        return PositionRow.all_of(await self.pool.fetch(
             """SELECT * FROM positions WHERE status = 'open'
                AND ($1::text IS NULL OR account = $1) AND ($2::text IS NULL OR venue = $2) ORDER BY id""",
             account, venue,
-        )
+        ))
 
-    async def position(self, position_id: int) -> asyncpg.Record | None:
-        return await self.pool.fetchrow("SELECT * FROM positions WHERE id = $1", position_id)
+    async def position(self, position_id: int) -> PositionRow | None:
+        """The position with this id, open or closed, or ``None``."""
+        record = await self.pool.fetchrow("SELECT * FROM positions WHERE id = $1", position_id)
+        return None if record is None else PositionRow.of(record)
 
     # --- stops ----------------------------------------------------------------------------------------
 
@@ -360,12 +367,13 @@ class Store:
                     position_id, stop.trigger_price, stop.placed_at, epoch,
                 )
 
-    async def resting_stops(self, account: str, venue: str, symbol: str) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+    async def resting_stops(self, account: str, venue: str, symbol: str) -> list[StopRow]:
+        """The stops recorded as resting for ``symbol``, oldest first."""
+        return StopRow.all_of(await self.pool.fetch(
             """SELECT * FROM stops WHERE account = $1 AND venue = $2 AND symbol = $3 AND status = 'resting'
                ORDER BY id""",
             account, venue, symbol,
-        )
+        ))
 
     # --- journal --------------------------------------------------------------------------------------
 
@@ -377,13 +385,13 @@ class Store:
         async with self.pool.acquire() as conn:
             await self._journal(conn, account, venue, symbol, position_id, kind, payload)
 
-    async def events(self, *, position_id: int | None = None, venue: str | None = None) -> list[asyncpg.Record]:
+    async def events(self, *, position_id: int | None = None, venue: str | None = None) -> list[EventRow]:
         """Journal rows in order, optionally for one position or venue."""
-        return await self.pool.fetch(
+        return EventRow.all_of(await self.pool.fetch(
             """SELECT * FROM events WHERE ($1::bigint IS NULL OR position_id = $1)
                AND ($2::text IS NULL OR venue = $2) ORDER BY id""",
             position_id, venue,
-        )
+        ))
 
     async def _journal(
         self, conn: Connection, account: str, venue: str, symbol: str | None, position_id: int | None,
@@ -398,7 +406,7 @@ class Store:
 
     # --- signals received from outside (HTTP API): persisted on receipt, idempotent by client id ---------
 
-    async def receive_signal(self, signal_id: str, source: str, body: dict[str, Any]) -> asyncpg.Record | None:
+    async def receive_signal(self, signal_id: str, source: str, body: dict[str, Any]) -> SignalRow | None:
         """Persist a received signal in state ``received`` unless its id is already known.
 
         :returns: ``None`` when recorded now (the caller acts on it); the earlier row for a known id.
@@ -418,6 +426,7 @@ class Store:
             signal_id, state, result, now_ms(),
         )
 
-    async def signal(self, signal_id: str) -> asyncpg.Record | None:
+    async def signal(self, signal_id: str) -> SignalRow | None:
         """The received signal with this id, or ``None``."""
-        return await self.pool.fetchrow("SELECT * FROM signals WHERE id = $1", signal_id)
+        record = await self.pool.fetchrow("SELECT * FROM signals WHERE id = $1", signal_id)
+        return None if record is None else SignalRow.of(record)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView
 from decimal import Decimal
 
 from framework.models import now_ms
@@ -167,6 +167,11 @@ class Ledger:
         """Open positions of ``account`` (contracts > 0)."""
         self._account(account)
         return [self._snapshot(p) for (a, _), p in self._positions.items() if a == account and p.is_open]
+
+    def position_items(self) -> ItemsView[tuple[str, str], VenuePosition]:
+        """Every position record by ``(account, symbol)``, flat ones included: the live records, not
+        snapshots (for the ground-truth observer, which reads them after every change; never mutate)."""
+        return self._positions.items()
 
     def visible_positions(self, account: str, lag_ms: int) -> list[VenuePosition]:
         """Open positions as they were at ``now() - lag_ms`` (a lagging REST endpoint, docs/incidents.md I-3/I-4).

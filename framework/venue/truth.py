@@ -109,7 +109,7 @@ class GroundTruth:
         if self.suspended:
             return
         self._venue = venue
-        for key, position in venue._positions.items():
+        for key, position in venue.position_items():
             exposed = position.contracts > 0 and not venue.is_protected(*key)
             start = self._open_since.get(key)
             if exposed and start is None:

@@ -170,7 +170,7 @@ class WireEmulator(ABC):
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         self._unsubscribe = self.venue.subscribe(self.on_venue_event)
         self.spawn(self._disconnect_loop())
         self.spawn(self._clock_loop())

@@ -83,7 +83,7 @@ async def test_a_webhook_sent_twice_at_once_opens_one_position(api):
     [position] = run.session.positions()
     assert position.contracts == Decimal(20) and position.side == "long"
     row = await run.session.store.signal("c1")
-    assert row["state"] == "done" and row["source"] == "http"
+    assert row.state == "done" and row.source == "http"
     async with client.post(f"{url}/v1/signals", json={**OPEN, "id": "c1", "contracts": "30"},
                            headers=AUTH) as response:
         assert response.status == 409  # the same id for another signal: refused, not executed
@@ -119,7 +119,7 @@ async def test_a_signal_over_a_limit_is_409_persisted_as_rejected_and_a_failed_s
         assert response.status == 409
         assert "max_notional" in (await response.json())["error"]
     row = await run.session.store.signal("d1")
-    assert row["state"] == "rejected" and "max_notional" in row["result"]["error"]
+    assert row.state == "rejected" and "max_notional" in row.result["error"]
     assert run.monitor.failed_signals[0]["type"] == "SignalRejected"
     assert run.session.positions() == []
 

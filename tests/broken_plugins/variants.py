@@ -1,7 +1,8 @@
 """Broken variants of a real driver plugin, one known bug (docs/incidents.md) each.
 
 ``variants.<base>_broken_<bug>`` (e.g. ``bybit_broken_closure``) is a plugin object: every hookimpl of the
-installed plugin ``<base>``, with one hook replaced by a buggy version.  The entry point
+installed plugin ``<base>``, with one hook or one operation of the session its ``connect`` returns replaced
+by a buggy version.  The entry point
 ``<base>-broken-<bug> = broken_plugins.variants:<base>_broken_<bug>`` makes it loadable by name, so the
 contract suite runs against it exactly as it runs against a real plugin.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 
 from framework import hookimpl
+from framework.driver import OPERATIONS
 from framework.errors import PositionGone
 from framework.hookspecs import PROJECT
 from framework.models import Order, PositionUpdate
@@ -45,8 +47,8 @@ def _closure_dropped(base: Any) -> dict[str, Any]:
         def decode(self, raw):
             return [e for e in self._decoder.decode(raw) if not is_flat(e)]
 
-    async def run_stream(conn, sink):
-        await base.run_stream(conn, DroppingSink(sink))
+    async def run_stream(session, sink):
+        await type(session).run_stream(session, DroppingSink(sink))
 
     def make_decoder():
         return DroppingDecoder(base.make_decoder())
@@ -59,7 +61,7 @@ def _guessed_side(base: Any) -> dict[str, Any]:
     ids-only answer), what it says is taken as final (Binance's ACK: status NEW, nothing executed)."""
     venue = base.driver_info().venue
 
-    async def normalize_order(conn, raw, intent):
+    async def normalize_order(session, raw, intent=None):
         side = raw.get("side") or (intent.order_side if intent is not None else "buy")
         amount = Decimal(str(raw.get("amount") or (intent.contracts if intent is not None else 0)))
         filled = amount if raw.get("filled") is None else Decimal(str(raw["filled"]))
@@ -80,11 +82,11 @@ def _ccxt_client(conn: Any) -> Any:
 def _rest_lookup_stop(base: Any) -> dict[str, Any]:
     """I-4: the stop placement first looks the position up over (lagging) REST."""
 
-    async def set_stop_loss(conn, symbol, side, contracts, trigger_price):
-        positions = await _ccxt_client(conn).fetch_positions([symbol])
+    async def set_stop_loss(session, symbol, side, contracts, trigger_price):
+        positions = await _ccxt_client(session).fetch_positions([symbol])
         if not any(p.get("symbol") == symbol and p.get("contracts") for p in positions):
             raise PositionGone("No open position found", symbol=symbol)
-        return await base.set_stop_loss(conn, symbol, side, contracts, trigger_price)
+        return await type(session).set_stop_loss(session, symbol, side, contracts, trigger_price)
 
     return {"set_stop_loss": set_stop_loss}
 
@@ -92,9 +94,11 @@ def _rest_lookup_stop(base: Any) -> dict[str, Any]:
 def _cancel_then_create(base: Any) -> dict[str, Any]:
     """I-5: a stop move that cancels the old stop, then creates the new one (a naked window)."""
 
-    async def move_stop_loss(conn, stop, trigger_price):
-        await base.cancel_stop_loss(conn, stop)
-        return await base.set_stop_loss(conn, stop.symbol, stop.side, stop.contracts or Decimal(0), trigger_price)
+    async def move_stop_loss(session, stop, trigger_price):
+        await type(session).cancel_stop_loss(session, stop)
+        return await type(session).set_stop_loss(
+            session, stop.symbol, stop.side, stop.contracts or Decimal(0), trigger_price
+        )
 
     return {"move_stop_loss": move_stop_loss}
 
@@ -102,9 +106,9 @@ def _cancel_then_create(base: Any) -> dict[str, Any]:
 def _unvalidated_close_side(base: Any) -> dict[str, Any]:
     """I-3: the close direction derived by comparing an unvalidated field with an order-side word."""
 
-    async def close_position(conn, symbol, side, contracts, client_order_id):
+    async def close_position(session, symbol, side, contracts, client_order_id):
         position_side = "long" if side == "buy" else "short"  # 'long' is not 'buy': every long closes as a short
-        return await base.close_position(conn, symbol, position_side, contracts, client_order_id)
+        return await type(session).close_position(session, symbol, position_side, contracts, client_order_id)
 
     return {"close_position": close_position}
 
@@ -119,15 +123,29 @@ BUGS = {
 
 
 def build(base_name: str, bug: str) -> types.ModuleType:
-    """A plugin module: every hookimpl of ``base_name`` with ``bug``'s replacements."""
+    """A plugin module: every hookimpl of ``base_name`` with ``bug``'s replacements: hooks replaced as
+    hooks, session operations on each session ``connect`` returns (an instance attribute over the
+    class's method, which the buggy version calls for the real work)."""
     base = installed_plugins()[base_name].load()
     plugin = types.ModuleType(f"broken_plugins.{base_name}_broken_{bug}")
     for name in dir(base):
         if hasattr(getattr(base, name), f"{PROJECT}_impl"):
             setattr(plugin, name, getattr(base, name))
-    for name, function in BUGS[bug](base).items():
-        function.__name__ = name
-        setattr(plugin, name, hookimpl(function))
+    replacements = BUGS[bug](base)
+    operations = {name: function for name, function in replacements.items() if name in OPERATIONS}
+    if operations:
+
+        async def connect(config):
+            session = await base.connect(config)
+            for name, function in operations.items():
+                setattr(session, name, types.MethodType(function, session))
+            return session
+
+        replacements = {**replacements, "connect": connect}
+    for name, function in replacements.items():
+        if name not in OPERATIONS:
+            function.__name__ = name
+            setattr(plugin, name, hookimpl(function))
     return plugin
 
 

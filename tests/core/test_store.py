@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from framework.errors import DuplicateOpenPosition, StoreError
-from framework.models import OrderIntent, PositionEvent, StopLoss
-from framework.store import Store, migrate
+from framework.models import OrderIntent, PositionEvent, StopLoss, TrailingSpec
+from framework.store import OrderRow, PositionRow, Store, migrate
 from framework.store.database import migrations
 
 
@@ -79,8 +79,8 @@ async def test_close_is_idempotent_and_journaled_in_the_same_transaction(store: 
     assert await store.close_position(closed) is True
     assert await store.close_position(closed) is False
     row = await store.position(position_id)
-    assert row["status"] == "closed" and row["close_reason"] == "stop_loss"
-    kinds = [e["kind"] for e in await store.events(position_id=position_id)]
+    assert row.status == "closed" and row.close_reason == "stop_loss"
+    kinds = [e.kind for e in await store.events(position_id=position_id)]
     assert kinds == ["opened", "closed"]
     # a new position on the same symbol may open after the close
     await store.open_position(opened())
@@ -89,7 +89,7 @@ async def test_close_is_idempotent_and_journaled_in_the_same_transaction(store: 
 async def test_journal_is_append_only(store: Store):
     await store.append_event("default", "bybit", "note", {"hello": "world"}, symbol="XRP/USDT:USDT")
     rows = await store.events(venue="bybit")
-    assert rows[-1]["payload"] == {"hello": "world"}
+    assert rows[-1].payload == {"hello": "world"}
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await store.pool.execute("UPDATE events SET kind = 'x'")
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
@@ -104,9 +104,9 @@ async def test_intent_is_recorded_before_submit_and_client_ids_are_unique(store:
     )
     await store.record_order(intent)
     row = await store.order("default", "bybit", "fw-o-0123456789ab")
-    assert row["state"] == "intent" and row["side"] == "buy" and row["contracts"] == Decimal("43")
-    assert row["intent"]["client_order_id"] == "fw-o-0123456789ab"
-    assert [r["client_order_id"] for r in await store.unresolved_orders("default", "bybit")] == ["fw-o-0123456789ab"]
+    assert row.state == "intent" and row.side == "buy" and row.contracts == Decimal("43")
+    assert row.intent.client_order_id == "fw-o-0123456789ab"
+    assert [r.client_order_id for r in await store.unresolved_orders("default", "bybit")] == ["fw-o-0123456789ab"]
     with pytest.raises(StoreError):
         await store.record_order(intent)
     await store.update_order("default", "bybit", "fw-o-0123456789ab", state="closed", venue_order_id="42",
@@ -121,11 +121,25 @@ async def test_stops_replace_each_other_and_end_with_the_position(store: Store):
     await store.record_stop("default", first)
     await store.record_stop("default", moved)
     resting = await store.resting_stops("default", "bybit", "XRP/USDT:USDT")
-    assert [r["trigger_price"] for r in resting] == [Decimal("0.50")]
-    assert (await store.open_positions())[0]["stop_loss"] == Decimal("0.50")
+    assert [r.trigger_price for r in resting] == [Decimal("0.50")]
+    assert (await store.open_positions())[0].stop_loss == Decimal("0.50")
     await store.close_position(PositionEvent(event="closed", venue="bybit", symbol="XRP/USDT:USDT",
                                              side="long", contracts=Decimal(0), reason="manual"))
     assert await store.resting_stops("default", "bybit", "XRP/USDT:USDT") == []
+
+
+async def test_reads_return_typed_rows_not_asyncpg_records(store: Store):
+    intent = OrderIntent(venue="bybit", symbol="XRP/USDT:USDT", side="short", contracts=Decimal("7"),
+                         stop_loss=Decimal("1.2"), client_order_id="fw-o-abcdefabcdef",
+                         trailing=TrailingSpec(callback_rate=Decimal("0.5")))
+    await store.record_order(intent)
+    await store.open_position(opened(), trailing={"callback_rate": "0.5"})
+    [position] = await store.open_positions()
+    assert isinstance(position, PositionRow) and position.trailing_spec == TrailingSpec(callback_rate=Decimal("0.5"))
+    order = await store.order("default", "bybit", intent.client_order_id)
+    assert isinstance(order, OrderRow) and order.intent == intent and order.side == "sell"
+    for row in [position, order, *(await store.events())]:
+        assert not isinstance(row, asyncpg.Record)
 
 
 async def test_a_closure_is_one_statement_on_the_held_connection(store: Store):
@@ -151,6 +165,6 @@ async def test_a_closure_is_one_statement_on_the_held_connection(store: Store):
     assert len(statements) == 1 and statements[0].lstrip().startswith("WITH closed AS")
     assert store.pool.get_idle_size() == free_before
     row = await store.position(position_id)
-    assert (row["status"], row["close_reason"], row["close_price"]) == ("closed", "stop_loss", Decimal("0.48"))
+    assert (row.status, row.close_reason, row.close_price) == ("closed", "stop_loss", Decimal("0.48"))
     assert await store.resting_stops("default", "bybit", "XRP/USDT:USDT") == []
-    assert [e["kind"] for e in await store.events(position_id=position_id)] == ["opened", "closed"]
+    assert [e.kind for e in await store.events(position_id=position_id)] == ["opened", "closed"]

@@ -85,7 +85,7 @@ async def test_flat_update_closes_exactly_once_and_closes_the_db_row(book, store
     assert not book.holds(SYMBOL)
     assert len(recorder.closed()) == 1 and recorder.closed()[0].reason == "unknown"
     assert await db_status(store) == ["closed"]
-    kinds = [r["kind"] for r in await store.events(venue=VENUE)]
+    kinds = [r.kind for r in await store.events(venue=VENUE)]
     assert kinds == ["opened", "closed"]
     assert book.closures == 1
 
@@ -125,7 +125,7 @@ async def test_partial_close_is_an_update_not_a_closure(book, store, recorder):
         "updated", "default", VENUE, SYMBOL, "long", Decimal("20"))
     assert event.entry_price == Decimal("1.1") and event.source == "stream"
     row = (await store.open_positions("default", VENUE))[0]
-    assert row["contracts"] == Decimal("20") and row["entry_price"] == Decimal("1.1")
+    assert row.contracts == Decimal("20") and row.entry_price == Decimal("1.1")
     journal = await store.pool.fetch("SELECT kind, payload FROM events WHERE venue = $1 AND kind = 'updated'", VENUE)
     assert len(journal) == 1
 

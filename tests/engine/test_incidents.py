@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from framework import hookimpl
 from framework.errors import OrderIncomplete
 from framework.models import TrailingSpec
 from tests.engine.conftest import NO_GRACE
+from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0  # a closure must reach the DB within this bound (I-1: it took 140 s)
 
@@ -70,14 +70,11 @@ async def test_i2_late_flat_frame_neither_resurrects_nor_double_closes(env):
     assert await db_statuses(env) == ["closed"]
 
 
-class IncompleteNormalize:
+class IncompleteNormalize(SessionWrapper):
     """A driver answer that cannot be completed (I-3): normalize_order fails after the entry filled."""
 
-    @hookimpl(wrapper=True)
-    def normalize_order(self, conn, raw, intent):
-        pending = yield
-        pending.close()  # the driver's coroutine is never awaited: its answer is "incomplete"
-        raise OrderIncomplete("side unknown", venue="test")
+    async def normalize_order(self, call, raw, intent):
+        raise OrderIncomplete("side unknown", venue="test")  # the driver is never asked: "incomplete"
 
 
 async def test_i3_rollback_from_intent_leaves_the_venue_flat_with_no_wrong_side_order(env):
@@ -177,7 +174,7 @@ async def test_reconciliation_cancels_duplicate_stops_keeping_the_one_the_book_h
     env.assert_protected_but_for_the_fill_to_stop_window(intent)
 
 
-class CloseWhileSnapshotInFlight:
+class CloseWhileSnapshotInFlight(SessionWrapper):
     """The venue closes the position after it answered the snapshot's positions call: the snapshot the
     reconciler then holds still lists a position the book has just closed from the closing fill."""
 
@@ -185,22 +182,16 @@ class CloseWhileSnapshotInFlight:
         self.env = env
         self.armed = True
 
-    @hookimpl(wrapper=True)
-    def fetch_snapshot(self, conn):
-        snapshot = yield
+    async def fetch_snapshot(self, call):
+        answer = await call()
         if not self.armed:
-            return snapshot
-
-        async def stale_snapshot():
-            answer = await snapshot
-            self.armed = False
-            env = self.env
-            env.venue.faults.drop_closing_frames = 1  # only the closing fill tells the book
-            env.venue.manual_close("default", env.symbol)
-            await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
             return answer
-
-        return stale_snapshot()
+        self.armed = False
+        env = self.env
+        env.venue.faults.drop_closing_frames = 1  # only the closing fill tells the book
+        env.venue.manual_close("default", env.symbol)
+        await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+        return answer
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
@@ -209,7 +200,7 @@ async def test_a_snapshot_taken_before_a_closure_does_not_adopt_the_closed_posit
     await env.engine.open(env.intent(side))
     await env.settled()
     race = CloseWhileSnapshotInFlight(env)
-    env.pm.register(race, "close-while-snapshot-in-flight")
+    race.wrap(env.driver.session)
     report = await env.parts.reconciler.reconcile()
     assert not race.armed, "the closure did not happen inside the pass"
     assert report["adopted"] == 0

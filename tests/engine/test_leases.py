@@ -95,10 +95,10 @@ async def refused_writes(store: Store, old: Store, new: Store) -> None:
             await write
         assert is_fenced(refused.value), (what, refused.value)
     [row] = await store.open_positions("default", "bybit")
-    assert row["contracts"] == 5 and row["epoch"] == 1  # nothing of the old owner's got through
-    assert [e["kind"] for e in await store.events()] == ["opened"]
+    assert row.contracts == 5 and row.epoch == 1  # nothing of the old owner's got through
+    assert [e.kind for e in await store.events()] == ["opened"]
     assert await new.update_position("default", "bybit", "XRP/USDT:USDT", contracts=Decimal(3))  # the owner writes
-    assert (await store.position(row["id"]))["epoch"] == 2
+    assert (await store.position(row.id)).epoch == 2
     await store.append_event("default", "binance", "note", {})  # an account nobody leases is not fenced
 
 

@@ -56,8 +56,9 @@ async def test_positions_that_come_and_go_never_reconnect_the_mark_socket(env):
     await env.start(FAST)
     parts = env.parts
     await env.engine.open(trailing_intent(env, env.symbol))
-    await until(lambda: env.driver.conn.mark_pool is not None and env.driver.conn.mark_pool.counters["connects"] == 1)
-    pool = env.driver.conn.mark_pool
+    session = env.driver.session
+    await until(lambda: session.mark_pool is not None and session.mark_pool.counters["connects"] == 1)
+    pool = env.driver.session.mark_pool
     await env.engine.open(trailing_intent(env, BTC, "short"))
     await until(lambda: {native(env, env.symbol), native(env, BTC)} in held_by_the_venue(env))
     await env.engine.close(env.venue_name, env.symbol)
@@ -75,7 +76,7 @@ async def test_past_the_per_connection_limit_a_second_socket_opens_and_nothing_i
     await until(lambda: held_by_the_venue(env) == [{native(env, env.symbol)}])
     await env.engine.open(trailing_intent(env, BTC))
     await until(lambda: sorted(map(sorted, held_by_the_venue(env))) == [[native(env, BTC)], [native(env, env.symbol)]])
-    pool = env.driver.conn.mark_pool
+    pool = env.driver.session.mark_pool
     assert pool.counters["connects"] == 2 and venue_connections(env) == 2 and pool.counters["refused"] == 0
     # both sockets deliver: the first tick of each symbol moves its stop (1 % behind, the stop was 2 %)
     await until(lambda: env.parts.trailing.moves[env.symbol] >= 1 and env.parts.trailing.moves[BTC] >= 1)
@@ -127,7 +128,7 @@ async def test_symbols_added_one_at_a_time_stay_within_the_venue_s_limits(env):
         for n, symbol in enumerate(symbols, 1):
             watched.set(symbols[:n])
             await until(lambda s=symbol: s in sink.symbols)
-        pool = env.driver.conn.mark_pool
+        pool = env.driver.session.mark_pool
         assert pool.counters["subscribe_frames"] == 30 and len(pool.connections) == 2
         assert (pool.counters["connects"], pool.counters["disconnects"], pool.counters["refused"]) == (2, 0, 0)
         assert sorted(len(t) for t in held_by_the_venue(env)) == [15, 15]
@@ -142,7 +143,7 @@ async def test_a_dropped_mark_socket_comes_back_with_its_share_and_an_emptied_on
     await env.engine.open(trailing_intent(env, env.symbol))
     await env.engine.open(trailing_intent(env, BTC, "short"))
     await until(lambda: sorted(map(sorted, held_by_the_venue(env))) == [[native(env, BTC)], [native(env, env.symbol)]])
-    pool = env.driver.conn.mark_pool
+    pool = env.driver.session.mark_pool
     for sock in [s for s in env.harness.emulator.sockets if not s.private]:
         await sock.ws.close()  # the venue drops both mark sockets
     await until(lambda: pool.counters["connects"] == 4 and

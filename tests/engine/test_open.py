@@ -19,9 +19,9 @@ async def test_open_is_protected_and_persisted(env):
     assert venue_position.contracts == Decimal("43") and venue_position.side == "long"
     env.assert_protected_but_for_the_fill_to_stop_window(intent)
     [row] = await env.store.open_positions("default", env.venue_name)
-    assert row["stop_loss"] == intent.stop_loss and row["entry_client_order_id"] == intent.client_order_id
+    assert row.stop_loss == intent.stop_loss and row.entry_client_order_id == intent.client_order_id
     order = await env.store.order("default", env.venue_name, intent.client_order_id)
-    assert order["state"] == "closed" and order["filled"] == Decimal("43")
+    assert order.state == "closed" and order.filled == Decimal("43")
     assert len(env.recorder.opened()) == 1 and env.recorder.seen["on_order_submitted"] == [intent]
 
 
@@ -75,7 +75,7 @@ async def test_an_entry_filled_in_parts_then_expired_protects_exactly_what_fille
     assert (venue_position.side, venue_position.contracts) == (side, Decimal("21.5"))
     assert position.side == side and env.venue.is_protected("default", env.symbol)
     order = await env.store.order("default", env.venue_name, intent.client_order_id)
-    assert order["filled"] == Decimal("21.5") and order["state"] in ("expired", "canceled")
+    assert order.filled == Decimal("21.5") and order.state in ("expired", "canceled")
     assert env.recorder.closed() == [] and len(env.recorder.opened()) == 1
     assert not [a for a in env.recorder.seen["on_alert"] if a.level == "critical"]
     sizes = [e.contracts for e in env.recorder.opened() + env.recorder.seen["on_position_updated"]]
@@ -97,5 +97,5 @@ async def test_an_entry_the_book_cannot_fill_at_all_is_refused_and_leaves_nothin
         await env.engine.open(intent)
     assert env.venue.positions("default") == [] and env.venue.orders("default", open_only=True) == []
     order = await env.store.order("default", env.venue_name, intent.client_order_id)
-    assert order["state"] in ("expired", "canceled") and order["filled"] == 0
+    assert order.state in ("expired", "canceled") and order.filled == 0
     assert not env.parts.book.holds(env.symbol) and env.recorder.opened() == []

@@ -11,40 +11,42 @@ import pytest
 from framework import hookimpl
 from framework.models import TrailingSpec
 from tests.engine.conftest import until, venue_env
+from tests.engine.intercept import SessionWrapper
 
 
 class Crash(BaseException):
     """The process dies here (not an Exception: no rollback, no cleanup runs)."""
 
 
-class CrashAt:
-    """Kills the open at one hook: before the call (``before``) or after the venue executed it."""
+class CrashAt(SessionWrapper):
+    """Kills the open at one hook or operation, after the venue executed it."""
 
     def __init__(self, hook: str) -> None:
         self.hook = hook
 
-    def _wrap(self, name):
-        if name != self.hook:
-            return (yield)
+    async def _then_crash(self, name, call, *args):
+        answer = await call(*args)
+        if name == self.hook:
+            raise Crash(name)
+        return answer
+
+    async def create_entry(self, call, intent):
+        return await self._then_crash("create_entry", call, intent)
+
+    async def normalize_order(self, call, raw, intent):
+        return await self._then_crash("normalize_order", call, raw, intent)
+
+    @hookimpl(wrapper=True)
+    def verify_position(self, session, intent, order, budget_ms):
         pending = yield
+        if self.hook != "verify_position":
+            return pending
 
         async def then_crash():
             await pending
-            raise Crash(name)
+            raise Crash("verify_position")
 
         return then_crash()
-
-    @hookimpl(wrapper=True)
-    def create_entry(self, conn, intent):
-        return (yield from self._wrap("create_entry"))
-
-    @hookimpl(wrapper=True)
-    def normalize_order(self, conn, raw, intent):
-        return (yield from self._wrap("normalize_order"))
-
-    @hookimpl(wrapper=True)
-    def verify_position(self, conn, intent, order, budget_ms):
-        return (yield from self._wrap("verify_position"))
 
     @hookimpl
     def on_order_submitted(self, intent):
@@ -72,7 +74,7 @@ async def test_restart_after_a_crash_converges(env, step):
     else:
         [held] = venue_positions
         assert held.contracts == intent.contracts and held.side == "long"
-        assert [r["symbol"] for r in open_rows] == [env.symbol]  # no orphan, no duplicate row
+        assert [r.symbol for r in open_rows] == [env.symbol]  # no orphan, no duplicate row
         assert book.holds(env.symbol) and book.get(env.symbol).stop is not None
         assert env.venue.is_protected("default", env.symbol)
         env.assert_protected_but_for_the_fill_to_stop_window(intent)
@@ -81,7 +83,7 @@ async def test_restart_after_a_crash_converges(env, step):
     assert unresolved == []
 
 
-class CrashInMove:
+class CrashInMove(SessionWrapper):
     """Kills the process around the first stop move, whoever starts it (the mark-price watcher, usually):
     before the driver is called, or after the venue executed it."""
 
@@ -93,17 +95,11 @@ class CrashInMove:
         self.fired.set()
         return Crash(where)
 
-    @hookimpl(wrapper=True)
-    def move_stop_loss(self, conn, stop, trigger_price):
+    async def move_stop_loss(self, call, stop, trigger_price):
         if self.when == "before":
             raise self._crash("before move_stop_loss")
-        pending = yield
-
-        async def then_crash():
-            await pending
-            raise self._crash("after move_stop_loss")
-
-        return then_crash()
+        await call(stop, trigger_price)
+        raise self._crash("after move_stop_loss")
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -125,7 +121,7 @@ async def test_restart_after_a_crash_during_a_stop_move_converges(env, when):
     assert env.venue.is_protected("default", env.symbol)
     env.assert_protected_but_for_the_fill_to_stop_window(intent)
     assert env.parts.book.holds(env.symbol) and env.parts.book.get(env.symbol).stop is not None
-    assert [r["symbol"] for r in await env.store.open_positions("default", env.venue_name)] == [env.symbol]
+    assert [r.symbol for r in await env.store.open_positions("default", env.venue_name)] == [env.symbol]
     await env.parts.reconciler.reconcile()  # the backstop: duplicates left by the crash are cancelled
     # The restarted engine's mark socket subscribes, then its first tick may move the stop (new, then cancel
     # old): judge the resting stops once that tick was handled and with no move in flight.

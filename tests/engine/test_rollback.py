@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from framework import hookimpl
 from framework.errors import OrderIncomplete, OrderRejected, RateLimited, RollbackFailed
 from framework.models import close_side
 from tests.engine.conftest import venue_env
+from tests.engine.intercept import SessionWrapper
 
 SIDES = ["long", "short"]
 
 
-class FailAfterFill:
+class FailAfterFill(SessionWrapper):
     """The entry filled, then its answer cannot be completed (I-3); ``faults`` are set on the venue at that
     moment, so that they hit the rollback and nothing before it."""
 
@@ -22,30 +22,26 @@ class FailAfterFill:
         self.env = env
         self.faults = faults
 
-    @hookimpl(wrapper=True)
-    def normalize_order(self, conn, raw, intent):
-        pending = yield
-        pending.close()  # the driver's coroutine is never awaited: its answer is "incomplete"
+    async def normalize_order(self, call, raw, intent):
+        # the driver is never asked: its answer is "incomplete"
         for knob, value in self.faults.items():
             setattr(self.env.venue.faults, knob, value)
         raise OrderIncomplete("side unknown", venue="test")
 
 
-class FirstCloseFails:
+class FirstCloseFails(SessionWrapper):
     """The venue answers 503 to the first close it is sent (set on the venue as that close goes out)."""
 
     def __init__(self, env) -> None:
         self.env = env
         self.closes = 0
 
-    @hookimpl(wrapper=True)
-    def close_position(self, conn, symbol, side, contracts, client_order_id):
-        pending = yield
+    async def close_position(self, call, symbol, side, contracts, client_order_id):
         self.closes += 1
         if self.closes == 1:
             self.env.venue.faults.http_error_status = 503
             self.env.venue.faults.http_error_next = 1
-        return pending
+        return await call(symbol, side, contracts, client_order_id)
 
 
 async def rollback_rows(env) -> list:
@@ -130,5 +126,5 @@ async def test_a_rate_limited_entry_is_refused_not_rolled_back(store, side):
         assert isinstance(refused.value.__cause__, RateLimited)
         assert env.venue.truth.fills == [] and not env.venue.position("default", env.symbol).is_open
         assert not any(a.level == "critical" for a in env.recorder.seen["on_alert"])
-        assert (await env.store.order("default", "bybit", intent.client_order_id))["state"] == "rejected"
+        assert (await env.store.order("default", "bybit", intent.client_order_id)).state == "rejected"
         assert env.parts.driver.counters["rate_limited"] == 1 and env.parts.driver.paused_for_ms() > 0

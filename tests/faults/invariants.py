@@ -47,7 +47,7 @@ async def disagreements(rig: Any) -> dict[str, set[str]]:
     """Symbols open on only some of venue / book / DB (empty when they agree)."""
     venue_open = {p.symbol for p in rig.venue.positions(rig.account)}
     book_open = set(rig.parts.book.positions())
-    db_open = {r["symbol"] for r in await rig.store.open_positions(rig.account, rig.name)}
+    db_open = {r.symbol for r in await rig.store.open_positions(rig.account, rig.name)}
     everywhere = venue_open & book_open & db_open
     found = {"venue": venue_open - everywhere, "book": book_open - everywhere, "db": db_open - everywhere}
     return {k: v for k, v in found.items() if v}

@@ -1,4 +1,4 @@
-"""The money-safety logic behind the Binance driver hooks (``plugin.py`` only forwards to these).
+"""The money-safety logic behind the Binance session's operations (``plugin.BinanceSession`` binds these).
 
 docs/incidents.md is the specification: never guess a side / size / fill (I-3), never depend on REST position
 visibility for a stop (I-4), never leave a position without a resting stop while moving it and never
@@ -48,7 +48,9 @@ def _is_conditional(raw: dict[str, Any]) -> bool:
     return "algoId" in info
 
 
-async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: OrderIntent | None) -> Order:
+async def normalize_order(
+    conn: BinanceConnection, raw: dict[str, Any], intent: OrderIntent | None = None
+) -> Order:
     """Complete ``raw`` (ccxt order or Binance payload) into an :class:`Order`, fetching it by id
     (``GET /fapi/v1/order`` / ``/fapi/v1/algoOrder``) when side, amount, filled or status is missing, or
     when a market order was answered before its fill (status NEW, nothing executed: the ACK form).
@@ -73,7 +75,7 @@ async def normalize_order(conn: BinanceConnection, raw: dict[str, Any], intent: 
             raise
         log.info("order %s answered incompletely (%s): fetching it", order_id or client_id, incomplete.message)
         try:
-            fetched = await conn.fetch_order(
+            fetched = await conn.fetch_raw_order(
                 symbol, None if order_id is None else str(order_id), client_id, conditional=_is_conditional(raw)
             )
         except OrderNotFound as exc:
@@ -204,7 +206,7 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
     try:
         await conn.cancel_conditional(stop.symbol, stop.order_id)
     except OrderNotFound:
-        old = to_order(await conn.fetch_order(stop.symbol, stop.order_id, conditional=True))
+        old = to_order(await conn.fetch_raw_order(stop.symbol, stop.order_id, conditional=True))
         old_gone_by_trigger = old.status == "closed"  # TRIGGERED / FINISHED: it closed the position
     if old_gone_by_trigger or stream_flat_since(conn.stream_state, stop.symbol, stop.placed_at):
         await cancel_stop_loss(conn, new)
@@ -232,12 +234,14 @@ async def close_position(
     return await normalize_order(conn, raw, None)
 
 
-async def fetch_order(conn: BinanceConnection, symbol: str, order_id: str | None, client_order_id: str | None) -> Order:
+async def fetch_order(
+    conn: BinanceConnection, symbol: str, order_id: str | None = None, client_order_id: str | None = None
+) -> Order:
     """``GET /fapi/v1/order``, then the Algo Order API.  :raises OrderNotFound: neither knows it."""
     try:
-        return to_order(await conn.fetch_order(symbol, order_id, client_order_id))
+        return to_order(await conn.fetch_raw_order(symbol, order_id, client_order_id))
     except OrderNotFound:
-        return to_order(await conn.fetch_order(symbol, order_id, client_order_id, conditional=True))
+        return to_order(await conn.fetch_raw_order(symbol, order_id, client_order_id, conditional=True))
 
 
 Rows = list[dict[str, Any]]

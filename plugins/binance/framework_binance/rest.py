@@ -364,7 +364,7 @@ class BinanceConnection:
         """
         log.info("order %s already exists (-4116): resolving it by client order id", client_order_id)
         try:
-            return await self.fetch_order(symbol, None, client_order_id, conditional=conditional)
+            return await self.fetch_raw_order(symbol, None, client_order_id, conditional=conditional)
         except VenueError as exc:
             raise OutcomeUnknown(
                 f"client order id is duplicated (-4116) but the order cannot be fetched: {exc.message}",
@@ -419,7 +419,7 @@ class BinanceConnection:
                 raise
             return await self._the_order_that_exists(symbol, client_order_id, conditional=True, cause=exc)
 
-    async def fetch_order(
+    async def fetch_raw_order(
         self, symbol: str, order_id: str | None, client_order_id: str | None = None, conditional: bool = False
     ) -> dict[str, Any]:
         """``GET /fapi/v1/order`` (or ``/fapi/v1/algoOrder`` when ``conditional``).  :raises OrderNotFound:"""

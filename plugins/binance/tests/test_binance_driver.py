@@ -1,4 +1,4 @@
-"""The driver hooks against the emulator over loopback: real ccxt, real websockets, the incidents."""
+"""The driver session against the emulator over loopback: real ccxt, real websockets, the incidents."""
 
 from __future__ import annotations
 
@@ -302,10 +302,10 @@ async def test_a_duplicate_after_a_lost_answer_is_the_order_that_exists(driver, 
     harness.emulator.accept_timeout_hold_s = 3.0
     venue.faults.timeout_after_accept_next = 1
     with pytest.raises(OutcomeUnknown):
-        await driver.conn.create_conditional(SYMBOL, close, "stop_loss", trigger, amount=Decimal(10),
+        await driver.session.create_conditional(SYMBOL, close, "stop_loss", trigger, amount=Decimal(10),
                                                  client_order_id=cid)
     before = calls(harness, "GET /fapi/v1/algoOrder")
-    again = await driver.conn.create_conditional(SYMBOL, close, "stop_loss", trigger, amount=Decimal(10),
+    again = await driver.session.create_conditional(SYMBOL, close, "stop_loss", trigger, amount=Decimal(10),
                                                  client_order_id=cid)
     assert calls(harness, "GET /fapi/v1/algoOrder") == before + 1  # resolved by client id
     [resting] = venue.orders("default", SYMBOL, open_only=True, conditional=True)
@@ -367,7 +367,7 @@ async def test_a_driver_on_the_legacy_path_hears_nothing(driver, venue, stream, 
         entry, order = await open_position(driver, venue)
         await stream.wait_for(lambda: any(isinstance(e, OrderUpdate) and e.order.id == order.id
                                           and e.order.status == "closed" for e in stream.events))
-        await driver.conn.keep_alive()  # one more round trip for any frame in flight: still nothing
+        await driver.session.keep_alive()  # one more round trip for any frame in flight: still nothing
         assert legacy.events == [] and legacy.disconnected == [] and legacy.malformed == []
     finally:
         task.cancel()

@@ -652,7 +652,7 @@ async def test_the_driver_reads_the_used_weight_and_waits_out_a_429_without_bein
     try:
         await drv.fetch_snapshot()
         emulator = clocked.emulator
-        assert drv.conn.exchange.used_weight_1m == emulator.request_weight.used > 0
+        assert drv.session.exchange.used_weight_1m == emulator.request_weight.used > 0
         clocked.clock.advance(9_000)  # 1 s before the minute ends
         clocked.venue.faults.rate_limits = True
         emulator.request_weight.limit = emulator.request_weight.used + 1

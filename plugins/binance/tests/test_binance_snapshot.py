@@ -32,7 +32,7 @@ def _seed(venue) -> None:
 
 async def test_raw_rows_decode_as_ccxts_unified_parsers_did(driver, venue):
     _seed(venue)
-    conn, exchange = driver.conn, driver.conn.exchange
+    conn, exchange = driver.session, driver.session.exchange
     rows = await conn.position_rows()
     assert len(rows) == 2
     for row in rows:
@@ -89,14 +89,14 @@ async def test_without_stream_evidence_the_liveness_check_asks_one_symbol(driver
     venue.place_order("default", OTHER, "buy", amount=Decimal("0.01"))
     stop = await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
     asked: list[dict] = []
-    real = driver.conn.exchange.fapiPrivateV3GetPositionRisk
+    real = driver.session.exchange.fapiPrivateV3GetPositionRisk
 
     async def recording(params=None):
         asked.append(dict(params or {}))
         return await real(params or {})
 
-    monkeypatch.setattr(driver.conn, "stream_state", None)
-    monkeypatch.setattr(driver.conn.exchange, "fapiPrivateV3GetPositionRisk", recording)
+    monkeypatch.setattr(driver.session, "stream_state", None)
+    monkeypatch.setattr(driver.session.exchange, "fapiPrivateV3GetPositionRisk", recording)
     moved = await driver.move_stop_loss(stop, below(venue, "1"))
     assert asked == [{"symbol": "XRPUSDT"}] and moved.contracts == Decimal(10)
 

@@ -225,16 +225,24 @@ async def connect(config: DriverConfig) -> BybitConnection:
 
     :raises VenueError: the venue is unreachable or refuses the credentials.
     """
-    client = make_client(config)
-    conn = BybitConnection(config, client)
+    conn = BybitConnection(config, make_client(config))
+    await load_markets(conn)
+    return conn
+
+
+async def load_markets(conn: BybitConnection) -> None:
+    """Load linear markets into a new connection (``GET /v5/market/instruments-info``); the client is
+    closed when this fails.
+
+    :raises VenueError: the venue is unreachable or refuses the credentials.
+    """
     try:
-        markets = await client.load_markets()
+        markets = await conn.client.load_markets()
     except Exception as exc:
-        await client.close()
+        await conn.client.close()
         raise translate(exc, "load markets") from exc
     conn.symbols = {m["id"]: m["symbol"] for m in markets.values() if m.get("linear") and m.get("swap")}
     conn.decoder = BybitDecoder(conn.symbols)
-    return conn
 
 
 async def disconnect(conn: BybitConnection) -> bool:
@@ -387,7 +395,9 @@ async def _await_order_payload(
         await wait_stream_change(conn.stream_state, symbol, min(remaining, conn.poll_interval_ms / 1000))
 
 
-async def normalize_order(conn: BybitConnection, raw: Mapping[str, Any], intent: OrderIntent | None) -> Order:
+async def normalize_order(
+    conn: BybitConnection, raw: Mapping[str, Any], intent: OrderIntent | None = None
+) -> Order:
     """A complete :class:`Order` from ccxt's dict or a Bybit payload; a minimal one (Bybit's create
     answers only ids) is completed from ``/v5/order/realtime`` or ``/v5/order/history``.
 
@@ -427,7 +437,7 @@ def _checked(order: Order, intent: OrderIntent | None, where: dict[str, Any]) ->
 
 
 async def fetch_order(
-    conn: BybitConnection, symbol: str, order_id: str | None, client_order_id: str | None
+    conn: BybitConnection, symbol: str, order_id: str | None = None, client_order_id: str | None = None
 ) -> Order:
     """One order by venue id or client order id.  :raises OrderNotFound: neither endpoint knows it."""
     payload = await fetch_order_payload(conn, symbol, order_id, client_order_id)

@@ -222,8 +222,8 @@ async def test_snapshot_follows_every_page(driver, venue, emulator):
     venue.place_order("default", "BTC/USDT:USDT", "sell", amount=Decimal("0.01"), stop_loss=Decimal(70000))
     venue.place_order("default", "BTC/USDT:USDT", "buy", type="stop_market", amount=Decimal("0.01"),
                       reduce_only=True, trigger_price=Decimal(71000))
-    config = driver.conn.config
-    driver.conn.config = config.model_copy(update={"options": {**config.options, "snapshot_page_limit": 1}})
+    config = driver.session.config
+    driver.session.config = config.model_copy(update={"options": {**config.options, "snapshot_page_limit": 1}})
     before = sum(emulator.rest_calls.values())
     snapshot = await driver.fetch_snapshot()
     assert {p.symbol for p in snapshot.positions} == {SYMBOL, "BTC/USDT:USDT"}  # two pages of one
@@ -242,7 +242,7 @@ async def test_snapshot_reports_the_position_stop_once_though_the_venue_lists_it
     stop, take = ("0.95", "1.1") if side == "long" else ("1.05", "0.9")
     entry = intent(side, stop_loss=stop, take_profit=Decimal(take))
     await driver.normalize_order(await driver.create_entry(entry), entry)
-    rows = await system_tpsl_rows(driver.conn)
+    rows = await system_tpsl_rows(driver.session)
     assert set(rows) == {"StopLoss", "TakeProfit"}  # the venue lists them as Untriggered orders (Y2)
     snapshot = await driver.fetch_snapshot()
     assert sorted((s.kind, s.side, s.trigger_price, s.order_id) for s in snapshot.stops) == [
@@ -258,13 +258,13 @@ async def test_cancelling_the_stop_works_in_either_representation(driver, venue,
     # attached (as the snapshot and set_trigger report it): trading-stop "0" removes the field and the order
     attached = StopLoss(venue="bybit", symbol=SYMBOL, side=side, trigger_price=Decimal(stop))
     assert await driver.cancel_stop_loss(attached) is True
-    assert venue.position("default", SYMBOL).stop_loss is None and await system_tpsl_rows(driver.conn) == {}
+    assert venue.position("default", SYMBOL).stop_loss is None and await system_tpsl_rows(driver.session) == {}
     # by the system order's id (as the venue lists it): cancelling the order removes the position's stop
     await driver.set_stop_loss(SYMBOL, side, Decimal(43), Decimal(stop))
-    order_id = (await system_tpsl_rows(driver.conn))["StopLoss"]["orderId"]
+    order_id = (await system_tpsl_rows(driver.session))["StopLoss"]["orderId"]
     by_order = attached.model_copy(update={"order_id": order_id})
     assert await driver.cancel_stop_loss(by_order) is True
-    assert venue.position("default", SYMBOL).stop_loss is None and await system_tpsl_rows(driver.conn) == {}
+    assert venue.position("default", SYMBOL).stop_loss is None and await system_tpsl_rows(driver.session) == {}
     assert await driver.cancel_stop_loss(by_order) is False
     assert await driver.cancel_stop_loss(attached) is False
 
