@@ -17,8 +17,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from framework.models import DriverConfig
-from framework.venue.core import Venue, default_instruments
+from framework.venue.core import Venue
 from framework.venue.faults import Faults, parse_faults
+from framework.venue.model import default_instruments
 from framework.venue.prices import PricePath, Replayer
 
 DEFAULT_SYMBOL = "XRP/USDT:USDT"

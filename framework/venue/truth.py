@@ -24,7 +24,7 @@ class OrderRecord:
 
     :ivar order_id: the venue id, ``None`` when rejected.
     :ivar status: the order's status right after submission (``new``, ``filled``, ``rejected``...).
-    :ivar reject_reason: the :class:`~framework.venue.core.VenueReject` reason when rejected.
+    :ivar reject_reason: the :class:`~framework.venue.model.VenueReject` reason when rejected.
     :ivar position_side_at_submit: ``long`` / ``short`` / ``None`` (flat) when it was submitted.
     :ivar ts: submission time, ms.
     """
@@ -79,7 +79,7 @@ class GroundTruth:
     """Everything the venue did, independent of what any client saw.
 
     :ivar orders: every submitted order (:class:`OrderRecord`), rejected ones included.
-    :ivar fills: every :class:`~framework.venue.core.FillEvent`.
+    :ivar fills: every :class:`~framework.venue.model.FillEvent`.
     :ivar closures: every :class:`Closure`.
     """
 

@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
 
-from framework.venue.core import Venue, VenueEvent, VenueOrder, VenuePosition, VenueReject
+from framework.venue.core import Venue
 from framework.venue.faults import FrameShaper
+from framework.venue.model import VenueEvent, VenueOrder, VenuePosition, VenueReject
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 import pytest
 
 from framework.venue import FillEvent, OrderEvent, VenueReject, candles
-from framework.venue.core import MAKER_FEE_RATE, TAKER_FEE_RATE
+from framework.venue.model import MAKER_FEE_RATE, TAKER_FEE_RATE
 
 XRP = "XRP/USDT:USDT"
 ACC = "default"

@@ -38,10 +38,10 @@ from aiohttp import web
 
 from framework.models import now_ms
 from framework.venue import Candle, Venue, VenueOrder, VenuePosition, VenueReject, candles
-from framework.venue.core import BalanceEvent, FillEvent, MarkPriceEvent, OrderEvent, PositionEvent, VenueEvent
 from framework.venue.harness import EmulatorHarness
 from framework.venue.limits import Ban, FixedWindow
 from framework.venue.market import synthetic_book, window_stats
+from framework.venue.model import BalanceEvent, FillEvent, MarkPriceEvent, OrderEvent, PositionEvent, VenueEvent
 from framework.venue.wire import StreamSocket, WireEmulator, WireError, decimal_param, signature_ok
 from framework_bybit.decoder import VENUE
 
