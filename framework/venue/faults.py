@@ -58,6 +58,10 @@ class Faults(BaseModel):
     http_error_next: int = Field(
         default=0, ge=0, description="the next N REST calls answer http_error_status"
     )
+    http_error_path: str | None = Field(
+        default=None, description="only calls to this path count for http_error_next (a background call of the "
+        "driver's, a keep-alive or a snapshot, must not take a test's one-shot fault)"
+    )
     timeout_after_accept_next: int = Field(
         default=0, ge=0, description="next N order creations execute, never answer"
     )

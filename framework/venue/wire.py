@@ -274,7 +274,7 @@ class WireEmulator(ABC):
             return self.error_response(error)
         if refused is not None:
             return refused
-        if faults.http_error_next > 0:
+        if faults.http_error_next > 0 and faults.http_error_path in (None, request.path):
             faults.http_error_next -= 1
             return self.http_fault_response(faults.http_error_status)
         try:

@@ -66,6 +66,8 @@ CASES = {**{name: (name,) for name in SINGLE}, **PAIRS}
 OUTSIDE_THE_MATRIX = {
     "list_no_stops": "a venue that lists no stop it holds: framework check's row fails "
                      "(tests/app/test_check.py::test_a_venue_that_lists_no_stop_fails_that_row_with_evidence)",
+    "http_error_path": "narrows http_error_next (in the matrix) to one path: a test's one-shot fault "
+                       "(plugins/binance/tests/test_binance_driver.py::test_http_errors_on_order_creation)",
 }
 
 

@@ -316,9 +316,13 @@ async def test_a_duplicate_after_a_lost_answer_is_the_order_that_exists(driver, 
 async def test_http_errors_on_order_creation(driver, venue, status, error):
     await driver.rate_limit_pause()  # a 429 before pauses the venue's calls: the fault is for the entry's call
     venue.faults.http_error_status = status
+    venue.faults.http_error_path = "/fapi/v1/order"  # the entry's call, not a background one
     venue.faults.http_error_next = 1
-    with pytest.raises(error):
-        await driver.create_entry(intent(venue))
+    try:
+        with pytest.raises(error):
+            await driver.create_entry(intent(venue))
+    finally:
+        venue.faults.http_error_path = None
     assert venue.faults.http_error_next == 0
 
 
