@@ -336,13 +336,19 @@ def venue_errors(table: ErrorTable, action: str, *, write: bool = False, symbol:
         raise translate_error(table, exc, action, write=write, symbol=symbol, order_id=order_id) from exc
 
 
-def ccxt_market_limits(market: Mapping[str, Any], symbol: str) -> MarketLimits:
-    """:class:`~framework.models.MarketLimits` from a ccxt market (``exchange.market(symbol)``):
-    ``limits.amount.min``, ``precision.amount`` (the step: ccxt's TICK_SIZE mode for both venues) and
-    ``limits.cost.min``, ``precision.price`` (the tick).
+def ccxt_market_limits(exchange: Any, symbol: str, venue: str) -> MarketLimits:
+    """:class:`~framework.models.MarketLimits` of ``symbol`` from a ccxt client's loaded markets
+    (``exchange.market(symbol)``): ``limits.amount.min``, ``precision.amount`` (the step: ccxt's TICK_SIZE
+    mode for both venues) and ``limits.cost.min``, ``precision.price`` (the tick).
 
-    :raises VenueError: the market gives no minimum size, step or tick.
+    :raises VenueError: the venue lists no such symbol, or its market gives no minimum size, step or tick.
     """
+    import ccxt  # type: ignore[import-untyped]  # here, not at the top: importing the core must not load ccxt
+
+    try:
+        market: Mapping[str, Any] = exchange.market(symbol)
+    except ccxt.BadSymbol as exc:
+        raise VenueError(f"unknown symbol {symbol!r}", venue=venue, symbol=symbol) from exc
     limits = market.get("limits") or {}
     minimum = (limits.get("amount") or {}).get("min")
     precision = market.get("precision") or {}

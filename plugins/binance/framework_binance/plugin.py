@@ -10,10 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import ccxt
-
 from framework import ccxt_market_limits, hookimpl
-from framework.errors import VenueError
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -68,11 +65,7 @@ class BinanceSession(BinanceConnection):
         return await operations.place_trigger(self, symbol, side, "take_profit", trigger_price)
 
     def market_limits(self, symbol: str) -> MarketLimits:
-        try:
-            market = self.exchange.market(symbol)
-        except ccxt.BadSymbol as exc:
-            raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
-        return ccxt_market_limits(market, symbol)
+        return ccxt_market_limits(self.exchange, symbol, VENUE)
 
     async def set_trailing_stop(
         self, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec, reference_price: Decimal

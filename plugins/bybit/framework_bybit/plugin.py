@@ -6,10 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import ccxt
-
 from framework import VenueHarness, ccxt_market_limits, hookimpl
-from framework.errors import VenueError
 from framework.models import (
     DriverConfig,
     DriverInfo,
@@ -67,11 +64,7 @@ class BybitSession(BybitConnection):
         return await rest.set_trigger(self, stop.symbol, stop.side, trigger_price, stop.kind)
 
     def market_limits(self, symbol: str) -> MarketLimits:
-        try:
-            market = self.client.market(symbol)
-        except ccxt.BadSymbol as exc:
-            raise VenueError(f"unknown symbol {symbol!r}", venue=VENUE, symbol=symbol) from exc
-        return ccxt_market_limits(market, symbol)
+        return ccxt_market_limits(self.client, symbol, VENUE)
 
     async def set_trailing_stop(
         self, symbol: str, side: PositionSide, contracts: Decimal, trailing: TrailingSpec, reference_price: Decimal
