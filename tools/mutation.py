@@ -80,7 +80,7 @@ def table(rows: dict[str, Counter[str]]) -> str:
 
 
 def run_scope(name: str, env: dict[str, str], log_dir: Path, *, first_only: bool = False,
-              mutants: list[str] | None = None) -> int:
+              mutants: list[str] | None = None, max_children: int | None = None) -> int:
     """``mutmut run`` on the scope's FIRST patterns, then on every mutant not yet checked (unless
     ``first_only``); or only on the named ``mutants`` (mutmut re-runs a named mutant even if already judged)."""
     steps = [("first", FIRST.get(name, []))] + ([] if first_only else [("rest", [])])
@@ -92,8 +92,10 @@ def run_scope(name: str, env: dict[str, str], log_dir: Path, *, first_only: bool
         log = log_dir / f"mutmut-{name}-{step}.log"
         print(f"mutation: {name} ({step}) in {SCOPES[name]} (log: {log})", flush=True)
         with log.open("w") as handle:
-            rc = subprocess.run([sys.executable, "-m", "mutmut", "run", *patterns], cwd=SCOPES[name], env=env,
-                                stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+            children = ["--max-children", str(max_children)] if max_children else []
+            command = [sys.executable, "-m", "mutmut", "run", *children, *patterns]
+            rc = subprocess.run(command, cwd=SCOPES[name], env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                check=False).returncode
         if rc != 0:
             return rc
     return 0
@@ -107,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutant", action="append", help="re-run only these mutants (names or globs, one scope)")
     # pytest-timeout reads --timeout, then PYTEST_TIMEOUT, then the ini's 180 s: the variable raises it for the
     # mutants' runs only (two forked pytest runs per core under nice 19 are much slower than CI's).
+    parser.add_argument("--max-children", type=int, help="mutants tested at once (mutmut's default: the CPUs)")
+    parser.add_argument("--mutant-file", type=Path, help="like --mutant, one name or glob a line")
     parser.add_argument("--pytest-timeout", type=int, default=900, help="seconds per test (default 900)")
     parser.add_argument("--json", type=Path, help="also write the per-module counts here")
     args = parser.parse_args(argv)
     scopes = args.scope or list(SCOPES)
+    if args.mutant_file:
+        args.mutant = (args.mutant or []) + args.mutant_file.read_text(encoding="utf-8").split()
     if not args.report_only:
         from framework.store.database import embedded_server
 
@@ -121,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                    "PYTEST_TIMEOUT": str(args.pytest_timeout)}
             try:
                 for name in scopes:
-                    rc = run_scope(name, env, Path(tmp).parent, first_only=args.first_only, mutants=args.mutant)
+                    rc = run_scope(name, env, Path(tmp).parent, first_only=args.first_only, mutants=args.mutant,
+                                   max_children=args.max_children)
                     if rc != 0:
                         print(f"mutation: mutmut failed in scope {name} (exit {rc})", file=sys.stderr)
                         return rc

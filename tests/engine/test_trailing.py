@@ -169,3 +169,17 @@ async def test_a_refused_move_keeps_the_old_stop_when_the_venue_mark_is_beyond_t
     assert env.recorder.closed() == [] and env.venue.position("default", env.symbol).is_open
     assert env.parts.book.get(env.symbol).stop == old and env.venue.is_protected("default", env.symbol)
     assert len([a for a in env.recorder.seen["on_alert"] if "does not confirm" in a.message]) == 2
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_the_trailing_stop_rests_exactly_the_callback_rate_behind_the_best_price(env, side):
+    _, trailing, mark = await opened(env, side)  # callback_rate 1 %, no activation price
+    best = on_grid(side, mark)
+    env.venue.set_mark_price(env.symbol, best)
+    await trailing.on_mark_price(env.symbol, best)
+    expected = toward_loss(side, best, "1")  # on the tick grid: no rounding to hide a wrong distance
+    held = env.parts.book.get(env.symbol).stop
+    assert held.trigger_price == expected and held.side == side
+    stops = [o.trigger_price for o in env.venue.orders("default", env.symbol, open_only=True, conditional=True)]
+    attached = env.venue.position("default", env.symbol).stop_loss
+    assert attached == expected if attached is not None else stops == [expected]
