@@ -9,7 +9,7 @@ import pytest
 
 from framework.errors import OrderIncomplete
 from framework.models import TrailingSpec
-from tests.engine.conftest import NO_GRACE
+from tests.engine.conftest import FAST, NO_GRACE
 from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0  # a closure must reach the DB within this bound (I-1: it took 140 s)
@@ -195,8 +195,9 @@ class CloseWhileSnapshotInFlight(SessionWrapper):
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
-async def test_a_snapshot_taken_before_a_closure_does_not_adopt_the_closed_position(env, side):
-    await env.start()
+@pytest.mark.parametrize("grace", ["default", "none"])  # none: the snapshot's request time alone must decide
+async def test_a_snapshot_taken_before_a_closure_does_not_adopt_the_closed_position(env, side, grace):
+    await env.start(NO_GRACE if grace == "none" else FAST)
     await env.engine.open(env.intent(side))
     await env.settled()
     race = CloseWhileSnapshotInFlight(env)
