@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from framework.errors import OrderIncomplete, OrderRejected, RateLimited, RollbackFailed
+from framework.errors import OrderIncomplete, OrderRejected, RateLimited, RollbackFailed, VenueError
 from framework.models import close_side
 from tests.engine.conftest import venue_env
 from tests.engine.intercept import SessionWrapper
@@ -128,3 +128,63 @@ async def test_a_rate_limited_entry_is_refused_not_rolled_back(store, side):
         assert not any(a.level == "critical" for a in env.recorder.seen["on_alert"])
         assert (await env.store.order("default", "bybit", intent.client_order_id)).state == "rejected"
         assert env.parts.driver.counters["rate_limited"] == 1 and env.parts.driver.paused_for_ms() > 0
+
+
+class FirstRollbackClose(SessionWrapper):
+    """Sets venue faults while the first close the rollback sends goes out, and puts them back after it."""
+
+    def __init__(self, env, **faults) -> None:
+        self.env = env
+        self.faults = faults
+        self.closes = 0
+
+    async def close_position(self, call, symbol, side, contracts, client_order_id):
+        self.closes += 1
+        if self.closes > 1:
+            return await call(symbol, side, contracts, client_order_id)
+        knobs = self.env.venue.faults
+        saved = {knob: getattr(knobs, knob) for knob in self.faults}
+        for knob, value in self.faults.items():
+            setattr(knobs, knob, value)
+        try:
+            return await call(symbol, side, contracts, client_order_id)
+        finally:
+            for knob, value in saved.items():
+                setattr(knobs, knob, value)
+
+
+class NoSnapshot(SessionWrapper):
+    """No venue snapshot can be had (its calls time out, say): only the stream can prove anything."""
+
+    async def fetch_snapshot(self, call, *args):
+        raise VenueError("snapshot unavailable (test)", venue="test")
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_rollback_close_whose_answer_is_lost_is_proven_flat_by_the_stream_alone(env, side):
+    # The close executed but its answer never came; no snapshot can be had: the stream's flat frame, newer
+    # than the rollback's start, is the proof, and nothing more is sent.
+    await env.start(timeout_ms=2_000, extra_plugins=(
+        ("fail-after-fill", FailAfterFill(env)),
+        ("lost-close", FirstRollbackClose(env, timeout_after_accept_next=1))))
+    await env.settled()
+    NoSnapshot().wrap(env.driver.session)
+    with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
+        await env.engine.open(env.intent(side, contracts="43"))
+    assert not env.venue.position("default", env.symbol).is_open
+    assert [(r["side"], r["state"]) for r in await rollback_rows(env)] == [(close_side(side), "unknown")]
+    assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stream_frame_showing_what_a_partial_rollback_close_left_is_no_proof_of_flat(env, side):
+    # The first rollback close fills half (the book took the rest): the frame of that fill is newer than the
+    # rollback's start but shows the rest open, so the rollback closes the rest before it reports success.
+    intent = await failed_open(env, side, ("fail-after-fill", FailAfterFill(env)),
+                               ("half-close", FirstRollbackClose(env, market_fill_ratio=0.5)))
+    assert not env.venue.position("default", env.symbol).is_open
+    rows = await rollback_rows(env)
+    assert [(r["side"], r["contracts"]) for r in rows] == [(close_side(side), intent.contracts),
+                                                            (close_side(side), intent.contracts / 2)]
+    assert rows[-1]["state"] == "closed" and all(r["reduce_only"] for r in rows)
+    assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
