@@ -44,15 +44,20 @@ STATUS = {0: "survived", 1: "killed", 3: "killed", 5: "no_tests", 33: "no_tests"
           152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault", None: "not_checked"}
 
 
-def module_results(scope_dir: Path) -> dict[str, Counter[str]]:
-    """``{module path: Counter(status)}`` from mutmut's ``mutants/**/*.meta`` files of one scope."""
+def module_results(scope_dir: Path, by_function: bool = False) -> dict[str, Counter[str]]:
+    """``{module path: Counter(status)}`` from mutmut's ``mutants/**/*.meta`` files of one scope; with
+    ``by_function``, keyed ``module path: function`` for the functions with at least one mutant checked."""
     results: dict[str, Counter[str]] = defaultdict(Counter)
     mutants = scope_dir / "mutants"
     for meta in sorted(mutants.rglob("*.py.meta")):
         module = meta.relative_to(mutants).as_posix().removesuffix(".meta")
         codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
-        for code in codes.values():
-            results[module][STATUS.get(code, "suspicious")] += 1
+        for name, code in codes.items():
+            function = name.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0].replace("ǁ", ".").removeprefix("x_")
+            results[f"{module}: {function.removeprefix('x.')}" if by_function else module][
+                STATUS.get(code, "suspicious")] += 1
+    if by_function:
+        return {key: counts for key, counts in results.items() if counts["not_checked"] < sum(counts.values())}
     return results
 
 
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutant-file", type=Path, help="like --mutant, one name or glob a line")
     parser.add_argument("--pytest-timeout", type=int, default=900, help="seconds per test (default 900)")
     parser.add_argument("--json", type=Path, help="also write the per-module counts here")
+    parser.add_argument("--by-function", action="store_true", help="one row per function checked, not per module")
     args = parser.parse_args(argv)
     scopes = args.scope or list(SCOPES)
     if args.mutant_file:
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.cleanup()
     rows: dict[str, Counter[str]] = {}
     for name in scopes:
-        rows.update({f"{name}: {module}": counts for module, counts in module_results(SCOPES[name]).items()})
+        rows.update({f"{name}: {module}": counts
+                     for module, counts in module_results(SCOPES[name], args.by_function).items()})
     print(table(rows))
     for name in scopes:
         for mutant in survivors(SCOPES[name]):
