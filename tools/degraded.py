@@ -132,9 +132,10 @@ async def closure_latencies(name: str, database_url: str, alert_url: str | None,
     if alert_url:
         values |= {"FRAMEWORK_ALERT_URLS": alert_url, "FRAMEWORK_ALERT_POSITIONS": "true"}
     latencies = []
-    async with Session([name], settings=Settings(**values), speed=1) as session:
-        if session.alerts is not None and backoff_s is not None:
-            session.alerts.backoff_s = backoff_s
+    session = Session([name], settings=Settings(**values), speed=1).prepare()
+    if session.alerts is not None and backoff_s is not None:
+        session.alerts.backoff_s = backoff_s  # before the session starts the delivery worker
+    async with session:
         symbol = session.harnesses[name].symbol
         for i in range(n):
             await session.open(name, symbol, "long" if i % 2 == 0 else "short", "10", stop_loss_pct="2")
