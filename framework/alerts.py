@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 LEVELS = {"info": 0, "warning": 1, "critical": 2}
 QUEUE_SIZE = 256  # messages in flight; beyond it new ones are dropped (counted)
 RETRIES = 3  # attempts per message
-BACKOFF_S = 1.0  # first pause between attempts, doubling
+BACKOFF_S = 1.0  # first pause after a failed attempt, doubling up to 4 s while attempts fail
 DRAIN_TIMEOUT_S = 10.0  # how long a stop waits for queued messages
 WORKER = Path(__file__).with_name("alerts_worker.py")
 WORKER_EXIT_S = 6.0  # beyond the drain bound: the worker's own hard stop (its GRACE_S) plus a margin
@@ -88,8 +88,9 @@ class AlertDelivery:
     :param min_level: alerts below this level are not sent (``info`` < ``warning`` < ``critical``).
     :param positions: also send a message for every opened and closed position.
     :param window_s: an incident not resolved within this many seconds expires (a repeat is sent again).
-    :param retries / backoff_s: attempts per message and the first pause between them (doubling); read when
-        the worker starts.
+    :param retries / backoff_s: attempts per message; after a failed attempt the next one (of this message or
+        the next) waits ``backoff_s``, doubling up to ``backoff_s * 2**(retries-1)`` while attempts keep
+        failing, back to none after a success; read when the worker starts.
     :param queue_size: messages in flight (handed to the worker, outcome not yet known) at most.
     :param drain_s: how long :meth:`aclose` lets the worker send what it holds.
     :ivar counters: ``queued``, ``sent``, ``failed`` (every attempt failed), ``retried`` (failed attempts
@@ -190,6 +191,8 @@ class AlertDelivery:
                 log.warning("alert not delivered after %d attempts: %s (%s)", self.retries, outcome.get("title"),
                             outcome.get("why"))
                 self._settle("failed")
+            elif result == "abandoned":
+                self._settle("abandoned")
         await process.wait()
         held = self._in_flight - len(self._backlog)  # what the worker held when it stopped
         if held > 0 and not self._closed:

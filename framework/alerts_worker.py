@@ -11,7 +11,8 @@ Protocol, JSON lines:
   ``{"title", "body", "type", "level"}``, optionally ``{"close": drain_s}`` last.
 * stdout: one line per outcome: ``{"result": "sent", "level"}``, ``{"result": "retried"}`` (an attempt
   failed, the next one follows a backoff pause — unless the stop's deadline comes first),
-  ``{"result": "failed", "title", "why"}`` (``why``: apprise's last warning, which the parent logs masked).
+  ``{"result": "failed", "title", "why"}`` (``why``: apprise's last warning, which the parent logs masked),
+  ``{"result": "abandoned", ...}`` (the stop's deadline came before the message's first attempt).
   Nothing else is written: stderr only carries a crash, which the parent logs masked.
 
 It stops when stdin ends (the parent closed it, or the parent died: the kernel closes its pipes): what is
@@ -107,25 +108,31 @@ def main() -> int:
         time.sleep(max(0.0, until - time.monotonic()))
         return True
 
+    # One backoff for the receivers, not one per message: after a failure every attempt — the same message's
+    # next one or the next message's first — waits a pause that doubles up to backoff_s * 2**(retries-1) and
+    # is reset by a success, so a receiver that is down sees one attempt per pause, never a burst.
+    longest_s = config["backoff_s"] * 2 ** max(0, retries - 1)
+    pause_s = 0.0
     while (message := inbox.get()) is not None and time_left():
-        delay_s: float = config["backoff_s"]
         for attempt in range(1, retries + 1):
+            if pause_s and not pause(pause_s):  # the stop's deadline comes first
+                _report(result="failed" if attempt > 1 else "abandoned", title=message["title"],
+                        why=last.text or "stopped before the next attempt")
+                break
             last.text = ""
             try:
                 ok = bool(notifier.notify(body=message["body"], title=message["title"], notify_type=message["type"]))
             except Exception as exc:  # an apprise plugin bug must not end the worker
                 ok, last.text = False, f"apprise raised {type(exc).__name__}"
             if ok:
+                pause_s = 0.0
                 _report(result="sent", level=message["level"])
                 break
+            pause_s = min(pause_s * 2, longest_s) if pause_s else config["backoff_s"]
             if attempt < retries:
                 _report(result="retried")
-                # backoff: a receiver that is down gets at most one attempt per pause
-                if pause(delay_s):
-                    delay_s *= 2
-                    continue
-            _report(result="failed", title=message["title"], why=last.text or "the receiver refused it")
-            break
+            else:
+                _report(result="failed", title=message["title"], why=last.text or "the receiver refused it")
     return 0  # messages still queued at the deadline: the parent counts them abandoned
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sys
@@ -105,7 +106,7 @@ async def test_a_dead_receiver_is_counted_and_the_engine_goes_on(database_url, d
     n = 20
     without, _ = await closure_latencies("binance", database_url, None, n)
     with_dead, counters = await closure_latencies("binance", await databases.create(), dead_alert_url(), n,
-                                                  backoff_s=0.05)
+                                                  backoff_s=0.005)
     assert len(without) == len(with_dead) == n  # every close completed
     assert counters["failed"] == counters["queued"] >= 2 * n and counters["sent"] == 0
     assert counters["retried"] == 2 * counters["failed"]  # three attempts each
@@ -204,3 +205,21 @@ async def test_the_worker_ends_when_its_parent_is_killed():
         await parent.wait()
     # no goodbye from a SIGKILLed parent: the end of the worker's stdin is its signal (drain_s 1 s)
     await until(lambda: not alive(pid), BOUND_S)
+
+
+async def test_a_failing_receiver_gets_one_attempt_per_pause_across_messages():
+    # three messages, two attempts each, the receiver refusing the first five: after each failure the next
+    # attempt — of the same message or the next — waits 0.1 s, then 0.2 s (the longest: backoff * 2**(2-1))
+    async with receiver() as (rec, url):
+        rec.refuse = 5
+        delivery = AlertDelivery([url], retries=2, backoff_s=0.1)
+        try:
+            for kind in ("a", "b", "c"):
+                delivery.on_alert(critical(kind))
+            await asyncio.wait_for(delivery.drained(), BOUND_S)
+        finally:
+            await delivery.aclose()
+        gaps = [later - earlier for earlier, later in itertools.pairwise(rec.arrivals)]
+    assert (delivery.counters["failed"], delivery.counters["sent"], delivery.counters["retried"]) == (2, 1, 3)
+    assert len(gaps) == 5 and gaps[0] >= 0.1 and all(gap >= 0.2 for gap in gaps[1:]), gaps
+    assert [b["title"] for b in rec.bodies] == ["CRITICAL v c"]
