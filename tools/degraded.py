@@ -16,8 +16,8 @@
   ratio (what noise alone gives when both halves had the same treatment).
 
 Usage: ``python tools/degraded.py [--sections outage,wall,dead_receiver] [--outage-s 25] [--wall-s 40]
-[--closes 1000] [--block 50] [--plugins binance,bybit]``; the dead-receiver measurement alone (≈ 2 min
-for both venues on a quiet 2-core machine): ``python tools/degraded.py --sections dead_receiver``.
+[--closes 1000] [--block 50] [--plugins binance,bybit]``; the dead-receiver measurement alone (≈ 3 min
+for both venues on a loaded 2-core machine): ``python tools/degraded.py --sections dead_receiver``.
 The re-protect time of a stop removed with the database up is ``framework bench``'s ``reprotect_ms``.
 """
 
@@ -41,6 +41,8 @@ from framework.models import PositionEvent
 from framework.settings import Settings
 from framework.store import Store
 from framework.store.testing import TestDatabases
+
+SECTIONS = ("outage", "wall", "dead_receiver")
 
 
 async def remove_stops(rig: Rig) -> None:
@@ -268,12 +270,14 @@ async def main(plugins: list[str], sections: list[str], outage_s: float, wall_s:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sections", default="outage,wall,dead_receiver")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
     parser.add_argument("--outage-s", type=float, default=25.0)
     parser.add_argument("--wall-s", type=float, default=40.0)
     parser.add_argument("--closes", type=int, default=1000, help="closes measured each way (dead_receiver)")
     parser.add_argument("--block", type=int, default=50, help="closes per block (dead_receiver)")
     parser.add_argument("--plugins", default="binance,bybit")
     args = parser.parse_args()
+    if unknown := set(args.sections.split(",")) - set(SECTIONS):
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; of: {', '.join(SECTIONS)}")
     print(json.dumps(asyncio.run(main(args.plugins.split(","), args.sections.split(","), args.outage_s, args.wall_s,
                                       args.closes, args.block)), indent=1))
