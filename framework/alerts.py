@@ -30,11 +30,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from framework.hookspecs import hookimpl
 from framework.models import Alert, PositionEvent, StopEvent
 
-__all__ = ["LEVELS", "AlertDelivery", "Notification", "alert_kind"]
+__all__ = ["LEVELS", "AlertDelivery", "Notification", "alert_kind", "url_secrets"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,15 @@ def alert_kind(message: str) -> str:
     re-protecting"``), so repeats of one condition share a kind."""
     head = re.split(r"[:(]", message, maxsplit=1)[0]
     return " ".join(w for w in head.split() if not any(c.isdigit() for c in w))[:80]
+
+
+def url_secrets(url: str) -> list[str]:
+    """What of an apprise ``url`` must never be shown: the whole URL and each piece that may be a token."""
+    parts = urlsplit(url)
+    # tokens sit in the host part (tgram://BOT_TOKEN/chat, user:password@) or the path (json://host/TOKEN);
+    # a dotted name or address is a host, not a token
+    pieces = re.split(r"[:@]", parts.netloc) + parts.path.split("/")
+    return [url] + [p for p in pieces if len(p) >= 8 and "." not in p]
 
 
 def _worker_env() -> dict[str, str]:
@@ -132,6 +142,8 @@ class AlertDelivery:
         self._overflow = 0  # messages dropped since the queue was last below its bound
         self._closed = False
         self._incidents: dict[tuple[str, str, str], _Incident] = {}
+        # masked in what the worker reports, longest first, whatever the host's log handlers do
+        self._secrets = sorted({p for url in self.urls for p in url_secrets(url)}, key=len, reverse=True)
         self.counters.update(queued=0, sent=0, failed=0, retried=0, dropped=0, suppressed=0, resolved=0, abandoned=0)
 
     @property
@@ -189,7 +201,7 @@ class AlertDelivery:
                 self._settle("sent")
             elif result == "failed":
                 log.warning("alert not delivered after %d attempts: %s (%s)", self.retries, outcome.get("title"),
-                            outcome.get("why"))
+                            self._masked(str(outcome.get("why"))))
                 self._settle("failed")
             elif result == "abandoned":
                 self._settle("abandoned")
@@ -203,11 +215,15 @@ class AlertDelivery:
             if self._backlog:  # written meanwhile: a new worker takes them
                 self._ensure_worker()
 
-    @staticmethod
-    async def _read_errors(process: asyncio.subprocess.Process) -> None:
+    async def _read_errors(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
-        async for line in process.stderr:  # a crash's traceback: logged (the log handler masks secrets)
-            log.warning("alert worker: %s", line.decode(errors="replace").rstrip())
+        async for line in process.stderr:  # a crash's traceback
+            log.warning("alert worker: %s", self._masked(line.decode(errors="replace").rstrip()))
+
+    def _masked(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _settle(self, result: str, n: int = 1) -> None:
         if n <= 0:

@@ -138,7 +138,7 @@ def critical(kind: str) -> Alert:
     return Alert(level="critical", message=f"{kind} x", venue="v", symbol=kind)
 
 
-async def test_delivery_runs_in_a_worker_process_that_gets_no_secret_by_argv_or_environment(monkeypatch):
+async def test_delivery_runs_in_a_worker_process_that_gets_no_secret_by_argv_or_environment(monkeypatch, caplog):
     secret_url = dead_alert_url().replace("/hook/x", "/hook/tok-SENTINEL")
     monkeypatch.setenv("FRAMEWORK_ALERT_URLS", secret_url)
     monkeypatch.setenv("BYBIT_API_SECRET", "key-SENTINEL")
@@ -155,6 +155,7 @@ async def test_delivery_runs_in_a_worker_process_that_gets_no_secret_by_argv_or_
     finally:
         await delivery.aclose()
     assert not alive(pid) and delivery.worker_pid is None
+    assert "alert not delivered after 1 attempts: CRITICAL v a" in caplog.text and "SENTINEL" not in caplog.text
 
 
 async def test_a_worker_that_dies_is_counted_and_replaced_and_a_close_is_bounded():
