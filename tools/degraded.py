@@ -43,6 +43,7 @@ from framework.store import Store
 from framework.store.testing import TestDatabases
 
 SECTIONS = ("outage", "wall", "dead_receiver")
+SETTLE_S = 0.5  # dead_receiver: pause between a block's warm-up and its measured closes, in both arms
 
 
 async def remove_stops(rig: Rig) -> None:
@@ -137,8 +138,9 @@ async def closure_latencies(name: str, database_url: str, alert_url: str | None,
     :class:`Session`, every open and close alerting to ``alert_url`` when given (``backoff_s``: the
     delivery's first pause between attempts, default the production one).
 
-    :param warmup: closes done first and not measured; with ``alert_url`` the measured ones then also wait
-        for the delivery worker's first outcome (it runs: its start-up is not in the figures).
+    :param warmup: closes done first and not measured; then, so that both arms measure the same phase of a
+        session's life, a pause of :data:`SETTLE_S` and, with ``alert_url``, the delivery worker's first
+        outcome (it runs: its start-up is not in the figures).
     :param drain_s: how long the session's end lets the worker send what it still holds (default the
         production bound; a measurement ends sooner, the rest is counted ``abandoned``).
     :returns: the seconds from asking for each measured close to its ``on_position_closed``, and the alert
@@ -156,9 +158,11 @@ async def closure_latencies(name: str, database_url: str, alert_url: str | None,
     async with session:
         symbol = session.harnesses[name].symbol
         for i in range(warmup + n):
-            if i == warmup and delivery is not None and warmup:
-                await wait_until(lambda: delivery.counters["retried"] + delivery.counters["failed"]
-                                 + delivery.counters["sent"] > 0, 30)
+            if i == warmup and warmup:
+                await asyncio.sleep(SETTLE_S)  # the same in both arms: the session's start-up work settles
+                if delivery is not None:
+                    await wait_until(lambda: delivery.counters["retried"] + delivery.counters["failed"]
+                                     + delivery.counters["sent"] > 0, 30)
             await session.open(name, symbol, "long" if i % 2 == 0 else "short", "10", stop_loss_pct="2")
             events = session.events()
             started = time.perf_counter()

@@ -142,6 +142,13 @@ async def test_delivery_runs_in_a_worker_process_that_gets_no_secret_by_argv_or_
     secret_url = dead_alert_url().replace("/hook/x", "/hook/tok-SENTINEL")
     monkeypatch.setenv("FRAMEWORK_ALERT_URLS", secret_url)
     monkeypatch.setenv("BYBIT_API_SECRET", "key-SENTINEL")
+
+    def in_the_engines_process(*args: Any, **kwargs: Any) -> bool:
+        raise AssertionError("apprise sent from the engine's process")
+
+    import apprise
+
+    monkeypatch.setattr(apprise.Apprise, "notify", in_the_engines_process)  # the worker's apprise is its own
     delivery = AlertDelivery([secret_url], retries=1)
     await delivery.start()
     try:
@@ -156,6 +163,7 @@ async def test_delivery_runs_in_a_worker_process_that_gets_no_secret_by_argv_or_
         await delivery.aclose()
     assert not alive(pid) and delivery.worker_pid is None
     assert "alert not delivered after 1 attempts: CRITICAL v a" in caplog.text and "SENTINEL" not in caplog.text
+    assert "apprise raised" not in caplog.text  # the attempt was the worker's: a refused connection
 
 
 async def test_a_worker_that_dies_is_counted_and_replaced_and_a_close_is_bounded():
