@@ -80,12 +80,18 @@ def main() -> int:
 
     def read() -> None:
         drain_s: float = config["drain_s"]
-        while line := sys.stdin.buffer.readline():
-            message = json.loads(line)
-            if "close" in message:
-                drain_s = float(message["close"])
-            else:
-                inbox.put(message)
+        try:
+            while line := sys.stdin.buffer.readline():
+                try:
+                    message = json.loads(line)
+                except ValueError:  # a line cut short by the parent's death: not a message
+                    continue
+                if "close" in message:
+                    drain_s = float(message["close"])
+                else:
+                    inbox.put(message)
+        except OSError:  # stdin unreadable: as good as ended
+            pass
         deadline.append(time.monotonic() + drain_s)
         ended.set()
         inbox.put(None)

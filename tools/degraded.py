@@ -16,8 +16,8 @@
   ratio (what noise alone gives when both halves had the same treatment).
 
 Usage: ``python tools/degraded.py [--sections outage,wall,dead_receiver] [--outage-s 25] [--wall-s 40]
-[--closes 1000] [--block 50] [--plugins binance,bybit]``; the dead-receiver measurement alone (≈ 3 min
-for both venues on a loaded 2-core machine): ``python tools/degraded.py --sections dead_receiver``.
+[--closes 1000] [--block 50] [--plugins binance,bybit]``; the dead-receiver measurement alone (3¾ min
+for both venues on a 2-core machine at load average 4.5): ``python tools/degraded.py --sections dead_receiver``.
 The re-protect time of a stop removed with the database up is ``framework bench``'s ``reprotect_ms``.
 """
 

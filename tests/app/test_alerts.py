@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from framework import Session
-from framework.alerts import AlertDelivery, alert_kind
+from framework.alerts import WORKER, AlertDelivery, alert_kind
 from framework.engine.broadcast import alert
 from framework.errors import ConfigError
 from framework.models import Alert
@@ -232,3 +233,16 @@ async def test_a_failing_receiver_gets_one_attempt_per_pause_across_messages():
     assert (delivery.counters["failed"], delivery.counters["sent"], delivery.counters["retried"]) == (2, 1, 3)
     assert len(gaps) == 5 and gaps[0] >= 0.1 and all(gap >= 0.2 for gap in gaps[1:]), gaps
     assert [b["title"] for b in rec.bodies] == ["CRITICAL v c"]
+
+
+async def test_the_worker_ends_after_a_line_cut_short_by_its_parents_death():
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-P", str(WORKER), stdin=asyncio.subprocess.PIPE,
+                                                  stdout=asyncio.subprocess.PIPE)
+    assert worker.stdin is not None and worker.stdout is not None
+    config = {"urls": [dead_alert_url()], "retries": 2, "backoff_s": 60.0, "drain_s": 5.0}
+    worker.stdin.write(json.dumps(config).encode() + b"\n")
+    worker.stdin.write(b'{"title": "a", "body": "b", "type": "failure", "level": "critical"}\n{"title": "cut')
+    worker.stdin.close()
+    assert await asyncio.wait_for(worker.wait(), BOUND_S) == 0
+    outcomes = [json.loads(line) for line in (await worker.stdout.read()).splitlines()]
+    assert [o["result"] for o in outcomes] == ["retried", "failed"]  # the backoff cut by the drain bound
