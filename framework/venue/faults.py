@@ -85,6 +85,11 @@ class Faults(BaseModel):
         default=1.0, ge=0, le=1,
         description="share of a client's market order the book can fill; the rest expires (price protection)",
     )
+    reject_triggered_stops: int = Field(
+        default=0, ge=0,
+        description="the next N reduce-only conditional orders (stops, trails) to trigger are denied by the matching "
+        "engine when they trigger (Binance ALGO_UPDATE REJECTED): the order is gone, nothing fills",
+    )
     rate_limits: bool = Field(
         default=False,
         description="refuse what the venue's documented request limits refuse (Binance 429 / 418 on the IP's "

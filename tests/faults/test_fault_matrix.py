@@ -52,6 +52,7 @@ SINGLE: dict[str, tuple[dict[str, Any], dict[str, int]]] = {
     "market_fill_parts": ({"market_fill_parts": 3}, {}),
     "market_fill_ratio": ({"market_fill_ratio": 0.5}, {}),
     "rate_limits": ({"rate_limits": True}, {}),
+    "reject_triggered_stops": ({}, {"reject_triggered_stops": 1}),  # B27: a stop denied when it triggers
 }
 PAIRS: dict[str, tuple[str, str]] = {
     "lag_x_drop_closing": ("rest_position_lag_ms", "drop_closing_frames"),  # I-1 + I-4
