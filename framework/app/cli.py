@@ -408,9 +408,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from framework.app.bench import run_bench
+    from framework.app.bench import SECTIONS, run_bench
 
-    return run_bench(quick=args.quick, json_path=args.json, plugins=_split(args.plugins))
+    unknown = sorted(set(_split(args.only) or ()) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"--only: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    return run_bench(quick=args.quick, json_path=args.json, plugins=_split(args.plugins), sections=_split(args.only))
 
 
 # --- wiring ------------------------------------------------------------------------------------------
@@ -498,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller sample sizes (CI)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--plugins", help="comma-separated driver plugins (default: binance,bybit)")
+    p.add_argument("--only", metavar="SECTIONS", help="comma-separated sections to measure (default: all): "
+                                                      "closure, moves, stream, reconcile, scale, memory, cold_start")
     p.set_defaults(func=cmd_bench)
 
     from framework.app.soak import DEFAULT_FAULTS
