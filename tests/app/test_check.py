@@ -18,27 +18,11 @@ from framework.app.check import GUARANTEES
 from framework.cassette import REDACTED, SECRET_FIELDS, read_cassette
 from framework.driver import Driver
 from framework.plugins import load_plugins
+from tests.app.processes import BOUND_S, read_until, start_venue, stop
 
 # Sentinels: if any of these reaches a cassette, a secret leaked.
 KEY, SECRET = "SENTINELKEY" + "k" * 9, "SENTINELSECRET" + "s" * 18
-# An upper bound a healthy check never comes near (a subprocess connecting beside a loaded suite).
-BOUND_S = 150
 VENUES = ("binance", "bybit")
-
-
-async def start_venue(name: str, *args: str) -> tuple[asyncio.subprocess.Process, dict]:
-    """``framework venue NAME`` in its own process; its first stdout line (URLs)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.app.cli", "venue", name, "--speed", "10", "--api-key", KEY,
-        "--api-secret", SECRET, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    return process, json.loads(await asyncio.wait_for(process.stdout.readline(), BOUND_S))
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 20)
 
 
 def check_env(name: str, rest_url: str, ws_url: str) -> dict[str, str]:
@@ -139,7 +123,7 @@ async def test_a_venue_that_accepts_a_duplicate_client_id_fails_that_row_and_can
 
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_venue_that_lists_no_stop_fails_that_row_with_evidence(name, tmp_path):
-    process, info = await start_venue(name, "--faults", "list_no_stops=1")
+    process, info = await start_venue(name, KEY, SECRET, "--faults", "list_no_stops=1")
     try:
         code, result, output = await framework_check(name, info, tmp_path, "--budget", "2")
     finally:
@@ -154,21 +138,6 @@ async def test_a_venue_that_lists_no_stop_fails_that_row_with_evidence(name, tmp
     assert result["passed"] is False
     cleanup = result["rows"][-1]
     assert cleanup["status"] == "pass", cleanup  # the unlisted stop is cancelled by its id all the same
-
-
-async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
-    seen: list[str] = []
-
-    async def scan() -> str:
-        while True:
-            line = (await stream.readline()).decode()
-            if not line:
-                raise AssertionError(f"{needle!r} never came; got:\n{''.join(seen)}")
-            seen.append(line)
-            if needle in line:
-                return "".join(seen)
-
-    return await asyncio.wait_for(scan(), BOUND_S)
 
 
 @pytest.mark.parametrize("name", VENUES)
@@ -207,7 +176,7 @@ async def test_a_recorded_check_holds_every_exchange_and_no_secret(name, tmp_pat
     """``--record``: REST requests and responses, frames both ways, in order, with timestamps; the sentinel
     key and secret, signatures, listen keys and account ids are gone."""
     cassette = tmp_path / "session.jsonl"
-    process, info = await start_venue(name)
+    process, info = await start_venue(name, KEY, SECRET)
     try:
         code, result, output = await framework_check(name, info, tmp_path, "--record", str(cassette))
         listen_key = None
