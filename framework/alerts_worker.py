@@ -95,7 +95,8 @@ def main() -> int:
         deadline.append(time.monotonic() + drain_s)
         ended.set()
         inbox.put(None)
-        stop = threading.Timer(drain_s + GRACE_S, os._exit, (0,))  # a send stuck in apprise does not hold us
+        # a send stuck in apprise does not hold us: the hard stop (no clean-up is owed, the parent counts)
+        stop = threading.Timer(drain_s + GRACE_S, os.kill, (os.getpid(), signal.SIGKILL))
         stop.daemon = True
         stop.start()
 
