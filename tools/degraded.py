@@ -28,11 +28,12 @@ import asyncio
 import json
 import random
 import socket
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from framework import Session
 from framework.app.bench import Rig, engine_rig
@@ -131,9 +132,17 @@ async def wall(databases: TestDatabases, name: str, wall_s: float) -> dict[str, 
         await store.close()
 
 
+class Closes(NamedTuple):
+    """What :func:`closure_latencies` measured."""
+
+    latencies: list[float]  # seconds from asking for each measured close to its on_position_closed
+    counters: dict[str, int]  # the alert delivery's counters (empty without an alert URL)
+    cpu_s: float  # CPU time of this whole process (every thread) over the measured opens and closes
+
+
 async def closure_latencies(name: str, database_url: str, alert_url: str | None, n: int,
                             backoff_s: float | None = None, warmup: int = 0,
-                            drain_s: float | None = None) -> tuple[list[float], dict[str, int]]:
+                            drain_s: float | None = None) -> Closes:
     """Open and close ``n`` positions (long and short in turn) on venue ``name`` through a
     :class:`Session`, every open and close alerting to ``alert_url`` when given (``backoff_s``: the
     delivery's first pause between attempts, default the production one).
@@ -143,8 +152,6 @@ async def closure_latencies(name: str, database_url: str, alert_url: str | None,
         outcome (it runs: its start-up is not in the figures).
     :param drain_s: how long the session's end lets the worker send what it still holds (default the
         production bound; a measurement ends sooner, the rest is counted ``abandoned``).
-    :returns: the seconds from asking for each measured close to its ``on_position_closed``, and the alert
-        delivery counters (empty without ``alert_url``).
     """
     values: dict[str, str] = {"DATABASE_URL": database_url}
     if alert_url:
@@ -157,12 +164,15 @@ async def closure_latencies(name: str, database_url: str, alert_url: str | None,
         delivery.drain_s = delivery.drain_s if drain_s is None else drain_s
     async with session:
         symbol = session.harnesses[name].symbol
+        cpu_started = time.process_time()
         for i in range(warmup + n):
             if i == warmup and warmup:
                 await asyncio.sleep(SETTLE_S)  # the same in both arms: the session's start-up work settles
                 if delivery is not None:
                     await wait_until(lambda: delivery.counters["retried"] + delivery.counters["failed"]
                                      + delivery.counters["sent"] > 0, 30)
+            if i == warmup:
+                cpu_started = time.process_time()
             await session.open(name, symbol, "long" if i % 2 == 0 else "short", "10", stop_loss_pct="2")
             events = session.events()
             started = time.perf_counter()
@@ -173,9 +183,10 @@ async def closure_latencies(name: str, database_url: str, alert_url: str | None,
             if i >= warmup:
                 latencies.append(time.perf_counter() - started)
             events.close()
+        cpu_s = time.process_time() - cpu_started
         if delivery is not None and backoff_s is not None:  # with the production backoff a dead receiver
             await delivery.drained()  # takes ~3 s a message
-    return latencies, dict(delivery.counters) if delivery is not None else {}
+    return Closes(latencies, dict(delivery.counters) if delivery is not None else {}, cpu_s)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float) -> None:
@@ -226,15 +237,17 @@ async def dead_receiver(databases: TestDatabases, name: str, closes: int, block:
     started = time.monotonic()
     url = dead_alert_url()
     arms: dict[str, list[list[float]]] = {"without_alerts": [], "dead_receiver": []}
+    cpu_ms: dict[str, list[float]] = {"without_alerts": [], "dead_receiver": []}  # per open-and-close, each block
     alerts: Counter[str] = Counter()
     for pair in range(max(1, closes // block)):
         order = ["without_alerts", "dead_receiver"] if pair % 2 == 0 else ["dead_receiver", "without_alerts"]
         for arm in order:
-            latencies, counters = await closure_latencies(
+            closes = await closure_latencies(
                 name, await databases.create(), url if arm == "dead_receiver" else None, block, warmup=warmup,
                 drain_s=0.5)
-            arms[arm].append(latencies)
-            alerts.update(counters)
+            arms[arm].append(closes.latencies)
+            cpu_ms[arm].append(closes.cpu_s * 1000 / block)
+            alerts.update(closes.counters)
 
     def figures(blocks: list[list[float]]) -> dict[str, float]:
         values = [x for b in blocks for x in b]
@@ -249,6 +262,11 @@ async def dead_receiver(databases: TestDatabases, name: str, closes: int, block:
         "p50_ratio_95ci": ratio_interval(arms["without_alerts"], arms["dead_receiver"], 0.5),
         "p99_ratio_95ci": ratio_interval(arms["without_alerts"], arms["dead_receiver"], 0.99),
         "same_arm_p99_ratio": {arm: same_arm_ratio(blocks, 0.99) for arm, blocks in arms.items()},
+        # CPU of the engine's whole process (venue emulator included) per open-and-close, median over blocks:
+        # what an in-process sender would add shows here, and other processes' load hardly does
+        "process_cpu_ms_per_cycle": {arm: round(statistics.median(values), 3) for arm, values in cpu_ms.items()},
+        "process_cpu_ratio": round(statistics.median(cpu_ms["dead_receiver"])
+                                   / statistics.median(cpu_ms["without_alerts"]), 3),
         "alerts": {k: alerts[k] for k in ("queued", "sent", "failed", "retried", "dropped", "abandoned")},
         "seconds": round(time.monotonic() - started, 1),
     }

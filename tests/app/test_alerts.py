@@ -105,9 +105,9 @@ async def test_a_dead_receiver_is_counted_and_the_engine_goes_on(database_url, d
     # One run, two sessions: no alerts, then every open and close alerting to a receiver that is down.
     # (the latency comparison is a measurement, not a test: ``python tools/degraded.py``'s dead_receiver)
     n = 20
-    without, _ = await closure_latencies("binance", database_url, None, n)
-    with_dead, counters = await closure_latencies("binance", await databases.create(), dead_alert_url(), n,
-                                                  backoff_s=0.005)
+    without = (await closure_latencies("binance", database_url, None, n)).latencies
+    with_dead, counters, _ = await closure_latencies("binance", await databases.create(), dead_alert_url(), n,
+                                                     backoff_s=0.005)
     assert len(without) == len(with_dead) == n  # every close completed
     assert counters["failed"] == counters["queued"] >= 2 * n and counters["sent"] == 0
     assert counters["retried"] == 2 * counters["failed"]  # three attempts each
