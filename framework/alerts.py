@@ -244,8 +244,8 @@ class AlertDelivery:
         if self._in_flight >= self.queue_size:
             self.counters["dropped"] += 1
             if not self._overflow:  # one line per overflow, not one per message
-                log.warning("alert queue full (%d in flight): %s dropped, and further ones counted until it "
-                            "empties", self.queue_size, note.title)
+                log.warning("alert queue full (%d in flight): %s dropped, and further ones counted until there "
+                            "is room", self.queue_size, note.title)
             self._overflow += 1
             return
         if self._overflow:
