@@ -20,6 +20,7 @@ from framework.errors import ConfigError
 from framework.models import Alert
 from framework.settings import Settings
 from tests.alert_receiver import receiver
+from tests.app.processes import read_until
 from tests.engine.conftest import until
 from tools.degraded import closure_latencies, dead_alert_url
 
@@ -246,3 +247,44 @@ async def test_the_worker_ends_after_a_line_cut_short_by_its_parents_death():
     assert await asyncio.wait_for(worker.wait(), BOUND_S) == 0
     outcomes = [json.loads(line) for line in (await worker.stdout.read()).splitlines()]
     assert [o["result"] for o in outcomes] == ["retried", "failed"]  # the backoff cut by the drain bound
+
+
+def alert_workers_of(pid: int) -> list[int]:
+    """The alert workers among the children of process ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        if parent == pid and b"alerts_worker.py" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_sigterm_ends_framework_run_and_its_alert_worker(database_url, tmp_path):
+    signals = tmp_path / "s.jsonl"
+    signals.write_text(json.dumps({"venue": "bybit", "symbol": "XRP/USDT:USDT", "action": "open", "side": "short",
+                                   "contracts": "20", "stop_loss_pct": "2", "at_ms": 0}) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE_", "BYBIT_", "FRAMEWORK_"))}
+    env |= {"DATABASE_URL": database_url, "FRAMEWORK_ALERT_URLS": dead_alert_url(), "FRAMEWORK_ALERT_POSITIONS": "true"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framework.app.cli", "run", "--plugins", "bybit", "--no-tui", "--speed", "1",
+        "--signals", str(signals), "--log-format", "json", env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    seen: list[str] = []
+    try:
+        assert process.stderr is not None
+        await read_until(process.stderr, '"event": "position_open"', seen)
+        [worker] = await asyncio.to_thread(alert_workers_of, process.pid)
+        process.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(process.communicate(), BOUND_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    err = "".join(seen) + rest[1].decode()
+    assert process.returncode == 0, err
+    assert not alive(worker)  # drained (the "opened" message tried three times, then given up) and ended
+    assert "alert not delivered after 3 attempts: opened bybit XRP/USDT:USDT" in err
