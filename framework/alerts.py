@@ -45,6 +45,7 @@ RETRIES = 3  # attempts per message
 BACKOFF_S = 1.0  # first pause after a failed attempt, doubling up to 4 s while attempts fail
 DRAIN_TIMEOUT_S = 10.0  # how long a stop waits for queued messages
 WORKER = Path(__file__).with_name("alerts_worker.py")
+RESTART_S = 5.0  # a worker is not started sooner than this after the last start (one that keeps dying)
 WORKER_EXIT_S = 6.0  # beyond the drain bound: the worker's own hard stop (its GRACE_S) plus a margin
 BODY_CHARS = 3500  # a message body is cut to this (Telegram's limit is 4096): a pipe line stays small
 
@@ -103,6 +104,9 @@ class AlertDelivery:
         failing, back to none after a success; read when the worker starts.
     :param queue_size: messages in flight (handed to the worker, outcome not yet known) at most.
     :param drain_s: how long :meth:`aclose` lets the worker send what it holds.
+    :param restart_s: a worker that ended is replaced (at the next message) no sooner than this after the last
+        start: one that keeps dying (a broken installation) costs a process start per ``restart_s``, not per
+        message; meanwhile messages wait, within ``queue_size``.
     :ivar counters: ``queued``, ``sent``, ``failed`` (every attempt failed), ``retried`` (failed attempts
         followed by a backoff pause and another try — unless a stop cut the pause), ``dropped`` (too many in
         flight, or after :meth:`aclose`), ``suppressed`` (repeats of an open incident), ``resolved``,
@@ -118,6 +122,7 @@ class AlertDelivery:
     backoff_s: float = BACKOFF_S
     queue_size: int = QUEUE_SIZE
     drain_s: float = DRAIN_TIMEOUT_S
+    restart_s: float = RESTART_S
     counters: Counter[str] = field(default_factory=Counter)
     sent_by_level: Counter[str] = field(default_factory=Counter)
     clock: Callable[[], float] = time.monotonic
@@ -134,6 +139,8 @@ class AlertDelivery:
                 raise ValueError(f"FRAMEWORK_ALERT_URLS: entry {self.urls.index(url) + 1} is not a valid apprise URL")
         self._process: asyncio.subprocess.Process | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._started_at: float | None = None  # the event loop's time of the last start
+        self._restart: asyncio.TimerHandle | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._backlog: list[bytes] = []  # lines written before the worker's pipe was open
         self._in_flight = 0
@@ -163,8 +170,21 @@ class AlertDelivery:
 
     def _ensure_worker(self) -> None:
         running = self._process is not None and self._process.returncode is None
-        if not self._closed and not running and (self._starting is None or self._starting.done()):
-            self._starting = asyncio.get_running_loop().create_task(self._spawn(), name="alert-worker-start")
+        starting = self._starting is not None and not self._starting.done()
+        if self._closed or running or starting or self._restart is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait_s = 0.0 if self._started_at is None else self._started_at + self.restart_s - loop.time()
+        if wait_s > 0:
+            self._restart = loop.call_later(wait_s, self._restart_later)
+            return
+        self._started_at = loop.time()
+        self._starting = loop.create_task(self._spawn(), name="alert-worker-start")
+
+    def _restart_later(self) -> None:
+        self._restart = None
+        if self._backlog:
+            self._ensure_worker()
 
     async def _spawn(self) -> None:
         try:
@@ -269,6 +289,9 @@ class AlertDelivery:
         later messages are dropped (counted)."""
         drain_s = self.drain_s if timeout_s is None else timeout_s
         self._closed = True
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
         if self._starting is not None:
             await self._starting
         process = self._process

@@ -169,7 +169,10 @@ async def test_delivery_runs_in_a_worker_process_that_gets_no_secret_by_argv_or_
 
 
 async def test_a_worker_that_dies_is_counted_and_replaced_and_a_close_is_bounded():
-    delivery = AlertDelivery([dead_alert_url()], backoff_s=60.0)  # each message waits in its backoff
+    # each message waits in its backoff; a worker is replaced no sooner than 1 s after the last start
+    delivery = AlertDelivery([dead_alert_url()], backoff_s=60.0, restart_s=1.0)
+    loop = asyncio.get_running_loop()
+    before_first_start = loop.time()
     delivery.on_alert(critical("a"))
     await until(lambda: delivery.counters["retried"] == 1, BOUND_S)
     first = delivery.worker_pid
@@ -177,9 +180,9 @@ async def test_a_worker_that_dies_is_counted_and_replaced_and_a_close_is_bounded
     os.kill(first, signal.SIGKILL)
     await asyncio.wait_for(delivery.drained(), BOUND_S)  # the message it held: abandoned, not waited for
     assert delivery.counters["abandoned"] == 1 and delivery.counters["failed"] == 0
-    delivery.on_alert(critical("b"))  # a new worker takes it
+    delivery.on_alert(critical("b"))  # a new worker takes it, not sooner than 1 s after the first started
     await until(lambda: delivery.counters["retried"] == 2, BOUND_S)
-    assert delivery.worker_pid not in (None, first)
+    assert delivery.worker_pid not in (None, first) and loop.time() - before_first_start >= 1.0
     # a stop with 0.5 s to drain cuts the 60 s backoff short: given up, counted, the worker gone
     await asyncio.wait_for(delivery.aclose(timeout_s=0.5), BOUND_S)
     assert (delivery.counters["failed"], delivery.counters["abandoned"]) == (1, 1)
