@@ -109,7 +109,7 @@ class AccountsFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lease_s: float | None = Field(default=None, ge=1, le=300)
+    lease_s: float | None = Field(default=None, ge=4, le=300)  # a shorter lease leaves no receive window
     accounts: list[AccountConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

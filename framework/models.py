@@ -505,3 +505,7 @@ class DriverConfig(Model):
     testnet: bool = False
     verify_budget_ms: int = 10_000
     options: dict[str, Any] = Field(default_factory=dict)
+    #: set by the engine when it runs the account under a lease: the
+    #: :class:`~framework.driverkit.RequestFence` a driver hands to :func:`~framework.driverkit.fence_requests`
+    #: with its ccxt client (``None``: no lease).  Never serialized.
+    fence: Any = Field(default=None, exclude=True, repr=False)
