@@ -320,7 +320,6 @@ async def fencing_trial(plugin: str, seed: int, database_url: str, lease_s: floa
             await asyncio.sleep(max(0.0, due - time.time()))  # A's lease has expired and its close is due
             before = await venue.truth()
             resumed_at = time.time()
-            resumed_line = len(a.lines)
             a.process.send_signal(signal.SIGCONT)
             await a.wait_line("lease of account default lost")
             after = await venue.truth()
