@@ -1,9 +1,10 @@
 """Two ``framework run --live`` processes on one account, one PostgreSQL and a ``framework venue`` process
 (issue 19): the owner killed with SIGKILL is taken over by the standby; a SIGSTOP'd owner resumed after its
-lease expired does nothing on the venue.  Ground truth from the venue process (``framework venue --truth``).
+lease expired does nothing on the venue, also when the pause caught a request on its way (the lease's fence on
+the wire).  Ground truth from the venue process (``framework venue --truth``).
 
-A few seeded trials here keep the suite's cost down; ``python tools/takeover.py --trials 20`` runs the
-measured series whose figures are in docs/scaling.md.
+A few seeded trials here keep the suite's cost down; ``python tools/takeover.py --trials 20 --sigstop-trials 20``
+runs the measured series whose figures are in docs/scaling.md.
 """
 
 from __future__ import annotations
