@@ -79,13 +79,60 @@ async def test_instances_given_one_accounts_file_split_its_accounts_and_others_d
     assert first["binance/a"]["binance"]["account"] == "emulated-a"
 
 
+async def test_signals_go_to_the_account_their_venue_and_label_name(database_url, tmp_path):
+    """``--accounts`` with ``--signals``: each signal to its account (by venue and label; without a label,
+    the venue's only account); an ambiguous or unknown account is a failed signal, the feed goes on."""
+    import json
+    import time
+
+    import asyncpg
+
+    base = Settings(DATABASE_URL=database_url)
+    config = AccountsFile.model_validate({"lease_s": 5, "accounts": [
+        {"venue": "binance", "label": "a"}, {"venue": "binance", "label": "b"}, {"venue": "bybit", "label": "c"}]})
+    opening = {"symbol": "XRP/USDT:USDT", "action": "open", "side": "short", "contracts": "20",
+               "stop_loss_pct": "5"}
+    signals = [{"venue": "binance", **opening},  # two binance accounts: which one?
+               {"venue": "binance", "account": "zz", **opening},  # not in the file
+               {"venue": "binance", "account": "a", **opening},
+               {"venue": "bybit", **opening, "side": "long"},  # the only bybit account: c
+               {"venue": "binance", "account": "a", "symbol": "XRP/USDT:USDT", "action": "close"}]
+    path = tmp_path / "signals.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in signals))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(run_accounts(config, base=base, ready=ready, stop=stop, speed=10, signals=path))
+    await asyncio.wait_for(ready.wait(), 120)
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the feed is sequential: when a's row is closed and c's open, every signal was handled
+            rows = {(r["account"], r["venue"], r["side"], r["status"]) for r in await conn.fetch(
+                "SELECT account, venue, side, status FROM positions")}
+            if rows == {("emulated-a", "binance", "short", "closed"), ("emulated-c", "bybit", "long", "open")}:
+                break
+            assert time.monotonic() < deadline and not run.done(), rows
+            await asyncio.sleep(0.1)  # another task's writes: polled
+    finally:
+        await conn.close()
+    stop.set()
+    result = await asyncio.wait_for(run, 120)
+    assert result["signals"]["accepted"] == 3
+    failed = [(f["signal"]["account"], f["type"], f["error"]) for f in result["signals"]["failed"]]
+    assert [(account, kind) for account, kind, _ in failed] == [(None, "SignalRejected"), ("zz", "SignalRejected")]
+    assert "name one of ['binance/a', 'binance/b']" in failed[0][2] and "no account 'zz'" in failed[1][2]
+    assert {name: venues[name.split("/")[0]]["open"] for name, venues in result.items() if name != "signals"} == \
+        {"binance/a": 0, "binance/b": 0, "bybit/c": 1}
+
+
 def test_framework_run_accounts_refuses_a_bad_file_and_options_it_does_not_take(tmp_path, capsys):
     from framework.app.cli import main
 
     path = tmp_path / "accounts.toml"
     path.write_text("[[accounts]]\nvenue = 'binance'\nlabel = 'a'\n")
-    assert main(["run", "--accounts", str(path), "--signals", str(path)]) == 2
-    assert "not with --signals" in capsys.readouterr().err
+    assert main(["run", "--accounts", str(path), "--http", "0"]) == 2
+    assert "not with --http" in capsys.readouterr().err
+    assert main(["run", "--accounts", str(path), "--signals", str(path)]) == 2  # not a signal file
+    assert "accounts.toml:1: invalid signal" in capsys.readouterr().err  # before anything connects
     path.write_text("[[accounts]]\nvenue = 'binance'\n")
     assert main(["run", "--accounts", str(path)]) == 2
     assert "accounts.0.label: Field required" in capsys.readouterr().err
