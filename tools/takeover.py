@@ -386,7 +386,8 @@ def client_ids(exchanges: list[dict[str, Any]]) -> set[str]:
 #: what stopped an action of the resumed owner, by the words of its ``signal failed`` line
 REFUSERS = (("request not sent", "transport fence"), ("not the owner", "lease check"),
             ("stale lease epoch", "database"), ("recvWindow", "venue: receive window"),
-            ("recv_window", "venue: receive window"))
+            ("recv_window", "venue: receive window"), ("standby", "standby (the lost lease noticed)"),
+            ("already open", "the book: already open"))
 
 
 def refusal(line: str) -> str:
@@ -454,6 +455,7 @@ async def sigstop_trial(plugin: str, seed: int, database_url: str, lease_s: floa
         "a_late_actions": late + [{"order": cid} for cid in late_orders],
         "a_answered_after_resume": [(e["method"], e["path"], venue_answer(e)[1]) for e in after_resume],
         "a_not_sent": a_log.count("request not sent"),
+        "a_not_sent_lines": [line[-200:] for line in a_log.splitlines() if "request not sent" in line][:10],
         "a_refusals_after_resume": [refusal(line) for line in a_failed],
         "unattributed_orders": unattributed,
         "unprotected_at_end": [p["symbol"] for p in truth["positions"] if not p["protected"]],

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from framework import Session
-from framework.models import PositionEvent
+from framework.models import PositionEvent, Signal
 from framework.session import PositionAlreadyOpen, SignalRejected
 from framework.settings import Settings
 
@@ -60,9 +60,16 @@ async def test_client_side_limits_refuse_before_the_venue(database_url):
             await session.open("binance", SYMBOL, "long", 51, stop_loss_pct=1)
         assert writes() == before
         await session.open("binance", SYMBOL, "long", 50, stop_loss_pct=1)
+        after = writes()
         with pytest.raises(SignalRejected, match="max_open_positions is 1"):
             await session.open("binance", "BTC/USDT:USDT", "short", "0.01", stop_loss_pct=1)
         assert [p.symbol for p in session.positions()] == [SYMBOL]
+        # a signal for another account label is not this session's: refused, nothing sent
+        other = Signal(venue="binance", account="other", symbol="BTC/USDT:USDT", side="short", contracts="0.01",
+                       stop_loss_pct="1")
+        with pytest.raises(SignalRejected, match="signal for account 'other'; this session manages 'default'"):
+            await session.submit(other)
+        assert writes() == after
 
 
 async def test_a_session_with_keys_refuses_without_live(database_url):
