@@ -35,6 +35,7 @@ from framework.driverkit import (
 from framework.errors import (
     ConfigError,
     DuplicateOpenPosition,
+    DuplicateOrderId,
     FrameworkError,
     OrderIncomplete,
     OrderNotFound,
@@ -112,6 +113,7 @@ __all__ = [
     "DriverInfo",
     "DriverSession",
     "DuplicateOpenPosition",
+    "DuplicateOrderId",
     "EntryEvidence",
     "FrameworkError",
     "MarkPrice",
