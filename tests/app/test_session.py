@@ -49,7 +49,8 @@ async def test_open_list_events_and_close_through_the_session(database_url, side
 async def test_client_side_limits_refuse_before_the_venue(database_url):
     settings = Settings(DATABASE_URL=database_url, FRAMEWORK_MAX_CONTRACTS="50", FRAMEWORK_MAX_OPEN_POSITIONS="1",
                         FRAMEWORK_MAX_NOTIONAL="1000000")
-    async with Session(["binance"], settings=settings, speed=1) as session:
+    async with Session(["binance"], settings=settings, speed=1, pool_size=4) as session:
+        assert session.store.pool.get_max_size() == 4  # an accounts file's sessions: a small pool each
         emulator = session.harnesses["binance"].emulator
 
         def writes() -> dict[str, int]:
