@@ -38,7 +38,7 @@ import signal
 import sys
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +50,8 @@ from framework.models import Signal
 from framework.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from framework.session import Session
+    from framework.session import PositionInfo, Session
+    from framework.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,44 @@ def route(sessions: Mapping[str, Session], sig: Signal) -> Session:
     return sessions[candidates[0]]
 
 
+class Accounts:
+    """The sessions of an accounts run as one :class:`~framework.app.http.SignalTarget` for the HTTP API:
+    a signal goes to its account (:func:`route`), positions and health are every account's."""
+
+    def __init__(self, sessions: Mapping[str, Session]) -> None:
+        self.sessions = sessions
+
+    @property
+    def store(self) -> Store | None:
+        """A store on the one database every session shares (the API's record of signal ids)."""
+        return next((s.store for s in self.sessions.values() if s.store is not None), None)
+
+    async def submit(self, sig: Signal) -> PositionInfo | None:
+        return await route(self.sessions, sig).submit(sig)
+
+    async def close(self, venue: str, symbol: str) -> bool:
+        """Close ``symbol`` on the account of ``venue`` that holds it (this process being its owner).
+
+        :returns: ``False`` when none does.  :raises SignalRejected: several do (post a close signal that
+            names the ``account``).
+        """
+        from framework.session import SignalRejected
+
+        holding = [name for name, s in self.sessions.items() if name.split("/", 1)[0] == venue
+                   and any(p.symbol == symbol for p in s.positions())]
+        if len(holding) > 1:
+            raise SignalRejected(f"{holding} all hold {symbol}: post a close signal naming the account",
+                                 venue=venue, symbol=symbol)
+        return bool(holding) and await self.sessions[holding[0]].close(venue, symbol)
+
+    def positions(self) -> list[PositionInfo]:
+        return [p for s in self.sessions.values() for p in s.positions()]
+
+    def health(self) -> dict[str, Any]:
+        """``{"accounts": {"venue/label": {venue: health}}}`` (see :meth:`Session.health`)."""
+        return {"accounts": {name: s.health()["venues"] for name, s in self.sessions.items()}}
+
+
 class SignalLog:
     """What became of the signals of an accounts run: counts and the failures (``accepted`` / ``failed``)."""
 
@@ -204,13 +243,16 @@ class SignalLog:
 async def run_accounts(config: AccountsFile, *, base: Settings | None = None, duration_s: float | None = None,
                        speed: float = 100.0, ready: asyncio.Event | None = None,
                        stop: asyncio.Event | None = None, signals: Path | None = None,
-                       follow: bool = False) -> dict[str, Any]:
+                       follow: bool = False, http_port: int | None = None,
+                       serving: Callable[[str], object] | None = None) -> dict[str, Any]:
     """Run one :class:`~framework.session.Session` per account in this process until ``duration_s`` passes
     or ``stop`` is set (SIGTERM / Ctrl-C too): each account is managed while this process holds its lease
     (adopted, protected, trailed, reconciled) and waited for as a standby otherwise.
 
     :param signals: a JSONL signal file (read once), ``-`` for stdin, ``None``: no signals; each goes to its
         account (:func:`route`).  :param follow: tail ``signals`` for new lines.
+    :param http_port: serve the HTTP API over every account (:class:`Accounts`) on this port (0: any free
+        port; ``FRAMEWORK_HTTP_TOKEN`` needed); ``serving`` is called with its URL.
     :returns: ``{"venue/label": health}`` at the end (see :meth:`Session.health`), and ``"signals"``:
         ``{"accepted": n, "failed": [{"signal", "error", "type"}]}`` when signals were given.
     :raises ConfigError: a bad signal file (before anything connects).
@@ -234,11 +276,20 @@ async def run_accounts(config: AccountsFile, *, base: Settings | None = None, du
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    if http_port is not None and not (base.http_token and base.http_token.get_secret_value()):
+        raise ConfigError("--http needs FRAMEWORK_HTTP_TOKEN (a bearer token) to be set")
     async with contextlib.AsyncExitStack() as stack:
         for name, session in sessions.items():
             await stack.enter_async_context(session)
             state = session.health()["venues"][session.plugins[0] if session.plugins else ""]["lease"]
             print(f"account {name}: {state['state'] if state else 'no lease'}", file=sys.stderr, flush=True)
+        if http_port is not None:
+            from framework.app.http import serve_target
+
+            url = await stack.enter_async_context(serve_target(Accounts(sessions), outcomes.failure, base, http_port))
+            print(f"HTTP API on {url} (OpenAPI: {url}/v1/openapi.json)", file=sys.stderr, flush=True)
+            if serving is not None:
+                serving(url)
         feeding = None if source is None else asyncio.create_task(
             feed(source, functools.partial(outcomes.act, sessions), functools.partial(outcomes.failure, None),
                  time.monotonic()), name="feed")
@@ -254,16 +305,17 @@ async def run_accounts(config: AccountsFile, *, base: Settings | None = None, du
                 for session in sessions.values():
                     await session.drain(DRAIN_TIMEOUT_S)
         result: dict[str, Any] = {name: session.health()["venues"] for name, session in sessions.items()}
-        if signals is not None:
+        if signals is not None or http_port is not None:
             result["signals"] = {"accepted": outcomes.accepted, "failed": outcomes.failed}
         return result
 
 
 def run_accounts_main(path: Path, duration_s: float | None, speed: float, signals: Path | None = None,
-                      follow: bool = False) -> int:
-    """``framework run --accounts FILE [--signals FILE|- [--follow]]``: :func:`run_accounts`, the final health
-    printed as JSON.  :returns: 0; 1 when a signal failed."""
+                      follow: bool = False, http_port: int | None = None) -> int:
+    """``framework run --accounts FILE [--signals FILE|- [--follow]] [--http PORT]``: :func:`run_accounts`, the
+    final health printed as JSON.  :returns: 0; 1 when a signal failed."""
     config = load_accounts(path)
-    result = asyncio.run(run_accounts(config, duration_s=duration_s, speed=speed, signals=signals, follow=follow))
+    result = asyncio.run(run_accounts(config, duration_s=duration_s, speed=speed, signals=signals, follow=follow,
+                                      http_port=http_port))
     print(json.dumps(result, default=str))
     return 1 if result.get("signals", {}).get("failed") else 0

@@ -124,13 +124,52 @@ async def test_signals_go_to_the_account_their_venue_and_label_name(database_url
         {"binance/a": 0, "binance/b": 0, "bybit/c": 1}
 
 
+async def test_the_http_api_of_an_accounts_run_routes_signals_by_account(database_url):
+    """``--accounts`` with ``--http``: a signal posted for ``binance`` account ``b`` opens there, one without
+    an account where the venue has two is refused (409); positions, close and health span the accounts."""
+    import aiohttp
+
+    token = "test-token-1234"
+    auth = {"Authorization": f"Bearer {token}"}
+    base = Settings(DATABASE_URL=database_url, FRAMEWORK_HTTP_TOKEN=token)
+    config = AccountsFile.model_validate({"lease_s": 5, "accounts": [{"venue": "binance", "label": "a"},
+                                                                      {"venue": "binance", "label": "b"}]})
+    urls: list[str] = []
+    stop, ready = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(run_accounts(config, base=base, ready=ready, stop=stop, speed=10, http_port=0,
+                                           serving=urls.append))
+    await asyncio.wait_for(ready.wait(), 120)
+    [url] = urls
+    opening = {"venue": "binance", "symbol": "XRP/USDT:USDT", "action": "open", "side": "short",
+               "contracts": "20", "stop_loss_pct": "5"}
+    async with aiohttp.ClientSession(headers=auth) as client:
+        async with client.post(f"{url}/v1/signals", json={**opening, "id": "s1"}) as response:
+            assert response.status == 409, await response.text()
+            assert "name one of ['binance/a', 'binance/b']" in (await response.json())["error"]
+        async with client.post(f"{url}/v1/signals", json={**opening, "account": "b", "id": "s2"}) as response:
+            assert response.status == 201, await response.text()
+        async with client.get(f"{url}/v1/positions") as response:
+            assert [(p["account"], p["side"]) for p in await response.json()] == [("emulated-b", "short")]
+        async with client.get(f"{url}/v1/health") as response:
+            accounts = (await response.json())["accounts"]
+            assert {name: venues["binance"]["open"] for name, venues in accounts.items()} == \
+                {"binance/a": 0, "binance/b": 1}
+        async with client.post(f"{url}/v1/positions/binance/XRP/USDT:USDT/close") as response:
+            assert response.status == 200 and (await response.json())["closed"], await response.text()
+        async with client.get(f"{url}/v1/positions") as response:
+            assert await response.json() == []
+    stop.set()
+    result = await asyncio.wait_for(run, 120)
+    assert result["signals"]["accepted"] == 0 and len(result["signals"]["failed"]) == 1  # HTTP: the refusal
+
+
 def test_framework_run_accounts_refuses_a_bad_file_and_options_it_does_not_take(tmp_path, capsys):
     from framework.app.cli import main
 
     path = tmp_path / "accounts.toml"
     path.write_text("[[accounts]]\nvenue = 'binance'\nlabel = 'a'\n")
-    assert main(["run", "--accounts", str(path), "--http", "0"]) == 2
-    assert "not with --http" in capsys.readouterr().err
+    assert main(["run", "--accounts", str(path), "--metrics-port", "0"]) == 2
+    assert "not with --metrics-port" in capsys.readouterr().err
     assert main(["run", "--accounts", str(path), "--signals", str(path)]) == 2  # not a signal file
     assert "accounts.toml:1: invalid signal" in capsys.readouterr().err  # before anything connects
     path.write_text("[[accounts]]\nvenue = 'binance'\n")
