@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from framework.driver import Driver
+from framework.driverkit import fence_requests
 from framework.engine import Engine
 from framework.engine.closing import close_on_venue
 from framework.engine.lease import ACTING_METHODS, READING_METHODS, LeaseKeeper
@@ -235,6 +236,47 @@ async def test_a_new_emulators_previous_rows_are_closed_at_start_not_adopted(env
     assert await env.store.open_positions("default", env.venue_name) == []
     [row] = await env.store.pool.fetch("SELECT close_reason, epoch FROM positions")
     assert row["close_reason"] == "reconcile" and row["epoch"] == 1  # closed by the lease holder
+
+
+async def test_fence_requests_bounds_the_receive_window_and_checks_every_request_that_can_change_the_account():
+    """The driverkit helper a plugin applies to its ccxt client: the window it signs with is at most the
+    fence's, and every request but a read asks the fence after signing (the fetch that follows sign)."""
+
+    class Client:  # the two things of a ccxt client the helper uses
+        def __init__(self, window: int | None) -> None:
+            self.options = {} if window is None else {"recvWindow": window}
+            self.sent: list[str] = []
+
+        async def fetch(self, url, method="GET", headers=None, body=None):
+            self.sent.append(method)
+            return {}
+
+    class Fence:
+        recv_window_ms = 1000
+        holds = True
+
+        def admit(self) -> None:
+            if not self.holds:
+                raise RequestFenced("not sent", venue="x")
+
+    fence = Fence()
+    client = Client(5000)
+    fence_requests(client, fence)
+    assert client.options["recvWindow"] == 1000
+    await client.fetch("https://venue/order", "POST")
+    fence.holds = False
+    await client.fetch("https://venue/order", "GET")  # a read: never fenced
+    for method in ("POST", "PUT", "DELETE"):
+        with pytest.raises(RequestFenced):
+            await client.fetch("https://venue/order", method)
+    assert client.sent == ["POST", "GET"]  # nothing else reached the transport
+    narrower, unset, free = Client(500), Client(None), Client(5000)
+    fence_requests(narrower, fence)
+    fence_requests(unset, fence)
+    fence_requests(free, None)  # no lease: nothing changes
+    windows = [c.options["recvWindow"] for c in (narrower, unset, free)]
+    assert windows == [500, 1000, 5000]
+    await free.fetch("https://venue/order", "POST")
 
 
 class HeldRequests:
