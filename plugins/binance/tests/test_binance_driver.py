@@ -15,7 +15,6 @@ from framework.errors import (
     OutcomeUnknown,
     PositionGone,
     RateLimited,
-    RequestExpired,
     VenueError,
     WouldTriggerImmediately,
 )
@@ -325,17 +324,6 @@ async def test_http_errors_on_order_creation(driver, venue, status, error):
     finally:
         venue.faults.http_error_path = None
     assert venue.faults.http_error_next == 0
-
-
-@pytest.mark.parametrize(("write", "error"), [(True, RequestExpired), (False, VenueError)])
-def test_a_request_outside_its_recv_window_did_nothing(write, error):
-    """-1021 (a request older than its ``recvWindow`` when it arrived, as a lease's fence makes a paused one):
-    not executed — a refusal for a write, never "position gone" or "would trigger"."""
-    from framework_binance.rest import BinanceApiError, venue_errors
-
-    with pytest.raises(VenueError) as refused, venue_errors("create order", write=write):
-        raise BinanceApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
-    assert type(refused.value) is error and refused.value.code == -1021
 
 
 async def test_stream_delivers_fills_with_origins_and_flat_updates(driver, venue, stream):
