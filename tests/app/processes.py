@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 BOUND_S = 150.0
@@ -48,3 +50,22 @@ async def read_until(stream: asyncio.StreamReader, needle: str, seen: list[str] 
                 return "".join(lines)
 
     return await asyncio.wait_for(scan(), BOUND_S)
+
+
+async def sigterm_after(process: asyncio.subprocess.Process, needle: str,
+                        before: Callable[[], Awaitable[None]] | None = None) -> str:
+    """Read ``process``'s stderr up to a line holding ``needle``, await ``before`` (when given), send SIGTERM and
+    wait for the exit; returns everything it wrote on stderr.  The process is killed if any of that fails."""
+    seen: list[str] = []
+    try:
+        assert process.stderr is not None
+        await read_until(process.stderr, needle, seen)
+        if before is not None:
+            await before()
+        process.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(process.communicate(), BOUND_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return "".join(seen) + rest.decode()

@@ -20,7 +20,7 @@ from framework.errors import ConfigError
 from framework.models import Alert
 from framework.settings import Settings
 from tests.alert_receiver import receiver
-from tests.app.processes import read_until
+from tests.app.processes import sigterm_after
 from tests.engine.conftest import until
 from tools.degraded import closure_latencies, dead_alert_url
 
@@ -276,18 +276,13 @@ async def test_sigterm_ends_framework_run_and_its_alert_worker(database_url, tmp
         sys.executable, "-m", "framework.app.cli", "run", "--plugins", "bybit", "--no-tui", "--speed", "1",
         "--signals", str(signals), "--log-format", "json", env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    seen: list[str] = []
-    try:
-        assert process.stderr is not None
-        await read_until(process.stderr, '"event": "position_open"', seen)
-        [worker] = await asyncio.to_thread(alert_workers_of, process.pid)
-        process.send_signal(signal.SIGTERM)
-        rest = await asyncio.wait_for(process.communicate(), BOUND_S)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    err = "".join(seen) + rest[1].decode()
+    workers: list[int] = []
+
+    async def find_the_worker() -> None:
+        workers.extend(await asyncio.to_thread(alert_workers_of, process.pid))
+
+    err = await sigterm_after(process, '"event": "position_open"', find_the_worker)
     assert process.returncode == 0, err
+    [worker] = workers
     assert not alive(worker)  # drained (the "opened" message tried three times, then given up) and ended
     assert "alert not delivered after 3 attempts: opened bybit XRP/USDT:USDT" in err
