@@ -283,7 +283,7 @@ class Session:
     :param listeners: extra lifecycle plugin objects, registered as ``(name, plugin)``.
     :param flatten_on_exit: close every position when the session ends.
     :param pool_size: the most database connections the session opens (one pool per session; an accounts
-        file runs one session per account: ``framework.accounts.ACCOUNT_POOL_SIZE`` each).
+        file runs one session per account: ``framework.app.accounts.ACCOUNT_POOL_SIZE`` each).
     :raises ConfigError: from ``__aenter__``: bad settings, no driver, live without confirmation.
     """
 

@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
     if args.accounts is not None:
-        from framework.accounts import run_accounts_main
+        from framework.app.accounts import run_accounts_main
 
         unsupported = [flag for flag, given in (("--metrics-port", args.metrics_port is not None),
                                                 ("--plugins", args.plugins)) if given]

@@ -102,7 +102,7 @@ def _fields(exc: ValidationError) -> list[dict[str, str]]:
 
 class SignalTarget(Protocol):
     """What the API acts on: a :class:`~framework.session.Session` (one account per venue), or the sessions
-    of an accounts file (``framework.accounts.Accounts``: signals routed by venue and account label)."""
+    of an accounts file (``framework.app.accounts.Accounts``: signals routed by venue and account label)."""
 
     @property
     def store(self) -> Store | None: ...

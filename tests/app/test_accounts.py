@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from framework.accounts import AccountsFile, load_accounts, run_accounts
+from framework.app.accounts import AccountsFile, load_accounts, run_accounts
 from framework.errors import ConfigError
 from framework.settings import Settings
 
