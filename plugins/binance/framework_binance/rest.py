@@ -34,7 +34,7 @@ from framework.errors import (
     WouldTriggerImmediately,
 )
 from framework.marksockets import MarkSocketPool
-from framework.models import DriverConfig, Order, Position
+from framework.models import DriverConfig, Order, Position, PositionSide
 from framework.protocols import StreamEvidence
 from framework_binance.decoder import ALGO_STATUS, ORDER_STATUS, unified_symbol
 
@@ -275,7 +275,7 @@ def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str]
         symbol = unified_symbol(str(row.get("symbol") or ""), symbols)
     except StreamError as exc:
         raise OrderIncomplete(f"open position: {exc.message}", venue=VENUE) from exc
-    side = "long" if notional > 0 else "short" if notional < 0 else "long" if amount > 0 else "short"
+    side: PositionSide = "long" if notional > 0 else "short" if notional < 0 else "long" if amount > 0 else "short"
     return _position(account, symbol, side, abs(amount), row.get("entryPrice"), row.get("markPrice"),
                      row.get("unRealizedProfit"))
 
@@ -295,7 +295,8 @@ def to_position(raw: dict[str, Any], account: str) -> Position | None:
                      raw.get("unrealizedPnl"))
 
 
-def _position(account: str, symbol: str, side: str, contracts: Decimal, entry: Any, mark: Any, pnl: Any) -> Position:
+def _position(account: str, symbol: str, side: PositionSide, contracts: Decimal, entry: Any, mark: Any,
+              pnl: Any) -> Position:
     mark_price = _decimal(mark)
     return Position(
         account=account, venue=VENUE, symbol=symbol, side=side, contracts=contracts, entry_price=_decimal(entry),
