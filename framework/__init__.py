@@ -32,6 +32,7 @@ from framework.driverkit import (
 from framework.errors import (
     ConfigError,
     DuplicateOpenPosition,
+    DuplicateOrderId,
     FrameworkError,
     OrderIncomplete,
     OrderNotFound,
@@ -102,6 +103,7 @@ __all__ = [
     "DriverInfo",
     "DriverSession",
     "DuplicateOpenPosition",
+    "DuplicateOrderId",
     "EntryEvidence",
     "FrameworkError",
     "MarkPrice",

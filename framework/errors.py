@@ -11,6 +11,7 @@
         ├── PositionGone             the venue says there is no position: *closed*, never *retry*
         ├── OrderIncomplete          side / amount / status of an order cannot be established
         ├── OrderRejected            the venue refused the order; nothing was filled
+        │   └── DuplicateOrderId     refused: an order with this client order id exists
         ├── WouldTriggerImmediately  the stop is already on the wrong side of the mark price
         ├── OrderNotFound            the venue does not know this order id / client order id
         ├── OutcomeUnknown           the request may or may not have been accepted (timeout, 5xx)
@@ -108,6 +109,17 @@ class OrderIncomplete(VenueError):
 
 class OrderRejected(VenueError):
     """The venue refused the order and nothing was filled."""
+
+
+class DuplicateOrderId(OrderRejected):
+    """The venue refused the order because an order with its client order id already exists; nothing was
+    placed (ccxt's ``DuplicateOrderId``).
+
+    Source: Binance ``-4116`` "clientOrderId is duplicated" (ids unique among open orders), Bybit ``110072``
+    "OrderLinkedID is duplicate" (``orderLinkId`` "always unique"); docs/conformance.md B9, Y7.  Only an
+    operation that places the caller's id exactly once raises it (``create_stop_loss_order``): an entry or a
+    stop resolves the same answer to the order that exists (a retry after a lost answer).
+    """
 
 
 class WouldTriggerImmediately(VenueError):

@@ -6,7 +6,9 @@ embedded PostgreSQL serves every mutant's tests (``DATABASE_URL``), because an i
 cost more than the tests. The report is one table per module: killed, survived, timeouts, no tests, score.
 ``docs/testing.md`` explains the scope and every surviving mutant.
 
-Usage: ``python tools/mutation.py [--scope core|binance|bybit ...] [--report-only] [--json PATH]``
+Usage: ``python tools/mutation.py [--scope core|binance|bybit ...] [--first-only] [--mutant NAME ...]
+[--pytest-timeout S] [--report-only] [--json PATH]``. On a shared machine run it as ``nice -n 19 python
+tools/mutation.py ...``.
 """
 
 from __future__ import annotations
@@ -77,9 +79,14 @@ def table(rows: dict[str, Counter[str]]) -> str:
     return "\n".join(lines)
 
 
-def run_scope(name: str, env: dict[str, str], log_dir: Path) -> int:
-    """``mutmut run`` on the scope's FIRST patterns, then on every mutant not yet checked."""
-    for step, patterns in (("first", FIRST.get(name, [])), ("rest", [])):
+def run_scope(name: str, env: dict[str, str], log_dir: Path, *, first_only: bool = False,
+              mutants: list[str] | None = None) -> int:
+    """``mutmut run`` on the scope's FIRST patterns, then on every mutant not yet checked (unless
+    ``first_only``); or only on the named ``mutants`` (mutmut re-runs a named mutant even if already judged)."""
+    steps = [("first", FIRST.get(name, []))] + ([] if first_only else [("rest", [])])
+    if mutants:
+        steps = [("named", mutants)]
+    for step, patterns in steps:
         if step == "first" and not patterns:
             continue
         log = log_dir / f"mutmut-{name}-{step}.log"
@@ -96,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scope", action="append", choices=sorted(SCOPES), help="default: all three")
     parser.add_argument("--report-only", action="store_true", help="print the last run's results")
+    parser.add_argument("--first-only", action="store_true", help="only the FIRST patterns (never-equivalent classes)")
+    parser.add_argument("--mutant", action="append", help="re-run only these mutants (names or globs, one scope)")
+    # pytest-timeout reads --timeout, then PYTEST_TIMEOUT, then the ini's 180 s: the variable raises it for the
+    # mutants' runs only (two forked pytest runs per core under nice 19 are much slower than CI's).
+    parser.add_argument("--pytest-timeout", type=int, default=900, help="seconds per test (default 900)")
     parser.add_argument("--json", type=Path, help="also write the per-module counts here")
     args = parser.parse_args(argv)
     scopes = args.scope or list(SCOPES)
@@ -105,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="framework-mutation-") as tmp:
             server = embedded_server(Path(tmp) / "pgdata", cleanup_mode="delete")
             # PYTHONPATH: the plugin scopes run the root's tests/engine, which import ``tests.engine``.
-            env = {**os.environ, "DATABASE_URL": server.get_uri(), "PYTHONPATH": str(ROOT)}
+            env = {**os.environ, "DATABASE_URL": server.get_uri(), "PYTHONPATH": str(ROOT),
+                   "PYTEST_TIMEOUT": str(args.pytest_timeout)}
             try:
                 for name in scopes:
-                    rc = run_scope(name, env, Path(tmp).parent)
+                    rc = run_scope(name, env, Path(tmp).parent, first_only=args.first_only, mutants=args.mutant)
                     if rc != 0:
                         print(f"mutation: mutmut failed in scope {name} (exit {rc})", file=sys.stderr)
                         return rc

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import warnings
@@ -241,6 +242,25 @@ def _write_truth(path: Path, harness: Any) -> None:
     partial.replace(path)
 
 
+PARENT_POLL_S = 0.5  # how often ``framework venue`` checks that the process that started it still runs
+
+
+async def _exit_with_parent(stop: asyncio.Event, parent_pid: int) -> None:
+    """Set ``stop`` once the process that started this one is gone.
+
+    POSIX re-parents an orphan (to init or a subreaper), so ``os.getppid()`` changes when the parent dies,
+    whatever killed it (a SIGKILLed pytest or tool cannot clean up its children).  Polled, because no portable
+    call waits for another process's end; the venue then stops as on SIGTERM (``--truth`` still written).
+    """
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("framework venue: parent process %d gone; stopping", parent_pid)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PARENT_POLL_S)
+
+
 async def _serve_venue(args: argparse.Namespace) -> int:
     from framework.driver import Driver
     from framework.plugins import load_plugins
@@ -257,6 +277,7 @@ async def _serve_venue(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = None if args.outlive_parent else asyncio.create_task(_exit_with_parent(stop, os.getppid()))
     async with harness:
         if args.truth is not None:  # SIGUSR1: write it now too, the venue goes on
             loop.add_signal_handler(signal.SIGUSR1, _write_truth, args.truth, harness)
@@ -272,6 +293,8 @@ async def _serve_venue(args: argparse.Namespace) -> int:
         await stop.wait()
         if args.truth is not None:  # ground truth for a test or benchmark driving this venue from outside
             _write_truth(args.truth, harness)
+    if watchdog is not None:
+        await watchdog  # it ends once stop is set
     return 0
 
 
@@ -462,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-secret", help="API secret the venue accepts (default: generated)")
     p.add_argument("--truth", type=Path, help="on SIGUSR1 and on stop, write what the venue did here (JSON: "
                                               "orders, closures, unprotected intervals, positions)")
+    p.add_argument("--outlive-parent", action="store_true",
+                   help="keep running when the process that started it ends (default: stop within "
+                        f"{PARENT_POLL_S:g} s, so a killed test run or tool leaves no venue behind)")
     p.set_defaults(func=cmd_venue)
 
     p = sub.add_parser("replay", help="feed a captured private-stream log or a cassette through a plugin's decoder")

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: Driver methods that change state on the venue: each checks the lease first.
 ACTING_METHODS = frozenset({"create_entry", "set_stop_loss", "set_take_profit", "move_stop_loss",
-                            "set_trailing_stop", "cancel_stop_loss", "close_position"})
+                            "set_trailing_stop", "cancel_stop_loss", "create_stop_loss_order", "close_position"})
 #: Driver methods that only read, connect or describe: allowed without the lease (a standby looks).
 READING_METHODS = frozenset({"connect", "disconnect", "normalize_order", "verify_position", "fetch_order",
                              "fetch_snapshot", "run_stream", "watch_mark_prices", "make_decoder", "venue_harness",

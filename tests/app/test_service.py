@@ -11,20 +11,9 @@ from decimal import Decimal
 
 import pytest
 
+from tests.app.processes import read_until
+
 BOUND_S = 60.0
-
-
-async def read_until(stream: asyncio.StreamReader, text: str, seen: list[str]) -> None:
-    async def scan() -> None:
-        while True:
-            line = (await stream.readline()).decode()
-            if not line:
-                raise AssertionError(f"{text!r} never appeared; got: {''.join(seen)[-3000:]}")
-            seen.append(line)
-            if text in line:
-                return
-
-    await asyncio.wait_for(scan(), BOUND_S)
 
 
 @pytest.mark.parametrize("side", ["long", "short"])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 
 import aiohttp
@@ -41,3 +44,37 @@ async def test_venue_command_rejects_a_bad_fault_spec():
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
     assert b"no_such_knob" in err
+
+
+# Starts ``framework venue`` with this process's stdout and stderr, says its pid, then waits to be killed.
+STARTER = """
+import json, signal, subprocess, sys
+venue = subprocess.Popen([sys.executable, "-m", "framework.app.cli", "venue", "bybit", "--speed", "10"],
+                         stdin=subprocess.DEVNULL)
+print(json.dumps({"pid": venue.pid}), flush=True)
+signal.pause()
+"""
+
+
+async def test_venue_command_stops_when_the_process_that_started_it_is_killed():
+    """A SIGKILLed test run or tool cannot stop its venues: each one notices its parent is gone and exits."""
+    starter = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STARTER, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    seen: dict[str, object] = {}
+    try:
+        while "venue" not in seen:  # the starter's line and the venue's, in either order
+            seen.update(json.loads(await asyncio.wait_for(starter.stdout.readline(), 60)))
+        starter.kill()
+        # The pipes close when their last writer, the orphaned venue, exits.
+        rest, err, _ = await asyncio.wait_for(
+            asyncio.gather(starter.stdout.read(), starter.stderr.read(), starter.wait()), 30)
+    finally:
+        if starter.returncode is None:
+            starter.kill()
+        if "pid" in seen:  # nothing to do when the venue stopped; else do not leave it behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(str(seen["pid"])), signal.SIGKILL)
+    assert rest == b""
+    assert b"parent process" in err and b"gone; stopping" in err

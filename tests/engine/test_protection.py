@@ -10,6 +10,7 @@ import pytest
 
 from framework.models import close_side
 from tests.engine.conftest import FAST, venue_env
+from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0
 SIDES = ["long", "short"]
@@ -202,3 +203,65 @@ async def test_a_stop_the_venue_rejects_when_it_triggers_is_followed_by_a_close_
         assert fill.side == close_side(side)
         assert env.venue.truth.wrong_side_orders() == []
         assert any("removed on the venue" in a.message for a in env.recorder.seen["on_alert"])
+
+
+class StopRefusedOnce(SessionWrapper):
+    """The venue (its gateway) answers 503 to the first stop placed through this wrapper."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.calls = 0
+
+    async def set_stop_loss(self, call, *args):
+        self.calls += 1
+        if self.calls == 1:
+            self.env.venue.faults.http_error_status = 503
+            self.env.venue.faults.http_error_next = 1
+        return await call(*args)
+
+
+class ClosedWhileStopPlaced(SessionWrapper):
+    """The position closes on the venue, and the book hears of it, while its stop is being placed."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    async def set_stop_loss(self, call, *args):
+        stop = await call(*args)
+        self.env.venue.manual_close("default", self.env.symbol)
+        await self.env.parts.book.close(self.env.symbol, "manual", source="stream")
+        return stop
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_refused_once_is_placed_by_the_next_attempt(env, side):
+    await env.start()
+    intent = env.intent(side)
+    await env.engine.open(intent)
+    await env.settled()
+    env.venue.faults.drop_rate = 1.0  # the stream does not re-protect on its own
+    remove_stops(env)
+    refusing = StopRefusedOnce(env)
+    refusing.wrap(env.driver.session)
+    attempts = env.parts.protector.stop_attempts[env.symbol]
+    stop = await env.parts.protector.protect(env.symbol)
+    assert refusing.calls == 2 and env.parts.protector.stop_attempts[env.symbol] == attempts + 2
+    assert stop is not None and stop.side == side and stop.trigger_price == intent.stop_loss
+    assert resting_stop_price(env) == intent.stop_loss and env.venue.is_protected("default", env.symbol)
+    assert env.parts.book.get(env.symbol).stop == stop
+    assert not any(a.level == "critical" for a in env.recorder.seen["on_alert"])
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_placed_for_a_position_that_closed_meanwhile_is_cancelled(env, side):
+    await env.start()
+    await env.engine.open(env.intent(side))
+    await env.settled()
+    env.venue.faults.drop_rate = 1.0  # the closure reaches the book through the wrapper only
+    remove_stops(env)
+    ClosedWhileStopPlaced(env).wrap(env.driver.session)
+    moves = len(env.recorder.seen["on_stop_moved"])
+    assert await env.parts.protector.protect(env.symbol) is None
+    assert not env.parts.book.holds(env.symbol) and not env.venue.position("default", env.symbol).is_open
+    assert env.venue.orders("default", env.symbol, open_only=True, conditional=True) == []  # nothing left behind
+    assert len(env.recorder.seen["on_stop_moved"]) == moves  # no stop recorded for a closed position

@@ -8,8 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from framework.errors import VenueError
 from framework.models import TrailingSpec
 from tests.engine.conftest import FAST
+from tests.engine.intercept import SessionWrapper
 
 SIDES = ["long", "short"]
 TICK = Decimal("0.0001")
@@ -119,3 +121,65 @@ async def test_a_new_position_takes_its_first_tick_as_reference_not_the_closed_o
     assert trailing.held_ticks[env.symbol] == 0  # not held as a jump: nothing was accepted for this position
     assert not any("held until confirmed" in a.message for a in env.recorder.seen["on_alert"])
     assert trailing.gate_price(env.symbol) == level and env.venue.is_protected("default", env.symbol)
+
+
+class SnapshotFails(SessionWrapper):
+    """The fresh snapshot a refused move asks for cannot be had (a 503, a timeout)."""
+
+    async def fetch_snapshot(self, call, *args):
+        raise VenueError("503 Service Unavailable (test)", venue="test")
+
+
+def on_grid(side: str, mark: Decimal) -> Decimal:
+    """A best price 3 % in the position's favour from ``mark``, on a 0.01 grid: 1 % and 5 % from it are then
+    exact on the 0.0001 tick grid (the trail's stop and the edge of the mark band)."""
+    return favourable(side, mark, "3").quantize(Decimal("0.01"))
+
+
+def toward_loss(side: str, best: Decimal, pct: str) -> Decimal:
+    step = Decimal(pct) / 100
+    return best * (1 - step if side == "long" else 1 + step)
+
+
+async def trail_never_activated(env, side: str):
+    """An engine-trailed position whose trail activates only 50 % away (the mark stream's ticks move
+    nothing) and whose fixed stop rests 20 % away (the marks set below never fire it)."""
+    await env.start(FAST)
+    mark = env.venue.mark_price(env.symbol)
+    trailing = TrailingSpec(callback_rate=Decimal("1"), activation_price=favourable(side, mark, "50"))
+    intent = env.intent(side, stop_pct="20", trailing=trailing)
+    await env.engine.open(intent)
+    await env.settled()
+    return on_grid(side, mark)
+
+
+@pytest.mark.parametrize("edge", ["at_the_trigger", "at_the_band_edge"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_refused_move_closes_when_the_venue_mark_is_at_the_trigger_or_the_band_edge(env, side, edge):
+    # A stop fires at its trigger (the venue refuses a move to it), and a venue mark exactly
+    # mark_jump_band_pct from the best price the trail followed is still within the band.
+    best = await trail_never_activated(env, side)
+    trigger = toward_loss(side, best, "1")  # callback_rate 1 % behind the best
+    env.venue.set_mark_price(env.symbol, trigger if edge == "at_the_trigger"
+                             else toward_loss(side, best, str(FAST.mark_jump_band_pct)))
+    await env.parts.trailing._move(env.symbol, trigger, best)
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1)
+    assert not env.venue.position("default", env.symbol).is_open and not env.parts.book.holds(env.symbol)
+    assert env.venue.truth.wrong_side_orders() == []
+    assert not any("does not confirm" in a.message for a in env.recorder.seen["on_alert"])
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_refused_move_keeps_the_old_stop_when_the_venue_mark_is_beyond_the_band_or_unknown(env, side):
+    best = await trail_never_activated(env, side)
+    trigger = toward_loss(side, best, "1")
+    beyond = toward_loss(side, best, str(FAST.mark_jump_band_pct + Decimal("0.01")))
+    env.venue.set_mark_price(env.symbol, beyond.quantize(TICK))
+    old = env.parts.book.get(env.symbol).stop
+    await env.parts.trailing._move(env.symbol, trigger, best)  # refused: the venue's mark is through it
+    SnapshotFails().wrap(env.driver.session)
+    env.venue.set_mark_price(env.symbol, trigger)  # through, and near the best: only the snapshot is missing
+    await env.parts.trailing._move(env.symbol, trigger, best)
+    assert env.recorder.closed() == [] and env.venue.position("default", env.symbol).is_open
+    assert env.parts.book.get(env.symbol).stop == old and env.venue.is_protected("default", env.symbol)
+    assert len([a for a in env.recorder.seen["on_alert"] if "does not confirm" in a.message]) == 2

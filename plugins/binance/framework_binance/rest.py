@@ -23,6 +23,7 @@ from framework import record_transport
 from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, header_number, stream_flat_since
 from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (
+    DuplicateOrderId,
     OrderIncomplete,
     OrderNotFound,
     OrderRejected,
@@ -395,14 +396,18 @@ class BinanceConnection:
         *,
         amount: Decimal | None = None,
         client_order_id: str,
+        resolve_duplicate: bool = True,
     ) -> dict[str, Any]:
         """``POST /fapi/v1/algoOrder`` STOP_MARKET (``kind='stop_loss'``) or TAKE_PROFIT_MARKET, on the mark
         price; ``amount=None`` → ``closePosition=true``, otherwise reduce-only with that quantity.
+
+        :param resolve_duplicate: a -4116 answer is the order that exists (returned); ``False``: raised.
+        :raises DuplicateOrderId: -4116 and not ``resolve_duplicate``.
         """
         price_key = "takeProfitPrice" if kind == "take_profit" else "triggerPrice"
         params: dict[str, Any] = {price_key: str(trigger_price), "workingType": "MARK_PRICE",
                                   "clientAlgoId": client_order_id}
-        return await self._create_algo(symbol, side, kind, params, amount, client_order_id)
+        return await self._create_algo(symbol, side, kind, params, amount, client_order_id, resolve_duplicate)
 
     async def create_trailing(
         self, symbol: str, side: str, amount: Decimal, callback_rate: Decimal, activation_price: Decimal | None,
@@ -418,7 +423,8 @@ class BinanceConnection:
         return await self._create_algo(symbol, side, "trailing_stop", params, amount, client_order_id)
 
     async def _create_algo(
-        self, symbol: str, side: str, kind: str, params: dict[str, Any], amount: Decimal | None, client_order_id: str
+        self, symbol: str, side: str, kind: str, params: dict[str, Any], amount: Decimal | None, client_order_id: str,
+        resolve_duplicate: bool = True,
     ) -> dict[str, Any]:
         if amount is None:
             params["closePosition"] = True
@@ -432,6 +438,9 @@ class BinanceConnection:
         except OrderRejected as exc:
             if exc.code != DUPLICATE_CLIENT_ID:
                 raise
+            if not resolve_duplicate:
+                raise DuplicateOrderId(exc.message, venue=VENUE, symbol=symbol, order_id=client_order_id,
+                                       code=exc.code) from exc
             return await self._the_order_that_exists(symbol, client_order_id, conditional=True, cause=exc)
 
     async def fetch_raw_order(
