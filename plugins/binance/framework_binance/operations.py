@@ -298,19 +298,15 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
         open_orders.append(order)
         kind = STOP_KINDS.get(str(row.get("orderType") or row.get("type")))
         side: PositionSide = "long" if order.side == "sell" else "short"
-        if kind is None:
-            continue
         trigger = order.trigger_price
-        contracts = None if row.get("closePosition") else order.amount
-        if trigger is not None:
-            # every field a value the validated order holds (or one of STOP_KINDS' kinds, a side, taken_at):
-            # not validated again (~5 µs a stop, the snapshot's hot path)
-            stops.append(StopLoss.model_construct(
-                venue=VENUE, symbol=order.symbol, side=side, kind=kind, trigger_price=trigger, order_id=order.id,
-                contracts=contracts, placed_at=taken_at))
-        elif kind == "trailing_stop" and (trigger := _trailing_trigger(row, side, marks.get(order.symbol))):
-            stops.append(StopLoss(venue=VENUE, symbol=order.symbol, side=side, kind=kind, trigger_price=trigger,
-                                  order_id=order.id, contracts=contracts, placed_at=taken_at))
+        if kind == "trailing_stop" and trigger is None:
+            trigger = _trailing_trigger(row, side, marks.get(order.symbol))
+        if kind is None or trigger is None:
+            continue
+        stops.append(StopLoss(
+            venue=VENUE, symbol=order.symbol, side=side, kind=kind, trigger_price=trigger, order_id=order.id,
+            contracts=None if row.get("closePosition") else order.amount, placed_at=taken_at,
+        ))
     return VenueSnapshot(
         venue=VENUE, account=account, positions=positions, open_orders=open_orders, stops=stops,
         taken_at=taken_at, rest_calls=3,
