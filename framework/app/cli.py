@@ -73,13 +73,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.accounts is not None:
         from framework.accounts import run_accounts_main
 
-        unsupported = [flag for flag, given in (("--signals", args.signals), ("--http", args.http is not None),
-                                                ("--metrics-port", args.metrics_port is not None),
+        unsupported = [flag for flag, given in (("--metrics-port", args.metrics_port is not None),
                                                 ("--plugins", args.plugins)) if given]
         if unsupported:
-            raise ConfigError(f"--accounts runs the listed accounts' positions (adopt, protect, trail, take over); "
+            raise ConfigError(f"--accounts runs the listed accounts (positions, signals from --signals or --http); "
                               f"not with {', '.join(unsupported)} yet")
-        return run_accounts_main(args.accounts, args.duration, args.speed)
+        return run_accounts_main(args.accounts, args.duration, args.speed, args.signals, args.follow, args.http)
     settings = load_settings()
     from framework.app.logs import secrets_of
     from framework.plugins import installed_plugins

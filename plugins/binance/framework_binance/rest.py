@@ -20,7 +20,7 @@ import ccxt
 import ccxt.async_support as ccxt_async
 
 from framework import record_transport
-from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, header_number, stream_flat_since
+from framework.driverkit import EXPIRED, REFUSED, UNKNOWN, ErrorTable, fence_requests, header_number, stream_flat_since
 from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (
     DuplicateOrderId,
@@ -113,6 +113,7 @@ ERRORS = ErrorTable(
         -2022: PositionGone, -4509: PositionGone,  # -4509: a closePosition stop with no position (B7)
         -2011: OrderNotFound, -2013: OrderNotFound,
         -1003: RateLimited,
+        -1021: EXPIRED,  # "Timestamp for this request is outside of the recvWindow": not executed
         # -4116 "clientOrderId is duplicated" is a refusal here; the caller resolves it by client id
         **dict.fromkeys((-1000, -1001, -1006, -1007, -1008), UNKNOWN),
     },
@@ -127,7 +128,8 @@ venue_errors = functools.partial(translate_errors_of, ERRORS)
 def make_exchange(config: DriverConfig) -> BinanceUsdm:
     """A ccxt ``binanceusdm`` client for ``config``: the emulator at ``rest_url``, testnet, or mainnet.
 
-    ``config.options``: ``timeout_ms`` (ccxt request timeout, default 10 000), ``recv_window_ms``.
+    ``config.options``: ``timeout_ms`` (ccxt request timeout, default 10 000), ``recv_window_ms`` (default
+    5 000; under a lease at most the lease's: :func:`framework.driverkit.fence_requests`).
     """
     options = config.options
     exchange = BinanceUsdm({
@@ -149,6 +151,7 @@ def make_exchange(config: DriverConfig) -> BinanceUsdm:
     elif config.testnet:
         exchange.set_sandbox_mode(True)
     record_transport(exchange, VENUE)
+    fence_requests(exchange, config.fence)
     return exchange
 
 

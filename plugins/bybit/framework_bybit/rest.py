@@ -31,7 +31,7 @@ from framework import (
     record_transport,
     translate_error,
 )
-from framework.driverkit import header_number, wait_stream_change
+from framework.driverkit import EXPIRED, fence_requests, header_number, wait_stream_change
 from framework.errors import (
     DuplicateOrderId,
     OrderIncomplete,
@@ -203,7 +203,11 @@ class BybitConnection:
 
 
 def make_client(config: DriverConfig) -> BybitClient:
-    """A ccxt bybit client for ``config``: linear markets only, our emulator when ``rest_url`` is set."""
+    """A ccxt bybit client for ``config``: linear markets only, our emulator when ``rest_url`` is set.
+
+    ``config.options``: ``timeout_ms``, ``enable_rate_limit``, ``recv_window_ms`` (``X-BAPI-RECV-WINDOW``,
+    default 5 000; under a lease at most the lease's: :func:`framework.driverkit.fence_requests`).
+    """
     options = config.options
     client = BybitClient(
         {
@@ -225,6 +229,7 @@ def make_client(config: DriverConfig) -> BybitClient:
     elif config.testnet:
         client.set_sandbox_mode(True)
     record_transport(client, VENUE)
+    fence_requests(client, config.fence)
     return client
 
 
@@ -273,7 +278,9 @@ ERRORS = ErrorTable(
         RATE_LIMIT: RateLimited,
         MIN_NOTIONAL: ErrorRule(OrderRejected, note="; below the instrument's minNotionalValue"),
         DUPLICATE_ORDER_LINK_ID: ErrorRule(OutcomeUnknown, note="; an order with this client order id exists"),
-        **dict.fromkeys((TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN), VenueError),  # never an order's refusal
+        # outside X-BAPI-RECV-WINDOW: refused, not executed (the lease's fence: docs/scaling.md)
+        TIMESTAMP_ERROR: EXPIRED,
+        **dict.fromkeys((INVALID_KEY, INVALID_SIGN), VenueError),  # never an order's refusal
     },
     by_status={403: RateLimited},  # BybitIpBanned: "403, access too frequent", wait 10 minutes
     by_type=((ccxt.RateLimitExceeded, RateLimited), (ccxt.DDoSProtection, RateLimited),
