@@ -13,7 +13,8 @@ per venue where they differ::
     rest_calls_per_lifecycle  {venue: {"<METHOD> <path>": n, "total": n}} open, protect, 10 moves, close
     rest_calls_per_lifecycle_native  {venue: {...}} the same with the venue's own trailing stop
     stream_events_per_s       {venue: {"with_journal", "without_journal", "decoder_only", "frames", "events",
-                                        "journal_rows"}}
+                                        "journal_rows", "journal_commits", "with_journal_cpu_ms",
+                                        "without_journal_cpu_ms"}}
     memory_per_1000_positions {"bytes"}
     reconcile                 {venue: {"<n positions>": {"venue_calls", "cpu_ms", "wall_ms", "raw_cpu_ms"}}}
     floor                     {"insert_rows_per_s": {"executemany", "copy", "rows_per_transaction"}} same run
@@ -589,7 +590,7 @@ def _is_flat(event: StreamEvent) -> bool:
     return isinstance(event, PositionUpdate) and event.contracts == 0
 
 
-async def stream_throughput(name: str, groups: list[list[str]], store: Store | None) -> tuple[float, int, int]:
+async def stream_throughput(name: str, groups: list[list[str]], store: Store | None) -> dict[str, float]:
     """Decode every captured frame with the plugin's decoder and dispatch it through a PositionBook
     (``store=None``: no journal), as one stream of many symbols: each captured lifecycle is given a symbol
     of its own (``B00000USDT``…: the exchange id renamed in its raw frames, before timing) and the book
@@ -601,7 +602,9 @@ async def stream_throughput(name: str, groups: list[list[str]], store: Store | N
     commit is in flight go in the next one); the time includes waiting, at the end, until every row is
     committed and announced.
 
-    :returns: ``(frames per second, frames, decoded events)``.
+    :returns: ``rate`` (frames per second of wall time), ``frames``, ``events`` (decoded), ``cpu_ms`` (this
+        process's CPU over the timed part: what a loaded machine does not inflate by descheduling it) and
+        ``commits`` (group commits of the journal).
     """
     pm = load_plugins([name])
     driver = Driver(pm, name)
@@ -618,7 +621,8 @@ async def stream_throughput(name: str, groups: list[list[str]], store: Store | N
                                     stop_price=None, opened_at=max(opened_at - 1, 1)))
         rounds.append((symbol, [raw.replace(f'"{native}"', f'"B{i:05d}USDT"') for raw in group]))
     frames = events = 0
-    started = time.perf_counter()
+    gc.collect()
+    cpu, started = time.process_time(), time.perf_counter()
     for _, group in rounds:
         for raw in group:
             try:
@@ -633,10 +637,11 @@ async def stream_throughput(name: str, groups: list[list[str]], store: Store | N
             await asyncio.sleep(0)  # the next frame comes from the socket: the journal's commits run meanwhile
     if not await book.writes.wait_drained(WAIT_S):  # timed: every row committed and announced
         raise AssertionError(f"{name}: the journal did not catch up")
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if any(book.holds(symbol) for symbol, _ in rounds):  # each lifecycle's flat frame must have closed it
         raise AssertionError(f"{name}: a captured lifecycle did not close its position in the book")
-    return (frames / elapsed if elapsed else 0.0), frames, events
+    return {"rate": frames / elapsed if elapsed else 0.0, "frames": frames, "events": events,
+            "cpu_ms": round(cpu * 1000, 1), "commits": book.writes.batches}
 
 
 async def memory_per_positions(n: int) -> int:
@@ -722,6 +727,7 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                 protector = Protector(book, driver, store, pm, BENCH_SETTINGS)
                 reconciler = Reconciler(book, driver, store, pm, protector, BENCH_SETTINGS)
                 calls_before = sum(harness.rest_calls().values())
+                gc.collect()  # the pass and its floor start from the same collector state (module docstring)
                 cpu, wall = time.process_time(), time.perf_counter()
                 report = await reconciler.reconcile()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -731,6 +737,7 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                 results[str(count)] = {"venue_calls": calls, "cpu_ms": round(cpu * 1000, 1),
                                        "wall_ms": round(wall * 1000, 1)}
                 if raw_rows is not None:  # the floor: the same requests, answers left as parsed JSON
+                    gc.collect()
                     cpu = time.process_time()
                     await raw_rows(driver.session)
                     results[str(count)]["raw_cpu_ms"] = round((time.process_time() - cpu) * 1000, 1)
@@ -1048,20 +1055,22 @@ async def _engine_sections(name: str, databases: Any, sizes: Sizes, sections: Se
         await store.close()
 
 
-async def stream_figures(name: str, databases: Any, rounds: int) -> dict[str, int]:
+async def stream_figures(name: str, databases: Any, rounds: int) -> dict[str, float]:
     """``stream_events_per_s`` of venue ``name``: frames of ``rounds`` captured lifecycles through a book with
-    the journal, without it, and the decoder alone; ``journal_rows`` written (checked)."""
+    the journal, without it, and the decoder alone; ``journal_rows`` written (checked), ``journal_commits``
+    and the process CPU of both runs (``*_cpu_ms``)."""
     groups = await capture_frames(name, rounds)
     store = await databases.store()
     try:
-        with_db, frames, events = await stream_throughput(name, groups, store)
+        with_db = await stream_throughput(name, groups, store)
         journal_rows = await store.pool.fetchval("SELECT count(*) FROM events WHERE kind <> 'opened'")
     finally:
         await store.close()
-    without_db, _, _ = await stream_throughput(name, groups, None)
-    return {"with_journal": round(with_db), "without_journal": round(without_db),
-            "decoder_only": round(decode_rate(name, groups)), "frames": frames, "events": events,
-            "journal_rows": journal_rows}
+    without_db = await stream_throughput(name, groups, None)
+    return {"with_journal": round(with_db["rate"]), "without_journal": round(without_db["rate"]),
+            "decoder_only": round(decode_rate(name, groups)), "frames": with_db["frames"], "events": with_db["events"],
+            "journal_rows": journal_rows, "journal_commits": with_db["commits"],
+            "with_journal_cpu_ms": with_db["cpu_ms"], "without_journal_cpu_ms": without_db["cpu_ms"]}
 
 
 def print_bench(result: dict[str, Any]) -> None:
@@ -1097,7 +1106,10 @@ def print_bench(result: dict[str, Any]) -> None:
     row("REST calls per lifecycle, venue's trailing stop", "rest_calls_per_lifecycle_native",
         lambda d: str(d.get("total")))
     row("stream frames/s with journal (group commit)", "stream_events_per_s", lambda d: str(d.get("with_journal")))
-    row("journal rows written (size changes, closures)", "stream_events_per_s", lambda d: str(d.get("journal_rows")))
+    row("journal rows written (size changes, closures) / group commits", "stream_events_per_s",
+        lambda d: f"{d.get('journal_rows')} / {d.get('journal_commits')}")
+    row("stream CPU ms with / without journal (this process)", "stream_events_per_s",
+        lambda d: f"{d.get('with_journal_cpu_ms')} / {d.get('without_journal_cpu_ms')}")
     row("stream frames/s without journal", "stream_events_per_s", lambda d: str(d.get("without_journal")))
     for count in result["sizes"]["reconcile"]:
         row(f"reconcile {count} positions: calls / CPU ms", "reconcile",

@@ -61,8 +61,9 @@ SELECT id FROM touched"""
 
 # A group commit of many :data:`JOURNAL_SQL` rows as ONE set-based statement: the same end state and journal
 # as running JOURNAL_SQL once per row in queue order, for a fraction of the work (one executor start instead
-# of one per row, ~70 µs each on the server; the rows travel as one JSON array of the JOURNAL_SQL argument
-# tuples, $1, because asyncpg encodes array parameters element by element through ABC isinstance checks).
+# of one per row, ~70 µs each on the server).  The rows travel as ONE text parameter, the JSON array of the
+# JOURNAL_SQL argument tuples (asyncpg encodes array parameters element by element through ABC isinstance
+# checks), read as jsonb (parsed once; with json every ->> parses the element again: 1.5 ms per 50 rows).
 # Per (account, venue, symbol), the rows up to and including the batch's first ``close`` apply to the open
 # position (those after it would find none, as one by one); the position ends in the state the last of them
 # leaves: a close sets status / contracts 0 / closed_at / reason / price / pnl, the updates before it their
@@ -74,7 +75,7 @@ WITH batch AS (
            (r->>6)::numeric AS close_price, (r->>7)::numeric AS pnl, (r->>8)::numeric AS contracts,
            (r->>9)::numeric AS entry_price, (r->>10)::numeric AS stop_loss, (r->>11)::numeric AS take_profit,
            r->>12 AS kind, r->13 AS payload, (r->>14)::bigint AS at, (r->>15)::bigint AS epoch, ord
-    FROM json_array_elements($1::json) WITH ORDINALITY AS b(r, ord)
+    FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS b(r, ord)  -- jsonb: parsed once, not per ->>
 ), keyed AS (
     SELECT b.*, min(ord) FILTER (WHERE op = 'close') OVER (PARTITION BY account, venue, symbol) AS close_ord
     FROM batch b
@@ -110,7 +111,7 @@ WITH batch AS (
       AND s.status = 'resting' AND s.position_id = f.position_id
 ), journal AS (
     INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
-    SELECT account, venue, symbol, position_id, kind, payload::jsonb, at, epoch FROM live
+    SELECT account, venue, symbol, position_id, kind, payload, at, epoch FROM live
     WHERE kind IS NOT NULL ORDER BY ord
 )
 SELECT count(*) FROM live"""

@@ -13,6 +13,7 @@ from framework.app.bench import (
     ratios,
     reconcile_figures,
     scale_figures,
+    stream_figures,
 )
 from framework.app.cli import main
 
@@ -74,3 +75,11 @@ async def test_closure_section_times_each_closure_beside_a_floor_sample(database
 def test_bench_refuses_an_unknown_section(capsys):
     assert main(["bench", "--only", "closure,nope"]) == 2
     assert "unknown section(s) nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit"])
+async def test_stream_section_journals_in_group_commits_and_reports_its_cpu(databases, venue):
+    figures = await stream_figures(venue, databases, 5)
+    assert figures["frames"] > 0 and figures["with_journal"] > 0 and figures["without_journal"] > 0
+    assert 5 <= figures["journal_rows"] and 1 <= figures["journal_commits"] <= figures["journal_rows"]
+    assert figures["with_journal_cpu_ms"] > 0 and figures["without_journal_cpu_ms"] > 0
