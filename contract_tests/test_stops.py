@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from contract_tests.support import fresh_client_order_id
 from framework.engine.broadcast import broadcast
-from framework.errors import PositionGone, WouldTriggerImmediately
+from framework.errors import DuplicateOrderId, PositionGone, WouldTriggerImmediately
 from framework.models import StopEvent, StopLoss, now_ms
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -213,3 +214,51 @@ async def test_cancel_stop_loss_removes_it_and_reports_a_missing_one(contract):
     if again is not False:
         contract.fail(f"cancel_stop_loss of a stop the venue no longer has returned {again!r}; expected False")
 
+
+
+# --- a stop-loss order of its own, with the caller's client order id (``framework check``'s duplicate row) ---
+
+
+@pytest.mark.hooks("create_stop_loss_order", "cancel_stop_loss", "fetch_snapshot")
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_loss_order_rests_with_its_client_id_and_the_same_id_again_is_refused(contract, side):
+    """The order rests reduce-only beside the position's stop, carrying the caller's id; the same id again is
+    the venue's duplicate refusal (``DuplicateOrderId``), never a second order nor the first one returned;
+    cancelled, nothing of it is left and nothing traded."""
+    opened = await contract.open(side, stop_pct="3")
+    venue = contract.require_venue()
+    fills_before, contracts = len(venue.truth.fills), opened.verification.contracts
+    client_id, trigger = fresh_client_order_id("k"), contract.stop_price(side, 5)
+    closing = "sell" if side == "long" else "buy"
+
+    def carrying_the_id() -> list:
+        return [o for o in venue.orders(contract.account, contract.symbol, open_only=True) if
+                o.client_order_id == client_id]
+
+    stop = await contract.driver.create_stop_loss_order(contract.symbol, side, contracts, trigger, client_id)
+    [resting] = carrying_the_id() or [None]
+    if resting is None or (resting.id, resting.side, resting.trigger_price, resting.amount, resting.reduce_only) != (
+            stop.order_id, closing, trigger, contracts, True):
+        contract.fail(f"create_stop_loss_order({side}, {contracts} at {trigger}, {client_id}) returned {stop!r}; "
+                      f"the venue rests {carrying_the_id()!r}: expected one reduce-only {closing} stop order")
+    listed = await contract.driver.fetch_snapshot()
+    if [o.id for o in listed.open_orders if o.client_order_id == client_id] != [stop.order_id] or not any(
+            s.order_id == stop.order_id and s.trigger_price == trigger for s in listed.stops):
+        contract.fail(f"fetch_snapshot does not list the stop order {stop.order_id} ({client_id}) at {trigger}: "
+                      f"{listed.open_orders!r}")
+    try:
+        again = await contract.driver.create_stop_loss_order(contract.symbol, side, contracts, trigger, client_id)
+    except DuplicateOrderId:
+        pass
+    except Exception as exc:
+        contract.fail(f"the same client order id {client_id} again, while its order rests, raised {exc!r}; "
+                      f"expected DuplicateOrderId (the venue's refusal)")
+    else:
+        contract.fail(f"the same client order id {client_id} again, while its order rests, answered {again!r}; "
+                      f"expected DuplicateOrderId (the venue's refusal)")
+    if [o.id for o in carrying_the_id()] != [stop.order_id]:
+        contract.fail(f"after the duplicate, the venue rests {carrying_the_id()!r} with id {client_id}")
+    if await contract.driver.cancel_stop_loss(stop) is not True or carrying_the_id():
+        contract.fail(f"cancel_stop_loss({stop!r}) left {carrying_the_id()!r}")
+    if len(venue.truth.fills) != fills_before or contract.venue_position().contracts != contracts:
+        contract.fail(f"placing, refusing and cancelling a stop order traded: fills {venue.truth.fills[fills_before:]}")

@@ -47,8 +47,8 @@ ANSWERS: dict[str, type] = {
 }
 #: operations (and hooks) that call the venue's REST API, and so wait out a rate-limit pause
 PAUSABLE = frozenset({"create_entry", "normalize_order", "set_stop_loss", "set_take_profit", "move_stop_loss",
-                      "set_trailing_stop", "cancel_stop_loss", "verify_position", "close_position", "fetch_order",
-                      "fetch_snapshot"})
+                      "set_trailing_stop", "cancel_stop_loss", "create_stop_loss_order", "verify_position",
+                      "close_position", "fetch_order", "fetch_snapshot"})
 RATE_LIMIT_CAP_S = 60.0
 
 
@@ -240,6 +240,7 @@ class Driver:
     set_trailing_stop = Operation(DriverSession.set_trailing_stop)
     move_stop_loss = Operation(DriverSession.move_stop_loss)
     cancel_stop_loss = Operation(DriverSession.cancel_stop_loss)
+    create_stop_loss_order = Operation(DriverSession.create_stop_loss_order)
     close_position = Operation(DriverSession.close_position)
     fetch_order = Operation(DriverSession.fetch_order)
     fetch_snapshot = Operation(DriverSession.fetch_snapshot)

@@ -12,6 +12,9 @@
 * :class:`ErrorTable`, :func:`translate_error`, :func:`venue_errors` — a venue's errors declared as a table
   (code → framework error, exact and by message, like ccxt's ``exceptions`` exact / broad tables) and the one
   function that applies it.
+* :class:`RequestFence`, :func:`fence_requests` — under a lease, a ccxt client's signed requests live no longer
+  than the lease: the receive window is bounded and every request that can change the account is checked
+  after it is signed, just before it is sent (``docs/scaling.md``).
 
 Nothing here knows an exchange; times are milliseconds since the epoch (UTC) unless named ``*_s``.
 """
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from framework.errors import OrderRejected, OutcomeUnknown, RateLimited, StreamError, VenueError
+from framework.errors import OrderRejected, OutcomeUnknown, RateLimited, RequestExpired, StreamError, VenueError
 from framework.models import MarketLimits, PositionSide, StreamEvent, TrailingSpec
 from framework.protocols import StreamDecoder, StreamEvidence, StreamSink
 
@@ -334,6 +337,67 @@ def venue_errors(table: ErrorTable, action: str, *, write: bool = False, symbol:
         if isinstance(exc, VenueError) or not table.handles(exc):
             raise
         raise translate_error(table, exc, action, write=write, symbol=symbol, order_id=order_id) from exc
+
+
+#: the venue refused a signed request as outside its receive window (Binance -1021, Bybit 10002): not executed;
+#: a :class:`RequestExpired` (an :class:`OrderRejected`) for a write, a plain :class:`VenueError` for a read
+EXPIRED = ErrorRule(RequestExpired, on_read=VenueError)
+
+
+# --- request fencing (leases) ------------------------------------------------------------------------
+
+
+class RequestFence(Protocol):
+    """What a driver's transport asks before sending a request that can change the account, under a lease
+    (the core's :class:`~framework.engine.lease.LeaseKeeper` is one; ``DriverConfig.fence``).
+
+    :ivar recv_window_ms: the longest a signed request may stay acceptable to the venue after it was signed:
+        the receive window (Binance ``recvWindow``, Bybit ``X-BAPI-RECV-WINDOW``) the driver must sign with.
+    """
+
+    @property
+    def recv_window_ms(self) -> int: ...
+
+    def admit(self) -> None:
+        """Called after a request is signed, just before it is sent.
+
+        :raises RequestFenced: the request, signed now, could still be accepted by the venue after this
+            instance's lease could have passed to another instance: it must not be sent.
+        """
+
+
+#: HTTP methods that only read: never fenced (a standby may look)
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def fence_requests(exchange: Any, fence: RequestFence | None, *, recv_window_option: str = "recvWindow") -> None:
+    """Make a ccxt async client's signed requests unable to outlive ``fence``'s lease (``None``: no lease,
+    nothing changes).  Call it once, where the driver builds its client.
+
+    * The receive window the client signs with (ccxt's ``options[recv_window_option]``: ``recvWindow`` for
+      both ``binanceusdm`` and ``bybit``) is lowered to ``fence.recv_window_ms``: the venue refuses a request
+      that arrives later than that after its timestamp (Binance -1021, Bybit 10002; map those to
+      :data:`EXPIRED`).
+    * Every request that can change the account (any HTTP method but a read) calls ``fence.admit()`` after
+      ccxt signed it, just before it is sent (``exchange.fetch`` runs right after ``sign``, with no wait
+      between), so a request signed too close to the lease's end is never sent (:class:`RequestFenced`).
+
+    A request that passed the check and then waits (a paused process, a slow connect) is refused by the
+    venue once its window is over, before the lease can have passed on: docs/scaling.md gives the argument.
+    """
+    if fence is None:
+        return
+    configured = exchange.options.get(recv_window_option)
+    window = fence.recv_window_ms if configured is None else min(int(configured), fence.recv_window_ms)
+    exchange.options[recv_window_option] = window
+    send = exchange.fetch
+
+    async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        if method.upper() not in READ_METHODS:
+            fence.admit()
+        return await send(url, method, headers, body)
+
+    exchange.fetch = fetch
 
 
 def ccxt_market_limits(exchange: Any, symbol: str, venue: str) -> MarketLimits:

@@ -11,6 +11,9 @@
         ├── PositionGone             the venue says there is no position: *closed*, never *retry*
         ├── OrderIncomplete          side / amount / status of an order cannot be established
         ├── OrderRejected            the venue refused the order; nothing was filled
+        │   ├── DuplicateOrderId     refused: an order with this client order id exists
+        │   └── RequestExpired       refused as older than its receive window (Binance -1021, Bybit 10002)
+        │       └── RequestFenced    not sent: it could outlive this instance's lease (also a LeaseLost)
         ├── WouldTriggerImmediately  the stop is already on the wrong side of the mark price
         ├── OrderNotFound            the venue does not know this order id / client order id
         ├── OutcomeUnknown           the request may or may not have been accepted (timeout, 5xx)
@@ -110,6 +113,27 @@ class OrderRejected(VenueError):
     """The venue refused the order and nothing was filled."""
 
 
+class RequestExpired(OrderRejected):
+    """The venue refused a signed request as outside its receive window: signed longer ago than its
+    ``recvWindow`` (or too far in the future) when it arrived (Binance ``-1021``, Bybit ``10002``).  It was not
+    executed: nothing was done, and nothing is known about the position from it (never "position gone").
+
+    Under a lease this is the fence at work: a request signed before a pause and delivered after the lease
+    could have passed to another instance (``docs/scaling.md``).
+    """
+
+
+class DuplicateOrderId(OrderRejected):
+    """The venue refused the order because an order with its client order id already exists; nothing was
+    placed (ccxt's ``DuplicateOrderId``).
+
+    Source: Binance ``-4116`` "clientOrderId is duplicated" (ids unique among open orders), Bybit ``110072``
+    "OrderLinkedID is duplicate" (``orderLinkId`` "always unique"); docs/conformance.md B9, Y7.  Only an
+    operation that places the caller's id exactly once raises it (``create_stop_loss_order``): an entry or a
+    stop resolves the same answer to the order that exists (a retry after a lost answer).
+    """
+
+
 class WouldTriggerImmediately(VenueError):
     """A stop's trigger price is already crossed by the mark price (Binance ``-2021``).
 
@@ -154,3 +178,10 @@ class RollbackFailed(VenueError):
 class LeaseLost(FrameworkError):
     """This instance does not hold (or can no longer prove it holds) the lease of a venue account: it must
     not act on that account (``framework.engine.lease``)."""
+
+
+class RequestFenced(RequestExpired, LeaseLost):
+    """A signed request that can change the account was not sent: it would have been accepted by the venue
+    until after this instance's lease could have passed to another instance (its signing time plus the
+    receive window and the allowed clock skew reach beyond the lease's local end).  Nothing was sent, so
+    nothing was done (:func:`framework.driverkit.fence_requests`)."""

@@ -344,6 +344,9 @@ class Signal(Model):
          "trailing": {"activation_pct": "0.5", "callback_rate": "0.5"}}
 
     :ivar at_ms: when to act, in ms since the start of the run (wall clock).
+    :ivar account: the account label it is for (``FRAMEWORK_ACCOUNT``, or a ``label`` of an accounts file);
+        ``None``: the one account the run manages on ``venue`` (an accounts file with several on that venue
+        needs it).
     :ivar action: ``open``; ``close`` (our reduce-only close, reason ``reduce_only_close``); or
         ``manual_close`` — demo only, emulated venues only: someone closes the position on the venue's
         web UI, which the framework must notice (reason ``manual``).
@@ -354,6 +357,7 @@ class Signal(Model):
 
     at_ms: Annotated[int, Field(ge=0, le=MAX_SIGNAL_AT_MS)] = 0
     venue: Annotated[str, Field(min_length=1, max_length=64)]
+    account: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     symbol: Annotated[str, Field(min_length=1, max_length=64)]
     action: Literal["open", "close", "manual_close"] = "open"
     side: PositionSide | None = None
@@ -505,3 +509,7 @@ class DriverConfig(Model):
     testnet: bool = False
     verify_budget_ms: int = 10_000
     options: dict[str, Any] = Field(default_factory=dict)
+    #: set by the engine when it runs the account under a lease: the
+    #: :class:`~framework.driverkit.RequestFence` a driver hands to :func:`~framework.driverkit.fence_requests`
+    #: with its ccxt client (``None``: no lease).  Never serialized.
+    fence: Any = Field(default=None, exclude=True, repr=False)

@@ -225,6 +225,35 @@ class DriverSession(Protocol):
         """
         ...
 
+    async def create_stop_loss_order(
+        self, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal, client_order_id: str
+    ) -> StopLoss:
+        """Place one reduce-only stop-market order of its own (ccxt ``createStopLossOrder``), tagged with the
+        caller's ``client_order_id`` exactly once: an answer that the id is taken is raised, never resolved
+        to the order that exists (as :meth:`create_entry` and the stops do for a retry after a lost answer).
+
+        It rests beside the position's stop-loss, closes at most ``contracts`` of the ``side`` position when
+        the mark price reaches ``trigger_price``, and can never open or grow a position.  ``framework check``
+        asks the venue's answer to a duplicate client order id with it, on an order that cannot trade while
+        it rests.  Binance: ``POST /fapi/v1/algoOrder`` STOP_MARKET, ``reduceOnly``, ``workingType=MARK_PRICE``,
+        ``clientAlgoId``; Bybit: ``POST /v5/order/create`` Market with ``triggerPrice``, ``triggerDirection``,
+        ``triggerBy=MarkPrice``, ``reduceOnly``, ``orderLinkId``.
+
+        :param symbol: unified symbol.
+        :param side: side of the position it would reduce (the order side is its opposite).
+        :param contracts: contracts it closes when triggered.
+        :param trigger_price: mark price that triggers it (quote currency), on the protective side.
+        :param client_order_id: the caller's id for it.
+        :returns: the resting order as a :class:`~framework.models.StopLoss` with its ``order_id`` and
+            ``contracts`` (remove it with :meth:`cancel_stop_loss`).
+        :raises framework.errors.DuplicateOrderId: the venue refused it: an order already carries
+            ``client_order_id`` (Binance -4116, Bybit 110072); nothing was placed.
+        :raises framework.errors.PositionGone: the venue says there is no position to reduce.
+        :raises framework.errors.WouldTriggerImmediately: the mark price is already past ``trigger_price``.
+        :raises framework.errors.OutcomeUnknown: no answer; it may rest (look for ``client_order_id``).
+        """
+        ...
+
     async def close_position(
         self, symbol: str, side: PositionSide, contracts: Decimal, client_order_id: str
     ) -> Order:

@@ -282,6 +282,8 @@ class Session:
     :param disabled_plugins: installed lifecycle plugins not to load.
     :param listeners: extra lifecycle plugin objects, registered as ``(name, plugin)``.
     :param flatten_on_exit: close every position when the session ends.
+    :param pool_size: the most database connections the session opens (one pool per session; an accounts
+        file runs one session per account: ``framework.app.accounts.ACCOUNT_POOL_SIZE`` each).
     :raises ConfigError: from ``__aenter__``: bad settings, no driver, live without confirmation.
     """
 
@@ -289,8 +291,9 @@ class Session:
         self, plugins: Iterable[str] | None = None, *, settings: Settings | None = None, live: bool = False,
         testnet: bool = False, speed: float = 100.0, seed: int = 0, faults: str | None = None,
         disabled_plugins: Iterable[str] = (), listeners: Iterable[tuple[str, object]] = (),
-        flatten_on_exit: bool = False, engine_settings: EngineSettings | None = None,
+        flatten_on_exit: bool = False, engine_settings: EngineSettings | None = None, pool_size: int = 10,
     ) -> None:
+        self.pool_size = pool_size
         self.plugins = None if plugins is None else list(plugins)
         self.settings = settings
         self.confirm_live = live
@@ -385,7 +388,8 @@ class Session:
                 configs[venue] = harness.config.model_copy(update={"account": self.emulated_account})
             if self.alerts is not None:  # closed last: the engine's stop may still alert
                 stack.push_async_callback(self.alerts.aclose)
-            self.store = store = await Store.open(self.settings.database_url)
+                await self.alerts.start()
+            self.store = store = await Store.open(self.settings.database_url, max_size=self.pool_size)
             stack.push_async_callback(store.close)
             self.engine = Engine(self.pm, store, drivers, configs, self.engine_settings,
                                  lease_s=self.settings.lease_s, empty_at_start=set(self.harnesses))
@@ -498,6 +502,10 @@ class Session:
 
     async def _submit(self, sig: Signal) -> PositionInfo | None:
         engine = self._engine()
+        label = self.settings.account if self.settings is not None else None
+        if sig.account is not None and sig.account != label:
+            raise SignalRejected(f"signal for account {sig.account!r}; this session manages {label!r}",
+                                 venue=sig.venue, symbol=sig.symbol)
         if sig.venue not in engine.venues:
             if sig.venue in engine.leases:  # another instance manages this account now
                 raise SignalRejected(f"standby: account {engine.configs[sig.venue].account!r} on {sig.venue} is "

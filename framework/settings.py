@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     live: bool = Field(default=False, validation_alias="FRAMEWORK_LIVE")
     testnet: bool = Field(default=False, validation_alias="FRAMEWORK_TESTNET")
     account: str = Field(default="default", min_length=1, validation_alias="FRAMEWORK_ACCOUNT")
-    lease_s: float = Field(default=10.0, ge=1, le=300, validation_alias="FRAMEWORK_LEASE_S")
+    lease_s: float = Field(default=10.0, ge=4, le=300, validation_alias="FRAMEWORK_LEASE_S")  # fencing: docs/scaling.md
     max_contracts: Decimal | None = Field(default=None, gt=0, validation_alias="FRAMEWORK_MAX_CONTRACTS")
     max_notional: Decimal | None = Field(default=None, gt=0, validation_alias="FRAMEWORK_MAX_NOTIONAL")
     max_open_positions: int | None = Field(default=10, gt=0, validation_alias="FRAMEWORK_MAX_OPEN_POSITIONS")

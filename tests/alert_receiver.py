@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,8 +19,14 @@ class Receiver:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.changed = asyncio.Event()
+        self.refuse = 0  # answer this many next requests with HTTP 500 (apprise counts it a failed attempt)
+        self.arrivals: list[float] = []  # time.monotonic() of every request, refused or not
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.arrivals.append(time.monotonic())
+        if self.refuse > 0:
+            self.refuse -= 1
+            return web.json_response({"ok": False}, status=500)
         self.bodies.append(await request.json())
         self.changed.set()
         return web.json_response({"ok": True})

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from framework.accounts import AccountsFile, run_accounts
+from framework.app.accounts import AccountsFile, run_accounts
 from framework.models import Signal
 from framework.session import Session
 from framework.settings import Settings

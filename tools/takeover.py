@@ -15,8 +15,14 @@ SIGKILL at a seeded random moment, and measures:
 ``fencing_trial`` SIGSTOPs the owner instead, lets B take over, resumes A after its lease expired with a
 close due in its schedule, and counts the venue orders submitted after the resume (must be 0).
 
-Usage: ``python tools/takeover.py [--trials 20] [--fencing-trials 2] [--plugins binance,bybit] [--seed 1]
-[--lease-s 5] [--json PATH]``
+``sigstop_trial`` SIGSTOPs the owner at a seeded random moment of its busy schedule (a request may be
+between its lease check and the venue), lets B take over, resumes A, and judges from the venue's side
+what A did after the resume: both instances record their REST traffic (``--record``), so every venue
+order is attributed by client order id, every other request by who sent it, and a request the venue
+accepted counts against A when the venue may have executed it after B acquired the lease.
+
+Usage: ``python tools/takeover.py [--trials 20] [--sigstop-trials 20] [--fencing-trials 0]
+[--plugins binance,bybit] [--seed 1] [--lease-s 5] [--json PATH]``
 (``DATABASE_URL`` or an embedded server).  The test suite runs a few trials (tests/app/test_takeover.py);
 the figures of docs/scaling.md come from this command.
 """
@@ -38,6 +44,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import asyncpg
 
@@ -71,14 +78,16 @@ class Proc:
             self._changed.set()
         self._changed.set()
 
-    def seen(self, words: str) -> float | None:
-        """When a stderr line with ``words`` was read first (epoch seconds), or ``None``."""
-        return next((at for at, line in self.lines if words in line), None)
+    def seen(self, words: str, since: int = 0) -> float | None:
+        """When a stderr line with ``words`` was read first (epoch seconds), or ``None`` (``since``: from the
+        line with that index on)."""
+        return next((at for at, line in self.lines[since:] if words in line), None)
 
-    async def wait_line(self, words: str, bound_s: float = BOUND_S) -> float:
-        """Wait for a stderr line with ``words``; :raises TimeoutError: (with the last lines)."""
+    async def wait_line(self, words: str, bound_s: float = BOUND_S, since: int = 0) -> float:
+        """Wait for a stderr line with ``words`` (from line ``since`` on); :raises TimeoutError: (with the last
+        lines)."""
         deadline = time.monotonic() + bound_s
-        while (at := self.seen(words)) is None:
+        while (at := self.seen(words, since)) is None:
             self._changed.clear()
             if self._reader.done():
                 raise RuntimeError(f"process ended without {words!r}: {self.tail()}")
@@ -167,8 +176,10 @@ def schedule(rng: random.Random, plugin: str, seconds: float = 30.0) -> list[dic
 
 
 async def start_run(env: dict[str, str], plugin: str, folder: Path, name: str,
-                    signals: list[dict[str, Any]] | None) -> Proc:
+                    signals: list[dict[str, Any]] | None, record: bool = False) -> Proc:
     args = ["run", "--plugins", plugin, "--live", "--no-tui", "--report", str(folder / f"report-{name}.json")]
+    if record:
+        args += ["--record", str(folder / f"cassette-{name}.jsonl")]
     if signals is not None:
         path = folder / f"signals-{name}.jsonl"
         path.write_text("".join(json.dumps(s) + "\n" for s in signals))
@@ -236,20 +247,20 @@ def duplicate_stops(truth: dict[str, Any]) -> int:
 
 @contextlib.asynccontextmanager
 async def instances(plugin: str, seed: int, database_url: str, lease_s: float, folder: Path,
-                    signals: list[dict[str, Any]] | None = None,
+                    signals: list[dict[str, Any]] | None = None, record: bool = False,
                     ) -> AsyncIterator[tuple[Venue, Proc, Proc, list[dict[str, Any]]]]:
     """A venue, owner A (running ``signals``, by default the seeded schedule) and standby B, started in
-    that order."""
+    that order (``record``: each writes a cassette, ``cassette-a-…`` / ``cassette-b-…`` in ``folder``)."""
     rng = random.Random(seed)
     venue = await Venue.start(plugin, seed, folder)
     procs: list[Proc] = []
     try:
         env = run_env(database_url, plugin, venue, lease_s)
         signals = signals or schedule(rng, plugin)
-        a = await start_run(env, plugin, folder, f"a-{plugin}-{seed}", signals)
+        a = await start_run(env, plugin, folder, f"a-{plugin}-{seed}", signals, record)
         procs.append(a)
         await a.wait_line("submitting")
-        b = await start_run(env, plugin, folder, f"b-{plugin}-{seed}", None)
+        b = await start_run(env, plugin, folder, f"b-{plugin}-{seed}", None, record)
         procs.append(b)
         await b.wait_line("standby for account default")
         yield venue, a, b, signals
@@ -322,6 +333,136 @@ async def fencing_trial(plugin: str, seed: int, database_url: str, lease_s: floa
             "positions": truth["positions"], "unprotected_after_stop_ms": unprotected_after(truth, stopped_at * 1000)}
 
 
+def cassette_requests(path: Path) -> list[dict[str, Any]]:
+    """The REST exchanges of a cassette that can change the account, in order: not a read, and not Binance's
+    listen key (the user stream's credential: no order, no position changes by it)."""
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in lines if e.get("kind") == "rest" and e.get("method") != "GET"
+            and not e.get("path", "").endswith("/listenKey")]
+
+
+def signed_params(exchange: dict[str, Any]) -> dict[str, str]:
+    """A recorded request's parameters (query and form / JSON body)."""
+    params = {k: str(v) for k, v in exchange.get("query", {}).items()}
+    body = exchange.get("body")
+    if isinstance(body, dict):
+        params.update({k: str(v) for k, v in body.items()})
+    elif isinstance(body, str):
+        params.update(parse_qsl(body, keep_blank_values=True))
+    return params
+
+
+def venue_answer(exchange: dict[str, Any]) -> tuple[bool, Any]:
+    """Whether the venue accepted a recorded request, and its code (Binance ``code``, Bybit ``retCode``)."""
+    response = exchange.get("response")
+    code = response.get("retCode", response.get("code")) if isinstance(response, dict) else None
+    status = exchange.get("status")
+    accepted = status is not None and status < 400 and (code is None or str(code) in ("0", "200"))
+    return accepted, code if code is not None else status
+
+
+def executed_by(exchange: dict[str, Any]) -> int:
+    """The latest venue time (ms) at which a request the venue accepted can have been executed: its signed
+    ``timestamp`` plus its ``recvWindow`` (Binance refuses it after that), else the answer's own ``time``
+    (Bybit's envelope; the answer follows the execution), else when it was recorded."""
+    params = signed_params(exchange)
+    if "timestamp" in params:
+        return int(params["timestamp"]) + int(params.get("recvWindow", 5_000))
+    response = exchange.get("response")
+    if isinstance(response, dict) and isinstance(response.get("time"), int):
+        return int(response["time"])
+    return int(exchange["t"])
+
+
+def client_ids(exchanges: list[dict[str, Any]]) -> set[str]:
+    """Client order ids the recorded requests carried (Binance ``newClientOrderId`` / ``clientAlgoId``,
+    Bybit ``orderLinkId``)."""
+    names = ("newClientOrderId", "clientAlgoId", "orderLinkId", "origClientOrderId")
+    return {params[n] for e in exchanges for params in [signed_params(e)] for n in names if params.get(n)}
+
+
+#: what stopped an action of the resumed owner, by the words of its ``signal failed`` line
+REFUSERS = (("request not sent", "transport fence"), ("not the owner", "lease check"),
+            ("stale lease epoch", "database"), ("recvWindow", "venue: receive window"),
+            ("recv_window", "venue: receive window"), ("standby", "standby (the lost lease noticed)"),
+            ("already open", "the book: already open"))
+
+
+def refusal(line: str) -> str:
+    return next((who for words, who in REFUSERS if words in line), f"other: {line[-160:]}")
+
+
+async def acquired_at_ms(database_url: str, plugin: str) -> int:
+    """When the current lease holder acquired the account (the database's clock, ms since the epoch)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        at = await conn.fetchval("SELECT acquired_at FROM leases WHERE venue = $1 AND account = 'default'", plugin)
+    finally:
+        await conn.close()
+    return int(at.timestamp() * 1000)
+
+
+async def sigstop_trial(plugin: str, seed: int, database_url: str, lease_s: float = 5.0,
+                        folder: Path | None = None) -> dict[str, Any]:
+    """SIGSTOP the owner at a seeded random moment of its busy schedule (opens with trailing stops, closes),
+    let B take over, resume A after a seeded extra pause, and judge A's venue actions after the resume:
+
+    * ``a_late_actions``: requests of A the venue accepted and may have executed after B acquired the lease
+      (:func:`executed_by`), plus venue orders (ground truth) submitted after B acquired the lease whose
+      client order id A sent — must be empty;
+    * ``a_answered_after_resume``: A's state-changing requests answered after the resume, with the venue's
+      code (a request in flight at the stop comes back -1021 / 10002);
+    * ``a_not_sent``: requests A's transport did not send after the resume (``request not sent`` in its log).
+    """
+    rng = random.Random(seed * 104_729)
+    aimed = rng.random() < 0.5  # half the trials stop A as it submits an order: a request is likely in flight
+    with tempfile.TemporaryDirectory(prefix="sigstop-") as tmp:
+        work = folder or Path(tmp)
+        async with instances(plugin, seed, database_url, lease_s, work, record=True) as (venue, a, b, _):
+            await asyncio.sleep(rng.uniform(0.0, 4.0))  # the seeded moment, within A's schedule
+            if aimed:  # its next order: the intent is recorded, the order about to be (or being) sent
+                await a.wait_line("submitting", since=len(a.lines))
+            a.process.send_signal(signal.SIGSTOP)
+            stopped_at = time.time()
+            took_over_at = await b.wait_line("took over account default")
+            await asyncio.sleep(rng.uniform(0.0, 2.0))  # a seeded extra pause: B acts meanwhile
+            resumed_at = time.time()
+            resumed_line = len(a.lines)
+            a.process.send_signal(signal.SIGCONT)
+            await a.wait_line("lease of account default lost")
+            await a.stop()  # its cassette complete
+            acquired_ms = await acquired_at_ms(database_url, plugin)
+            await b.stop()
+            truth = await venue.final_truth()
+            a_log = "\n".join(line for _, line in a.lines)
+            a_failed = [line for _, line in a.lines[resumed_line:] if "signal failed" in line]
+        a_requests = cassette_requests(work / f"cassette-a-{plugin}-{seed}.jsonl")
+        b_requests = cassette_requests(work / f"cassette-b-{plugin}-{seed}.jsonl")
+    after_resume = [e for e in a_requests if e["t"] >= resumed_at * 1000]
+    late = [{"path": e["path"], "code": venue_answer(e)[1], "executed_by_ms": executed_by(e)}
+            for e in a_requests if venue_answer(e)[0] and executed_by(e) >= acquired_ms]
+    a_ids, b_ids = client_ids(a_requests), client_ids(b_requests)
+    late_orders = [o["client_order_id"] for o in truth["orders"]
+                   if o["ts"] >= acquired_ms and o["client_order_id"] in a_ids]
+    unattributed = [o["client_order_id"] for o in truth["orders"] if o["ts"] >= stopped_at * 1000
+                    and o["client_order_id"] and o["client_order_id"] not in a_ids | b_ids]
+    return {
+        "plugin": plugin, "seed": seed, "aimed": aimed, "paused_ms": int((resumed_at - stopped_at) * 1000),
+        "a_requests": len(a_requests),
+        "takeover_ms": int((took_over_at - stopped_at) * 1000),
+        "a_late_actions": late + [{"order": cid} for cid in late_orders],
+        "a_answered_after_resume": [(e["method"], e["path"], venue_answer(e)[1]) for e in after_resume],
+        "a_not_sent": a_log.count("request not sent"),
+        "a_not_sent_lines": [line[-200:] for line in a_log.splitlines() if "request not sent" in line][:10],
+        "a_refusals_after_resume": [refusal(line) for line in a_failed],
+        "unattributed_orders": unattributed,
+        "unprotected_at_end": [p["symbol"] for p in truth["positions"] if not p["protected"]],
+        "duplicate_stops": duplicate_stops(truth),
+    }
+
+
 def summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
     takeover = sorted(t["takeover_ms"] for t in trials)
     return {
@@ -348,15 +489,38 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             trial = await kill_trial(plugin, args.seed + n, await dbs.create(), args.lease_s)
             print(json.dumps({k: v for k, v in trial.items() if k != "journal"}), file=sys.stderr, flush=True)
             trials.append(trial)
+        stops: list[dict[str, Any]] = []
+        for n in range(args.sigstop_trials):
+            stop = await sigstop_trial(plugins[n % len(plugins)], args.seed + n, await dbs.create(), args.lease_s)
+            print(json.dumps(stop), file=sys.stderr, flush=True)
+            stops.append(stop)
         fencing = [await fencing_trial(p, args.seed + n, await dbs.create(), args.lease_s)
                    for n in range(args.fencing_trials) for p in plugins]
     finally:
         await dbs.release()
-    return {"lease_s": args.lease_s, "summary": summary(trials),
-            "by_plugin": {p: summary([t for t in trials if t["plugin"] == p]) for p in plugins},
+    return {"lease_s": args.lease_s, "summary": summary(trials) if trials else None,
+            "by_plugin": {p: summary(mine) for p in plugins if (mine := [t for t in trials if t["plugin"] == p])},
+            "sigstop": sigstop_summary(stops) if stops else None,
             "fencing": [{"plugin": f["plugin"], "orders_after_resume": f["orders_after_resume"],
                          "a_lost_lease": "lease of account default lost" in f["a_log"]} for f in fencing],
-            "trials": trials}
+            "trials": trials, "sigstop_trials": stops}
+
+
+def sigstop_summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    answered = [code for t in trials for _, _, code in t["a_answered_after_resume"]]
+    return {
+        "trials": len(trials), "by_plugin": dict(Counter(t["plugin"] for t in trials)),
+        "aimed_at_a_submission": sum(1 for t in trials if t["aimed"]),
+        "a_late_actions": sum(len(t["a_late_actions"]) for t in trials),
+        "trials_with_a_request_answered_after_resume": sum(1 for t in trials if t["a_answered_after_resume"]),
+        "answers_after_resume": dict(Counter(str(code) for code in answered)),
+        "a_not_sent": sum(t["a_not_sent"] for t in trials),
+        "a_refusals_after_resume": dict(Counter(r for t in trials for r in t["a_refusals_after_resume"])),
+        "unattributed_orders": sum(len(t["unattributed_orders"]) for t in trials),
+        "unprotected_at_end": sum(len(t["unprotected_at_end"]) for t in trials),
+        "duplicate_stops": sum(t["duplicate_stops"] for t in trials),
+        "paused_ms": {"min": min(t["paused_ms"] for t in trials), "max": max(t["paused_ms"] for t in trials)},
+    }
 
 
 def main() -> None:
@@ -365,14 +529,16 @@ def main() -> None:
     parser.add_argument("--plugins", default="binance,bybit")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lease-s", type=float, default=5.0)
-    parser.add_argument("--fencing-trials", type=int, default=2, help="SIGSTOP trials per plugin")
+    parser.add_argument("--sigstop-trials", type=int, default=20,
+                        help="SIGSTOP at a random moment, alternating plugins")
+    parser.add_argument("--fencing-trials", type=int, default=0, help="SIGSTOP of an idle owner, per plugin")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     text = json.dumps(result, indent=2)
     if args.json is not None:
         args.json.write_text(text)
-    print(json.dumps({k: result[k] for k in ("lease_s", "summary", "by_plugin", "fencing")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("lease_s", "summary", "by_plugin", "sigstop", "fencing")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ per venue where they differ::
     rest_calls_per_lifecycle  {venue: {"<METHOD> <path>": n, "total": n}} open, protect, 10 moves, close
     rest_calls_per_lifecycle_native  {venue: {...}} the same with the venue's own trailing stop
     stream_events_per_s       {venue: {"with_journal", "without_journal", "decoder_only", "frames", "events",
-                                        "journal_rows"}}
+                                        "journal_rows", "journal_commits", "with_journal_cpu_ms",
+                                        "without_journal_cpu_ms"}}
     memory_per_1000_positions {"bytes"}
     reconcile                 {venue: {"<n positions>": {"venue_calls", "cpu_ms", "wall_ms", "raw_cpu_ms"}}}
     floor                     {"insert_rows_per_s": {"executemany", "copy", "rows_per_transaction"}} same run
@@ -48,7 +49,7 @@ from typing import Any
 
 import websockets
 
-from framework.app.report import latency_summary
+from framework.app.report import latency_summary, percentile
 from framework.app.soak import rss_mib
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
@@ -266,16 +267,24 @@ def cross_stop_price(intent: OrderIntent) -> Decimal:
 # --- figures ----------------------------------------------------------------------------------------------
 
 
-async def closure_figures(rig: Rig, n: int, floor: ClosureFloor | None = None) -> tuple[list[float], list[int]]:
+async def closure_figures(
+    rig: Rig, n: int, floor: ClosureFloor | None = None,
+) -> tuple[list[float], list[int], list[float]]:
     """Open ``n`` positions through the engine and close each on the venue (even: ``manual_close``, odd:
     the mark price moved through the stop, then put back).  ``floor``: one floor sample right before each
     closure.
 
-    :returns: ``(closure latencies ms, fill-to-stop ms)``.
+    The clock starts when the venue's call returned: the position is closed on the venue and its frames are
+    queued on the socket.  The emulated exchange's own work before that (matching, its books, building the
+    frames: about 0.5 ms of this process's CPU) is the venue's, which a real exchange does on its servers; it
+    is returned apart (``venue_ms``).
+
+    :returns: ``(closure latencies ms, fill-to-stop ms, venue_ms: the venue call's own ms per closure)``.
     """
     venue, symbol, probe = rig.venue, rig.symbol, rig.probe
     base_mark = venue.mark_price(symbol)
     latencies: list[float] = []
+    venue_ms: list[float] = []
     intents: list[OrderIntent] = []
     for i in range(n):
         intent = rig.intent(side="long" if i % 4 < 2 else "short")
@@ -284,18 +293,20 @@ async def closure_figures(rig: Rig, n: int, floor: ClosureFloor | None = None) -
         if floor is not None:
             await floor.sample()
         closed_before = len(probe.closed)
-        started = time.perf_counter()
+        called = time.perf_counter()
         if i % 2 == 0:
             venue.manual_close(rig.account, symbol)
         else:
             venue.set_mark_price(symbol, cross_stop_price(intent))
+        started = time.perf_counter()  # closed on the venue, its frames queued
         await probe.wait(lambda c=closed_before: len(probe.closed) > c)
         latencies.append((probe.closed[-1][0] - started) * 1000)
+        venue_ms.append((started - called) * 1000)
         if i % 2:
             venue.set_mark_price(symbol, base_mark)
         await probe.wait(lambda: symbol not in rig.engine.positions(rig.name)[rig.name])
         await converge(rig)
-    return latencies, fill_to_stop(venue.truth, rig.account, symbol, intents)
+    return latencies, fill_to_stop(venue.truth, rig.account, symbol, intents), venue_ms
 
 
 class ClosureFloor:
@@ -351,12 +362,15 @@ class ClosureFloor:
         self.ws_ms.append((received - started) * 1000)
         self.db_ms.append((done - received) * 1000)
 
-    def summary(self, closures: dict[str, Any]) -> dict[str, Any]:
-        """Percentiles of the per-sample sum (ms), of each part, and ``closure_ratio``: the closures'
-        p50 / p99 over the floor's."""
-        total = _summary([a + b for a, b in zip(self.ws_ms, self.db_ms, strict=True)])
-        return {**total, "ws_frame": latency_summary(self.ws_ms), "db_transaction": latency_summary(self.db_ms),
-                "closure_ratio": {q: round(closures[q] / total[q], 2) if total[q] else None for q in ("p50", "p99")}}
+    def summary(self, closures: Sequence[float]) -> dict[str, Any]:
+        """Percentiles of the per-sample sum (ms, 0.01 ms), of each part, and ``closure_ratio``: the
+        ``closures``' (ms) p50 / p99 over the floor's, of the unrounded percentiles (at 0.1 ms rounding a
+        1 ms figure moved the ratio by up to ±0.15)."""
+        total = [a + b for a, b in zip(self.ws_ms, self.db_ms, strict=True)]
+        ratio = {f"p{q}": round(percentile(closures, q) / percentile(total, q), 2) if percentile(total, q) else None
+                 for q in (50, 99)}
+        return {**_fine_summary(total), "ws_frame": _fine_summary(self.ws_ms),
+                "db_transaction": _fine_summary(self.db_ms), "closure_ratio": ratio}
 
 
 def fill_to_stop(truth: Any, account: str, symbol: str, intents: list[OrderIntent]) -> list[int]:
@@ -576,7 +590,7 @@ def _is_flat(event: StreamEvent) -> bool:
     return isinstance(event, PositionUpdate) and event.contracts == 0
 
 
-async def stream_throughput(name: str, groups: list[list[str]], store: Store | None) -> tuple[float, int, int]:
+async def stream_throughput(name: str, groups: list[list[str]], store: Store | None) -> dict[str, float]:
     """Decode every captured frame with the plugin's decoder and dispatch it through a PositionBook
     (``store=None``: no journal), as one stream of many symbols: each captured lifecycle is given a symbol
     of its own (``B00000USDT``…: the exchange id renamed in its raw frames, before timing) and the book
@@ -588,7 +602,9 @@ async def stream_throughput(name: str, groups: list[list[str]], store: Store | N
     commit is in flight go in the next one); the time includes waiting, at the end, until every row is
     committed and announced.
 
-    :returns: ``(frames per second, frames, decoded events)``.
+    :returns: ``rate`` (frames per second of wall time), ``frames``, ``events`` (decoded), ``cpu_ms`` (this
+        process's CPU over the timed part: what a loaded machine does not inflate by descheduling it) and
+        ``commits`` (group commits of the journal).
     """
     pm = load_plugins([name])
     driver = Driver(pm, name)
@@ -605,7 +621,8 @@ async def stream_throughput(name: str, groups: list[list[str]], store: Store | N
                                     stop_price=None, opened_at=max(opened_at - 1, 1)))
         rounds.append((symbol, [raw.replace(f'"{native}"', f'"B{i:05d}USDT"') for raw in group]))
     frames = events = 0
-    started = time.perf_counter()
+    gc.collect()
+    cpu, started = time.process_time(), time.perf_counter()
     for _, group in rounds:
         for raw in group:
             try:
@@ -620,10 +637,11 @@ async def stream_throughput(name: str, groups: list[list[str]], store: Store | N
             await asyncio.sleep(0)  # the next frame comes from the socket: the journal's commits run meanwhile
     if not await book.writes.wait_drained(WAIT_S):  # timed: every row committed and announced
         raise AssertionError(f"{name}: the journal did not catch up")
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if any(book.holds(symbol) for symbol, _ in rounds):  # each lifecycle's flat frame must have closed it
         raise AssertionError(f"{name}: a captured lifecycle did not close its position in the book")
-    return (frames / elapsed if elapsed else 0.0), frames, events
+    return {"rate": frames / elapsed if elapsed else 0.0, "frames": frames, "events": events,
+            "cpu_ms": round(cpu * 1000, 1), "commits": book.writes.batches}
 
 
 async def memory_per_positions(n: int) -> int:
@@ -709,6 +727,7 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                 protector = Protector(book, driver, store, pm, BENCH_SETTINGS)
                 reconciler = Reconciler(book, driver, store, pm, protector, BENCH_SETTINGS)
                 calls_before = sum(harness.rest_calls().values())
+                gc.collect()  # the pass and its floor start from the same collector state (module docstring)
                 cpu, wall = time.process_time(), time.perf_counter()
                 report = await reconciler.reconcile()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -718,6 +737,7 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                 results[str(count)] = {"venue_calls": calls, "cpu_ms": round(cpu * 1000, 1),
                                        "wall_ms": round(wall * 1000, 1)}
                 if raw_rows is not None:  # the floor: the same requests, answers left as parsed JSON
+                    gc.collect()
                     cpu = time.process_time()
                     await raw_rows(driver.session)
                     results[str(count)]["raw_cpu_ms"] = round((time.process_time() - cpu) * 1000, 1)
@@ -841,7 +861,7 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     is better)."""
     insert = ((result.get("floor") or {}).get("insert_rows_per_s") or {}).get("executemany")
     out: dict[str, dict[str, Any]] = {}
-    for venue in result["closure_latency_ms"]:
+    for venue in sorted({v for key in ("closure_latency_ms", "stream_events_per_s", "reconcile") for v in result[key]}):
         closure = (result.get("closure_floor_ms", {}).get(venue) or {}).get("closure_ratio") or {}
         stream = result["stream_events_per_s"].get(venue, {})
         figures: dict[str, Any] = {
@@ -930,16 +950,35 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
     return {**latency_summary(values), "n": len(values)}
 
 
-async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
-    """Measure every figure once; returns the JSON document (keys: module docstring)."""
+def _fine_summary(values: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max (nearest rank) and n, to 0.01 ms: for sub-millisecond figures and their ratios."""
+    return {"p50": round(percentile(values, 50), 2), "p99": round(percentile(values, 99), 2),
+            "max": round(max(values, default=0), 2), "n": len(values)}
+
+
+#: the sections of one run, in run order (``framework bench --only``); ``floor`` (the batched insert rates the
+#: stream figure is divided by) and ``machine`` are always measured
+SECTIONS = ("closure", "moves", "stream", "reconcile", "scale", "memory", "cold_start")
+
+
+async def bench(sizes: Sizes, plugins: list[str], sections: Sequence[str] = SECTIONS) -> dict[str, Any]:
+    """Measure every figure of ``sections`` (:data:`SECTIONS`) once; returns the JSON document (keys: module
+    docstring; a section not measured leaves its keys empty).
+
+    :raises ValueError: an unknown section.
+    """
     from framework.store.testing import TestDatabases
 
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown bench section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}")
     result: dict[str, Any] = {key: {} for key in (
         "closure_latency_ms", "closure_floor_ms", "fill_to_stop_ms", "unprotected_ms", "reprotect_ms",
         "rest_calls_per_lifecycle", "rest_calls_per_lifecycle_native", "stream_events_per_s", "reconcile", "scale")}
     result["sizes"] = {"closures": sizes.closures, "moves": sizes.moves, "reconcile": list(sizes.reconcile),
                        "stream_rounds": sizes.stream_rounds, "scale": list(sizes.scale),
                        "scale_rounds": sizes.scale_rounds, "floor_samples": sizes.floor_samples}
+    result["sections"] = [section for section in SECTIONS if section in sections]
     databases = await asyncio.to_thread(TestDatabases)
     try:
         log.info("floor")
@@ -949,50 +988,19 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
         finally:
             await store.close()
         for name in plugins:
-            log.info("%s: closures", name)
-            store = await databases.store()
-            try:
-                async with ClosureFloor(store) as floor, engine_rig(name, store) as rig:
-                    latencies, fill_gaps = await closure_figures(rig, sizes.closures, floor)
-                    closed_rows = await store.pool.fetchval(
-                        "SELECT count(*) FROM positions WHERE venue = $1 AND status = 'closed'", name)
-                    journal = await store.pool.fetchval(
-                        "SELECT count(*) FROM events WHERE venue = $1 AND kind = 'closed'", name)
-                    result["closure_latency_ms"][name] = {**_summary(latencies), "db_rows_closed": closed_rows,
-                                                          "journal_closed_rows": journal,
-                                                          "venue_closures": len(rig.venue.truth.closures)}
-                    result["closure_floor_ms"][name] = floor.summary(result["closure_latency_ms"][name])
-                    result["fill_to_stop_ms"][name] = {**_summary(fill_gaps), "min": min(fill_gaps, default=0)}
-                    log.info("%s: stop moves", name)
-                    per_move = await stop_move_figures(rig, sizes.moves)
-                    result["unprotected_ms"][name] = {**latency_summary(per_move), "total": sum(per_move),
-                                                      "moves": len(per_move)}
-                    result["reprotect_ms"][name] = _summary(await reprotect_figures(rig, REPROTECTS))
-                    result["rest_calls_per_lifecycle"][name] = await lifecycle_rest_calls(rig)
-                native = BENCH_SETTINGS.model_copy(update={"native_trailing_stop": True})
-                async with engine_rig(name, store, native) as rig:
-                    result["rest_calls_per_lifecycle_native"][name] = await native_lifecycle_rest_calls(rig)
-            finally:
-                await store.close()
-            log.info("%s: stream throughput", name)
-            groups = await capture_frames(name, sizes.stream_rounds)
-            store = await databases.store()
-            try:
-                with_db, frames, events = await stream_throughput(name, groups, store)
-                journal_rows = await store.pool.fetchval("SELECT count(*) FROM events WHERE kind <> 'opened'")
-            finally:
-                await store.close()
-            without_db, _, _ = await stream_throughput(name, groups, None)
-            result["stream_events_per_s"][name] = {"with_journal": round(with_db), "without_journal": round(without_db),
-                                                   "decoder_only": round(decode_rate(name, groups)),
-                                                   "frames": frames, "events": events, "journal_rows": journal_rows}
-            log.info("%s: reconcile", name)
-            store = await databases.store()
-            try:
-                result["reconcile"][name] = await reconcile_figures(name, store, sizes.reconcile)
-            finally:
-                await store.close()
-            for count in sizes.scale:
+            if "closure" in sections or "moves" in sections:
+                await _engine_sections(name, databases, sizes, sections, result)
+            if "stream" in sections:
+                log.info("%s: stream throughput", name)
+                result["stream_events_per_s"][name] = await stream_figures(name, databases, sizes.stream_rounds)
+            if "reconcile" in sections:
+                log.info("%s: reconcile", name)
+                store = await databases.store()
+                try:
+                    result["reconcile"][name] = await reconcile_figures(name, store, sizes.reconcile)
+                finally:
+                    await store.close()
+            for count in sizes.scale if "scale" in sections else ():
                 log.info("%s: scale, %d trailing symbols", name, count)
                 store = await databases.store()
                 try:
@@ -1000,14 +1008,69 @@ async def bench(sizes: Sizes, plugins: list[str]) -> dict[str, Any]:
                         name, store, count, sizes.scale_rounds)
                 finally:
                     await store.close()
-        result["memory_per_1000_positions"] = {"bytes": await memory_per_positions(sizes.memory_positions)}
+        if "memory" in sections:
+            result["memory_per_1000_positions"] = {"bytes": await memory_per_positions(sizes.memory_positions)}
     finally:
         await databases.release()
-    log.info("cold start")
-    result["cold_start_ms"] = await cold_start(plugins, sizes.cold_start_positions)
+    if "cold_start" in sections:
+        log.info("cold start")
+        result["cold_start_ms"] = await cold_start(plugins, sizes.cold_start_positions)
     result["machine"] = machine()
     result["ratios"] = ratios(result)
     return result
+
+
+async def _engine_sections(name: str, databases: Any, sizes: Sizes, sections: Sequence[str],
+                           result: dict[str, Any]) -> None:
+    """The figures of one started engine on venue ``name``: ``closure`` (closure latency beside its floor,
+    fill → stop) and ``moves`` (stop moves, re-protection, REST calls per lifecycle, engine and native)."""
+    store = await databases.store()
+    try:
+        async with ClosureFloor(store) as floor, engine_rig(name, store) as rig:
+            if "closure" in sections:
+                log.info("%s: closures", name)
+                latencies, fill_gaps, venue_ms = await closure_figures(rig, sizes.closures, floor)
+                closed_rows = await store.pool.fetchval(
+                    "SELECT count(*) FROM positions WHERE venue = $1 AND status = 'closed'", name)
+                journal = await store.pool.fetchval(
+                    "SELECT count(*) FROM events WHERE venue = $1 AND kind = 'closed'", name)
+                result["closure_latency_ms"][name] = {**_fine_summary(latencies), "db_rows_closed": closed_rows,
+                                                      "journal_closed_rows": journal,
+                                                      "venue_closures": len(rig.venue.truth.closures),
+                                                      "venue_call_ms": _fine_summary(venue_ms)}
+                result["closure_floor_ms"][name] = floor.summary(latencies)
+                result["fill_to_stop_ms"][name] = {**_summary(fill_gaps), "min": min(fill_gaps, default=0)}
+            if "moves" in sections:
+                log.info("%s: stop moves", name)
+                per_move = await stop_move_figures(rig, sizes.moves)
+                result["unprotected_ms"][name] = {**latency_summary(per_move), "total": sum(per_move),
+                                                  "moves": len(per_move)}
+                result["reprotect_ms"][name] = _summary(await reprotect_figures(rig, REPROTECTS))
+                result["rest_calls_per_lifecycle"][name] = await lifecycle_rest_calls(rig)
+        if "moves" in sections:
+            native = BENCH_SETTINGS.model_copy(update={"native_trailing_stop": True})
+            async with engine_rig(name, store, native) as rig:
+                result["rest_calls_per_lifecycle_native"][name] = await native_lifecycle_rest_calls(rig)
+    finally:
+        await store.close()
+
+
+async def stream_figures(name: str, databases: Any, rounds: int) -> dict[str, float]:
+    """``stream_events_per_s`` of venue ``name``: frames of ``rounds`` captured lifecycles through a book with
+    the journal, without it, and the decoder alone; ``journal_rows`` written (checked), ``journal_commits``
+    and the process CPU of both runs (``*_cpu_ms``)."""
+    groups = await capture_frames(name, rounds)
+    store = await databases.store()
+    try:
+        with_db = await stream_throughput(name, groups, store)
+        journal_rows = await store.pool.fetchval("SELECT count(*) FROM events WHERE kind <> 'opened'")
+    finally:
+        await store.close()
+    without_db = await stream_throughput(name, groups, None)
+    return {"with_journal": round(with_db["rate"]), "without_journal": round(without_db["rate"]),
+            "decoder_only": round(decode_rate(name, groups)), "frames": with_db["frames"], "events": with_db["events"],
+            "journal_rows": journal_rows, "journal_commits": with_db["commits"],
+            "with_journal_cpu_ms": with_db["cpu_ms"], "without_journal_cpu_ms": without_db["cpu_ms"]}
 
 
 def print_bench(result: dict[str, Any]) -> None:
@@ -1017,8 +1080,10 @@ def print_bench(result: dict[str, Any]) -> None:
 
     console = Console()
     m = result["machine"]
-    console.print(f"[b]framework bench[/] — {m['cpu']}, {m['cores']} cores, Python {m['python']}")
-    venues = sorted(result["closure_latency_ms"])
+    console.print(f"[b]framework bench[/] — {m['cpu']}, {m['cores']} cores, Python {m['python']}; sections: "
+                  f"{', '.join(result.get('sections', SECTIONS))}")
+    venues = sorted({venue for key in ("closure_latency_ms", "unprotected_ms", "stream_events_per_s", "reconcile",
+                                       "scale") for venue in result[key]})
     table = Table(title="per venue")
     table.add_column("figure")
     for venue in venues:
@@ -1041,7 +1106,10 @@ def print_bench(result: dict[str, Any]) -> None:
     row("REST calls per lifecycle, venue's trailing stop", "rest_calls_per_lifecycle_native",
         lambda d: str(d.get("total")))
     row("stream frames/s with journal (group commit)", "stream_events_per_s", lambda d: str(d.get("with_journal")))
-    row("journal rows written (size changes, closures)", "stream_events_per_s", lambda d: str(d.get("journal_rows")))
+    row("journal rows written (size changes, closures) / group commits", "stream_events_per_s",
+        lambda d: f"{d.get('journal_rows')} / {d.get('journal_commits')}")
+    row("stream CPU ms with / without journal (this process)", "stream_events_per_s",
+        lambda d: f"{d.get('with_journal_cpu_ms')} / {d.get('without_journal_cpu_ms')}")
     row("stream frames/s without journal", "stream_events_per_s", lambda d: str(d.get("without_journal")))
     for count in result["sizes"]["reconcile"]:
         row(f"reconcile {count} positions: calls / CPU ms", "reconcile",
@@ -1075,7 +1143,7 @@ def print_bench(result: dict[str, Any]) -> None:
     calls.add_column("endpoint")
     calls.add_column("n", justify="right")
     for venue in venues:
-        for endpoint, n in result["rest_calls_per_lifecycle"][venue].items():
+        for endpoint, n in result["rest_calls_per_lifecycle"].get(venue, {}).items():
             calls.add_row(venue, endpoint, str(n))
         for endpoint, n in result["rest_calls_per_lifecycle_native"].get(venue, {}).items():
             calls.add_row(f"{venue} (venue's trail)", endpoint, str(n))
@@ -1083,19 +1151,24 @@ def print_bench(result: dict[str, Any]) -> None:
     other = Table(title="process")
     other.add_column("figure")
     other.add_column("value", justify="right")
-    other.add_row("memory per 1,000 book positions (bytes)", str(result["memory_per_1000_positions"]["bytes"]))
-    for label, figures in result["cold_start_ms"].items():
+    if "memory_per_1000_positions" in result:
+        other.add_row("memory per 1,000 book positions (bytes)", str(result["memory_per_1000_positions"]["bytes"]))
+    for label, figures in result.get("cold_start_ms", {}).items():
         other.add_row(f"cold start ({label}) total / postgres / migrations / engine→protected ms",
                       f"{figures['total']} / {figures['postgres_start']} / {figures['migrations']} / "
                       f"{figures['engine_start_to_protected']}")
     console.print(other)
 
 
-def run_bench(quick: bool, json_path: Path | None, plugins: list[str] | None) -> int:
-    """Entry point of ``framework bench``: measure, print, write JSON; exit 0 (1 when a closure went
-    missing, i.e. the run was not a valid measurement)."""
+def run_bench(quick: bool, json_path: Path | None, plugins: list[str] | None,
+              sections: Sequence[str] | None = None) -> int:
+    """Entry point of ``framework bench``: measure ``sections`` (default: all, :data:`SECTIONS`), print,
+    write JSON; exit 0.
+
+    :raises ValueError: an unknown section.
+    """
     logging.getLogger("framework").setLevel(logging.WARNING)
-    result = asyncio.run(bench(QUICK if quick else FULL, plugins or DEFAULT_PLUGINS))
+    result = asyncio.run(bench(QUICK if quick else FULL, plugins or DEFAULT_PLUGINS, sections or SECTIONS))
     print_bench(result)
     if json_path is not None:
         Path(json_path).write_text(json.dumps(result, indent=2), encoding="utf-8")

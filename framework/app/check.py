@@ -2,8 +2,10 @@
 whether the venue and the driver keep it — the thing to run on a test network before going live.
 
 With the venue's smallest order on one symbol: load markets, open long with a stop-loss, see the venue list
-the position and the stop, move the stop, set a take-profit, re-send the entry's client order id, close
-reduce-only, see the account flat, ask for a close with no position.  Each step is a :class:`Row`
+the position and the stop, move the stop, set a take-profit, place a reduce-only stop order with an id of the
+check's and send that id again (the venue must refuse it), close reduce-only, see the account flat, ask for a
+close with no position.  Nothing trades that the lifecycle does not name: the one entry and its close.
+Each step is a :class:`Row`
 (``pass`` / ``fail`` / ``not supported``) with its evidence.  Whatever happens — a failed step, an error,
 Ctrl-C half-way — :func:`cleanup` then cancels every trigger the check placed and closes what it opened,
 and says whether the account is flat on the symbol again.
@@ -24,7 +26,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from framework.driver import Driver
-from framework.errors import FrameworkError, PositionGone
+from framework.errors import DuplicateOrderId, FrameworkError, PositionGone
 from framework.models import (
     DriverConfig,
     MarketLimits,
@@ -264,10 +266,8 @@ class Check:
         stop_price = on_tick(mark * (1 - STOP_DISTANCE), limits.price_tick)
         intent = OrderIntent(account=self.config.account, venue=self.driver.venue, symbol=self.symbol, side="long",
                              contracts=size, stop_loss=stop_price, client_order_id=f"fw-k-{secrets.token_hex(6)}")
-        self.intent = intent
         raw = await self.driver.create_entry(intent)
         order = await self._filled(await self.driver.normalize_order(raw, intent))
-        self.entry = order
         if order.filled != size:
             self.record("open with a stop-loss", "fail", f"order {order.id} {order.status}, filled "
                         f"{_fmt(order.filled)} of {_fmt(size)}")
@@ -339,30 +339,55 @@ class Check:
                     f"take-profit at {_fmt(tp_price)} listed" if listed else
                     f"no take-profit at {_fmt(tp_price)} within {self.budget_s:g} s; listed: {self._stops_text(snap)}")
 
-        await self._duplicate(size)
+        await self._duplicate(limits, mark, size)
 
-    async def _duplicate(self, size: Decimal) -> None:
-        """Re-send the entry with its client order id: the answer must be the order that exists; a venue
-        whose ids are unique among open orders only takes it as a new order (the opener never re-sends an
-        entry, it resolves an unknown outcome by client id: then this row is "not supported")."""
+    def _carrying(self, snap: VenueSnapshot, client_order_id: str) -> list[Order]:
+        return [o for o in snap.open_orders if o.client_order_id == client_order_id]
+
+    async def _duplicate(self, limits: MarketLimits, mark: Decimal, size: Decimal) -> None:
+        """The venue's answer to a client order id sent again while its order rests.
+
+        The order is a reduce-only stop of the check's own position (``create_stop_loss_order``), its trigger
+        at the distance of the first stop-loss, beyond the moved one, which fires first: it cannot open or
+        grow a position, and nothing fills while it rests (re-sending the filled entry would open a second
+        one on a venue that keeps ids unique among open orders only, Binance).  The same id again must be
+        refused (:class:`DuplicateOrderId`: Binance -4116, Bybit 110072) with exactly one order of that id
+        listed; the order is then cancelled and none with the id may be left.  A venue that takes the id
+        again fails the row, and both orders are cancelled."""
+        row = "duplicate client order id"
+        client_id = f"fw-k-{secrets.token_hex(6)}"
+        trigger = on_tick(mark * (1 - STOP_DISTANCE), limits.price_tick)
         try:
-            raw = await self.driver.create_entry(self.intent)
-            again = await self._filled(await self.driver.normalize_order(raw, self.intent))
-        except FrameworkError as exc:
-            self.record("duplicate client order id", "fail", f"{type(exc).__name__}: {exc}")
+            first = await self.driver.create_stop_loss_order(self.symbol, "long", size, trigger, client_id)
+            self._placed(first)
+            placed, refused = [first], True
+            try:
+                again = await self.driver.create_stop_loss_order(self.symbol, "long", size, trigger, client_id)
+            except DuplicateOrderId as exc:
+                answer = f"the same id again refused: {exc}"
+            else:
+                self._placed(again)
+                refused = False
+                if again.order_id == first.order_id:  # not the venue's answer: the driver resolved it
+                    answer = f"the same id again not refused: answered with order {again.order_id} itself"
+                else:
+                    placed.append(again)
+                    answer = f"the same id again taken as a second order {again.order_id}"
+            _, snap = await self.until(lambda s: len(self._carrying(s, client_id)) >= len(placed))
+            carrying = [o.id for o in self._carrying(snap, client_id)]
+            for stop in placed:
+                await self.driver.cancel_stop_loss(stop)
+                self.placed = [p for p in self.placed if p.order_id != stop.order_id]
+            gone, snap = await self.until(lambda s: not self._carrying(s, client_id))
+        except FrameworkError as exc:  # whatever rests is cancelled by the cleanup
+            self.record(row, "fail", f"{type(exc).__name__}: {exc}")
             return
-        if again.id == self.entry.id:
-            _, snap = await self.until(lambda s: True)
-            position = self._position(snap)
-            grown = position is not None and position.contracts != size
-            self.record("duplicate client order id", "fail" if grown else "pass",
-                        f"answered with the existing order {again.id}; position "
-                        f"{_fmt(position.contracts) if position else 'not listed'}")
-            return
-        found = await self.driver.fetch_order(self.symbol, client_order_id=self.intent.client_order_id)
-        self.record("duplicate client order id", "not supported",
-                    f"the venue took it as a new order {again.id} (ids unique among open orders only); by client "
-                    f"id it now names order {found.id}; the opener never re-sends an entry")
+        left = [o.id for o in self._carrying(snap, client_id)]
+        ok = refused and carrying == [first.order_id] and gone
+        self.record(row, "pass" if ok else "fail",
+                    f"reduce-only stop order {first.order_id} ({client_id}) at {_fmt(trigger)}; {answer}; listed "
+                    f"with the id: {', '.join(carrying) or 'none'}; {len(placed)} cancelled, "
+                    f"{'none left' if gone else 'still listed: ' + ', '.join(left)}")
 
     async def _close(self, size: Decimal) -> None:
         snap = await self.snapshot()

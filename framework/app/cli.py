@@ -71,15 +71,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.faults:
         _faults(args.faults)  # fail fast, before anything starts
     if args.accounts is not None:
-        from framework.accounts import run_accounts_main
+        from framework.app.accounts import run_accounts_main
 
-        unsupported = [flag for flag, given in (("--signals", args.signals), ("--http", args.http is not None),
-                                                ("--metrics-port", args.metrics_port is not None),
+        unsupported = [flag for flag, given in (("--metrics-port", args.metrics_port is not None),
                                                 ("--plugins", args.plugins)) if given]
         if unsupported:
-            raise ConfigError(f"--accounts runs the listed accounts' positions (adopt, protect, trail, take over); "
+            raise ConfigError(f"--accounts runs the listed accounts (positions, signals from --signals or --http); "
                               f"not with {', '.join(unsupported)} yet")
-        return run_accounts_main(args.accounts, args.duration, args.speed)
+        return run_accounts_main(args.accounts, args.duration, args.speed, args.signals, args.follow, args.http)
     settings = load_settings()
     from framework.app.logs import secrets_of
     from framework.plugins import installed_plugins
@@ -408,9 +407,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from framework.app.bench import run_bench
+    from framework.app.bench import SECTIONS, run_bench
 
-    return run_bench(quick=args.quick, json_path=args.json, plugins=_split(args.plugins))
+    unknown = sorted(set(_split(args.only) or ()) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"--only: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    return run_bench(quick=args.quick, json_path=args.json, plugins=_split(args.plugins), sections=_split(args.only))
 
 
 # --- wiring ------------------------------------------------------------------------------------------
@@ -498,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller sample sizes (CI)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--plugins", help="comma-separated driver plugins (default: binance,bybit)")
+    p.add_argument("--only", metavar="SECTIONS", help="comma-separated sections to measure (default: all): "
+                                                      "closure, moves, stream, reconcile, scale, memory, cold_start")
     p.set_defaults(func=cmd_bench)
 
     from framework.app.soak import DEFAULT_FAULTS

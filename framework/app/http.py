@@ -29,8 +29,8 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -42,6 +42,8 @@ from framework.session import PositionInfo, SignalRejected
 
 if TYPE_CHECKING:
     from framework.app.run import Run
+    from framework.settings import Settings
+    from framework.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +100,29 @@ def _fields(exc: ValidationError) -> list[dict[str, str]]:
             for e in exc.errors(include_url=False)]
 
 
-class Api:
-    """The routes over a running :class:`~framework.app.run.Run` (its session, store and monitor)."""
+class SignalTarget(Protocol):
+    """What the API acts on: a :class:`~framework.session.Session` (one account per venue), or the sessions
+    of an accounts file (``framework.app.accounts.Accounts``: signals routed by venue and account label)."""
 
-    def __init__(self, run: Run, token: str) -> None:
-        self.run = run
-        self.session = run.session
+    @property
+    def store(self) -> Store | None: ...
+
+    async def submit(self, sig: Signal) -> PositionInfo | None: ...
+
+    async def close(self, venue: str, symbol: str) -> bool: ...
+
+    def positions(self) -> list[PositionInfo]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+class Api:
+    """The routes over what a run acts on (``session``: a :class:`SignalTarget`); ``on_failed`` records a
+    refused or failed signal (the run's monitor)."""
+
+    def __init__(self, session: SignalTarget, token: str, on_failed: Callable[[Signal, Exception], object]) -> None:
+        self.session = session
+        self.on_failed = on_failed
         self._token = token.encode()
 
     @web.middleware
@@ -162,7 +181,7 @@ class Api:
         return web.json_response({"id": request_signal.id, "state": "done", "duplicate": False, **result}, status=201)
 
     async def _failed(self, signal_id: str, sig: Signal, exc: FrameworkError, state: str, status: int) -> web.Response:
-        self.run.monitor.signal_failed(sig, exc)
+        self.on_failed(sig, exc)
         assert self.session.store is not None
         await self.session.store.finish_signal(signal_id, state, {"error": str(exc), "type": type(exc).__name__})
         return _problem(status, str(exc), id=signal_id, state=state, type=type(exc).__name__)
@@ -245,10 +264,21 @@ async def serve(run: Run, port: int) -> AsyncIterator[str]:
     """
     settings = run.session.settings
     assert settings is not None
+    async with serve_target(run.session, run.monitor.signal_failed, settings, port) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serve_target(target: SignalTarget, on_failed: Callable[[Signal, Exception], object], settings: Settings,
+                       port: int) -> AsyncIterator[str]:
+    """Serve the API over ``target`` on ``settings.http_host:port`` (0: any free port); yields the base URL.
+
+    :raises ConfigError: ``FRAMEWORK_HTTP_TOKEN`` is not set, or the address cannot be bound.
+    """
     if settings.http_token is None or not settings.http_token.get_secret_value():
         raise ConfigError("the HTTP API needs FRAMEWORK_HTTP_TOKEN (a bearer token) to be set")
-    async with serve_app(Api(run, settings.http_token.get_secret_value()).app(), settings.http_host, port,
-                         "the HTTP API") as url:
+    async with serve_app(Api(target, settings.http_token.get_secret_value(), on_failed).app(), settings.http_host,
+                         port, "the HTTP API") as url:
         yield url
 
 

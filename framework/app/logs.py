@@ -12,7 +12,6 @@ websockets debug line shows an authentication frame with the API key in it).
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -20,6 +19,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 from pythonjsonlogger.json import JsonFormatter
+
+from framework.alerts import url_secrets
 
 __all__ = ["CONTEXT_FIELDS", "ContextFilter", "Redactor", "configure_logging", "secrets_of"]
 
@@ -88,12 +89,7 @@ def secrets_of(settings: Any, plugins: Iterable[str] = ()) -> list[str]:
         if isinstance(value, SecretStr):
             found.append(value.get_secret_value())
     for url in settings.alert_url_list():
-        found.append(url)
-        parts = urlsplit(url)
-        # tokens sit in the host part (tgram://BOT_TOKEN/chat, user:password@) or the path (json://host/TOKEN);
-        # a dotted name or address is a host, not a token
-        pieces = re.split(r"[:@]", parts.netloc) + parts.path.split("/")
-        found += [p for p in pieces if len(p) >= 8 and "." not in p]
+        found += url_secrets(url)
     if settings.database_url:
         password = urlsplit(settings.database_url).password
         if password:

@@ -34,8 +34,8 @@ metric                                             what
 ``framework_reconciliation_duration_seconds``      duration of a pass (``elapsed_ms`` of its report)
 ``framework_reconciliation_actions_total``         ``{venue,action}``: closed, adopted, reprotected, resolved
 ``framework_alerts_total{level}``                  alerts raised
-``framework_alert_deliveries_total{result}``       alert messages sent, failed, dropped, suppressed (with
-                                                   ``FRAMEWORK_ALERT_URLS`` set)
+``framework_alert_deliveries_total{result}``       alert messages sent, failed, dropped, suppressed, abandoned
+                                                   (unsent at a stop) (with ``FRAMEWORK_ALERT_URLS`` set)
 ``framework_signals_total{result}``                signals accepted, rejected (limits, one-way) or failed
 ``framework_lease_owner{venue,account}``           1 while this instance holds the account's lease, 0 standby
 ``framework_lease_takeovers_total{venue,account}`` accounts this instance took over from another (or itself
@@ -131,7 +131,7 @@ class _StateCollector(Collector):
             for (venue, task), n in sorted(counts.items()):
                 restarts.add_metric([venue, task], n)
         if session.alerts is not None:
-            for result in ("sent", "failed", "dropped", "suppressed"):
+            for result in ("sent", "failed", "dropped", "suppressed", "abandoned"):
                 deliveries.add_metric([result], session.alerts.counters[result])
         for result in ("accepted", "rejected", "failed"):
             signals.add_metric([result], session.signals[result])

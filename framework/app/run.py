@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -37,8 +38,8 @@ from framework.models import Alert, OrderIntent, PositionEvent, Signal, StopEven
 from framework.session import PositionAlreadyOpen, Session, current_mark, intent_from_signal, quote_currency
 from framework.settings import Settings
 
-__all__ = ["Run", "RunMonitor", "RunOptions", "closure_latencies", "current_mark", "intent_from_signal",
-           "looped", "parse_signal", "read_signals", "run_main"]
+__all__ = ["Run", "RunMonitor", "RunOptions", "closure_latencies", "current_mark", "feed", "intent_from_signal",
+           "looped", "parse_signal", "read_signals", "run_main", "signal_source"]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,38 @@ async def follow_signals(path: Path) -> AsyncIterator[Scheduled]:
                 yield _parsed(line, f"{path}:{number}")
 
 
+def signal_source(signals: Path | None, *, follow: bool = False, live: bool = False,
+                  demo: bool = True) -> tuple[AsyncIterator[Scheduled] | None, bool]:
+    """Where a run's signals come from, and whether they loop: ``--signals -`` (stdin as lines arrive),
+    ``--signals FILE --follow`` (tail it), ``--signals FILE`` once when ``live``, else looped; no file: the
+    packaged demo, looped (``demo``, emulated venues only), else nothing.
+
+    :raises ConfigError: a bad signal file (before anything connects).
+    """
+    if signals is not None and str(signals) == "-":
+        return stdin_signals(), False
+    if signals is not None and follow:
+        return follow_signals(signals), False
+    if live or (signals is None and not demo):
+        # never the demo, never a loop on a real account
+        return (_from_list((s.at_ms / 1000, s) for s in read_signals(signals)) if signals else None), False
+    return _from_list(looped(read_signals(signals))), True
+
+
+async def feed(source: AsyncIterator[Scheduled], act: Callable[[Signal], Awaitable[object]],
+               bad_line: Callable[[ConfigError], None], started: float) -> None:
+    """Carry out ``source``'s signals, each at its time (``at_ms`` after ``started``, a ``time.monotonic()``
+    value), one after the other; a bad line goes to ``bad_line`` and the feed goes on."""
+    async for at_s, item in source:
+        if isinstance(item, ConfigError):
+            bad_line(item)
+            continue
+        delay = at_s - (time.monotonic() - started)
+        if delay > 0:
+            await asyncio.sleep(delay)  # the signal's schedule, not a synchronisation
+        await act(item)
+
+
 # --- what happened: the monitor plugin feeds the view and the report -----------------------------------
 
 
@@ -335,16 +368,10 @@ class Run:
         return bool(self.session.live_venues)
 
     def _signal_source(self) -> AsyncIterator[Scheduled] | None:
-        signals = self.options.signals
-        if signals is not None and str(signals) == "-":
-            return stdin_signals()
-        if signals is not None and self.options.follow:
-            return follow_signals(signals)
-        if self.live or (signals is None and self.options.http_port is not None):
-            # never the demo, never a loop on a real account; the HTTP API replaces the demo
-            return _from_list((s.at_ms / 1000, s) for s in read_signals(signals)) if signals else None
-        self.looping = True
-        return _from_list(looped(read_signals(signals)))
+        # the HTTP API replaces the demo
+        source, self.looping = signal_source(self.options.signals, follow=self.options.follow, live=self.live,
+                                             demo=self.options.http_port is None)
+        return source
 
     def banner(self) -> list[str]:
         """One line per venue: LIVE (account, testnet/mainnet, endpoint) or emulated (speed)."""
@@ -424,14 +451,8 @@ class Run:
 
     async def _feed(self, source: AsyncIterator[Scheduled]) -> None:
         assert self.engine is not None
-        async for at_s, item in source:
-            if isinstance(item, ConfigError):
-                self.monitor.signal_failed(None, item)
-                continue
-            delay = at_s - (time.monotonic() - self.started)
-            if delay > 0:
-                await asyncio.sleep(delay)  # the signal's schedule, not a synchronisation
-            await self.act(item, quiet_if_open=self.looping)
+        await feed(source, functools.partial(self.act, quiet_if_open=self.looping),
+                   functools.partial(self.monitor.signal_failed, None), self.started)
 
     async def act(self, sig: Signal, quiet_if_open: bool = False) -> bool:
         """Carry out ``sig``; a refusal or failure is recorded as a failed signal.

@@ -113,11 +113,12 @@ def _changed(state: _SymbolState) -> asyncio.Event:
 
 
 def _removes_stop(position: BookPosition, update: OrderUpdate) -> bool:
-    """Whether ``update`` reports the position's resting stop gone unfilled (cancelled or expired): its own
+    """Whether ``update`` reports the position's resting stop gone unfilled (cancelled, expired, or rejected
+    when it triggered: Binance ALGO_UPDATE ``REJECTED``, docs/conformance.md B27): its own
     order, or, for a stop attached to the position (Bybit), the venue's own stop-loss order on the closing
     side (docs/conformance.md Y1: the system order that carries an attached stop)."""
     stop, order = position.stop, update.order
-    if stop is None or order.status not in ("canceled", "expired") or order.filled != 0:
+    if stop is None or order.status not in ("canceled", "expired", "rejected") or order.filled != 0:
         return False
     if stop.order_id is not None:
         return order.id == stop.order_id

@@ -11,7 +11,7 @@ import pluggy
 from framework.driver import Driver
 from framework.engine.book import BookPosition, PositionBook
 from framework.engine.broadcast import alert, client_order_id
-from framework.errors import OrderNotFound, PositionGone, RateLimited, VenueError
+from framework.errors import OrderNotFound, PositionGone, RateLimited, RequestExpired, VenueError
 from framework.models import OrderIntent, StopLoss, close_side
 from framework.store import Store
 
@@ -61,6 +61,8 @@ async def close_on_venue(
 
     :returns: ``True`` when the position left the book through this call or was already gone; ``False``
         when it is still held after ``attempts`` orders (partly filled each time).
+    :raises RequestExpired: the close was refused as outside its receive window, or not sent (fenced: the
+        lease may have passed on); it did nothing, the position stays in the book, never "gone".
     :raises VenueError: the venue refused the close for another reason, or kept rate-limiting it (the
         position stays in the book, still protected by its stop; a critical alert says so).
     """
@@ -105,7 +107,7 @@ async def _close_once(
         await store.update_order(book.account, book.venue, cid, state="rejected")
         await book.close(symbol, "position_gone", source="error")
         return True
-    except RateLimited:  # refused before matching: not executed
+    except (RateLimited, RequestExpired):  # refused before matching (or never sent: fenced): not executed
         await store.update_order(book.account, book.venue, cid, state="rejected")
         raise
     except VenueError as exc:

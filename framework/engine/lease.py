@@ -4,12 +4,18 @@ A :class:`LeaseKeeper` takes the lease (``framework.store.leases``) or waits for
 renews it every ``ttl_s / 3`` and answers, before every venue action that changes state, whether the
 instance may still act (:meth:`LeaseKeeper.check`).  The answer is local and conservative: the lease is
 taken as valid until ``ttl_s`` after the *send* time of the last successful renewal (the database set its
-expiry later than that), less ``margin_s`` for an action in flight.  A paused process (SIGSTOP, a long
-GC, a frozen VM) finds its monotonic clock past that point when it resumes and does nothing; its database
-writes carry the old epoch and the database refuses them anyway (``0003_leases.sql``).
+expiry later than that), less ``margin_s``: the longest a request signed now can still be accepted by the
+venue (its receive window plus the clock skew allowed).  A paused process (SIGSTOP, a long GC, a frozen VM)
+finds its monotonic clock past that point when it resumes and does nothing; its database writes carry the
+old epoch and the database refuses them anyway (``0003_leases.sql``).
 
-:class:`GuardedDriver` is the driver the engine's parts act through: every state-changing call checks the
-lease first.  Reads (snapshots, streams, order lookups) stay allowed: a standby may look.
+Two checks use it.  :class:`GuardedDriver` is the driver the engine's parts act through: every
+state-changing call checks the lease first (reads — snapshots, streams, order lookups — stay allowed: a
+standby may look).  And the keeper is the driver's :class:`~framework.driverkit.RequestFence`
+(``DriverConfig.fence``): its transport signs with a receive window of :attr:`LeaseKeeper.recv_window_ms`
+and calls :meth:`LeaseKeeper.admit` after signing each request that can change the account, so a request
+that was checked, then paused, is refused by the venue before another instance can hold the lease
+(docs/scaling.md, "Fencing a request in flight").
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from framework.driver import Driver
-from framework.errors import LeaseLost
+from framework.errors import LeaseLost, RequestFenced
 from framework.store import Store
 from framework.store import leases as rows
 
@@ -32,11 +38,15 @@ log = logging.getLogger(__name__)
 
 #: Driver methods that change state on the venue: each checks the lease first.
 ACTING_METHODS = frozenset({"create_entry", "set_stop_loss", "set_take_profit", "move_stop_loss",
-                            "set_trailing_stop", "cancel_stop_loss", "close_position"})
+                            "set_trailing_stop", "cancel_stop_loss", "create_stop_loss_order", "close_position"})
 #: Driver methods that only read, connect or describe: allowed without the lease (a standby looks).
 READING_METHODS = frozenset({"connect", "disconnect", "normalize_order", "verify_position", "fetch_order",
                              "fetch_snapshot", "run_stream", "watch_mark_prices", "make_decoder", "venue_harness",
                              "supports", "native_trailing_fits", "paused_for_ms", "rate_limit_pause", "market_limits"})
+
+
+#: the smallest receive window a lease may leave (a request must reach the venue within it)
+MIN_RECV_WINDOW_MS = 500
 
 
 def instance_id() -> str:
@@ -50,20 +60,31 @@ class LeaseKeeper:
 
     :param store: the shared database; on acquisition its writes for the account carry the new epoch.
     :param ttl_s: lease length; renewed every ``ttl_s / 3``; a standby tries every ``poll_s``.
-    :param margin_s: no venue action starts later than this before the lease's local end (default ``ttl_s / 5``).
+    :param margin_s: the longest a signed request may stay acceptable to the venue: nothing is signed and sent
+        later than this before the lease's local end (default ``ttl_s * 2 / 5``: 2 s of a 5 s lease, 4 s of
+        the default 10 s; renewals every ``ttl_s / 3`` keep at least ``ttl_s * 2 / 3`` of it ahead).
+    :param skew_s: how far the clock the driver signs with may be ahead of the venue's (default 1 s: the
+        most either venue accepts, "timestamp < server time + 1000 ms"); the receive window is what is left
+        of ``margin_s``.
     :ivar state: ``standby`` (another instance holds it, or not tried yet), ``owner`` or ``lost``.
     :ivar takeovers: acquisitions after the first (this instance took the account over).
+    :raises ValueError: ``ttl_s`` not above 0, or ``margin_s - skew_s`` below :data:`MIN_RECV_WINDOW_MS`.
     """
 
     def __init__(self, store: Store, venue: str, account: str, owner: str, ttl_s: float = 10.0, *,
-                 poll_s: float | None = None, margin_s: float | None = None,
+                 poll_s: float | None = None, margin_s: float | None = None, skew_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be above 0")
         self.store, self.venue, self.account, self.owner = store, venue, account, owner
         self.ttl_s = ttl_s
         self.poll_s = poll_s if poll_s is not None else ttl_s / 10
-        self.margin_s = margin_s if margin_s is not None else ttl_s / 5
+        self.margin_s = margin_s if margin_s is not None else ttl_s * 2 / 5
+        self.skew_s = skew_s
+        if self.recv_window_ms < MIN_RECV_WINDOW_MS:
+            raise ValueError(f"a {ttl_s} s lease leaves a receive window of {self.recv_window_ms} ms (margin "
+                             f"{self.margin_s} s less {skew_s} s of clock skew); at least {MIN_RECV_WINDOW_MS} ms "
+                             "needed: use a longer lease")
         self.clock = clock
         self.state = "standby"
         self.epoch: int | None = None
@@ -82,8 +103,26 @@ class LeaseKeeper:
     def check(self) -> None:
         """:raises LeaseLost: this instance may not act on the account now."""
         if not self.holds():
-            why = self.lost_reason or ("standby" if self.state == "standby" else "lease not renewed in time")
-            raise LeaseLost(f"not the owner of account {self.account!r}: {why}", venue=self.venue)
+            raise LeaseLost(f"not the owner of account {self.account!r}: {self._why()}", venue=self.venue)
+
+    def _why(self) -> str:
+        return self.lost_reason or ("standby" if self.state == "standby" else "lease not renewed in time")
+
+    @property
+    def recv_window_ms(self) -> int:
+        """The receive window the driver signs with: ``margin_s`` less ``skew_s``, in ms."""
+        return int((self.margin_s - self.skew_s) * 1000)
+
+    def admit(self) -> None:
+        """The transport's check, after a request that can change the account was signed and before it is sent
+        (:func:`framework.driverkit.fence_requests`): the venue accepts it until at most ``recv_window_ms`` +
+        ``skew_s`` after now, which must not reach beyond the lease's local end.
+
+        :raises RequestFenced: it could; nothing is sent.
+        """
+        if not self.holds():
+            raise RequestFenced(f"request not sent: it could outlive the lease of account {self.account!r} "
+                                f"({self._why()})", venue=self.venue)
 
     async def try_acquire(self) -> bool:
         """One attempt to take the lease.  :returns: whether this instance is the owner now."""

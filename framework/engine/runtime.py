@@ -129,6 +129,9 @@ class Engine:
             self.owner = owner or instance_id()
             self.leases = {name: LeaseKeeper(store, name, configs[name].account, self.owner, lease_s)
                            for name in drivers}
+            # each driver's transport fences its signed requests by the lease (framework.driverkit.fence_requests)
+            self.configs = {name: config.model_copy(update={"fence": self.leases.get(name)})
+                            for name, config in configs.items()}
         self.takeovers: Counter[str] = Counter()  # by venue: accounts this instance took over as a standby
         self.takeover_ms: dict[str, int] = {}  # by venue: the last takeover's reconcile time
         self._holders: dict[str, asyncio.Task[None]] = {}

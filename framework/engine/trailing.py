@@ -9,7 +9,8 @@ without a stop, docs/incidents.md I-5), is rate-limited, and never happens for a
 holds.  ``WouldTriggerImmediately`` → the old stop still rests; a reduce-only close through the one close
 path only when a fresh venue snapshot's mark is through the refused stop and near the price the trail
 followed; ``PositionGone`` → ``book.close``.  A mark tick more than ``mark_jump_band_pct`` from the last
-accepted one is held and alerted until ``mark_confirm_ticks`` ticks in a row confirm the new level.
+accepted one (for the same position) is held and alerted until ``mark_confirm_ticks`` ticks in a row
+confirm the new level.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class _MarkGate:
     """The last accepted mark price of a symbol and the ticks held since it jumped out of the band."""
 
     accepted: Decimal
+    owner: tuple[str | None, int] | None  # the position it guards: a later position starts a new reference
     held: list[Decimal] = field(default_factory=list)
 
 
@@ -149,9 +151,12 @@ class TrailingManager:
     async def _accept(self, tick: MarkPrice) -> bool:
         """Whether to act on ``tick``: within ``mark_jump_band_pct`` of the last accepted price, or the
         ``mark_confirm_ticks``-th tick in a row at a new level (one absurd tick never moves a stop)."""
+        position = self.book.get(tick.symbol)
+        owner = None if position is None else (position.intent_id, position.opened_at)
         gate = self._marks.get(tick.symbol)
-        if gate is None:
-            self._marks[tick.symbol] = _MarkGate(tick.price)
+        if gate is None or gate.owner != owner:
+            # a position's first tick is its reference: the last one of a closed position says nothing about it
+            self._marks[tick.symbol] = _MarkGate(tick.price, owner)
             return True
         band = self.settings.mark_jump_band_pct / 100
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -57,6 +58,63 @@ WITH closed AS (
     WHERE $13::text IS NOT NULL
 )
 SELECT id FROM touched"""
+
+# A group commit of many :data:`JOURNAL_SQL` rows as ONE set-based statement: the same end state and journal
+# as running JOURNAL_SQL once per row in queue order, for a fraction of the work (one executor start instead
+# of one per row, ~70 µs each on the server).  The rows travel as ONE text parameter, the JSON array of the
+# JOURNAL_SQL argument tuples (asyncpg encodes array parameters element by element through ABC isinstance
+# checks), read as jsonb (parsed once; with json every ->> parses the element again: 1.5 ms per 50 rows).
+# Per (account, venue, symbol), the rows up to and including the batch's first ``close`` apply to the open
+# position (those after it would find none, as one by one); the position ends in the state the last of them
+# leaves: a close sets status / contracts 0 / closed_at / reason / price / pnl, the updates before it their
+# last non-NULL size and prices (COALESCE, as JOURNAL_SQL), updated_at and epoch the last row's.  Each
+# applying row with a journal kind appends its event, in queue order.
+BATCH_SQL = """
+WITH batch AS (
+    SELECT r->>0 AS op, r->>1 AS account, r->>2 AS venue, r->>3 AS symbol, (r->>4)::bigint AS ms, r->>5 AS reason,
+           (r->>6)::numeric AS close_price, (r->>7)::numeric AS pnl, (r->>8)::numeric AS contracts,
+           (r->>9)::numeric AS entry_price, (r->>10)::numeric AS stop_loss, (r->>11)::numeric AS take_profit,
+           r->>12 AS kind, r->13 AS payload, (r->>14)::bigint AS at, (r->>15)::bigint AS epoch, ord
+    FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS b(r, ord)  -- jsonb: parsed once, not per ->>
+), keyed AS (
+    SELECT b.*, min(ord) FILTER (WHERE op = 'close') OVER (PARTITION BY account, venue, symbol) AS close_ord
+    FROM batch b
+), live AS (
+    SELECT k.*, p.id AS position_id FROM keyed k
+    JOIN positions p ON p.account = k.account AND p.venue = k.venue AND p.symbol = k.symbol AND p.status = 'open'
+    WHERE k.close_ord IS NULL OR k.ord <= k.close_ord
+), final AS (
+    SELECT position_id, account, venue, symbol, bool_or(op = 'close') AS closed,
+           (array_agg(ms ORDER BY ord DESC))[1] AS ms, (array_agg(epoch ORDER BY ord DESC))[1] AS epoch,
+           (array_agg(contracts ORDER BY ord DESC) FILTER (WHERE contracts IS NOT NULL))[1] AS contracts,
+           (array_agg(entry_price ORDER BY ord DESC) FILTER (WHERE entry_price IS NOT NULL))[1] AS entry_price,
+           (array_agg(stop_loss ORDER BY ord DESC) FILTER (WHERE stop_loss IS NOT NULL))[1] AS stop_loss,
+           (array_agg(take_profit ORDER BY ord DESC) FILTER (WHERE take_profit IS NOT NULL))[1] AS take_profit,
+           (array_agg(reason ORDER BY ord DESC) FILTER (WHERE op = 'close'))[1] AS reason,
+           (array_agg(close_price ORDER BY ord DESC) FILTER (WHERE op = 'close'))[1] AS close_price,
+           (array_agg(pnl ORDER BY ord DESC) FILTER (WHERE op = 'close'))[1] AS pnl
+    FROM live GROUP BY position_id, account, venue, symbol
+), moved AS (
+    UPDATE positions p SET
+        status = CASE WHEN f.closed THEN 'closed' ELSE p.status END,
+        contracts = CASE WHEN f.closed THEN 0 ELSE COALESCE(f.contracts, p.contracts) END,
+        entry_price = COALESCE(f.entry_price, p.entry_price), stop_loss = COALESCE(f.stop_loss, p.stop_loss),
+        take_profit = COALESCE(f.take_profit, p.take_profit), updated_at = f.ms,
+        closed_at = CASE WHEN f.closed THEN f.ms ELSE p.closed_at END,
+        close_reason = CASE WHEN f.closed THEN f.reason ELSE p.close_reason END,
+        close_price = CASE WHEN f.closed THEN f.close_price ELSE p.close_price END,
+        realized_pnl = CASE WHEN f.closed THEN f.pnl ELSE p.realized_pnl END, epoch = f.epoch
+    FROM final f WHERE p.id = f.position_id
+), gone AS (
+    UPDATE stops s SET status = 'gone', ended_at = f.ms, epoch = f.epoch FROM final f
+    WHERE f.closed AND s.account = f.account AND s.venue = f.venue AND s.symbol = f.symbol
+      AND s.status = 'resting' AND s.position_id = f.position_id
+), journal AS (
+    INSERT INTO events (account, venue, symbol, position_id, kind, payload, at, epoch)
+    SELECT account, venue, symbol, position_id, kind, payload, at, epoch FROM live
+    WHERE kind IS NOT NULL ORDER BY ord
+)
+SELECT count(*) FROM live"""
 
 #: a stream-driven journal row for :meth:`Store.write_rows`: the arguments of :data:`JOURNAL_SQL` (made by
 #: :meth:`Store.close_row` / :meth:`Store.update_row`)
@@ -312,16 +370,17 @@ class Store:
 
     async def write_rows(self, rows: Sequence[JournalRow]) -> None:
         """Write stream-driven journal rows (:meth:`close_row`, :meth:`update_row`) as one group commit, in
-        order: one pipelined ``executemany`` of :data:`JOURNAL_SQL`, atomic (a batch is committed whole or
-        not at all, so a replay after a failure never writes a row twice); one round trip.
+        order: one statement (:data:`JOURNAL_SQL` for one row, :data:`BATCH_SQL` for more), atomic (a batch is
+        committed whole or not at all, so a replay after a failure never writes a row twice); one round trip.
 
         :raises OSError | asyncpg.PostgresError | asyncpg.InterfaceError: nothing of the batch was written.
         """
+        batch = json.dumps(rows, default=str) if len(rows) > 1 else None  # Decimal -> "1.5": exact
         async with self.hot() as conn:
-            if len(rows) == 1:
+            if batch is None:
                 await conn.execute(JOURNAL_SQL, *rows[0])
             else:
-                await conn.executemany(JOURNAL_SQL, rows)
+                await conn.execute(BATCH_SQL, batch)
 
     async def open_positions(self, account: str | None = None, venue: str | None = None) -> list[PositionRow]:
         """Open positions, optionally for one account / venue."""

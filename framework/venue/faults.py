@@ -1,8 +1,8 @@
 """Fault knobs of the simulated venue, their parser, and the stream shaper both façades share.
 
-The venue itself only reads :attr:`Faults.reject_next_orders` and the ``market_fill_*`` knobs; every other
-knob is applied by the wire façades (REST lag, HTTP errors, timeouts) or by :class:`FrameShaper`
-(private-stream frames).
+The venue itself only reads :attr:`Faults.reject_next_orders`, ``reject_triggered_stops``,
+``accept_duplicate_client_ids`` and the ``market_fill_*`` knobs; every other knob is applied by the wire
+façades (REST lag, HTTP errors, timeouts) or by :class:`FrameShaper` (private-stream frames).
 """
 
 from __future__ import annotations
@@ -84,6 +84,16 @@ class Faults(BaseModel):
     market_fill_ratio: float = Field(
         default=1.0, ge=0, le=1,
         description="share of a client's market order the book can fill; the rest expires (price protection)",
+    )
+    reject_triggered_stops: int = Field(
+        default=0, ge=0,
+        description="the next N reduce-only conditional orders (stops, trails) to trigger are denied by the matching "
+        "engine when they trigger (Binance ALGO_UPDATE REJECTED): the order is gone, nothing fills",
+    )
+    accept_duplicate_client_ids: bool = Field(
+        default=False,
+        description="an order whose client order id an open order already carries is accepted as a second order "
+        "(no -4116 / 110072): a venue that does not keep client order ids unique",
     )
     rate_limits: bool = Field(
         default=False,

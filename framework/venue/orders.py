@@ -298,7 +298,8 @@ class Orders(Ledger):
             raise VenueReject(
                 "invalid_order", f"order type {type!r} not supported; use one of {sorted(ORDER_TYPES)}"
             )
-        if client_order_id is not None and client_order_id in self._client_ids[account] and (
+        duplicate_refused = not self.faults.accept_duplicate_client_ids
+        if duplicate_refused and client_order_id is not None and client_order_id in self._client_ids[account] and (
             self.client_id_scope == "all"
             or any(o.is_open and o.account == account and o.client_order_id == client_order_id
                    for o in self._orders.values())

@@ -104,6 +104,11 @@ class Triggers(Orders):
             order.status = "expired"  # nothing (left) to reduce
             self._outbox.append(OrderEvent(dataclasses.replace(order), ts))
             return
+        if reducing and self.faults.reject_triggered_stops > 0:
+            self.faults.reject_triggered_stops -= 1
+            order.status = "rejected"  # denied at trigger, e.g. a margin or reduce-only check (B27)
+            self._outbox.append(OrderEvent(dataclasses.replace(order), ts))
+            return
         amount = position.contracts if order.close_position else order.amount
         assert amount is not None
         if reducing:

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from framework.accounts import AccountsFile, load_accounts, run_accounts
+from framework.app.accounts import AccountsFile, load_accounts, run_accounts
 from framework.errors import ConfigError
 from framework.settings import Settings
 
@@ -79,13 +79,99 @@ async def test_instances_given_one_accounts_file_split_its_accounts_and_others_d
     assert first["binance/a"]["binance"]["account"] == "emulated-a"
 
 
+async def test_signals_go_to_the_account_their_venue_and_label_name(database_url, tmp_path):
+    """``--accounts`` with ``--signals``: each signal to its account (by venue and label; without a label,
+    the venue's only account); an ambiguous or unknown account is a failed signal, the feed goes on."""
+    import json
+    import time
+
+    import asyncpg
+
+    base = Settings(DATABASE_URL=database_url)
+    config = AccountsFile.model_validate({"lease_s": 5, "accounts": [
+        {"venue": "binance", "label": "a"}, {"venue": "binance", "label": "b"}, {"venue": "bybit", "label": "c"}]})
+    opening = {"symbol": "XRP/USDT:USDT", "action": "open", "side": "short", "contracts": "20",
+               "stop_loss_pct": "5"}
+    signals = [{"venue": "binance", **opening},  # two binance accounts: which one?
+               {"venue": "binance", "account": "zz", **opening},  # not in the file
+               {"venue": "binance", "account": "a", **opening},
+               {"venue": "bybit", **opening, "side": "long"},  # the only bybit account: c
+               {"venue": "binance", "account": "a", "symbol": "XRP/USDT:USDT", "action": "close"}]
+    path = tmp_path / "signals.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in signals))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(run_accounts(config, base=base, ready=ready, stop=stop, speed=10, signals=path))
+    await asyncio.wait_for(ready.wait(), 120)
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the feed is sequential: when a's row is closed and c's open, every signal was handled
+            rows = {(r["account"], r["venue"], r["side"], r["status"]) for r in await conn.fetch(
+                "SELECT account, venue, side, status FROM positions")}
+            if rows == {("emulated-a", "binance", "short", "closed"), ("emulated-c", "bybit", "long", "open")}:
+                break
+            assert time.monotonic() < deadline and not run.done(), rows
+            await asyncio.sleep(0.1)  # another task's writes: polled
+    finally:
+        await conn.close()
+    stop.set()
+    result = await asyncio.wait_for(run, 120)
+    assert result["signals"]["accepted"] == 3
+    failed = [(f["signal"]["account"], f["type"], f["error"]) for f in result["signals"]["failed"]]
+    assert [(account, kind) for account, kind, _ in failed] == [(None, "SignalRejected"), ("zz", "SignalRejected")]
+    assert "name one of ['binance/a', 'binance/b']" in failed[0][2] and "no account 'zz'" in failed[1][2]
+    assert {name: venues[name.split("/")[0]]["open"] for name, venues in result.items() if name != "signals"} == \
+        {"binance/a": 0, "binance/b": 0, "bybit/c": 1}
+
+
+async def test_the_http_api_of_an_accounts_run_routes_signals_by_account(database_url):
+    """``--accounts`` with ``--http``: a signal posted for ``binance`` account ``b`` opens there, one without
+    an account where the venue has two is refused (409); positions, close and health span the accounts."""
+    import aiohttp
+
+    token = "test-token-1234"
+    auth = {"Authorization": f"Bearer {token}"}
+    base = Settings(DATABASE_URL=database_url, FRAMEWORK_HTTP_TOKEN=token)
+    config = AccountsFile.model_validate({"lease_s": 5, "accounts": [{"venue": "binance", "label": "a"},
+                                                                      {"venue": "binance", "label": "b"}]})
+    urls: list[str] = []
+    stop, ready = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(run_accounts(config, base=base, ready=ready, stop=stop, speed=10, http_port=0,
+                                           serving=urls.append))
+    await asyncio.wait_for(ready.wait(), 120)
+    [url] = urls
+    opening = {"venue": "binance", "symbol": "XRP/USDT:USDT", "action": "open", "side": "short",
+               "contracts": "20", "stop_loss_pct": "5"}
+    async with aiohttp.ClientSession(headers=auth) as client:
+        async with client.post(f"{url}/v1/signals", json={**opening, "id": "s1"}) as response:
+            assert response.status == 409, await response.text()
+            assert "name one of ['binance/a', 'binance/b']" in (await response.json())["error"]
+        async with client.post(f"{url}/v1/signals", json={**opening, "account": "b", "id": "s2"}) as response:
+            assert response.status == 201, await response.text()
+        async with client.get(f"{url}/v1/positions") as response:
+            assert [(p["account"], p["side"]) for p in await response.json()] == [("emulated-b", "short")]
+        async with client.get(f"{url}/v1/health") as response:
+            accounts = (await response.json())["accounts"]
+            assert {name: venues["binance"]["open"] for name, venues in accounts.items()} == \
+                {"binance/a": 0, "binance/b": 1}
+        async with client.post(f"{url}/v1/positions/binance/XRP/USDT:USDT/close") as response:
+            assert response.status == 200 and (await response.json())["closed"], await response.text()
+        async with client.get(f"{url}/v1/positions") as response:
+            assert await response.json() == []
+    stop.set()
+    result = await asyncio.wait_for(run, 120)
+    assert result["signals"]["accepted"] == 0 and len(result["signals"]["failed"]) == 1  # HTTP: the refusal
+
+
 def test_framework_run_accounts_refuses_a_bad_file_and_options_it_does_not_take(tmp_path, capsys):
     from framework.app.cli import main
 
     path = tmp_path / "accounts.toml"
     path.write_text("[[accounts]]\nvenue = 'binance'\nlabel = 'a'\n")
-    assert main(["run", "--accounts", str(path), "--signals", str(path)]) == 2
-    assert "not with --signals" in capsys.readouterr().err
+    assert main(["run", "--accounts", str(path), "--metrics-port", "0"]) == 2
+    assert "not with --metrics-port" in capsys.readouterr().err
+    assert main(["run", "--accounts", str(path), "--signals", str(path)]) == 2  # not a signal file
+    assert "accounts.toml:1: invalid signal" in capsys.readouterr().err  # before anything connects
     path.write_text("[[accounts]]\nvenue = 'binance'\n")
     assert main(["run", "--accounts", str(path)]) == 2
     assert "accounts.0.label: Field required" in capsys.readouterr().err

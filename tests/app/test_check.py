@@ -18,27 +18,11 @@ from framework.app.check import GUARANTEES
 from framework.cassette import REDACTED, SECRET_FIELDS, read_cassette
 from framework.driver import Driver
 from framework.plugins import load_plugins
+from tests.app.processes import BOUND_S, read_until, start_venue, stop
 
 # Sentinels: if any of these reaches a cassette, a secret leaked.
 KEY, SECRET = "SENTINELKEY" + "k" * 9, "SENTINELSECRET" + "s" * 18
-# An upper bound a healthy check never comes near (a subprocess connecting beside a loaded suite).
-BOUND_S = 150
 VENUES = ("binance", "bybit")
-
-
-async def start_venue(name: str, *args: str) -> tuple[asyncio.subprocess.Process, dict]:
-    """``framework venue NAME`` in its own process; its first stdout line (URLs)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.app.cli", "venue", name, "--speed", "10", "--api-key", KEY,
-        "--api-secret", SECRET, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    return process, json.loads(await asyncio.wait_for(process.stdout.readline(), BOUND_S))
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 20)
 
 
 def check_env(name: str, rest_url: str, ws_url: str) -> dict[str, str]:
@@ -67,29 +51,79 @@ def statuses(result: dict) -> dict[str, str]:
     return {row["guarantee"]: row["status"] for row in result["rows"]}
 
 
+def venue_harness(name: str, **options):
+    """The emulated venue in this process (its ground truth), for a check run in another process."""
+    return Driver(load_plugins([name]), name).venue_harness({"api_key": KEY, "api_secret": SECRET, "speed": 10,
+                                                            **options})
+
+
+def urls(harness) -> dict[str, str]:
+    return {"rest_url": harness.config.rest_url, "ws_url": harness.config.ws_url}
+
+
+def check_trades(venue, client_id: str) -> tuple[set[str], list]:
+    """What the venue filled during the check (ids of the orders filled), and every submission of the
+    duplicate row's client order id, accepted or refused."""
+    return {f.order_id for f in venue.truth.fills}, [r for r in venue.truth.orders if r.client_order_id == client_id]
+
+
+def duplicate_id(evidence: str) -> str:
+    return evidence.split("(", 1)[1].split(")", 1)[0]
+
+
 @pytest.mark.parametrize("name", VENUES)
-async def test_check_passes_every_guarantee_against_a_venue_process(name, tmp_path):
-    process, info = await start_venue(name)
-    try:
-        code, result, output = await framework_check(name, info, tmp_path)
-    finally:
-        await stop(process)
-    assert code == 0, output
-    expected = dict.fromkeys(GUARANTEES, "pass")
-    if name == "binance":  # ids unique among open orders only (docs/conformance.md B9): a filled id is free
-        expected["duplicate client order id"] = "not supported"
-    expected["cleanup: account left flat, own orders cancelled"] = "pass"
-    assert statuses(result) == expected, result
-    rows = {row["guarantee"]: row["evidence"] for row in result["rows"]}
-    assert "PositionGone" in rows["no-position answer"]
-    assert "min 0.1 contracts" in rows["markets loaded"]
-    for guarantee in GUARANTEES:  # the table names every guarantee with its result
-        assert guarantee in output
+async def test_check_passes_every_guarantee_and_trades_only_its_entry_and_close(name, tmp_path):
+    async with venue_harness(name) as harness:
+        code, result, output = await framework_check(name, urls(harness), tmp_path)
+        venue = harness.venue
+        assert code == 0, output
+        expected = dict.fromkeys(GUARANTEES, "pass")
+        expected["cleanup: account left flat, own orders cancelled"] = "pass"
+        assert statuses(result) == expected, result
+        rows = {row["guarantee"]: row["evidence"] for row in result["rows"]}
+        assert "PositionGone" in rows["no-position answer"]
+        assert "min 0.1 contracts" in rows["markets loaded"]
+        for guarantee in GUARANTEES:  # the table names every guarantee with its result
+            assert guarantee in output
+        duplicate = rows["duplicate client order id"]
+        code_of_refusal = {"binance": "-4116", "bybit": "110072"}[name]  # the venue's answer, named in the table
+        assert "the same id again refused" in duplicate and code_of_refusal in duplicate, duplicate
+        assert "1 cancelled, none left" in duplicate, duplicate
+        # the venue's ground truth: two orders traded (the entry, the close), the duplicate row's id was
+        # accepted once, refused once, and traded nothing; the account is left flat with nothing resting
+        filled, submissions = check_trades(venue, duplicate_id(duplicate))
+        assert len(filled) == 2, venue.truth.fills
+        assert [(r.status, r.reject_reason, r.reduce_only) for r in submissions] == [
+            ("new", None, True), ("rejected", "duplicate_client_order_id", True)]
+        assert not filled & {r.order_id for r in submissions}
+        assert [p for p in venue.positions("default") if p.is_open] == []
+        assert venue.orders("default", open_only=True) == []
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_a_venue_that_accepts_a_duplicate_client_id_fails_that_row_and_cancels_both(name, tmp_path):
+    async with venue_harness(name, faults="accept_duplicate_client_ids=1") as harness:
+        code, result, output = await framework_check(name, urls(harness), tmp_path)
+        venue = harness.venue
+        assert code == 1, output
+        rows = {row["guarantee"]: row for row in result["rows"]}
+        row = rows["duplicate client order id"]
+        assert row["status"] == "fail"
+        assert "the same id again taken as a second order" in row["evidence"], row
+        assert "2 cancelled, none left" in row["evidence"], row
+        assert [r for r in rows.values() if r["status"] != "pass"] == [row]
+        assert result["rows"][-1]["status"] == "pass"
+        filled, submissions = check_trades(venue, duplicate_id(row["evidence"]))
+        assert len(filled) == 2, venue.truth.fills  # still only the entry and the close traded
+        assert [(r.status, r.reduce_only) for r in submissions] == [("new", True), ("new", True)]
+        assert {o.status for o in venue.orders("default", open_only=False) if o.id in
+                {r.order_id for r in submissions}} == {"canceled"}
+        assert venue.orders("default", open_only=True) == []
 
 
 @pytest.mark.parametrize("name", VENUES)
 async def test_a_venue_that_lists_no_stop_fails_that_row_with_evidence(name, tmp_path):
-    process, info = await start_venue(name, "--faults", "list_no_stops=1")
+    process, info = await start_venue(name, KEY, SECRET, "--faults", "list_no_stops=1")
     try:
         code, result, output = await framework_check(name, info, tmp_path, "--budget", "2")
     finally:
@@ -106,25 +140,9 @@ async def test_a_venue_that_lists_no_stop_fails_that_row_with_evidence(name, tmp
     assert cleanup["status"] == "pass", cleanup  # the unlisted stop is cancelled by its id all the same
 
 
-async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
-    seen: list[str] = []
-
-    async def scan() -> str:
-        while True:
-            line = (await stream.readline()).decode()
-            if not line:
-                raise AssertionError(f"{needle!r} never came; got:\n{''.join(seen)}")
-            seen.append(line)
-            if needle in line:
-                return "".join(seen)
-
-    return await asyncio.wait_for(scan(), BOUND_S)
-
-
 @pytest.mark.parametrize("name", VENUES)
 async def test_an_interrupted_check_leaves_the_account_flat_with_no_resting_order(name, tmp_path):
-    harness = Driver(load_plugins([name]), name).venue_harness({"api_key": KEY, "api_secret": SECRET, "speed": 10})
-    async with harness:
+    async with venue_harness(name) as harness:
         config = harness.config
         process = await asyncio.create_subprocess_exec(
             *check_command(name, "--json", str(tmp_path / "check.json")),
@@ -158,7 +176,7 @@ async def test_a_recorded_check_holds_every_exchange_and_no_secret(name, tmp_pat
     """``--record``: REST requests and responses, frames both ways, in order, with timestamps; the sentinel
     key and secret, signatures, listen keys and account ids are gone."""
     cassette = tmp_path / "session.jsonl"
-    process, info = await start_venue(name)
+    process, info = await start_venue(name, KEY, SECRET)
     try:
         code, result, output = await framework_check(name, info, tmp_path, "--record", str(cassette))
         listen_key = None
@@ -265,5 +283,36 @@ async def test_an_unexpected_error_half_way_still_leaves_the_account_flat(name, 
         assert rows["close reduce-only"].status == "not run"
         assert result.cleanup.status == "pass" and not result.passed
         venue = harness.venue
+        assert [p for p in venue.positions("default") if p.is_open] == []
+        assert venue.orders("default", open_only=True) == []
+
+
+@pytest.mark.parametrize("name", VENUES)
+async def test_a_check_interrupted_while_its_duplicate_row_order_rests_cancels_it(name, monkeypatch):
+    """Ctrl-C after the venue took the duplicate row's stop order but before its answer came back: the check
+    never learnt the order's id, and the cleanup still finds and cancels it (in process, ground truth)."""
+    from framework.app.check import Check
+
+    driver = Driver(load_plugins([name]), name)
+    async with driver.venue_harness({"seed": 0}) as harness:
+        venue, place = harness.venue, driver.create_stop_loss_order
+        placed = asyncio.Event()
+
+        async def answer_never_comes(*args):
+            await place(*args)
+            placed.set()
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(driver, "create_stop_loss_order", answer_never_comes)
+        check = Check(driver, harness.config, harness.symbol, budget_s=5)
+        run = asyncio.create_task(check.run())
+        await asyncio.wait_for(placed.wait(), BOUND_S)
+        [resting] = [o for o in venue.orders("default", open_only=True) if o.reduce_only and not o.close_position
+                     and o.client_order_id and o.client_order_id.startswith("fw-k-")]
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        assert check.result.interrupted and check.result.cleanup.status == "pass", check.result.cleanup
+        assert {o.status for o in venue.orders("default", open_only=False) if o.id == resting.id} == {"canceled"}
         assert [p for p in venue.positions("default") if p.is_open] == []
         assert venue.orders("default", open_only=True) == []

@@ -18,26 +18,18 @@ from pydantic import SecretStr
 from framework.errors import ConfigError
 from framework.models import DriverConfig
 from framework.settings import Settings
+from tests.app.processes import BOUND_S, read_until, start_venue, stop
 
 KEY, SECRET = "k" * 16, "s" * 32
-
-
-async def start_venue(name: str) -> tuple[asyncio.subprocess.Process, dict]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.app.cli", "venue", name, "--speed", "10", "--api-key", KEY,
-        "--api-secret", SECRET, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    return process, json.loads(await asyncio.wait_for(process.stdout.readline(), READ_BOUND_S))
 
 
 @pytest.fixture
 async def venues():
     """``{"binance": info, "bybit": info}``: two emulated venues, each in its own process."""
-    started = [await start_venue(name) for name in ("binance", "bybit")]
+    started = [await start_venue(name, KEY, SECRET) for name in ("binance", "bybit")]
     yield {info["venue"]: info for _, info in started}
     for process, _ in started:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 20)
+        await stop(process)
 
 
 def live_env(database_url: str, venues: dict, **extra: str) -> dict[str, str]:
@@ -66,10 +58,6 @@ def signal_file(tmp_path, *lines: dict) -> str:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return str(path)
 
-
-# An upper bound a healthy run never comes near (a subprocess starting, connecting two venues and a database
-# beside a loaded suite); passing runs never wait for it (docs/testing.md).
-READ_BOUND_S = 150
 
 OPEN = {"symbol": "XRP/USDT:USDT", "action": "open", "side": "long", "contracts": "20", "stop_loss_pct": "2"}
 
@@ -171,22 +159,6 @@ def test_a_third_party_plugin_reads_its_own_variables_and_no_secret_shows(tmp_pa
 # --- streaming signals and what the run leaves ---------------------------------------------------------
 
 
-async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
-    """Read lines until one contains ``needle``; returns everything read."""
-    seen = []
-
-    async def scan() -> str:
-        while True:
-            line = (await stream.readline()).decode()
-            if not line:
-                raise AssertionError(f"{needle!r} never came; got:\n{''.join(seen)}")
-            seen.append(line)
-            if needle in line:
-                return "".join(seen)
-
-    return await asyncio.wait_for(scan(), READ_BOUND_S)
-
-
 async def test_stdin_signals_act_as_they_arrive_and_ctrl_c_reports_what_is_left(venues, database_url, tmp_path):
     report_path = tmp_path / "r.json"
     process = await asyncio.create_subprocess_exec(
@@ -204,7 +176,7 @@ async def test_stdin_signals_act_as_they_arrive_and_ctrl_c_reports_what_is_left(
         await process.stdin.drain()
         await read_until(process.stderr, "opened bybit XRP/USDT:USDT short 20")
         process.send_signal(signal.SIGINT)
-        out, err = await asyncio.wait_for(process.communicate(), READ_BOUND_S)
+        out, err = await asyncio.wait_for(process.communicate(), BOUND_S)
     finally:
         if process.returncode is None:
             process.kill()
@@ -257,7 +229,7 @@ async def test_live_signals_by_http_retried_webhook_and_stdin_each_open_one_prot
             assert {v: (h["mode"], h["open"], h["unprotected"]) for v, h in health.items()} == {
                 "binance": ("live", 1, []), "bybit": ("live", 1, [])}
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.communicate(), READ_BOUND_S)
+        await asyncio.wait_for(process.communicate(), BOUND_S)
     finally:
         if process.returncode is None:
             process.kill()

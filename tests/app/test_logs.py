@@ -14,6 +14,7 @@ import pytest
 
 from framework.app.logs import ContextFilter, Redactor, configure_logging, secrets_of
 from framework.settings import Settings
+from tests.app.processes import start_venue
 from tools.degraded import dead_alert_url
 
 SENTINEL = "SENTINEL"
@@ -58,15 +59,6 @@ def test_secrets_of_the_settings():
     assert record.venue is None and record.event is None  # type: ignore[attr-defined]
 
 
-async def start_venue(name: str) -> tuple[asyncio.subprocess.Process, dict]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framework.app.cli", "venue", name, "--speed", "10", "--api-key", KEY,
-        "--api-secret", SECRET, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    return process, json.loads(await asyncio.wait_for(process.stdout.readline(), BOUND_S))
-
-
 async def dump_database(url: str) -> str:
     """Every row of every table of the public schema, as text."""
     connection = await asyncpg.connect(url)
@@ -84,7 +76,7 @@ async def dump_database(url: str) -> str:
 
 @pytest.mark.parametrize("venues", [("binance", "bybit")])
 async def test_a_sentinel_secret_is_nowhere_in_logs_report_metrics_or_database(database_url, tmp_path, venues):
-    started = [await start_venue(name) for name in venues]
+    started = [await start_venue(name, KEY, SECRET) for name in venues]
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE_", "BYBIT_", "FRAMEWORK_"))}
         env |= {"DATABASE_URL": database_url, "FRAMEWORK_HTTP_TOKEN": TOKEN, "FRAMEWORK_MAX_CONTRACTS": "100",

@@ -5,26 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 from decimal import Decimal
 
 import pytest
 
-BOUND_S = 60.0
-
-
-async def read_until(stream: asyncio.StreamReader, text: str, seen: list[str]) -> None:
-    async def scan() -> None:
-        while True:
-            line = (await stream.readline()).decode()
-            if not line:
-                raise AssertionError(f"{text!r} never appeared; got: {''.join(seen)[-3000:]}")
-            seen.append(line)
-            if text in line:
-                return
-
-    await asyncio.wait_for(scan(), BOUND_S)
+from tests.app.processes import sigterm_after
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
@@ -42,17 +28,7 @@ async def test_sigterm_finishes_the_open_under_way_leaves_it_protected_and_exits
         "--faults", "stream_delay_ms=2000,order_visibility_lag_ms=2000,rest_position_lag_ms=2000",
         env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    seen: list[str] = []
-    try:
-        assert process.stderr is not None
-        await read_until(process.stderr, '"event": "order_submitted"', seen)
-        process.send_signal(signal.SIGTERM)  # while the entry is on its way
-        rest = await asyncio.wait_for(process.communicate(), BOUND_S)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    err = "".join(seen) + rest[1].decode()
+    err = await sigterm_after(process, '"event": "order_submitted"')  # SIGTERM while the entry is on its way
     assert process.returncode == 0, err
     report = json.loads(report_path.read_text())
     assert report["positions"]["opened"] == 1 and report["failed_signals"] == [] and report["errors"] == []

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from framework import Session
-from framework.models import PositionEvent
+from framework.models import PositionEvent, Signal
 from framework.session import PositionAlreadyOpen, SignalRejected
 from framework.settings import Settings
 
@@ -49,7 +49,8 @@ async def test_open_list_events_and_close_through_the_session(database_url, side
 async def test_client_side_limits_refuse_before_the_venue(database_url):
     settings = Settings(DATABASE_URL=database_url, FRAMEWORK_MAX_CONTRACTS="50", FRAMEWORK_MAX_OPEN_POSITIONS="1",
                         FRAMEWORK_MAX_NOTIONAL="1000000")
-    async with Session(["binance"], settings=settings, speed=1) as session:
+    async with Session(["binance"], settings=settings, speed=1, pool_size=4) as session:
+        assert session.store.pool.get_max_size() == 4  # an accounts file's sessions: a small pool each
         emulator = session.harnesses["binance"].emulator
 
         def writes() -> dict[str, int]:
@@ -60,9 +61,16 @@ async def test_client_side_limits_refuse_before_the_venue(database_url):
             await session.open("binance", SYMBOL, "long", 51, stop_loss_pct=1)
         assert writes() == before
         await session.open("binance", SYMBOL, "long", 50, stop_loss_pct=1)
+        after = writes()
         with pytest.raises(SignalRejected, match="max_open_positions is 1"):
             await session.open("binance", "BTC/USDT:USDT", "short", "0.01", stop_loss_pct=1)
         assert [p.symbol for p in session.positions()] == [SYMBOL]
+        # a signal for another account label is not this session's: refused, nothing sent
+        other = Signal(venue="binance", account="other", symbol="BTC/USDT:USDT", side="short", contracts="0.01",
+                       stop_loss_pct="1")
+        with pytest.raises(SignalRejected, match="signal for account 'other'; this session manages 'default'"):
+            await session.submit(other)
+        assert writes() == after
 
 
 async def test_a_session_with_keys_refuses_without_live(database_url):

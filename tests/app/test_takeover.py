@@ -1,9 +1,10 @@
 """Two ``framework run --live`` processes on one account, one PostgreSQL and a ``framework venue`` process
 (issue 19): the owner killed with SIGKILL is taken over by the standby; a SIGSTOP'd owner resumed after its
-lease expired does nothing on the venue.  Ground truth from the venue process (``framework venue --truth``).
+lease expired does nothing on the venue, also when the pause caught a request on its way (the lease's fence on
+the wire).  Ground truth from the venue process (``framework venue --truth``).
 
-A few seeded trials here keep the suite's cost down; ``python tools/takeover.py --trials 20`` runs the
-measured series whose figures are in docs/scaling.md.
+A few seeded trials here keep the suite's cost down; ``python tools/takeover.py --trials 20 --sigstop-trials 20``
+runs the measured series whose figures are in docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 
 import pytest
 
-from tools.takeover import fencing_trial, kill_trial
+from tools.takeover import fencing_trial, kill_trial, sigstop_trial
 
 LEASE_S = 5.0
 # Generous: the < 10 s target (5 s lease) is measured by tools/takeover.py; here a loaded machine must not
@@ -38,6 +39,17 @@ async def test_an_owner_sigstopped_and_resumed_after_the_takeover_does_nothing_o
     assert "lease of account default lost" in trial["a_log"]
     assert "failed signals: 1" in trial["a_log"]  # its close fell due after the resume, and was refused
     assert all(p["protected"] for p in trial["positions"]), trial
+
+
+async def test_an_owner_sigstopped_at_a_random_moment_acts_on_the_venue_no_more_once_resumed(database_url):
+    """The pause may land anywhere, a request between its lease check and the venue included: whatever A had
+    under way is refused on resume (by its transport's fence, its lease check, the database, or the venue as
+    outside its receive window), and nothing of A's is executed after B acquired the lease (venue truth)."""
+    trial = await sigstop_trial("bybit", 6, database_url, LEASE_S)  # seed 6: aimed at an order's submission
+    assert trial["aimed"] and trial["a_requests"] >= 1, trial  # A acted before the stop
+    assert trial["a_late_actions"] == [], trial
+    assert trial["unattributed_orders"] == [], trial  # every order after the stop is A's or B's
+    assert trial["unprotected_at_end"] == [] and trial["duplicate_stops"] == 0, trial
 
 
 async def test_a_restart_after_kill_9_finds_and_adopts_its_own_open_position(database_url, tmp_path):

@@ -92,8 +92,8 @@ def test_hook_is_typed_and_documented(name):
 def test_session_operations_are_the_protocol_methods_and_no_hook_shares_a_name():
     assert set(OPERATIONS) == {
         "create_entry", "normalize_order", "set_stop_loss", "set_take_profit", "set_trailing_stop", "move_stop_loss",
-        "cancel_stop_loss", "close_position", "fetch_order", "fetch_snapshot", "market_limits", "run_stream",
-        "watch_mark_prices", "disconnect",
+        "cancel_stop_loss", "create_stop_loss_order", "close_position", "fetch_order", "fetch_snapshot",
+        "market_limits", "run_stream", "watch_mark_prices", "disconnect",
     }
     assert not set(OPERATIONS) & set(ALL_HOOKS)
 

@@ -168,3 +168,64 @@ async def test_a_closure_is_one_statement_on_the_held_connection(store: Store):
     assert (row.status, row.close_reason, row.close_price) == ("closed", "stop_loss", Decimal("0.48"))
     assert await store.resting_stops("default", "bybit", "XRP/USDT:USDT") == []
     assert [e.kind for e in await store.events(position_id=position_id)] == ["opened", "closed"]
+
+
+async def test_a_group_commit_leaves_what_writing_its_rows_one_by_one_leaves(databases):
+    # issue 17: a batch of stream rows is one set-based statement (BATCH_SQL); per symbol the rows up to the
+    # first close apply, later ones find no open position; updates COALESCE; every applying row is journaled
+    def event(kind: str, symbol: str, contracts: str, **fields) -> PositionEvent:
+        return PositionEvent(event=kind, venue="bybit", symbol=symbol, side="long", contracts=Decimal(contracts),
+                             timestamp=1_700_000_000_100, **fields)
+
+    stores = [await databases.store(), await databases.store()]
+    try:
+        for store in stores:
+            for symbol in ("A/USDT:USDT", "B/USDT:USDT", "C/USDT:USDT"):
+                await store.open_position(opened(symbol))
+                await store.record_stop("default", StopLoss(venue="bybit", symbol=symbol, side="long",
+                                                            trigger_price=Decimal("0.4"), order_id=f"s-{symbol}"))
+        one = stores[0]
+        rows = [
+            one.update_row("default", "bybit", "A/USDT:USDT", event=event("updated", "A/USDT:USDT", "50"),
+                           contracts=Decimal(50), entry_price=Decimal("0.52")),
+            one.update_row("default", "bybit", "B/USDT:USDT", event=event("updated", "B/USDT:USDT", "43"),
+                           stop_loss=Decimal("0.45")),
+            one.close_row(event("closed", "A/USDT:USDT", "0", reason="stop_loss", price=Decimal("0.4"),
+                                realized_pnl=Decimal("-5.6"))),
+            one.update_row("default", "bybit", "A/USDT:USDT", event=event("updated", "A/USDT:USDT", "7"),
+                           contracts=Decimal(7)),  # after its close: nothing open to apply to
+            one.update_row("default", "bybit", "B/USDT:USDT", event=event("updated", "B/USDT:USDT", "60"),
+                           contracts=Decimal(60), entry_price=Decimal("0.53")),
+            one.update_row("default", "bybit", "C/USDT:USDT", contracts=Decimal(9)),  # no journal row
+            one.update_row("default", "bybit", "D/USDT:USDT", event=event("updated", "D/USDT:USDT", "1"),
+                           contracts=Decimal(1)),  # never open
+            one.close_row(event("closed", "B/USDT:USDT", "0", reason="manual")),
+            one.update_row("default", "bybit", "C/USDT:USDT", event=event("updated", "C/USDT:USDT", "9"),
+                           take_profit=Decimal("0.7")),
+        ]
+        for row in rows:
+            await stores[0].write_rows([row])
+        await stores[1].write_rows(rows)
+
+        async def state(store: Store) -> tuple:
+            positions = await store.pool.fetch("SELECT * FROM positions ORDER BY id")
+            stops = await store.pool.fetch("SELECT symbol, status, ended_at FROM stops ORDER BY id")
+            events = await store.pool.fetch(  # the rows' own (the set-up's "opened" rows carry the clock)
+                "SELECT symbol, position_id, kind, payload, at FROM events WHERE kind <> 'opened' ORDER BY id")
+            return [dict(r) for r in positions], [dict(r) for r in stops], [dict(r) for r in events]
+
+        one_by_one, batched = await state(stores[0]), await state(stores[1])
+        assert batched == one_by_one
+        positions, stops, events = batched
+        assert [(p["symbol"], p["status"], p["contracts"]) for p in positions] == [
+            ("A/USDT:USDT", "closed", 0), ("B/USDT:USDT", "closed", 0), ("C/USDT:USDT", "open", 9)]
+        assert (positions[0]["entry_price"], positions[0]["close_reason"], positions[0]["realized_pnl"]) == (
+            Decimal("0.52"), "stop_loss", Decimal("-5.6"))
+        assert (positions[1]["stop_loss"], positions[1]["entry_price"]) == (Decimal("0.45"), Decimal("0.53"))
+        assert positions[2]["take_profit"] == Decimal("0.7")
+        assert [s["status"] for s in stops] == ["gone", "gone", "resting"]
+        assert [(e["symbol"][0], e["kind"]) for e in events] == [
+            ("A", "updated"), ("B", "updated"), ("A", "closed"), ("B", "updated"), ("B", "closed"), ("C", "updated")]
+    finally:
+        for store in stores:
+            await store.close()

@@ -110,3 +110,39 @@ async def test_a_listener_may_close_another_position_when_the_stream_closes_one(
     assert await book.writes.wait_drained(BOUND_S)
     rows = await store.pool.fetch("SELECT symbol, status FROM positions ORDER BY symbol")
     assert [(r["symbol"], r["status"]) for r in rows] == [(other, "closed"), (SYMBOL, "closed")]
+
+
+async def test_a_row_after_a_pause_is_written_at_once_and_a_burst_gathers_into_one_commit():
+    # issue 17: at most one group commit per commit_interval_s while rows keep coming (each commit costs the
+    # process a socket round trip whatever its size); the first row after a pause (a lone closure) waits for none
+    from framework.engine.persistence import WriteBehind
+
+    loop = asyncio.get_running_loop()
+    batches: list[tuple[float, list[str]]] = []
+    written = asyncio.Event()
+
+    async def write_rows(rows):
+        batches.append((loop.time(), [row[0] for row in rows]))
+        written.set()
+
+    async def announce(persisted: bool) -> None: ...
+
+    interval = 0.3  # long beside a loop turn even on a loaded machine
+    writes = WriteBehind(new_plugin_manager(), "v", write_rows=write_rows, commit_interval_s=interval)
+    queued = loop.time()
+    await writes.journal("first", ("r1",), announce, wait=False)
+    async with asyncio.timeout(BOUND_S):
+        await written.wait()
+    assert batches == [(batches[0][0], ["r1"])] and batches[0][0] - queued < interval  # not held back
+    for name in ("r2", "r3", "r4"):  # a burst right behind it
+        await writes.journal(name, (name,), announce, wait=False)
+    assert await writes.wait_drained(BOUND_S)
+    assert [rows for _, rows in batches] == [["r1"], ["r2", "r3", "r4"]]
+    assert batches[1][0] - batches[0][0] >= interval * 0.9  # the loop's timer may fire a hair early
+    await asyncio.sleep(2 * interval)  # the scenario, not a wait for something: the stream goes quiet
+    written.clear()
+    queued = loop.time()
+    await writes.journal("after a pause", ("r5",), announce, wait=False)
+    async with asyncio.timeout(BOUND_S):
+        await written.wait()
+    assert batches[-1][1] == ["r5"] and batches[-1][0] - queued < interval

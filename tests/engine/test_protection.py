@@ -180,6 +180,31 @@ async def test_reconciling_a_protected_bybit_position_cancels_nothing_and_the_st
         assert env.venue.truth.unprotected_ms(symbol=env.symbol)["max"] == 0
 
 
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_the_venue_rejects_when_it_triggers_is_followed_by_a_close_at_market(store, side):
+    """Binance's algo service can deny a conditional order when it triggers (ALGO_UPDATE ``REJECTED``, "such as
+    in scenarios of margin check failures"; docs/conformance.md B27): the position is then past its stop with
+    no stop. The book takes the rejection as the stop's removal; re-protecting at the intended price would
+    trigger at once, so the position is closed at market, not left naked until a reconciliation pass."""
+    async with venue_env("binance", store) as env:
+        await env.start()
+        intent = env.intent(side)
+        await env.engine.open(intent)
+        await env.settled()
+        passes = len(env.recorder.seen["on_reconciled"])
+        env.venue.faults.reject_triggered_stops = 1
+        through = intent.stop_loss * (Decimal("0.99") if side == "long" else Decimal("1.01"))
+        env.venue.set_mark_price(env.symbol, through.quantize(Decimal("0.0001")))
+        await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+        assert env.venue.faults.reject_triggered_stops == 0  # the stop did trigger and was rejected
+        assert not env.venue.position("default", env.symbol).is_open
+        assert len(env.recorder.seen["on_reconciled"]) == passes, "closed from the stream, not by a pass"
+        [fill] = [f for f in env.venue.truth.fills if f.client_order_id and f.client_order_id.startswith("fw-c-")]
+        assert fill.side == close_side(side)
+        assert env.venue.truth.wrong_side_orders() == []
+        assert any("removed on the venue" in a.message for a in env.recorder.seen["on_alert"])
+
+
 class StopRefusedOnce(SessionWrapper):
     """The venue (its gateway) answers 503 to the first stop placed through this wrapper."""
 

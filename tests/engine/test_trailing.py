@@ -109,6 +109,20 @@ async def test_a_trailing_position_whose_stop_never_moved_closes_as_stop_loss(en
     assert env.recorder.closed()[0].reason == "stop_loss"
 
 
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_new_position_takes_its_first_tick_as_reference_not_the_closed_one_s_last(env, side):
+    intent, trailing, mark = await opened(env, side)
+    await trailing.on_mark_price(env.symbol, mark)
+    assert await env.engine.close(env.venue_name, env.symbol) is True
+    level = favourable(side, mark, "8")  # beyond the 5 % band from the closed position's last tick
+    env.venue.set_mark_price(env.symbol, level)
+    await env.engine.open(env.intent(side, trailing=TrailingSpec(callback_rate=Decimal("1"))))
+    await trailing.on_mark_price(env.symbol, level)
+    assert trailing.held_ticks[env.symbol] == 0  # not held as a jump: nothing was accepted for this position
+    assert not any("held until confirmed" in a.message for a in env.recorder.seen["on_alert"])
+    assert trailing.gate_price(env.symbol) == level and env.venue.is_protected("default", env.symbol)
+
+
 class SnapshotFails(SessionWrapper):
     """The fresh snapshot a refused move asks for cannot be had (a 503, a timeout)."""
 

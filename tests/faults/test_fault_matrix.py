@@ -52,6 +52,7 @@ SINGLE: dict[str, tuple[dict[str, Any], dict[str, int]]] = {
     "market_fill_parts": ({"market_fill_parts": 3}, {}),
     "market_fill_ratio": ({"market_fill_ratio": 0.5}, {}),
     "rate_limits": ({"rate_limits": True}, {}),
+    "reject_triggered_stops": ({}, {"reject_triggered_stops": 1}),  # B27: a stop denied when it triggers
 }
 PAIRS: dict[str, tuple[str, str]] = {
     "lag_x_drop_closing": ("rest_position_lag_ms", "drop_closing_frames"),  # I-1 + I-4
@@ -66,6 +67,9 @@ CASES = {**{name: (name,) for name in SINGLE}, **PAIRS}
 OUTSIDE_THE_MATRIX = {
     "list_no_stops": "a venue that lists no stop it holds: framework check's row fails "
                      "(tests/app/test_check.py::test_a_venue_that_lists_no_stop_fails_that_row_with_evidence)",
+    "accept_duplicate_client_ids": "a venue that takes a second order with a client order id already resting: "
+                                   "framework check's duplicate row fails (tests/app/test_check.py::"
+                                   "test_a_venue_that_accepts_a_duplicate_client_id_fails_that_row_and_cancels_both)",
     "http_error_path": "narrows http_error_next (in the matrix) to one path: a test's one-shot fault "
                        "(plugins/binance/tests/test_binance_driver.py::test_http_errors_on_order_creation)",
 }

@@ -1175,6 +1175,6 @@ class BinanceEmulator(WireEmulator):
                 "ap": _s(order.average), "aq": _s(order.filled), "act": "0", "tp": _s(order.trigger_price),
                 "p": "0", "V": "NONE", "wt": "MARK_PRICE", "pm": "NONE", "cp": order.close_position, "pP": False,
                 "R": order.reduce_only, "tt": 0, "gtd": 0,
-                "rm": "Reduce Only reject" if status == "EXPIRED" else "",
+                "rm": "Reduce Only reject" if status in ("EXPIRED", "REJECTED") else "",  # the doc example's reason
             },
         })

@@ -98,10 +98,14 @@ async def normalize_order(
 
 async def place_trigger(
     conn: BinanceConnection, symbol: str, side: PositionSide, kind: str, trigger_price: Decimal,
-    contracts: Decimal | None = None,
+    contracts: Decimal | None = None, client_order_id: str | None = None,
 ) -> StopLoss:
     """One ``POST /fapi/v1/algoOrder`` on the mark price, closing side of ``side``: ``closePosition=true``
     when ``contracts`` is ``None``, else reduce-only for ``contracts``.  No position lookup (I-4).
+
+    ``clientAlgoId`` is a new id of the driver's, where a -4116 "clientOrderId is duplicated" answer can
+    only be this order already placed (resolved to it); or the caller's ``client_order_id``, placed exactly
+    once: -4116 is then raised as :class:`DuplicateOrderId` (session operation ``create_stop_loss_order``).
 
     When the stream has reported the symbol flat after every open the driver knows of, nothing is
     placed.  Binance refuses a closePosition stop with no open position (-4509) and a reduce-only one on
@@ -109,6 +113,7 @@ async def place_trigger(
 
     :raises PositionGone: the stream says the position is closed (no venue call made), or the venue
         refused the stop for want of a position (-4509 / -2022).
+    :raises DuplicateOrderId: -4116 for the caller's ``client_order_id``; nothing was placed.
     """
     if conn.known_flat(symbol):
         raise PositionGone("the stream reports the position closed: no stop placed", venue=VENUE, symbol=symbol)
@@ -116,7 +121,8 @@ async def place_trigger(
     trigger_price = Decimal(conn.exchange.price_to_precision(symbol, str(trigger_price)))
     placed_at = now_ms()
     raw = await conn.create_conditional(
-        symbol, close_side(side), kind, trigger_price, amount=contracts, client_order_id=new_client_id(kind[0])
+        symbol, close_side(side), kind, trigger_price, amount=contracts,
+        client_order_id=client_order_id or new_client_id(kind[0]), resolve_duplicate=client_order_id is None,
     )
     if raw.get("id") is None:
         raise OrderIncomplete("algo order answered without an algoId", venue=VENUE, symbol=symbol)

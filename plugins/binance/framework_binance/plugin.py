@@ -64,6 +64,12 @@ class BinanceSession(BinanceConnection):
     ) -> StopLoss:
         return await operations.place_trigger(self, symbol, side, "take_profit", trigger_price)
 
+    async def create_stop_loss_order(
+        self, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal, client_order_id: str
+    ) -> StopLoss:
+        return await operations.place_trigger(self, symbol, side, "stop_loss", trigger_price, contracts,
+                                              client_order_id)
+
     def market_limits(self, symbol: str) -> MarketLimits:
         return ccxt_market_limits(self.exchange, symbol, VENUE)
 

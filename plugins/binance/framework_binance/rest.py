@@ -20,9 +20,10 @@ import ccxt
 import ccxt.async_support as ccxt_async
 
 from framework import record_transport
-from framework.driverkit import REFUSED, UNKNOWN, ErrorTable, header_number, stream_flat_since
+from framework.driverkit import EXPIRED, REFUSED, UNKNOWN, ErrorTable, fence_requests, header_number, stream_flat_since
 from framework.driverkit import venue_errors as translate_errors_of
 from framework.errors import (
+    DuplicateOrderId,
     OrderIncomplete,
     OrderNotFound,
     OrderRejected,
@@ -34,7 +35,7 @@ from framework.errors import (
     WouldTriggerImmediately,
 )
 from framework.marksockets import MarkSocketPool
-from framework.models import DriverConfig, Order, Position
+from framework.models import DriverConfig, Order, Position, PositionSide
 from framework.protocols import StreamEvidence
 from framework_binance.decoder import ALGO_STATUS, ORDER_STATUS, unified_symbol
 
@@ -112,6 +113,7 @@ ERRORS = ErrorTable(
         -2022: PositionGone, -4509: PositionGone,  # -4509: a closePosition stop with no position (B7)
         -2011: OrderNotFound, -2013: OrderNotFound,
         -1003: RateLimited,
+        -1021: EXPIRED,  # "Timestamp for this request is outside of the recvWindow": not executed
         # -4116 "clientOrderId is duplicated" is a refusal here; the caller resolves it by client id
         **dict.fromkeys((-1000, -1001, -1006, -1007, -1008), UNKNOWN),
     },
@@ -126,7 +128,8 @@ venue_errors = functools.partial(translate_errors_of, ERRORS)
 def make_exchange(config: DriverConfig) -> BinanceUsdm:
     """A ccxt ``binanceusdm`` client for ``config``: the emulator at ``rest_url``, testnet, or mainnet.
 
-    ``config.options``: ``timeout_ms`` (ccxt request timeout, default 10 000), ``recv_window_ms``.
+    ``config.options``: ``timeout_ms`` (ccxt request timeout, default 10 000), ``recv_window_ms`` (default
+    5 000; under a lease at most the lease's: :func:`framework.driverkit.fence_requests`).
     """
     options = config.options
     exchange = BinanceUsdm({
@@ -148,6 +151,7 @@ def make_exchange(config: DriverConfig) -> BinanceUsdm:
     elif config.testnet:
         exchange.set_sandbox_mode(True)
     record_transport(exchange, VENUE)
+    fence_requests(exchange, config.fence)
     return exchange
 
 
@@ -159,7 +163,7 @@ def new_client_id(kind: str) -> str:
 def _decimal(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
-    return Decimal(str(value))
+    return Decimal(value if type(value) is str else str(value))
 
 
 def to_order(raw: dict[str, Any]) -> Order:
@@ -167,34 +171,40 @@ def to_order(raw: dict[str, Any]) -> Order:
 
     :raises OrderIncomplete: side, amount, filled, status or id missing (never filled in by a guess).
     """
-    close_position = bool((raw.get("info") or {}).get("closePosition"))
+    return _order(raw.get("id"), raw.get("symbol"), raw.get("clientOrderId"), raw.get("side"), raw.get("type"),
+                  raw.get("amount"), raw.get("filled"), raw.get("average"), raw.get("status"), raw.get("reduceOnly"),
+                  bool((raw.get("info") or {}).get("closePosition")), raw.get("triggerPrice"), raw.get("timestamp"))
+
+
+def _order(order_id: Any, symbol: Any, client_order_id: Any, side: Any, kind: Any, amount: Any, filled: Any,
+           average: Any, status: Any, reduce_only: Any, close_position: bool, trigger: Any, timestamp: Any) -> Order:
+    """:class:`Order` from ccxt-unified field values (:func:`to_order`, :func:`order_from_row`).
+
+    :raises OrderIncomplete: as :func:`to_order`.
+    """
     missing = [
         name for name, value in (
-            ("id", raw.get("id")), ("symbol", raw.get("symbol")), ("side", raw.get("side")),
+            ("id", order_id), ("symbol", symbol), ("side", side),
             # a closePosition order carries no quantity: it closes whatever is open when it triggers
-            ("amount", 0 if close_position else raw.get("amount")),
-            ("filled", raw.get("filled")),
-            ("status", raw.get("status")),
+            ("amount", 0 if close_position else amount), ("filled", filled), ("status", status),
         ) if value is None
     ]
-    if raw.get("side") not in (None, "buy", "sell"):
-        missing.append(f"side={raw.get('side')!r}")
-    if raw.get("status") not in (None, "open", *CLOSE_STATUSES):
-        missing.append(f"status={raw.get('status')!r}")
+    if side not in (None, "buy", "sell"):
+        missing.append(f"side={side!r}")
+    if status not in (None, "open", *CLOSE_STATUSES):
+        missing.append(f"status={status!r}")
     if missing:
-        raise OrderIncomplete(
-            f"order lacks {', '.join(missing)}", venue=VENUE, symbol=raw.get("symbol"), order_id=raw.get("id")
-        )
-    amount = _decimal(raw.get("amount")) or Decimal(0)
-    filled = _decimal(raw["filled"]) or Decimal(0)
-    average = _decimal(raw.get("average"))
-    trigger = _decimal(raw.get("triggerPrice"))
+        raise OrderIncomplete(f"order lacks {', '.join(missing)}", venue=VENUE, symbol=symbol, order_id=order_id)
+    size = _decimal(amount) or Decimal(0)
+    done = _decimal(filled) or Decimal(0)
+    price = _decimal(average)
+    trigger_price = _decimal(trigger)
     return Order(
-        venue=VENUE, symbol=raw["symbol"], id=str(raw["id"]), client_order_id=raw.get("clientOrderId"),
-        side=raw["side"], type=str(raw.get("type") or "market"), amount=max(amount, filled), filled=filled,
-        average=average if average and average > 0 else None, status=raw["status"],
-        reduce_only=bool(raw.get("reduceOnly")) or close_position,
-        trigger_price=trigger if trigger and trigger > 0 else None, timestamp=raw.get("timestamp"),
+        venue=VENUE, symbol=symbol, id=str(order_id), client_order_id=client_order_id, side=side,
+        type=str(kind or "market"), amount=max(size, done), filled=done,
+        average=price if price and price > 0 else None, status=status,
+        reduce_only=bool(reduce_only) or close_position,
+        trigger_price=trigger_price if trigger_price and trigger_price > 0 else None, timestamp=timestamp,
     )
 
 
@@ -212,6 +222,11 @@ def _either(row: dict[str, Any], key: str, other: str) -> Any:
     return row.get(other) if value is None else value
 
 
+#: an order's and an algo order's names for the fields :func:`order_from_row` reads (id, status, type,
+#: client id, amount, filled, average, trigger)
+_EITHER = (("orderId", "algoId"), ("status", "algoStatus"), ("type", "orderType"), ("clientOrderId", "clientAlgoId"),
+           ("origQty", "quantity"), ("executedQty", "filledQty"), ("avgPrice", "avgFilledPrice"),
+           ("stopPrice", "triggerPrice"))
 #: where a raw order's creation time is, first found wins (ccxt's order of keys)
 _TIME_KEYS = ("time", "createTime", "workingTime", "transactTime", "updateTime")
 
@@ -230,21 +245,23 @@ def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
         symbol = unified_symbol(market_id, symbols) if market_id else None
     except StreamError as exc:
         raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_either(row, "orderId", "algoId"))) from exc
-    kind = str(_either(row, "type", "orderType") or "").lower()
-    status = _either(row, "status", "algoStatus")
-    order_id = _either(row, "orderId", "algoId")
-    return to_order({
-        "id": None if order_id is None else str(order_id), "symbol": symbol,
-        "clientOrderId": _either(row, "clientOrderId", "clientAlgoId"),
-        "side": str(row["side"]).lower() if row.get("side") else None,
-        "type": UNIFIED_TYPE.get(kind, kind) or None,
-        "status": None if status is None else UNIFIED_STATUS.get(status, status),
-        "amount": _either(row, "origQty", "quantity"), "filled": _either(row, "executedQty", "filledQty") or "0",
-        "average": _either(row, "avgPrice", "avgFilledPrice"),
-        "triggerPrice": _either(row, "stopPrice", "triggerPrice"), "reduceOnly": row.get("reduceOnly"),
-        "timestamp": next((row[key] for key in _TIME_KEYS if row.get(key) is not None), None),
-        "info": {"closePosition": row.get("closePosition")},
-    })
+    get = row.get
+    # each field under its order name, else its algo order name (as _either; one pass, the snapshot's hot path)
+    order_id, status, kind, client_id, amount, filled, average, trigger = [
+        get(other) if (value := get(key)) is None else value for key, other in _EITHER]
+    kind = str(kind or "").lower()
+    side = get("side")
+    timestamp = None
+    for key in _TIME_KEYS:
+        timestamp = get(key)
+        if timestamp is not None:
+            break
+    return _order(
+        None if order_id is None else str(order_id), symbol, client_id, str(side).lower() if side else None,
+        UNIFIED_TYPE.get(kind, kind) or None, amount, filled or "0", average,
+        None if status is None else UNIFIED_STATUS.get(status, status), get("reduceOnly"),
+        bool(get("closePosition")), trigger, timestamp,
+    )
 
 
 def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str]) -> Position | None:
@@ -262,12 +279,9 @@ def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str]
         symbol = unified_symbol(str(row.get("symbol") or ""), symbols)
     except StreamError as exc:
         raise OrderIncomplete(f"open position: {exc.message}", venue=VENUE) from exc
-    side = "long" if notional > 0 else "short" if notional < 0 else None
-    return to_position({
-        "symbol": symbol, "contracts": abs(amount), "side": side,
-        "entryPrice": row.get("entryPrice"), "markPrice": row.get("markPrice"),
-        "unrealizedPnl": row.get("unRealizedProfit"), "info": {"positionAmt": amount},
-    }, account)
+    side: PositionSide = "long" if notional > 0 else "short" if notional < 0 else "long" if amount > 0 else "short"
+    return _position(account, symbol, side, abs(amount), row.get("entryPrice"), row.get("markPrice"),
+                     row.get("unRealizedProfit"))
 
 
 def to_position(raw: dict[str, Any], account: str) -> Position | None:
@@ -281,11 +295,16 @@ def to_position(raw: dict[str, Any], account: str) -> Position | None:
         if amount is None or amount == 0:
             raise OrderIncomplete(f"position of {raw.get('symbol')} has no side", venue=VENUE)
         side = "long" if amount > 0 else "short"
-    mark = _decimal(raw.get("markPrice"))
+    return _position(account, raw["symbol"], side, contracts, raw.get("entryPrice"), raw.get("markPrice"),
+                     raw.get("unrealizedPnl"))
+
+
+def _position(account: str, symbol: str, side: PositionSide, contracts: Decimal, entry: Any, mark: Any,
+              pnl: Any) -> Position:
+    mark_price = _decimal(mark)
     return Position(
-        account=account, venue=VENUE, symbol=raw["symbol"], side=side, contracts=contracts,
-        entry_price=_decimal(raw.get("entryPrice")), mark_price=mark if mark and mark > 0 else None,
-        unrealized_pnl=_decimal(raw.get("unrealizedPnl")),
+        account=account, venue=VENUE, symbol=symbol, side=side, contracts=contracts, entry_price=_decimal(entry),
+        mark_price=mark_price if mark_price and mark_price > 0 else None, unrealized_pnl=_decimal(pnl),
     )
 
 
@@ -380,14 +399,18 @@ class BinanceConnection:
         *,
         amount: Decimal | None = None,
         client_order_id: str,
+        resolve_duplicate: bool = True,
     ) -> dict[str, Any]:
         """``POST /fapi/v1/algoOrder`` STOP_MARKET (``kind='stop_loss'``) or TAKE_PROFIT_MARKET, on the mark
         price; ``amount=None`` → ``closePosition=true``, otherwise reduce-only with that quantity.
+
+        :param resolve_duplicate: a -4116 answer is the order that exists (returned); ``False``: raised.
+        :raises DuplicateOrderId: -4116 and not ``resolve_duplicate``.
         """
         price_key = "takeProfitPrice" if kind == "take_profit" else "triggerPrice"
         params: dict[str, Any] = {price_key: str(trigger_price), "workingType": "MARK_PRICE",
                                   "clientAlgoId": client_order_id}
-        return await self._create_algo(symbol, side, kind, params, amount, client_order_id)
+        return await self._create_algo(symbol, side, kind, params, amount, client_order_id, resolve_duplicate)
 
     async def create_trailing(
         self, symbol: str, side: str, amount: Decimal, callback_rate: Decimal, activation_price: Decimal | None,
@@ -403,7 +426,8 @@ class BinanceConnection:
         return await self._create_algo(symbol, side, "trailing_stop", params, amount, client_order_id)
 
     async def _create_algo(
-        self, symbol: str, side: str, kind: str, params: dict[str, Any], amount: Decimal | None, client_order_id: str
+        self, symbol: str, side: str, kind: str, params: dict[str, Any], amount: Decimal | None, client_order_id: str,
+        resolve_duplicate: bool = True,
     ) -> dict[str, Any]:
         if amount is None:
             params["closePosition"] = True
@@ -417,6 +441,9 @@ class BinanceConnection:
         except OrderRejected as exc:
             if exc.code != DUPLICATE_CLIENT_ID:
                 raise
+            if not resolve_duplicate:
+                raise DuplicateOrderId(exc.message, venue=VENUE, symbol=symbol, order_id=client_order_id,
+                                       code=exc.code) from exc
             return await self._the_order_that_exists(symbol, client_order_id, conditional=True, cause=exc)
 
     async def fetch_raw_order(

@@ -13,6 +13,7 @@ from framework.errors import (
     OutcomeUnknown,
     PositionGone,
     RateLimited,
+    RequestExpired,
     VenueError,
     WouldTriggerImmediately,
 )
@@ -32,6 +33,9 @@ from framework.errors import (
     (502, None, True, OutcomeUnknown),
     (400, -4116, True, OrderRejected),  # the caller resolves a duplicate by its client order id
     (400, -4164, False, VenueError),
+    # outside the recvWindow (a lease's fence refusing a paused request): not executed, never "gone"
+    (400, -1021, True, RequestExpired),
+    (400, -1021, False, VenueError),
 ])
 def test_an_answer_maps_by_code_then_status_and_write(status, code, write, expected):
     error = translate_error(ERRORS, BinanceApiError(status, code, "m"), "act", write=write, symbol="S")

@@ -42,6 +42,7 @@ class BybitSession(BybitConnection):
     create_entry = rest.create_entry
     normalize_order = rest.normalize_order
     cancel_stop_loss = rest.cancel_trigger
+    create_stop_loss_order = rest.create_stop_loss_order
     close_position = rest.close_position
     fetch_order = rest.fetch_order
     fetch_snapshot = rest.fetch_snapshot

@@ -31,8 +31,16 @@ from framework import (
     record_transport,
     translate_error,
 )
-from framework.driverkit import header_number, wait_stream_change
-from framework.errors import OrderIncomplete, OrderNotFound, OrderRejected, OutcomeUnknown, StreamError, VenueError
+from framework.driverkit import EXPIRED, fence_requests, header_number, wait_stream_change
+from framework.errors import (
+    DuplicateOrderId,
+    OrderIncomplete,
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    StreamError,
+    VenueError,
+)
 from framework.marksockets import MarkSocketPool
 from framework.models import (
     DriverConfig,
@@ -195,7 +203,11 @@ class BybitConnection:
 
 
 def make_client(config: DriverConfig) -> BybitClient:
-    """A ccxt bybit client for ``config``: linear markets only, our emulator when ``rest_url`` is set."""
+    """A ccxt bybit client for ``config``: linear markets only, our emulator when ``rest_url`` is set.
+
+    ``config.options``: ``timeout_ms``, ``enable_rate_limit``, ``recv_window_ms`` (``X-BAPI-RECV-WINDOW``,
+    default 5 000; under a lease at most the lease's: :func:`framework.driverkit.fence_requests`).
+    """
     options = config.options
     client = BybitClient(
         {
@@ -217,6 +229,7 @@ def make_client(config: DriverConfig) -> BybitClient:
     elif config.testnet:
         client.set_sandbox_mode(True)
     record_transport(client, VENUE)
+    fence_requests(client, config.fence)
     return client
 
 
@@ -265,7 +278,9 @@ ERRORS = ErrorTable(
         RATE_LIMIT: RateLimited,
         MIN_NOTIONAL: ErrorRule(OrderRejected, note="; below the instrument's minNotionalValue"),
         DUPLICATE_ORDER_LINK_ID: ErrorRule(OutcomeUnknown, note="; an order with this client order id exists"),
-        **dict.fromkeys((TIMESTAMP_ERROR, INVALID_KEY, INVALID_SIGN), VenueError),  # never an order's refusal
+        # outside X-BAPI-RECV-WINDOW: refused, not executed (the lease's fence: docs/scaling.md)
+        TIMESTAMP_ERROR: EXPIRED,
+        **dict.fromkeys((INVALID_KEY, INVALID_SIGN), VenueError),  # never an order's refusal
     },
     by_status={403: RateLimited},  # BybitIpBanned: "403, access too frequent", wait 10 minutes
     by_type=((ccxt.RateLimitExceeded, RateLimited), (ccxt.DDoSProtection, RateLimited),
@@ -576,6 +591,40 @@ async def set_trailing(
     await _trading_stop(conn, symbol, fields)
     first = start - distance if side == "long" else start + distance
     return StopLoss(venue=VENUE, symbol=symbol, side=side, kind="trailing_stop", trigger_price=first)
+
+
+async def create_stop_loss_order(
+    conn: BybitConnection, symbol: str, side: PositionSide, contracts: Decimal, trigger_price: Decimal,
+    client_order_id: str,
+) -> StopLoss:
+    """``POST /v5/order/create``: a conditional Market order of its own on the closing side of ``side``,
+    reduce-only for ``contracts``, triggered by the mark price at ``trigger_price`` (ccxt's ``stopLossPrice``:
+    ``triggerPrice`` with the ``triggerDirection`` of a stop, ``reduceOnly``), ``orderLinkId=client_order_id``.
+    A conditional order "does not occupy the margin" and rests until triggered (bybit docs
+    ``order/create-order.mdx``); Bybit answers only ids.
+
+    :raises DuplicateOrderId: 110072: an order already carries ``client_order_id`` (``orderLinkId`` is
+        "always unique", create-order.mdx; docs/conformance.md Y7); never resolved, nothing placed.
+    :raises PositionGone: 110017, nothing to reduce.
+    """
+    _check_size(conn, symbol, contracts, client_order_id)
+    price = _price(conn, symbol, trigger_price)
+    params = {"stopLossPrice": price, "triggerBy": "MarkPrice", "reduceOnly": True,
+              "clientOrderId": client_order_id, "positionIdx": 0}
+    placed_at = now_ms()
+    conn.rest_calls += 1
+    try:
+        raw = await conn.client.create_order(symbol, "market", close_side(side), str(contracts), None, params)
+    except Exception as exc:
+        if isinstance(exc, BybitApiError) and exc.ret_code == DUPLICATE_ORDER_LINK_ID:
+            raise DuplicateOrderId(f"create stop-loss order: {exc.ret_msg} (retCode {exc.ret_code})", venue=VENUE,
+                                   symbol=symbol, order_id=client_order_id, code=exc.ret_code) from exc
+        raise translate(exc, "create stop-loss order", write=True, symbol=symbol, order_id=client_order_id) from exc
+    if not raw.get("id"):
+        raise OrderIncomplete("conditional order answered without an orderId", venue=VENUE, symbol=symbol,
+                              order_id=client_order_id)
+    return StopLoss(venue=VENUE, symbol=symbol, side=side, kind="stop_loss", trigger_price=Decimal(price),
+                    order_id=str(raw["id"]), contracts=contracts, placed_at=placed_at)
 
 
 async def cancel_trigger(conn: BybitConnection, stop: StopLoss) -> bool:

@@ -12,6 +12,7 @@ from framework.errors import (
     OutcomeUnknown,
     PositionGone,
     RateLimited,
+    RequestExpired,
     VenueError,
     WouldTriggerImmediately,
 )
@@ -30,7 +31,8 @@ from framework.models import now_ms
     (110001, "order not exists or too late to cancel", False, OrderNotFound),
     (110094, "Order notional value below the lower limit", False, OrderRejected),
     (110072, "OrderLinkedID is duplicate", True, OutcomeUnknown),
-    (10002, "invalid request, please check your timestamp", True, VenueError),
+    (10002, "invalid request, please check your timestamp", True, RequestExpired),  # not executed (the fence)
+    (10002, "invalid request, please check your timestamp", False, VenueError),
     (10003, "API key is invalid.", True, VenueError),
     (10004, "error sign!", True, VenueError),
 ])
