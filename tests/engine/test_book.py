@@ -335,3 +335,21 @@ async def test_a_thousand_book_positions_hold_under_0_7_mb():
     from framework.app.bench import memory_per_positions
 
     assert await memory_per_positions(1_000) <= 700_000
+
+
+@pytest.mark.parametrize("other", ["venue", "account"])
+async def test_a_book_never_closes_another_venue_s_or_account_s_db_row(pm, store, recorder, book, other):
+    # One database serves every venue and account: a fresh book closes only its own rows.
+    fresh = PositionBook("binance" if other == "venue" else VENUE, "other" if other == "account" else "default", pm,
+                         store, fill_grace_ms=0)
+    assert await fresh.close(SYMBOL, "reconcile", source="reconcile") is False
+    assert await db_status(store) == ["open"] and recorder.closed() == []
+    assert book.holds(SYMBOL)
+
+
+async def test_a_book_without_a_store_closes_once(pm, recorder):
+    book = PositionBook(VENUE, "default", pm, None, fill_grace_ms=0)
+    await book.add(BookPosition(SYMBOL, "short", Decimal("5"), Decimal("1.1"), Decimal("1.2"), opened_at=1))
+    assert await book.close(SYMBOL, "manual") is True
+    assert await book.close(SYMBOL, "manual") is False  # nothing left: never a success for nothing done
+    assert len(recorder.closed()) == 1
