@@ -11,7 +11,7 @@ import pluggy
 from framework.driver import Driver
 from framework.engine.book import BookPosition, PositionBook
 from framework.engine.broadcast import alert, client_order_id
-from framework.errors import OrderNotFound, PositionGone, RateLimited, RequestExpired, VenueError
+from framework.errors import LeaseLost, OrderNotFound, PositionGone, RateLimited, RequestExpired, VenueError
 from framework.models import OrderIntent, StopLoss, close_side
 from framework.store import Store
 
@@ -36,7 +36,7 @@ async def cancel_quietly(driver: Driver, stop: StopLoss | None) -> None:
         await driver.cancel_stop_loss(stop)
     except (OrderNotFound, PositionGone):
         pass
-    except VenueError as exc:
+    except (VenueError, LeaseLost) as exc:  # not the owner any more: the owner's reconciliation cancels it
         log.warning("%s %s: leftover %s not cancelled: %s", stop.venue, stop.symbol, stop.kind, exc)
 
 

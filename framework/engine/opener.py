@@ -216,8 +216,10 @@ class Opener:
                                 intent.venue, intent.symbol, exc)
                     return None
             waiter: asyncio.Future[Any] = asyncio.ensure_future(self.book.wait_changed(intent.symbol, STREAM_POLL_S))
-            await asyncio.wait({entry, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            try:
+                await asyncio.wait({entry, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()  # also when the open itself is cancelled
         return None
 
     async def _take_profit(

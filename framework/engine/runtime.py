@@ -436,6 +436,7 @@ class Engine:
         watched = WatchedSymbols()
         parts.watched_marks = watched
         watcher = asyncio.create_task(parts.driver.watch_mark_prices(watched, parts.trailing))
+        waiter: asyncio.Future[Any] | None = None
         try:
             while True:
                 parts.book.positions_changed.clear()
@@ -443,10 +444,11 @@ class Engine:
                 waiter = asyncio.ensure_future(parts.book.positions_changed.wait())
                 await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
                 if watcher.done():
-                    waiter.cancel()
                     watcher.result()  # raises what ended it, for the supervisor to restart
                     return
         finally:
-            watcher.cancel()
+            for task in (waiter, watcher):  # a waiter left pending is destroyed pending (and logged) at collection
+                if task is not None:
+                    task.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
