@@ -45,12 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from framework.app.run import DRAIN_TIMEOUT_S, feed, signal_source
 from framework.errors import ConfigError
 from framework.models import Signal
+from framework.session import PositionInfo, Session, SignalRejected
 from framework.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from framework.session import PositionInfo, Session
     from framework.store import Store
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,6 @@ def route(sessions: Mapping[str, Session], sig: Signal) -> Session:
 
     :raises SignalRejected: no such account, or several on that venue and the signal names none.
     """
-    from framework.session import SignalRejected
-
     if sig.account is not None:
         session = sessions.get(f"{sig.venue}/{sig.account}")
         if session is None:
@@ -200,8 +199,6 @@ class Accounts:
         :returns: ``False`` when none does.  :raises SignalRejected: several do (post a close signal that
             names the ``account``).
         """
-        from framework.session import SignalRejected
-
         holding = [name for name, s in self.sessions.items() if name.split("/", 1)[0] == venue
                    and any(p.symbol == symbol for p in s.positions())]
         if len(holding) > 1:
@@ -257,9 +254,6 @@ async def run_accounts(config: AccountsFile, *, base: Settings | None = None, du
         ``{"accepted": n, "failed": [{"signal", "error", "type"}]}`` when signals were given.
     :raises ConfigError: a bad signal file (before anything connects).
     """
-    from framework.app.run import DRAIN_TIMEOUT_S, feed, signal_source
-    from framework.session import Session
-
     base = base or load_settings()
     if config.lease_s is not None:
         base = base.model_copy(update={"lease_s": config.lease_s})

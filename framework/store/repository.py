@@ -29,8 +29,8 @@ def _jsonable(model: Any) -> Any:
     return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
 
 
-# One statement for every stream-driven journal row, so that a batch of any mix is ONE pipelined
-# ``executemany`` (atomic by itself: no BEGIN / COMMIT) and a lone closure one round trip.  By $1:
+# One statement for every stream-driven journal row, so that a lone closure is one round trip (atomic by
+# itself: no BEGIN / COMMIT); a batch of any mix goes as :data:`BATCH_SQL`, the same rows set-based.  By $1:
 # ``close``: close the open position, end its resting stops, journal ``closed``;
 # ``update``: update the open position's size / prices, journal $13 (none when NULL).
 # $2 account, $3 venue, $4 symbol, $5 ms (closed_at, or updated_at), $6 close reason, $7 close price,
