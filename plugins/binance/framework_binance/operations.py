@@ -8,6 +8,7 @@ place a stop for a position the venue reports gone (I-5), REST lag is not absenc
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -298,12 +299,15 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
         open_orders.append(order)
         kind = STOP_KINDS.get(str(row.get("orderType") or row.get("type")))
         side: PositionSide = "long" if order.side == "sell" else "short"
+        # the order's own (validated) fields make the stop: built as they are, but a trailing stop's start
+        # (computed here) is validated
+        build: Callable[..., StopLoss] = StopLoss.trusted
         trigger = order.trigger_price
         if kind == "trailing_stop" and trigger is None:
-            trigger = _trailing_trigger(row, side, marks.get(order.symbol))
+            trigger, build = _trailing_trigger(row, side, marks.get(order.symbol)), StopLoss
         if kind is None or trigger is None:
             continue
-        stops.append(StopLoss(
+        stops.append(build(
             venue=VENUE, symbol=order.symbol, side=side, kind=kind, trigger_price=trigger, order_id=order.id,
             contracts=None if row.get("closePosition") else order.amount, placed_at=taken_at,
         ))
