@@ -24,30 +24,30 @@ STOP = {"venue": "binance", "symbol": SYMBOL, "side": "short", "kind": "stop_los
 
 @pytest.mark.parametrize(("model", "values"), [(Position, POSITION), (Order, ORDER), (StopLoss, STOP)])
 def test_trusted_is_what_the_validating_constructor_gives(model, values):
-    trusted, validated = model.trusted(**values), model(**values)
+    trusted, validated = model.trusted(values), model(**values)
     assert trusted == validated and hash(trusted) == hash(validated)
     assert repr(trusted) == repr(validated) and trusted.model_dump_json() == validated.model_dump_json()
     assert trusted.model_fields_set == validated.model_fields_set == set(values)
 
 
 def test_trusted_fills_defaults_and_calls_each_factory_per_instance():
-    first = StopLoss.trusted(venue="b", symbol=SYMBOL, side="long", trigger_price=Decimal(1))
+    first = StopLoss.trusted({"venue": "b", "symbol": SYMBOL, "side": "long", "trigger_price": Decimal(1)})
     assert (first.kind, first.order_id, first.contracts, first.placed_at > 0) == ("stop_loss", None, None, True)
     assert first.model_fields_set == {"venue", "symbol", "side", "trigger_price"}
-    one, two = VenueSnapshot.trusted(venue="b", positions=[]), VenueSnapshot.trusted(venue="b", positions=[])
+    one, two = VenueSnapshot.trusted({"venue": "b", "positions": []}), VenueSnapshot.trusted({"venue": "b", "positions": []})
     assert one.open_orders == [] and one.open_orders is not two.open_orders
 
 
 def test_trusted_refuses_a_misspelt_or_a_missing_field():
     with pytest.raises(TypeError, match=r"unknown \['trigger'\]"):
-        StopLoss.trusted(**{**STOP, "trigger": Decimal(1)})
+        StopLoss.trusted({**STOP, "trigger": Decimal(1)})
     with pytest.raises(TypeError, match=r"missing \['side'\]"):
-        StopLoss.trusted(**{k: v for k, v in STOP.items() if k != "side"})
+        StopLoss.trusted({k: v for k, v in STOP.items() if k != "side"})
 
 
 def test_a_trusted_model_stays_frozen():
     with pytest.raises(ValidationError):
-        Position.trusted(**POSITION).contracts = Decimal(1)  # type: ignore[misc]
+        Position.trusted(POSITION).contracts = Decimal(1)  # type: ignore[misc]
 
 
 PRICE = TypeAdapter(Price)

@@ -219,7 +219,7 @@ def _order(order_id: Any, symbol: Any, client_order_id: Any, side: Any, kind: An
             and (values["average"] is None or in_range(values["average"]))
             and (values["trigger_price"] is None or in_range(values["trigger_price"]))
             and (timestamp is None or (type(timestamp) is int and 0 <= timestamp < 2**53))):
-        return Order.trusted(**values)
+        return Order.trusted(values)
     return Order(**values)
 
 
@@ -326,7 +326,7 @@ def _position(account: str, symbol: str, side: PositionSide, contracts: Decimal,
     if (type(symbol) is str and side in ("long", "short") and in_range(contracts)
             and entry_price is not None and in_range(entry_price) and (mark_price is None or in_range(mark_price))
             and (unrealized_pnl is None or unrealized_pnl.is_finite())):
-        return Position.trusted(**values)
+        return Position.trusted(values)
     return Position(**values)
 
 
