@@ -323,3 +323,19 @@ async def test_without_a_snapshot_nothing_more_is_sent_after_a_refused_rollback_
     assert position.is_open and (position.side, position.contracts) == (side, intent.contracts)
     assert [(r["contracts"], r["state"]) for r in await rollback_rows(env)] == [(intent.contracts, "unknown")]
     assert len(alerts(env, "critical")) == 1
+
+
+@pytest.mark.parametrize("rest_lag_ms", [0, 30_000])
+@pytest.mark.parametrize("side", SIDES)
+async def test_the_proof_that_asks_for_contracts_to_close_never_also_says_flat(env, side, rest_lag_ms):
+    # The rollback closes whatever the proof says is left and then trusts that close, not the proof's flag; the
+    # proof itself must still not call a venue that holds 43 contracts flat, whether the snapshot shows them or
+    # (REST lagging) only the stream does: any other use of it would report a false flat.
+    await env.start()
+    await env.settled()
+    env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
+    book = env.parts.book
+    assert await book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 43 and u.side == side, 10)
+    env.venue.faults.rest_position_lag_ms = rest_lag_ms
+    proof = await env.parts.opener._proven_flat(env.intent(side), book.last_update(env.symbol).sequence)
+    assert proof == (False, Decimal(43))
