@@ -75,9 +75,16 @@ async def test_rollback_closes_what_the_entry_filled_on_the_closing_side(env, si
         (close_side(side), intent.contracts, True, "closed")]
     rollback_fills = [f for f in env.venue.truth.fills if (f.client_order_id or "").startswith("fw-r-")]
     assert [(f.side, f.amount) for f in rollback_fills] == [(close_side(side), intent.contracts)]
+    [journal] = await env.store.pool.fetch(
+        "SELECT client_order_id, venue_order_id, filled, average FROM orders WHERE venue = $1 AND purpose = 'rollback'",
+        env.venue_name)
+    [fill] = rollback_fills
+    assert journal["client_order_id"] == fill.client_order_id and journal["venue_order_id"]
+    assert (journal["filled"], journal["average"]) == (intent.contracts, fill.price)
     assert env.venue.truth.wrong_side_orders() == []
     assert env.venue.orders("default", env.symbol, open_only=True, conditional=True) == []  # stop cancelled
-    assert len(alerts(env, "warning")) == 1 and alerts(env, "critical") == []
+    [warning] = alerts(env, "warning")
+    assert (warning.venue, warning.symbol) == (env.venue_name, env.symbol) and alerts(env, "critical") == []
     assert not env.parts.book.holds(env.symbol) and env.recorder.opened() == []
 
 
@@ -98,9 +105,16 @@ async def test_a_failed_rollback_close_is_retried_from_the_proof_of_what_remains
 @pytest.mark.parametrize("side", SIDES)
 async def test_a_rollback_that_cannot_show_the_venue_flat_raises_alerts_and_keeps_the_stop(env, side):
     # Every venue call fails and the stream is silent: nothing proves flat, so nothing may claim it.
-    await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, http_error_status=503,
-                                                                  http_error_next=1_000, drop_rate=1.0)),
-                      raises=RollbackFailed)
+    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env, http_error_status=503,
+                                                                      http_error_next=1_000, drop_rate=1.0)),))
+    await env.settled()
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(RollbackFailed) as failed:
+        await env.engine.open(intent)
+    assert (failed.value.venue, failed.value.symbol, failed.value.order_id) == (
+        env.venue_name, env.symbol, intent.client_order_id)
+    assert failed.value.message == "venue not shown flat after rollback"
+    assert isinstance(failed.value.__cause__, OrderIncomplete)
     env.venue.faults.http_error_next = 0
     env.venue.faults.drop_rate = 0.0
     position = env.venue.position("default", env.symbol)
@@ -109,7 +123,11 @@ async def test_a_rollback_that_cannot_show_the_venue_flat_raises_alerts_and_keep
     # no time to place one: the position is open and unprotected, and the critical alert says so.
     assert env.venue.is_protected("default", env.symbol) == env.stop_rests_by_the_fill
     [critical] = alerts(env, "critical")
-    assert (critical.venue, critical.symbol) == (env.venue_name, env.symbol) and "flat" in critical.message
+    assert (critical.venue, critical.symbol) == (env.venue_name, env.symbol)
+    kept = "its stop left resting" if env.stop_rests_by_the_fill else \
+        "no stop rests: the position may be open and unprotected"
+    assert critical.message == (f"rollback could not show the venue flat; {kept}; reconciliation adopts and "
+                                "protects what it finds")
     assert env.venue.truth.wrong_side_orders() == []
     assert [r["state"] for r in await rollback_rows(env)] == ["unknown"] * len(await rollback_rows(env))
 
@@ -339,3 +357,81 @@ async def test_the_proof_that_asks_for_contracts_to_close_never_also_says_flat(e
     env.venue.faults.rest_position_lag_ms = rest_lag_ms
     proof = await env.parts.opener._proven_flat(env.intent(side), book.last_update(env.symbol).sequence)
     assert proof == (False, Decimal(43))
+
+
+class BeforeFirstRollbackClose(SessionWrapper):
+    """``meanwhile(position side, contracts)`` happens on the venue just before the rollback's first close is sent."""
+
+    def __init__(self, meanwhile) -> None:
+        self.meanwhile = meanwhile
+        self.closes = 0
+
+    async def close_position(self, call, symbol, side, contracts, client_order_id):
+        self.closes += 1
+        if self.closes == 1:
+            await self.meanwhile(side, contracts)
+        return await call(symbol, side, contracts, client_order_id)
+
+
+@pytest.mark.parametrize("first_close", ["fills", "finds_nothing"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_with_no_stream_and_no_snapshot_the_first_close_s_own_answer_is_the_proof(env, side, first_close):
+    # The stream is silent from the entry on and no snapshot can be had. A close that filled everything the entry
+    # can have opened proves flat by itself; so does the venue's "nothing to reduce" (the position was closed
+    # elsewhere first: "position gone" means closed). Either way nothing more is sent and the rollback succeeds.
+    async def closed_elsewhere(position_side, contracts):
+        if first_close == "finds_nothing":
+            env.venue.place_order("default", env.symbol, close_side(position_side), amount=contracts)
+
+    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)),
+                                   ("meanwhile", BeforeFirstRollbackClose(closed_elsewhere))))
+    await env.settled()
+    NoSnapshot().wrap(env.driver.session)
+    intent = env.intent(side, contracts="43")
+    env.venue.faults.drop_rate = 1.0
+    with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
+        await env.engine.open(intent)
+    env.venue.faults.drop_rate = 0.0
+    assert not env.venue.position("default", env.symbol).is_open
+    state = "closed" if first_close == "fills" else "rejected"
+    assert [(r["side"], r["contracts"], r["state"]) for r in await rollback_rows(env)] == [
+        (close_side(side), intent.contracts, state)]
+    assert alerts(env, "critical") == []
+
+
+class StopRefused(SessionWrapper):
+    """Every stop placement is refused (a 503 the driver is never asked to send); the venue's order faults end
+    there, with the entry (a stop is placed only once the entry filled)."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    async def set_stop_loss(self, call, *args):
+        self.env.venue.faults.minimal_order_response = False
+        self.env.venue.faults.market_fill_ratio = 1.0
+        raise VenueError("stop refused (test)", venue="test")
+
+
+@pytest.mark.parametrize("entry", ["ack", "partial"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_binance_entry_answered_before_its_fill_or_partly_filled_is_rolled_back_by_its_fill(store, side, entry):
+    # Binance can place no stop before the entry (B7); here the stop after it is refused, so the answered entry is
+    # rolled back. Its answer says 0 filled (the ACK, as accepted before the fill): that is no proof that nothing
+    # filled, so the most the entry can have opened is closed. A partly filled entry (the rest expired) is closed
+    # by what it filled; "expired" does not mean nothing filled.
+    async with venue_env("binance", store) as env:
+        await env.start(extra_plugins=(("stop-refused", StopRefused(env)),))
+        await env.settled()
+        if entry == "ack":
+            env.venue.faults.minimal_order_response = True
+        else:
+            env.venue.faults.market_fill_ratio = 0.5
+        intent = env.intent(side, contracts="43")
+        with pytest.raises(VenueError, match="stop refused"):
+            await env.engine.open(intent)
+        assert not env.venue.position("default", env.symbol).is_open
+        [entry_fill] = [f for f in env.venue.truth.fills if f.client_order_id == intent.client_order_id]
+        closes = [r["contracts"] for r in await rollback_rows(env)]
+        assert closes == [intent.contracts if entry == "ack" else entry_fill.amount]
+        assert entry_fill.amount == (intent.contracts if entry == "ack" else intent.contracts / 2)
+        assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
