@@ -435,3 +435,20 @@ async def test_a_binance_entry_answered_before_its_fill_or_partly_filled_is_roll
         assert closes == [intent.contracts if entry == "ack" else entry_fill.amount]
         assert entry_fill.amount == (intent.contracts if entry == "ack" else intent.contracts / 2)
         assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_rollback_closes_that_keep_filling_half_are_retried_twice_then_the_rollback_gives_up(env, side):
+    # Every close fills only half (the book is thin): the first close, then one close per proof of what is left,
+    # two proofs at most; then the venue is not shown flat: raise, alert, and leave the rest to reconciliation.
+    intent = await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, market_fill_ratio=0.5)),
+                               raises=RollbackFailed)
+    env.venue.faults.market_fill_ratio = 1.0
+    rows = await rollback_rows(env)
+    fills = [f.amount for f in env.venue.truth.fills if (f.client_order_id or "").startswith("fw-r-")]
+    assert len(rows) == len(fills) == 3 and rows[0]["contracts"] == intent.contracts
+    assert [r["contracts"] for r in rows[1:]] == [rows[0]["contracts"] - fills[0],
+                                                  rows[0]["contracts"] - fills[0] - fills[1]]
+    position = env.venue.position("default", env.symbol)
+    assert position.is_open and position.side == side and position.contracts == intent.contracts - sum(fills)
+    assert len(alerts(env, "critical")) == 1
