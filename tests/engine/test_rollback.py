@@ -293,14 +293,16 @@ async def test_a_position_on_the_other_side_is_neither_taken_as_flat_nor_reduced
     assert "flat" in critical.message
 
 
-@pytest.mark.parametrize(("earlier", "first_close"), [(True, "refused"), (True, "lost"), (False, "lost")])
+@pytest.mark.parametrize(("earlier", "first_close", "rest_lag_ms"), [
+    (True, "refused", 0), (True, "lost", 0), (False, "lost", 0), (False, "refused", 30_000), (True, "refused", 30_000)])
 @pytest.mark.parametrize("side", SIDES)
-async def test_with_the_stream_silent_the_snapshot_alone_shows_what_the_rollback_still_closes(
-        env, side, earlier, first_close):
+async def test_with_the_stream_silent_the_rollback_never_takes_an_empty_snapshot_for_flat(
+        env, side, earlier, first_close, rest_lag_ms):
     # The stream delivers nothing from the entry on, so the frame it last gave (an earlier position's flat one,
-    # or none) is older than the rollback: no proof. The snapshot decides: it still shows the entry's contracts
-    # when the first close was refused (they are closed, then success), none when that close executed and only
-    # its answer was lost (success, nothing more sent).
+    # or none) is older than the rollback: no proof. A snapshot that still shows the entry's contracts (the first
+    # close refused) says what to close. One that lists nothing proves nothing (REST lags, I-4: the entry's 43
+    # contracts may still be open, as with the lag here), so what the entry can have opened is closed again,
+    # reduce-only: it closes them, or the venue answers "nothing to reduce" (the lost close had executed).
     await env.start(timeout_ms=2_000)
     await env.settled()
     if earlier:
@@ -308,7 +310,7 @@ async def test_with_the_stream_silent_the_snapshot_alone_shows_what_the_rollback
         assert await env.engine.close(env.venue_name, env.symbol) is True
         assert await env.parts.book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 0, 10)
     session = env.driver.session
-    FailAfterFill(env).wrap(session)
+    FailAfterFill(env, rest_position_lag_ms=rest_lag_ms).wrap(session)
     if first_close == "refused":
         FirstRollbackCloseRefused().wrap(session)
     else:
@@ -318,19 +320,19 @@ async def test_with_the_stream_silent_the_snapshot_alone_shows_what_the_rollback
     with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
         await env.engine.open(intent)
     env.venue.faults.drop_rate = 0.0
+    env.venue.faults.rest_position_lag_ms = 0
     assert not env.venue.position("default", env.symbol).is_open
     rows = await rollback_rows(env)
-    expected = [(close_side(side), intent.contracts, "unknown")]
-    if first_close == "refused":
-        expected.append((close_side(side), intent.contracts, "closed"))
-    assert [(r["side"], r["contracts"], r["state"]) for r in rows] == expected
+    second = "closed" if first_close == "refused" else "rejected"
+    assert [(r["side"], r["contracts"], r["state"]) for r in rows] == [
+        (close_side(side), intent.contracts, "unknown"), (close_side(side), intent.contracts, second)]
     assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
 
 
 @pytest.mark.parametrize("side", SIDES)
 async def test_without_a_snapshot_nothing_more_is_sent_after_a_refused_rollback_close(env, side):
-    # The first close is refused and no snapshot can be had; the stream shows the position still open. Nothing
-    # says how much is left to close on this proof, so no size is guessed: the rollback fails, the position stays.
+    # The first close is refused and no snapshot can be had (the stream shows the position still open): a failed
+    # snapshot is no proof of what is left, so no size is made up: the rollback fails and alerts, the position stays.
     await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)), ("refused", FirstRollbackCloseRefused())))
     await env.settled()
     NoSnapshot().wrap(env.driver.session)
@@ -343,19 +345,22 @@ async def test_without_a_snapshot_nothing_more_is_sent_after_a_refused_rollback_
     assert len(alerts(env, "critical")) == 1
 
 
-@pytest.mark.parametrize("rest_lag_ms", [0, 30_000])
+@pytest.mark.parametrize("witness", ["snapshot", "stream", "neither"])
 @pytest.mark.parametrize("side", SIDES)
-async def test_the_proof_that_asks_for_contracts_to_close_never_also_says_flat(env, side, rest_lag_ms):
+async def test_the_proof_that_asks_for_contracts_to_close_never_also_says_flat(env, side, witness):
     # The rollback closes whatever the proof says is left and then trusts that close, not the proof's flag; the
-    # proof itself must still not call a venue that holds 43 contracts flat, whether the snapshot shows them or
-    # (REST lagging) only the stream does: any other use of it would report a false flat.
+    # proof itself must still not call a venue that holds 43 contracts flat, whether the snapshot shows them,
+    # (REST lagging) only the stream does, or neither does: any other use of it would report a false flat.
     await env.start()
     await env.settled()
-    env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
     book = env.parts.book
-    assert await book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 43 and u.side == side, 10)
-    env.venue.faults.rest_position_lag_ms = rest_lag_ms
-    proof = await env.parts.opener._proven_flat(env.intent(side), book.last_update(env.symbol).sequence)
+    start_seq = book.last_update(env.symbol).sequence if book.last_update(env.symbol) else -1
+    env.venue.faults.drop_rate = 1.0 if witness == "neither" else 0.0
+    env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
+    if witness != "neither":
+        assert await book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 43 and u.side == side, 10)
+    env.venue.faults.rest_position_lag_ms = 0 if witness == "snapshot" else 30_000
+    proof = await env.parts.opener._proven_flat(env.intent(side), start_seq)
     assert proof == (False, Decimal(43))
 
 
