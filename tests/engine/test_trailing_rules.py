@@ -59,19 +59,20 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(store, venue_name: str, side: str, stop: str, activation: str | None = None) -> AsyncIterator[Rig]:
-    """A ``side`` position of 43 contracts on the venue, in the book (account :data:`ACCOUNT`) with its stop
-    at ``stop`` resting, trailed 3 % behind the best price (from ``activation`` on, if given)."""
+async def rig(store, venue_name: str, side: str, stop: str, activation: str | None = None,
+              mark: Decimal = MARK) -> AsyncIterator[Rig]:
+    """A ``side`` position of 43 contracts on the venue at ``mark``, in the book (account :data:`ACCOUNT`) with
+    its stop at ``stop`` resting, trailed 3 % behind the best price (from ``activation`` on, if given)."""
     async with venue_env(venue_name, store) as env:
         await env.driver.connect(env.harness.config)
         try:
-            env.venue.set_mark_price(env.symbol, MARK)
+            env.venue.set_mark_price(env.symbol, mark)
             env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
             book = PositionBook(venue_name, ACCOUNT, env.pm, store, fill_grace_ms=0)
             protector = Protector(book, env.driver, store, env.pm, RULES)
             spec = TrailingSpec(callback_rate=Decimal("3"),
                                 activation_price=Decimal(activation) if activation is not None else None)
-            await book.add(BookPosition(env.symbol, side, Decimal(43), MARK, Decimal(stop), trailing=spec,
+            await book.add(BookPosition(env.symbol, side, Decimal(43), mark, Decimal(stop), trailing=spec,
                                         intent_id="fw-o-00000000trail", opened_at=1))
             assert await protector.protect(env.symbol) is not None
             clock = Clock(10_000)
@@ -123,6 +124,23 @@ async def test_a_move_needs_the_minimum_change_and_interval_both_edges_included(
         assert r.manager.moves[r.env.symbol] == 3 and r.stop == Decimal("0.9991" if long else "1.0094")
         assert resting(r.env) == [("sell" if long else "buy", r.stop)]
         assert r.book.get(r.env.symbol).trailed
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_tick_at_the_edge_of_the_mark_band_is_acted_on_and_one_beyond_it_is_held(store, side):
+    # mark_jump_band_pct 5 of the last accepted price, here 2.00 (not 1: a band taken as 5 % / price differs)
+    long = side == "long"
+    async with rig(store, "binance", side, "1.90" if long else "2.10", mark=Decimal("2.0000")) as r:
+        await r.tick("2.00")  # the position's first tick: its reference; 1.90 → 1.94 (short: 2.10 → 2.06)
+        assert r.manager.moves[r.env.symbol] == 1 and r.stop == Decimal("1.94" if long else "2.06")
+        edge = "2.10" if long else "1.90"  # exactly 5 % from 2.00
+        r.env.venue.set_mark_price(r.env.symbol, Decimal(edge))  # the venue's mark went there too
+        await r.tick(edge, at=11_000)
+        assert r.manager.moves[r.env.symbol] == 2 and r.stop == Decimal("2.037" if long else "1.957")
+        assert r.manager.held_ticks[r.env.symbol] == 0 and r.manager.gate_price(r.env.symbol) == Decimal(edge)
+        await r.tick("2.2051" if long else "1.8049", at=12_000)  # 5.005 % from 2.10 (short: 1.90)
+        assert r.manager.moves[r.env.symbol] == 2 and r.manager.held_ticks[r.env.symbol] == 1
+        assert r.stop == Decimal("2.037" if long else "1.957")
 
 
 @pytest.mark.parametrize("side", SIDES)
