@@ -4,6 +4,8 @@ reports success; when the venue cannot be shown flat it raises and alerts, and t
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from framework.errors import OrderIncomplete, OrderRejected, RateLimited, RollbackFailed, VenueError
@@ -188,3 +190,152 @@ async def test_a_stream_frame_showing_what_a_partial_rollback_close_left_is_no_p
                                                             (close_side(side), intent.contracts / 2)]
     assert rows[-1]["state"] == "closed" and all(r["reduce_only"] for r in rows)
     assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
+
+
+# --- the proof of flat, case by case (issue 11, mutation testing: Opener._proven_flat) -------------------------
+
+
+class FirstRollbackCloseRefused(SessionWrapper):
+    """The first close the rollback sends is refused before it reaches the venue (nothing executes); ``meanwhile``
+    (if given) happens on the venue just before, as another client's trade would."""
+
+    def __init__(self, meanwhile=None) -> None:
+        self.meanwhile = meanwhile
+        self.closes = 0
+
+    async def close_position(self, call, symbol, side, contracts, client_order_id):
+        self.closes += 1
+        if self.closes > 1:
+            return await call(symbol, side, contracts, client_order_id)
+        if self.meanwhile is not None:
+            await self.meanwhile(side, contracts)
+        raise VenueError("close refused (test)", venue="test")
+
+
+class PartialFirstRollbackClose(SessionWrapper):
+    """The first close the rollback sends fills only ``ratio`` of itself (the book took the rest); its answer is
+    returned once the stream shows the ``left`` contracts, so that the proof sees that frame."""
+
+    def __init__(self, env, ratio: float, left: Decimal) -> None:
+        self.env = env
+        self.ratio = ratio
+        self.left = left
+        self.closes = 0
+
+    async def close_position(self, call, symbol, side, contracts, client_order_id):
+        self.closes += 1
+        if self.closes > 1:
+            return await call(symbol, side, contracts, client_order_id)
+        knobs = self.env.venue.faults
+        knobs.market_fill_ratio = self.ratio
+        try:
+            answer = await call(symbol, side, contracts, client_order_id)
+        finally:
+            knobs.market_fill_ratio = 1.0
+        assert await self.env.parts.book.wait_for(symbol, lambda u: u is not None and u.contracts == self.left, 10)
+        return answer
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_one_contract_left_by_a_partial_rollback_close_is_closed_while_rest_positions_lag(env, side):
+    # The first close fills 42 of 43: the stream's frame of 1 contract left is no proof of flat. REST lags and
+    # lists nothing; that is not absence: the stream's frame says what is left, on the entry's side, so the
+    # rollback closes that 1 contract and only then reports success.
+    intent = await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, rest_position_lag_ms=30_000)),
+                               ("partial", PartialFirstRollbackClose(env, ratio=0.977, left=Decimal(1))))
+    env.venue.faults.rest_position_lag_ms = 0
+    assert not env.venue.position("default", env.symbol).is_open
+    rows = await rollback_rows(env)
+    assert [(r["side"], r["contracts"]) for r in rows] == [(close_side(side), intent.contracts),
+                                                            (close_side(side), Decimal(1))]
+    assert rows[-1]["state"] == "closed" and all(r["reduce_only"] for r in rows)
+    assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("rest_lag_ms", [0, 30_000])
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_position_on_the_other_side_is_neither_taken_as_flat_nor_reduced(env, side, rest_lag_ms):
+    # While the first rollback close is refused, another client trades the symbol past flat: the account holds
+    # 10 contracts on the other side. Our entry cannot have opened that; whether the snapshot shows it or (REST
+    # lagging) only the stream does, the rollback sends nothing more, raises, and alerts: a human must look.
+    other = "short" if side == "long" else "long"
+
+    async def flip(position_side, contracts):
+        env.venue.place_order("default", env.symbol, close_side(position_side), amount=contracts + 10)
+        assert await env.parts.book.wait_for(
+            env.symbol, lambda u: u is not None and u.side == other and u.contracts == 10, 10)
+
+    await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, rest_position_lag_ms=rest_lag_ms)),
+                      ("flipped", FirstRollbackCloseRefused(flip)), raises=RollbackFailed)
+    env.venue.faults.rest_position_lag_ms = 0
+    position = env.venue.position("default", env.symbol)
+    assert position.is_open and (position.side, position.contracts) == (other, Decimal(10))
+    assert [(r["side"], r["state"]) for r in await rollback_rows(env)] == [(close_side(side), "unknown")]
+    [critical] = alerts(env, "critical")
+    assert "flat" in critical.message
+
+
+@pytest.mark.parametrize(("earlier", "first_close"), [(True, "refused"), (True, "lost"), (False, "lost")])
+@pytest.mark.parametrize("side", SIDES)
+async def test_with_the_stream_silent_the_snapshot_alone_shows_what_the_rollback_still_closes(
+        env, side, earlier, first_close):
+    # The stream delivers nothing from the entry on, so the frame it last gave (an earlier position's flat one,
+    # or none) is older than the rollback: no proof. The snapshot decides: it still shows the entry's contracts
+    # when the first close was refused (they are closed, then success), none when that close executed and only
+    # its answer was lost (success, nothing more sent).
+    await env.start(timeout_ms=2_000)
+    await env.settled()
+    if earlier:
+        await env.engine.open(env.intent(side))
+        assert await env.engine.close(env.venue_name, env.symbol) is True
+        assert await env.parts.book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 0, 10)
+    session = env.driver.session
+    FailAfterFill(env).wrap(session)
+    if first_close == "refused":
+        FirstRollbackCloseRefused().wrap(session)
+    else:
+        FirstRollbackClose(env, timeout_after_accept_next=1).wrap(session)
+    intent = env.intent(side, contracts="43")
+    env.venue.faults.drop_rate = 1.0  # from the entry on
+    with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
+        await env.engine.open(intent)
+    env.venue.faults.drop_rate = 0.0
+    assert not env.venue.position("default", env.symbol).is_open
+    rows = await rollback_rows(env)
+    expected = [(close_side(side), intent.contracts, "unknown")]
+    if first_close == "refused":
+        expected.append((close_side(side), intent.contracts, "closed"))
+    assert [(r["side"], r["contracts"], r["state"]) for r in rows] == expected
+    assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_without_a_snapshot_nothing_more_is_sent_after_a_refused_rollback_close(env, side):
+    # The first close is refused and no snapshot can be had; the stream shows the position still open. Nothing
+    # says how much is left to close on this proof, so no size is guessed: the rollback fails, the position stays.
+    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)), ("refused", FirstRollbackCloseRefused())))
+    await env.settled()
+    NoSnapshot().wrap(env.driver.session)
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(RollbackFailed):
+        await env.engine.open(intent)
+    position = env.venue.position("default", env.symbol)
+    assert position.is_open and (position.side, position.contracts) == (side, intent.contracts)
+    assert [(r["contracts"], r["state"]) for r in await rollback_rows(env)] == [(intent.contracts, "unknown")]
+    assert len(alerts(env, "critical")) == 1
+
+
+@pytest.mark.parametrize("rest_lag_ms", [0, 30_000])
+@pytest.mark.parametrize("side", SIDES)
+async def test_the_proof_that_asks_for_contracts_to_close_never_also_says_flat(env, side, rest_lag_ms):
+    # The rollback closes whatever the proof says is left and then trusts that close, not the proof's flag; the
+    # proof itself must still not call a venue that holds 43 contracts flat, whether the snapshot shows them or
+    # (REST lagging) only the stream does: any other use of it would report a false flat.
+    await env.start()
+    await env.settled()
+    env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
+    book = env.parts.book
+    assert await book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 43 and u.side == side, 10)
+    env.venue.faults.rest_position_lag_ms = rest_lag_ms
+    proof = await env.parts.opener._proven_flat(env.intent(side), book.last_update(env.symbol).sequence)
+    assert proof == (False, Decimal(43))
