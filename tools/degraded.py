@@ -13,7 +13,9 @@
   hits both arms alike) in one run: p50 and p99 of each arm and their ratios (issue 18: within 10 %).
   Whether a 10 % difference is resolvable at all on the machine: a 95 % interval of each ratio from a
   block bootstrap (whole blocks resampled within each arm), and each arm's own odd-block ÷ even-block
-  ratio (what noise alone gives when both halves had the same treatment).
+  ratio (what noise alone gives when both halves, each half the sample, had the same treatment). The
+  verdict ``p99_within_10pct`` is an equivalence test (TOST, 5 % each side) on the p99 ratio's 90 %
+  bootstrap interval: ``yes``, ``no`` or ``unresolved``.
 
 Usage: ``python tools/degraded.py [--sections outage,wall,dead_receiver] [--outage-s 25] [--wall-s 40]
 [--closes 1000] [--block 50] [--plugins binance,bybit]``; the dead-receiver measurement alone (3¾ min
@@ -210,9 +212,9 @@ def dead_alert_url() -> str:
     return f"json://127.0.0.1:{port}/hook/x"
 
 
-def ratio_interval(base: list[list[float]], other: list[list[float]], q: float, rounds: int = 1000,
-                   seed: int = 18) -> list[float]:
-    """A 95 % interval of ``percentile(other, q) / percentile(base, q)`` by block bootstrap: each round
+def ratio_interval(base: list[list[float]], other: list[list[float]], q: float, level: float = 0.95,
+                   rounds: int = 2000, seed: int = 18) -> list[float]:
+    """A ``level`` interval of ``percentile(other, q) / percentile(base, q)`` by block bootstrap: each round
     draws as many whole blocks as each arm has, with replacement (blocks, not closes: closes of one block
     share a session and a moment of the machine)."""
     rng = random.Random(seed)
@@ -220,7 +222,18 @@ def ratio_interval(base: list[list[float]], other: list[list[float]], q: float, 
         percentile([x for block in rng.choices(other, k=len(other)) for x in block], q)
         / percentile([x for block in rng.choices(base, k=len(base)) for x in block], q)
         for _ in range(rounds))
-    return [round(ratios[int(0.025 * rounds)], 3), round(ratios[int(0.975 * rounds) - 1], 3)]
+    tail = (1 - level) / 2
+    return [round(ratios[int(tail * rounds)], 3), round(ratios[int((1 - tail) * rounds) - 1], 3)]
+
+
+def within(interval: list[float], margin: float = 0.10) -> str:
+    """The equivalence verdict of two one-sided tests at 5 % each (Schuirmann's TOST), read off a 90 %
+    interval of the ratio: ``yes`` if it lies inside 1 ± ``margin``, ``no`` if it lies wholly outside,
+    ``unresolved`` otherwise (the run is too noisy to say)."""
+    low, high = interval
+    if 1 - margin <= low and high <= 1 + margin:
+        return "yes"
+    return "no" if low > 1 + margin or high < 1 - margin else "unresolved"
 
 
 def same_arm_ratio(blocks: list[list[float]], q: float) -> float:
@@ -261,6 +274,8 @@ async def dead_receiver(databases: TestDatabases, name: str, closes: int, block:
         "p99_ratio": round(broken["p99_ms"] / plain["p99_ms"], 3),
         "p50_ratio_95ci": ratio_interval(arms["without_alerts"], arms["dead_receiver"], 0.5),
         "p99_ratio_95ci": ratio_interval(arms["without_alerts"], arms["dead_receiver"], 0.99),
+        "p99_ratio_90ci": (p99_90 := ratio_interval(arms["without_alerts"], arms["dead_receiver"], 0.99, 0.90)),
+        "p99_within_10pct": within(p99_90),
         "same_arm_p99_ratio": {arm: same_arm_ratio(blocks, 0.99) for arm, blocks in arms.items()},
         # CPU of the engine's whole process (venue emulator included) per open-and-close, median over blocks:
         # what an in-process sender would add shows here, and other processes' load hardly does

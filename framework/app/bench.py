@@ -891,7 +891,9 @@ async def scale_figures(name: str, store: Store, count: int, rounds: int) -> dic
     and ``alerts`` (raised while opening and trailing) say whether trailing kept up at all; a round waits at
     most ``WAIT_S + count / 20`` s.  ``rss_mb``: the process's RSS (MiB) with the positions open and
     ``rss_delta_mb`` its growth over opening them.  The venue's ground-truth bookkeeping is paused (it walks
-    every position on each change: O(count) per move that is not the engine's).
+    every position on each change: O(count) per move that is not the engine's); ``checked_round``: one more
+    round, untimed, with it on: its ``moves``, the unprotected ms it saw (``unprotected_ms_total`` /
+    ``unprotected_ms_max`` over every position) and the positions without a stop at its end.
     """
     async with engine_rig(name, store, BENCH_SETTINGS, {"balance": "100000000"}, start=False) as rig:
         venue = rig.venue
@@ -929,6 +931,17 @@ async def scale_figures(name: str, store: Store, count: int, rounds: int) -> dic
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 figures.append({"moves": len(rig.probe.moved) - before, "wall_s": wall, "cpu_s": cpu,
                                 "marks": marks - marks_before})
+        # one more round, untimed, with the ground truth's bookkeeping on: the unprotected time of every move
+        # at this scale (the rounds above pause it: O(count) per change, not the engine's work)
+        venue.truth.observe(venue, venue.now())
+        before = len(rig.probe.moved)
+        for symbol in symbols:
+            venue.set_mark_price(symbol, (venue.mark_price(symbol) * Decimal("1.002")).quantize(tick))
+        with contextlib.suppress(TimeoutError):
+            await rig.probe.wait(lambda b=before: len(rig.probe.moved) >= b + count, WAIT_S + count / 10)
+        checked_moves = len(rig.probe.moved) - before
+        unprotected = venue.truth.unprotected_ms(rig.account)
+        exposed = sum(not venue.is_protected(rig.account, symbol) for symbol in symbols)
         alerts = len(rig.probe.alerts)
     total = int(sum(f["moves"] for f in figures))
     wall = sum(f["wall_s"] for f in figures)
@@ -939,6 +952,8 @@ async def scale_figures(name: str, store: Store, count: int, rounds: int) -> dic
         "cpu_ms_per_move": round(cpu * 1000 / total, 2) if total else None,
         "mark_frames_per_s": round(sum(f["marks"] for f in figures) / wall, 1) if wall else 0.0,
         "open_s": round(open_s, 2), "alerts": alerts,
+        "checked_round": {"moves": checked_moves, "unprotected_ms_total": unprotected["total"],
+                          "unprotected_ms_max": unprotected["max"], "positions_without_stop": exposed},
         "rss_mb": round(rss_after, 1), "rss_delta_mb": round(rss_after - rss_before, 1),
     }
 
@@ -1130,13 +1145,14 @@ def print_bench(result: dict[str, Any]) -> None:
                       f"transaction: executemany {rates['executemany']}, COPY {rates['copy']}")
     scale = Table(title="scale: N symbols trailing at once (moves/s, CPU ms per move, mark frames/s, RSS MB)")
     for column in ("venue", "symbols", "moves / expected", "moves/s", "CPU ms/move", "mark frames/s", "RSS MB (+open)",
-                   "alerts"):
+                   "alerts", "checked round: moves / unprotected ms / without stop"):
         scale.add_column(column, justify="right")
     for venue in venues:
         for count, s in result.get("scale", {}).get(venue, {}).items():
             scale.add_row(venue, count, f"{s['moves']} / {s['expected']}", str(s["moves_per_s"]),
                           str(s["cpu_ms_per_move"]), str(s["mark_frames_per_s"]),
-                          f"{s['rss_mb']} (+{s['rss_delta_mb']})", str(s["alerts"]))
+                          f"{s['rss_mb']} (+{s['rss_delta_mb']})", str(s["alerts"]),
+                          "{moves} / {unprotected_ms_total} / {positions_without_stop}".format(**s["checked_round"]))
     console.print(scale)
     calls = Table(title="REST calls per lifecycle (open, protect, 10 trailing moves, close)")
     calls.add_column("venue")

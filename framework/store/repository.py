@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
 from framework.errors import DuplicateOpenPosition, StoreError
 from framework.models import OrderIntent, PositionEvent, StopLoss, now_ms
@@ -375,7 +375,8 @@ class Store:
 
         :raises OSError | asyncpg.PostgresError | asyncpg.InterfaceError: nothing of the batch was written.
         """
-        batch = json.dumps(rows, default=str) if len(rows) > 1 else None  # Decimal -> "1.5": exact
+        # orjson: a tenth of json.dumps' CPU per row (issue 17); Decimal -> "1.5" (str, exact) as before
+        batch = orjson.dumps(rows, default=str).decode() if len(rows) > 1 else None
         async with self.hot() as conn:
             if batch is None:
                 await conn.execute(JOURNAL_SQL, *rows[0])

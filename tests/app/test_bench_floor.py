@@ -50,6 +50,9 @@ async def test_scale_moves_every_trailing_stop(store, venue):
     figures = await scale_figures(venue, store, 3, rounds=1)
     assert (figures["moves"], figures["expected"], figures["alerts"]) == (3, 3, 0)
     assert figures["moves_per_s"] > 0 and figures["cpu_ms_per_move"] > 0 and figures["mark_frames_per_s"] > 0
+    # the untimed round with the venue's ground truth on: every stop moved again, none left a gap
+    assert figures["checked_round"] == {"moves": 3, "unprotected_ms_total": 0, "unprotected_ms_max": 0,
+                                        "positions_without_stop": 0}
 
 
 def test_closure_ratio_is_of_the_unrounded_percentiles():

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import pytest
 
 from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.errors import DuplicateOpenPosition
-from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate
+from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, now_ms
 from framework.plugins import new_plugin_manager, register
+from framework.store import Store
 from tests.engine.recorder import Exploding, Recorder
 
 SYMBOL = "XRP/USDT:USDT"
@@ -353,3 +355,100 @@ async def test_a_book_without_a_store_closes_once(pm, recorder):
     assert await book.close(SYMBOL, "manual") is True
     assert await book.close(SYMBOL, "manual") is False  # nothing left: never a success for nothing done
     assert len(recorder.closed()) == 1
+
+
+# --- exactly once, also when the database is down, and what a closure carries (issue 11, mutation gaps) ----
+
+
+async def test_a_close_during_a_database_outage_is_reported_once_and_written_when_it_returns(databases, pm, recorder):
+    url = await databases.create()
+    store = await Store.open(url, max_size=5)
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)
+    try:
+        await book.add(BookPosition(SYMBOL, "short", Decimal("5"), Decimal("1.1"), Decimal("1.2"), opened_at=1))
+        restarted = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0)  # its book not loaded yet
+        async with databases.unreachable(url):
+            assert await book.close(SYMBOL, "manual") is True
+            assert book.writes.pending == 1, "the close's row is queued for replay"
+            # the position is gone from the book, its row still open in the database: not a second closure
+            assert await book.close(SYMBOL, "reconcile", source="reconcile") is False
+            # a book that cannot read the database has closed nothing
+            assert await restarted.close(SYMBOL, "reconcile", source="reconcile") is False
+            assert [e.reason for e in recorder.closed()] == ["manual"]
+        assert await book.writes.wait_drained(10)
+        assert await db_status(store) == ["closed"]
+        assert await restarted.close(SYMBOL, "reconcile", source="reconcile") is False
+        assert len(recorder.closed()) == 1 and book.closures == 1 and restarted.closures == 0
+    finally:
+        await book.writes.stop()
+        await store.close()
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_closure_carries_its_account_entry_price_pnl_and_venue_time_to_the_event_and_the_row(
+    pm, store, recorder, side
+):
+    book = PositionBook(VENUE, "second", pm, store, fill_grace_ms=0)  # not the default account
+    stop, exit_price = (Decimal("1.0"), Decimal("1.25")) if side == "long" else (Decimal("1.2"), Decimal("0.95"))
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=1_000))
+    assert await book.close(SYMBOL, "take_profit", price=exit_price, realized_pnl=Decimal("6.45"), source="order",
+                            timestamp=5_000) is True
+    [event] = recorder.closed()
+    assert (event.account, event.venue, event.symbol, event.side, event.contracts, event.entry_price) == (
+        "second", VENUE, SYMBOL, side, Decimal(0), Decimal("1.1"))
+    assert (event.price, event.reason, event.realized_pnl, event.timestamp, event.source) == (
+        exit_price, "take_profit", Decimal("6.45"), 5_000, "order")
+    row = await store.pool.fetchrow(
+        "SELECT account, side, status, contracts, close_reason, close_price, realized_pnl, closed_at FROM positions "
+        "WHERE symbol = $1", SYMBOL)
+    assert dict(row) == {"account": "second", "side": side, "status": "closed", "contracts": Decimal(0),
+                         "close_reason": "take_profit", "close_price": exit_price, "realized_pnl": Decimal("6.45"),
+                         "closed_at": 5_000}
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_db_row_closed_by_a_book_that_does_not_hold_it_carries_the_row_s_side_and_entry(
+    pm, store, recorder, side
+):
+    book = PositionBook(VENUE, "second", pm, store, fill_grace_ms=0)
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=1_000))
+    restarted = PositionBook(VENUE, "second", pm, store, fill_grace_ms=0)  # a restart, its book not loaded yet
+    assert await restarted.close(SYMBOL, "reconcile", source="reconcile", timestamp=6_000) is True
+    [event] = recorder.closed()
+    assert (event.account, event.side, event.contracts, event.entry_price, event.reason, event.timestamp) == (
+        "second", side, Decimal(0), Decimal("1.1"), "reconcile", 6_000)
+    assert await db_status(store) == ["closed"]
+
+
+@pytest.mark.parametrize("first", ["long", "short"])
+async def test_positions_in_a_row_each_close_once_and_the_next_flat_frame_waits_for_its_own_fill(
+    pm, store, recorder, first
+):
+    # The first position closes by its fill (the flat frame lost); the next one's flat frame comes before its
+    # fill and must wait for it, not close as "unknown" with the first one's leftovers.
+    second = "short" if first == "long" else "long"
+    book = await held_book(pm, store, first, fill_grace_ms=600_000)
+    await book.on_event(closing_fill(first, origin="stop_loss", ts=2_000))
+    stop = Decimal("1.0") if second == "long" else Decimal("1.2")
+    await book.add(BookPosition(SYMBOL, second, Decimal("43"), Decimal("1.1"), stop, opened_at=3_000))
+    await book.on_event(flat(5, ts=4_000))
+    assert book.holds(SYMBOL), "the second position closed before the fill that explains it"
+    await book.on_event(closing_fill(second, origin="take_profit", ts=4_000))
+    assert [(e.side, e.reason, e.source) for e in recorder.closed()] == [
+        (first, "stop_loss", "order"), (second, "take_profit", "stream")]
+    assert book.closures == 2
+    assert await db_status(store) == ["closed", "closed"]
+
+
+async def test_a_closure_in_the_millisecond_a_snapshot_was_requested_is_one_since_then(pm, recorder, monkeypatch):
+    # The reconciler skips a snapshot requested at or before a closure (it may still list the position): the
+    # same millisecond counts.  The wall clock is frozen for the closure so that it lands in that millisecond.
+    book = PositionBook(VENUE, "default", pm, None, fill_grace_ms=0)
+    await book.add(BookPosition(SYMBOL, "long", Decimal("5"), Decimal("1.1"), Decimal("1.0"), opened_at=1))
+    requested_at = now_ms()
+    with monkeypatch.context() as frozen:
+        frozen.setattr(time, "time_ns", lambda: requested_at * 1_000_000 + 999_999)
+        assert await book.close(SYMBOL, "manual") is True
+    assert book.closed_since(SYMBOL, requested_at) and book.closed_since(SYMBOL, requested_at - 1)
+    assert not book.closed_since(SYMBOL, requested_at + 1)

@@ -113,36 +113,53 @@ async def test_a_listener_may_close_another_position_when_the_stream_closes_one(
 
 
 async def test_a_row_after_a_pause_is_written_at_once_and_a_burst_gathers_into_one_commit():
-    # issue 17: at most one group commit per commit_interval_s while rows keep coming (each commit costs the
-    # process a socket round trip whatever its size); the first row after a pause (a lone closure) waits for none
+    # issue 17: at most one group commit per commit_interval_s while rows keep coming (rows were queued while the
+    # last commit was in flight; each commit costs the process a socket round trip whatever its size); any other
+    # row (a lone closure, the first after a pause, one right after a lone commit) waits for none
     from framework.engine.persistence import WriteBehind
 
     loop = asyncio.get_running_loop()
     batches: list[tuple[float, list[str]]] = []
     written = asyncio.Event()
+    in_flight = asyncio.Event()
+    release = asyncio.Event()
+    release.set()
 
     async def write_rows(rows):
         batches.append((loop.time(), [row[0] for row in rows]))
+        in_flight.set()
+        await release.wait()
         written.set()
 
     async def announce(persisted: bool) -> None: ...
 
+    async def queue_alone(name: str) -> float:
+        written.clear()
+        queued = loop.time()
+        await writes.journal(name, (name,), announce, wait=False)
+        async with asyncio.timeout(BOUND_S):
+            await written.wait()
+        return queued
+
     interval = 2.0  # far beyond a loop turn even on a machine loaded by CPU burners ("at once" = sooner)
     writes = WriteBehind(new_plugin_manager(), "v", write_rows=write_rows, commit_interval_s=interval)
-    queued = loop.time()
-    await writes.journal("first", ("r1",), announce, wait=False)
-    async with asyncio.timeout(BOUND_S):
-        await written.wait()
+    queued = await queue_alone("r1")
     assert batches == [(batches[0][0], ["r1"])] and batches[0][0] - queued < interval  # not held back
-    for name in ("r2", "r3", "r4"):  # a burst right behind it
-        await writes.journal(name, (name,), announce, wait=False)
     assert await writes.wait_drained(BOUND_S)
-    assert [rows for _, rows in batches] == [["r1"], ["r2", "r3", "r4"]]
-    assert batches[1][0] - batches[0][0] >= interval * 0.9  # the loop's timer may fire a hair early
-    await asyncio.sleep(2 * interval)  # the scenario, not a wait for something: the stream goes quiet
-    written.clear()
-    queued = loop.time()
-    await writes.journal("after a pause", ("r5",), announce, wait=False)
+    queued = await queue_alone("r2")  # right behind a lone commit: nothing kept coming, at once too
+    assert batches[-1][1] == ["r2"] and batches[-1][0] - queued < interval
+    assert await writes.wait_drained(BOUND_S)
+    release.clear()
+    in_flight.clear()
+    await writes.journal("r3", ("r3",), announce, wait=False)
     async with asyncio.timeout(BOUND_S):
-        await written.wait()
-    assert batches[-1][1] == ["r5"] and batches[-1][0] - queued < interval
+        await in_flight.wait()
+    for name in ("r4", "r5", "r6"):  # a burst while r3's commit is in flight
+        await writes.journal(name, (name,), announce, wait=False)
+    release.set()
+    assert await writes.wait_drained(BOUND_S)
+    assert [rows for _, rows in batches] == [["r1"], ["r2"], ["r3"], ["r4", "r5", "r6"]]
+    assert batches[3][0] - batches[2][0] >= interval * 0.9  # the loop's timer may fire a hair early
+    await asyncio.sleep(2 * interval)  # the scenario, not a wait for something: the stream goes quiet
+    queued = await queue_alone("after a pause")
+    assert batches[-1][1] == ["after a pause"] and batches[-1][0] - queued < interval
