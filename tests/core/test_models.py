@@ -34,7 +34,7 @@ def test_trusted_fills_defaults_and_calls_each_factory_per_instance():
     first = StopLoss.trusted({"venue": "b", "symbol": SYMBOL, "side": "long", "trigger_price": Decimal(1)})
     assert (first.kind, first.order_id, first.contracts, first.placed_at > 0) == ("stop_loss", None, None, True)
     assert first.model_fields_set == {"venue", "symbol", "side", "trigger_price"}
-    one, two = VenueSnapshot.trusted({"venue": "b", "positions": []}), VenueSnapshot.trusted({"venue": "b", "positions": []})
+    one, two = (VenueSnapshot.trusted({"venue": "b", "positions": []}) for _ in range(2))
     assert one.open_orders == [] and one.open_orders is not two.open_orders
 
 
