@@ -465,3 +465,41 @@ async def test_rollback_closes_that_keep_filling_half_are_retried_twice_then_the
     position = env.venue.position("default", env.symbol)
     assert position.is_open and position.side == side and position.contracts == intent.contracts - sum(fills)
     assert len(alerts(env, "critical")) == 1
+
+
+class OrderQueryRefused(SessionWrapper):
+    """The venue cannot be asked for an order by id (its calls time out, say)."""
+
+    async def fetch_order(self, call, *args):
+        raise VenueError("order query unavailable (test)", venue="test")
+
+
+@pytest.mark.parametrize("witness", ["stream", "order_query"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_what_was_seen_to_fill(env, side, witness):
+    # The entry fills half (the rest expires), then its answer cannot be completed. What it filled is known from the
+    # stream's position frame when the order cannot be queried, or from the order by id when the stream is silent;
+    # the rollback closes exactly that, reduce-only, and proves flat.
+    class FailOnceSeen(FailAfterFill):
+        async def normalize_order(self, call, raw, intent):
+            if witness == "stream":  # the stream's frame of the fill is held before the answer is given up
+                assert await env.parts.book.wait_for(
+                    intent.symbol, lambda u: u is not None and u.contracts > 0 and u.side == intent.side, 10)
+            await super().normalize_order(call, raw, intent)
+
+    plugins = [("fail-after-fill", FailOnceSeen(env, market_fill_ratio=1.0))]
+    if witness == "stream":
+        plugins.append(("no-order-query", OrderQueryRefused()))
+    await env.start(extra_plugins=tuple(plugins))
+    await env.settled()
+    env.venue.faults.market_fill_ratio = 0.5
+    env.venue.faults.drop_rate = 1.0 if witness == "order_query" else 0.0
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
+        await env.engine.open(intent)
+    env.venue.faults.drop_rate = 0.0
+    [entry_fill] = [f for f in env.venue.truth.fills if f.client_order_id == intent.client_order_id]
+    assert entry_fill.amount < intent.contracts and not env.venue.position("default", env.symbol).is_open
+    rows = await rollback_rows(env)
+    assert [(r["side"], r["contracts"]) for r in rows][:1] == [(close_side(side), entry_fill.amount)]
+    assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
