@@ -270,21 +270,29 @@ async def test_one_contract_left_by_a_partial_rollback_close_is_closed_while_res
     assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
 
 
-@pytest.mark.parametrize("rest_lag_ms", [0, 30_000])
+@pytest.mark.parametrize("witness", ["snapshot", "stream", "snapshot_alone"])
 @pytest.mark.parametrize("side", SIDES)
-async def test_a_position_on_the_other_side_is_neither_taken_as_flat_nor_reduced(env, side, rest_lag_ms):
+async def test_a_position_on_the_other_side_is_neither_taken_as_flat_nor_reduced(env, side, witness):
     # While the first rollback close is refused, another client trades the symbol past flat: the account holds
-    # 10 contracts on the other side. Our entry cannot have opened that; whether the snapshot shows it or (REST
-    # lagging) only the stream does, the rollback sends nothing more, raises, and alerts: a human must look.
+    # 10 contracts on the other side. Our entry cannot have opened that; whether the snapshot shows it, (REST
+    # lagging) only the stream does, or (the stream silent) only the snapshot does, the rollback sends nothing
+    # more, raises, and alerts: a human must look.
     other = "short" if side == "long" else "long"
 
     async def flip(position_side, contracts):
         env.venue.place_order("default", env.symbol, close_side(position_side), amount=contracts + 10)
-        assert await env.parts.book.wait_for(
-            env.symbol, lambda u: u is not None and u.side == other and u.contracts == 10, 10)
+        if witness != "snapshot_alone":
+            assert await env.parts.book.wait_for(
+                env.symbol, lambda u: u is not None and u.side == other and u.contracts == 10, 10)
 
-    await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, rest_position_lag_ms=rest_lag_ms)),
-                      ("flipped", FirstRollbackCloseRefused(flip)), raises=RollbackFailed)
+    await env.start(extra_plugins=(
+        ("fail-after-fill", FailAfterFill(env, rest_position_lag_ms=30_000 if witness == "stream" else 0)),
+        ("flipped", FirstRollbackCloseRefused(flip))))
+    await env.settled()
+    env.venue.faults.drop_rate = 1.0 if witness == "snapshot_alone" else 0.0  # from the entry on
+    with pytest.raises(RollbackFailed):
+        await env.engine.open(env.intent(side, contracts="43"))
+    env.venue.faults.drop_rate = 0.0
     env.venue.faults.rest_position_lag_ms = 0
     position = env.venue.position("default", env.symbol)
     assert position.is_open and (position.side, position.contracts) == (other, Decimal(10))
@@ -457,3 +465,41 @@ async def test_rollback_closes_that_keep_filling_half_are_retried_twice_then_the
     position = env.venue.position("default", env.symbol)
     assert position.is_open and position.side == side and position.contracts == intent.contracts - sum(fills)
     assert len(alerts(env, "critical")) == 1
+
+
+class OrderQueryRefused(SessionWrapper):
+    """The venue cannot be asked for an order by id (its calls time out, say)."""
+
+    async def fetch_order(self, call, *args):
+        raise VenueError("order query unavailable (test)", venue="test")
+
+
+@pytest.mark.parametrize("witness", ["stream", "order_query"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_what_was_seen_to_fill(env, side, witness):
+    # The entry fills half (the rest expires), then its answer cannot be completed. What it filled is known from the
+    # stream's position frame when the order cannot be queried, or from the order by id when the stream is silent;
+    # the rollback closes exactly that, reduce-only, and proves flat.
+    class FailOnceSeen(FailAfterFill):
+        async def normalize_order(self, call, raw, intent):
+            if witness == "stream":  # the stream's frame of the fill is held before the answer is given up
+                assert await env.parts.book.wait_for(
+                    intent.symbol, lambda u: u is not None and u.contracts > 0 and u.side == intent.side, 10)
+            await super().normalize_order(call, raw, intent)
+
+    plugins = [("fail-after-fill", FailOnceSeen(env, market_fill_ratio=1.0))]
+    if witness == "stream":
+        plugins.append(("no-order-query", OrderQueryRefused()))
+    await env.start(extra_plugins=tuple(plugins))
+    await env.settled()
+    env.venue.faults.market_fill_ratio = 0.5
+    env.venue.faults.drop_rate = 1.0 if witness == "order_query" else 0.0
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
+        await env.engine.open(intent)
+    env.venue.faults.drop_rate = 0.0
+    [entry_fill] = [f for f in env.venue.truth.fills if f.client_order_id == intent.client_order_id]
+    assert entry_fill.amount < intent.contracts and not env.venue.position("default", env.symbol).is_open
+    rows = await rollback_rows(env)
+    assert [(r["side"], r["contracts"]) for r in rows][:1] == [(close_side(side), entry_fill.amount)]
+    assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
