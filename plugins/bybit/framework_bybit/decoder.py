@@ -188,9 +188,16 @@ class BybitDecoder:
     @staticmethod
     def _items(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         data = message.get("data")
-        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-            raise StreamError(f"{message.get('topic')} frame: 'data' is not a list of objects", venue=VENUE)
-        return [item for item in data if item.get("category", "linear") == "linear"]
+        if isinstance(data, list):
+            linear = []
+            for item in data:  # one pass: every item must be an object, whatever its category
+                if not isinstance(item, dict):
+                    break
+                if item.get("category", "linear") == "linear":
+                    linear.append(item)
+            else:
+                return linear
+        raise StreamError(f"{message.get('topic')} frame: 'data' is not a list of objects", venue=VENUE)
 
     def _position(self, item: Mapping[str, Any], message: Mapping[str, Any]) -> PositionUpdate:
         size = decimal_or_none(_required(item, "size"))
