@@ -113,6 +113,8 @@ class Model(BaseModel):
         checked against the same bounds, :func:`in_range`), built without validating them again: the hot path
         of a snapshot of 10,000 positions.  Absent fields take their defaults; model validators do not run
         (the caller establishes what they check).  Anything unchecked goes through the validating constructor.
+        Not pydantic's ``model_construct``: it does the same without the checks below and, measured here, costs
+        about twice a full validation (17.8 against 8.8 µs for a :class:`Position`).
 
         :raises TypeError: a required field is absent, or a name is not a field (a misspelt name still fails
             loudly).
