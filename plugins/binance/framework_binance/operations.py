@@ -292,7 +292,7 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
             conn.note_open(position.symbol, row.get("updateTime"))
     open_orders = [order_from_row(row, symbols) for row in order_rows]
     stops = []
-    marks = {p.symbol: p.mark_price for p in positions}
+    marks: dict[str, Decimal | None] | None = None  # by symbol, for a trailing stop's start (made once, if needed)
     for row in algo_rows:
         order = order_from_row(row, symbols)
         open_orders.append(order)
@@ -300,6 +300,8 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
         side: PositionSide = "long" if order.side == "sell" else "short"
         trigger, computed = order.trigger_price, False
         if kind == "trailing_stop" and trigger is None:
+            if marks is None:
+                marks = {p.symbol: p.mark_price for p in positions}
             trigger, computed = _trailing_trigger(row, side, marks.get(order.symbol)), True
         if kind is None or trigger is None:
             continue

@@ -237,11 +237,6 @@ def _either(row: dict[str, Any], key: str, other: str) -> Any:
     return row.get(other) if value is None else value
 
 
-#: an order's and an algo order's names for the fields :func:`order_from_row` reads (id, status, type,
-#: client id, amount, filled, average, trigger)
-_EITHER = (("orderId", "algoId"), ("status", "algoStatus"), ("type", "orderType"), ("clientOrderId", "clientAlgoId"),
-           ("origQty", "quantity"), ("executedQty", "filledQty"), ("avgPrice", "avgFilledPrice"),
-           ("stopPrice", "triggerPrice"))
 #: where a raw order's creation time is, first found wins (ccxt's order of keys)
 _TIME_KEYS = ("time", "createTime", "workingTime", "transactTime", "updateTime")
 
@@ -255,15 +250,32 @@ def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
 
     :raises OrderIncomplete: as :func:`to_order`; an unknown market id also (never guessed).
     """
-    market_id = str(row.get("symbol") or "")
-    try:
-        symbol = unified_symbol(market_id, symbols) if market_id else None
-    except StreamError as exc:
-        raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_either(row, "orderId", "algoId"))) from exc
     get = row.get
-    # each field under its order name, else its algo order name (as _either; one pass, the snapshot's hot path)
-    order_id, status, kind, client_id, amount, filled, average, trigger = [
-        get(other) if (value := get(key)) is None else value for key, other in _EITHER]
+    market = get("symbol")
+    symbol = symbols.get(market) if type(market) is str else None  # the loaded markets: the snapshot's hot path
+    if symbol is None:
+        market_id = str(market or "")
+        try:
+            symbol = unified_symbol(market_id, symbols) if market_id else None
+        except StreamError as exc:
+            raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_either(row, "orderId", "algoId"))) from exc
+    # each field under its order name, else its algo order name (as _either, spelt out: the snapshot's hot path)
+    if (order_id := get("orderId")) is None:
+        order_id = get("algoId")
+    if (status := get("status")) is None:
+        status = get("algoStatus")
+    if (kind := get("type")) is None:
+        kind = get("orderType")
+    if (client_id := get("clientOrderId")) is None:
+        client_id = get("clientAlgoId")
+    if (amount := get("origQty")) is None:
+        amount = get("quantity")
+    if (filled := get("executedQty")) is None:
+        filled = get("filledQty")
+    if (average := get("avgPrice")) is None:
+        average = get("avgFilledPrice")
+    if (trigger := get("stopPrice")) is None:
+        trigger = get("triggerPrice")
     kind = str(kind or "").lower()
     side = get("side")
     timestamp = None
