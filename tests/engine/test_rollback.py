@@ -10,7 +10,7 @@ import pytest
 
 from framework.errors import OrderIncomplete, OrderRejected, RateLimited, RollbackFailed, VenueError
 from framework.models import close_side
-from tests.engine.conftest import venue_env
+from tests.engine.conftest import until, venue_env
 from tests.engine.intercept import SessionWrapper
 
 SIDES = ["long", "short"]
@@ -425,7 +425,7 @@ class StopRefused(SessionWrapper):
         raise VenueError("stop refused (test)", venue="test")
 
 
-@pytest.mark.parametrize("entry", ["ack", "partial"])
+@pytest.mark.parametrize("entry", ["ack", "partial", "one_contract"])
 @pytest.mark.parametrize("side", SIDES)
 async def test_a_binance_entry_answered_before_its_fill_or_partly_filled_is_rolled_back_by_its_fill(store, side, entry):
     # Binance can place no stop before the entry (B7); here the stop after it is refused, so the answered entry is
@@ -437,8 +437,8 @@ async def test_a_binance_entry_answered_before_its_fill_or_partly_filled_is_roll
         await env.settled()
         if entry == "ack":
             env.venue.faults.minimal_order_response = True
-        else:
-            env.venue.faults.market_fill_ratio = 0.5
+        else:  # half, or a single contract (1 of 43, the rest expired)
+            env.venue.faults.market_fill_ratio = 0.5 if entry == "partial" else 0.024
         intent = env.intent(side, contracts="43")
         with pytest.raises(VenueError, match="stop refused"):
             await env.engine.open(intent)
@@ -446,7 +446,7 @@ async def test_a_binance_entry_answered_before_its_fill_or_partly_filled_is_roll
         [entry_fill] = [f for f in env.venue.truth.fills if f.client_order_id == intent.client_order_id]
         closes = [r["contracts"] for r in await rollback_rows(env)]
         assert closes == [intent.contracts if entry == "ack" else entry_fill.amount]
-        assert entry_fill.amount == (intent.contracts if entry == "ack" else intent.contracts / 2)
+        assert entry_fill.amount == {"ack": intent.contracts, "partial": intent.contracts / 2, "one_contract": 1}[entry]
         assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
 
 
@@ -503,3 +503,47 @@ async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_wha
     rows = await rollback_rows(env)
     assert [(r["side"], r["contracts"]) for r in rows][:1] == [(close_side(side), entry_fill.amount)]
     assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
+
+
+class AnswerAfterTheStop(SessionWrapper):
+    """The entry's answer is handed back only once a stop rests on the venue (a slow answer: the engine placed
+    the stop on the stream's fill meanwhile, or attached it to the entry)."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    async def create_entry(self, call, intent):
+        raw = await call(intent)
+        await until(lambda: self.env.venue.is_protected("default", intent.symbol))
+        return raw
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_the_stop_resting_for_the_entry_is_cancelled_once_the_rollback_proved_flat(env, side):
+    # The stop rests before the answer (placed on the stream's fill, or attached to the entry); the answer then
+    # cannot be completed and the rollback's first close proves flat: the stop must not stay behind.
+    await failed_open(env, side, ("fail-after-fill", FailAfterFill(env)), ("slow-answer", AnswerAfterTheStop(env)))
+    assert not env.venue.position("default", env.symbol).is_open
+    stops = [o for o in env.venue.truth.orders if o.type == "stop_market" and o.status != "rejected"]
+    assert len(stops) == (0 if env.driver.supports("attached_stop_on_entry") else 1)  # Bybit's rides on the entry
+    assert env.venue.orders("default", env.symbol, open_only=True, conditional=True) == []
+    assert [r["state"] for r in await rollback_rows(env)] == ["closed"]
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_an_entry_that_filled_nothing_and_whose_answer_is_incomplete_is_still_closed_reduce_only(store, side):
+    # The entry filled nothing (the book could fill none of it) and its answer cannot be completed: the rollback
+    # cannot rely on that, so it closes what the entry can have opened; the venue answers "nothing to reduce".
+    # Binance only: the Bybit emulator cannot yet answer an entry with an attached stop that fills nothing.
+    async with venue_env("binance", store) as env:
+        await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env, market_fill_ratio=1.0)),))
+        await env.settled()
+        env.venue.faults.market_fill_ratio = 0.0
+        intent = env.intent(side, contracts="43")
+        with pytest.raises(OrderIncomplete):
+            await env.engine.open(intent)
+        assert [f for f in env.venue.truth.fills if f.client_order_id == intent.client_order_id] == []
+        assert not env.venue.position("default", env.symbol).is_open
+        assert [(r["side"], r["contracts"], r["state"]) for r in await rollback_rows(env)] == [
+            (close_side(side), intent.contracts, "rejected")]
+        assert alerts(env, "critical") == []
