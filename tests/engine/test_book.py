@@ -523,3 +523,87 @@ async def test_a_closing_side_order_cancelled_unfilled_explains_no_flat_frame(pm
     assert book.holds(SYMBOL) and recorder.closed() == []
     await book.on_event(own_fill(side, "43", origin="take_profit", ts=2_000))
     assert [(e.reason, e.price) for e in recorder.closed()] == [("take_profit", Decimal("0.98"))]
+
+
+# --- stream frames at their edges (issue 11, mutation gaps) -------------------------------------------------
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_flat_frame_stamped_in_the_millisecond_the_position_opened_closes_it(pm, store, recorder, side):
+    book = await held_book(pm, store, side, fill_grace_ms=0)  # opened at 1 000
+    await book.on_event(flat(5, ts=1_000))
+    assert not book.holds(SYMBOL) and [(e.reason, e.timestamp) for e in recorder.closed()] == [("unknown", 1_000)]
+    assert book.ignored_stale_updates == 0
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_one_contract_frames_are_a_position_not_flat(pm, store, recorder, side):
+    listener = Listener()
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0, listener=listener)
+    await book.on_event(sized(1, "1", side=side))  # a position of one contract the book does not hold
+    assert listener.unknown == [SYMBOL] and not book.holds(SYMBOL)
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=1_000))
+    await book.on_event(sized(2, "1", ts=2_100, side=side))  # reduced to one contract
+    assert book.get(SYMBOL).contracts == Decimal("1") and recorder.closed() == []
+    # the stop of a one-contract position hit while it was being opened: opened, then closed, once each
+    await book.on_event(flat(3, ts=2_200))
+    again = PositionBook(VENUE, "second", pm, store, fill_grace_ms=0)
+    intent = OrderIntent(venue=VENUE, symbol=SYMBOL, side=side, contracts=Decimal("1"), stop_loss=stop,
+                         client_order_id="fw-o-00000000000d")
+    again.begin_open(intent)
+    await again.on_event(sized(1, "1", ts=3_000, side=side))
+    await again.on_event(flat(2, ts=3_500))
+    await again.add(BookPosition(SYMBOL, side, Decimal("1"), Decimal("1.1"), stop, opened_at=3_000))
+    assert not again.holds(SYMBOL)
+    assert [(e.account, e.reason) for e in recorder.closed()] == [("default", "unknown"), ("second", "unknown")]
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_position_flipped_through_zero_without_a_flat_frame_is_closed_once_and_the_new_one_reported(
+    pm, store, recorder, side
+):
+    listener = Listener()
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0, listener=listener)
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=1_000))
+    other = "short" if side == "long" else "long"
+    await book.on_event(sized(4, "10", ts=2_500, side=other))
+    await book.on_event(sized(4, "10", ts=2_500, side=other))  # repeated
+    assert not book.holds(SYMBOL) and listener.unknown == [SYMBOL, SYMBOL]
+    [event] = recorder.closed()
+    assert (event.side, event.reason, event.source, event.timestamp) == (side, "unknown", "stream", 2_500)
+    assert await db_status(store) == ["closed"]
+
+
+async def test_a_size_frame_with_a_new_entry_price_updates_book_event_and_row(book, store, recorder):
+    frame = PositionUpdate(venue=VENUE, symbol=SYMBOL, side="long", contracts=Decimal("50"),
+                           entry_price=Decimal("1.12"), mark_price=Decimal("1.15"), sequence=4, timestamp=2_500)
+    await book.on_event(frame)
+    held = book.get(SYMBOL)
+    assert (held.contracts, held.entry_price) == (Decimal("50"), Decimal("1.12"))
+    [event] = recorder.seen["on_position_updated"]
+    assert (event.contracts, event.entry_price, event.price, event.reason, event.timestamp) == (
+        Decimal("50"), Decimal("1.12"), Decimal("1.15"), "size_changed", 2_500)
+    row = (await store.open_positions("default", VENUE))[0]
+    assert (row.contracts, row.entry_price) == (Decimal("50"), Decimal("1.12"))
+    await book.on_event(frame.model_copy(update={"sequence": 5, "entry_price": Decimal("1.13")}))  # price only
+    assert book.get(SYMBOL).entry_price == Decimal("1.13") and len(recorder.seen["on_position_updated"]) == 2
+
+
+async def test_a_flat_frame_waits_even_for_a_grace_of_one_millisecond(pm, store, recorder):
+    book = await held_book(pm, store, "short", fill_grace_ms=1)
+    await book.on_event(flat(5))
+    assert book.holds(SYMBOL), "closed without waiting for the fill"  # no await since: the timer cannot have run
+    await recorder.wait_for(lambda r: len(r.closed()) == 1)
+    assert recorder.closed()[0].reason == "unknown" and not book.holds(SYMBOL)
+
+
+async def test_every_stale_frame_is_counted(book, recorder):
+    await book.on_event(sized(10, "43", ts=2_000))
+    await book.on_event(sized(9, "43", ts=1_900))  # older by sequence and by time
+    await book.on_event(sized(8, "43", ts=1_800))
+    assert book.ignored_stale_updates == 2
+    await book.on_event(flat(11, ts=500))  # a flat frame from before the position opened (at 1 000)
+    await book.on_event(flat(12, ts=600))
+    assert book.ignored_stale_updates == 4 and book.holds(SYMBOL) and recorder.closed() == []
