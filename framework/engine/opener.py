@@ -341,8 +341,11 @@ class Opener:
         return close.filled >= intent.contracts
 
     async def _proven_flat(self, intent: OrderIntent, start_seq: int) -> tuple[bool, Decimal]:
-        """Look for proof of flat: a flat stream update newer than ``start_seq`` (the rollback's start),
-        else a snapshot that agrees with the stream.
+        """Look for proof of flat: a flat stream update newer than ``start_seq`` (the rollback's start).
+        Else the snapshot, or the stream when REST lags, says what is still to close; a snapshot that lists
+        nothing while the stream has said nothing since the start is no proof (REST lags, docs/incidents.md
+        I-4): what the entry can have opened is to be closed again, reduce-only, and the matching engine's
+        "nothing to reduce" is the proof.
 
         :returns: ``(flat, contracts still to close)``.
         """
@@ -363,7 +366,7 @@ class Opener:
             return False, held[0].contracts
         if update is not None and update.contracts > 0:  # the stream saw it; REST lag is not absence
             return False, update.contracts if update.side == intent.side else Decimal(0)
-        return True, Decimal(0)
+        return False, intent.contracts
 
 
 def _shows(update: PositionUpdate | None, intent: OrderIntent) -> bool:

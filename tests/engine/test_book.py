@@ -10,7 +10,7 @@ import pytest
 
 from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.errors import DuplicateOpenPosition
-from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, now_ms
+from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, close_side, now_ms
 from framework.plugins import new_plugin_manager, register
 from framework.store import Store
 from tests.engine.recorder import Exploding, Recorder
@@ -452,3 +452,74 @@ async def test_a_closure_in_the_millisecond_a_snapshot_was_requested_is_one_sinc
         assert await book.close(SYMBOL, "manual") is True
     assert book.closed_since(SYMBOL, requested_at) and book.closed_since(SYMBOL, requested_at - 1)
     assert not book.closed_since(SYMBOL, requested_at + 1)
+
+
+# --- the closing fill: what it carries, and the edges of "fully filled" (issue 11, mutation gaps) -----------
+
+
+def own_fill(side: str, filled: str, *, origin: str = "stop_loss", client_id: str | None = None, ts: int = 1_900,
+             status: str = "closed") -> OrderUpdate:
+    """A fill of the order closing a ``side`` position: last fill at 0.98, the order's average 0.985 (with
+    ``filled`` 0: an order on the closing side that ended with nothing filled)."""
+    order = Order(venue=VENUE, symbol=SYMBOL, id="9", client_order_id=client_id, side=close_side(side),
+                  amount=Decimal(filled if filled != "0" else "43"), filled=Decimal(filled),
+                  average=Decimal("0.985"), status=status, reduce_only=True)
+    return OrderUpdate(order=order, origin=origin, last_fill_price=Decimal("0.98"), last_fill_amount=Decimal(filled),
+                       realized_pnl=Decimal("-5.16"), timestamp=ts)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+@pytest.mark.parametrize(("origin", "client_id", "trailed", "reason"), [
+    ("stop_loss", None, False, "stop_loss"),
+    ("stop_loss", None, True, "trailing_stop"),  # a stop the trailing manager moved
+    ("order", "fw-c-0123456789ab", False, "reduce_only_close"),  # our own close
+])
+async def test_a_fill_that_closes_the_position_alone_carries_its_reason_last_price_pnl_and_time(
+    pm, store, recorder, side, origin, client_id, trailed, reason
+):
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=600_000)  # the flat frame is lost
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=1_000, trailed=trailed))
+    await book.on_event(own_fill(side, "43", origin=origin, client_id=client_id))
+    [event] = recorder.closed()
+    assert (event.side, event.reason, event.price, event.realized_pnl, event.timestamp, event.source) == (
+        side, reason, Decimal("0.98"), Decimal("-5.16"), 1_900, "order")
+    row = await store.pool.fetchrow("SELECT status, close_reason, close_price, realized_pnl, closed_at FROM positions")
+    assert tuple(row) == ("closed", reason, Decimal("0.98"), Decimal("-5.16"), 1_900)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_flat_frame_without_pnl_takes_the_pnl_of_the_fill_that_explains_it(pm, store, recorder, side):
+    book = await held_book(pm, store, side, fill_grace_ms=600_000)
+    await book.on_event(flat(5, ts=2_000))  # no realized PnL in the frame
+    await book.on_event(own_fill(side, "43", ts=2_000))
+    [event] = recorder.closed()
+    assert (event.reason, event.price, event.realized_pnl) == ("stop_loss", Decimal("0.98"), Decimal("-5.16"))
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_one_contract_edges_of_a_closing_fill(pm, store, recorder, side):
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    # a position of one contract closed by its fill of one, the flat frame lost, in the millisecond it opened
+    one = PositionBook(VENUE, "default", pm, store, fill_grace_ms=600_000)
+    await one.add(BookPosition(SYMBOL, side, Decimal("1"), Decimal("1.1"), stop, opened_at=1_900))
+    await one.on_event(own_fill(side, "1", ts=1_900))
+    assert not one.holds(SYMBOL) and [e.reason for e in recorder.closed()] == ["stop_loss"]
+    # a reduce that leaves one contract, its position frame first (B4): not a closure
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=600_000)
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=3_000))
+    await book.on_event(sized(4, "1", ts=4_000, side=side))
+    await book.on_event(own_fill(side, "42", origin="order", client_id="web_1", ts=4_000))
+    assert book.holds(SYMBOL) and book.get(SYMBOL).contracts == Decimal("1") and len(recorder.closed()) == 1
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_closing_side_order_cancelled_unfilled_explains_no_flat_frame(pm, store, recorder, side):
+    # A reduce-only order of a person's, cancelled with nothing filled, is no closing fill: the flat frame after
+    # it still waits for the fill that explains it.
+    book = await held_book(pm, store, side, fill_grace_ms=600_000)
+    await book.on_event(own_fill(side, "0", origin="order", client_id="web_2", status="canceled"))
+    await book.on_event(flat(5, ts=2_000))
+    assert book.holds(SYMBOL) and recorder.closed() == []
+    await book.on_event(own_fill(side, "43", origin="take_profit", ts=2_000))
+    assert [(e.reason, e.price) for e in recorder.closed()] == [("take_profit", Decimal("0.98"))]

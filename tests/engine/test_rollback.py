@@ -75,9 +75,16 @@ async def test_rollback_closes_what_the_entry_filled_on_the_closing_side(env, si
         (close_side(side), intent.contracts, True, "closed")]
     rollback_fills = [f for f in env.venue.truth.fills if (f.client_order_id or "").startswith("fw-r-")]
     assert [(f.side, f.amount) for f in rollback_fills] == [(close_side(side), intent.contracts)]
+    [journal] = await env.store.pool.fetch(
+        "SELECT client_order_id, venue_order_id, filled, average FROM orders WHERE venue = $1 AND purpose = 'rollback'",
+        env.venue_name)
+    [fill] = rollback_fills
+    assert journal["client_order_id"] == fill.client_order_id and journal["venue_order_id"]
+    assert (journal["filled"], journal["average"]) == (intent.contracts, fill.price)
     assert env.venue.truth.wrong_side_orders() == []
     assert env.venue.orders("default", env.symbol, open_only=True, conditional=True) == []  # stop cancelled
-    assert len(alerts(env, "warning")) == 1 and alerts(env, "critical") == []
+    [warning] = alerts(env, "warning")
+    assert (warning.venue, warning.symbol) == (env.venue_name, env.symbol) and alerts(env, "critical") == []
     assert not env.parts.book.holds(env.symbol) and env.recorder.opened() == []
 
 
@@ -98,9 +105,16 @@ async def test_a_failed_rollback_close_is_retried_from_the_proof_of_what_remains
 @pytest.mark.parametrize("side", SIDES)
 async def test_a_rollback_that_cannot_show_the_venue_flat_raises_alerts_and_keeps_the_stop(env, side):
     # Every venue call fails and the stream is silent: nothing proves flat, so nothing may claim it.
-    await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, http_error_status=503,
-                                                                  http_error_next=1_000, drop_rate=1.0)),
-                      raises=RollbackFailed)
+    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env, http_error_status=503,
+                                                                      http_error_next=1_000, drop_rate=1.0)),))
+    await env.settled()
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(RollbackFailed) as failed:
+        await env.engine.open(intent)
+    assert (failed.value.venue, failed.value.symbol, failed.value.order_id) == (
+        env.venue_name, env.symbol, intent.client_order_id)
+    assert failed.value.message == "venue not shown flat after rollback"
+    assert isinstance(failed.value.__cause__, OrderIncomplete)
     env.venue.faults.http_error_next = 0
     env.venue.faults.drop_rate = 0.0
     position = env.venue.position("default", env.symbol)
@@ -109,7 +123,11 @@ async def test_a_rollback_that_cannot_show_the_venue_flat_raises_alerts_and_keep
     # no time to place one: the position is open and unprotected, and the critical alert says so.
     assert env.venue.is_protected("default", env.symbol) == env.stop_rests_by_the_fill
     [critical] = alerts(env, "critical")
-    assert (critical.venue, critical.symbol) == (env.venue_name, env.symbol) and "flat" in critical.message
+    assert (critical.venue, critical.symbol) == (env.venue_name, env.symbol)
+    kept = "its stop left resting" if env.stop_rests_by_the_fill else \
+        "no stop rests: the position may be open and unprotected"
+    assert critical.message == (f"rollback could not show the venue flat; {kept}; reconciliation adopts and "
+                                "protects what it finds")
     assert env.venue.truth.wrong_side_orders() == []
     assert [r["state"] for r in await rollback_rows(env)] == ["unknown"] * len(await rollback_rows(env))
 
@@ -252,21 +270,29 @@ async def test_one_contract_left_by_a_partial_rollback_close_is_closed_while_res
     assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
 
 
-@pytest.mark.parametrize("rest_lag_ms", [0, 30_000])
+@pytest.mark.parametrize("witness", ["snapshot", "stream", "snapshot_alone"])
 @pytest.mark.parametrize("side", SIDES)
-async def test_a_position_on_the_other_side_is_neither_taken_as_flat_nor_reduced(env, side, rest_lag_ms):
+async def test_a_position_on_the_other_side_is_neither_taken_as_flat_nor_reduced(env, side, witness):
     # While the first rollback close is refused, another client trades the symbol past flat: the account holds
-    # 10 contracts on the other side. Our entry cannot have opened that; whether the snapshot shows it or (REST
-    # lagging) only the stream does, the rollback sends nothing more, raises, and alerts: a human must look.
+    # 10 contracts on the other side. Our entry cannot have opened that; whether the snapshot shows it, (REST
+    # lagging) only the stream does, or (the stream silent) only the snapshot does, the rollback sends nothing
+    # more, raises, and alerts: a human must look.
     other = "short" if side == "long" else "long"
 
     async def flip(position_side, contracts):
         env.venue.place_order("default", env.symbol, close_side(position_side), amount=contracts + 10)
-        assert await env.parts.book.wait_for(
-            env.symbol, lambda u: u is not None and u.side == other and u.contracts == 10, 10)
+        if witness != "snapshot_alone":
+            assert await env.parts.book.wait_for(
+                env.symbol, lambda u: u is not None and u.side == other and u.contracts == 10, 10)
 
-    await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, rest_position_lag_ms=rest_lag_ms)),
-                      ("flipped", FirstRollbackCloseRefused(flip)), raises=RollbackFailed)
+    await env.start(extra_plugins=(
+        ("fail-after-fill", FailAfterFill(env, rest_position_lag_ms=30_000 if witness == "stream" else 0)),
+        ("flipped", FirstRollbackCloseRefused(flip))))
+    await env.settled()
+    env.venue.faults.drop_rate = 1.0 if witness == "snapshot_alone" else 0.0  # from the entry on
+    with pytest.raises(RollbackFailed):
+        await env.engine.open(env.intent(side, contracts="43"))
+    env.venue.faults.drop_rate = 0.0
     env.venue.faults.rest_position_lag_ms = 0
     position = env.venue.position("default", env.symbol)
     assert position.is_open and (position.side, position.contracts) == (other, Decimal(10))
@@ -275,14 +301,16 @@ async def test_a_position_on_the_other_side_is_neither_taken_as_flat_nor_reduced
     assert "flat" in critical.message
 
 
-@pytest.mark.parametrize(("earlier", "first_close"), [(True, "refused"), (True, "lost"), (False, "lost")])
+@pytest.mark.parametrize(("earlier", "first_close", "rest_lag_ms"), [
+    (True, "refused", 0), (True, "lost", 0), (False, "lost", 0), (False, "refused", 30_000), (True, "refused", 30_000)])
 @pytest.mark.parametrize("side", SIDES)
-async def test_with_the_stream_silent_the_snapshot_alone_shows_what_the_rollback_still_closes(
-        env, side, earlier, first_close):
+async def test_with_the_stream_silent_the_rollback_never_takes_an_empty_snapshot_for_flat(
+        env, side, earlier, first_close, rest_lag_ms):
     # The stream delivers nothing from the entry on, so the frame it last gave (an earlier position's flat one,
-    # or none) is older than the rollback: no proof. The snapshot decides: it still shows the entry's contracts
-    # when the first close was refused (they are closed, then success), none when that close executed and only
-    # its answer was lost (success, nothing more sent).
+    # or none) is older than the rollback: no proof. A snapshot that still shows the entry's contracts (the first
+    # close refused) says what to close. One that lists nothing proves nothing (REST lags, I-4: the entry's 43
+    # contracts may still be open, as with the lag here), so what the entry can have opened is closed again,
+    # reduce-only: it closes them, or the venue answers "nothing to reduce" (the lost close had executed).
     await env.start(timeout_ms=2_000)
     await env.settled()
     if earlier:
@@ -290,7 +318,7 @@ async def test_with_the_stream_silent_the_snapshot_alone_shows_what_the_rollback
         assert await env.engine.close(env.venue_name, env.symbol) is True
         assert await env.parts.book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 0, 10)
     session = env.driver.session
-    FailAfterFill(env).wrap(session)
+    FailAfterFill(env, rest_position_lag_ms=rest_lag_ms).wrap(session)
     if first_close == "refused":
         FirstRollbackCloseRefused().wrap(session)
     else:
@@ -300,19 +328,19 @@ async def test_with_the_stream_silent_the_snapshot_alone_shows_what_the_rollback
     with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
         await env.engine.open(intent)
     env.venue.faults.drop_rate = 0.0
+    env.venue.faults.rest_position_lag_ms = 0
     assert not env.venue.position("default", env.symbol).is_open
     rows = await rollback_rows(env)
-    expected = [(close_side(side), intent.contracts, "unknown")]
-    if first_close == "refused":
-        expected.append((close_side(side), intent.contracts, "closed"))
-    assert [(r["side"], r["contracts"], r["state"]) for r in rows] == expected
+    second = "closed" if first_close == "refused" else "rejected"
+    assert [(r["side"], r["contracts"], r["state"]) for r in rows] == [
+        (close_side(side), intent.contracts, "unknown"), (close_side(side), intent.contracts, second)]
     assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
 
 
 @pytest.mark.parametrize("side", SIDES)
 async def test_without_a_snapshot_nothing_more_is_sent_after_a_refused_rollback_close(env, side):
-    # The first close is refused and no snapshot can be had; the stream shows the position still open. Nothing
-    # says how much is left to close on this proof, so no size is guessed: the rollback fails, the position stays.
+    # The first close is refused and no snapshot can be had (the stream shows the position still open): a failed
+    # snapshot is no proof of what is left, so no size is made up: the rollback fails and alerts, the position stays.
     await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)), ("refused", FirstRollbackCloseRefused())))
     await env.settled()
     NoSnapshot().wrap(env.driver.session)
@@ -325,17 +353,153 @@ async def test_without_a_snapshot_nothing_more_is_sent_after_a_refused_rollback_
     assert len(alerts(env, "critical")) == 1
 
 
-@pytest.mark.parametrize("rest_lag_ms", [0, 30_000])
+@pytest.mark.parametrize("witness", ["snapshot", "stream", "neither"])
 @pytest.mark.parametrize("side", SIDES)
-async def test_the_proof_that_asks_for_contracts_to_close_never_also_says_flat(env, side, rest_lag_ms):
+async def test_the_proof_that_asks_for_contracts_to_close_never_also_says_flat(env, side, witness):
     # The rollback closes whatever the proof says is left and then trusts that close, not the proof's flag; the
-    # proof itself must still not call a venue that holds 43 contracts flat, whether the snapshot shows them or
-    # (REST lagging) only the stream does: any other use of it would report a false flat.
+    # proof itself must still not call a venue that holds 43 contracts flat, whether the snapshot shows them,
+    # (REST lagging) only the stream does, or neither does: any other use of it would report a false flat.
     await env.start()
     await env.settled()
-    env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
     book = env.parts.book
-    assert await book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 43 and u.side == side, 10)
-    env.venue.faults.rest_position_lag_ms = rest_lag_ms
-    proof = await env.parts.opener._proven_flat(env.intent(side), book.last_update(env.symbol).sequence)
+    start_seq = book.last_update(env.symbol).sequence if book.last_update(env.symbol) else -1
+    env.venue.faults.drop_rate = 1.0 if witness == "neither" else 0.0
+    env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
+    if witness != "neither":
+        assert await book.wait_for(env.symbol, lambda u: u is not None and u.contracts == 43 and u.side == side, 10)
+    env.venue.faults.rest_position_lag_ms = 0 if witness == "snapshot" else 30_000
+    proof = await env.parts.opener._proven_flat(env.intent(side), start_seq)
     assert proof == (False, Decimal(43))
+
+
+class BeforeFirstRollbackClose(SessionWrapper):
+    """``meanwhile(position side, contracts)`` happens on the venue just before the rollback's first close is sent."""
+
+    def __init__(self, meanwhile) -> None:
+        self.meanwhile = meanwhile
+        self.closes = 0
+
+    async def close_position(self, call, symbol, side, contracts, client_order_id):
+        self.closes += 1
+        if self.closes == 1:
+            await self.meanwhile(side, contracts)
+        return await call(symbol, side, contracts, client_order_id)
+
+
+@pytest.mark.parametrize("first_close", ["fills", "finds_nothing"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_with_no_stream_and_no_snapshot_the_first_close_s_own_answer_is_the_proof(env, side, first_close):
+    # The stream is silent from the entry on and no snapshot can be had. A close that filled everything the entry
+    # can have opened proves flat by itself; so does the venue's "nothing to reduce" (the position was closed
+    # elsewhere first: "position gone" means closed). Either way nothing more is sent and the rollback succeeds.
+    async def closed_elsewhere(position_side, contracts):
+        if first_close == "finds_nothing":
+            env.venue.place_order("default", env.symbol, close_side(position_side), amount=contracts)
+
+    await env.start(extra_plugins=(("fail-after-fill", FailAfterFill(env)),
+                                   ("meanwhile", BeforeFirstRollbackClose(closed_elsewhere))))
+    await env.settled()
+    NoSnapshot().wrap(env.driver.session)
+    intent = env.intent(side, contracts="43")
+    env.venue.faults.drop_rate = 1.0
+    with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
+        await env.engine.open(intent)
+    env.venue.faults.drop_rate = 0.0
+    assert not env.venue.position("default", env.symbol).is_open
+    state = "closed" if first_close == "fills" else "rejected"
+    assert [(r["side"], r["contracts"], r["state"]) for r in await rollback_rows(env)] == [
+        (close_side(side), intent.contracts, state)]
+    assert alerts(env, "critical") == []
+
+
+class StopRefused(SessionWrapper):
+    """Every stop placement is refused (a 503 the driver is never asked to send); the venue's order faults end
+    there, with the entry (a stop is placed only once the entry filled)."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    async def set_stop_loss(self, call, *args):
+        self.env.venue.faults.minimal_order_response = False
+        self.env.venue.faults.market_fill_ratio = 1.0
+        raise VenueError("stop refused (test)", venue="test")
+
+
+@pytest.mark.parametrize("entry", ["ack", "partial"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_binance_entry_answered_before_its_fill_or_partly_filled_is_rolled_back_by_its_fill(store, side, entry):
+    # Binance can place no stop before the entry (B7); here the stop after it is refused, so the answered entry is
+    # rolled back. Its answer says 0 filled (the ACK, as accepted before the fill): that is no proof that nothing
+    # filled, so the most the entry can have opened is closed. A partly filled entry (the rest expired) is closed
+    # by what it filled; "expired" does not mean nothing filled.
+    async with venue_env("binance", store) as env:
+        await env.start(extra_plugins=(("stop-refused", StopRefused(env)),))
+        await env.settled()
+        if entry == "ack":
+            env.venue.faults.minimal_order_response = True
+        else:
+            env.venue.faults.market_fill_ratio = 0.5
+        intent = env.intent(side, contracts="43")
+        with pytest.raises(VenueError, match="stop refused"):
+            await env.engine.open(intent)
+        assert not env.venue.position("default", env.symbol).is_open
+        [entry_fill] = [f for f in env.venue.truth.fills if f.client_order_id == intent.client_order_id]
+        closes = [r["contracts"] for r in await rollback_rows(env)]
+        assert closes == [intent.contracts if entry == "ack" else entry_fill.amount]
+        assert entry_fill.amount == (intent.contracts if entry == "ack" else intent.contracts / 2)
+        assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_rollback_closes_that_keep_filling_half_are_retried_twice_then_the_rollback_gives_up(env, side):
+    # Every close fills only half (the book is thin): the first close, then one close per proof of what is left,
+    # two proofs at most; then the venue is not shown flat: raise, alert, and leave the rest to reconciliation.
+    intent = await failed_open(env, side, ("fail-after-fill", FailAfterFill(env, market_fill_ratio=0.5)),
+                               raises=RollbackFailed)
+    env.venue.faults.market_fill_ratio = 1.0
+    rows = await rollback_rows(env)
+    fills = [f.amount for f in env.venue.truth.fills if (f.client_order_id or "").startswith("fw-r-")]
+    assert len(rows) == len(fills) == 3 and rows[0]["contracts"] == intent.contracts
+    assert [r["contracts"] for r in rows[1:]] == [rows[0]["contracts"] - fills[0],
+                                                  rows[0]["contracts"] - fills[0] - fills[1]]
+    position = env.venue.position("default", env.symbol)
+    assert position.is_open and position.side == side and position.contracts == intent.contracts - sum(fills)
+    assert len(alerts(env, "critical")) == 1
+
+
+class OrderQueryRefused(SessionWrapper):
+    """The venue cannot be asked for an order by id (its calls time out, say)."""
+
+    async def fetch_order(self, call, *args):
+        raise VenueError("order query unavailable (test)", venue="test")
+
+
+@pytest.mark.parametrize("witness", ["stream", "order_query"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_what_was_seen_to_fill(env, side, witness):
+    # The entry fills half (the rest expires), then its answer cannot be completed. What it filled is known from the
+    # stream's position frame when the order cannot be queried, or from the order by id when the stream is silent;
+    # the rollback closes exactly that, reduce-only, and proves flat.
+    class FailOnceSeen(FailAfterFill):
+        async def normalize_order(self, call, raw, intent):
+            if witness == "stream":  # the stream's frame of the fill is held before the answer is given up
+                assert await env.parts.book.wait_for(
+                    intent.symbol, lambda u: u is not None and u.contracts > 0 and u.side == intent.side, 10)
+            await super().normalize_order(call, raw, intent)
+
+    plugins = [("fail-after-fill", FailOnceSeen(env, market_fill_ratio=1.0))]
+    if witness == "stream":
+        plugins.append(("no-order-query", OrderQueryRefused()))
+    await env.start(extra_plugins=tuple(plugins))
+    await env.settled()
+    env.venue.faults.market_fill_ratio = 0.5
+    env.venue.faults.drop_rate = 1.0 if witness == "order_query" else 0.0
+    intent = env.intent(side, contracts="43")
+    with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
+        await env.engine.open(intent)
+    env.venue.faults.drop_rate = 0.0
+    [entry_fill] = [f for f in env.venue.truth.fills if f.client_order_id == intent.client_order_id]
+    assert entry_fill.amount < intent.contracts and not env.venue.position("default", env.symbol).is_open
+    rows = await rollback_rows(env)
+    assert [(r["side"], r["contracts"]) for r in rows][:1] == [(close_side(side), entry_fill.amount)]
+    assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
