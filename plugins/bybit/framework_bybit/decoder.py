@@ -95,6 +95,8 @@ def decimal_or_none(value: Any) -> Decimal | None:
 
 def positive_or_none(value: Any) -> Decimal | None:
     """A price field: ``None`` unless strictly positive (Bybit writes ``"0"`` for "not set")."""
+    if value == "0" or value == "":  # the common "not set": no Decimal to build
+        return None
     number = decimal_or_none(value)
     return number if number is not None and number > 0 else None
 
