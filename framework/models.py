@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -136,17 +136,19 @@ class Model(BaseModel):
 
 _set, _new = object.__setattr__, object.__new__
 #: per model class: every field with its static default (``None`` for a required one or a factory's), the
-#: required fields, the default factories
-_TRUSTED: dict[type, tuple[dict[str, Any], frozenset[str], tuple[tuple[str, Callable[[], Any]], ...]]] = {}
+#: required fields, the default factories (none of this project's takes the validated data)
+_Spec = tuple[dict[str, Any], frozenset[str], tuple[tuple[str, Callable[[], Any]], ...]]
+_TRUSTED: dict[type, _Spec] = {}
 
 
-def _trusted_spec(cls: type[Model]) -> tuple[dict[str, Any], frozenset[str], tuple[tuple[str, Callable[[], Any]], ...]]:
+def _trusted_spec(cls: type[Model]) -> _Spec:
     fields = cls.model_fields
     template = {name: None if f.is_required() or f.default_factory else f.default for name, f in fields.items()}
     required = frozenset(name for name, f in fields.items() if f.is_required())
-    factories = tuple((name, f.default_factory) for name, f in fields.items() if f.default_factory)
-    _TRUSTED[cls] = spec = (template, required, factories)  # type: ignore[assignment]
-    return spec  # type: ignore[return-value]
+    factories = tuple((name, cast(Callable[[], Any], f.default_factory))
+                      for name, f in fields.items() if f.default_factory)
+    _TRUSTED[cls] = spec = (template, required, factories)
+    return spec
 
 
 class TrailingSpec(Model):
