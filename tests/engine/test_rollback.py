@@ -474,12 +474,14 @@ class OrderQueryRefused(SessionWrapper):
         raise VenueError("order query unavailable (test)", venue="test")
 
 
+@pytest.mark.parametrize("ratio", [0.5, 0.024])  # half, or 1 contract of 43
 @pytest.mark.parametrize("witness", ["stream", "order_query"])
 @pytest.mark.parametrize("side", SIDES)
-async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_what_was_seen_to_fill(env, side, witness):
-    # The entry fills half (the rest expires), then its answer cannot be completed. What it filled is known from the
-    # stream's position frame when the order cannot be queried, or from the order by id when the stream is silent;
-    # the rollback closes exactly that, reduce-only, and proves flat.
+async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_what_was_seen_to_fill(
+        env, side, witness, ratio):
+    # The entry fills half or 1 contract (the rest expires), then its answer cannot be completed. What it filled
+    # is known from the stream's position frame when the order cannot be queried, or from the order by id when
+    # the stream is silent; the rollback closes exactly that, reduce-only, and proves flat.
     class FailOnceSeen(FailAfterFill):
         async def normalize_order(self, call, raw, intent):
             if witness == "stream":  # the stream's frame of the fill is held before the answer is given up
@@ -492,7 +494,7 @@ async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_wha
         plugins.append(("no-order-query", OrderQueryRefused()))
     await env.start(extra_plugins=tuple(plugins))
     await env.settled()
-    env.venue.faults.market_fill_ratio = 0.5
+    env.venue.faults.market_fill_ratio = ratio
     env.venue.faults.drop_rate = 1.0 if witness == "order_query" else 0.0
     intent = env.intent(side, contracts="43")
     with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
