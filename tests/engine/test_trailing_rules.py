@@ -203,3 +203,28 @@ async def test_a_refused_move_alerts_on_its_venue_and_symbol_and_a_refused_close
         assert (critical.venue, critical.symbol) == ("binance", r.env.symbol) and "still open" in critical.message
         assert r.book.get(r.env.symbol).stop == old and r.env.venue.is_protected("default", r.env.symbol)
         assert r.env.recorder.closed() == [] and r.manager.moves[r.env.symbol] == 0
+
+
+class ClosesDuringTheMove(SessionWrapper):
+    """The position closes on the venue while its stop is being moved, and the book hears of it before the
+    move returns (docs/incidents.md I-5)."""
+
+    def __init__(self, env: Env, book: PositionBook) -> None:
+        self.env, self.book = env, book
+
+    async def move_stop_loss(self, call, *args):
+        moved = await call(*args)
+        self.env.venue.manual_close("default", self.env.symbol)
+        await self.book.close(self.env.symbol, "manual", source="stream")
+        return moved
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_moved_for_a_position_that_closed_meanwhile_is_cancelled(store, side):
+    long = side == "long"
+    async with rig(store, "binance", side, "0.95" if long else "1.05") as r:
+        ClosesDuringTheMove(r.env, r.book).wrap(r.env.driver.session)
+        await r.tick("1.00")
+        assert not r.book.holds(r.env.symbol) and r.manager.moves[r.env.symbol] == 0
+        assert resting(r.env) == [] and r.env.venue.truth.orders_for_closed_positions() == []
+        assert [e.reason for e in r.env.recorder.closed()] == ["manual"]
