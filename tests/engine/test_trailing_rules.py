@@ -143,6 +143,15 @@ async def test_a_tick_at_the_edge_of_the_mark_band_is_acted_on_and_one_beyond_it
         await r.tick("2.2051" if long else "1.8049", at=12_000)  # 5.005 % from 2.10 (short: 1.90)
         assert r.manager.moves[r.env.symbol] == 2 and r.manager.held_ticks[r.env.symbol] == 1
         assert r.stop == Decimal("2.037" if long else "1.957")
+        [held] = [a for a in r.env.recorder.seen["on_alert"] if "held until confirmed" in a.message]
+        assert (held.level, held.venue, held.symbol) == ("warning", "binance", r.env.symbol)
+        # another level, far from both the accepted price and the one held: it starts over and is confirmed by
+        # mark_confirm_ticks ticks in a row
+        level = "2.60" if long else "1.40"
+        r.env.venue.set_mark_price(r.env.symbol, Decimal(level))
+        for n in range(RULES.mark_confirm_ticks):
+            await r.tick(level, at=13_000 + n)
+        assert r.manager.moves[r.env.symbol] == 3 and r.stop == Decimal("2.522" if long else "1.442")
 
 
 @pytest.mark.parametrize("side", SIDES)
