@@ -47,6 +47,7 @@ class Rig:
     book: PositionBook
     manager: TrailingManager
     clock: Clock
+    protector: Protector
 
     @property
     def stop(self) -> Decimal:
@@ -78,7 +79,8 @@ async def rig(store, venue_name: str, side: str, stop: str, activation: str | No
                                         intent_id="fw-o-00000000trail", opened_at=1))
             assert await protector.protect(env.symbol) is not None
             clock = Clock(10_000)
-            yield Rig(env, book, TrailingManager(book, env.driver, store, env.pm, protector, RULES, clock), clock)
+            manager = TrailingManager(book, env.driver, store, env.pm, protector, RULES, clock)
+            yield Rig(env, book, manager, clock, protector)
         finally:
             await env.driver.disconnect()
 
@@ -237,3 +239,26 @@ async def test_a_stop_moved_for_a_position_that_closed_meanwhile_is_cancelled(st
         assert not r.book.holds(r.env.symbol) and r.manager.moves[r.env.symbol] == 0
         assert resting(r.env) == [] and r.env.venue.truth.orders_for_closed_positions() == []
         assert [e.reason for e in r.env.recorder.closed()] == ["manual"]
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_the_next_position_of_a_symbol_starts_its_own_trail(store, side):
+    # No tick comes between the two positions: the first one's best price must not carry over to the second.
+    long = side == "long"
+    async with rig(store, "binance", side, "0.95" if long else "1.05") as r:
+        await r.tick("1.00", at=10_000)
+        best = "1.04" if long else "0.96"
+        r.env.venue.set_mark_price(r.env.symbol, Decimal(best))
+        await r.tick(best, at=11_000)
+        assert r.manager.moves[r.env.symbol] == 2 and r.stop == Decimal("1.0088" if long else "0.9888")
+        r.env.venue.manual_close("default", r.env.symbol)
+        assert await r.book.close(r.env.symbol, "manual", source="stream") is True
+        mark, stop = ("0.98", "0.93") if long else ("1.02", "1.07")
+        r.env.venue.set_mark_price(r.env.symbol, Decimal(mark))
+        r.env.venue.place_order("default", r.env.symbol, "buy" if long else "sell", amount=Decimal(43))
+        await r.book.add(BookPosition(r.env.symbol, side, Decimal(43), Decimal(mark), Decimal(stop),
+                                      trailing=TrailingSpec(callback_rate=Decimal("3")), intent_id="fw-o-0000000next",
+                                      opened_at=2))
+        assert await r.protector.protect(r.env.symbol) is not None
+        await r.tick(mark, at=20_000)  # 3 % behind its own first tick, not behind the last position's best
+        assert r.manager.moves[r.env.symbol] == 3 and r.stop == Decimal("0.9506" if long else "1.0506")
