@@ -47,6 +47,7 @@ class Rig:
     book: PositionBook
     manager: TrailingManager
     clock: Clock
+    protector: Protector
 
     @property
     def stop(self) -> Decimal:
@@ -78,7 +79,8 @@ async def rig(store, venue_name: str, side: str, stop: str, activation: str | No
                                         intent_id="fw-o-00000000trail", opened_at=1))
             assert await protector.protect(env.symbol) is not None
             clock = Clock(10_000)
-            yield Rig(env, book, TrailingManager(book, env.driver, store, env.pm, protector, RULES, clock), clock)
+            manager = TrailingManager(book, env.driver, store, env.pm, protector, RULES, clock)
+            yield Rig(env, book, manager, clock, protector)
         finally:
             await env.driver.disconnect()
 
@@ -143,6 +145,15 @@ async def test_a_tick_at_the_edge_of_the_mark_band_is_acted_on_and_one_beyond_it
         await r.tick("2.2051" if long else "1.8049", at=12_000)  # 5.005 % from 2.10 (short: 1.90)
         assert r.manager.moves[r.env.symbol] == 2 and r.manager.held_ticks[r.env.symbol] == 1
         assert r.stop == Decimal("2.037" if long else "1.957")
+        [held] = [a for a in r.env.recorder.seen["on_alert"] if "held until confirmed" in a.message]
+        assert (held.level, held.venue, held.symbol) == ("warning", "binance", r.env.symbol)
+        # another level, far from both the accepted price and the one held: it starts over and is confirmed by
+        # mark_confirm_ticks ticks in a row
+        level = "2.60" if long else "1.40"
+        r.env.venue.set_mark_price(r.env.symbol, Decimal(level))
+        for n in range(RULES.mark_confirm_ticks):
+            await r.tick(level, at=13_000 + n)
+        assert r.manager.moves[r.env.symbol] == 3 and r.stop == Decimal("2.522" if long else "1.442")
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -203,3 +214,51 @@ async def test_a_refused_move_alerts_on_its_venue_and_symbol_and_a_refused_close
         assert (critical.venue, critical.symbol) == ("binance", r.env.symbol) and "still open" in critical.message
         assert r.book.get(r.env.symbol).stop == old and r.env.venue.is_protected("default", r.env.symbol)
         assert r.env.recorder.closed() == [] and r.manager.moves[r.env.symbol] == 0
+
+
+class ClosesDuringTheMove(SessionWrapper):
+    """The position closes on the venue while its stop is being moved, and the book hears of it before the
+    move returns (docs/incidents.md I-5)."""
+
+    def __init__(self, env: Env, book: PositionBook) -> None:
+        self.env, self.book = env, book
+
+    async def move_stop_loss(self, call, *args):
+        moved = await call(*args)
+        self.env.venue.manual_close("default", self.env.symbol)
+        await self.book.close(self.env.symbol, "manual", source="stream")
+        return moved
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_moved_for_a_position_that_closed_meanwhile_is_cancelled(store, side):
+    long = side == "long"
+    async with rig(store, "binance", side, "0.95" if long else "1.05") as r:
+        ClosesDuringTheMove(r.env, r.book).wrap(r.env.driver.session)
+        await r.tick("1.00")
+        assert not r.book.holds(r.env.symbol) and r.manager.moves[r.env.symbol] == 0
+        assert resting(r.env) == [] and r.env.venue.truth.orders_for_closed_positions() == []
+        assert [e.reason for e in r.env.recorder.closed()] == ["manual"]
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_the_next_position_of_a_symbol_starts_its_own_trail(store, side):
+    # No tick comes between the two positions: the first one's best price must not carry over to the second.
+    long = side == "long"
+    async with rig(store, "binance", side, "0.95" if long else "1.05") as r:
+        await r.tick("1.00", at=10_000)
+        best = "1.04" if long else "0.96"
+        r.env.venue.set_mark_price(r.env.symbol, Decimal(best))
+        await r.tick(best, at=11_000)
+        assert r.manager.moves[r.env.symbol] == 2 and r.stop == Decimal("1.0088" if long else "0.9888")
+        r.env.venue.manual_close("default", r.env.symbol)
+        assert await r.book.close(r.env.symbol, "manual", source="stream") is True
+        mark, stop = ("0.98", "0.93") if long else ("1.02", "1.07")
+        r.env.venue.set_mark_price(r.env.symbol, Decimal(mark))
+        r.env.venue.place_order("default", r.env.symbol, "buy" if long else "sell", amount=Decimal(43))
+        await r.book.add(BookPosition(r.env.symbol, side, Decimal(43), Decimal(mark), Decimal(stop),
+                                      trailing=TrailingSpec(callback_rate=Decimal("3")), intent_id="fw-o-0000000next",
+                                      opened_at=2))
+        assert await r.protector.protect(r.env.symbol) is not None
+        await r.tick(mark, at=20_000)  # 3 % behind its own first tick, not behind the last position's best
+        assert r.manager.moves[r.env.symbol] == 3 and r.stop == Decimal("0.9506" if long else "1.0506")
