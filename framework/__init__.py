@@ -80,6 +80,7 @@ from framework.models import (
     Verification,
     close_side,
     entry_side,
+    in_range,
     now_ms,
 )
 from framework.protocols import DriverSession, EntryEvidence, StreamDecoder, StreamEvidence, StreamSink, VenueHarness
@@ -160,6 +161,7 @@ __all__ = [
     "entry_side",
     "hookimpl",
     "hookspec",
+    "in_range",
     "now_ms",
     "poll_sources",
     "stream_flat_since",

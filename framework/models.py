@@ -15,8 +15,9 @@ Models are frozen and reject unknown fields, so a misspelt field fails loudly wi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -93,10 +94,75 @@ def entry_side(position_side: PositionSide) -> Side:
     raise ValueError(f"cannot derive an entry side from position side {position_side!r}")
 
 
+def in_range(value: Decimal, low: Decimal = Decimal(0), high: Decimal = MAX_AMOUNT) -> bool:
+    """``low < value <= high`` and finite (the defaults: the bounds of :data:`Price`).  A hot path checks
+    decoded values with it before :meth:`Model.trusted`; a value it refuses goes to the validating
+    constructor instead, which raises the field's own error."""
+    return value.is_finite() and low < value <= high
+
+
 class Model(BaseModel):
     """Base: frozen, unknown fields rejected, Decimal kept exact in JSON (as strings)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+    @classmethod
+    def trusted(cls, values: dict[str, Any]) -> Self:
+        """An instance from ``values`` (field name → value) that are already of their fields' types and within
+        their constraints (fields of another validated model, constants, or decoded values the caller has
+        checked against the same bounds, :func:`in_range`), built without validating them again: the hot path
+        of a snapshot of 10,000 positions.  Absent fields take their defaults; model validators do not run
+        (the caller establishes what they check).  Anything unchecked goes through the validating constructor.
+        Not pydantic's ``model_construct``: it does the same without the checks below and, measured here, costs
+        about twice a full validation (17.8 against 8.8 µs for a :class:`Position`).
+
+        :raises TypeError: a required field is absent, or a name is not a field (a misspelt name still fails
+            loudly).
+        """
+        template, required, factories, frozen = _TRUSTED.get(cls) or _trusted_spec(cls)
+        data = template.copy()  # field order, as the validating constructor leaves it
+        data.update(values)
+        if len(data) != len(template) or not required <= values.keys():
+            raise TypeError(f"{cls.__name__}.trusted: unknown {sorted(values.keys() - template.keys())}, "
+                            f"missing {sorted(required - values.keys())}")
+        for name, factory in factories:
+            if name not in values:
+                data[name] = factory()
+        # The names given, as pydantic keeps them (model_fields_set): one set shared by every instance of a
+        # frozen model built from the same names, not ~700 bytes each (at 10,000 positions the allocations, not
+        # the checks, are the cost).  Pydantic changes the set in place only on assignment, which a frozen
+        # model refuses, and model_copy copies it first.
+        names = tuple(values)
+        fields_set = _FIELDS_SETS.get(names) if frozen else None
+        if fields_set is None:
+            fields_set = set(names)
+            if frozen:
+                _FIELDS_SETS[names] = fields_set
+        instance = _new(cls)
+        _set(instance, "__dict__", data)
+        _set(instance, "__pydantic_fields_set__", fields_set)
+        _set(instance, "__pydantic_extra__", None)
+        _set(instance, "__pydantic_private__", None)
+        return instance
+
+
+_set, _new = object.__setattr__, object.__new__
+#: per model class: every field with its static default (``None`` for a required one or a factory's), the
+#: required fields, the default factories (none of this project's takes the validated data), whether frozen
+_Spec = tuple[dict[str, Any], frozenset[str], tuple[tuple[str, Callable[[], Any]], ...], bool]
+_TRUSTED: dict[type, _Spec] = {}
+#: the field-name sets :meth:`Model.trusted` instances share, by the names in the order given
+_FIELDS_SETS: dict[tuple[str, ...], set[str]] = {}
+
+
+def _trusted_spec(cls: type[Model]) -> _Spec:
+    fields = cls.model_fields
+    template = {name: None if f.is_required() or f.default_factory else f.default for name, f in fields.items()}
+    required = frozenset(name for name, f in fields.items() if f.is_required())
+    factories = tuple((name, cast(Callable[[], Any], f.default_factory))
+                      for name, f in fields.items() if f.default_factory)
+    _TRUSTED[cls] = spec = (template, required, factories, bool(cls.model_config.get("frozen")))
+    return spec
 
 
 class TrailingSpec(Model):

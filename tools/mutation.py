@@ -32,7 +32,6 @@ FIRST = {
         "framework.engine.opener.xǁOpenerǁ_rollback*", "framework.engine.opener.xǁOpenerǁ_close_for_rollback*",
         "framework.engine.opener.xǁOpenerǁ_proven_flat*", "framework.engine.opener.xǁOpenerǁ_observed_fill*",
         "framework.engine.book.xǁPositionBookǁclose*", "framework.engine.book.xǁPositionBookǁ_close_locked*",
-        "framework.engine.book.xǁPositionBookǁ_persist_close*",
         "framework.engine.book.xǁPositionBookǁ_apply_position_update*",
         "framework.engine.book.xǁPositionBookǁ_apply_order_update*",
     ],

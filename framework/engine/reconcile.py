@@ -97,8 +97,9 @@ class Reconciler:
                 await self._database_side(self._load_from_db(), None, report)
             await self._close_orphans(on_venue, snapshot.taken_at, report)
             for symbol, venue_position in on_venue.items():
-                await self._sync(venue_position, stops.get(symbol, []), intents.get(symbol), snapshot_requested_at,
-                                 report)
+                found = stops.get(symbol, [])
+                if not self._steady(venue_position, found):
+                    await self._sync(venue_position, found, intents.get(symbol), snapshot_requested_at, report)
             await self._cancel_stale_stops(on_venue, stops, report)
             self.passes += 1
             result: dict[str, Any] = dict(report)
@@ -168,6 +169,19 @@ class Reconciler:
                 if await self.book.close(symbol, "reconcile", source="reconcile"):
                     report["closed"] += 1
                 del self._absent_since[symbol]
+
+    def _steady(self, venue_position: Position, found: list[StopLoss]) -> bool:
+        """What :meth:`_sync` does in a pass's common case, without a coroutine per position (10,000 of them):
+        the book holds the position on the same side and size, not being opened, and exactly one protective stop
+        rests for it — at most the book learns that stop.  ``False``: not that case, :meth:`_sync` decides."""
+        symbol = venue_position.symbol
+        held = self.book.get(symbol)
+        if (held is None or held.side != venue_position.side or held.contracts != venue_position.contracts
+                or len(found) != 1 or found[0].kind not in PROTECTIVE or self.book.opening(symbol)):
+            return False
+        if held.stop is None or held.stop.order_id != found[0].order_id:
+            self.book.set_stop(symbol, found[0])
+        return True
 
     async def _sync(
         self, venue_position: Position, found: list[StopLoss], intent: OrderIntent | None, requested_at: int,

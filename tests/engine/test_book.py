@@ -10,7 +10,7 @@ import pytest
 
 from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.errors import DuplicateOpenPosition
-from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, now_ms
+from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, close_side, now_ms
 from framework.plugins import new_plugin_manager, register
 from framework.store import Store
 from tests.engine.recorder import Exploding, Recorder
@@ -452,3 +452,158 @@ async def test_a_closure_in_the_millisecond_a_snapshot_was_requested_is_one_sinc
         assert await book.close(SYMBOL, "manual") is True
     assert book.closed_since(SYMBOL, requested_at) and book.closed_since(SYMBOL, requested_at - 1)
     assert not book.closed_since(SYMBOL, requested_at + 1)
+
+
+# --- the closing fill: what it carries, and the edges of "fully filled" (issue 11, mutation gaps) -----------
+
+
+def own_fill(side: str, filled: str, *, origin: str = "stop_loss", client_id: str | None = None, ts: int = 1_900,
+             status: str = "closed") -> OrderUpdate:
+    """A fill of the order closing a ``side`` position: last fill at 0.98, the order's average 0.985 (with
+    ``filled`` 0: an order on the closing side that ended with nothing filled)."""
+    order = Order(venue=VENUE, symbol=SYMBOL, id="9", client_order_id=client_id, side=close_side(side),
+                  amount=Decimal(filled if filled != "0" else "43"), filled=Decimal(filled),
+                  average=Decimal("0.985"), status=status, reduce_only=True)
+    return OrderUpdate(order=order, origin=origin, last_fill_price=Decimal("0.98"), last_fill_amount=Decimal(filled),
+                       realized_pnl=Decimal("-5.16"), timestamp=ts)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+@pytest.mark.parametrize(("origin", "client_id", "trailed", "reason"), [
+    ("stop_loss", None, False, "stop_loss"),
+    ("stop_loss", None, True, "trailing_stop"),  # a stop the trailing manager moved
+    ("order", "fw-c-0123456789ab", False, "reduce_only_close"),  # our own close
+])
+async def test_a_fill_that_closes_the_position_alone_carries_its_reason_last_price_pnl_and_time(
+    pm, store, recorder, side, origin, client_id, trailed, reason
+):
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=600_000)  # the flat frame is lost
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=1_000, trailed=trailed))
+    await book.on_event(own_fill(side, "43", origin=origin, client_id=client_id))
+    [event] = recorder.closed()
+    assert (event.side, event.reason, event.price, event.realized_pnl, event.timestamp, event.source) == (
+        side, reason, Decimal("0.98"), Decimal("-5.16"), 1_900, "order")
+    row = await store.pool.fetchrow("SELECT status, close_reason, close_price, realized_pnl, closed_at FROM positions")
+    assert tuple(row) == ("closed", reason, Decimal("0.98"), Decimal("-5.16"), 1_900)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_flat_frame_without_pnl_takes_the_pnl_of_the_fill_that_explains_it(pm, store, recorder, side):
+    book = await held_book(pm, store, side, fill_grace_ms=600_000)
+    await book.on_event(flat(5, ts=2_000))  # no realized PnL in the frame
+    await book.on_event(own_fill(side, "43", ts=2_000))
+    [event] = recorder.closed()
+    assert (event.reason, event.price, event.realized_pnl) == ("stop_loss", Decimal("0.98"), Decimal("-5.16"))
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_one_contract_edges_of_a_closing_fill(pm, store, recorder, side):
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    # a position of one contract closed by its fill of one, the flat frame lost, in the millisecond it opened
+    one = PositionBook(VENUE, "default", pm, store, fill_grace_ms=600_000)
+    await one.add(BookPosition(SYMBOL, side, Decimal("1"), Decimal("1.1"), stop, opened_at=1_900))
+    await one.on_event(own_fill(side, "1", ts=1_900))
+    assert not one.holds(SYMBOL) and [e.reason for e in recorder.closed()] == ["stop_loss"]
+    # a reduce that leaves one contract, its position frame first (B4): not a closure
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=600_000)
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=3_000))
+    await book.on_event(sized(4, "1", ts=4_000, side=side))
+    await book.on_event(own_fill(side, "42", origin="order", client_id="web_1", ts=4_000))
+    assert book.holds(SYMBOL) and book.get(SYMBOL).contracts == Decimal("1") and len(recorder.closed()) == 1
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_closing_side_order_cancelled_unfilled_explains_no_flat_frame(pm, store, recorder, side):
+    # A reduce-only order of a person's, cancelled with nothing filled, is no closing fill: the flat frame after
+    # it still waits for the fill that explains it.
+    book = await held_book(pm, store, side, fill_grace_ms=600_000)
+    await book.on_event(own_fill(side, "0", origin="order", client_id="web_2", status="canceled"))
+    await book.on_event(flat(5, ts=2_000))
+    assert book.holds(SYMBOL) and recorder.closed() == []
+    await book.on_event(own_fill(side, "43", origin="take_profit", ts=2_000))
+    assert [(e.reason, e.price) for e in recorder.closed()] == [("take_profit", Decimal("0.98"))]
+
+
+# --- stream frames at their edges (issue 11, mutation gaps) -------------------------------------------------
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_flat_frame_stamped_in_the_millisecond_the_position_opened_closes_it(pm, store, recorder, side):
+    book = await held_book(pm, store, side, fill_grace_ms=0)  # opened at 1 000
+    await book.on_event(flat(5, ts=1_000))
+    assert not book.holds(SYMBOL) and [(e.reason, e.timestamp) for e in recorder.closed()] == [("unknown", 1_000)]
+    assert book.ignored_stale_updates == 0
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_one_contract_frames_are_a_position_not_flat(pm, store, recorder, side):
+    listener = Listener()
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0, listener=listener)
+    await book.on_event(sized(1, "1", side=side))  # a position of one contract the book does not hold
+    assert listener.unknown == [SYMBOL] and not book.holds(SYMBOL)
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=1_000))
+    await book.on_event(sized(2, "1", ts=2_100, side=side))  # reduced to one contract
+    assert book.get(SYMBOL).contracts == Decimal("1") and recorder.closed() == []
+    # the stop of a one-contract position hit while it was being opened: opened, then closed, once each
+    await book.on_event(flat(3, ts=2_200))
+    again = PositionBook(VENUE, "second", pm, store, fill_grace_ms=0)
+    intent = OrderIntent(venue=VENUE, symbol=SYMBOL, side=side, contracts=Decimal("1"), stop_loss=stop,
+                         client_order_id="fw-o-00000000000d")
+    again.begin_open(intent)
+    await again.on_event(sized(1, "1", ts=3_000, side=side))
+    await again.on_event(flat(2, ts=3_500))
+    await again.add(BookPosition(SYMBOL, side, Decimal("1"), Decimal("1.1"), stop, opened_at=3_000))
+    assert not again.holds(SYMBOL)
+    assert [(e.account, e.reason) for e in recorder.closed()] == [("default", "unknown"), ("second", "unknown")]
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_position_flipped_through_zero_without_a_flat_frame_is_closed_once_and_the_new_one_reported(
+    pm, store, recorder, side
+):
+    listener = Listener()
+    book = PositionBook(VENUE, "default", pm, store, fill_grace_ms=0, listener=listener)
+    stop = Decimal("1.0") if side == "long" else Decimal("1.2")
+    await book.add(BookPosition(SYMBOL, side, Decimal("43"), Decimal("1.1"), stop, opened_at=1_000))
+    other = "short" if side == "long" else "long"
+    await book.on_event(sized(4, "10", ts=2_500, side=other))
+    await book.on_event(sized(4, "10", ts=2_500, side=other))  # repeated
+    assert not book.holds(SYMBOL) and listener.unknown == [SYMBOL, SYMBOL]
+    [event] = recorder.closed()
+    assert (event.side, event.reason, event.source, event.timestamp) == (side, "unknown", "stream", 2_500)
+    assert await db_status(store) == ["closed"]
+
+
+async def test_a_size_frame_with_a_new_entry_price_updates_book_event_and_row(book, store, recorder):
+    frame = PositionUpdate(venue=VENUE, symbol=SYMBOL, side="long", contracts=Decimal("50"),
+                           entry_price=Decimal("1.12"), mark_price=Decimal("1.15"), sequence=4, timestamp=2_500)
+    await book.on_event(frame)
+    held = book.get(SYMBOL)
+    assert (held.contracts, held.entry_price) == (Decimal("50"), Decimal("1.12"))
+    [event] = recorder.seen["on_position_updated"]
+    assert (event.contracts, event.entry_price, event.price, event.reason, event.timestamp) == (
+        Decimal("50"), Decimal("1.12"), Decimal("1.15"), "size_changed", 2_500)
+    row = (await store.open_positions("default", VENUE))[0]
+    assert (row.contracts, row.entry_price) == (Decimal("50"), Decimal("1.12"))
+    await book.on_event(frame.model_copy(update={"sequence": 5, "entry_price": Decimal("1.13")}))  # price only
+    assert book.get(SYMBOL).entry_price == Decimal("1.13") and len(recorder.seen["on_position_updated"]) == 2
+
+
+async def test_a_flat_frame_waits_even_for_a_grace_of_one_millisecond(pm, store, recorder):
+    book = await held_book(pm, store, "short", fill_grace_ms=1)
+    await book.on_event(flat(5))
+    assert book.holds(SYMBOL), "closed without waiting for the fill"  # no await since: the timer cannot have run
+    await recorder.wait_for(lambda r: len(r.closed()) == 1)
+    assert recorder.closed()[0].reason == "unknown" and not book.holds(SYMBOL)
+
+
+async def test_every_stale_frame_is_counted(book, recorder):
+    await book.on_event(sized(10, "43", ts=2_000))
+    await book.on_event(sized(9, "43", ts=1_900))  # older by sequence and by time
+    await book.on_event(sized(8, "43", ts=1_800))
+    assert book.ignored_stale_updates == 2
+    await book.on_event(flat(11, ts=500))  # a flat frame from before the position opened (at 1 000)
+    await book.on_event(flat(12, ts=600))
+    assert book.ignored_stale_updates == 4 and book.holds(SYMBOL) and recorder.closed() == []

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from framework.engine.closing import close_on_venue
 from framework.errors import VenueError
 from framework.models import close_side
 from tests.engine.conftest import venue_env
+from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0
 SIDES = ["long", "short"]
@@ -121,3 +123,48 @@ async def test_a_bybit_stop_loss_closure_is_reported_once_whatever_the_order_of_
             env.venue.set_mark_price(env.symbol, start_mark)
         await emulator.drain_streams()
         assert len(env.recorder.closed()) == rounds  # once each, never twice
+
+
+class SeesTheJournal(SessionWrapper):
+    """Reads the close's journal row at the moment the close order goes to the venue."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.rows: list[tuple] = []
+
+    async def close_position(self, call, *args):
+        rows = await self.store.pool.fetch("SELECT account, side, contracts, reduce_only, state FROM orders "
+                                           "WHERE purpose = 'close'")
+        self.rows += [tuple(r) for r in rows]
+        return await call(*args)
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_close_is_journalled_as_submitted_before_it_is_sent_and_closes_at_the_venue_s_time(store, side):
+    async with venue_env("binance", store) as env:
+        await env.start()
+        intent = env.intent(side)
+        await env.engine.open(intent)
+        await env.settled()
+        journal = SeesTheJournal(store)
+        journal.wrap(env.driver.session)
+        env.venue.faults.drop_rate = 1.0  # the order's own answer closes the book
+        assert await env.engine.close(env.venue_name, env.symbol) is True
+        assert journal.rows == [("default", close_side(side), intent.contracts, True, "submitted")]
+        [event] = env.recorder.closed()
+        [row] = await close_orders(env)
+        [fill] = [f for f in env.venue.truth.fills if f.client_order_id == row["client_order_id"]]
+        assert (event.reason, event.source, event.timestamp) == ("reduce_only_close", "engine", fill.ts)
+
+
+async def test_a_close_of_nothing_held_or_with_no_attempt_left_sends_nothing_and_says_so(store):
+    async with venue_env("bybit", store) as env:
+        await env.start()
+        await env.engine.open(env.intent("long"))
+        await env.settled()
+        parts = env.parts
+        orders = len(env.venue.truth.orders)
+        assert await close_on_venue(parts.book, parts.driver, store, env.pm, env.symbol, attempts=0) is False
+        assert await close_on_venue(parts.book, parts.driver, store, env.pm, "BTC/USDT:USDT") is False
+        assert len(env.venue.truth.orders) == orders and parts.book.holds(env.symbol)
+        assert env.venue.position("default", env.symbol).is_open and env.recorder.closed() == []

@@ -20,8 +20,10 @@ import pytest
 from framework.engine.book import BookPosition, PositionBook
 from framework.engine.protection import Protector
 from framework.engine.trailing import TrailingManager
+from framework.errors import VenueError
 from framework.models import TrailingSpec
 from tests.engine.conftest import FAST, Env, venue_env
+from tests.engine.intercept import SessionWrapper
 
 SIDES = ["long", "short"]
 MARK = Decimal("1.0000")  # the venue's mark all along: every stop below stays on its side of it
@@ -176,3 +178,28 @@ async def test_a_move_the_venue_answers_position_gone_is_one_closure(store, side
         assert [(e.side, e.reason, e.source) for e in r.env.recorder.closed()] == [(side, "position_gone", "error")]
         await r.tick("1.01", at=20_000)  # nothing left to trail
         assert len(r.env.recorder.closed()) == 1
+
+
+class CloseRefused(SessionWrapper):
+    """The venue refuses the close at market (a 503): the position stays, with its stop."""
+
+    async def close_position(self, call, *args):
+        raise VenueError("503 Service Unavailable (test)", venue="test")
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_refused_move_alerts_on_its_venue_and_symbol_and_a_refused_close_after_it_too(store, side):
+    long = side == "long"
+    through = "1.01" if long else "0.99"  # a stop on the wrong side of the venue's mark (1.00): refused
+    async with rig(store, "binance", side, "0.95" if long else "1.05") as r:
+        old = r.book.get(r.env.symbol).stop
+        await r.manager._move(r.env.symbol, Decimal(through), Decimal("1.2" if long else "0.8"))  # mark not near
+        [warning] = [a for a in r.env.recorder.seen["on_alert"] if "does not confirm" in a.message]
+        assert (warning.level, warning.venue, warning.symbol) == ("warning", "binance", r.env.symbol)
+        CloseRefused().wrap(r.env.driver.session)
+        with pytest.raises(VenueError):  # confirmed by the venue's mark: closed at market, which is refused
+            await r.manager._move(r.env.symbol, Decimal(through), Decimal("1.02" if long else "0.98"))
+        [critical] = [a for a in r.env.recorder.seen["on_alert"] if a.level == "critical"]
+        assert (critical.venue, critical.symbol) == ("binance", r.env.symbol) and "still open" in critical.message
+        assert r.book.get(r.env.symbol).stop == old and r.env.venue.is_protected("default", r.env.symbol)
+        assert r.env.recorder.closed() == [] and r.manager.moves[r.env.symbol] == 0

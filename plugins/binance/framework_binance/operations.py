@@ -292,22 +292,26 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
             conn.note_open(position.symbol, row.get("updateTime"))
     open_orders = [order_from_row(row, symbols) for row in order_rows]
     stops = []
-    marks = {p.symbol: p.mark_price for p in positions}
+    marks: dict[str, Decimal | None] | None = None  # by symbol, for a trailing stop's start (made once, if needed)
     for row in algo_rows:
         order = order_from_row(row, symbols)
         open_orders.append(order)
         kind = STOP_KINDS.get(str(row.get("orderType") or row.get("type")))
         side: PositionSide = "long" if order.side == "sell" else "short"
-        trigger = order.trigger_price
+        trigger, computed = order.trigger_price, False
         if kind == "trailing_stop" and trigger is None:
-            trigger = _trailing_trigger(row, side, marks.get(order.symbol))
+            if marks is None:
+                marks = {p.symbol: p.mark_price for p in positions}
+            trigger, computed = _trailing_trigger(row, side, marks.get(order.symbol)), True
         if kind is None or trigger is None:
             continue
-        stops.append(StopLoss(
-            venue=VENUE, symbol=order.symbol, side=side, kind=kind, trigger_price=trigger, order_id=order.id,
-            contracts=None if row.get("closePosition") else order.amount, placed_at=taken_at,
-        ))
-    return VenueSnapshot(
-        venue=VENUE, account=account, positions=positions, open_orders=open_orders, stops=stops,
-        taken_at=taken_at, rest_calls=3,
-    )
+        stop = {"venue": VENUE, "symbol": order.symbol, "side": side, "kind": kind, "trigger_price": trigger,
+                "order_id": order.id, "contracts": None if row.get("closePosition") else order.amount,
+                "placed_at": taken_at}
+        # the order's own (validated) fields make the stop as they are; a trailing stop's start, computed
+        # here, is validated
+        stops.append(StopLoss(**stop) if computed else StopLoss.trusted(stop))
+    return VenueSnapshot.trusted({  # of the models just built
+        "venue": VENUE, "account": account, "positions": positions, "open_orders": open_orders, "stops": stops,
+        "taken_at": taken_at, "rest_calls": 3,
+    })

@@ -35,7 +35,7 @@ from framework.errors import (
     WouldTriggerImmediately,
 )
 from framework.marksockets import MarkSocketPool
-from framework.models import DriverConfig, Order, Position, PositionSide
+from framework.models import DriverConfig, Order, Position, PositionSide, in_range
 from framework.protocols import StreamEvidence
 from framework_binance.decoder import ALGO_STATUS, ORDER_STATUS, unified_symbol
 
@@ -50,6 +50,8 @@ FAPI_URLS = {
     "fapiData": "/futures/data",
 }
 CLOSE_STATUSES = ("closed", "canceled", "rejected", "expired")
+STATUSES = ("open", *CLOSE_STATUSES)
+SIDES = ("buy", "sell")
 #: Binance: an OPEN order already has this client order id (-4015 is a malformed id)
 DUPLICATE_CLIENT_ID = -4116
 #: user data events the driver subscribes to (``events=`` of ``/private/ws``)
@@ -160,6 +162,9 @@ def new_client_id(kind: str) -> str:
     return f"fw-{kind}-{secrets.token_hex(12)}"
 
 
+ZERO = Decimal(0)
+
+
 def _decimal(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
@@ -182,30 +187,40 @@ def _order(order_id: Any, symbol: Any, client_order_id: Any, side: Any, kind: An
 
     :raises OrderIncomplete: as :func:`to_order`.
     """
-    missing = [
-        name for name, value in (
-            ("id", order_id), ("symbol", symbol), ("side", side),
-            # a closePosition order carries no quantity: it closes whatever is open when it triggers
-            ("amount", 0 if close_position else amount), ("filled", filled), ("status", status),
-        ) if value is None
-    ]
-    if side not in (None, "buy", "sell"):
-        missing.append(f"side={side!r}")
-    if status not in (None, "open", *CLOSE_STATUSES):
-        missing.append(f"status={status!r}")
-    if missing:
+    # a closePosition order carries no quantity: it closes whatever is open when it triggers
+    if (order_id is None or symbol is None or side not in SIDES or (amount is None and not close_position)
+            or filled is None or status not in STATUSES):
+        missing = [
+            name for name, value in (
+                ("id", order_id), ("symbol", symbol), ("side", side),
+                ("amount", 0 if close_position else amount), ("filled", filled), ("status", status),
+            ) if value is None
+        ]
+        if side not in (None, *SIDES):
+            missing.append(f"side={side!r}")
+        if status not in (None, *STATUSES):
+            missing.append(f"status={status!r}")
         raise OrderIncomplete(f"order lacks {', '.join(missing)}", venue=VENUE, symbol=symbol, order_id=order_id)
-    size = _decimal(amount) or Decimal(0)
-    done = _decimal(filled) or Decimal(0)
+    size = _decimal(amount) or ZERO
+    done = _decimal(filled) or ZERO
     price = _decimal(average)
     trigger_price = _decimal(trigger)
-    return Order(
-        venue=VENUE, symbol=symbol, id=str(order_id), client_order_id=client_order_id, side=side,
-        type=str(kind or "market"), amount=max(size, done), filled=done,
-        average=price if price and price > 0 else None, status=status,
-        reduce_only=bool(reduce_only) or close_position,
-        trigger_price=trigger_price if trigger_price and trigger_price > 0 else None, timestamp=timestamp,
-    )
+    values: dict[str, Any] = {
+        "venue": VENUE, "symbol": symbol, "id": str(order_id), "client_order_id": client_order_id, "side": side,
+        "type": str(kind or "market"), "amount": max(size, done), "filled": done,
+        "average": price if price and price > 0 else None, "status": status,
+        "reduce_only": bool(reduce_only) or close_position,
+        "trigger_price": trigger_price if trigger_price and trigger_price > 0 else None, "timestamp": timestamp,
+    }
+    # what the model checks, established here (filled <= amount by max), so 10,000 snapshot rows are not
+    # validated twice; anything else goes through the validating constructor and its error
+    if (type(symbol) is str and (client_order_id is None or type(client_order_id) is str)
+            and (done == 0 or in_range(done)) and in_range(values["amount"])
+            and (values["average"] is None or in_range(values["average"]))
+            and (values["trigger_price"] is None or in_range(values["trigger_price"]))
+            and (timestamp is None or (type(timestamp) is int and 0 <= timestamp < 2**53))):
+        return Order.trusted(values)
+    return Order(**values)
 
 
 #: Binance order type → ccxt's unified type (what ``binance.parse_order_type_by_market`` gives a contract)
@@ -222,11 +237,6 @@ def _either(row: dict[str, Any], key: str, other: str) -> Any:
     return row.get(other) if value is None else value
 
 
-#: an order's and an algo order's names for the fields :func:`order_from_row` reads (id, status, type,
-#: client id, amount, filled, average, trigger)
-_EITHER = (("orderId", "algoId"), ("status", "algoStatus"), ("type", "orderType"), ("clientOrderId", "clientAlgoId"),
-           ("origQty", "quantity"), ("executedQty", "filledQty"), ("avgPrice", "avgFilledPrice"),
-           ("stopPrice", "triggerPrice"))
 #: where a raw order's creation time is, first found wins (ccxt's order of keys)
 _TIME_KEYS = ("time", "createTime", "workingTime", "transactTime", "updateTime")
 
@@ -240,15 +250,32 @@ def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
 
     :raises OrderIncomplete: as :func:`to_order`; an unknown market id also (never guessed).
     """
-    market_id = str(row.get("symbol") or "")
-    try:
-        symbol = unified_symbol(market_id, symbols) if market_id else None
-    except StreamError as exc:
-        raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_either(row, "orderId", "algoId"))) from exc
     get = row.get
-    # each field under its order name, else its algo order name (as _either; one pass, the snapshot's hot path)
-    order_id, status, kind, client_id, amount, filled, average, trigger = [
-        get(other) if (value := get(key)) is None else value for key, other in _EITHER]
+    market = get("symbol")
+    symbol = symbols.get(market) if type(market) is str else None  # the loaded markets: the snapshot's hot path
+    if symbol is None:
+        market_id = str(market or "")
+        try:
+            symbol = unified_symbol(market_id, symbols) if market_id else None
+        except StreamError as exc:
+            raise OrderIncomplete(exc.message, venue=VENUE, order_id=str(_either(row, "orderId", "algoId"))) from exc
+    # each field under its order name, else its algo order name (as _either, spelt out: the snapshot's hot path)
+    if (order_id := get("orderId")) is None:
+        order_id = get("algoId")
+    if (status := get("status")) is None:
+        status = get("algoStatus")
+    if (kind := get("type")) is None:
+        kind = get("orderType")
+    if (client_id := get("clientOrderId")) is None:
+        client_id = get("clientAlgoId")
+    if (amount := get("origQty")) is None:
+        amount = get("quantity")
+    if (filled := get("executedQty")) is None:
+        filled = get("filledQty")
+    if (average := get("avgPrice")) is None:
+        average = get("avgFilledPrice")
+    if (trigger := get("stopPrice")) is None:
+        trigger = get("triggerPrice")
     kind = str(kind or "").lower()
     side = get("side")
     timestamp = None
@@ -271,10 +298,10 @@ def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str]
 
     :raises OrderIncomplete: an open position of an unknown market id, or without a side.
     """
-    amount = _decimal(row.get("positionAmt")) or Decimal(0)
+    amount = _decimal(row.get("positionAmt")) or ZERO
     if amount == 0:
         return None
-    notional = _decimal(row.get("notional")) or Decimal(0)
+    notional = _decimal(row.get("notional")) or ZERO
     try:
         symbol = unified_symbol(str(row.get("symbol") or ""), symbols)
     except StreamError as exc:
@@ -301,11 +328,18 @@ def to_position(raw: dict[str, Any], account: str) -> Position | None:
 
 def _position(account: str, symbol: str, side: PositionSide, contracts: Decimal, entry: Any, mark: Any,
               pnl: Any) -> Position:
-    mark_price = _decimal(mark)
-    return Position(
-        account=account, venue=VENUE, symbol=symbol, side=side, contracts=contracts, entry_price=_decimal(entry),
-        mark_price=mark_price if mark_price and mark_price > 0 else None, unrealized_pnl=_decimal(pnl),
-    )
+    entry_price, mark_price, unrealized_pnl = _decimal(entry), _decimal(mark), _decimal(pnl)
+    if not (mark_price and mark_price > 0):
+        mark_price = None
+    values: dict[str, Any] = {
+        "account": account, "venue": VENUE, "symbol": symbol, "side": side, "contracts": contracts,
+        "entry_price": entry_price, "mark_price": mark_price, "unrealized_pnl": unrealized_pnl}
+    # as in _order: what the model checks, established here; anything else meets the validating constructor
+    if (type(symbol) is str and side in ("long", "short") and in_range(contracts)
+            and entry_price is not None and in_range(entry_price) and (mark_price is None or in_range(mark_price))
+            and (unrealized_pnl is None or unrealized_pnl.is_finite())):
+        return Position.trusted(values)
+    return Position(**values)
 
 
 class BinanceConnection:

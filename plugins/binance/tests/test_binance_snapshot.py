@@ -7,7 +7,11 @@ from decimal import Decimal
 
 import pytest
 from binance_helpers import SYMBOL, below, trading_calls
+from framework_binance import rest
 from framework_binance.rest import order_from_row, position_from_row, to_order, to_position
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from framework.errors import OrderIncomplete
 
@@ -68,6 +72,71 @@ def test_a_row_without_side_or_with_an_unknown_status_is_incomplete():
     with pytest.raises(OrderIncomplete):
         order_from_row({**row, "side": "BUY", "status": "SOMETHING"}, {})
     assert order_from_row({**row, "side": "BUY"}, {}).symbol == "XRP/USDT:USDT"
+
+
+POSITION_ROW = {"symbol": "XRPUSDT", "positionAmt": "-5", "notional": "-2.5", "entryPrice": "0.5", "markPrice": "0.5",
+                "unRealizedProfit": "0"}
+ALGO_ROW = {"algoId": 7, "clientAlgoId": "x", "type": "STOP_MARKET", "symbol": "XRPUSDT", "side": "BUY",
+            "quantity": "5", "algoStatus": "NEW", "triggerPrice": "0.6", "reduceOnly": True, "createTime": 1}
+
+
+@pytest.mark.parametrize(("row", "bad"), [
+    (POSITION_ROW, {"entryPrice": "0"}), (POSITION_ROW, {"entryPrice": None}), (POSITION_ROW, {"markPrice": "1e16"}),
+    (POSITION_ROW, {"unRealizedProfit": "NaN"}), (POSITION_ROW, {"positionAmt": "-Infinity", "notional": "-1"}),
+    (ALGO_ROW, {"filledQty": "-1"}), (ALGO_ROW, {"triggerPrice": "1e16"}), (ALGO_ROW, {"createTime": -1}),
+    (ALGO_ROW, {"createTime": 2**53}), (ALGO_ROW, {"clientAlgoId": 5}), (ALGO_ROW, {"quantity": "Infinity"}),
+])
+def test_a_snapshot_row_out_of_the_models_bounds_is_refused_as_the_model_refuses_it(row, bad):
+    """The lean decode builds its models without a second validation only from values it checked itself;
+    anything else meets the validating constructor and its error, never a model."""
+    decode = position_from_row if row is POSITION_ROW else order_from_row
+    assert decode(row, "default", {}) if row is POSITION_ROW else decode(row, {})  # the row as it is: fine
+    with pytest.raises(ValidationError):
+        decode({**row, **bad}, "default", {}) if row is POSITION_ROW else decode({**row, **bad}, {})
+
+
+NUMBERS = st.one_of(
+    st.none(), st.sampled_from(["", "0", "-0", "0.5", "-5", "NaN", "-Infinity", "1e15", "1e16", "1e-40", "0E-8"]),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str), st.decimals(min_value=0, max_value=10**16).map(str),
+)
+
+
+def _outcome(decode, *args):
+    try:
+        decoded = decode(*args)
+    except Exception as exc:  # the same failure, whichever path raised it
+        return type(exc), str(exc)
+    return decoded and (type(decoded), repr(decoded.model_copy(update={"updated_at": 0}) if "updated_at" in
+                                             type(decoded).model_fields else decoded))
+
+
+def _validated_only(decode, *args):
+    """What the decode gives when every row meets the validating constructor (the decode before the lean path)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rest, "in_range", lambda *_: False)
+        return _outcome(decode, *args)
+
+
+@settings(max_examples=400)
+@given(st.fixed_dictionaries({"symbol": st.sampled_from(["XRPUSDT", "???"]), "positionAmt": NUMBERS,
+                              "notional": NUMBERS, "entryPrice": NUMBERS, "markPrice": NUMBERS,
+                              "unRealizedProfit": NUMBERS}))
+def test_lean_position_decode_is_the_validated_one(row):
+    assert _outcome(position_from_row, row, "default", {}) == _validated_only(position_from_row, row, "default", {})
+
+
+@settings(max_examples=400)
+@given(st.fixed_dictionaries({
+    "algoId": st.integers(), "clientAlgoId": st.one_of(st.none(), st.text(max_size=3), st.integers()),
+    "type": st.sampled_from(["STOP_MARKET", "LIMIT"]), "symbol": st.just("XRPUSDT"),
+    "side": st.sampled_from(["BUY", "SELL"]),
+    "quantity": NUMBERS, "filledQty": NUMBERS, "avgFilledPrice": NUMBERS, "triggerPrice": NUMBERS,
+    "algoStatus": st.sampled_from(["NEW", "CANCELED"]), "reduceOnly": st.one_of(st.booleans(), st.none()),
+    "closePosition": st.booleans(),
+    "createTime": st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=2)),
+}))
+def test_lean_order_decode_is_the_validated_one(row):
+    assert _outcome(order_from_row, row, {}) == _validated_only(order_from_row, row, {})
 
 
 @pytest.mark.parametrize("side", ["long", "short"])

@@ -95,6 +95,8 @@ def decimal_or_none(value: Any) -> Decimal | None:
 
 def positive_or_none(value: Any) -> Decimal | None:
     """A price field: ``None`` unless strictly positive (Bybit writes ``"0"`` for "not set")."""
+    if value == "0" or value == "":  # the common "not set": no Decimal to build
+        return None
     number = decimal_or_none(value)
     return number if number is not None and number > 0 else None
 
@@ -188,9 +190,16 @@ class BybitDecoder:
     @staticmethod
     def _items(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         data = message.get("data")
-        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-            raise StreamError(f"{message.get('topic')} frame: 'data' is not a list of objects", venue=VENUE)
-        return [item for item in data if item.get("category", "linear") == "linear"]
+        if isinstance(data, list):
+            linear = []
+            for item in data:  # one pass: every item must be an object, whatever its category
+                if not isinstance(item, dict):
+                    break
+                if item.get("category", "linear") == "linear":
+                    linear.append(item)
+            else:
+                return linear
+        raise StreamError(f"{message.get('topic')} frame: 'data' is not a list of objects", venue=VENUE)
 
     def _position(self, item: Mapping[str, Any], message: Mapping[str, Any]) -> PositionUpdate:
         size = decimal_or_none(_required(item, "size"))

@@ -761,10 +761,11 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
             continue
         kind = _CONDITIONAL_KINDS.get(str(row.get("stopOrderType") or ""))
         closing = bool(row.get("reduceOnly")) or bool(row.get("closeOnTrigger"))
-        if kind and closing and order.trigger_price is not None:
-            stops.append(StopLoss(venue=VENUE, symbol=order.symbol, side="long" if order.side == "sell" else "short",
-                                  kind=kind, trigger_price=order.trigger_price, order_id=order.id,  # type: ignore[arg-type]
-                                  contracts=order.amount or None))
+        if kind and closing and order.trigger_price is not None:  # the stop of the order's (validated) fields
+            stops.append(StopLoss.trusted({
+                "venue": VENUE, "symbol": order.symbol, "side": "long" if order.side == "sell" else "short",
+                "kind": kind, "trigger_price": order.trigger_price, "order_id": order.id,
+                "contracts": order.amount or None}))
     positions = []
     for row in position_rows:
         position = _position_from_row(conn, row)
