@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import tempfile
 import time
 import tracemalloc
@@ -82,6 +83,7 @@ REPROTECTS = 20  # stop removals per venue for reprotect_ms (issue 14's figure)
 DEFAULT_PLUGINS = ["binance", "bybit"]
 ACCOUNT = "default"
 WAIT_S = 10.0  # a bound on any single wait: a stuck run fails instead of hanging
+RECONCILE_REPEATS = 3  # passes (and floors) per reconcile size; the figures are their medians
 
 #: engine settings of the bench: no rate limit on trailing moves, no periodic reconcile during a figure; the
 #: engine trails (the stop-move figures measure its moves), the native lifecycle turns the venue's trail on
@@ -698,15 +700,18 @@ def seed_positions(venue: Any, symbols: list[str], protected: bool) -> None:
                                   reduce_only=True, trigger_price=Decimal("0.98"))
 
 
-async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) -> dict[str, dict[str, float]]:
+async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     """One steady-state reconciliation pass at each size: the positions exist on the venue with a
     resting stop each and are held by the book (``book.load``); venue calls and CPU / wall ms of the pass.
 
     CPU is the process's (``time.process_time``): the emulator serving the snapshot runs in the same
     process, so it is included.  ``raw_cpu_ms``: the floor, the same snapshot requests with the answers left
-    as parsed JSON (the plugin module's optional ``snapshot_rows(conn)``; absent when it has none).
+    as parsed JSON (the plugin module's optional ``snapshot_rows(conn)``; absent when it has none).  Each
+    size runs :data:`RECONCILE_REPEATS` passes, each on a fresh book and each followed by its floor; the
+    figures are the medians (``cpu_ms_each`` / ``raw_cpu_ms_each``: every sample): one pass against one floor
+    swung ±30 % on a loaded machine.
     """
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     pm = load_plugins([name])
     driver = Driver(pm, name)
     raw_rows = getattr(pm.get_plugin(name), "snapshot_rows", None)  # optional: the plugin's raw snapshot
@@ -720,27 +725,36 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
             for count in sorted(counts):
                 seed_positions(venue, symbols[seeded:count], protected=True)
                 seeded = count
-                book = PositionBook(name, config_of(harness).account, pm, store)
-                for symbol in symbols[:count]:
-                    book.load(BookPosition(symbol=symbol, side="long", contracts=Decimal(1),
-                                           entry_price=Decimal(1), stop_price=Decimal("0.98"), opened_at=1))
-                protector = Protector(book, driver, store, pm, BENCH_SETTINGS)
-                reconciler = Reconciler(book, driver, store, pm, protector, BENCH_SETTINGS)
-                calls_before = sum(harness.rest_calls().values())
-                gc.collect()  # the pass and its floor start from the same collector state (module docstring)
-                cpu, wall = time.process_time(), time.perf_counter()
-                report = await reconciler.reconcile()
-                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                calls = sum(harness.rest_calls().values()) - calls_before
-                if report["closed"] or report["adopted"] or report["reprotected"]:
-                    raise AssertionError(f"{name}: steady-state pass changed something: {report}")
-                results[str(count)] = {"venue_calls": calls, "cpu_ms": round(cpu * 1000, 1),
-                                       "wall_ms": round(wall * 1000, 1)}
-                if raw_rows is not None:  # the floor: the same requests, answers left as parsed JSON
-                    gc.collect()
-                    cpu = time.process_time()
-                    await raw_rows(driver.session)
-                    results[str(count)]["raw_cpu_ms"] = round((time.process_time() - cpu) * 1000, 1)
+                passes: list[tuple[float, float, int]] = []  # (cpu s, wall s, venue calls) of each pass
+                raws: list[float] = []
+                for _ in range(RECONCILE_REPEATS):  # pass and floor alternate: both see the same moments
+                    book = PositionBook(name, config_of(harness).account, pm, store)  # each pass the same work
+                    for symbol in symbols[:count]:
+                        book.load(BookPosition(symbol=symbol, side="long", contracts=Decimal(1),
+                                               entry_price=Decimal(1), stop_price=Decimal("0.98"), opened_at=1))
+                    protector = Protector(book, driver, store, pm, BENCH_SETTINGS)
+                    reconciler = Reconciler(book, driver, store, pm, protector, BENCH_SETTINGS)
+                    calls_before = sum(harness.rest_calls().values())
+                    gc.collect()  # the pass and its floor start from the same collector state (module docstring)
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    report = await reconciler.reconcile()
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    passes.append((cpu, wall, sum(harness.rest_calls().values()) - calls_before))
+                    if report["closed"] or report["adopted"] or report["reprotected"]:
+                        raise AssertionError(f"{name}: steady-state pass changed something: {report}")
+                    if raw_rows is not None:  # the floor: the same requests, answers left as parsed JSON
+                        gc.collect()
+                        cpu = time.process_time()
+                        await raw_rows(driver.session)
+                        raws.append(time.process_time() - cpu)
+                results[str(count)] = {
+                    "venue_calls": passes[0][2],
+                    "cpu_ms": round(statistics.median(p[0] for p in passes) * 1000, 1),
+                    "wall_ms": round(statistics.median(p[1] for p in passes) * 1000, 1),
+                    "cpu_ms_each": [round(p[0] * 1000, 1) for p in passes]}
+                if raws:
+                    results[str(count)]["raw_cpu_ms"] = round(statistics.median(raws) * 1000, 1)
+                    results[str(count)]["raw_cpu_ms_each"] = [round(r * 1000, 1) for r in raws]
         finally:
             await driver.disconnect()
     return results

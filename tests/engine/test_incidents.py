@@ -208,3 +208,26 @@ async def test_a_snapshot_taken_before_a_closure_does_not_adopt_the_closed_posit
     assert not env.parts.book.holds(env.symbol)
     assert [e.reason for e in env.recorder.closed()] == ["manual"]
     assert await db_statuses(env) == ["closed"]
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_steady_pass_teaches_the_book_the_one_stop_resting_and_touches_nothing(env, side):
+    """The reconciler's common case (held, same side and size, one protective stop resting): the book learns
+    that stop when it holds another or none, and nothing is placed, cancelled, closed or adopted."""
+    await env.start()
+    await env.engine.open(env.intent(side))
+    held = env.parts.book.get(env.symbol)
+    resting = held.stop
+    assert resting is not None  # an order on Binance, the position's attached stop on Bybit (order_id None)
+    before = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
+    held.stop = None  # what the book knows after a restart (BookPosition.stop_price only)
+    for _ in range(2):
+        report = await env.parts.reconciler.reconcile()
+        assert (report["closed"], report["adopted"], report["reprotected"], report["duplicate_stops_cancelled"],
+                report["stale_stops_cancelled"]) == (0, 0, 0, 0, 0)
+        learned = env.parts.book.get(env.symbol).stop
+        assert learned is not None and (learned.order_id, learned.side, learned.trigger_price) == (
+            resting.order_id, side, resting.trigger_price)
+    assert env.parts.protector.stop_attempts[env.symbol] == 0
+    assert env.venue.orders("default", env.symbol, open_only=True, conditional=True) == before
+    assert env.venue.is_protected("default", env.symbol)

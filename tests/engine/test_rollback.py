@@ -425,19 +425,31 @@ class StopRefused(SessionWrapper):
         raise VenueError("stop refused (test)", venue="test")
 
 
-@pytest.mark.parametrize("entry", ["ack", "partial", "one_contract"])
+class AnsweredBeforeMatching(SessionWrapper):
+    """The entry's answer, even completed from the venue, still shows it open and unfilled (the matching engine had
+    not reached it yet when the answer was made; the emulator's own answer comes after its fill)."""
+
+    async def normalize_order(self, call, raw, intent):
+        order = await call(raw, intent)
+        return order.model_copy(update={"status": "open", "filled": Decimal(0), "average": None})
+
+
+@pytest.mark.parametrize("entry", ["ack", "partial", "one_contract", "unmatched"])
 @pytest.mark.parametrize("side", SIDES)
 async def test_a_binance_entry_answered_before_its_fill_or_partly_filled_is_rolled_back_by_its_fill(store, side, entry):
     # Binance can place no stop before the entry (B7); here the stop after it is refused, so the answered entry is
-    # rolled back. Its answer says 0 filled (the ACK, as accepted before the fill): that is no proof that nothing
-    # filled, so the most the entry can have opened is closed. A partly filled entry (the rest expired) is closed
-    # by what it filled; "expired" does not mean nothing filled.
+    # rolled back. An ACK answer (accepted, before the fill) is completed by the driver; one that still says open
+    # and 0 filled is no proof that nothing filled, so the most the entry can have opened is closed. A partly
+    # filled entry (the rest expired) is closed by what it filled; "expired" does not mean nothing filled.
     async with venue_env("binance", store) as env:
-        await env.start(extra_plugins=(("stop-refused", StopRefused(env)),))
+        plugins = [("stop-refused", StopRefused(env))]
+        if entry == "unmatched":
+            plugins.append(("unmatched", AnsweredBeforeMatching()))
+        await env.start(extra_plugins=tuple(plugins))
         await env.settled()
         if entry == "ack":
             env.venue.faults.minimal_order_response = True
-        else:  # half, or a single contract (1 of 43, the rest expired)
+        elif entry != "unmatched":  # half, or a single contract (1 of 43, the rest expired)
             env.venue.faults.market_fill_ratio = 0.5 if entry == "partial" else 0.024
         intent = env.intent(side, contracts="43")
         with pytest.raises(VenueError, match="stop refused"):
@@ -445,8 +457,9 @@ async def test_a_binance_entry_answered_before_its_fill_or_partly_filled_is_roll
         assert not env.venue.position("default", env.symbol).is_open
         [entry_fill] = [f for f in env.venue.truth.fills if f.client_order_id == intent.client_order_id]
         closes = [r["contracts"] for r in await rollback_rows(env)]
-        assert closes == [intent.contracts if entry == "ack" else entry_fill.amount]
-        assert entry_fill.amount == {"ack": intent.contracts, "partial": intent.contracts / 2, "one_contract": 1}[entry]
+        assert closes == [intent.contracts if entry in ("ack", "unmatched") else entry_fill.amount]
+        assert entry_fill.amount == {"ack": intent.contracts, "partial": intent.contracts / 2, "one_contract": 1,
+                                     "unmatched": intent.contracts}[entry]
         assert alerts(env, "critical") == [] and env.venue.truth.wrong_side_orders() == []
 
 
@@ -474,12 +487,14 @@ class OrderQueryRefused(SessionWrapper):
         raise VenueError("order query unavailable (test)", venue="test")
 
 
+@pytest.mark.parametrize("ratio", [0.5, 0.024])  # half, or 1 contract of 43
 @pytest.mark.parametrize("witness", ["stream", "order_query"])
 @pytest.mark.parametrize("side", SIDES)
-async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_what_was_seen_to_fill(env, side, witness):
-    # The entry fills half (the rest expires), then its answer cannot be completed. What it filled is known from the
-    # stream's position frame when the order cannot be queried, or from the order by id when the stream is silent;
-    # the rollback closes exactly that, reduce-only, and proves flat.
+async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_what_was_seen_to_fill(
+        env, side, witness, ratio):
+    # The entry fills half or 1 contract (the rest expires), then its answer cannot be completed. What it filled
+    # is known from the stream's position frame when the order cannot be queried, or from the order by id when
+    # the stream is silent; the rollback closes exactly that, reduce-only, and proves flat.
     class FailOnceSeen(FailAfterFill):
         async def normalize_order(self, call, raw, intent):
             if witness == "stream":  # the stream's frame of the fill is held before the answer is given up
@@ -492,7 +507,7 @@ async def test_a_partly_filled_entry_whose_answer_is_incomplete_is_closed_by_wha
         plugins.append(("no-order-query", OrderQueryRefused()))
     await env.start(extra_plugins=tuple(plugins))
     await env.settled()
-    env.venue.faults.market_fill_ratio = 0.5
+    env.venue.faults.market_fill_ratio = ratio
     env.venue.faults.drop_rate = 1.0 if witness == "order_query" else 0.0
     intent = env.intent(side, contracts="43")
     with pytest.raises(OrderIncomplete):  # the open's own error: the rollback succeeded
