@@ -31,19 +31,28 @@ class FailAfterFill(SessionWrapper):
         raise OrderIncomplete("side unknown", venue="test")
 
 
-class FirstCloseFails(SessionWrapper):
-    """The venue answers 503 to the first close it is sent (set on the venue as that close goes out)."""
+class BeforeFirstRollbackClose(SessionWrapper):
+    """``meanwhile(position side, contracts)`` happens on the venue just before the rollback's first close is sent."""
 
-    def __init__(self, env) -> None:
-        self.env = env
+    def __init__(self, meanwhile) -> None:
+        self.meanwhile = meanwhile
         self.closes = 0
 
     async def close_position(self, call, symbol, side, contracts, client_order_id):
         self.closes += 1
         if self.closes == 1:
-            self.env.venue.faults.http_error_status = 503
-            self.env.venue.faults.http_error_next = 1
+            await self.meanwhile(side, contracts)
         return await call(symbol, side, contracts, client_order_id)
+
+
+def FirstCloseFails(env) -> BeforeFirstRollbackClose:  # noqa: N802 - used like the wrapper classes beside it
+    """The venue answers 503 to the first close it is sent (set on the venue as that close goes out)."""
+
+    async def fail_next_call(position_side, contracts):
+        env.venue.faults.http_error_status = 503
+        env.venue.faults.http_error_next = 1
+
+    return BeforeFirstRollbackClose(fail_next_call)
 
 
 async def rollback_rows(env) -> list:
@@ -370,20 +379,6 @@ async def test_the_proof_that_asks_for_contracts_to_close_never_also_says_flat(e
     env.venue.faults.rest_position_lag_ms = 0 if witness == "snapshot" else 30_000
     proof = await env.parts.opener._proven_flat(env.intent(side), start_seq)
     assert proof == (False, Decimal(43))
-
-
-class BeforeFirstRollbackClose(SessionWrapper):
-    """``meanwhile(position side, contracts)`` happens on the venue just before the rollback's first close is sent."""
-
-    def __init__(self, meanwhile) -> None:
-        self.meanwhile = meanwhile
-        self.closes = 0
-
-    async def close_position(self, call, symbol, side, contracts, client_order_id):
-        self.closes += 1
-        if self.closes == 1:
-            await self.meanwhile(side, contracts)
-        return await call(symbol, side, contracts, client_order_id)
 
 
 @pytest.mark.parametrize("first_close", ["fills", "finds_nothing"])
