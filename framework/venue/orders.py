@@ -144,8 +144,11 @@ class Orders(Ledger):
                 update_trailing(order, self._marks[symbol])
             if type == MARKET:
                 self._execute_market(order, ts)
-                if stop_loss is not None or take_profit is not None:
-                    self._attach(self._position(account, symbol), stop_loss, take_profit, None, None, ts)
+                position = self._position(account, symbol)
+                # an entry that filled nothing (its rest expired) leaves no position for the stop to attach to
+                # (Bybit v5 "Place Order": takeProfit / stopLoss are set on the position the order opens)
+                if (stop_loss is not None or take_profit is not None) and position.side is not None:
+                    self._attach(position, stop_loss, take_profit, None, None, ts)
             self.truth.record_order(
                 OrderRecord(order_id=order.id, origin="order", status=order.status, **submitted)
             )

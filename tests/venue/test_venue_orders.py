@@ -399,6 +399,21 @@ def test_stop_loss_on_market_entry_attaches_and_fires(venue):
     assert len(fills) == 1
 
 
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_an_entry_with_an_attached_stop_that_fills_nothing_leaves_no_position_and_no_stop(venue, side):
+    # the book takes none of it (EXPIRED / Cancelled): the venue answers the order, nothing is attached
+    venue.faults.market_fill_ratio = 0.0
+    stop, take = (D("0.9500"), D("1.1000")) if side == "buy" else (D("1.0500"), D("0.9000"))
+    order = venue.place_order(ACC, XRP, side, amount=D("100"), stop_loss=stop, take_profit=take)
+    assert order.filled == 0 and order.status in ("expired", "canceled")
+    assert venue.positions(ACC) == [] and venue.orders(ACC, open_only=True) == []
+    venue.faults.market_fill_ratio = 0.5  # half fills: the stop and take-profit rest on what filled
+    venue.place_order(ACC, XRP, side, amount=D("100"), stop_loss=stop, take_profit=take)
+    position = venue.position(ACC, XRP)
+    assert (position.side, position.contracts) == ("long" if side == "buy" else "short", D("50"))
+    assert (position.stop_loss, position.take_profit) == (stop, take)
+
+
 def test_attached_stop_on_entry_already_crossed_is_rejected_and_nothing_fills(venue):
     with pytest.raises(VenueReject) as raised:
         open_long(venue, stop_loss=D("1.0100"))
