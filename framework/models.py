@@ -119,50 +119,56 @@ class Model(BaseModel):
         :raises TypeError: a required field is absent, or a name is not a field (a misspelt name still fails
             loudly).
         """
-        template, required, factories, frozen = _TRUSTED.get(cls) or _trusted_spec(cls)
+        template, checked = _TRUSTED.get(cls) or _trusted_spec(cls)
+        # The names given are checked once per tuple of names (a decoder gives the same ones every row); the
+        # check also yields the field-name set pydantic keeps (model_fields_set): for a frozen model one set
+        # shared by every instance built from the same names, not ~700 bytes each (at 10,000 positions the
+        # allocations, not the checks, are the cost).  Pydantic changes the set in place only on assignment,
+        # which a frozen model refuses, and model_copy copies it first.
+        names = tuple(values)
+        known = checked.get(names) or _check_names(cls, names)
+        fields_set, factories = known
         data = template.copy()  # field order, as the validating constructor leaves it
         data.update(values)
-        if len(data) != len(template) or not required <= values.keys():
-            raise TypeError(f"{cls.__name__}.trusted: unknown {sorted(values.keys() - template.keys())}, "
-                            f"missing {sorted(required - values.keys())}")
-        for name, factory in factories:
-            if name not in values:
+        if factories:
+            for name, factory in factories:
                 data[name] = factory()
-        # The names given, as pydantic keeps them (model_fields_set): one set shared by every instance of a
-        # frozen model built from the same names, not ~700 bytes each (at 10,000 positions the allocations, not
-        # the checks, are the cost).  Pydantic changes the set in place only on assignment, which a frozen
-        # model refuses, and model_copy copies it first.
-        names = tuple(values)
-        fields_set = _FIELDS_SETS.get(names) if frozen else None
-        if fields_set is None:
-            fields_set = set(names)
-            if frozen:
-                _FIELDS_SETS[names] = fields_set
         instance = _new(cls)
         _set(instance, "__dict__", data)
-        _set(instance, "__pydantic_fields_set__", fields_set)
+        _set(instance, "__pydantic_fields_set__", fields_set if fields_set is not None else set(names))
         _set(instance, "__pydantic_extra__", None)
         _set(instance, "__pydantic_private__", None)
         return instance
 
 
 _set, _new = object.__setattr__, object.__new__
-#: per model class: every field with its static default (``None`` for a required one or a factory's), the
-#: required fields, the default factories (none of this project's takes the validated data), whether frozen
-_Spec = tuple[dict[str, Any], frozenset[str], tuple[tuple[str, Callable[[], Any]], ...], bool]
-_TRUSTED: dict[type, _Spec] = {}
-#: the field-name sets :meth:`Model.trusted` instances share, by the names in the order given
-_FIELDS_SETS: dict[tuple[str, ...], set[str]] = {}
+#: per model class: every field with its static default (``None`` for a required one or a factory's), and the
+#: tuples of names :meth:`Model.trusted` has accepted, each with its shared field-name set (``None``: not
+#: frozen, a set each) and the default factories of the fields it leaves out
+_Known = tuple[set[str] | None, tuple[tuple[str, Callable[[], Any]], ...]]
+_TRUSTED: dict[type, tuple[dict[str, Any], dict[tuple[str, ...], _Known]]] = {}
 
 
-def _trusted_spec(cls: type[Model]) -> _Spec:
+def _trusted_spec(cls: type[Model]) -> tuple[dict[str, Any], dict[tuple[str, ...], _Known]]:
     fields = cls.model_fields
     template = {name: None if f.is_required() or f.default_factory else f.default for name, f in fields.items()}
-    required = frozenset(name for name, f in fields.items() if f.is_required())
-    factories = tuple((name, cast(Callable[[], Any], f.default_factory))
-                      for name, f in fields.items() if f.default_factory)
-    _TRUSTED[cls] = spec = (template, required, factories, bool(cls.model_config.get("frozen")))
+    _TRUSTED[cls] = spec = (template, {})
     return spec
+
+
+def _check_names(cls: type[Model], names: tuple[str, ...]) -> _Known:
+    """What :meth:`Model.trusted` needs of ``names`` once they are known to be fields, all the required
+    ones among them.  :raises TypeError: otherwise."""
+    fields, given = cls.model_fields, set(names)
+    unknown = sorted(given - fields.keys())
+    missing = sorted(name for name, f in fields.items() if f.is_required() and name not in given)
+    if unknown or missing:
+        raise TypeError(f"{cls.__name__}.trusted: unknown {unknown}, missing {missing}")
+    factories = tuple((name, cast(Callable[[], Any], f.default_factory))
+                      for name, f in fields.items() if f.default_factory and name not in given)
+    known: _Known = (given if cls.model_config.get("frozen") else None, factories)
+    _TRUSTED[cls][1][names] = known
+    return known
 
 
 class TrailingSpec(Model):

@@ -286,7 +286,7 @@ async def fetch_snapshot(conn: BinanceConnection) -> VenueSnapshot:
     account, symbols = conn.config.account, conn.symbols
     positions = []
     for row in position_rows:
-        position = position_from_row(row, account, symbols)
+        position = position_from_row(row, account, symbols, taken_at)
         if position is not None:
             positions.append(position)
             conn.note_open(position.symbol, row.get("updateTime"))

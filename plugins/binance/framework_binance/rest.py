@@ -207,13 +207,13 @@ def _order(order_id: Any, symbol: Any, client_order_id: Any, side: Any, kind: An
     trigger_price = _decimal(trigger)
     values: dict[str, Any] = {
         "venue": VENUE, "symbol": symbol, "id": str(order_id), "client_order_id": client_order_id, "side": side,
-        "type": str(kind or "market"), "amount": max(size, done), "filled": done,
+        "type": str(kind or "market"), "amount": size if size >= done or size < 0 else done, "filled": done,
         "average": price if price and price > 0 else None, "status": status,
         "reduce_only": bool(reduce_only) or close_position,
         "trigger_price": trigger_price if trigger_price and trigger_price > 0 else None, "timestamp": timestamp,
     }
-    # what the model checks, established here (filled <= amount by max), so 10,000 snapshot rows are not
-    # validated twice; anything else goes through the validating constructor and its error
+    # what the model checks, established here (filled <= amount; a negative amount is left for the model to
+    # refuse), so 10,000 snapshot rows are not validated twice; anything else meets the validating constructor
     if (type(symbol) is str and (client_order_id is None or type(client_order_id) is str)
             and (done == 0 or in_range(done)) and in_range(values["amount"])
             and (values["average"] is None or in_range(values["average"]))
@@ -291,10 +291,12 @@ def order_from_row(row: dict[str, Any], symbols: dict[str, str]) -> Order:
     )
 
 
-def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str]) -> Position | None:
+def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str],
+                      taken_at: int | None = None) -> Position | None:
     """A raw ``/fapi/v3/positionRisk`` row → :class:`Position` (``None`` when flat), with ccxt's decoding
     rules (``binance.parse_position_risk``) without its unified parser: contracts ``|positionAmt|``, side
     from the sign of ``notional`` (else of ``positionAmt``), ``unRealizedProfit``, ``markPrice`` ``"0"``: none.
+    ``taken_at``: when the answer was asked for (ms), the position's ``updated_at`` (else now).
 
     :raises OrderIncomplete: an open position of an unknown market id, or without a side.
     """
@@ -308,7 +310,7 @@ def position_from_row(row: dict[str, Any], account: str, symbols: dict[str, str]
         raise OrderIncomplete(f"open position: {exc.message}", venue=VENUE) from exc
     side: PositionSide = "long" if notional > 0 else "short" if notional < 0 else "long" if amount > 0 else "short"
     return _position(account, symbol, side, abs(amount), row.get("entryPrice"), row.get("markPrice"),
-                     row.get("unRealizedProfit"))
+                     row.get("unRealizedProfit"), taken_at)
 
 
 def to_position(raw: dict[str, Any], account: str) -> Position | None:
@@ -327,13 +329,15 @@ def to_position(raw: dict[str, Any], account: str) -> Position | None:
 
 
 def _position(account: str, symbol: str, side: PositionSide, contracts: Decimal, entry: Any, mark: Any,
-              pnl: Any) -> Position:
+              pnl: Any, updated_at: int | None = None) -> Position:
     entry_price, mark_price, unrealized_pnl = _decimal(entry), _decimal(mark), _decimal(pnl)
     if not (mark_price and mark_price > 0):
         mark_price = None
     values: dict[str, Any] = {
         "account": account, "venue": VENUE, "symbol": symbol, "side": side, "contracts": contracts,
         "entry_price": entry_price, "mark_price": mark_price, "unrealized_pnl": unrealized_pnl}
+    if updated_at is not None:
+        values["updated_at"] = updated_at
     # as in _order: what the model checks, established here; anything else meets the validating constructor
     if (type(symbol) is str and side in ("long", "short") and in_range(contracts)
             and entry_price is not None and in_range(entry_price) and (mark_price is None or in_range(mark_price))

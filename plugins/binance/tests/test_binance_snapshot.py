@@ -85,6 +85,7 @@ ALGO_ROW = {"algoId": 7, "clientAlgoId": "x", "type": "STOP_MARKET", "symbol": "
     (POSITION_ROW, {"unRealizedProfit": "NaN"}), (POSITION_ROW, {"positionAmt": "-Infinity", "notional": "-1"}),
     (ALGO_ROW, {"filledQty": "-1"}), (ALGO_ROW, {"triggerPrice": "1e16"}), (ALGO_ROW, {"createTime": -1}),
     (ALGO_ROW, {"createTime": 2**53}), (ALGO_ROW, {"clientAlgoId": 5}), (ALGO_ROW, {"quantity": "Infinity"}),
+    (ALGO_ROW, {"quantity": "-1"}),  # a negative size is refused, not read as 0
 ])
 def test_a_snapshot_row_out_of_the_models_bounds_is_refused_as_the_model_refuses_it(row, bad):
     """The lean decode builds its models without a second validation only from values it checked itself;
