@@ -146,13 +146,15 @@ _set, _new = object.__setattr__, object.__new__
 #: tuples of names :meth:`Model.trusted` has accepted, each with its shared field-name set (``None``: not
 #: frozen, a set each) and the default factories of the fields it leaves out
 _Known = tuple[set[str] | None, tuple[tuple[str, Callable[[], Any]], ...]]
-_TRUSTED: dict[type, tuple[dict[str, Any], dict[tuple[str, ...], _Known]]] = {}
+_Spec = tuple[dict[str, Any], dict[tuple[str, ...], _Known]]
+_TRUSTED: dict[type, _Spec] = {}
 
 
-def _trusted_spec(cls: type[Model]) -> tuple[dict[str, Any], dict[tuple[str, ...], _Known]]:
+def _trusted_spec(cls: type[Model]) -> _Spec:
     fields = cls.model_fields
     template = {name: None if f.is_required() or f.default_factory else f.default for name, f in fields.items()}
-    _TRUSTED[cls] = spec = (template, {})
+    spec: _Spec = (template, {})
+    _TRUSTED[cls] = spec
     return spec
 
 
