@@ -62,6 +62,8 @@ MAX_AMOUNT = Decimal("1e15")
 MAX_SIGNAL_AT_MS = 366 * 24 * 3600 * 1000  # a signal is due within a year of the run's start
 Price = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, description="price in quote currency")]
 Contracts = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="size in contracts")]
+#: a position's or an entry's size: more than nothing, within the bounds of :data:`Contracts`
+OpenContracts = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, description="size in contracts")]
 TimestampMs = Annotated[int, Field(ge=0, lt=2**53, description="milliseconds since the Unix epoch, UTC")]
 
 
@@ -218,7 +220,7 @@ class OrderIntent(Model):
     venue: str
     symbol: str
     side: PositionSide
-    contracts: Annotated[Decimal, Field(gt=0)]
+    contracts: OpenContracts
     stop_loss: Price
     take_profit: Price | None = None
     trailing: TrailingSpec | None = None
@@ -293,7 +295,7 @@ class Position(Model):
     venue: str
     symbol: str
     side: PositionSide
-    contracts: Annotated[Decimal, Field(gt=0)]
+    contracts: OpenContracts
     entry_price: Price
     mark_price: Price | None = None
     unrealized_pnl: Decimal | None = None

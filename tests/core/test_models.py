@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from framework.models import MAX_AMOUNT, Model, Order, Position, Price, StopLoss, VenueSnapshot, in_range
+from framework.models import MAX_AMOUNT, Model, Order, OrderIntent, Position, Price, StopLoss, VenueSnapshot, in_range
 
 SYMBOL = "XRP/USDT:USDT"
 POSITION = {"account": "a", "venue": "binance", "symbol": SYMBOL, "side": "short", "contracts": Decimal(3),
@@ -87,3 +87,13 @@ def test_a_model_that_is_not_frozen_gets_a_set_of_its_own():
     assert one.model_fields_set is not two.model_fields_set
     one.name = "c"
     assert two.name == "b" and one.model_fields_set == {"name"}
+
+
+@pytest.mark.parametrize("contracts", [Decimal(0), Decimal("-1"), MAX_AMOUNT + 1, Decimal("Infinity"), Decimal("NaN")])
+def test_a_position_or_an_entry_of_no_size_or_beyond_any_venues_size_is_refused(contracts):
+    with pytest.raises(ValidationError):
+        Position(**{**POSITION, "contracts": contracts})
+    with pytest.raises(ValidationError):
+        OrderIntent(venue="binance", symbol=SYMBOL, side="long", contracts=contracts, stop_loss=Decimal("0.4"),
+                    client_order_id="fw-e-1")
+    assert Position(**{**POSITION, "contracts": MAX_AMOUNT}).contracts == MAX_AMOUNT
