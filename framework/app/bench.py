@@ -83,7 +83,7 @@ REPROTECTS = 20  # stop removals per venue for reprotect_ms (issue 14's figure)
 DEFAULT_PLUGINS = ["binance", "bybit"]
 ACCOUNT = "default"
 WAIT_S = 10.0  # a bound on any single wait: a stuck run fails instead of hanging
-RECONCILE_REPEATS = 3  # passes (and floors) per reconcile size; the figures are their medians
+RECONCILE_REPEATS = 5  # passes (and floors) per reconcile size; the figures are their medians
 
 #: engine settings of the bench: no rate limit on trailing moves, no periodic reconcile during a figure; the
 #: engine trails (the stop-move figures measure its moves), the native lifecycle turns the venue's trail on
@@ -723,7 +723,9 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
     as parsed JSON (the plugin module's optional ``snapshot_rows(conn)``; absent when it has none).  Each
     size runs :data:`RECONCILE_REPEATS` passes, each on a fresh book and each followed by its floor; the
     figures are the medians (``cpu_ms_each`` / ``raw_cpu_ms_each``: every sample): one pass against one floor
-    swung ±30 % on a loaded machine.
+    swung ±30 % on a loaded machine.  ``x_raw``: the median of each pass's CPU ÷ its own floor's (paired: a
+    pass and its floor see the same moment of the machine; the medians of the two alone pair a pass with
+    another pass's floor).
     """
     results: dict[str, dict[str, Any]] = {}
     pm = load_plugins([name])
@@ -769,6 +771,9 @@ async def reconcile_figures(name: str, store: Store, counts: tuple[int, ...]) ->
                 if raws:
                     results[str(count)]["raw_cpu_ms"] = round(statistics.median(raws) * 1000, 1)
                     results[str(count)]["raw_cpu_ms_each"] = [round(r * 1000, 1) for r in raws]
+                    # each pass against the floor right after it (the same moment of the machine), then the median
+                    paired = [p[0] / r for p, r in zip(passes, raws, strict=True)]
+                    results[str(count)]["x_raw"] = round(statistics.median(paired), 2)
         finally:
             await driver.disconnect()
     return results
@@ -898,7 +903,7 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "stream_without_journal_of_decoder": _ratio(stream.get("without_journal"), stream.get("decoder_only"), 3),
         }
         for count, figure in result["reconcile"].get(venue, {}).items():
-            figures[f"reconcile_{count}_x_raw"] = _ratio(figure.get("cpu_ms"), figure.get("raw_cpu_ms"))
+            figures[f"reconcile_{count}_x_raw"] = figure.get("x_raw")
         out[venue] = figures
     return out
 
