@@ -83,7 +83,7 @@ REPROTECTS = 20  # stop removals per venue for reprotect_ms (issue 14's figure)
 DEFAULT_PLUGINS = ["binance", "bybit"]
 ACCOUNT = "default"
 WAIT_S = 10.0  # a bound on any single wait: a stuck run fails instead of hanging
-RECONCILE_REPEATS = 5  # passes (and floors) per reconcile size; the figures are their medians
+RECONCILE_REPEATS = 9  # passes (and floors) per reconcile size; the figures are their medians
 
 #: engine settings of the bench: no rate limit on trailing moves, no periodic reconcile during a figure; the
 #: engine trails (the stop-move figures measure its moves), the native lifecycle turns the venue's trail on
