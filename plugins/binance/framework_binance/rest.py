@@ -207,7 +207,7 @@ def _order(order_id: Any, symbol: Any, client_order_id: Any, side: Any, kind: An
     trigger_price = _decimal(trigger)
     values: dict[str, Any] = {
         "venue": VENUE, "symbol": symbol, "id": str(order_id), "client_order_id": client_order_id, "side": side,
-        "type": str(kind or "market"), "amount": size if size >= done or size < 0 else done, "filled": done,
+        "type": str(kind or "market"), "amount": max(size, done) if size >= 0 else size, "filled": done,
         "average": price if price and price > 0 else None, "status": status,
         "reduce_only": bool(reduce_only) or close_position,
         "trigger_price": trigger_price if trigger_price and trigger_price > 0 else None, "timestamp": timestamp,
@@ -341,7 +341,8 @@ def _position(account: str, symbol: str, side: PositionSide, contracts: Decimal,
     # as in _order: what the model checks, established here; anything else meets the validating constructor
     if (type(symbol) is str and side in ("long", "short") and in_range(contracts)
             and entry_price is not None and in_range(entry_price) and (mark_price is None or in_range(mark_price))
-            and (unrealized_pnl is None or unrealized_pnl.is_finite())):
+            and (unrealized_pnl is None or unrealized_pnl.is_finite())
+            and (updated_at is None or (type(updated_at) is int and 0 <= updated_at < 2**53))):
         return Position.trusted(values)
     return Position(**values)
 

@@ -96,6 +96,13 @@ def test_a_snapshot_row_out_of_the_models_bounds_is_refused_as_the_model_refuses
         decode({**row, **bad}, "default", {}) if row is POSITION_ROW else decode({**row, **bad}, {})
 
 
+def test_the_snapshot_time_a_position_is_given_is_checked_as_the_model_checks_it():
+    assert position_from_row(POSITION_ROW, "default", {}, 1_700_000_000_000).updated_at == 1_700_000_000_000
+    for bad in (-1, 2**53):
+        with pytest.raises(ValidationError):
+            position_from_row(POSITION_ROW, "default", {}, bad)
+
+
 NUMBERS = st.one_of(
     st.none(), st.sampled_from(["", "0", "-0", "0.5", "-5", "NaN", "-Infinity", "1e15", "1e16", "1e-40", "0E-8"]),
     st.decimals(allow_nan=True, allow_infinity=True).map(str), st.decimals(min_value=0, max_value=10**16).map(str),
