@@ -83,17 +83,19 @@ def table(rows: dict[str, Counter[str]]) -> str:
     return "\n".join(lines)
 
 
-def run_scope(name: str, env: dict[str, str], log_dir: Path, *, first_only: bool = False,
+def run_scope(name: str, env: dict[str, str], *, first_only: bool = False,
               mutants: list[str] | None = None, max_children: int | None = None) -> int:
     """``mutmut run`` on the scope's FIRST patterns, then on every mutant not yet checked (unless
-    ``first_only``); or only on the named ``mutants`` (mutmut re-runs a named mutant even if already judged)."""
+    ``first_only``); or only on the named ``mutants`` (mutmut re-runs a named mutant even if already judged).
+    mutmut's output goes to ``mutmut-<step>.log`` in the scope's directory, beside its ``mutants/`` (a run in
+    another checkout writes its own)."""
     steps = [("first", FIRST.get(name, []))] + ([] if first_only else [("rest", [])])
     if mutants:
         steps = [("named", mutants)]
     for step, patterns in steps:
         if step == "first" and not patterns:
             continue
-        log = log_dir / f"mutmut-{name}-{step}.log"
+        log = SCOPES[name] / f"mutmut-{step}.log"
         print(f"mutation: {name} ({step}) in {SCOPES[name]} (log: {log})", flush=True)
         with log.open("w") as handle:
             children = ["--max-children", str(max_children)] if max_children else []
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                    "PYTEST_TIMEOUT": str(args.pytest_timeout)}
             try:
                 for name in scopes:
-                    rc = run_scope(name, env, Path(tmp).parent, first_only=args.first_only, mutants=args.mutant,
+                    rc = run_scope(name, env, first_only=args.first_only, mutants=args.mutant,
                                    max_children=args.max_children)
                     if rc != 0:
                         print(f"mutation: mutmut failed in scope {name} (exit {rc})", file=sys.stderr)
