@@ -14,7 +14,7 @@ import pytest
 
 from framework import hookimpl
 from framework.engine.book import BookPosition, PositionBook
-from framework.models import PositionUpdate
+from framework.models import Order, OrderUpdate, PositionUpdate
 from framework.plugins import new_plugin_manager, register
 from tests.engine.recorder import Recorder
 
@@ -80,6 +80,29 @@ async def test_rows_queued_while_the_database_is_busy_commit_together_and_announ
     assert book.writes.batches <= 2 and book.writes.batched_rows == 50
     rows = await store.pool.fetch("SELECT kind FROM events ORDER BY id")
     assert [r["kind"] for r in rows] == ["opened"] + ["updated"] * 49 + ["closed"]
+    status = await store.pool.fetchval("SELECT status FROM positions WHERE symbol = $1", SYMBOL)
+    assert status == "closed"
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_closing_fill_without_its_flat_frame_closes_without_holding_up_the_stream(store, side):
+    # I-1 on a group-commit book: a fully filled stop closes the position although its flat frame is lost; the
+    # closure's rows are queued like the flat frame's (the stream does not wait for the journal's connection)
+    # and announced once committed
+    recorder = Recorder()
+    pm = new_plugin_manager()
+    register(pm, recorder, "recorder")
+    book = PositionBook("bybit", "default", pm, store, fill_grace_ms=0, group_commit=True)
+    await book.add(BookPosition(SYMBOL, side, Decimal(2), Decimal("1.1"), None, opened_at=1_000))
+    stop = Order(venue="bybit", symbol=SYMBOL, id="9", client_order_id=None, side="sell" if side == "long" else "buy",
+                 amount=Decimal(2), filled=Decimal(2), average=Decimal("1.05"), status="closed", reduce_only=True)
+    async with store.hot():  # the journal's connection is busy
+        async with asyncio.timeout(BOUND_S):  # a stream that waited for it would wait here until the bound
+            await book.on_event(OrderUpdate(order=stop, origin="stop_loss", last_fill_price=Decimal("1.05"),
+                                            last_fill_amount=Decimal(2), timestamp=1_100))
+        assert not book.holds(SYMBOL) and recorder.closed() == [] and book.writes.pending >= 1
+    assert await book.writes.wait_drained(BOUND_S)
+    assert [(e.reason, e.price) for e in recorder.closed()] == [("stop_loss", Decimal("1.05"))]
     status = await store.pool.fetchval("SELECT status FROM positions WHERE symbol = $1", SYMBOL)
     assert status == "closed"
 
