@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pluggy import PluginManager
 
 from framework import hookimpl
 from framework.engine.book import BookPosition, PositionBook
@@ -58,12 +59,17 @@ async def test_a_process_killed_between_group_commits_loses_no_announced_row(dat
     assert max(b for *_, b in acks) < len(acks) / 2, "rows were not group-committed"
 
 
-@pytest.mark.parametrize("side", ["long", "short"])
-async def test_rows_queued_while_the_database_is_busy_commit_together_and_announce_in_order(store, side):
+def group_commit_book(store) -> tuple[PositionBook, Recorder, PluginManager]:
+    """A Bybit book that group-commits its journal, its lifecycle events recorded: (book, recorder, pm)."""
     recorder = Recorder()
     pm = new_plugin_manager()
     register(pm, recorder, "recorder")
-    book = PositionBook("bybit", "default", pm, store, fill_grace_ms=0, group_commit=True)
+    return PositionBook("bybit", "default", pm, store, fill_grace_ms=0, group_commit=True), recorder, pm
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_rows_queued_while_the_database_is_busy_commit_together_and_announce_in_order(store, side):
+    book, recorder, _ = group_commit_book(store)
     await book.add(BookPosition(SYMBOL, side, Decimal(1), Decimal("1.1"), None, opened_at=1_000))
     async with store.hot():  # the journal's connection is busy: the stream goes on, nothing is announced
         for seq in range(1, 50):
@@ -89,10 +95,7 @@ async def test_a_closing_fill_without_its_flat_frame_closes_without_holding_up_t
     # I-1 on a group-commit book: a fully filled stop closes the position although its flat frame is lost; the
     # closure's rows are queued like the flat frame's (the stream does not wait for the journal's connection)
     # and announced once committed
-    recorder = Recorder()
-    pm = new_plugin_manager()
-    register(pm, recorder, "recorder")
-    book = PositionBook("bybit", "default", pm, store, fill_grace_ms=0, group_commit=True)
+    book, recorder, _ = group_commit_book(store)
     await book.add(BookPosition(SYMBOL, side, Decimal(2), Decimal("1.1"), None, opened_at=1_000))
     stop = Order(venue="bybit", symbol=SYMBOL, id="9", client_order_id=None, side="sell" if side == "long" else "buy",
                  amount=Decimal(2), filled=Decimal(2), average=Decimal("1.05"), status="closed", reduce_only=True)
@@ -112,10 +115,7 @@ async def test_a_listener_may_close_another_position_when_the_stream_closes_one(
     # the stream's announcements run apart from the drainer: a listener awaiting a write of its own (the
     # other position's closure) must not wait on the announcement it is running
     other = "BTC/USDT:USDT"
-    recorder = Recorder()
-    pm = new_plugin_manager()
-    register(pm, recorder, "recorder")
-    book = PositionBook("bybit", "default", pm, store, fill_grace_ms=0, group_commit=True)
+    book, recorder, pm = group_commit_book(store)
 
     class CloseTheOther:
         @hookimpl
