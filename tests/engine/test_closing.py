@@ -4,8 +4,11 @@ position is gone means closed; any other refusal keeps the position, protected, 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
+from framework.engine.book import BookPosition, PositionBook
 from framework.engine.closing import close_on_venue
 from framework.errors import VenueError
 from framework.models import close_side
@@ -168,3 +171,28 @@ async def test_a_close_of_nothing_held_or_with_no_attempt_left_sends_nothing_and
         assert await close_on_venue(parts.book, parts.driver, store, env.pm, "BTC/USDT:USDT") is False
         assert len(env.venue.truth.orders) == orders and parts.book.holds(env.symbol)
         assert env.venue.position("default", env.symbol).is_open and env.recorder.closed() == []
+
+
+@pytest.mark.parametrize("known", ["stop", "entry", "neither"])
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_close_is_journalled_on_the_book_s_account_under_the_position_it_closes(store, side, known):
+    # The close's row carries the book's own account (not the default one), and as its intent the position it
+    # closes: the stop price, else the entry price. A position the book knows neither price of (adopted from a
+    # snapshot without one) is closed all the same.
+    async with venue_env("binance", store) as env:
+        await env.driver.connect(env.harness.config)
+        try:
+            mark = env.venue.mark_price(env.symbol)
+            env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
+            stop = mark * (Decimal("0.9") if side == "long" else Decimal("1.1"))
+            book = PositionBook("binance", "second", env.pm, store, fill_grace_ms=0)
+            await book.add(BookPosition(env.symbol, side, Decimal(43), None if known == "neither" else mark,
+                                        stop if known == "stop" else None, opened_at=1))
+            assert await close_on_venue(book, env.driver, store, env.pm, env.symbol) is True
+            assert not env.venue.position("default", env.symbol).is_open and not book.holds(env.symbol)
+            [row] = await store.pool.fetch("SELECT account, side, state, intent FROM orders WHERE purpose = 'close'")
+            assert (row["account"], row["side"], row["state"]) == ("second", close_side(side), "closed")
+            recorded = {"stop": stop, "entry": mark, "neither": Decimal(1)}[known]  # 1: the model needs a price
+            assert (row["intent"]["account"], Decimal(row["intent"]["stop_loss"])) == ("second", recorded)
+        finally:
+            await env.driver.disconnect()
