@@ -59,8 +59,10 @@ async def close_on_venue(
     (:meth:`Driver.rate_limit_pause`); so is a close that filled only part of the position (its rest
     expired): the book keeps the position at the size the stream shows until the rest is closed.
 
-    :returns: ``True`` when the position left the book through this call or was already gone; ``False``
-        when it is still held after ``attempts`` orders (partly filled each time).
+    :returns: ``True`` when the position left the book during this call: closed by its order, answered
+        ``PositionGone``, or closed meanwhile (the stream's closure between two attempts); ``False`` when
+        ``symbol`` was not held when the call began, or is still held after ``attempts`` orders (partly
+        filled each time).
     :raises RequestExpired: the close was refused as outside its receive window, or not sent (fenced: the
         lease may have passed on); it did nothing, the position stays in the book, never "gone".
     :raises VenueError: the venue refused the close for another reason, or kept rate-limiting it (the

@@ -8,6 +8,8 @@ import pytest
 
 from framework.engine.closing import CLOSE_ATTEMPTS
 from framework.errors import RateLimited
+from framework.models import close_side
+from tests.engine.intercept import SessionWrapper
 
 SIDES = ["long", "short"]
 
@@ -39,7 +41,37 @@ async def test_a_close_rate_limited_every_time_alerts_and_leaves_the_position_pr
         await env.engine.close(env.venue_name, env.symbol)
     assert env.parts.book.holds(env.symbol) and env.venue.is_protected("default", env.symbol)
     [critical] = [a for a in env.recorder.seen["on_alert"] if a.level == "critical"]
-    assert "rate limited" in critical.message
+    assert "rate limited" in critical.message and (critical.venue, critical.symbol) == (env.venue_name, env.symbol)
+
+
+class ClosedOnTheVenueWhileRateLimited(SessionWrapper):
+    """The first close is refused as rate limited; meanwhile the position is closed on the venue (by hand) and
+    the book hears of it through the stream before the close would be tried again."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.calls = 0
+
+    async def close_position(self, call, *args):
+        self.calls += 1
+        if self.calls > 1:
+            return await call(*args)
+        self.env.venue.manual_close("default", self.env.symbol)
+        await self.env.recorder.wait_for(lambda r: len(r.closed()) == 1)
+        raise RateLimited("too many requests (test)", venue=self.env.venue_name)
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_position_closed_on_the_venue_while_its_close_was_rate_limited_is_reported_closed(env, side):
+    await env.start()
+    await env.engine.open(env.intent(side))
+    await env.settled()
+    venue = ClosedOnTheVenueWhileRateLimited(env)
+    venue.wrap(env.driver.session)
+    assert await env.engine.close(env.venue_name, env.symbol) is True  # it left the book during the call
+    assert venue.calls == 1  # nothing more was sent for a position no longer held
+    assert [e.side for e in env.recorder.closed()] == [side] and not env.parts.book.holds(env.symbol)
+    assert [f.origin for f in env.venue.truth.fills if f.side == close_side(side)] == ["manual"]
 
 
 async def test_the_venue_s_own_wait_is_honoured(env):
