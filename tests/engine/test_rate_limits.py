@@ -14,6 +14,13 @@ from tests.engine.intercept import SessionWrapper
 SIDES = ["long", "short"]
 
 
+async def close_states(env) -> list[str]:
+    """The journal states of the close orders, oldest first."""
+    rows = await env.store.pool.fetch("SELECT state FROM orders WHERE account = 'default' AND venue = $1 AND "
+                                      "purpose = 'close' ORDER BY id", env.venue_name)
+    return [row["state"] for row in rows]
+
+
 @pytest.mark.parametrize("side", SIDES)
 async def test_a_rate_limited_close_is_tried_again_after_the_pause_and_closes_once(env, side):
     await env.start()
@@ -29,6 +36,7 @@ async def test_a_rate_limited_close_is_tried_again_after_the_pause_and_closes_on
     assert env.parts.driver.counters["rate_limit_waits"] >= CLOSE_ATTEMPTS - 1
     assert not [a for a in env.recorder.seen["on_alert"] if a.level == "critical"]
     assert env.venue.truth.wrong_side_orders() == []
+    assert await close_states(env) == ["rejected"] * (CLOSE_ATTEMPTS - 1) + ["closed"]  # refused: not executed
 
 
 async def test_a_close_rate_limited_every_time_alerts_and_leaves_the_position_protected(env):
@@ -42,6 +50,7 @@ async def test_a_close_rate_limited_every_time_alerts_and_leaves_the_position_pr
     assert env.parts.book.holds(env.symbol) and env.venue.is_protected("default", env.symbol)
     [critical] = [a for a in env.recorder.seen["on_alert"] if a.level == "critical"]
     assert "rate limited" in critical.message and (critical.venue, critical.symbol) == (env.venue_name, env.symbol)
+    assert await close_states(env) == ["rejected"] * CLOSE_ATTEMPTS
 
 
 class ClosedOnTheVenueWhileRateLimited(SessionWrapper):
