@@ -294,10 +294,8 @@ class Opener:
         symbol = intent.symbol
         await alert(self.pm, "warning", f"open failed before protection ({cause!r}); rolling back",
                     venue=intent.venue, symbol=symbol)
+        # An entry answered with nothing filled and done (NOTHING_FILLED) never gets here: _open refuses it first.
         observed = await self._observed_fill(intent, order)
-        if observed == 0 and order is not None and order.status in NOTHING_FILLED:
-            await cancel_quietly(self.driver, stop)
-            return
         # Unknown fill: close the most the entry can have opened; reduce-only never opens or grows.
         contracts = observed if observed else intent.contracts
         before = self.book.last_update(symbol)
