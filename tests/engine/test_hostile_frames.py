@@ -7,6 +7,7 @@ control to a running engine."""
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from framework.driver import Driver
 from framework.driverkit import decode_frame
-from framework.engine.book import PositionBook
+from framework.engine.book import MAX_FUTURE_MS, PositionBook
 from framework.models import MAX_AMOUNT, MarkPrice, OrderUpdate, PositionUpdate, now_ms
 from framework.plugins import load_plugins
 from tests.engine.conftest import FAST, venue_env
@@ -124,6 +125,18 @@ async def test_a_frame_stamped_in_the_future_or_with_an_absurd_sequence_is_not_a
     await book.on_event(update(10**15, now, "5"))  # an absurd sequence, with the clock of now
     await book.on_event(update(11, now + 1, "7"))  # the next real frame: lower sequence, newer clock
     assert book.last_update(symbol).contracts == 7, "one absurd sequence made every real frame stale"
+
+
+async def test_a_frame_stamped_up_to_a_day_ahead_is_applied_and_one_millisecond_more_is_not(pm_and_store, monkeypatch):
+    # The edge of the sanity bound (MAX_FUTURE_MS, a day), with the wall clock frozen so that it is exact.
+    pm, store = pm_and_store
+    book = PositionBook("bybit", "default", pm, store, fill_grace_ms=0)
+    symbol, now = "XRP/USDT:USDT", now_ms()
+    monkeypatch.setattr(time, "time_ns", lambda: now * 1_000_000)
+    for seq, ts in ((1, now + MAX_FUTURE_MS + 1), (2, now + MAX_FUTURE_MS)):
+        await book.on_event(PositionUpdate(venue="bybit", symbol=symbol, side="long", contracts=Decimal(seq),
+                                           entry_price=Decimal("1.1"), sequence=seq, timestamp=ts))
+    assert book.malformed_frames == 1 and book.last_update(symbol).contracts == 2
 
 
 @pytest.fixture
