@@ -33,6 +33,13 @@ async def until(predicate, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def close_orders(env: Env) -> list[Any]:
+    """The journal rows of the close orders of the default account on the env's venue, oldest first."""
+    return await env.store.pool.fetch(
+        "SELECT * FROM orders WHERE account = 'default' AND venue = $1 AND purpose = 'close' ORDER BY id",
+        env.venue_name)
+
+
 # For tests without REST lag whose orphan must be closed by the first snapshot that misses it.
 NO_GRACE = FAST.model_copy(update={"orphan_grace_ms": 0})
 

@@ -12,17 +12,11 @@ from framework.engine.book import BookPosition, PositionBook
 from framework.engine.closing import close_on_venue
 from framework.errors import VenueError
 from framework.models import close_side
-from tests.engine.conftest import venue_env
+from tests.engine.conftest import close_orders, venue_env
 from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0
 SIDES = ["long", "short"]
-
-
-async def close_orders(env) -> list:
-    return await env.store.pool.fetch(
-        "SELECT * FROM orders WHERE account = 'default' AND venue = $1 AND purpose = 'close' ORDER BY id",
-        env.venue_name)
 
 
 @pytest.mark.parametrize("stream", ["live", "silent"])

@@ -9,6 +9,7 @@ import pytest
 from framework.engine.closing import CLOSE_ATTEMPTS
 from framework.errors import RateLimited
 from framework.models import close_side
+from tests.engine.conftest import close_orders
 from tests.engine.intercept import SessionWrapper
 
 SIDES = ["long", "short"]
@@ -16,9 +17,7 @@ SIDES = ["long", "short"]
 
 async def close_states(env) -> list[str]:
     """The journal states of the close orders, oldest first."""
-    rows = await env.store.pool.fetch("SELECT state FROM orders WHERE account = 'default' AND venue = $1 AND "
-                                      "purpose = 'close' ORDER BY id", env.venue_name)
-    return [row["state"] for row in rows]
+    return [row["state"] for row in await close_orders(env)]
 
 
 @pytest.mark.parametrize("side", SIDES)
