@@ -35,6 +35,24 @@ FIRST = {
         "framework.engine.book.xǁPositionBookǁ_apply_position_update*",
         "framework.engine.book.xǁPositionBookǁ_apply_order_update*",
     ],
+    # the stop code (a stop's side, trigger and trail), then what the decoder reads a side, a size or a
+    # closure from; bybit's error translation (what an exception built from a venue's answer carries)
+    "binance": [
+        *(f"framework_binance.operations.x_{name}*" for name in (
+            "place_trigger", "place_trailing_stop", "_confirm_open", "move_stop_loss", "cancel_stop_loss",
+            "_trailing_trigger")),
+        *(f"framework_binance.decoder.{name}*" for name in (
+            "x__side", "xǁBinanceDecoderǁ_account_update", "xǁBinanceDecoderǁ_order_trade_update",
+            "xǁBinanceDecoderǁ_algo_update", "x__one_state_per_symbol")),
+    ],
+    "bybit": [
+        *(f"framework_bybit.rest.x_{name}*" for name in (
+            "set_trigger", "set_trailing", "create_stop_loss_order", "cancel_trigger", "_trading_stop",
+            "_confirm_not_modified", "_stream_shows_open", "_trail_start", "limit_reset_ms")),
+        "framework_bybit.rest.xǁBybitClientǁhandle_errors*", "framework_bybit.rest.xǁBybitIpBannedǁ*",
+        *(f"framework_bybit.decoder.xǁBybitDecoderǁ{name}*" for name in (
+            "_position", "_order_side", "_execution", "_order_fields")),
+    ],
 }
 # mutmut's verdict per exit code of a mutant's test run (as mutmut.stats.status_by_exit_code, which cannot be
 # imported outside a configured directory); anything else is "suspicious".
