@@ -6,7 +6,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from binance_helpers import SYMBOL, below, intent, trading_calls
+from binance_helpers import SYMBOL, above, below, intent, trading_calls
 
 from framework.errors import (
     OrderIncomplete,
@@ -169,16 +169,22 @@ async def test_close_position_stops_expire_when_the_position_closes(driver, venu
     assert await driver.cancel_stop_loss(stop) is False
 
 
-async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(driver, venue, stream, harness):
-    await open_position(driver, venue)
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(driver, venue, stream, harness,
+                                                                                side):
+    """A stop-loss, take-profit or trailing stop for a position the stream showed closed: nothing is sent."""
+    await open_position(driver, venue, side)
     closed_at = venue.now()
     venue.manual_close("default", SYMBOL)
     await stream.wait_for(flat_since(stream, closed_at))
     before = trading_calls(harness.emulator)
-    with pytest.raises(PositionGone):
-        await driver.set_stop_loss(SYMBOL, "long", Decimal(10), below(venue))
-    with pytest.raises(PositionGone):
-        await driver.set_take_profit(SYMBOL, "long", Decimal(10), below(venue, "-2"))
+    losing, winning = (below(venue), above(venue)) if side == "long" else (above(venue), below(venue))
+    trailing = TrailingSpec(callback_rate=Decimal(1))
+    for attempt in (lambda: driver.set_stop_loss(SYMBOL, side, Decimal(10), losing),
+                    lambda: driver.set_take_profit(SYMBOL, side, Decimal(10), winning),
+                    lambda: driver.set_trailing_stop(SYMBOL, side, Decimal(10), trailing, venue.mark_price(SYMBOL))):
+        with pytest.raises(PositionGone, match="the stream reports the position closed"):
+            await attempt()
     assert trading_calls(harness.emulator) == before
     assert venue.orders("default", SYMBOL, conditional=True) == []
 

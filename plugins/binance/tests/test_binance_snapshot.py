@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from binance_helpers import SYMBOL, below, trading_calls
 from framework_binance import rest
+from framework_binance.operations import _trailing_trigger
 from framework_binance.rest import order_from_row, position_from_row, to_order, to_position
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,6 +64,39 @@ async def test_snapshot_reports_both_sides_stops_and_orders(driver, venue):
                      (OTHER, "short", "stop_loss", Decimal("0.02"))}
     assert {(o.symbol, o.type, o.reduce_only) for o in snapshot.open_orders} == {
         (SYMBOL, "market", True), (OTHER, "market", True), (OTHER, "limit", False)}
+
+
+@pytest.mark.parametrize("activated", [True, False], ids=["activation", "mark"])
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_trailing_stop_is_reported_where_its_trail_starts(driver, venue, side, activated):
+    """B25: a TRAILING_STOP_MARKET row has no trigger price; the snapshot reports its stop ``callbackRate``
+    behind the ``activatePrice`` (below for a long, above for a short), else behind the mark price."""
+    mark = venue.mark_price(SYMBOL)
+    venue.place_order("default", SYMBOL, "buy" if side == "long" else "sell", amount=Decimal(10))
+    activation = (mark * (Decimal("1.02") if side == "long" else Decimal("0.98"))).quantize(Decimal("0.0001"))
+    venue.place_order("default", SYMBOL, "sell" if side == "long" else "buy", "trailing_stop_market",
+                      amount=Decimal(10), reduce_only=True, callback_rate=Decimal(2),
+                      activation_price=activation if activated else None)
+    snapshot = await driver.fetch_snapshot()
+    [trail] = [s for s in snapshot.stops if s.kind == "trailing_stop"]
+    start = activation if activated else venue.mark_price(SYMBOL)
+    assert (trail.side, trail.contracts) == (side, Decimal(10))
+    assert trail.trigger_price == start * (Decimal("0.98") if side == "long" else Decimal("1.02"))
+
+
+@pytest.mark.parametrize(("row", "mark", "start"), [
+    ({"callbackRate": "10", "activatePrice": "0.5"}, Decimal("0.6"), Decimal("0.45")),  # the top of 0.1 … 10
+    ({"callbackRate": "1", "activatePrice": "0"}, Decimal("0.6"), Decimal("0.594")),  # "0": not set, the mark
+    ({"callbackRate": "1"}, Decimal("0.6"), Decimal("0.594")),
+    ({"callbackRate": "10.5", "activatePrice": "0.5"}, Decimal("0.6"), None),  # out of Binance's range
+    ({"callbackRate": "0", "activatePrice": "0.5"}, Decimal("0.6"), None),
+    ({"activatePrice": "0.5"}, Decimal("0.6"), None),  # no rate
+    ({"callbackRate": "1"}, None, None),  # neither price
+])
+def test_a_trailing_row_s_start_is_where_binance_starts_the_trail_or_none(row, mark, start):
+    """B25 (``callbackRate`` 0.1 … 10 percent): a long's trail starts below its reference; outside the range,
+    or with no rate or no price, there is no start to report (the stop is left out of the snapshot)."""
+    assert _trailing_trigger(row, "long", mark) == start
 
 
 def test_a_row_without_side_or_with_an_unknown_status_is_incomplete():
