@@ -223,7 +223,8 @@ async def test_cancel_stop_loss_removes_it_and_reports_a_missing_one(contract):
 @pytest.mark.parametrize("side", ["long", "short"])
 async def test_a_stop_loss_order_rests_with_its_client_id_and_the_same_id_again_is_refused(contract, side):
     """The order rests reduce-only beside the position's stop, carrying the caller's id; the same id again is
-    the venue's duplicate refusal (``DuplicateOrderId``), never a second order nor the first one returned;
+    the venue's duplicate refusal (``DuplicateOrderId`` naming the venue, symbol and id, with the venue's
+    code), never a second order nor the first one returned;
     cancelled, nothing of it is left and nothing traded."""
     opened = await contract.open(side, stop_pct="3")
     venue = contract.require_venue()
@@ -248,8 +249,11 @@ async def test_a_stop_loss_order_rests_with_its_client_id_and_the_same_id_again_
                       f"{listed.open_orders!r}")
     try:
         again = await contract.driver.create_stop_loss_order(contract.symbol, side, contracts, trigger, client_id)
-    except DuplicateOrderId:
-        pass
+    except DuplicateOrderId as exc:
+        where = (exc.venue, exc.symbol, exc.order_id)
+        if where != (contract.driver.venue, contract.symbol, client_id) or exc.code is None:
+            contract.fail(f"DuplicateOrderId for {client_id} names {where} with code {exc.code!r}; expected "
+                          f"{(contract.driver.venue, contract.symbol, client_id)} and the venue's error code")
     except Exception as exc:
         contract.fail(f"the same client order id {client_id} again, while its order rests, raised {exc!r}; "
                       f"expected DuplicateOrderId (the venue's refusal)")

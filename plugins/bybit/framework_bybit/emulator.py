@@ -519,6 +519,10 @@ class BybitEmulator(WireEmulator):
             direction = str(params.get("triggerDirection", ""))
             if direction not in ("1", "2"):
                 raise BybitApiReject(10001, "params error: TriggerDirection invalid")
+            # The venue core triggers on the mark price only. create-order.mdx names no default for triggerBy;
+            # ccxt's docstring says LastPrice (assumed): an order without it would trigger on another price.
+            if params.get("triggerBy", "LastPrice") != "MarkPrice":
+                raise BybitApiReject(10001, "params error: only triggerBy=MarkPrice is modelled here")
             falls = direction == "2"
             order_type = "stop_market" if falls == (side == "sell") else "take_profit_market"
             kwargs["trigger_price"] = trigger

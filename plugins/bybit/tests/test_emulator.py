@@ -92,11 +92,26 @@ async def test_ccxt_unified_calls_work_against_the_emulator(conn, venue):
     assert balance["USDT"]["total"] > 0
 
 
+@pytest.mark.parametrize("trigger_by", [None, "LastPrice", "IndexPrice"])
+async def test_a_conditional_order_that_would_not_trigger_on_the_mark_price_is_refused(conn, venue, trigger_by):
+    """Y21: the venue core triggers on the mark price only, so a conditional order on another price (or with no
+    ``triggerBy``, assumed ``LastPrice``) is refused, not silently triggered on the mark price."""
+    await rest.create_entry(conn, intent())
+    params = {"category": "linear", "symbol": "XRPUSDT", "side": "Sell", "orderType": "Market", "qty": "43",
+              "triggerPrice": "0.9", "triggerDirection": 2, "reduceOnly": True}
+    if trigger_by is not None:
+        params["triggerBy"] = trigger_by
+    with pytest.raises(BybitApiError) as error:
+        await conn.client.private_post_v5_order_create(params)
+    assert error.value.ret_code == 10001 and "triggerBy=MarkPrice" in error.value.ret_msg
+    assert venue.orders("default", SYMBOL, conditional=True) == []
+
+
 async def test_cancel_a_resting_conditional_order(conn, venue):
     await rest.create_entry(conn, intent())
     placed = await conn.client.private_post_v5_order_create({
         "category": "linear", "symbol": "XRPUSDT", "side": "Sell", "orderType": "Market", "qty": "43",
-        "triggerPrice": "0.9", "triggerDirection": 2, "reduceOnly": True})
+        "triggerPrice": "0.9", "triggerDirection": 2, "triggerBy": "MarkPrice", "reduceOnly": True})
     order_id = placed["result"]["orderId"]
     assert venue.get_order("default", SYMBOL, order_id).type == "stop_market"
     canceled = await conn.client.cancel_order(order_id, SYMBOL)

@@ -94,11 +94,13 @@ async def test_an_unmodified_ccxt_client_uses_the_emulator_as_a_paper_venue(clie
     assert venue.get_order(ACC, SYMBOL, market["id"]).status == "filled"
     limit_price = 1 - sign * 0.05
     limit = await client.create_order(SYMBOL, "limit", entry, 10, limit_price, {"clientOrderId": f"paper-{side}"})
-    stop = await client.create_order(SYMBOL, "market", exit_, 20, None, {"stopLossPrice": 1 - sign * 0.2})
-    take = await client.create_order(SYMBOL, "market", exit_, 20, None, {"takeProfitPrice": 1 + sign * 0.2})
+    stop = await client.create_order(SYMBOL, "market", exit_, 20, None, {"stopLossPrice": 1 - sign * 0.2,
+                                                                         "triggerBy": "MarkPrice"})
+    take = await client.create_order(SYMBOL, "market", exit_, 20, None, {"takeProfitPrice": 1 + sign * 0.2,
+                                                                         "triggerBy": "MarkPrice"})
     trigger = await client.create_order(SYMBOL, "market", exit_, 5, None, {
         "triggerPrice": 1 - sign * 0.1, "triggerDirection": "descending" if long else "ascending",
-        "reduceOnly": True})
+        "triggerBy": "MarkPrice", "reduceOnly": True})
     held = {o.id: o for o in venue.orders(ACC, SYMBOL)}
     assert (held[stop["id"]].type, held[take["id"]].type, held[trigger["id"]].type) == (
         "stop_market", "take_profit_market", "stop_market")
