@@ -18,7 +18,7 @@ from framework.errors import (
     VenueError,
     WouldTriggerImmediately,
 )
-from framework.models import OrderUpdate, StopLoss, TrailingSpec
+from framework.models import OrderUpdate, StopLoss, TrailingSpec, now_ms
 
 
 def calls(harness, key: str) -> int:
@@ -53,25 +53,41 @@ def test_driver_info_declares_only_what_is_tested(driver):
     assert (limits.min_callback_rate, limits.max_callback_rate) == (Decimal("0.1"), Decimal(10))
 
 
+@pytest.mark.parametrize("activated", [True, False], ids=["activation", "no-activation"])
 @pytest.mark.parametrize("side", ["long", "short"])
-async def test_a_trailing_stop_is_one_reduce_only_trailing_stop_market_algo_order_beside_the_stop(driver, venue, side):
-    """B25: ``TRAILING_STOP_MARKET`` with ``callbackRate`` (percent) and ``activatePrice``, reduce-only for the
-    position's size on its closing side; the closePosition stop stays."""
+async def test_a_trailing_stop_is_one_reduce_only_trailing_stop_market_algo_order_beside_the_stop(driver, venue, side,
+                                                                                                activated):
+    """B25: ``TRAILING_STOP_MARKET`` with ``callbackRate`` (percent) and ``activatePrice`` (none sent without
+    one: the trail starts at once, behind the mark), reduce-only for the position's size on its closing side;
+    the closePosition stop stays."""
     entry, order = await open_position(driver, venue, side)
     stop = await driver.set_stop_loss(SYMBOL, side, order.filled, entry.stop_loss)
     mark = venue.mark_price(SYMBOL)
     activation = (mark * (Decimal("1.01") if side == "long" else Decimal("0.99"))).quantize(Decimal("0.0001"))
-    spec = TrailingSpec(callback_rate=Decimal("0.5"), activation_price=activation)
+    spec = TrailingSpec(callback_rate=Decimal("0.5"), activation_price=activation if activated else None)
+    before = now_ms()  # the driver's clock, which stamps placed_at
     trail = await driver.set_trailing_stop(SYMBOL, side, order.filled, spec, mark)
     [resting] = [o for o in venue.orders("default", SYMBOL, conditional=True) if o.type == "trailing_stop_market"]
     assert (resting.side, resting.reduce_only, resting.amount) == ({"long": "sell", "short": "buy"}[side], True,
                                                                   order.filled)
-    assert (resting.callback_rate, resting.activation_price) == (Decimal("0.5"), activation)
+    assert (resting.callback_rate, resting.activation_price) == (Decimal("0.5"), spec.activation_price)
     assert trail.kind == "trailing_stop" and trail.order_id == resting.id and trail.contracts == order.filled
-    offset = activation * Decimal("0.005")
-    expected = activation - offset if side == "long" else activation + offset
+    assert trail.placed_at is not None and trail.placed_at >= before
+    start = activation if activated else mark
+    offset = start * Decimal("0.005")
+    expected = start - offset if side == "long" else start + offset
     assert trail.trigger_price == expected.quantize(Decimal("0.0001"))
     assert venue.get_order("default", order_id=stop.order_id).is_open  # beside the fixed stop, not instead
+
+
+async def test_moving_a_stop_without_an_order_id_is_refused_without_a_venue_call(driver, venue, harness):
+    """Every Binance stop is an algo order: a stop without one cannot be this driver's, and is not moved."""
+    stray = StopLoss(venue="binance", symbol=SYMBOL, side="long", kind="stop_loss", trigger_price=below(venue))
+    before = trading_calls(harness.emulator)
+    with pytest.raises(VenueError, match="always an order") as error:
+        await driver.move_stop_loss(stray, below(venue, "3"))
+    assert (error.value.venue, error.value.symbol) == ("binance", SYMBOL)
+    assert trading_calls(harness.emulator) == before
 
 
 async def test_entry_is_a_complete_market_order(driver, venue, harness):
@@ -183,8 +199,9 @@ async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(
     for attempt in (lambda: driver.set_stop_loss(SYMBOL, side, Decimal(10), losing),
                     lambda: driver.set_take_profit(SYMBOL, side, Decimal(10), winning),
                     lambda: driver.set_trailing_stop(SYMBOL, side, Decimal(10), trailing, venue.mark_price(SYMBOL))):
-        with pytest.raises(PositionGone, match="the stream reports the position closed"):
+        with pytest.raises(PositionGone, match="the stream reports the position closed") as error:
             await attempt()
+        assert (error.value.venue, error.value.symbol) == ("binance", SYMBOL)
     assert trading_calls(harness.emulator) == before
     assert venue.orders("default", SYMBOL, conditional=True) == []
 

@@ -725,10 +725,12 @@ async def snapshot_rows(conn: BybitConnection) -> tuple[tuple[Rows, int], tuple[
         raise translate(exc, "snapshot") from exc
 
 
-def _trail_start(row: Mapping[str, Any], position: Position, distance: Decimal) -> Decimal | None:
-    """Where an attached trailing stop (a price ``distance``, docs/conformance.md Y19) starts: that far behind
-    ``activePrice``, else behind the mark price; ``None`` when neither is known or the result is not a price."""
-    start = positive_or_none(row.get("activePrice")) or position.mark_price
+def _trail_start(position: Position, distance: Decimal) -> Decimal | None:
+    """Where an attached trailing stop (a price ``distance``, docs/conformance.md Y19) is reported to start: that
+    far behind the mark price now; ``None`` without a mark or when the result is not a price.  Its activation
+    price is not in the position row (``activePrice`` is a trading-stop request field only, position.mdx), and
+    what its system order's ``triggerPrice`` shows without one is not documented (Y19)."""
+    start = position.mark_price
     if start is None:
         return None
     price = start - distance if position.side == "long" else start + distance
@@ -741,8 +743,8 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
 
     Stops: every position's attached stop-loss / take-profit / trailing stop, once each, as attached
     (``order_id None``: removed through trading-stop), plus resting reduce-only conditional orders.  A
-    trailing stop's ``trailingStop`` is a distance: it is reported at that distance behind ``activePrice``,
-    else behind the mark price now.  The
+    trailing stop's ``trailingStop`` is a distance: it is reported at that distance behind the mark price now
+    (:func:`_trail_start`).  The
     ``Untriggered`` system orders Bybit lists for the attached ones (``stopOrderType`` ``StopLoss`` /
     ``TakeProfit`` / ``TrailingStop``) are the same stops, not more: they stay in ``open_orders`` only, and
     give the trigger when the position row does not show it yet.  Without an open position in this
@@ -775,7 +777,7 @@ async def fetch_snapshot(conn: BybitConnection) -> VenueSnapshot:
         for kind, field in _ATTACHED_FIELDS:
             price = positive_or_none(row.get(field)) or system.get((position.symbol, kind))
             if price is not None and kind == "trailing_stop":
-                price = _trail_start(row, position, price)
+                price = _trail_start(position, price)
             if price is not None:
                 stops.append(StopLoss(venue=VENUE, symbol=position.symbol, side=position.side, kind=kind,  # type: ignore[arg-type]
                                       trigger_price=price))
