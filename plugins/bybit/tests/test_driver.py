@@ -50,6 +50,22 @@ async def test_a_trailing_stop_is_a_price_distance_beside_the_stop_loss(driver, 
     assert trail.trigger_price == (activation - distance if side == "long" else activation + distance)
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_trail_under_one_tick_is_refused_without_a_venue_call(driver, venue, emulator, side):
+    """Y19: the distance is ``callback_rate`` % of the price, rounded to the tick; under one tick the driver
+    refuses it (``OrderRejected`` naming venue and symbol) and sends nothing: the stop-loss stays alone."""
+    mark = venue.mark_price(SYMBOL)
+    entry = intent(side=side, stop_loss=str(mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))))
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    before = emulator.rest_calls["POST /v5/position/trading-stop"]
+    with pytest.raises(OrderRejected, match="less than one tick") as error:
+        await driver.set_trailing_stop(SYMBOL, side, entry.contracts, TrailingSpec(callback_rate=Decimal("0.001")),
+                                       mark)
+    assert (error.value.venue, error.value.symbol) == ("bybit", SYMBOL)
+    assert emulator.rest_calls["POST /v5/position/trading-stop"] == before
+    assert venue.position("default", SYMBOL).trailing_stop is None
+
+
 async def open_long(driver, venue, contracts="43", stop_loss="0.95"):
     entry = intent(contracts=contracts, stop_loss=stop_loss)
     raw = await driver.create_entry(entry)

@@ -650,6 +650,7 @@ async def test_too_many_requests_from_the_ip_is_403_and_a_ten_minute_ban(clocked
         with pytest.raises(RateLimited) as refused:
             await drv.fetch_snapshot()
         assert (refused.value.code, refused.value.retry_after_ms) == (403, 600_000)
+        assert "HTTP 403: 403, access too frequent" in str(refused.value)  # what the venue said, for the alert
         assert 0 < drv.paused_for_ms() <= 60_000  # the core's cap
         clocked.clock.advance(598_000)
         assert clocked.emulator.ip_ban.active(clocked.venue.now())
