@@ -251,7 +251,7 @@ async def test_a_stop_loss_order_rests_with_its_client_id_and_the_same_id_again_
         again = await contract.driver.create_stop_loss_order(contract.symbol, side, contracts, trigger, client_id)
     except DuplicateOrderId as exc:
         where = (exc.venue, exc.symbol, exc.order_id)
-        if where != (contract.driver.venue, contract.symbol, client_id) or exc.code is None:
+        if where != (contract.driver.venue, contract.symbol, client_id) or exc.code is None or not exc.message:
             contract.fail(f"DuplicateOrderId for {client_id} names {where} with code {exc.code!r}; expected "
                           f"{(contract.driver.venue, contract.symbol, client_id)} and the venue's error code")
     except Exception as exc:

@@ -161,7 +161,6 @@ class BybitConnection:
         self.symbols: dict[str, str] = {}
         self.decoder = BybitDecoder()
         self.mark_pool: MarkSocketPool | None = None  # the public sockets while watch_mark_prices runs
-        self.rest_calls = 0
         options = config.options
         self.ping_interval_s = float(options.get("ping_interval_s", 20.0))
         # How long a just-created order may stay invisible to /v5/order/realtime and history (asked again
@@ -197,7 +196,6 @@ class BybitConnection:
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One signed REST call through ccxt's implicit API (e.g. ``privatePostV5PositionTradingStop``);
         returns Bybit's ``result`` object.  ccxt exceptions pass through (see :func:`translate`)."""
-        self.rest_calls += 1
         response = await getattr(self.client, method)(params)
         return response.get("result") or {}
 
@@ -319,7 +317,6 @@ async def _create_market_order(
     conn: BybitConnection, symbol: str, side: str, contracts: Decimal, params: dict[str, Any], client_order_id: str
 ) -> dict[str, Any]:
     _check_size(conn, symbol, contracts, client_order_id)
-    conn.rest_calls += 1
     try:
         return await conn.client.create_order(symbol, "market", side, str(contracts), None, params)
     except Exception as exc:
@@ -612,7 +609,6 @@ async def create_stop_loss_order(
     params = {"stopLossPrice": price, "triggerBy": "MarkPrice", "reduceOnly": True,
               "clientOrderId": client_order_id, "positionIdx": 0}
     placed_at = now_ms()
-    conn.rest_calls += 1
     try:
         raw = await conn.client.create_order(symbol, "market", close_side(side), str(contracts), None, params)
     except Exception as exc:

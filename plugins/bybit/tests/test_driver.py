@@ -139,27 +139,29 @@ async def test_stop_already_crossed_would_trigger_immediately(driver, venue):
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
-@pytest.mark.parametrize(("fault", "raised"), [("crossed", OrderRejected), ("503", OutcomeUnknown)])
+@pytest.mark.parametrize(("fault", "raised"), [("crossed", OrderRejected), ("503", OutcomeUnknown),
+                                               ("off-step size", OrderRejected)])
 async def test_a_stop_loss_order_that_fails_is_translated_with_its_client_id_and_rests_nothing(
         driver, venue, side, fault, raised):
     """``create_stop_loss_order`` (Y21): a trigger already past the mark is the venue's 10001 refusal
-    (``OrderRejected``, not a duplicate id); a 5xx on this write is ``OutcomeUnknown`` (it may have rested).
-    Either error names the symbol and the caller's client order id; nothing rests."""
+    (``OrderRejected``, not a duplicate id); a 5xx on this write is ``OutcomeUnknown`` (it may have rested); a
+    size off the qty step is refused before anything is sent.  Each error names the symbol and the caller's
+    client order id; nothing rests."""
     entry = intent(side=side, stop_loss=str(venue.mark_price(SYMBOL) * (Decimal("0.95") if side == "long" else
                                                                         Decimal("1.05"))))
     await driver.normalize_order(await driver.create_entry(entry), entry)
     mark, client_id = venue.mark_price(SYMBOL), "k-stop-order"
     trigger = mark * (Decimal("0.97") if side == "long" else Decimal("1.03"))
+    contracts = entry.contracts + (Decimal("0.00001") if fault == "off-step size" else 0)
     if fault == "crossed":
         trigger = mark * (Decimal("1.01") if side == "long" else Decimal("0.99"))
-    else:
+    elif fault == "503":
         await driver.rate_limit_pause()
         venue.faults.http_error_status, venue.faults.http_error_next = 503, 1
     with pytest.raises(raised) as error:
-        await driver.create_stop_loss_order(SYMBOL, side, entry.contracts, trigger.quantize(Decimal("0.0001")),
-                                            client_id)
+        await driver.create_stop_loss_order(SYMBOL, side, contracts, trigger.quantize(Decimal("0.0001")), client_id)
     assert (error.value.venue, error.value.symbol, error.value.order_id) == ("bybit", SYMBOL, client_id)
-    assert "create stop-loss order" in error.value.message
+    assert ("nothing sent" if fault == "off-step size" else "create stop-loss order") in error.value.message
     assert [o for o in venue.orders("default", SYMBOL) if o.client_order_id == client_id] == []
 
 
