@@ -90,6 +90,23 @@ async def test_moving_a_stop_without_an_order_id_is_refused_without_a_venue_call
     assert trading_calls(harness.emulator) == before
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_moving_the_stop_of_a_position_the_stream_showed_closed_is_position_gone_without_a_call(
+        driver, venue, stream, harness, side):
+    """I-5: the stream (the core's book) says flat after the stop was placed: nothing is placed or cancelled,
+    and the error names the stop it did not move."""
+    await open_position(driver, venue, side)
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), below(venue) if side == "long" else above(venue))
+    closed_at = venue.now()
+    venue.manual_close("default", SYMBOL)
+    await stream.wait_for(flat_since(stream, closed_at))
+    before = trading_calls(harness.emulator)
+    with pytest.raises(PositionGone, match="the stream reports the position flat") as error:
+        await driver.move_stop_loss(stop, below(venue, "3") if side == "long" else above(venue, "3"))
+    assert (error.value.venue, error.value.symbol, error.value.order_id) == ("binance", SYMBOL, stop.order_id)
+    assert trading_calls(harness.emulator) == before
+
+
 async def test_entry_is_a_complete_market_order(driver, venue, harness):
     entry, order = await open_position(driver, venue)
     assert (order.side, order.amount, order.filled, order.status) == ("buy", Decimal(10), Decimal(10), "closed")

@@ -66,6 +66,18 @@ async def test_a_trail_under_one_tick_is_refused_without_a_venue_call(driver, ve
     assert venue.position("default", SYMBOL).trailing_stop is None
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_moving_a_trailing_stop_as_a_fixed_stop_is_refused_without_a_venue_call(driver, venue, emulator, side):
+    """trading-stop moves a stop-loss or take-profit price; a trailing stop is a distance (Y19), so "move it
+    to this price" is refused (naming venue and symbol) and nothing is sent."""
+    trail = StopLoss(venue="bybit", symbol=SYMBOL, side=side, kind="trailing_stop", trigger_price=Decimal("0.9"))
+    before = sum(emulator.rest_calls.values())
+    with pytest.raises(VenueError, match="trailing_stop is not supported by trading-stop") as error:
+        await driver.move_stop_loss(trail, Decimal("0.95"))
+    assert (error.value.venue, error.value.symbol) == ("bybit", SYMBOL)
+    assert sum(emulator.rest_calls.values()) == before
+
+
 async def open_long(driver, venue, contracts="43", stop_loss="0.95"):
     entry = intent(contracts=contracts, stop_loss=stop_loss)
     raw = await driver.create_entry(entry)
