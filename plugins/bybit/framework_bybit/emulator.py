@@ -107,6 +107,15 @@ _EXPIRED_REJECT_REASON = {"post_only": "EC_PostOnlyWillTakeLiquidity", "ioc": "E
 # enum.mdx interval -> minutes (D / W / M as 1, 7 and 30 days; a month of 30 days is assumed)
 _KLINE_MINUTES = {**{str(m): m for m in (1, 3, 5, 15, 30, 60, 120, 240, 360, 720)}, "D": 1440, "W": 10080,
                   "M": 43200}
+def _require_mark_price_triggers(params: dict[str, Any], *pairs: tuple[str, str]) -> None:
+    """The venue core triggers on the mark price only, so a price sent with another trigger type is refused
+    (10001), not silently triggered on the mark.  Without its trigger type, **assumed** ``LastPrice``:
+    create-order.mdx and trading-stop.mdx name no default; ccxt's docstring says LastPrice."""
+    for price_field, trigger_field in pairs:
+        if params.get(price_field) not in (None, "", "0", 0) and params.get(trigger_field, "LastPrice") != "MarkPrice":
+            raise BybitApiReject(10001, f"params error: only {trigger_field}=MarkPrice is modelled here")
+
+
 # A position's TP/SL/TS as the system's conditional orders (trading-stop.mdx): kind -> (order type, stopOrderType)
 # enum.mdx cancelType: the other leg of a fired Full TP/SL pair.
 _OCO_CANCEL_TYPE = {("take_profit", "stop_loss"): "CancelByOCOTpCanceledBySlTriggered",
@@ -512,6 +521,8 @@ class BybitEmulator(WireEmulator):
             raise BybitApiReject(10001, "position idx not match position mode")
         if params.get("tpslMode", "Full") != "Full":
             raise BybitApiReject(10001, "params error: only tpslMode=Full is supported")
+        _require_mark_price_triggers(params, ("triggerPrice", "triggerBy"), ("stopLoss", "slTriggerBy"),
+                                     ("takeProfit", "tpTriggerBy"))
         trigger = self._decimal(params, "triggerPrice")
         kwargs: dict[str, Any] = {}
         order_type = "market"
@@ -519,10 +530,6 @@ class BybitEmulator(WireEmulator):
             direction = str(params.get("triggerDirection", ""))
             if direction not in ("1", "2"):
                 raise BybitApiReject(10001, "params error: TriggerDirection invalid")
-            # The venue core triggers on the mark price only. create-order.mdx names no default for triggerBy;
-            # ccxt's docstring says LastPrice (assumed): an order without it would trigger on another price.
-            if params.get("triggerBy", "LastPrice") != "MarkPrice":
-                raise BybitApiReject(10001, "params error: only triggerBy=MarkPrice is modelled here")
             falls = direction == "2"
             order_type = "stop_market" if falls == (side == "sell") else "take_profit_market"
             kwargs["trigger_price"] = trigger
@@ -803,6 +810,7 @@ class BybitEmulator(WireEmulator):
             raise BybitApiReject(10001, "params error: only tpslMode=Full is supported")
         if str(params.get("positionIdx", 0)) != "0":
             raise BybitApiReject(10001, "position idx not match position mode")
+        _require_mark_price_triggers(params, ("stopLoss", "slTriggerBy"), ("takeProfit", "tpTriggerBy"))
         opened = self.venue.position(account, instrument.symbol).opened_ms
         lag = self.venue.faults.order_visibility_lag_ms
         if lag > 0 and opened is not None and opened > self.venue.now() - lag:  # not visible yet (assumed, Y8)

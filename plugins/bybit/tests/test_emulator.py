@@ -45,7 +45,7 @@ async def test_rest_payload_shapes_match_the_fixtures(harness, conn, venue):
     entry = intent()
     created = await conn.client.private_post_v5_order_create({
         "category": "linear", "symbol": "XRPUSDT", "side": "Buy", "orderType": "Market", "qty": "43",
-        "orderLinkId": entry.client_order_id, "stopLoss": "0.95", "tpslMode": "Full"})
+        "orderLinkId": entry.client_order_id, "stopLoss": "0.95", "slTriggerBy": "MarkPrice", "tpslMode": "Full"})
     assert_same_shape(created, fixture_json("docs/rest_order_create_0.json"), "create")
     assert set(created["result"]) == {"orderId", "orderLinkId"}  # only ids, like the real venue
 
@@ -63,7 +63,8 @@ async def test_rest_payload_shapes_match_the_fixtures(harness, conn, venue):
     assert (row["side"], row["size"], row["stopLoss"]) == ("Buy", "43", "0.95")
 
     stop = await conn.client.private_post_v5_position_trading_stop(
-        {"category": "linear", "symbol": "XRPUSDT", "stopLoss": "0.9", "tpslMode": "Full", "positionIdx": 0})
+        {"category": "linear", "symbol": "XRPUSDT", "stopLoss": "0.9", "slTriggerBy": "MarkPrice", "tpslMode": "Full",
+         "positionIdx": 0})
     assert_same_shape(stop, fixture_json("docs/rest_position_trading_stop_0.json"), "trading-stop")
 
     wallet = await conn.client.private_get_v5_account_wallet_balance({"accountType": "UNIFIED"})
@@ -107,6 +108,19 @@ async def test_a_conditional_order_that_would_not_trigger_on_the_mark_price_is_r
     assert venue.orders("default", SYMBOL, conditional=True) == []
 
 
+@pytest.mark.parametrize("trigger_by", [None, "LastPrice", "markprice"])
+async def test_a_position_stop_that_would_not_trigger_on_the_mark_price_is_refused(conn, venue, trigger_by):
+    """As above for trading-stop's ``slTriggerBy``: the position keeps the stop it had."""
+    await rest.create_entry(conn, intent())
+    params = {"category": "linear", "symbol": "XRPUSDT", "stopLoss": "0.9", "tpslMode": "Full", "positionIdx": 0}
+    if trigger_by is not None:
+        params["slTriggerBy"] = trigger_by
+    with pytest.raises(BybitApiError) as error:
+        await conn.client.private_post_v5_position_trading_stop(params)
+    assert error.value.ret_code == 10001 and "slTriggerBy=MarkPrice" in error.value.ret_msg
+    assert venue.position("default", SYMBOL).stop_loss == Decimal("0.95")
+
+
 async def test_cancel_a_resting_conditional_order(conn, venue):
     await rest.create_entry(conn, intent())
     placed = await conn.client.private_post_v5_order_create({
@@ -140,7 +154,8 @@ async def test_order_visibility_lag_hides_a_new_order_and_its_position_from_trad
         assert (await endpoint(query))["result"]["list"] == []  # "this request is asynchronous"
     with pytest.raises(BybitApiError) as error:
         await conn.client.private_post_v5_position_trading_stop(
-            {"category": "linear", "symbol": "XRPUSDT", "takeProfit": "1.2", "tpslMode": "Full", "positionIdx": 0})
+            {"category": "linear", "symbol": "XRPUSDT", "takeProfit": "1.2", "tpTriggerBy": "MarkPrice",
+             "tpslMode": "Full", "positionIdx": 0})
     assert (error.value.ret_code, error.value.ret_msg) == (10001, "can not set tp/sl/ts for zero position")
     venue.faults.order_visibility_lag_ms = 0
     [row] = (await conn.client.private_get_v5_order_realtime(query))["result"]["list"]
@@ -448,7 +463,8 @@ async def test_position_tpsl_are_listed_as_untriggered_system_orders(conn, venue
     stop_id = rows["StopLoss"]["orderId"]
     moved = "0.96" if side == "long" else "1.04"
     await conn.client.private_post_v5_position_trading_stop(
-        {"category": "linear", "symbol": "XRPUSDT", "stopLoss": moved, "tpslMode": "Full", "positionIdx": 0})
+        {"category": "linear", "symbol": "XRPUSDT", "stopLoss": moved, "slTriggerBy": "MarkPrice", "tpslMode": "Full",
+         "positionIdx": 0})
     venue.manual_close("default", SYMBOL, Decimal(20))
     rows = {row["stopOrderType"]: row for row in await realtime_rows(conn)}
     assert (rows["StopLoss"]["orderId"], rows["StopLoss"]["triggerPrice"]) == (stop_id, moved)  # amended in place
