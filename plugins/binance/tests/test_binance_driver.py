@@ -246,6 +246,20 @@ async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
     assert [i for i in venue.truth.unprotected_intervals(symbol=SYMBOL) if i[3] > start] == []
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_cancelled_on_the_venue_during_a_move_leaves_the_new_stop(driver, venue, stream, side):
+    """The old stop is gone when the move cancels it (-2011: someone cancelled it, not a trigger): the position
+    is still open, so the move succeeds and the new stop is the one that rests."""
+    await open_position(driver, venue, side)
+    await stream.wait_for(shows_open(stream, 10))
+    away = below if side == "long" else above
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), away(venue, "3"))
+    venue.cancel_order("default", SYMBOL, stop.order_id)
+    moved = await driver.move_stop_loss(stop, away(venue, "2"))
+    assert (moved.side, moved.trigger_price) == (side, away(venue, "2"))
+    assert [o.id for o in venue.orders("default", SYMBOL, conditional=True)] == [moved.order_id]
+
+
 async def test_move_to_a_crossed_price_keeps_the_old_stop(driver, venue, stream):
     await open_position(driver, venue)
     await stream.wait_for(shows_open(stream, 10))
