@@ -167,6 +167,13 @@ def test_malformed_frames_raise_stream_error(raw):
         BinanceDecoder().decode(raw)
 
 
+def test_an_order_with_an_unknown_side_is_malformed_and_says_which():
+    raw = '{"e":"ORDER_TRADE_UPDATE","T":1,"E":1,"o":{"s":"XRPUSDT","S":"SIDEWAYS","X":"NEW","i":1,"q":"1","z":"0"}}'
+    with pytest.raises(StreamError, match="unknown order side 'SIDEWAYS'") as error:
+        BinanceDecoder().decode(raw)
+    assert error.value.venue == "binance"
+
+
 def test_unified_symbols():
     assert unified_symbol("XRPUSDT") == "XRP/USDT:USDT"
     assert unified_symbol("1000PEPEUSDC") == "1000PEPE/USDC:USDC"

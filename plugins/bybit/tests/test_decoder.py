@@ -161,8 +161,9 @@ def test_malformed_frames_raise_stream_error(raw):
 def test_order_with_an_unknown_side_is_malformed():
     frame = fixture_json("ws_account_order_filled.json")
     frame["data"][0]["side"] = ""
-    with pytest.raises(StreamError, match="side"):
+    with pytest.raises(StreamError, match="order side '' is neither Buy nor Sell") as error:
         decoder.decode(json.dumps(frame))
+    assert error.value.venue == "bybit"
 
 
 def test_symbol_mapping():
