@@ -260,23 +260,32 @@ async def test_a_stop_cancelled_on_the_venue_during_a_move_leaves_the_new_stop(d
     assert [o.id for o in venue.orders("default", SYMBOL, conditional=True)] == [moved.order_id]
 
 
+@pytest.mark.parametrize("closed_by", ["the old stop", "hand"])
 @pytest.mark.parametrize("side", ["long", "short"])
-async def test_a_stop_that_triggers_during_its_move_is_position_gone_and_the_new_stop_is_cancelled(
-        driver, venue, stream, monkeypatch, side):
-    """I-5: the old stop fires between the new one's placement and the old one's cancel (-2011; the stream has
-    not said flat yet): the position is closed, so the new stop is cancelled and the move is PositionGone."""
+async def test_a_position_that_closes_during_its_stop_s_move_is_position_gone_and_the_new_stop_is_cancelled(
+        driver, venue, stream, monkeypatch, side, closed_by):
+    """I-5: the position closes between the new stop's placement and the old one's cancel. Either the old stop
+    fired (-2011 and its status tell; the stream's flat frame is lost), or it was closed otherwise (the stream
+    tells): the new stop is cancelled and the move is PositionGone."""
     await open_position(driver, venue, side)
     await stream.wait_for(shows_open(stream, 10))
     away = below if side == "long" else above
     stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), away(venue, "2"))
     cancel = driver.session.cancel_conditional
 
-    async def old_stop_fires_first(symbol, order_id):
-        venue.faults.drop_rate = 1.0  # the stream's flat frame is lost: only the old stop's fate tells
-        venue.set_mark_price(SYMBOL, away(venue, "2.5"))
+    async def position_closes_first(symbol, order_id):
+        if order_id != stop.order_id:  # the new stop's cancel
+            return await cancel(symbol, order_id)
+        if closed_by == "hand":
+            closed_at = venue.now()
+            venue.manual_close("default", SYMBOL)
+            await stream.wait_for(flat_since(stream, closed_at))
+        else:
+            venue.faults.drop_rate = 1.0
+            venue.set_mark_price(SYMBOL, away(venue, "2.5"))
         return await cancel(symbol, order_id)
 
-    monkeypatch.setattr(driver.session, "cancel_conditional", old_stop_fires_first)
+    monkeypatch.setattr(driver.session, "cancel_conditional", position_closes_first)
     with pytest.raises(PositionGone, match="closed while the stop was moved"):
         await driver.move_stop_loss(stop, away(venue, "3"))
     assert venue.position("default", SYMBOL).contracts == 0
