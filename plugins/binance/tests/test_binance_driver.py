@@ -286,8 +286,9 @@ async def test_a_position_that_closes_during_its_stop_s_move_is_position_gone_an
         return await cancel(symbol, order_id)
 
     monkeypatch.setattr(driver.session, "cancel_conditional", position_closes_first)
-    with pytest.raises(PositionGone, match="closed while the stop was moved"):
+    with pytest.raises(PositionGone, match="closed while the stop was moved") as error:
         await driver.move_stop_loss(stop, away(venue, "3"))
+    assert (error.value.venue, error.value.symbol, error.value.order_id) == ("binance", SYMBOL, stop.order_id)
     assert venue.position("default", SYMBOL).contracts == 0
     assert venue.orders("default", SYMBOL, conditional=True) == []
 
