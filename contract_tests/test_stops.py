@@ -239,7 +239,8 @@ async def test_a_stop_loss_order_rests_with_its_client_id_and_the_same_id_again_
     stop = await contract.driver.create_stop_loss_order(contract.symbol, side, contracts, trigger, client_id)
     [resting] = carrying_the_id() or [None]
     if resting is None or (resting.id, resting.side, resting.trigger_price, resting.amount, resting.reduce_only) != (
-            stop.order_id, closing, trigger, contracts, True):
+            stop.order_id, closing, trigger, contracts, True) or (stop.side, stop.kind, stop.contracts) != (
+            side, "stop_loss", contracts):
         contract.fail(f"create_stop_loss_order({side}, {contracts} at {trigger}, {client_id}) returned {stop!r}; "
                       f"the venue rests {carrying_the_id()!r}: expected one reduce-only {closing} stop order")
     listed = await contract.driver.fetch_snapshot()

@@ -22,7 +22,7 @@ from framework.errors import (
     VenueError,
     WouldTriggerImmediately,
 )
-from framework.models import PositionUpdate, StopLoss, TrailingSpec
+from framework.models import Position, PositionUpdate, StopLoss, TrailingSpec
 
 
 def test_driver_info_declares_only_tested_capabilities(driver):
@@ -465,6 +465,15 @@ async def test_zero_position_contradicting_a_fresh_fill_on_the_stream_is_asked_a
         conn.position_visible_grace_ms = grace
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize(("side", "distance", "start"), [
+    ("long", "0.25", "0.75"), ("short", "0.25", "1.25"), ("long", "1", None), ("short", "1", "2")])
+def test_a_trail_reported_at_or_below_zero_is_no_price(side, distance, start):
+    """A trail's distance behind the mark (1) that reaches zero is no stop price: not reported."""
+    position = Position(venue="bybit", account="default", symbol=SYMBOL, side=side, contracts=Decimal(43),
+                        entry_price=Decimal(1), mark_price=Decimal(1))
+    assert rest._trail_start(position, Decimal(distance)) == (Decimal(start) if start else None)
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
