@@ -135,9 +135,9 @@ class BybitClient(ccxt_async.bybit):
         if httpCode == 403:
             raise BybitIpBanned(str(body or reason))
         if isinstance(response, dict):
-            code = response.get("retCode", response.get("ret_code"))
+            code = response.get("retCode")  # the v5 envelope (retCode, retMsg); not v3's ret_code
             if code is not None and str(code) not in ("0", "30084"):
-                message = str(response.get("retMsg", response.get("ret_msg", "")))
+                message = str(response.get("retMsg", ""))
                 raise BybitApiError(int(code), message, limit_reset_ms(headers) if int(code) == RATE_LIMIT else None)
         return super().handle_errors(
             httpCode, reason, url, method, headers, body, response, requestHeaders, requestBody
