@@ -178,9 +178,14 @@ async def test_second_close_position_stop_is_refused_4130(driver, venue):
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
-async def test_a_stop_with_no_position_is_refused_4509_as_position_gone(driver, venue, harness, side):
+async def test_a_stop_with_no_position_is_refused_4509_as_position_gone(driver, venue, stream, harness, side):
     """B7: Binance refuses a closePosition stop when nothing is open; the driver says the position is gone
-    and nothing rests (the opener places the stop after the fill, no stop_before_entry)."""
+    and nothing rests (the opener places the stop after the fill, no stop_before_entry). The stream does not see
+    the position close, so only the venue can say it (else the driver would not ask: a race with the stream)."""
+    await open_position(driver, venue, side)
+    await stream.wait_for(shows_open(stream, 10))
+    venue.faults.drop_rate = 1.0
+    venue.manual_close("default", SYMBOL)
     before = calls(harness, "POST /fapi/v1/algoOrder")
     trigger = below(venue) if side == "long" else below(venue, "-2")
     with pytest.raises(PositionGone) as error:
