@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ccxt
 import pytest
-from framework_bybit.rest import BybitApiError, translate
+from framework_bybit.rest import BybitApiError, BybitClient, BybitIpBanned, translate
 
 from framework.errors import (
     OrderNotFound,
@@ -79,3 +79,35 @@ def test_the_limit_reset_header_is_read_in_any_case_and_garbage_is_none():
 
     assert limit_reset_ms({"x-bapi-limit-reset-timestamp": "1733200000123"}) == 1_733_200_000_123
     assert limit_reset_ms({"X-Bapi-Limit-Reset-Timestamp": "soon"}) is None and limit_reset_ms([]) is None
+
+
+SENT_HEADERS = {"X-BAPI-API-KEY": "key-that-must-not-leak", "X-BAPI-SIGN": "sign-that-must-not-leak"}
+
+
+@pytest.mark.parametrize(("status", "response", "raised", "text"), [
+    (200, {"retCode": 10001, "retMsg": "params error: side invalid"}, BybitApiError, "params error: side invalid"),
+    (403, "403, access too frequent", BybitIpBanned, "HTTP 403: 403, access too frequent"),
+    (200, {"retCode": 30084, "retMsg": "Isolated not modified"}, None, ""),  # already so: not an error
+    (200, {"retCode": 0, "retMsg": "OK", "result": {}}, None, ""),
+])
+async def test_an_answer_is_read_by_its_retcode_and_the_error_carries_nothing_of_the_request(
+        status, response, raised, text):
+    """``BybitClient.handle_errors``: a non-zero retCode (but 30084) is a ``BybitApiError`` with the venue's
+    code and message, a 403 a ``BybitIpBanned`` with its body; neither carries the signed request's headers or
+    body (the API key, the signature)."""
+    client = BybitClient({"apiKey": "key-that-must-not-leak", "secret": "secret-that-must-not-leak"})
+    body = response if isinstance(response, str) else str(response)
+    answer = None if isinstance(response, str) else response
+    try:
+        if raised is None:
+            assert client.handle_errors(status, "", "https://api.bybit.com/v5/x", "POST", {}, body, answer,
+                                        SENT_HEADERS, '{"apiKey": "key-that-must-not-leak"}') is None
+            return
+        with pytest.raises(raised) as error:
+            client.handle_errors(status, "Forbidden", "https://api.bybit.com/v5/x", "POST", {}, body, answer,
+                                 SENT_HEADERS, '{"apiKey": "key-that-must-not-leak"}')
+        shown = f"{error.value} {error.value!r} {error.value.args}"
+        assert text in shown and "must-not-leak" not in shown
+    finally:
+        await client.close()
+
