@@ -111,3 +111,18 @@ async def test_an_answer_is_read_by_its_retcode_and_the_error_carries_nothing_of
     finally:
         await client.close()
 
+
+
+@pytest.mark.parametrize(("code", "reset_in_ms"), [(10006, 5_000), (10001, None)])
+async def test_a_rate_limit_answer_carries_when_the_limit_resets_and_no_other_answer_does(code, reset_in_ms):
+    """Bybit v5 "Rate Limit": ``X-Bapi-Limit-Reset-Timestamp`` says when the limit resets; only a 10006 answer
+    is read for it (the header comes with every answer)."""
+    client = BybitClient({})
+    reset_at = now_ms() + 5_000
+    try:
+        with pytest.raises(BybitApiError) as error:
+            client.handle_errors(200, "", "https://api.bybit.com/v5/x", "GET", {"X-Bapi-Limit-Reset-Timestamp":
+                                 str(reset_at)}, "{}", {"retCode": code, "retMsg": "Too many visits"}, {}, "")
+        assert error.value.reset_at_ms == (reset_at if reset_in_ms else None)
+    finally:
+        await client.close()
