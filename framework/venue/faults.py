@@ -66,6 +66,10 @@ class Faults(BaseModel):
         default=0, ge=0, description="next N order creations execute, never answer"
     )
     reject_next_orders: int = Field(default=0, ge=0, description="the next N order creations are rejected")
+    answer_without_order_id_next: int = Field(
+        default=0, ge=0, description="the next N accepted orders are answered without their id (a malformed "
+        "answer no venue documents: the order rests, the answer cannot say which it is)"
+    )
     disconnect_every_ms: int = Field(
         default=0, ge=0, description="drop private streams this often (0 = never)"
     )

@@ -297,6 +297,14 @@ class WireEmulator(ABC):
             request.transport.close()
         raise asyncio.CancelledError
 
+    def answer_without_order_id(self) -> bool:
+        """``answer_without_order_id_next``: answer this accepted order without its id (counts it down)."""
+        faults = self.venue.faults
+        if faults.answer_without_order_id_next <= 0:
+            return False
+        faults.answer_without_order_id_next -= 1
+        return True
+
     def visible_positions(self, account: str) -> list[VenuePosition]:
         """The positions REST shows (``faults.rest_position_lag_ms`` behind)."""
         return self.venue.visible_positions(account, self.venue.faults.rest_position_lag_ms)

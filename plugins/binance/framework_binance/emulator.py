@@ -760,8 +760,11 @@ class BinanceEmulator(WireEmulator):
         return self._order_json(accepted)
 
     async def _answer_order(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-        """Answer an accepted order, or (``timeout_after_accept_next``) never answer and drop the socket."""
+        """Answer an accepted order, or (``timeout_after_accept_next``) never answer and drop the socket;
+        ``answer_without_order_id_next``: without its ``orderId`` / ``algoId``."""
         await self.hold_if_unanswered(request)
+        if self.answer_without_order_id():
+            body = {key: value for key, value in body.items() if key not in ("orderId", "algoId")}
         return web.json_response(body)
 
     async def _get_order(self, request: web.Request) -> web.Response:

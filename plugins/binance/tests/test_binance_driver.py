@@ -107,6 +107,22 @@ async def test_moving_the_stop_of_a_position_the_stream_showed_closed_is_positio
     assert trading_calls(harness.emulator) == before
 
 
+@pytest.mark.parametrize("kind", ["stop_loss", "trailing_stop"])
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_answered_without_its_algo_id_is_incomplete_not_placed(driver, venue, side, kind):
+    """Never report a stop placed that cannot be named: an answer without ``algoId`` (fault
+    ``answer_without_order_id_next``) is ``OrderIncomplete`` naming venue and symbol."""
+    await open_position(driver, venue, side)
+    venue.faults.answer_without_order_id_next = 1
+    with pytest.raises(OrderIncomplete, match="answered without an algoId") as error:
+        if kind == "stop_loss":
+            await driver.set_stop_loss(SYMBOL, side, Decimal(10), below(venue) if side == "long" else above(venue))
+        else:
+            await driver.set_trailing_stop(SYMBOL, side, Decimal(10), TrailingSpec(callback_rate=Decimal(1)),
+                                           venue.mark_price(SYMBOL))
+    assert (error.value.venue, error.value.symbol) == ("binance", SYMBOL)
+
+
 async def test_entry_is_a_complete_market_order(driver, venue, harness):
     entry, order = await open_position(driver, venue)
     assert (order.side, order.amount, order.filled, order.status) == ("buy", Decimal(10), Decimal(10), "closed")

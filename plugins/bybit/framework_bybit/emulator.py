@@ -558,7 +558,8 @@ class BybitEmulator(WireEmulator):
                 raise BybitApiReject(10001, self._crossed_message(params, side, instrument.symbol)) from None
             raise
         await self.hold_if_unanswered(request)
-        return {"orderId": order.id, "orderLinkId": order.client_order_id or ""}
+        order_id = "" if self.answer_without_order_id() else order.id
+        return {"orderId": order_id, "orderLinkId": order.client_order_id or ""}
 
     def _crossed_message(self, params: dict[str, Any], side_or_position: str, symbol: str) -> str:
         """Bybit's 10001 text for a stop / take-profit on the wrong side of the base (mark) price."""

@@ -177,6 +177,20 @@ async def test_a_stop_loss_order_that_fails_is_translated_with_its_client_id_and
     assert [o for o in venue.orders("default", SYMBOL) if o.client_order_id == client_id] == []
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_loss_order_answered_without_its_order_id_is_incomplete_not_placed(driver, venue, side):
+    """An answer with an empty ``orderId`` (fault ``answer_without_order_id_next``) is ``OrderIncomplete`` naming
+    venue, symbol and the caller's client order id, by which it can be found."""
+    mark = venue.mark_price(SYMBOL)
+    entry = intent(side=side, stop_loss=str(mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))))
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    venue.faults.answer_without_order_id_next = 1
+    trigger = (mark * (Decimal("0.97") if side == "long" else Decimal("1.03"))).quantize(Decimal("0.0001"))
+    with pytest.raises(OrderIncomplete, match="answered without an orderId") as error:
+        await driver.create_stop_loss_order(SYMBOL, side, entry.contracts, trigger, f"k-no-id-{side}")
+    assert (error.value.venue, error.value.symbol, error.value.order_id) == ("bybit", SYMBOL, f"k-no-id-{side}")
+
+
 async def test_move_stop_amends_in_place_with_no_unprotected_window(driver, venue, emulator):
     await open_long(driver, venue)
     stop = StopLoss(venue="bybit", symbol=SYMBOL, side="long", trigger_price=Decimal("0.95"))
