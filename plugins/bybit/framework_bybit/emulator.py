@@ -107,6 +107,14 @@ _EXPIRED_REJECT_REASON = {"post_only": "EC_PostOnlyWillTakeLiquidity", "ioc": "E
 # enum.mdx interval -> minutes (D / W / M as 1, 7 and 30 days; a month of 30 days is assumed)
 _KLINE_MINUTES = {**{str(m): m for m in (1, 3, 5, 15, 30, 60, 120, 240, 360, 720)}, "D": 1440, "W": 10080,
                   "M": 43200}
+# A position's TP/SL/TS as the system's conditional orders (trading-stop.mdx): kind -> (order type, stopOrderType)
+# enum.mdx cancelType: the other leg of a fired Full TP/SL pair.
+_OCO_CANCEL_TYPE = {("take_profit", "stop_loss"): "CancelByOCOTpCanceledBySlTriggered",
+                    ("stop_loss", "take_profit"): "CancelByOCOSlCanceledByTpTriggered"}
+_TPSL_KINDS = {"stop_loss": ("stop_market", "StopLoss"), "take_profit": ("take_profit_market", "TakeProfit"),
+               "trailing_stop": ("trailing_stop_market", "TrailingStop")}
+
+
 def _require_mark_price_triggers(params: dict[str, Any], *pairs: tuple[str, str]) -> None:
     """The venue core triggers on the mark price only, so a price sent with another trigger type is refused
     (10001), not silently triggered on the mark.  Without its trigger type, **assumed** ``LastPrice``:
@@ -114,14 +122,6 @@ def _require_mark_price_triggers(params: dict[str, Any], *pairs: tuple[str, str]
     for price_field, trigger_field in pairs:
         if params.get(price_field) not in (None, "", "0", 0) and params.get(trigger_field, "LastPrice") != "MarkPrice":
             raise BybitApiReject(10001, f"params error: only {trigger_field}=MarkPrice is modelled here")
-
-
-# A position's TP/SL/TS as the system's conditional orders (trading-stop.mdx): kind -> (order type, stopOrderType)
-# enum.mdx cancelType: the other leg of a fired Full TP/SL pair.
-_OCO_CANCEL_TYPE = {("take_profit", "stop_loss"): "CancelByOCOTpCanceledBySlTriggered",
-                    ("stop_loss", "take_profit"): "CancelByOCOSlCanceledByTpTriggered"}
-_TPSL_KINDS = {"stop_loss": ("stop_market", "StopLoss"), "take_profit": ("take_profit_market", "TakeProfit"),
-               "trailing_stop": ("trailing_stop_market", "TrailingStop")}
 
 
 def _max_active_ms(value: str | None) -> int:
