@@ -102,13 +102,18 @@ def above(venue, pct: str = "2") -> Decimal:
     return (mark * (1 + Decimal(pct) / 100)).quantize(Decimal("0.0001"))
 
 
+def losing(venue, side: str, pct: str = "2") -> Decimal:
+    """A stop trigger ``pct`` % on the losing side of the mark: below it for a long, above it for a short."""
+    return below(venue, pct) if side == "long" else above(venue, pct)
+
+
 def intent(venue, side: str = "long", contracts: str = "10", **extra: Any):
     """An entry intent with a fresh client order id and a stop 2 % on the losing side."""
     import secrets
 
     from framework.models import OrderIntent
 
-    stop = below(venue) if side == "long" else above(venue)
+    stop = losing(venue, side)
     return OrderIntent(venue="binance", symbol=SYMBOL, side=side, contracts=Decimal(contracts), stop_loss=stop,
                        client_order_id=f"fw-e-{secrets.token_hex(8)}", **extra)
 

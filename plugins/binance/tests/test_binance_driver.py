@@ -6,7 +6,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from binance_helpers import SYMBOL, above, below, intent, trading_calls
+from binance_helpers import SYMBOL, above, below, intent, losing, trading_calls
 
 from framework.errors import (
     OrderIncomplete,
@@ -96,13 +96,13 @@ async def test_moving_the_stop_of_a_position_the_stream_showed_closed_is_positio
     """I-5: the stream (the core's book) says flat after the stop was placed: nothing is placed or cancelled,
     and the error names the stop it did not move."""
     await open_position(driver, venue, side)
-    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), below(venue) if side == "long" else above(venue))
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), losing(venue, side))
     closed_at = venue.now()
     venue.manual_close("default", SYMBOL)
     await stream.wait_for(flat_since(stream, closed_at))
     before = trading_calls(harness.emulator)
     with pytest.raises(PositionGone, match="the stream reports the position flat") as error:
-        await driver.move_stop_loss(stop, below(venue, "3") if side == "long" else above(venue, "3"))
+        await driver.move_stop_loss(stop, losing(venue, side, "3"))
     assert (error.value.venue, error.value.symbol, error.value.order_id) == ("binance", SYMBOL, stop.order_id)
     assert trading_calls(harness.emulator) == before
 
@@ -116,7 +116,7 @@ async def test_a_stop_answered_without_its_algo_id_is_incomplete_not_placed(driv
     venue.faults.answer_without_order_id_next = 1
     with pytest.raises(OrderIncomplete, match="answered without an algoId") as error:
         if kind == "stop_loss":
-            await driver.set_stop_loss(SYMBOL, side, Decimal(10), below(venue) if side == "long" else above(venue))
+            await driver.set_stop_loss(SYMBOL, side, Decimal(10), losing(venue, side))
         else:
             await driver.set_trailing_stop(SYMBOL, side, Decimal(10), TrailingSpec(callback_rate=Decimal(1)),
                                            venue.mark_price(SYMBOL))
@@ -203,7 +203,7 @@ async def test_a_stop_with_no_position_is_refused_4509_as_position_gone(driver, 
     venue.faults.drop_rate = 1.0
     venue.manual_close("default", SYMBOL)
     before = calls(harness, "POST /fapi/v1/algoOrder")
-    trigger = below(venue) if side == "long" else below(venue, "-2")
+    trigger = losing(venue, side)
     with pytest.raises(PositionGone) as error:
         await driver.set_stop_loss(SYMBOL, side, Decimal(10), trigger)
     assert error.value.code == -4509
@@ -215,7 +215,7 @@ async def test_a_stop_with_no_position_is_refused_4509_as_position_gone(driver, 
 async def test_close_position_stops_expire_when_the_position_closes(driver, venue, stream, side):
     """B7: the system expires a close-position algo order when its position closes (ALGO_UPDATE EXPIRED)."""
     await open_position(driver, venue, side)
-    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), below(venue) if side == "long" else below(venue, "-2"))
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), losing(venue, side))
     venue.manual_close("default", SYMBOL)
     assert venue.get_order("default", SYMBOL, order_id=stop.order_id).status == "expired"
     await stream.wait_for(lambda: any(isinstance(e, OrderUpdate) and e.order.id == stop.order_id
@@ -273,11 +273,10 @@ async def test_a_stop_cancelled_on_the_venue_during_a_move_leaves_the_new_stop(d
     is still open, so the move succeeds and the new stop is the one that rests."""
     await open_position(driver, venue, side)
     await stream.wait_for(shows_open(stream, 10))
-    away = below if side == "long" else above
-    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), away(venue, "3"))
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), losing(venue, side, "3"))
     venue.cancel_order("default", SYMBOL, stop.order_id)
-    moved = await driver.move_stop_loss(stop, away(venue, "2"))
-    assert (moved.side, moved.trigger_price) == (side, away(venue, "2"))
+    moved = await driver.move_stop_loss(stop, losing(venue, side, "2"))
+    assert (moved.side, moved.trigger_price) == (side, losing(venue, side, "2"))
     assert [o.id for o in venue.orders("default", SYMBOL, conditional=True)] == [moved.order_id]
 
 
@@ -290,8 +289,7 @@ async def test_a_position_that_closes_during_its_stop_s_move_is_position_gone_an
     tells): the new stop is cancelled and the move is PositionGone."""
     await open_position(driver, venue, side)
     await stream.wait_for(shows_open(stream, 10))
-    away = below if side == "long" else above
-    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), away(venue, "2"))
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), losing(venue, side, "2"))
     cancel = driver.session.cancel_conditional
 
     async def position_closes_first(symbol, order_id):
@@ -303,12 +301,12 @@ async def test_a_position_that_closes_during_its_stop_s_move_is_position_gone_an
             await stream.wait_for(flat_since(stream, closed_at))
         else:
             venue.faults.drop_rate = 1.0
-            venue.set_mark_price(SYMBOL, away(venue, "2.5"))
+            venue.set_mark_price(SYMBOL, losing(venue, side, "2.5"))
         return await cancel(symbol, order_id)
 
     monkeypatch.setattr(driver.session, "cancel_conditional", position_closes_first)
     with pytest.raises(PositionGone, match="closed while the stop was moved") as error:
-        await driver.move_stop_loss(stop, away(venue, "3"))
+        await driver.move_stop_loss(stop, losing(venue, side, "3"))
     assert (error.value.venue, error.value.symbol, error.value.order_id) == ("binance", SYMBOL, stop.order_id)
     assert venue.position("default", SYMBOL).contracts == 0
     assert venue.orders("default", SYMBOL, conditional=True) == []
