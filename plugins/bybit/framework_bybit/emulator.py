@@ -811,6 +811,9 @@ class BybitEmulator(WireEmulator):
             raise BybitApiReject(10001, "params error: only tpslMode=Full is supported")
         if str(params.get("positionIdx", 0)) != "0":
             raise BybitApiReject(10001, "position idx not match position mode")
+        missing = [name for name in ("tpslMode", "positionIdx") if name not in params]  # required: trading-stop.mdx
+        if missing:
+            raise BybitApiReject(10001, f"params error: {', '.join(missing)} required")  # wording assumed
         _require_mark_price_triggers(params, ("stopLoss", "slTriggerBy"), ("takeProfit", "tpTriggerBy"))
         opened = self.venue.position(account, instrument.symbol).opened_ms
         lag = self.venue.faults.order_visibility_lag_ms

@@ -121,6 +121,19 @@ async def test_a_position_stop_that_would_not_trigger_on_the_mark_price_is_refus
     assert venue.position("default", SYMBOL).stop_loss == Decimal("0.95")
 
 
+@pytest.mark.parametrize("missing", ["tpslMode", "positionIdx"])
+async def test_trading_stop_without_a_required_parameter_is_refused(conn, venue, missing):
+    """trading-stop.mdx marks ``tpslMode`` and ``positionIdx`` required: without one, nothing changes."""
+    await rest.create_entry(conn, intent())
+    params = {"category": "linear", "symbol": "XRPUSDT", "stopLoss": "0.9", "slTriggerBy": "MarkPrice",
+              "tpslMode": "Full", "positionIdx": 0}
+    del params[missing]
+    with pytest.raises(BybitApiError) as error:
+        await conn.client.private_post_v5_position_trading_stop(params)
+    assert error.value.ret_code == 10001 and missing in error.value.ret_msg
+    assert venue.position("default", SYMBOL).stop_loss == Decimal("0.95")
+
+
 async def test_cancel_a_resting_conditional_order(conn, venue):
     await rest.create_entry(conn, intent())
     placed = await conn.client.private_post_v5_order_create({
