@@ -137,8 +137,9 @@ async def test_stop_on_a_closed_position_is_position_gone_after_one_call(driver,
     await open_long(driver, venue)
     venue.manual_close("default", SYMBOL)
     before = emulator.rest_calls["POST /v5/position/trading-stop"]
-    with pytest.raises(PositionGone):
+    with pytest.raises(PositionGone) as error:
         await driver.set_stop_loss(SYMBOL, "long", Decimal(43), Decimal("0.9"))
+    assert (error.value.venue, error.value.symbol) == ("bybit", SYMBOL) and "trading-stop" in error.value.message
     assert emulator.rest_calls["POST /v5/position/trading-stop"] == before + 1  # never retried (I-1)
     assert venue.truth.orders_for_closed_positions() == []
 
