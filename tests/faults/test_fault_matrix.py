@@ -72,6 +72,11 @@ OUTSIDE_THE_MATRIX = {
                                    "test_a_venue_that_accepts_a_duplicate_client_id_fails_that_row_and_cancels_both)",
     "http_error_path": "narrows http_error_next (in the matrix) to one path: a test's one-shot fault "
                        "(plugins/binance/tests/test_binance_driver.py::test_http_errors_on_order_creation)",
+    "answer_without_order_id_next": "an order answered without its id: each driver's OrderIncomplete "
+                                    "(plugins/binance/tests/test_binance_driver.py::"
+                                    "test_a_stop_answered_without_its_algo_id_is_incomplete_not_placed, "
+                                    "plugins/bybit/tests/test_driver.py::"
+                                    "test_a_stop_loss_order_answered_without_its_order_id_is_incomplete_not_placed)",
 }
 
 
