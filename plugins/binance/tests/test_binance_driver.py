@@ -232,10 +232,10 @@ async def test_stop_for_a_closed_position_is_position_gone_without_a_venue_call(
     venue.manual_close("default", SYMBOL)
     await stream.wait_for(flat_since(stream, closed_at))
     before = trading_calls(harness.emulator)
-    losing, winning = (below(venue), above(venue)) if side == "long" else (above(venue), below(venue))
+    stop_price, take_price = losing(venue, side), (above(venue) if side == "long" else below(venue))
     trailing = TrailingSpec(callback_rate=Decimal(1))
-    for attempt in (lambda: driver.set_stop_loss(SYMBOL, side, Decimal(10), losing),
-                    lambda: driver.set_take_profit(SYMBOL, side, Decimal(10), winning),
+    for attempt in (lambda: driver.set_stop_loss(SYMBOL, side, Decimal(10), stop_price),
+                    lambda: driver.set_take_profit(SYMBOL, side, Decimal(10), take_price),
                     lambda: driver.set_trailing_stop(SYMBOL, side, Decimal(10), trailing, venue.mark_price(SYMBOL))):
         with pytest.raises(PositionGone, match="the stream reports the position closed") as error:
             await attempt()

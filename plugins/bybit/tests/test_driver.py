@@ -55,8 +55,7 @@ async def test_a_trail_under_one_tick_is_refused_without_a_venue_call(driver, ve
     """Y19: the distance is ``callback_rate`` % of the price, rounded to the tick; under one tick the driver
     refuses it (``OrderRejected`` naming venue and symbol) and sends nothing: the stop-loss stays alone."""
     mark = venue.mark_price(SYMBOL)
-    entry = intent(side=side, stop_loss=str(mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))))
-    await driver.normalize_order(await driver.create_entry(entry), entry)
+    entry = await open_side(driver, venue, side)
     before = emulator.rest_calls["POST /v5/position/trading-stop"]
     with pytest.raises(OrderRejected, match="less than one tick") as error:
         await driver.set_trailing_stop(SYMBOL, side, entry.contracts, TrailingSpec(callback_rate=Decimal("0.001")),
@@ -76,6 +75,14 @@ async def test_moving_a_trailing_stop_as_a_fixed_stop_is_refused_without_a_venue
         await driver.move_stop_loss(trail, Decimal("0.95"))
     assert (error.value.venue, error.value.symbol) == ("bybit", SYMBOL)
     assert sum(emulator.rest_calls.values()) == before
+
+
+async def open_side(driver, venue, side: str):
+    """An entry of 43 contracts on ``side`` with its stop-loss 5 % on the losing side of the mark; the intent."""
+    mark = venue.mark_price(SYMBOL)
+    entry = intent(side=side, stop_loss=str(mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))))
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    return entry
 
 
 async def open_long(driver, venue, contracts="43", stop_loss="0.95"):
@@ -160,9 +167,7 @@ async def test_a_stop_loss_order_that_fails_is_translated_with_its_client_id_and
     (``OrderRejected``, not a duplicate id); a 5xx on this write is ``OutcomeUnknown`` (it may have rested); a
     size off the qty step is refused before anything is sent.  Each error names the symbol and the caller's
     client order id; nothing rests."""
-    entry = intent(side=side, stop_loss=str(venue.mark_price(SYMBOL) * (Decimal("0.95") if side == "long" else
-                                                                        Decimal("1.05"))))
-    await driver.normalize_order(await driver.create_entry(entry), entry)
+    entry = await open_side(driver, venue, side)
     mark, client_id = venue.mark_price(SYMBOL), "k-stop-order"
     trigger = mark * (Decimal("0.97") if side == "long" else Decimal("1.03"))
     contracts = entry.contracts + (Decimal("0.00001") if fault == "off-step size" else 0)
@@ -183,8 +188,7 @@ async def test_a_stop_loss_order_answered_without_its_order_id_is_incomplete_not
     """An answer with an empty ``orderId`` (fault ``answer_without_order_id_next``) is ``OrderIncomplete`` naming
     venue, symbol and the caller's client order id, by which it can be found."""
     mark = venue.mark_price(SYMBOL)
-    entry = intent(side=side, stop_loss=str(mark * (Decimal("0.95") if side == "long" else Decimal("1.05"))))
-    await driver.normalize_order(await driver.create_entry(entry), entry)
+    entry = await open_side(driver, venue, side)
     venue.faults.answer_without_order_id_next = 1
     trigger = (mark * (Decimal("0.97") if side == "long" else Decimal("1.03"))).quantize(Decimal("0.0001"))
     with pytest.raises(OrderIncomplete, match="answered without an orderId") as error:

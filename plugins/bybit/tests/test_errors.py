@@ -112,7 +112,6 @@ async def test_an_answer_is_read_by_its_retcode_and_the_error_carries_nothing_of
         await client.close()
 
 
-
 @pytest.mark.parametrize(("code", "reset_in_ms"), [(10006, 5_000), (10001, None)])
 async def test_a_rate_limit_answer_carries_when_the_limit_resets_and_no_other_answer_does(code, reset_in_ms):
     """Bybit v5 "Rate Limit": ``X-Bapi-Limit-Reset-Timestamp`` says when the limit resets; only a 10006 answer
