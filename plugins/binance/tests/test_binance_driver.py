@@ -18,7 +18,7 @@ from framework.errors import (
     VenueError,
     WouldTriggerImmediately,
 )
-from framework.models import OrderUpdate, StopLoss, TrailingSpec, now_ms
+from framework.models import OrderIntent, OrderUpdate, StopLoss, TrailingSpec, now_ms
 
 
 def calls(harness, key: str) -> int:
@@ -80,13 +80,15 @@ async def test_a_trailing_stop_is_one_reduce_only_trailing_stop_market_algo_orde
     assert venue.get_order("default", order_id=stop.order_id).is_open  # beside the fixed stop, not instead
 
 
-async def test_moving_a_stop_without_an_order_id_is_refused_without_a_venue_call(driver, venue, harness):
-    """Every Binance stop is an algo order: a stop without one cannot be this driver's, and is not moved."""
+async def test_a_stop_without_an_order_id_is_neither_moved_nor_cancelled_without_a_venue_call(driver, venue, harness):
+    """Every Binance stop is an algo order: a stop without one cannot be this driver's. It is not moved, and
+    cancelling it reports that nothing was cancelled."""
     stray = StopLoss(venue="binance", symbol=SYMBOL, side="long", kind="stop_loss", trigger_price=below(venue))
     before = trading_calls(harness.emulator)
     with pytest.raises(VenueError, match="always an order") as error:
         await driver.move_stop_loss(stray, below(venue, "3"))
     assert (error.value.venue, error.value.symbol) == ("binance", SYMBOL)
+    assert await driver.cancel_stop_loss(stray) is False
     assert trading_calls(harness.emulator) == before
 
 
@@ -265,6 +267,91 @@ async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
     open_stops = venue.orders("default", SYMBOL, conditional=True)
     assert [o.id for o in open_stops] == [moved_again.order_id]
     assert [i for i in venue.truth.unprotected_intervals(symbol=SYMBOL) if i[3] > start] == []
+
+
+def position_risk_calls(harness) -> int:
+    return calls(harness, "GET /fapi/v3/positionRisk")
+
+
+async def silence_the_stream(venue, stream) -> None:
+    """Every private frame from now on is dropped, once the stream showed the symbol flat (the venue fixture's
+    clean-up): the driver's stream state then knows nothing of what opens next."""
+    await stream.wait_for(lambda: (p := stream.last_update(SYMBOL)) is None or p.contracts == 0)
+    venue.faults.drop_rate = 1.0
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_move_sizes_its_reduce_only_stop_from_the_stream_down_to_a_fraction_of_a_contract(
+        driver, venue, stream, harness, side):
+    """The stream (the core's book) showing the position on the stop's side sizes the replacement of a
+    closePosition stop, under one contract too (0.5 BTC), without asking ``positionRisk``."""
+    btc = "BTC/USDT:USDT"
+
+    def losing_btc(pct: str) -> Decimal:
+        sign = -1 if side == "long" else 1
+        return (venue.mark_price(btc) * (1 + sign * Decimal(pct) / 100)).quantize(Decimal("0.1"))
+
+    entry = OrderIntent(venue="binance", symbol=btc, side=side, contracts=Decimal("0.5"), stop_loss=losing_btc("3"),
+                        client_order_id=f"fw-e-{now_ms()}")
+    await driver.normalize_order(await driver.create_entry(entry), entry)
+    await stream.wait_for(lambda: (p := stream.last_update(btc)) and p.contracts == Decimal("0.5"))
+    stop = await driver.set_stop_loss(btc, side, Decimal("0.5"), losing_btc("3"))
+    before = position_risk_calls(harness)
+    moved = await driver.move_stop_loss(stop, losing_btc("2"))
+    assert (moved.side, moved.contracts) == (side, Decimal("0.5"))
+    assert position_risk_calls(harness) == before
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_move_the_stream_cannot_size_is_sized_by_positionrisk(driver, venue, stream, harness, side):
+    """With no stream frame of the position, ``positionRisk?symbol=`` sizes the reduce-only replacement."""
+    await silence_the_stream(venue, stream)
+    await open_position(driver, venue, side, contracts="7")
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(7), losing(venue, side, "3"))
+    before = position_risk_calls(harness)
+    moved = await driver.move_stop_loss(stop, losing(venue, side, "2"))
+    assert (moved.side, moved.contracts) == (side, Decimal(7))
+    assert position_risk_calls(harness) == before + 1
+    assert [o.id for o in venue.orders("default", SYMBOL, conditional=True)] == [moved.order_id]
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_is_not_moved_for_a_position_rest_shows_on_the_other_side(driver, venue, stream, harness, side):
+    """The stream silent, the position flipped to the other side: REST shows no position on the stop's side.
+    Nothing is placed (a stop sized by the other side's contracts would be one), the old stop is not touched,
+    and the error says REST does not show the position."""
+    await silence_the_stream(venue, stream)
+    await open_position(driver, venue, side, contracts="10")
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), losing(venue, side, "3"))
+    other = "short" if side == "long" else "long"
+    venue.manual_close("default", SYMBOL)
+    await open_position(driver, venue, other, contracts="10")
+    placed = calls(harness, "POST /fapi/v1/algoOrder")
+    with pytest.raises(VenueError, match="REST does not show the position") as error:
+        await driver.move_stop_loss(stop, losing(venue, side, "2"))
+    assert not isinstance(error.value, PositionGone)
+    assert (error.value.venue, error.value.symbol, error.value.order_id) == ("binance", SYMBOL, stop.order_id)
+    assert calls(harness, "POST /fapi/v1/algoOrder") == placed
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_read_after_the_stream_s_flat_frame_is_position_gone_once_rest_agrees(driver, venue, stream,
+                                                                                          harness, side):
+    """A stop object younger than the flat frame (read from a lagging snapshot after it) passes the first
+    check; then neither the stream nor ``positionRisk`` shows the position, and the stream said flat after the
+    last open: ``PositionGone`` naming venue, symbol and stop, nothing placed."""
+    await open_position(driver, venue, side)
+    await stream.wait_for(shows_open(stream, 10))
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), losing(venue, side, "3"))
+    closed_at = venue.now()
+    venue.manual_close("default", SYMBOL)
+    await stream.wait_for(flat_since(stream, closed_at))
+    read_later = stop.model_copy(update={"placed_at": now_ms() + 1})
+    placed = calls(harness, "POST /fapi/v1/algoOrder")
+    with pytest.raises(PositionGone, match="neither REST nor the stream shows the position") as error:
+        await driver.move_stop_loss(read_later, losing(venue, side, "2"))
+    assert (error.value.venue, error.value.symbol, error.value.order_id) == ("binance", SYMBOL, stop.order_id)
+    assert calls(harness, "POST /fapi/v1/algoOrder") == placed
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
