@@ -148,9 +148,13 @@ class Opener:
                 )
             verification = await self.driver.verify_position(intent, order, self.settings.verify_budget_ms,
                                                                self.book)
-        except (OrderRejected, OpenNotVerified):
+        except OpenNotVerified:
             raise
         except Exception as exc:  # failed before the position is protected: roll back
+            refused = order is None or order.status in NOTHING_FILLED and order.filled == 0
+            if isinstance(exc, OrderRejected) and refused:
+                raise  # the entry itself was refused: nothing to roll back
+            # anything else, a refusal of the stop after the fill included, leaves a fill to close
             await self._rollback(intent, order, stop, exc, stop_rests=stop is not None or attached)
             raise
         if verification.outcome == "absent":

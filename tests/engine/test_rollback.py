@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from framework.errors import OrderIncomplete, OrderRejected, RateLimited, RollbackFailed, VenueError
+from framework.errors import OrderIncomplete, OrderRejected, RateLimited, RequestExpired, RollbackFailed, VenueError
 from framework.models import close_side
 from tests.engine.conftest import until, venue_env
 from tests.engine.intercept import SessionWrapper
@@ -557,3 +557,28 @@ async def test_an_entry_that_filled_nothing_and_whose_answer_is_incomplete_is_st
         assert [(r["side"], r["contracts"], r["state"]) for r in await rollback_rows(env)] == [
             (close_side(side), intent.contracts, "rejected")]
         assert alerts(env, "critical") == []
+
+
+class StopExpired(SessionWrapper):
+    """The venue refuses every stop-loss (a request outside the receive window: ``RequestExpired``, an
+    ``OrderRejected``)."""
+
+    async def set_stop_loss(self, call, symbol, side, contracts, trigger_price):
+        raise RequestExpired("stop request outside the receive window", venue="binance", symbol=symbol)
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_refused_after_the_entry_filled_rolls_the_entry_back(store, side):
+    """Binance places the stop after the fill (-4509 before it). Its refusal is not the entry's: the filled
+    entry is closed reduce-only on the closing side, nothing is left open, and the refusal reaches the caller.
+    (It used to be re-raised as the entry's own refusal: the caller read "rejected", the fill stayed open
+    without a stop until reconciliation adopted it.)"""
+    async with venue_env("binance", store) as env:
+        intent = await failed_open(env, side, ("stop-expired", StopExpired()), raises=RequestExpired)
+        assert not env.venue.position("default", env.symbol).is_open
+        rows = await rollback_rows(env)
+        assert [(r["side"], r["contracts"], r["reduce_only"], r["state"]) for r in rows] == [
+            (close_side(side), intent.contracts, True, "closed")]
+        assert env.venue.truth.wrong_side_orders() == []
+        assert not env.parts.book.holds(env.symbol)
+        assert await env.store.open_positions("default", env.venue_name) == []

@@ -504,8 +504,8 @@ async def _trading_stop(conn: BybitConnection, symbol: str, fields: dict[str, st
                 await wait_stream_change(conn.stream_state, symbol, conn.poll_interval_ms / 1000)
                 continue
             raise error from exc
-        except Exception as exc:
-            raise translate(exc, "trading-stop", symbol=symbol) from exc
+        except Exception as exc:  # a timeout or 5xx: the stop may have changed (a write)
+            raise translate(exc, "trading-stop", write=True, symbol=symbol) from exc
         return True
 
 

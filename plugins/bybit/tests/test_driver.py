@@ -196,6 +196,23 @@ async def test_a_stop_loss_order_answered_without_its_order_id_is_incomplete_not
     assert (error.value.venue, error.value.symbol, error.value.order_id) == ("bybit", SYMBOL, f"k-no-id-{side}")
 
 
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_move_answered_5xx_is_outcome_unknown_naming_trading_stop_and_the_symbol(driver, venue, side):
+    """A 5xx on ``POST /v5/position/trading-stop`` (no retCode to read: ccxt's own error) is a write whose
+    outcome is unknown (``OutcomeUnknown``, never a refusal), naming the venue, the symbol and the call; here the
+    gateway answered before the venue acted, so the position keeps the stop it had."""
+    entry = await open_side(driver, venue, side)
+    stop = StopLoss(venue="bybit", symbol=SYMBOL, side=side, trigger_price=entry.stop_loss)
+    before = venue.position("default", SYMBOL).stop_loss
+    await driver.rate_limit_pause()
+    venue.faults.http_error_status, venue.faults.http_error_next = 503, 1
+    with pytest.raises(OutcomeUnknown) as error:
+        await driver.move_stop_loss(stop, (entry.stop_loss * Decimal("1.01")).quantize(Decimal("0.0001")))
+    assert (error.value.venue, error.value.symbol) == ("bybit", SYMBOL)
+    assert "trading-stop" in error.value.message
+    assert venue.position("default", SYMBOL).stop_loss == before
+
+
 async def test_move_stop_amends_in_place_with_no_unprotected_window(driver, venue, emulator):
     await open_long(driver, venue)
     stop = StopLoss(venue="bybit", symbol=SYMBOL, side="long", trigger_price=Decimal("0.95"))
