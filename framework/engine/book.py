@@ -80,7 +80,6 @@ class _ClosingFill:
     client_order_id: str | None
     price: Decimal | None
     realized_pnl: Decimal | None
-    timestamp: int
 
 
 @dataclass(slots=True)
@@ -372,7 +371,7 @@ class PositionBook:
                 return  # recorded for the opener (verification / rollback evidence)
             wait = not self.group_commit
             if state.pending_flat is not None:  # a newer frame: the flat one waited long enough
-                await self._close_pending_locked(state, update.symbol, wait)
+                await self._close_pending_locked(state, wait=wait)
                 position = state.position
             if position is None:
                 if update.contracts > 0:
@@ -382,7 +381,7 @@ class PositionBook:
                 if state.closing_fill is None and self.fill_grace_ms > 0:
                     self._hold_flat(state, update)
                     return
-                await self._close_on_flat_locked(state, update, wait)
+                await self._close_on_flat_locked(state, update, wait=wait)
                 return
             if update.side != position.side:
                 # flipped through zero without a flat frame: the old position is closed.
@@ -394,7 +393,7 @@ class PositionBook:
                 update.entry_price is not None and update.entry_price != position.entry_price
             ):
                 await self._update_locked(state, update.symbol, update.contracts, update.entry_price,
-                                          update.mark_price, "size_changed", update.timestamp, wait)
+                                          update.mark_price, "size_changed", update.timestamp, wait=wait)
 
     def _hold_flat(self, state: _SymbolState, update: PositionUpdate) -> None:
         """Keep a flat frame until its closing fill arrives or ``fill_grace_ms`` passes."""
@@ -414,7 +413,7 @@ class PositionBook:
         try:
             async with state.lock:
                 state.pending_timer = None
-                await self._close_pending_locked(state, symbol)
+                await self._close_pending_locked(state, wait=True)
         except Exception as exc:  # a timer callback has no caller to tell
             log.exception("%s %s: closing on a flat frame failed", self.venue, symbol)
             await alert(self.pm, "critical", f"closure on a flat frame failed: {exc!r}", venue=self.venue,
@@ -422,14 +421,14 @@ class PositionBook:
 
     async def flush(self) -> None:
         """Close every position whose flat frame is still waiting for its fill (end of a replay, shutdown)."""
-        for symbol, state in list(self._symbols.items()):
+        for state in list(self._symbols.values()):
             if state.pending_flat is not None:
                 async with state.lock:
-                    await self._close_pending_locked(state, symbol)
+                    await self._close_pending_locked(state, wait=True)
 
-    async def _close_pending_locked(self, state: _SymbolState, symbol: str, wait: bool = True) -> None:
+    async def _close_pending_locked(self, state: _SymbolState, *, wait: bool) -> None:
         if state.pending_flat is not None and state.position is not None:
-            await self._close_on_flat_locked(state, state.pending_flat, wait)
+            await self._close_on_flat_locked(state, state.pending_flat, wait=wait)
         self._clear_pending(state)
 
     @staticmethod
@@ -439,7 +438,7 @@ class PositionBook:
             state.pending_timer.cancel()
             state.pending_timer = None
 
-    async def _close_on_flat_locked(self, state: _SymbolState, update: PositionUpdate, wait: bool = True) -> None:
+    async def _close_on_flat_locked(self, state: _SymbolState, update: PositionUpdate, *, wait: bool) -> None:
         """Close on a flat frame, with the reason and price of the closing fill the book holds (if any)."""
         fill = state.closing_fill
         trailed = state.position is not None and state.position.trailed
@@ -470,11 +469,10 @@ class PositionBook:
             state.closing_fill = _ClosingFill(
                 origin=update.origin, client_order_id=order.client_order_id,
                 price=update.last_fill_price or order.average, realized_pnl=update.realized_pnl,
-                timestamp=update.timestamp,
             )
             wait = not self.group_commit
             if state.pending_flat is not None:  # the fill that explains the flat frame already held
-                await self._close_on_flat_locked(state, state.pending_flat, wait)
+                await self._close_on_flat_locked(state, state.pending_flat, wait=wait)
                 return
             # A fully filled closing order closes the position even if the flat frame is lost (I-1), unless
             # the position frame of the same fill came first and shows it still open (Binance sends
@@ -545,7 +543,7 @@ class PositionBook:
                 and last.timestamp >= position.opened_at
             ):
                 await self._close_locked(state, position.symbol, "unknown", source="stream",
-                                         timestamp=last.timestamp)
+                                         timestamp=last.timestamp, wait=True)
             elif (  # an entry filled in parts: the stream's newest frame shows more than the open measured
                 last is not None and last.contracts > 0 and last.side == position.side
                 and seen_open is not None and last.timestamp >= position.opened_at
@@ -553,7 +551,7 @@ class PositionBook:
                      or last.entry_price is not None and last.entry_price != position.entry_price)
             ):
                 await self._update_locked(state, position.symbol, last.contracts, last.entry_price,
-                                          last.mark_price, "size_changed", last.timestamp)
+                                          last.mark_price, "size_changed", last.timestamp, wait=True)
         return True
 
     async def _persist_open(self, position: BookPosition, event: PositionEvent, trailing_json: Any) -> None:
@@ -615,7 +613,7 @@ class PositionBook:
 
     async def _update_locked(
         self, state: _SymbolState, symbol: str, contracts: Decimal, entry_price: Decimal | None,
-        mark_price: Decimal | None, reason: str, timestamp: int, wait: bool = True,
+        mark_price: Decimal | None, reason: str, timestamp: int, *, wait: bool,
     ) -> None:
         position = state.position
         assert position is not None
@@ -655,11 +653,11 @@ class PositionBook:
         state = self._state(symbol)
         async with state.lock:
             return await self._close_locked(state, symbol, reason, price=price, realized_pnl=realized_pnl,
-                                            source=source, timestamp=timestamp)
+                                            source=source, timestamp=timestamp, wait=True)
 
     async def _close_locked(
         self, state: _SymbolState, symbol: str, reason: str, *, price: Decimal | None = None,
-        realized_pnl: Decimal | None = None, source: str, timestamp: int | None, wait: bool = True,
+        realized_pnl: Decimal | None = None, source: str, timestamp: int | None, wait: bool,
     ) -> bool:
         """The one close path, under ``state.lock``.  ``wait=False`` (the stream, group commit): return once
         the book changed; the DB row and ``on_position_closed`` follow when its batch commits."""
