@@ -514,6 +514,19 @@ async def test_one_contract_edges_of_a_closing_fill(pm, store, recorder, side):
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_completed_reduce_smaller_than_the_position_closes_nothing_whichever_frame_comes_first(
+        pm, store, recorder, side):
+    # A reduce-only order of 20 on a 43-contract position, completed ("closed", 20 filled), its order frame before
+    # the position frame (Bybit's topics are not ordered; the flat frame of a real closure can be lost alike):
+    # the fill does not cover the position, so it closes nothing; the position frame then gives the new size.
+    book = await held_book(pm, store, side, fill_grace_ms=600_000)
+    await book.on_event(own_fill(side, "20", origin="order", client_id="web_3", ts=2_000))
+    assert book.holds(SYMBOL) and book.get(SYMBOL).contracts == Decimal("43") and recorder.closed() == []
+    await book.on_event(sized(5, "23", ts=2_000, side=side))
+    assert book.holds(SYMBOL) and book.get(SYMBOL).contracts == Decimal("23") and recorder.closed() == []
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
 async def test_a_closing_side_order_cancelled_unfilled_explains_no_flat_frame(pm, store, recorder, side):
     # A reduce-only order of a person's, cancelled with nothing filled, is no closing fill: the flat frame after
     # it still waits for the fill that explains it.
