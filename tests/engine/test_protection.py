@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from framework.models import close_side
-from tests.engine.conftest import FAST, venue_env
+from tests.engine.conftest import FAST, until, venue_env
 from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0
@@ -66,6 +66,24 @@ async def test_a_position_opened_elsewhere_is_adopted_and_protected_on_its_losin
     tick = env.venue.instrument(env.symbol).tick_size
     assert abs(stop - expected) <= tick, (stop, expected)
     assert held.stop.trigger_price == stop and held.stop.side == side
+    assert env.venue.is_protected("default", env.symbol)
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_position_opened_by_hand_right_after_a_closure_is_adopted_on_the_stream_s_word(env, side):
+    """A lagging snapshot of a position just closed must not resurrect it (I-2), so the reconciler leaves a symbol
+    closed less than ``orphan_grace_ms`` ago (60 s here) alone; unless the stream has shown it open again since the
+    closure: then a position opened by hand right after it is adopted and protected at once."""
+    await env.start()
+    await env.engine.open(env.intent(side))
+    await env.settled()
+    env.venue.manual_close("default", env.symbol)
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1, 10)
+    env.venue.place_order("default", env.symbol, "buy" if side == "long" else "sell", amount=Decimal(43))
+    await until(lambda: env.parts.book.stream_shows_open(env.symbol, side))
+    await env.parts.reconciler.reconcile()
+    held = env.parts.book.get(env.symbol)
+    assert held is not None and (held.side, held.contracts) == (side, Decimal(43))
     assert env.venue.is_protected("default", env.symbol)
 
 
