@@ -4,11 +4,13 @@ reconciles to no duplicate entry, no unprotected position and no orphan."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from decimal import Decimal
 
 import pytest
 
 from framework import hookimpl
+from framework.engine.lease import ACTING_METHODS
 from framework.models import TrailingSpec
 from tests.engine.conftest import until, venue_env
 from tests.engine.intercept import SessionWrapper
@@ -85,11 +87,24 @@ async def test_restart_after_a_crash_converges(env, step):
 
 class CrashInMove(SessionWrapper):
     """Kills the process around the first stop move, whoever starts it (the mark-price watcher, usually):
-    before the driver is called, or after the venue executed it."""
+    before the driver is called, or after the venue executed it. The Crash ends only the task that makes the move;
+    the process being dead, nothing of it acts on the venue afterwards (a reconciliation pass of that engine would
+    otherwise act on the book the crash left, which no real crash lets happen)."""
 
     def __init__(self, when: str) -> None:
         self.when = when
         self.fired = asyncio.Event()
+
+    def wrap(self, session):
+        session = super().wrap(session)
+        for name in ACTING_METHODS:
+            setattr(session, name, functools.partial(self._unless_dead, getattr(session, name)))
+        return session
+
+    async def _unless_dead(self, call, *args):
+        if self.fired.is_set():
+            raise Crash("the process is dead")
+        return await call(*args)
 
     def _crash(self, where: str) -> Crash:
         self.fired.set()

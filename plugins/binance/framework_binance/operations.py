@@ -197,6 +197,7 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
     cancelling.
     A move costs two REST calls (place, cancel) while the stream shows the position, three otherwise.
 
+    :returns: the new stop, also when the old one's cancel failed (then it may rest beside it, a duplicate).
     :raises PositionGone: the position closed; whatever this call placed was cancelled again.
     :raises WouldTriggerImmediately: -2021; the old stop is untouched.
     """
@@ -214,6 +215,12 @@ async def move_stop_loss(conn: BinanceConnection, stop: StopLoss, trigger_price:
     except OrderNotFound:
         old = to_order(await conn.fetch_raw_order(stop.symbol, stop.order_id, conditional=True))
         old_gone_by_trigger = old.status == "closed"  # TRIGGERED / FINISHED: it closed the position
+    except VenueError as exc:
+        # The cancel's outcome is unknown (a timeout, a 5xx) but the new stop rests: report it, so that the
+        # book does not keep a stop that may be gone; if the old one still rests, it is a duplicate for the
+        # reconciler to cancel (it keeps the book's).
+        log.warning("binance %s: cancel of the replaced stop %s failed, the new stop %s rests: %s", stop.symbol,
+                    stop.order_id, new.order_id, exc)
     if old_gone_by_trigger or stream_flat_since(conn.stream_state, stop.symbol, stop.placed_at):
         await cancel_stop_loss(conn, new)
         raise PositionGone("the position closed while the stop was moved; the new stop was cancelled",

@@ -399,6 +399,29 @@ async def test_a_position_that_closes_during_its_stop_s_move_is_position_gone_an
     assert venue.orders("default", SYMBOL, conditional=True) == []
 
 
+@pytest.mark.parametrize("executed", [True, False], ids=["cancelled", "not-cancelled"])
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_move_whose_cancel_of_the_old_stop_is_lost_reports_the_new_stop(driver, venue, stream, monkeypatch,
+                                                                                side, executed):
+    """The new stop rests; the old one's cancel times out, executed or not. The move reports the new stop (the
+    book must not keep one that may be gone); an old stop still resting is a duplicate for the reconciler."""
+    await open_position(driver, venue, side)
+    await stream.wait_for(shows_open(stream, 10))
+    stop = await driver.set_stop_loss(SYMBOL, side, Decimal(10), losing(venue, side, "3"))
+    cancel = driver.session.cancel_conditional
+
+    async def answer_lost(symbol, order_id):
+        if executed:
+            await cancel(symbol, order_id)
+        raise OutcomeUnknown("cancel: answer lost (test)", venue="binance", symbol=symbol, order_id=order_id)
+
+    monkeypatch.setattr(driver.session, "cancel_conditional", answer_lost)
+    moved = await driver.move_stop_loss(stop, losing(venue, side, "2"))
+    assert (moved.side, moved.trigger_price) == (side, losing(venue, side, "2"))
+    resting = {o.id for o in venue.orders("default", SYMBOL, conditional=True)}
+    assert resting == ({moved.order_id} if executed else {moved.order_id, stop.order_id})
+
+
 async def test_move_to_a_crossed_price_keeps_the_old_stop(driver, venue, stream):
     await open_position(driver, venue)
     await stream.wait_for(shows_open(stream, 10))
