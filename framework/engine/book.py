@@ -97,6 +97,7 @@ class _SymbolState:
     opening_seen_open: int | None = None  # sequence of the last non-flat update seen during the open
     changed: asyncio.Event | None = None  # made by the first waiter (wait_changed / wait_for)
     closed_at: int | None = None  # local ms of the last closure
+    stop_set_at: int | None = None  # local ms the book last learned the position's protective stop
     # A flat frame that came before the closing fill that explains it (Binance sends ACCOUNT_UPDATE before
     # ORDER_TRADE_UPDATE; Bybit orders no topics): the closure waits up to fill_grace_ms for the fill.
     pending_flat: PositionUpdate | None = None
@@ -610,6 +611,13 @@ class PositionBook:
         else:
             position.stop = stop
             position.stop_price = stop.trigger_price
+            self._symbols[symbol].stop_set_at = now_ms()
+
+    def stop_set_since(self, symbol: str, since_ms: int) -> bool:
+        """Whether the book learned ``symbol``'s protective stop at or after ``since_ms`` (local ms since the
+        epoch): a venue snapshot requested before then may still list the stop it replaced."""
+        state = self._symbols.get(symbol)
+        return bool(state and state.stop_set_at is not None and state.stop_set_at >= since_ms)
 
     async def _update_locked(
         self, state: _SymbolState, symbol: str, contracts: Decimal, entry_price: Decimal | None,

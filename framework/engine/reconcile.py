@@ -98,7 +98,7 @@ class Reconciler:
             await self._close_orphans(on_venue, snapshot.taken_at, report)
             for symbol, venue_position in on_venue.items():
                 found = stops.get(symbol, [])
-                if not self._steady(venue_position, found):
+                if not self._steady(venue_position, found, snapshot_requested_at):
                     await self._sync(venue_position, found, intents.get(symbol), snapshot_requested_at, report)
             await self._cancel_stale_stops(on_venue, stops, report)
             self.passes += 1
@@ -170,7 +170,7 @@ class Reconciler:
                     report["closed"] += 1
                 del self._absent_since[symbol]
 
-    def _steady(self, venue_position: Position, found: list[StopLoss]) -> bool:
+    def _steady(self, venue_position: Position, found: list[StopLoss], requested_at: int) -> bool:
         """What :meth:`_sync` does in a pass's common case, without a coroutine per position (10,000 of them):
         the book holds the position on the same side and size, not being opened, and exactly one protective stop
         rests for it — at most the book learns that stop.  ``False``: not that case, :meth:`_sync` decides."""
@@ -180,8 +180,14 @@ class Reconciler:
                 or len(found) != 1 or found[0].kind not in PROTECTIVE or self.book.opening(symbol)):
             return False
         if held.stop is None or held.stop.order_id != found[0].order_id:
-            self.book.set_stop(symbol, found[0])
+            self._learn_stop(symbol, found[0], requested_at)
         return True
+
+    def _learn_stop(self, symbol: str, stop: StopLoss, requested_at: int) -> None:
+        """The book learns the stop the snapshot lists, unless it learned one since the snapshot was requested:
+        a move in between replaced the listed stop (the next pass sees the new one)."""
+        if not self.book.stop_set_since(symbol, requested_at):
+            self.book.set_stop(symbol, stop)
 
     async def _sync(
         self, venue_position: Position, found: list[StopLoss], intent: OrderIntent | None, requested_at: int,
@@ -230,7 +236,7 @@ class Reconciler:
             self.book.set_stop(symbol, trails[0])
         if protective:
             if held.stop is None or all(s.order_id != held.stop.order_id for s in protective):
-                self.book.set_stop(symbol, protective[0])
+                self._learn_stop(symbol, protective[0], requested_at)
             elif len(protective) > 1:
                 await self._cancel_duplicate_stops(symbol, protective, report)
             return

@@ -10,7 +10,7 @@ import pytest
 
 from framework.engine.book import BookListener, BookPosition, PositionBook
 from framework.errors import DuplicateOpenPosition
-from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, close_side, now_ms
+from framework.models import Order, OrderIntent, OrderUpdate, PositionUpdate, StopLoss, close_side, now_ms
 from framework.plugins import new_plugin_manager, register
 from framework.store import Store
 from tests.engine.recorder import Exploding, Recorder
@@ -453,6 +453,25 @@ async def test_a_closure_in_the_millisecond_a_snapshot_was_requested_is_one_sinc
     assert book.closed_since(SYMBOL, requested_at) and book.closed_since(SYMBOL, requested_at - 1)
     assert not book.closed_since(SYMBOL, requested_at + 1)
 
+
+
+async def test_a_stop_learned_in_the_millisecond_a_snapshot_was_requested_is_one_since_then(pm, monkeypatch):
+    # The reconciler does not teach the book a snapshot's stop when the book learned one at or after the
+    # snapshot's request (a move in between): the same millisecond counts; a take-profit is not the stop.
+    book = PositionBook(VENUE, "default", pm, None)
+    await book.add(BookPosition(SYMBOL, "short", Decimal("5"), Decimal("1.1"), Decimal("1.2"), opened_at=1))
+    requested_at = now_ms()
+    take_profit = StopLoss(venue=VENUE, symbol=SYMBOL, side="short", trigger_price=Decimal("1.0"), order_id="7",
+                           kind="take_profit")
+    book.set_stop(SYMBOL, take_profit)
+    assert not book.stop_set_since(SYMBOL, requested_at - 1)
+    with monkeypatch.context() as frozen:
+        frozen.setattr(time, "time_ns", lambda: requested_at * 1_000_000 + 999_999)
+        book.set_stop(SYMBOL, StopLoss(venue=VENUE, symbol=SYMBOL, side="short", trigger_price=Decimal("1.15"),
+                                       order_id="8"))
+    assert book.stop_set_since(SYMBOL, requested_at) and book.stop_set_since(SYMBOL, requested_at - 1)
+    assert not book.stop_set_since(SYMBOL, requested_at + 1)
+    assert not book.stop_set_since("ETH/USDT:USDT", 0)
 
 # --- the closing fill: what it carries, and the edges of "fully filled" (issue 11, mutation gaps) -----------
 

@@ -210,6 +210,45 @@ async def test_a_snapshot_taken_before_a_closure_does_not_adopt_the_closed_posit
     assert await db_statuses(env) == ["closed"]
 
 
+class MoveWhileSnapshotInFlight(SessionWrapper):
+    """The trailing manager moves the stop after the venue answered the snapshot: the snapshot the reconciler
+    then holds lists the stop the move replaced."""
+
+    def __init__(self, env, mark) -> None:
+        self.env, self.mark = env, mark
+        self.moved = None
+
+    async def fetch_snapshot(self, call):
+        answer = await call()
+        if self.moved is None:
+            await self.env.parts.trailing.on_mark_price(self.env.symbol, self.mark)
+            self.moved = self.env.parts.book.get(self.env.symbol).stop
+        return answer
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_snapshot_taken_before_a_stop_move_does_not_teach_the_book_the_replaced_stop(env, side):
+    """A pass must not hand the book a stop that was replaced after its snapshot was requested: the book would
+    then move (and cancel) a stop that is gone while the one resting goes unmanaged until the next pass."""
+    await env.start()
+    intent = env.intent(side, trailing=TrailingSpec(callback_rate=Decimal("1")))
+    await env.engine.open(intent)
+    await env.settled()
+    placed, moves = env.parts.book.get(env.symbol).stop, env.parts.trailing.moves[env.symbol]
+    mark, step = env.venue.mark_price(env.symbol), Decimal("1.005") if side == "long" else Decimal("0.995")
+    race = MoveWhileSnapshotInFlight(env, (mark * step).quantize(Decimal("0.0001")))  # the trail tightens
+    race.wrap(env.driver.session)
+    report = await env.parts.reconciler.reconcile()
+    assert env.parts.trailing.moves[env.symbol] == moves + 1 and race.moved.trigger_price != placed.trigger_price
+    held = env.parts.book.get(env.symbol).stop
+    assert (held.order_id, held.trigger_price) == (race.moved.order_id, race.moved.trigger_price)
+    assert (report["reprotected"], report["duplicate_stops_cancelled"]) == (0, 0)
+    if placed.order_id is not None:  # Binance: a new order replaced the old one; Bybit amends the position's
+        resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
+        assert [o.id for o in resting] == [race.moved.order_id]
+    assert env.venue.is_protected("default", env.symbol)
+
+
 @pytest.mark.parametrize("side", ["long", "short"])
 async def test_a_steady_pass_teaches_the_book_the_one_stop_resting_and_touches_nothing(env, side):
     """The reconciler's common case (held, same side and size, one protective stop resting): the book learns

@@ -90,21 +90,21 @@ def trading_calls(emulator) -> int:
     return sum(n for endpoint, n in emulator.rest_calls.items() if "listenKey" not in endpoint)
 
 
-def below(venue, pct: str = "2") -> Decimal:
-    """A trigger ``pct`` % under the mark, on the tick."""
-    mark = venue.mark_price(SYMBOL)
-    return (mark * (1 - Decimal(pct) / 100)).quantize(Decimal("0.0001"))
+def below(venue, pct: str = "2", symbol: str = SYMBOL, tick: str = "0.0001") -> Decimal:
+    """A trigger ``pct`` % under ``symbol``'s mark, on its tick (XRP's by default)."""
+    mark = venue.mark_price(symbol)
+    return (mark * (1 - Decimal(pct) / 100)).quantize(Decimal(tick))
 
 
-def above(venue, pct: str = "2") -> Decimal:
-    """A trigger ``pct`` % over the mark, on the tick."""
-    mark = venue.mark_price(SYMBOL)
-    return (mark * (1 + Decimal(pct) / 100)).quantize(Decimal("0.0001"))
+def above(venue, pct: str = "2", symbol: str = SYMBOL, tick: str = "0.0001") -> Decimal:
+    """A trigger ``pct`` % over ``symbol``'s mark, on its tick (XRP's by default)."""
+    mark = venue.mark_price(symbol)
+    return (mark * (1 + Decimal(pct) / 100)).quantize(Decimal(tick))
 
 
-def losing(venue, side: str, pct: str = "2") -> Decimal:
+def losing(venue, side: str, pct: str = "2", symbol: str = SYMBOL, tick: str = "0.0001") -> Decimal:
     """A stop trigger ``pct`` % on the losing side of the mark: below it for a long, above it for a short."""
-    return below(venue, pct) if side == "long" else above(venue, pct)
+    return (below if side == "long" else above)(venue, pct, symbol, tick)
 
 
 def intent(venue, side: str = "long", contracts: str = "10", **extra: Any):

@@ -20,6 +20,8 @@ from framework.errors import (
 )
 from framework.models import OrderIntent, OrderUpdate, StopLoss, TrailingSpec, now_ms
 
+POSITION_RISK = "GET /fapi/v3/positionRisk"
+
 
 def calls(harness, key: str) -> int:
     return harness.emulator.rest_calls[key]
@@ -269,10 +271,6 @@ async def test_move_stop_leaves_no_unprotected_window(driver, venue, stream):
     assert [i for i in venue.truth.unprotected_intervals(symbol=SYMBOL) if i[3] > start] == []
 
 
-def position_risk_calls(harness) -> int:
-    return calls(harness, "GET /fapi/v3/positionRisk")
-
-
 async def silence_the_stream(venue, stream) -> None:
     """Every private frame from now on is dropped, once the stream showed the symbol flat (the venue fixture's
     clean-up): the driver's stream state then knows nothing of what opens next."""
@@ -286,20 +284,16 @@ async def test_a_move_sizes_its_reduce_only_stop_from_the_stream_down_to_a_fract
     """The stream (the core's book) showing the position on the stop's side sizes the replacement of a
     closePosition stop, under one contract too (0.5 BTC), without asking ``positionRisk``."""
     btc = "BTC/USDT:USDT"
-
-    def losing_btc(pct: str) -> Decimal:
-        sign = -1 if side == "long" else 1
-        return (venue.mark_price(btc) * (1 + sign * Decimal(pct) / 100)).quantize(Decimal("0.1"))
-
-    entry = OrderIntent(venue="binance", symbol=btc, side=side, contracts=Decimal("0.5"), stop_loss=losing_btc("3"),
+    trigger = losing(venue, side, "3", symbol=btc, tick="0.1")
+    entry = OrderIntent(venue="binance", symbol=btc, side=side, contracts=Decimal("0.5"), stop_loss=trigger,
                         client_order_id=f"fw-e-{now_ms()}")
     await driver.normalize_order(await driver.create_entry(entry), entry)
     await stream.wait_for(lambda: (p := stream.last_update(btc)) and p.contracts == Decimal("0.5"))
-    stop = await driver.set_stop_loss(btc, side, Decimal("0.5"), losing_btc("3"))
-    before = position_risk_calls(harness)
-    moved = await driver.move_stop_loss(stop, losing_btc("2"))
+    stop = await driver.set_stop_loss(btc, side, Decimal("0.5"), trigger)
+    before = calls(harness, POSITION_RISK)
+    moved = await driver.move_stop_loss(stop, losing(venue, side, "2", symbol=btc, tick="0.1"))
     assert (moved.side, moved.contracts) == (side, Decimal("0.5"))
-    assert position_risk_calls(harness) == before
+    assert calls(harness, POSITION_RISK) == before
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
@@ -308,10 +302,10 @@ async def test_a_move_the_stream_cannot_size_is_sized_by_positionrisk(driver, ve
     await silence_the_stream(venue, stream)
     await open_position(driver, venue, side, contracts="7")
     stop = await driver.set_stop_loss(SYMBOL, side, Decimal(7), losing(venue, side, "3"))
-    before = position_risk_calls(harness)
+    before = calls(harness, POSITION_RISK)
     moved = await driver.move_stop_loss(stop, losing(venue, side, "2"))
     assert (moved.side, moved.contracts) == (side, Decimal(7))
-    assert position_risk_calls(harness) == before + 1
+    assert calls(harness, POSITION_RISK) == before + 1
     assert [o.id for o in venue.orders("default", SYMBOL, conditional=True)] == [moved.order_id]
 
 
