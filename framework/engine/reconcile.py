@@ -241,8 +241,8 @@ class Reconciler:
                 await self._cancel_duplicate_stops(symbol, protective, report)
             return
         if venue_position.stop_loss is not None:  # attached stop the driver did not list separately
-            self.book.set_stop(symbol, StopLoss(venue=self.book.venue, symbol=symbol, side=venue_position.side,
-                                                trigger_price=venue_position.stop_loss))
+            self._learn_stop(symbol, StopLoss(venue=self.book.venue, symbol=symbol, side=venue_position.side,
+                                              trigger_price=venue_position.stop_loss), requested_at)
             return
         if await self.protector.protect(symbol, mark_price=venue_position.mark_price) is not None:
             report["reprotected"] += 1

@@ -214,20 +214,26 @@ class MoveWhileSnapshotInFlight(SessionWrapper):
     """The trailing manager moves the stop after the venue answered the snapshot: the snapshot the reconciler
     then holds lists the stop the move replaced."""
 
-    def __init__(self, env, mark) -> None:
-        self.env, self.mark = env, mark
+    def __init__(self, env, mark, *, on_the_position: bool = False) -> None:
+        self.env, self.mark, self.on_the_position = env, mark, on_the_position
         self.moved = None
 
     async def fetch_snapshot(self, call):
         answer = await call()
-        if self.moved is None:
-            await self.env.parts.trailing.on_mark_price(self.env.symbol, self.mark)
-            self.moved = self.env.parts.book.get(self.env.symbol).stop
+        if self.moved is not None:
+            return answer
+        replaced = self.env.parts.book.get(self.env.symbol).stop
+        await self.env.parts.trailing.on_mark_price(self.env.symbol, self.mark)
+        self.moved = self.env.parts.book.get(self.env.symbol).stop
+        if self.on_the_position:  # a driver that reports the stop on the position row only, not as a stop
+            positions = [p.model_copy(update={"stop_loss": replaced.trigger_price}) for p in answer.positions]
+            answer = answer.model_copy(update={"stops": [], "positions": positions})
         return answer
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
-async def test_a_snapshot_taken_before_a_stop_move_does_not_teach_the_book_the_replaced_stop(env, side):
+@pytest.mark.parametrize("listed", ["as_a_stop", "on_the_position"])
+async def test_a_snapshot_taken_before_a_stop_move_does_not_teach_the_book_the_replaced_stop(env, side, listed):
     """A pass must not hand the book a stop that was replaced after its snapshot was requested: the book would
     then move (and cancel) a stop that is gone while the one resting goes unmanaged until the next pass."""
     await env.start()
@@ -236,7 +242,8 @@ async def test_a_snapshot_taken_before_a_stop_move_does_not_teach_the_book_the_r
     await env.settled()
     placed, moves = env.parts.book.get(env.symbol).stop, env.parts.trailing.moves[env.symbol]
     mark, step = env.venue.mark_price(env.symbol), Decimal("1.005") if side == "long" else Decimal("0.995")
-    race = MoveWhileSnapshotInFlight(env, (mark * step).quantize(Decimal("0.0001")))  # the trail tightens
+    race = MoveWhileSnapshotInFlight(env, (mark * step).quantize(Decimal("0.0001")),  # the trail tightens
+                                     on_the_position=listed == "on_the_position")
     race.wrap(env.driver.session)
     report = await env.parts.reconciler.reconcile()
     assert env.parts.trailing.moves[env.symbol] == moves + 1 and race.moved.trigger_price != placed.trigger_price
