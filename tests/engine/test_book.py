@@ -454,7 +454,6 @@ async def test_a_closure_in_the_millisecond_a_snapshot_was_requested_is_one_sinc
     assert not book.closed_since(SYMBOL, requested_at + 1)
 
 
-
 async def test_a_stop_learned_in_the_millisecond_a_snapshot_was_requested_is_one_since_then(pm, monkeypatch):
     # The reconciler does not teach the book a snapshot's stop when the book learned one at or after the
     # snapshot's request (a move in between): the same millisecond counts; a take-profit is not the stop.
@@ -472,6 +471,7 @@ async def test_a_stop_learned_in_the_millisecond_a_snapshot_was_requested_is_one
     assert book.stop_set_since(SYMBOL, requested_at) and book.stop_set_since(SYMBOL, requested_at - 1)
     assert not book.stop_set_since(SYMBOL, requested_at + 1)
     assert not book.stop_set_since("ETH/USDT:USDT", 0)
+
 
 # --- the closing fill: what it carries, and the edges of "fully filled" (issue 11, mutation gaps) -----------
 
