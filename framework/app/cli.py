@@ -15,7 +15,6 @@ import math
 import os
 import signal
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -527,8 +526,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver falls back to /tmp.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     parser = build_parser()
     args = parser.parse_args(argv)
     args.redact = configure_logging(logging.DEBUG if args.verbose else logging.INFO,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,8 +43,11 @@ def embedded_server(pgdata: Path | None = None, *, cleanup_mode: str | None = No
         next ``framework run`` starts fast); ``"delete"`` stops it and removes ``pgdata`` (tests).
     :returns: a ``pgserver.PostgresServer``.
     """
-    # imported lazily: it starts nothing on import, but pulls psutil & co.
-    from pgserver.postgres_server import get_server
+    # imported lazily: it starts nothing on import, but pulls psutil & co. Its import asks platformdirs for a
+    # runtime directory, which warns where XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pgserver.postgres_server import get_server
 
     pgdata = pgdata or state_dir() / "pgdata"
     log.info("embedded PostgreSQL in %s", pgdata)
