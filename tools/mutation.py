@@ -7,8 +7,12 @@ cost more than the tests. The report is one table per module: killed, survived, 
 ``docs/testing.md`` explains the scope and every surviving mutant.
 
 Usage: ``python tools/mutation.py [--scope core|binance|bybit ...] [--first-only] [--mutant NAME ...]
-[--pytest-timeout S] [--report-only] [--json PATH]``. On a shared machine run it as ``nice -n 19 python
-tools/mutation.py ...``.
+[--budget-minutes M] [--pytest-timeout S] [--report-only] [--json PATH]``. On a shared machine run it as
+``nice -n 19 python tools/mutation.py ...``.
+
+``--budget-minutes`` (``tox -e mutation``: 60) bounds the whole run: when it runs out, mutmut is interrupted,
+every verdict reached so far stays in ``mutants/`` (mutmut saves each one as it comes), and the report covers
+them. The next run goes on with the mutants not yet checked, FIRST patterns first.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -101,12 +107,42 @@ def table(rows: dict[str, Counter[str]]) -> str:
     return "\n".join(lines)
 
 
+class BudgetSpent(Exception):
+    """The run's time budget ran out; mutmut was interrupted and its verdicts so far are saved."""
+
+
+def run_mutmut(command: list[str], cwd: Path, env: dict[str, str], log: Path, deadline: float | None) -> int:
+    """Run ``command`` (mutmut) in ``cwd`` with its output in ``log``; return its exit code.
+
+    :raises BudgetSpent: ``deadline`` (a ``time.monotonic()`` value) passed first. mutmut then gets SIGINT,
+        which it handles by stopping its workers without recording their unfinished mutants; what is
+        still running a minute later is killed with its process group.
+    """
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            return process.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            raise BudgetSpent from None
+
+
 def run_scope(name: str, env: dict[str, str], *, first_only: bool = False,
-              mutants: list[str] | None = None, max_children: int | None = None) -> int:
+              mutants: list[str] | None = None, max_children: int | None = None,
+              deadline: float | None = None) -> int:
     """``mutmut run`` on the scope's FIRST patterns, then on every mutant not yet checked (unless
     ``first_only``); or only on the named ``mutants`` (mutmut re-runs a named mutant even if already judged).
     mutmut's output goes to ``mutmut-<step>.log`` in the scope's directory, beside its ``mutants/`` (a run in
-    another checkout writes its own)."""
+    another checkout writes its own).
+
+    :raises BudgetSpent: ``deadline`` passed (see :func:`run_mutmut`).
+    """
     steps = [("first", FIRST.get(name, []))] + ([] if first_only else [("rest", [])])
     if mutants:
         steps = [("named", mutants)]
@@ -115,11 +151,9 @@ def run_scope(name: str, env: dict[str, str], *, first_only: bool = False,
             continue
         log = SCOPES[name] / f"mutmut-{step}.log"
         print(f"mutation: {name} ({step}) in {SCOPES[name]} (log: {log})", flush=True)
-        with log.open("w") as handle:
-            children = ["--max-children", str(max_children)] if max_children else []
-            command = [sys.executable, "-m", "mutmut", "run", *children, *patterns]
-            rc = subprocess.run(command, cwd=SCOPES[name], env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                check=False).returncode
+        children = ["--max-children", str(max_children)] if max_children else []
+        rc = run_mutmut([sys.executable, "-m", "mutmut", "run", *children, *patterns], SCOPES[name], env, log,
+                        deadline)
         if rc != 0:
             return rc
     return 0
@@ -136,12 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, help="mutants tested at once (mutmut's default: the CPUs)")
     parser.add_argument("--mutant-file", type=Path, help="like --mutant, one name or glob a line")
     parser.add_argument("--pytest-timeout", type=int, default=900, help="seconds per test (default 900)")
+    parser.add_argument("--budget-minutes", type=float, help="stop mutmut after this long and report (default: none)")
     parser.add_argument("--json", type=Path, help="also write the per-module counts here")
     parser.add_argument("--by-function", action="store_true", help="one row per function checked, not per module")
     args = parser.parse_args(argv)
     scopes = args.scope or list(SCOPES)
     if args.mutant_file:
         args.mutant = (args.mutant or []) + args.mutant_file.read_text(encoding="utf-8").split()
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        parser.error("--budget-minutes must be positive")
+    deadline = None if args.budget_minutes is None else time.monotonic() + 60 * args.budget_minutes
     if not args.report_only:
         from framework.store.database import embedded_server
 
@@ -153,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for name in scopes:
                     rc = run_scope(name, env, first_only=args.first_only, mutants=args.mutant,
-                                   max_children=args.max_children)
+                                   max_children=args.max_children, deadline=deadline)
                     if rc != 0:
                         print(f"mutation: mutmut failed in scope {name} (exit {rc})", file=sys.stderr)
                         return rc
+            except BudgetSpent:
+                print(f"mutation: the budget of {args.budget_minutes:g} minutes ran out in scope {name}; the "
+                      "report covers the mutants checked so far, and the next run goes on with the rest",
+                      flush=True)
             finally:
                 server.cleanup()
     rows: dict[str, Counter[str]] = {}
