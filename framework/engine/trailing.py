@@ -63,19 +63,19 @@ def proposed_stop(position: BookPosition, best: Decimal) -> Decimal:
 async def place_native_trail(
     driver: Driver, pm: pluggy.PluginManager, settings: EngineSettings, position: BookPosition,
     reference_price: Decimal,
-) -> bool:
+) -> None:
     """Have the venue run ``position``'s trailing stop (``position.native_trail``) when the settings allow it,
     the driver declares ``native_trailing_stop`` and the spec fits its limits.  The fixed stop-loss stays
-    beside it as the floor, so the position is protected whatever becomes of the trail.
+    beside it as the floor, so the position is protected whatever becomes of the trail.  When
+    ``position.native_trail`` stays ``None`` the engine trails (a refusal is alerted as a warning: the fixed
+    stop still protects the position).
 
     :param reference_price: the mark price now (quote currency), where a trail without activation starts.
-    :returns: whether the venue's trailing stop rests; ``False`` leaves the trailing to the engine (a refusal
-        is alerted as a warning: the fixed stop still protects the position).
     :raises PositionGone: the venue says the position is gone.
     """
     trailing = position.trailing
     if trailing is None or not settings.native_trailing_stop or not driver.native_trailing_fits(trailing):
-        return False
+        return
     try:
         position.native_trail = await driver.set_trailing_stop(
             position.symbol, position.side, position.contracts, trailing, reference_price
@@ -85,8 +85,6 @@ async def place_native_trail(
     except VenueError as exc:
         await alert(pm, "warning", f"the venue's trailing stop was not placed ({exc}); the engine trails instead",
                     venue=driver.venue, symbol=position.symbol)
-        return False
-    return True
 
 
 class TrailingManager:

@@ -72,7 +72,8 @@ async def test_a_spec_outside_the_venue_limits_is_trailed_by_the_engine(env, sid
     assert held.native_trail is None and held.engine_trails and venue_trail(env) == []
     await until(lambda: env.symbol in env.parts.watched_marks.current())
     if env.venue_name == "bybit":  # refused by the driver: said so, and the fixed stop protects the position
-        assert any("trailing stop was not placed" in a.message for a in env.recorder.seen["on_alert"])
+        [refusal] = [a for a in env.recorder.seen["on_alert"] if "trailing stop was not placed" in a.message]
+        assert (refusal.level, refusal.venue, refusal.symbol) == ("warning", "bybit", env.symbol)
         assert env.venue.is_protected("default", env.symbol)
         return
     mark = env.venue.mark_price(env.symbol)
