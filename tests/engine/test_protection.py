@@ -4,11 +4,12 @@ the position is closed at market, never left without a stop (docs/incidents.md I
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
 
-from framework.models import close_side
+from framework.models import PositionUpdate, close_side
 from tests.engine.conftest import FAST, until, venue_env
 from tests.engine.intercept import SessionWrapper
 
@@ -173,6 +174,60 @@ async def test_a_trailing_move_that_cancels_the_old_stop_is_not_taken_for_a_remo
         assert reprotected is None
         resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
         assert [o.id for o in resting] == [moved.order_id]
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_removal_heard_during_a_move_waits_for_it_and_leaves_the_moved_stop(store, side):
+    """A move holds the symbol's stop lock from placing the new stop to recording it. The removal of the stop
+    it replaces, heard meanwhile, is judged after the move: the stop moved, so nothing is placed."""
+    async with venue_env("binance", store) as env:
+        await env.start(FAST.model_copy(update={"reprotect_settle_ms": 0}))
+        await env.engine.open(env.intent(side))
+        await env.settled()
+        old = env.parts.book.get(env.symbol).stop
+        toward_mark = old.trigger_price * (Decimal("1.001") if side == "long" else Decimal("0.999"))
+        async with env.parts.book.stop_lock(env.symbol):
+            removal = asyncio.create_task(env.parts.protector.reprotect(env.symbol, old.order_id))
+            moved = await env.parts.driver.move_stop_loss(old, toward_mark.quantize(Decimal("0.0001")))
+            await env.parts.protector.record(env.symbol, moved, previous=old.trigger_price)
+        assert await removal is None
+        resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
+        assert [o.id for o in resting] == [moved.order_id]
+        assert env.parts.book.get(env.symbol).stop.order_id == moved.order_id
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_removed_after_the_stream_said_flat_is_left_to_the_closure(env, side):
+    """A flat frame waits for its closing fill (``fill_grace_ms``, a minute here), so the book still holds the
+    position when the venue's cancel of its stop is heard. That stop is not placed again: the stream says the
+    position is gone. A flat frame stamped at the very millisecond the position opened counts as after it."""
+    await env.start(FAST.model_copy(update={"fill_grace_ms": 60_000, "reprotect_settle_ms": 0}))
+    await env.engine.open(env.intent(side))
+    await env.settled()
+    book = env.parts.book
+    held = book.get(env.symbol)
+    last = book.last_update(env.symbol)
+    await book.on_event(PositionUpdate(venue=env.venue_name, symbol=env.symbol, side=None, contracts=Decimal(0),
+                                       sequence=last.sequence + 1 if last else 1, timestamp=held.opened_at))
+    assert book.holds(env.symbol) and book.last_update(env.symbol).contracts == 0
+    orders = len(env.venue.orders("default", env.symbol, open_only=False))
+    assert await env.parts.protector.reprotect(env.symbol, held.stop.order_id) is None
+    assert len(env.venue.orders("default", env.symbol, open_only=False)) == orders
+    assert not any("removed on the venue" in a.message for a in env.recorder.seen["on_alert"])
+
+
+@pytest.mark.parametrize("side", SIDES)
+async def test_a_stop_removed_with_its_position_closed_meanwhile_places_nothing(env, side):
+    await env.start(FAST.model_copy(update={"reprotect_settle_ms": 0}))
+    await env.engine.open(env.intent(side))
+    await env.settled()
+    stop = env.parts.book.get(env.symbol).stop
+    env.venue.manual_close("default", env.symbol)
+    await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+    orders = len(env.venue.orders("default", env.symbol, open_only=False))
+    assert await env.parts.protector.reprotect(env.symbol, stop.order_id) is None
+    assert len(env.venue.orders("default", env.symbol, open_only=False)) == orders
+    assert env.venue.truth.orders_for_closed_positions() == []
 
 
 @pytest.mark.parametrize("side", SIDES)
