@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from framework.errors import OrderIncomplete
-from framework.models import TrailingSpec
-from tests.engine.conftest import FAST, NO_GRACE
+from framework.models import TrailingSpec, close_side
+from tests.engine.conftest import FAST, NO_GRACE, venue_env
 from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0  # a closure must reach the DB within this bound (I-1: it took 140 s)
@@ -172,6 +172,148 @@ async def test_reconciliation_cancels_duplicate_stops_keeping_the_one_the_book_h
     assert [o.id for o in resting] == ([kept.order_id] if kept.order_id else [])
     assert env.venue.is_protected("default", env.symbol)
     env.assert_protected_but_for_the_fill_to_stop_window(intent)
+
+
+class UnderTheStopLockAfterTheSnapshot(SessionWrapper):
+    """Once the venue has answered the snapshot, take the symbol's stop lock and run ``meanwhile`` in another task,
+    releasing the lock after it: the pass meets a stop lock held by a move (or a closure) that began after its
+    snapshot, as a trailing move can."""
+
+    def __init__(self, env, meanwhile) -> None:
+        self.env, self.meanwhile = env, meanwhile
+        self.task: asyncio.Task | None = None
+
+    async def fetch_snapshot(self, call):
+        answer = await call()
+        if self.task is None:
+            lock = self.env.parts.book.stop_lock(self.env.symbol)
+            await lock.acquire()
+
+            async def meanwhile_then_release():
+                try:
+                    await self.meanwhile()
+                finally:
+                    lock.release()
+
+            self.task = asyncio.create_task(meanwhile_then_release())
+        return answer
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+@pytest.mark.parametrize("meanwhile", ["stop_moved", "position_closed"])
+async def test_duplicate_stops_are_cancelled_only_while_the_book_s_stop_is_one_the_snapshot_listed(
+        store, side, meanwhile):
+    """The snapshot lists the book's stop and a duplicate; before the pass gets the stop lock, the stop is moved
+    (a new order replaces the listed one) or the position closes. The pass cancels nothing: the stop the book
+    now holds is not one it saw resting. The next pass cancels the duplicate and keeps the moved stop."""
+    async with venue_env("binance", store) as env:  # a Binance move replaces the stop order, new id
+        await env.start()
+        intent = env.intent(side)
+        await env.engine.open(intent)
+        await env.settled()
+        old = env.parts.book.get(env.symbol).stop
+        further = Decimal("-0.0100") if side == "long" else Decimal("0.0100")
+        duplicate = env.venue.place_order("default", env.symbol, side=close_side(side), type="stop_market",
+                                          amount=intent.contracts, reduce_only=True,
+                                          trigger_price=intent.stop_loss + further)
+
+        async def move():
+            toward_mark = old.trigger_price * (Decimal("1.001") if side == "long" else Decimal("0.999"))
+            moved = await env.parts.driver.move_stop_loss(old, toward_mark.quantize(Decimal("0.0001")))
+            await env.parts.protector.record(env.symbol, moved, previous=old.trigger_price)
+
+        async def close():
+            env.venue.manual_close("default", env.symbol)
+            await env.recorder.wait_for(lambda r: len(r.closed()) == 1, BOUND_S)
+
+        race = UnderTheStopLockAfterTheSnapshot(env, move if meanwhile == "stop_moved" else close)
+        race.wrap(env.driver.session)
+        report = await env.parts.reconciler.reconcile()
+        await race.task
+        assert report["duplicate_stops_cancelled"] == 0
+        if meanwhile == "position_closed":
+            assert not env.parts.book.holds(env.symbol)
+            return
+        moved = env.parts.book.get(env.symbol).stop
+        assert moved.order_id not in (old.order_id, duplicate.id)
+
+        def resting():
+            return sorted(o.id for o in env.venue.orders("default", env.symbol, open_only=True, conditional=True))
+
+        assert resting() == sorted([moved.order_id, duplicate.id])
+        assert (await env.parts.reconciler.reconcile())["duplicate_stops_cancelled"] == 1
+        assert resting() == [moved.order_id]
+        assert env.venue.is_protected("default", env.symbol)
+
+
+OTHER = "BTC/USDT:USDT"
+
+
+def place_stale_stop(env, symbol: str, side: str):
+    """A close-position stop for ``symbol`` with no position (Binance takes one before an entry)."""
+    losing = Decimal("0.99") if side == "long" else Decimal("1.01")
+    trigger = (env.venue.mark_price(symbol) * losing).quantize(env.venue.instrument(symbol).tick_size)
+    return env.venue.place_order("default", symbol, side=close_side(side), type="stop_market", close_position=True,
+                                 trigger_price=trigger)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_a_stop_resting_with_no_position_is_cancelled_once_two_passes_a_grace_apart_saw_it(store, side):
+    """A stop order resting for a symbol with no position, not held and not being opened (a crash between a
+    closure and its clean-up leaves one) is cancelled when two snapshots ``orphan_grace_ms`` apart list it; not
+    sooner, since a lagging snapshot may not show a fresh position yet. A stop that went away in between starts
+    the wait again. Each symbol is judged on its own."""
+    async with venue_env("binance", store) as env:
+        await env.start()  # orphan_grace_ms: 60 s
+        now = [10_000_000]
+        env.parts.reconciler.clock = lambda: now[0]
+        grace = FAST.orphan_grace_ms
+
+        def place_stop(symbol=env.symbol):
+            return place_stale_stop(env, symbol, side)
+
+        def resting():
+            return [o.id for o in env.venue.orders("default", None, open_only=True, conditional=True)]
+
+        async def stale_cancelled_after(ms: int) -> int:
+            now[0] += ms
+            return (await env.parts.reconciler.reconcile())["stale_stops_cancelled"]
+
+        first = place_stop()
+        assert await stale_cancelled_after(0) == 0  # first seen
+        env.venue.cancel_order("default", env.symbol, first.id)
+        assert await stale_cancelled_after(1) == 0  # gone: forgotten
+        stops = [place_stop().id, place_stop().id, place_stop(OTHER).id]
+        assert await stale_cancelled_after(grace - 1) == 0  # seen again: the wait starts over
+        assert await stale_cancelled_after(grace - 1) == 0 and resting() == stops
+        assert await stale_cancelled_after(1) == 3
+        assert resting() == []
+        assert env.venue.truth.wrong_side_orders() == []
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+async def test_the_stop_of_a_held_position_a_lagging_snapshot_omits_is_not_stale(store, side):
+    """The venue's REST lags (30 s, less than the orphan grace) and its snapshots omit the position the book
+    holds, yet list its stop: that stop is the position's protection, however long the passes go on listing it
+    alone. A stale stop of another symbol in the same snapshots is still cancelled."""
+    async with venue_env("binance", store) as env:
+        await env.start()
+        now = [10_000_000]
+        env.parts.reconciler.clock = lambda: now[0]
+        await env.engine.open(env.intent(side))
+        await env.settled()
+        stop = env.parts.book.get(env.symbol).stop
+        env.venue.faults.rest_position_lag_ms = 30_000
+        place_stale_stop(env, OTHER, side)
+        cancelled = []
+        for _ in range(3):
+            report = await env.parts.reconciler.reconcile()
+            assert report["closed"] == 0
+            cancelled.append(report["stale_stops_cancelled"])
+            now[0] += FAST.orphan_grace_ms
+        assert cancelled == [0, 1, 0]
+        resting = env.venue.orders("default", None, open_only=True, conditional=True)
+        assert [o.id for o in resting] == [stop.order_id] and env.parts.book.holds(env.symbol)
 
 
 class CloseWhileSnapshotInFlight(SessionWrapper):
