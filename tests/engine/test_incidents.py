@@ -52,7 +52,9 @@ async def test_i1_closure_without_any_stream_evidence_is_closed_by_reconciliatio
     assert report["reprotected"] == 0
     assert await db_statuses(env) == ["closed"]
     assert env.parts.protector.stop_attempts[env.symbol] == 0
-    assert [e.reason for e in env.recorder.closed()] == ["reconcile"]
+    assert [(e.reason, e.source) for e in env.recorder.closed()] == [("reconcile", "reconcile")]
+    # whichever pass closed it (the one the stream's connect requested may have), it counted the closure once
+    assert sum(r["closed"] for _, r in env.recorder.seen["on_reconciled"]) == 1
 
 
 async def test_i2_late_flat_frame_neither_resurrects_nor_double_closes(env):
@@ -265,6 +267,7 @@ async def test_a_stop_resting_with_no_position_is_cancelled_once_two_passes_a_gr
     the wait again. Each symbol is judged on its own."""
     async with venue_env("binance", store) as env:
         await env.start()  # orphan_grace_ms: 60 s
+        await env.settled()
         now = [10_000_000]
         env.parts.reconciler.clock = lambda: now[0]
         grace = FAST.orphan_grace_ms
