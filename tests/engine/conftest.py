@@ -14,7 +14,7 @@ import pytest
 from framework.driver import Driver
 from framework.engine import Engine, EngineSettings
 from framework.engine.broadcast import client_order_id
-from framework.models import OrderIntent
+from framework.models import OrderIntent, StopLoss
 from framework.plugins import load_plugins, register
 from tests.engine.recorder import Recorder
 
@@ -42,6 +42,16 @@ async def close_orders(env: Env) -> list[Any]:
 
 # For tests without REST lag whose orphan must be closed by the first snapshot that misses it.
 NO_GRACE = FAST.model_copy(update={"orphan_grace_ms": 0})
+NO_SETTLE = FAST.model_copy(update={"reprotect_settle_ms": 0})  # a stop removal is judged at once
+
+
+async def move_stop_toward_mark(env: Env, side: str) -> StopLoss:
+    """What a trailing move does, by hand: a stop 0.1 % closer to the mark replaces the book's, and is recorded."""
+    old = env.parts.book.get(env.symbol).stop
+    toward_mark = old.trigger_price * (Decimal("1.001") if side == "long" else Decimal("0.999"))
+    moved = await env.parts.driver.move_stop_loss(old, toward_mark.quantize(Decimal("0.0001")))
+    await env.parts.protector.record(env.symbol, moved, previous=old.trigger_price)
+    return moved
 
 
 class Env:

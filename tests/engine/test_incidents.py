@@ -9,7 +9,7 @@ import pytest
 
 from framework.errors import OrderIncomplete
 from framework.models import TrailingSpec, close_side
-from tests.engine.conftest import FAST, NO_GRACE, venue_env
+from tests.engine.conftest import FAST, NO_GRACE, move_stop_toward_mark, venue_env
 from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0  # a closure must reach the DB within this bound (I-1: it took 140 s)
@@ -220,9 +220,7 @@ async def test_duplicate_stops_are_cancelled_only_while_the_book_s_stop_is_one_t
                                           trigger_price=intent.stop_loss + further)
 
         async def move():
-            toward_mark = old.trigger_price * (Decimal("1.001") if side == "long" else Decimal("0.999"))
-            moved = await env.parts.driver.move_stop_loss(old, toward_mark.quantize(Decimal("0.0001")))
-            await env.parts.protector.record(env.symbol, moved, previous=old.trigger_price)
+            await move_stop_toward_mark(env, side)
 
         async def close():
             env.venue.manual_close("default", env.symbol)

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from framework.models import PositionUpdate, close_side
-from tests.engine.conftest import FAST, until, venue_env
+from tests.engine.conftest import FAST, NO_SETTLE, move_stop_toward_mark, until, venue_env
 from tests.engine.intercept import SessionWrapper
 
 BOUND_S = 5.0
@@ -181,15 +181,13 @@ async def test_a_stop_removal_heard_during_a_move_waits_for_it_and_leaves_the_mo
     """A move holds the symbol's stop lock from placing the new stop to recording it. The removal of the stop
     it replaces, heard meanwhile, is judged after the move: the stop moved, so nothing is placed."""
     async with venue_env("binance", store) as env:
-        await env.start(FAST.model_copy(update={"reprotect_settle_ms": 0}))
+        await env.start(NO_SETTLE)
         await env.engine.open(env.intent(side))
         await env.settled()
         old = env.parts.book.get(env.symbol).stop
-        toward_mark = old.trigger_price * (Decimal("1.001") if side == "long" else Decimal("0.999"))
         async with env.parts.book.stop_lock(env.symbol):
             removal = asyncio.create_task(env.parts.protector.reprotect(env.symbol, old.order_id))
-            moved = await env.parts.driver.move_stop_loss(old, toward_mark.quantize(Decimal("0.0001")))
-            await env.parts.protector.record(env.symbol, moved, previous=old.trigger_price)
+            moved = await move_stop_toward_mark(env, side)
         assert await removal is None
         resting = env.venue.orders("default", env.symbol, open_only=True, conditional=True)
         assert [o.id for o in resting] == [moved.order_id]
@@ -201,7 +199,7 @@ async def test_a_stop_removed_after_the_stream_said_flat_is_left_to_the_closure(
     """A flat frame waits for its closing fill (``fill_grace_ms``, a minute here), so the book still holds the
     position when the venue's cancel of its stop is heard. That stop is not placed again: the stream says the
     position is gone. A flat frame stamped at the very millisecond the position opened counts as after it."""
-    await env.start(FAST.model_copy(update={"fill_grace_ms": 60_000, "reprotect_settle_ms": 0}))
+    await env.start(NO_SETTLE.model_copy(update={"fill_grace_ms": 60_000}))
     await env.engine.open(env.intent(side))
     await env.settled()
     book = env.parts.book
@@ -218,7 +216,7 @@ async def test_a_stop_removed_after_the_stream_said_flat_is_left_to_the_closure(
 
 @pytest.mark.parametrize("side", SIDES)
 async def test_a_stop_removed_with_its_position_closed_meanwhile_places_nothing(env, side):
-    await env.start(FAST.model_copy(update={"reprotect_settle_ms": 0}))
+    await env.start(NO_SETTLE)
     await env.engine.open(env.intent(side))
     await env.settled()
     stop = env.parts.book.get(env.symbol).stop
